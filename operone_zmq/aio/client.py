@@ -1,0 +1,508 @@
+"""AsyncClient and Client: submit jobs to a broker and read cluster state.
+
+The client keeps one CurveZMQ DEALER per priority class it uses (to the
+broker's frontend of that class) and a table of pending requests keyed by id:
+each ends exactly once, with the broker's RESULT/REPLY, its ERROR, or the
+local deadline (timeout plus a grace period, so the broker's own timeout
+error normally arrives first).
+
+A socket monitor watches each DEALER: when the broker refuses our key during
+the CurveZMQ handshake, pending and new requests fail at once with
+:class:`~operone_zmq.errors.AuthenticationError` instead of timing out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import heapq
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+from zmq.utils.monitor import parse_monitor_message
+
+from ..core.broker import CLASS_NAMES
+from ..core.client import ClientCore, JobResult
+from ..errors import (
+    AuthenticationError,
+    BrokerUnreachable,
+    JobCancelled,
+    JobTimeout,
+    Overloaded,
+)
+from ..protocol.bodies import Progress
+from .pump import Pump
+from .sockets import CurveKeys, SocketLimits, make_socket
+
+__all__ = ["AsyncClient", "Client", "JobResult", "parse_priority"]
+
+#: Seconds the client waits past a job's timeout for the broker's answer
+#: before it gives up on its own (the broker normally answers first).
+GRACE = 2.0
+
+#: Default job timeout when the caller names none.
+DEFAULT_TIMEOUT = 60.0
+
+#: Requests in flight per client; past it submit() raises Overloaded.  Bounds
+#: the pending table, the way each broker queue is bounded.
+MAX_IN_FLIGHT = 100_000
+
+
+def parse_priority(priority: str | int) -> int:
+    """Priority class index from a name ("critical".."low") or 0..3."""
+    if isinstance(priority, int) and not isinstance(priority, bool) and 0 <= priority <= 3:
+        return priority
+    if isinstance(priority, str) and priority.lower() in CLASS_NAMES:
+        return CLASS_NAMES.index(priority.lower())
+    raise ValueError(f"priority must be one of {', '.join(CLASS_NAMES)} (or 0..3), not"
+                     f" {priority!r}")
+
+
+@dataclass(slots=True)
+class _Pending:
+    fut: asyncio.Future[Any]
+    deadline: float
+    cls: int
+    is_job: bool
+    on_progress: Callable[[Progress], None] | None
+    sent: float
+
+
+class AsyncClient:
+    """Asyncio client of one broker."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        base_port: int = 7700,
+        *,
+        keys: CurveKeys,
+        client_id: str | None = None,
+        default_timeout: float = DEFAULT_TIMEOUT,
+        socket_limits: SocketLimits | None = None,
+    ) -> None:
+        if keys.server is None:
+            raise ValueError("keys.server (the broker's public key) is required")
+        self.host = host
+        self.base_port = base_port
+        self._keys = keys
+        self.default_timeout = default_timeout
+        self._socket_limits = socket_limits or SocketLimits()
+        self.core = ClientCore(client_id)
+        self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
+        self._pump: Pump | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sock_of_cls: dict[int, int] = {}
+        self._monitor_of: dict[int, int] = {}
+        self._auth_failed: dict[int, str] = {}
+        self._heard: set[int] = set()
+        self._pending: dict[str, _Pending] = {}
+        self._deadlines: list[tuple[float, str]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = float("inf")
+
+    # ------------------------------------------------------------ lifecycle
+    async def connect(self) -> AsyncClient:
+        """Open the client (sockets connect lazily, per priority class)."""
+        if self._pump is None:
+            self._loop = asyncio.get_running_loop()
+            self._ctx = zmq.Context()
+            self._pump = Pump(self._loop, self._on_message, self._after_run)
+        return self
+
+    async def close(self) -> None:
+        """Fail whatever is pending and close the sockets.  Safe to call twice."""
+        pump = self._pump
+        if pump is None:
+            return
+        self._pump = None
+        if self._timer is not None:
+            self._timer.cancel()
+        for p in self._pending.values():
+            if not p.fut.done():
+                p.fut.set_exception(BrokerUnreachable("the client was closed"))
+        self._pending.clear()
+        pump.close()
+        if self._ctx is not None:
+            self._ctx.term()
+            self._ctx = None
+
+    async def __aenter__(self) -> AsyncClient:
+        return await self.connect()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _endpoint(self, cls: int) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"tcp://{host}:{self.base_port + cls}"
+
+    def _sock_index(self, cls: int) -> int:
+        idx = self._sock_of_cls.get(cls)
+        if idx is not None:
+            return idx
+        pump, ctx = self._pump, self._ctx
+        if pump is None or ctx is None:
+            raise RuntimeError("the client is not connected: use 'async with' or connect()")
+        s = make_socket(ctx, zmq.DEALER, limits=self._socket_limits, curve=self._keys)
+        if ":" in self.host:
+            s.setsockopt(zmq.IPV6, 1)
+        mon = s.get_monitor_socket(
+            zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_SUCCEEDED
+            | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+        s.connect(self._endpoint(cls))
+        idx = pump.add(s)
+        self._monitor_of[pump.add(mon)] = cls
+        self._sock_of_cls[cls] = idx
+        return idx
+
+    # ------------------------------------------------------------ requests
+    def submit(
+        self,
+        tool: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        on: str | None = None,
+        capabilities: Iterable[str] = (),
+        priority: str | int = "normal",
+        timeout: float | None = None,
+        retries: int = 0,
+        idempotent: bool = True,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> asyncio.Future[JobResult]:
+        """Submit a job; the future resolves to a :class:`JobResult` or raises
+        the job's typed error.  Cancelling the future cancels the job."""
+        cls = parse_priority(priority)
+        t = self.default_timeout if timeout is None else float(timeout)
+        jid, frames = self.core.job(tool, dict(args or {}), cls=cls, timeout=t, on=on,
+                                    caps=tuple(capabilities), retries=retries,
+                                    idempotent=idempotent)
+        fut = self._send(jid, cls, frames, t, is_job=True, on_progress=on_progress)
+        return fut
+
+    async def run(self, tool: str, args: Mapping[str, Any] | None = None, **kw: Any) -> Any:
+        """Run a job and return its value."""
+        res: JobResult = await self.submit(tool, args, **kw)
+        return res.value
+
+    async def map(
+        self, tool: str, args_list: Iterable[Mapping[str, Any]], *, concurrency: int = 100,
+        **kw: Any,
+    ) -> list[Any]:
+        """Run ``tool`` once per argument map, at most ``concurrency`` at a time;
+        values in input order.  The first error is raised (the rest still run
+        to completion or their timeout)."""
+        results = [r async for r in self._windowed(tool, args_list, concurrency, kw)]
+        results.sort(key=lambda r: r[0])
+        out: list[Any] = []
+        for _, r in results:
+            if isinstance(r, BaseException):
+                raise r
+            out.append(r.value)
+        return out
+
+    async def as_completed(
+        self, tool: str, args_list: Iterable[Mapping[str, Any]], *, concurrency: int = 100,
+        **kw: Any,
+    ) -> AsyncIterator[tuple[int, JobResult | BaseException]]:
+        """Yield ``(index, result or error)`` as jobs finish."""
+        async for item in self._windowed(tool, args_list, concurrency, kw):
+            yield item
+
+    async def _windowed(
+        self, tool: str, args_list: Iterable[Mapping[str, Any]], concurrency: int,
+        kw: dict[str, Any],
+    ) -> AsyncIterator[tuple[int, JobResult | BaseException]]:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        it = iter(enumerate(args_list))
+        running: dict[asyncio.Future[JobResult], int] = {}
+        done_q: asyncio.Queue[tuple[int, JobResult | BaseException]] = asyncio.Queue()
+
+        def on_done(f: asyncio.Future[JobResult]) -> None:
+            i = running.pop(f)
+            if f.cancelled():
+                done_q.put_nowait((i, JobCancelled("cancelled")))
+            else:
+                e = f.exception()
+                done_q.put_nowait((i, e if e is not None else f.result()))
+
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and len(running) < concurrency:
+                    try:
+                        i, a = next(it)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    f = self.submit(tool, a, **kw)
+                    running[f] = i
+                    f.add_done_callback(on_done)
+                if exhausted and not running and done_q.empty():
+                    return
+                yield await done_q.get()
+        finally:
+            for f in list(running):
+                f.cancel()
+
+    async def query(self, what: str, args: Mapping[str, Any] | None = None,
+                    timeout: float = 10.0) -> Any:
+        """Ask the broker (QUERY) and return its REPLY value."""
+        qid, frames = self.core.query(what, dict(args or {}), cls=0)
+        return await self._send(qid, 0, frames, timeout, is_job=False, grace=0.0)
+
+    async def stats(self) -> dict[str, Any]:
+        """The broker's counters (``operone stats``)."""
+        s: dict[str, Any] = await self.query("stats")
+        return s
+
+    async def workers(self) -> list[dict[str, Any]]:
+        """The broker's registered workers."""
+        w: list[dict[str, Any]] = await self.query("workers")
+        return w
+
+    async def tools(self) -> dict[str, int]:
+        """Tools offered on the broker's node, with the number of workers each."""
+        t: dict[str, int] = await self.query("tools")
+        return t
+
+    async def ping(self, timeout: float = 5.0) -> str:
+        """Round-trip to the broker; returns its node id."""
+        r: dict[str, str] = await self.query("ping", timeout=timeout)
+        return r["node"]
+
+    def cancel(self, job_id: str, reason: str = "cancelled by the client") -> bool:
+        """Ask the broker to stop ``job_id``; True when it was pending here."""
+        p = self._pending.get(job_id)
+        if p is None:
+            return False
+        if not p.fut.done():
+            p.fut.cancel()  # the done-callback sends CANCEL
+        return True
+
+    # ------------------------------------------------------------- plumbing
+    def _send(
+        self, rid: str, cls: int, frames: list[bytes], timeout: float, *, is_job: bool,
+        on_progress: Callable[[Progress], None] | None = None, grace: float = GRACE,
+    ) -> asyncio.Future[Any]:
+        pump, loop = self._pump, self._loop
+        if pump is None or loop is None:
+            raise RuntimeError("the client is not connected: use 'async with' or connect()")
+        fut: asyncio.Future[Any] = loop.create_future()
+        refused = self._auth_failed.get(cls)
+        if refused is not None:
+            fut.set_exception(AuthenticationError(refused))
+            return fut
+        if len(self._pending) >= MAX_IN_FLIGHT:
+            fut.set_exception(Overloaded(f"{MAX_IN_FLIGHT} requests already in flight"))
+            return fut
+        idx = self._sock_index(cls)
+        now = time.monotonic()
+        deadline = now + timeout + grace
+        if not pump.send(idx, frames, now):
+            fut.set_exception(Overloaded("the send queue to the broker is full"))
+            return fut
+        self._pending[rid] = _Pending(fut, deadline, cls, is_job, on_progress, now)
+        heapq.heappush(self._deadlines, (deadline, rid))
+        if deadline < self._timer_at:
+            self._arm(deadline, now)
+        if is_job:
+            fut.add_done_callback(functools.partial(self._on_future_done, rid, cls))
+        pump.kick()
+        return fut
+
+    def _on_future_done(self, rid: str, cls: int, fut: asyncio.Future[Any]) -> None:
+        p = self._pending.pop(rid, None)
+        if fut.cancelled() and p is not None and self._pump is not None:
+            self._pump.send(self._sock_index(cls), self.core.cancel(rid, cls=cls))
+            self._pump.kick()
+
+    def _arm(self, at: float, now: float) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = at
+        self._timer = loop.call_at(loop.time() + max(0.0, at - now), self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        self._timer_at = float("inf")
+        now = time.monotonic()
+        dl = self._deadlines
+        while dl and dl[0][0] <= now:
+            deadline, rid = heapq.heappop(dl)
+            p = self._pending.get(rid)
+            if p is None or p.deadline != deadline:
+                continue
+            del self._pending[rid]
+            if p.fut.done():
+                continue
+            ep = self._endpoint(p.cls)
+            if p.cls in self._heard:
+                p.fut.set_exception(JobTimeout(
+                    f"no answer from the broker at {ep} within {deadline - p.sent:g} s",
+                    job_id=rid))
+            else:
+                p.fut.set_exception(BrokerUnreachable(
+                    f"no answer from a broker at {ep} within {deadline - p.sent:g} s"
+                    " (is it running, and is its public key the one configured here?)"))
+        if len(dl) > 2 * len(self._pending) + 1024:
+            self._deadlines = [(p.deadline, r) for r, p in self._pending.items()]
+            heapq.heapify(self._deadlines)
+        if self._deadlines:
+            self._arm(self._deadlines[0][0], now)
+
+    def _on_message(self, idx: int, frames: list[bytes], now: float) -> None:
+        cls = self._monitor_of.get(idx)
+        if cls is not None:
+            self._on_monitor(cls, frames)
+            return
+        reply = self.core.on_message(frames)
+        if reply is None:
+            return
+        p = self._pending.get(reply.id)
+        if p is None:
+            return
+        self._heard.add(p.cls)
+        kind = reply.kind
+        if kind == "progress":
+            if p.on_progress is not None:
+                try:
+                    p.on_progress(reply.value)
+                except Exception:  # a user callback must not break the client
+                    pass
+            return
+        del self._pending[reply.id]
+        if p.fut.done():
+            return
+        if kind == "error":
+            p.fut.set_exception(reply.value)
+        else:
+            p.fut.set_result(reply.value)
+
+    def _on_monitor(self, cls: int, frames: list[bytes]) -> None:
+        try:
+            ev = parse_monitor_message(frames)
+        except Exception:
+            return
+        event = ev["event"]
+        if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            self._auth_failed.pop(cls, None)
+            self._heard.add(cls)
+            return
+        if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            why = (f"the broker at {self._endpoint(cls)} refused this client's key (not in its"
+                   " trust store: ask its operator to run 'operone keys accept')")
+        else:
+            why = (f"CurveZMQ handshake with {self._endpoint(cls)} failed (wrong server key,"
+                   " or the broker does not use CurveZMQ)")
+        self._auth_failed[cls] = why
+        for rid, p in list(self._pending.items()):
+            if p.cls == cls and not p.fut.done():
+                del self._pending[rid]
+                p.fut.set_exception(AuthenticationError(why))
+
+    def _after_run(self, now: float) -> None:
+        return None
+
+    @property
+    def in_flight(self) -> int:
+        """Requests sent and not yet answered."""
+        return len(self._pending)
+
+
+class Client:
+    """Blocking client: the same API as :class:`AsyncClient`, from plain
+    threads.  Runs an AsyncClient on a private event loop thread."""
+
+    def __init__(self, host: str = "127.0.0.1", base_port: int = 7700, **kw: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="operone-client",
+                                        daemon=True)
+        self._thread.start()
+        self._aclient = AsyncClient(host, base_port, **kw)
+        self._call(self._aclient.connect())
+        self._closed = False
+
+    def _call(self, coro: Any, timeout: float | None = None) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    @property
+    def aclient(self) -> AsyncClient:
+        """The AsyncClient behind this client (use it only from its loop)."""
+        return self._aclient
+
+    def submit(self, tool: str, args: Mapping[str, Any] | None = None,
+               **kw: Any) -> concurrent.futures.Future[JobResult]:
+        """Submit a job; a concurrent future of its :class:`JobResult`.
+        Cancelling the future cancels the job."""
+        async def go() -> JobResult:
+            return await self._aclient.submit(tool, args, **kw)
+
+        return asyncio.run_coroutine_threadsafe(go(), self._loop)
+
+    def run(self, tool: str, args: Mapping[str, Any] | None = None, **kw: Any) -> Any:
+        """Run a job and return its value (raises the job's typed error)."""
+        return self.submit(tool, args, **kw).result().value
+
+    def map(self, tool: str, args_list: Iterable[Mapping[str, Any]], *,
+            concurrency: int = 100, **kw: Any) -> list[Any]:
+        """Run ``tool`` once per argument map; values in input order."""
+        values: list[Any] = self._call(
+            self._aclient.map(tool, list(args_list), concurrency=concurrency, **kw))
+        return values
+
+    def as_completed(self, tool: str, args_list: Iterable[Mapping[str, Any]], *,
+                     concurrency: int = 100,
+                     **kw: Any) -> Iterable[tuple[int, JobResult | BaseException]]:
+        """Yield ``(index, result or error)`` as jobs finish."""
+        agen = self._aclient.as_completed(tool, list(args_list), concurrency=concurrency, **kw)
+        while True:
+            try:
+                item = self._call(agen.__anext__())
+            except StopAsyncIteration:
+                return
+            yield item
+
+    def query(self, what: str, args: Mapping[str, Any] | None = None,
+              timeout: float = 10.0) -> Any:
+        """Ask the broker (QUERY)."""
+        return self._call(self._aclient.query(what, args, timeout))
+
+    def stats(self) -> dict[str, Any]:
+        """The broker's counters."""
+        return self._call(self._aclient.stats())  # type: ignore[no-any-return]
+
+    def workers(self) -> list[dict[str, Any]]:
+        """The broker's registered workers."""
+        return self._call(self._aclient.workers())  # type: ignore[no-any-return]
+
+    def ping(self, timeout: float = 5.0) -> str:
+        """Round-trip to the broker; returns its node id."""
+        return self._call(self._aclient.ping(timeout))  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        """Close the client and its loop thread.  Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._call(self._aclient.close(), timeout=5)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
+            self._loop.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

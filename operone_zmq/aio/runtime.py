@@ -1,0 +1,188 @@
+"""Assembly: build brokers, workers and clients from a node's home and config.
+
+The CLI, the demo and the tests all go through these functions, so a broker
+started by hand and one started by a test are configured the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from ..config import Config, Home, load_config
+from ..core.broker import BrokerLimits
+from ..errors import ConfigError
+from ..security.keys import KeyPair, TrustStore, load_keypair, parse_public_key
+from ..tools import ToolRegistry, ToolsConfig, builtin_registry
+from .broker import Broker
+from .client import AsyncClient, Client
+from .sockets import CurveKeys, SocketLimits
+from .worker import Worker
+
+__all__ = [
+    "broker_from_config",
+    "client_keys",
+    "node_keys",
+    "registry_from_config",
+    "run_until_signalled",
+    "worker_from_config",
+]
+
+
+def node_keys(home: Home) -> KeyPair:
+    """The node's Curve key pair; a clear error when ``operone init`` was not run."""
+    if not home.node_secret.exists():
+        raise ConfigError(
+            f"no node key at {home.node_secret}: run 'operone init' first"
+            f" (home: {home.path})")
+    kp = load_keypair(home.node_secret)
+    if kp.secret is None:
+        raise ConfigError(f"{home.node_secret} holds no secret key")
+    return kp
+
+
+def broker_from_config(home: Home, config: Config) -> Broker:
+    """A broker for this node, as its config says."""
+    kp = node_keys(home)
+    assert kp.secret is not None  # checked by node_keys
+    limits = BrokerLimits(
+        max_queued_jobs=config.limits.max_queued_jobs,
+        heartbeat_interval=config.workers.heartbeat_interval,
+        liveness=config.workers.heartbeat_liveness,
+    )
+    endpoint = config.broker.worker_endpoint
+    if endpoint is None:  # load_config always resolves it
+        raise ConfigError("broker.worker_endpoint is not set")
+    return Broker(
+        config.node.id,
+        keys=CurveKeys(kp.public, kp.secret),
+        trust=TrustStore(home.trust_dir),
+        host=config.node.host,
+        base_port=config.node.base_port,
+        worker_endpoint=endpoint,
+        limits=limits,
+        socket_limits=SocketLimits(max_message_size=config.limits.max_message_size),
+        name=config.node.name,
+    )
+
+
+def tools_config(config: Config) -> ToolsConfig:
+    """The built-in tools' policy from the [tools] section."""
+    root = config.tools.fs_root
+    return ToolsConfig(shell_allow=frozenset(config.tools.shell_allow),
+                       fs_root=Path(root).expanduser() if root else None)
+
+
+def registry_from_config(config: Config, extra_modules: Iterable[str] = ()) -> ToolRegistry:
+    """Built-in tools plus the tool modules named in the config and ``extra_modules``."""
+    reg = builtin_registry(tools_config(config))
+    for ref in (*config.tools.modules, *extra_modules):
+        reg.load_module(ref)
+    return reg
+
+
+def worker_from_config(
+    home: Home, config: Config, *, name: str | None = None, modules: Iterable[str] = (),
+    caps: Iterable[str] | None = None,
+) -> Worker:
+    """A worker process's engine for this node."""
+    endpoint = config.broker.worker_endpoint
+    if endpoint is None:
+        raise ConfigError("broker.worker_endpoint is not set")
+    curve = None
+    if endpoint.startswith("tcp"):
+        kp = node_keys(home)
+        assert kp.secret is not None
+        curve = CurveKeys(kp.public, kp.secret, kp.public)
+    wname = name or f"{config.node.id}.w{os.getpid()}"
+    return Worker(
+        wname,
+        endpoint,
+        registry_from_config(config, modules),
+        tools_config=tools_config(config),
+        caps=tuple(config.workers.capabilities if caps is None else caps),
+        slots=config.workers.concurrency,
+        threads=config.workers.threads,
+        heartbeat_interval=config.workers.heartbeat_interval,
+        liveness=config.workers.heartbeat_liveness,
+        curve=curve,
+    )
+
+
+def client_keys(home: Home, server_key: str | None = None) -> CurveKeys:
+    """This home's key pair as a client, and the broker's public key
+    (default: this node's own, for talking to the local broker)."""
+    kp = node_keys(home)
+    assert kp.secret is not None
+    server = parse_public_key(server_key) if server_key else kp.public
+    return CurveKeys(kp.public, kp.secret, server)
+
+
+def _target(config: Config, broker: str | None) -> tuple[str, int]:
+    if broker:
+        host, _, port = broker.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"--broker must be HOST:PORT, not {broker!r}")
+        return host.strip("[]"), int(port)
+    host = config.node.host
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    return host, config.node.base_port
+
+
+def async_client_for(home: Home, config: Config, broker: str | None = None,
+                     server_key: str | None = None, **kw: Any) -> AsyncClient:
+    """An AsyncClient of this node's broker (or of ``broker`` = HOST:PORT)."""
+    host, port = _target(config, broker)
+    return AsyncClient(host, port, keys=client_keys(home, server_key),
+                       client_id=f"{config.node.id}.{socket.gethostname()[:16]}", **kw)
+
+
+def client_for(home: Home, config: Config, broker: str | None = None,
+               server_key: str | None = None, **kw: Any) -> Client:
+    """A blocking Client of this node's broker (or of ``broker`` = HOST:PORT)."""
+    host, port = _target(config, broker)
+    return Client(host, port, keys=client_keys(home, server_key),
+                  client_id=f"{config.node.id}.{socket.gethostname()[:16]}", **kw)
+
+
+def load(home_path: str | Path | None = None, overrides: dict[str, Any] | None = None,
+         ) -> tuple[Home, Config]:
+    """The home (default: $OPERONE_HOME or the platform default) and its config."""
+    home = Home(Path(home_path).expanduser()) if home_path else Home.default()
+    return home, load_config(home, overrides)
+
+
+async def run_until_signalled(
+    start: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]],
+    wait: Callable[[], Awaitable[None]], on_started: Callable[[], None] | None = None,
+) -> None:
+    """Start a service, run until SIGINT/SIGTERM (or until it stops), stop it."""
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    if sys.platform != "win32":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stopping.set)
+    await start()
+    if on_started is not None:
+        on_started()
+    waiter = asyncio.ensure_future(wait())
+    sig_wait = asyncio.ensure_future(stopping.wait())
+    try:
+        await asyncio.wait({waiter, sig_wait}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for f in (waiter, sig_wait):
+            f.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await f
+        await stop()
+        if sys.platform != "win32":
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)

@@ -1,0 +1,261 @@
+"""Worker: the asyncio/ZeroMQ shell of WorkerCore; runs tools.
+
+One DEALER to the local broker.  Async tools run as tasks on the loop; cheap
+``inline`` tools run right in the receive loop (no task, no thread: this is
+what makes no-op jobs fast); every other sync tool runs in a bounded thread
+pool.  When the broker goes silent the socket is replaced and the worker
+registers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import os
+import time
+from typing import Any
+
+import structlog
+import zmq
+
+from ..core.worker import JobStart, WorkerCore
+from ..errors import JobError, ToolNotFound
+from ..protocol.bodies import Progress, ToolInfo
+from ..tools import ToolContext, ToolRegistry, ToolsConfig
+from .pump import Pump
+from .sockets import CurveKeys, SocketLimits, make_socket
+
+__all__ = ["Worker"]
+
+log = structlog.get_logger("operone.worker")
+
+
+class Worker:
+    """A worker process's engine: registers tools with a broker and runs jobs."""
+
+    def __init__(
+        self,
+        name: str,
+        endpoint: str,
+        registry: ToolRegistry,
+        *,
+        tools_config: ToolsConfig | None = None,
+        caps: tuple[str, ...] = (),
+        slots: int = 64,
+        threads: int = 8,
+        heartbeat_interval: float = 1.0,
+        liveness: int = 3,
+        curve: CurveKeys | None = None,
+        socket_limits: SocketLimits | None = None,
+    ) -> None:
+        self.name = name
+        self.endpoint = endpoint
+        self.registry = registry
+        self.tools_config = tools_config or ToolsConfig()
+        self._caps = caps
+        self._slots = slots
+        self._threads = threads
+        self._interval = heartbeat_interval
+        self._liveness = liveness
+        self._curve = curve
+        self._socket_limits = socket_limits or SocketLimits(zmtp_heartbeat_ms=0)
+        self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
+        self._pump: Pump | None = None
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._running: dict[str, tuple[ToolContext, asyncio.Future[Any] | None]] = {}
+        self._stopped: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.core = self._new_core(time.monotonic())
+        self._log = log.bind(worker=name)
+
+    def _new_core(self, now: float) -> WorkerCore:
+        infos = [ToolInfo(n, self.registry.get(n).description) for n in self.registry.names()]
+        return WorkerCore(self.name, infos, caps=self._caps, slots=self._slots, pid=os.getpid(),
+                          heartbeat_interval=self._interval, liveness=self._liveness, now=now)
+
+    def _socket(self) -> zmq.Socket[bytes]:
+        if self._ctx is None:  # pragma: no cover - guarded by start()
+            raise RuntimeError("worker is not started")
+        s = make_socket(self._ctx, zmq.DEALER, limits=self._socket_limits,
+                        curve=self._curve if self.endpoint.startswith("tcp") else None,
+                        identity=self.name.encode())
+        s.connect(self.endpoint)
+        return s
+
+    # ------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """Connect to the broker and register."""
+        if self._pump is not None:
+            return
+        self._loop = loop = asyncio.get_running_loop()
+        self._ctx = zmq.Context()
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=self._threads, thread_name_prefix=f"{self.name}-tool")
+        now = time.monotonic()
+        self.core = self._new_core(now)
+        self._pump = Pump(loop, self._on_message, self._after_run)
+        self._pump.add(self._socket())
+        self._stopped = asyncio.Event()
+        self.core.start(now)
+        self._flush()
+        self._schedule(now)
+        self._log.info("worker_started", endpoint=self.endpoint, tools=self.registry.names())
+
+    async def stop(self, reason: str = "the worker is shutting down") -> None:
+        """Tell the broker, stop running jobs, close.  Safe to call twice."""
+        pump = self._pump
+        if pump is None:
+            return
+        self.core.disconnect(reason)
+        self._flush()
+        self._pump = None
+        if self._timer is not None:
+            self._timer.cancel()
+        for ctx, fut in self._running.values():
+            ctx.cancelled.set()
+            if fut is not None:
+                fut.cancel()
+        self._running.clear()
+        pump.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._ctx is not None:
+            self._ctx.term()
+            self._ctx = None
+        if self._stopped is not None:
+            self._stopped.set()
+        self._log.info("worker_stopped")
+
+    async def wait_stopped(self) -> None:
+        """Return once :meth:`stop` has run."""
+        if self._stopped is not None:
+            await self._stopped.wait()
+
+    # -------------------------------------------------------------- pumping
+    def _on_message(self, idx: int, frames: list[bytes], now: float) -> None:
+        action = self.core.on_broker(frames, now)
+        if action is None:
+            return
+        if isinstance(action, str):
+            self._stop_job(action)
+        else:
+            self._start_job(action, now)
+
+    def _flush(self) -> None:
+        pump = self._pump
+        out = self.core.out
+        if pump is None or not out:
+            out.clear()
+            return
+        for frames in out:
+            pump.send(0, frames)
+        out.clear()
+
+    def _after_run(self, now: float) -> None:
+        self._flush()
+
+    def _schedule(self, now: float) -> None:
+        loop = self._loop
+        if loop is None or self._pump is None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        at = self.core.next_deadline()
+        self._timer = loop.call_at(loop.time() + max(0.0, at - now), self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        pump = self._pump
+        if pump is None:
+            return
+        now = time.monotonic()
+        stop, lost = self.core.tick(now)
+        for jid in stop:
+            self._stop_job(jid)
+        if lost:
+            self._log.warning("broker_lost", endpoint=self.endpoint)
+            pump.replace(0, self._socket())
+            self.core.start(now)
+        self._flush()
+        pump.kick()
+        self._schedule(now)
+
+    # ------------------------------------------------------------ execution
+    def _start_job(self, job: JobStart, now: float) -> None:
+        core = self.core
+        try:
+            spec = self.registry.get(job.tool)
+        except ToolNotFound as exc:
+            core.fail(job.id, ToolNotFound(f"no tool named '{job.tool}' on worker '{self.name}'",
+                                           job_id=job.id, node=core.node), now)
+            del exc
+            return
+        ctx = ToolContext(job_id=job.id, node=core.node, config=self.tools_config,
+                          deadline=job.deadline,
+                          progress=self._progress_hook(job.id))
+        try:
+            call = spec.prepare(job.args, ctx)
+        except JobError as exc:
+            core.fail(job.id, exc, now)
+            return
+        loop = self._loop
+        if loop is None:  # pragma: no cover
+            return
+        if spec.is_async:
+            task: asyncio.Future[Any] = loop.create_task(call())
+            self._running[job.id] = (ctx, task)
+            task.add_done_callback(functools.partial(self._finished, job.id))
+        elif spec.inline:
+            try:
+                value = call()
+            except Exception as exc:
+                core.fail(job.id, exc, now)
+            else:
+                core.done(job.id, value, now)
+        else:
+            fut = loop.run_in_executor(self._pool, call)
+            self._running[job.id] = (ctx, fut)
+            fut.add_done_callback(functools.partial(self._finished, job.id))
+
+    def _finished(self, jid: str, fut: asyncio.Future[Any]) -> None:
+        self._running.pop(jid, None)
+        now = time.monotonic()
+        if fut.cancelled():
+            return  # stopped by a timeout or CANCEL: the core answered already
+        exc = fut.exception()
+        if exc is not None:
+            self.core.fail(jid, exc, now)
+        else:
+            self.core.done(jid, fut.result(), now)
+        self._flush()
+        if self._pump is not None:
+            self._pump.kick()
+
+    def _stop_job(self, jid: str) -> None:
+        entry = self._running.pop(jid, None)
+        if entry is None:
+            return
+        ctx, fut = entry
+        ctx.cancelled.set()
+        if fut is not None:
+            fut.cancel()
+
+    def _progress_hook(self, jid: str) -> Any:
+        loop = self._loop
+
+        def report(fraction: float | None, message: str | None) -> None:
+            p = Progress(fraction=None if fraction is None else max(0.0, min(1.0, fraction)),
+                         message=message)
+            if loop is None or loop.is_closed():
+                return
+            loop.call_soon_threadsafe(self._send_progress, jid, p)
+
+        return report
+
+    def _send_progress(self, jid: str, p: Progress) -> None:
+        self.core.progress(jid, p)
+        self._flush()
+        if self._pump is not None:
+            self._pump.kick()

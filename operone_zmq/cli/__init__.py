@@ -1,0 +1,484 @@
+"""The ``operone`` command line: a thin click layer over the Python API.
+
+Global options come before the command (``operone --home DIR run echo``) and
+can also be set with ``OPERONE_HOME``, ``OPERONE_LOG_FORMAT``,
+``OPERONE_LOG_LEVEL``.  Each command calls ``asyncio.run`` once at most.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from ..config import Config, Home, init_home, load_config
+from ..errors import ConfigError, JobError, OperoneError
+from ..logs import configure_logging
+
+__all__ = ["main"]
+
+
+@dataclass
+class Obj:
+    """What every command gets in ``ctx.obj``."""
+
+    home: Home
+    overrides: dict[str, Any]
+    log_format: str | None
+    log_level: str | None
+
+    def config(self) -> Config:
+        return load_config(self.home, self.overrides)
+
+    def logging(self, config: Config | None = None) -> None:
+        fmt = self.log_format or (config.logging.format if config else "console")
+        level = self.log_level or (config.logging.level if config else "info")
+        configure_logging(fmt, level)
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+class _Group(click.Group):
+    """Turns our errors into one clear line and an exit code, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except JobError as exc:
+            where = f" on {exc.node}" if exc.node else ""
+            rt = f" [{exc.remote_type}]" if exc.remote_type else ""
+            _fail(f"{exc.code}{where}{rt}: {exc.message}", 2)
+        except OperoneError as exc:
+            _fail(str(exc), 1)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--home", type=click.Path(file_okay=False, path_type=Path), envvar="OPERONE_HOME",
+              help="Node home directory (config, keys, trust store).")
+@click.option("--log-format", type=click.Choice(["console", "json"]), envvar="OPERONE_LOG_FORMAT",
+              default=None, help="Log format (default from config).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              envvar="OPERONE_LOG_LEVEL", default=None, help="Log level (default from config).")
+@click.version_option(package_name="operone-zmq")
+@click.pass_context
+def cli(ctx: click.Context, home: Path | None, log_format: str | None,
+        log_level: str | None) -> None:
+    """operone: run tools on a secure ZeroMQ mesh of PCs."""
+    ctx.obj = Obj(Home(home.expanduser().absolute()) if home else Home.default(), {},
+                  log_format, log_level)
+
+
+# ------------------------------------------------------------------ init
+@cli.command()
+@click.option("--node-id", help="This node's id (default: from the hostname).")
+@click.option("--host", help="Address the broker binds (default 127.0.0.1).")
+@click.option("--port", "base_port", type=int, help="First of the four class ports (7700).")
+@click.option("--fs-root", type=click.Path(path_type=Path),
+              help="Directory the fs.* tools may use (default: disabled).")
+@click.option("--workers", "workers_count", type=int, help="Workers 'node start' runs.")
+@click.option("--force", is_flag=True, help="Replace an existing config and key pair.")
+@click.pass_obj
+def init(obj: Obj, node_id: str | None, host: str | None, base_port: int | None,
+         fs_root: Path | None, workers_count: int | None, force: bool) -> None:
+    """Create the node's key pair, trust store and config file."""
+    fields: dict[str, Any] = {}
+    if host:
+        fields["host"] = host
+    if base_port:
+        fields["base_port"] = base_port
+    if fs_root:
+        fs_root.mkdir(parents=True, exist_ok=True)
+        fields["tools_fs_root"] = str(fs_root.expanduser().absolute())
+    if workers_count is not None:
+        fields["workers_count"] = workers_count
+    config, kp = init_home(obj.home, node_id, force=force, **fields)
+    click.echo(f"initialised node '{config.node.id}' in {obj.home.path}")
+    click.echo(f"  config:      {obj.home.config_file}")
+    click.echo(f"  public key:  {obj.home.node_public} (fingerprint {kp.fingerprint})")
+    click.echo(f"  ports:       {config.node.host}:{config.node.base_port}..+3")
+
+
+# ---------------------------------------------------------------- broker
+@cli.group()
+def broker() -> None:
+    """Run this node's broker."""
+
+
+def _write_ready(path: Path | None, info: dict[str, Any]) -> None:
+    if path is not None:
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(info))
+        tmp.replace(path)
+
+
+@broker.command("start")
+@click.option("--host", help="Bind address (overrides node.host).")
+@click.option("--port", "base_port", type=int, help="First class port (overrides node.base_port).")
+@click.option("--ready-file", type=click.Path(path_type=Path),
+              help="Write a JSON line here once the broker is serving.")
+@click.pass_obj
+def broker_start(obj: Obj, host: str | None, base_port: int | None,
+                 ready_file: Path | None) -> None:
+    """Start the broker in the foreground (Ctrl-C or SIGTERM stops it)."""
+    from ..aio.runtime import broker_from_config, run_until_signalled
+
+    if host:
+        obj.overrides["node.host"] = host
+    if base_port:
+        obj.overrides["node.base_port"] = base_port
+    config = obj.config()
+    obj.logging(config)
+    b = broker_from_config(obj.home, config)
+    asyncio.run(run_until_signalled(
+        b.start, b.stop, b.wait_stopped,
+        lambda: _write_ready(ready_file, {"node": b.node_id, "endpoints": b.endpoints,
+                                          "workers": b.worker_endpoint, "pid": os.getpid()})))
+
+
+# ---------------------------------------------------------------- worker
+@cli.group()
+def worker() -> None:
+    """Run worker processes that execute tools for the local broker."""
+
+
+@worker.command("start")
+@click.option("--name", help="Worker name (default: NODE.wPID).")
+@click.option("--tools", "modules", multiple=True,
+              help="Tool module to load (dotted name or .py path); repeatable.")
+@click.option("--cap", "caps", multiple=True, help="Capability to advertise; repeatable.")
+@click.option("--concurrency", type=int, help="Jobs this worker runs at once.")
+@click.option("--threads", type=int, help="Threads for blocking tools.")
+@click.option("--ready-file", type=click.Path(path_type=Path),
+              help="Write a JSON line here once the worker has started.")
+@click.pass_obj
+def worker_start(obj: Obj, name: str | None, modules: tuple[str, ...], caps: tuple[str, ...],
+                 concurrency: int | None, threads: int | None, ready_file: Path | None) -> None:
+    """Start one worker in the foreground."""
+    from ..aio.runtime import run_until_signalled, worker_from_config
+
+    if concurrency:
+        obj.overrides["workers.concurrency"] = concurrency
+    if threads:
+        obj.overrides["workers.threads"] = threads
+    config = obj.config()
+    obj.logging(config)
+    w = worker_from_config(obj.home, config, name=name, modules=modules,
+                           caps=caps or None)
+    asyncio.run(run_until_signalled(
+        w.start, w.stop, w.wait_stopped,
+        lambda: _write_ready(ready_file, {"worker": w.name, "pid": os.getpid()})))
+
+
+# ------------------------------------------------------------------ node
+@cli.group()
+def node() -> None:
+    """Run a whole node: the broker and its workers."""
+
+
+def _worker_argv(obj: Obj, name: str, modules: tuple[str, ...], caps: tuple[str, ...]) -> list[str]:
+    argv = [sys.executable, "-m", "operone_zmq", "--home", str(obj.home.path)]
+    if obj.log_format:
+        argv += ["--log-format", obj.log_format]
+    if obj.log_level:
+        argv += ["--log-level", obj.log_level]
+    argv += ["worker", "start", "--name", name]
+    for m in modules:
+        argv += ["--tools", m]
+    for c in caps:
+        argv += ["--cap", c]
+    return argv
+
+
+@node.command("start")
+@click.option("--workers", "count", type=int, help="Worker processes (default: workers.count).")
+@click.option("--tools", "modules", multiple=True, help="Tool module for the workers; repeatable.")
+@click.option("--cap", "caps", multiple=True, help="Capability the workers advertise; repeatable.")
+@click.option("--host", help="Bind address (overrides node.host).")
+@click.option("--port", "base_port", type=int, help="First class port (overrides node.base_port).")
+@click.option("--ready-file", type=click.Path(path_type=Path),
+              help="Write a JSON line here once the broker is serving.")
+@click.pass_obj
+def node_start(obj: Obj, count: int | None, modules: tuple[str, ...], caps: tuple[str, ...],
+               host: str | None, base_port: int | None, ready_file: Path | None) -> None:
+    """Start the broker and N worker processes; restart workers that die."""
+    from ..aio.runtime import broker_from_config, run_until_signalled
+
+    if host:
+        obj.overrides["node.host"] = host
+    if base_port:
+        obj.overrides["node.base_port"] = base_port
+    config = obj.config()
+    obj.logging(config)
+    n = config.workers.count if count is None else count
+    b = broker_from_config(obj.home, config)
+    sup = _Supervisor([_worker_argv(obj, f"{config.node.id}.w{i + 1}", modules, caps)
+                       for i in range(n)])
+
+    async def start() -> None:
+        await b.start()
+        sup.start(asyncio.get_running_loop())
+
+    async def stop() -> None:
+        await sup.stop()
+        await b.stop()
+
+    asyncio.run(run_until_signalled(
+        start, stop, b.wait_stopped,
+        lambda: _write_ready(ready_file, {"node": b.node_id, "endpoints": b.endpoints,
+                                          "workers": b.worker_endpoint, "pid": os.getpid(),
+                                          "worker_pids": sup.pids()})))
+
+
+class _Supervisor:
+    """Keeps N worker processes running; restarts one that dies, with backoff."""
+
+    #: Seconds between restarts of one worker slot, doubling to at most 30 s,
+    #: so a worker that crashes on start does not spin.
+    MIN_BACKOFF, MAX_BACKOFF = 0.5, 30.0
+
+    def __init__(self, argvs: list[list[str]]) -> None:
+        self.argvs = argvs
+        self.procs: list[subprocess.Popen[bytes] | None] = [None] * len(argvs)
+        self._task: asyncio.Task[None] | None = None
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs if p is not None]
+
+    def _spawn(self, i: int) -> None:
+        self.procs[i] = subprocess.Popen(self.argvs[i])
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        for i in range(len(self.argvs)):
+            self._spawn(i)
+        self._task = loop.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        backoff = [self.MIN_BACKOFF] * len(self.argvs)
+        started = [time.monotonic()] * len(self.argvs)
+        while True:
+            await asyncio.sleep(0.5)
+            for i, p in enumerate(self.procs):
+                if p is not None and p.poll() is not None:
+                    now = time.monotonic()
+                    if now - started[i] > 60:
+                        backoff[i] = self.MIN_BACKOFF
+                    await asyncio.sleep(backoff[i])
+                    backoff[i] = min(self.MAX_BACKOFF, backoff[i] * 2)
+                    self._spawn(i)
+                    started[i] = time.monotonic()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        for p in self.procs:
+            if p is not None and p.poll() is None:
+                p.send_signal(signal.SIGTERM if sys.platform != "win32" else signal.SIGINT)
+        deadline = time.monotonic() + 3.0
+        for p in self.procs:
+            if p is None:
+                continue
+            try:
+                p.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(2)
+
+
+# ---------------------------------------------------------------- client
+def _client_options(f: Any) -> Any:
+    f = click.option("--broker", "broker_addr", metavar="HOST:PORT",
+                     help="Broker to talk to (default: this node's).")(f)
+    f = click.option("--server-key", metavar="KEY|FILE",
+                     help="The broker's public key (default: this node's own).")(f)
+    return f
+
+
+def _parse_args(kv: tuple[str, ...], json_args: str | None, rest: tuple[str, ...],
+                tool: str) -> dict[str, Any]:
+    args: dict[str, Any] = {}
+    if json_args:
+        try:
+            loaded = json.loads(json_args)
+        except json.JSONDecodeError as exc:
+            raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--json") from exc
+        if not isinstance(loaded, dict):
+            raise click.BadParameter("must be a JSON object", param_hint="--json")
+        args.update(loaded)
+    for item in kv:
+        k, sep, v = item.partition("=")
+        if not sep or not k:
+            raise click.BadParameter(f"expected KEY=VALUE, not {item!r}", param_hint="--arg")
+        try:
+            args[k] = json.loads(v)
+        except json.JSONDecodeError:
+            args[k] = v
+    if rest:
+        if tool != "shell":
+            raise click.BadParameter("arguments after -- are only for the shell tool")
+        args["argv"] = list(rest)
+    return args
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, bytes):
+        try:
+            return v.decode()
+        except UnicodeDecodeError:
+            return v.hex()
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_jsonable(x) for x in v]
+    return v
+
+
+@cli.command(context_settings={"ignore_unknown_options": False})
+@click.argument("tool")
+@click.argument("argv", nargs=-1)
+@click.option("--arg", "kv", multiple=True, metavar="KEY=VALUE",
+              help="Tool argument (VALUE parsed as JSON when it can be); repeatable.")
+@click.option("--json", "json_args", metavar="OBJECT", help="Tool arguments as a JSON object.")
+@click.option("--on", "on", metavar="NODE", help="Run on this node.")
+@click.option("--cap", "caps", multiple=True, help="Required capability; repeatable.")
+@click.option("--priority", type=click.Choice(["critical", "high", "normal", "low"]),
+              default="normal")
+@click.option("--timeout", type=float, default=60.0, show_default=True)
+@click.option("--raw", is_flag=True, help="For shell: print stdout/stderr and exit with its code.")
+@_client_options
+@click.pass_obj
+def run(obj: Obj, tool: str, argv: tuple[str, ...], kv: tuple[str, ...], json_args: str | None,
+        on: str | None, caps: tuple[str, ...], priority: str, timeout: float, raw: bool,
+        broker_addr: str | None, server_key: str | None) -> None:
+    """Run TOOL and print its result as JSON.
+
+    Shell commands go after --:  operone run shell -- uname -a
+    """
+    from ..aio.runtime import async_client_for
+
+    config = obj.config()
+    obj.logging(config)
+    args = _parse_args(kv, json_args, argv, tool)
+
+    async def go() -> Any:
+        async with async_client_for(obj.home, config, broker_addr, server_key) as c:
+            return await c.submit(tool, args, on=on, capabilities=caps, priority=priority,
+                                  timeout=timeout)
+
+    res = asyncio.run(go())
+    if raw and tool == "shell" and isinstance(res.value, dict):
+        sys.stdout.write(res.value.get("stdout", ""))
+        sys.stderr.write(res.value.get("stderr", ""))
+        sys.exit(int(res.value.get("exit_code", 0)))
+    click.echo(json.dumps({"executed_on": res.executed_on, "duration": round(res.duration, 6),
+                           "value": _jsonable(res.value)}, indent=2))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_client_options
+@click.pass_obj
+def stats(obj: Obj, as_json: bool, broker_addr: str | None, server_key: str | None) -> None:
+    """Show the broker's counters: jobs, workers, errors."""
+    from ..aio.runtime import async_client_for
+
+    config = obj.config()
+    obj.logging(config)
+
+    async def go() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        async with async_client_for(obj.home, config, broker_addr, server_key) as c:
+            return await c.stats(), await c.workers()
+
+    s, workers = asyncio.run(go())
+    if as_json:
+        click.echo(json.dumps({"stats": s, "workers": workers}, indent=2))
+        return
+    click.echo(f"node {s['node']}  up {s['uptime']:.0f}s")
+    for k in ("workers", "slots", "running", "queued", "jobs_received", "jobs_completed",
+              "jobs_failed", "jobs_timed_out", "jobs_cancelled", "workers_lost", "malformed"):
+        click.echo(f"  {k:<16} {s.get(k)}")
+    if s.get("errors"):
+        click.echo("  errors:  " + ", ".join(f"{k}={v}" for k, v in sorted(s["errors"].items())))
+    for w in workers:
+        click.echo(f"  worker {w['name']:<24} pid {w['pid']:<7} running {w['running']}/"
+                   f"{w['slots']}  done {w['done']}  tools {len(w['tools'])}")
+
+
+# ------------------------------------------------------------------ keys
+@cli.group()
+def keys() -> None:
+    """Manage the Curve keys this node trusts."""
+
+
+@keys.command("list")
+@click.pass_obj
+def keys_list(obj: Obj) -> None:
+    """List trusted and pending keys."""
+    from ..security.keys import TrustStore
+
+    for k in TrustStore(obj.home.trust_dir).list():
+        src = f"  ({k.source})" if k.source else ""
+        click.echo(f"{k.status:<8} {k.name:<24} {k.fingerprint}  {k.public_key.decode()}{src}")
+
+
+@keys.command("accept")
+@click.argument("name")
+@click.argument("key", required=False)
+@click.pass_obj
+def keys_accept(obj: Obj, name: str, key: str | None) -> None:
+    """Trust KEY (z85 text or a .key file) under NAME; without KEY, accept the
+    pending key NAME."""
+    from ..security.keys import TrustStore, parse_public_key
+
+    store = TrustStore(obj.home.trust_dir)
+    if key is None:
+        pending = [k for k in store.list() if k.status == "pending" and k.name == name]
+        if not pending:
+            raise ConfigError(f"no pending key named '{name}'; give the key to accept")
+        pub = pending[0].public_key
+    else:
+        pub = parse_public_key(Path(key) if os.path.exists(key) else key)
+    k = store.accept(name, pub)
+    click.echo(f"trusted {k.name} {k.fingerprint}")
+
+
+@keys.command("reject")
+@click.argument("name_or_fingerprint")
+@click.pass_obj
+def keys_reject(obj: Obj, name_or_fingerprint: str) -> None:
+    """Stop trusting a key (by name or fingerprint)."""
+    from ..security.keys import TrustStore
+
+    if not TrustStore(obj.home.trust_dir).reject(name_or_fingerprint):
+        raise ConfigError(f"no key named or with fingerprint '{name_or_fingerprint}'")
+    click.echo(f"rejected {name_or_fingerprint}")
+
+
+@keys.command("show")
+@click.pass_obj
+def keys_show(obj: Obj) -> None:
+    """Print this node's public key (give it to other nodes' operators)."""
+    from ..aio.runtime import node_keys
+
+    kp = node_keys(obj.home)
+    click.echo(kp.public.decode())
+
+
+def main() -> None:
+    """Entry point of the ``operone`` console script."""
+    cli(prog_name="operone")

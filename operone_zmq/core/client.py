@@ -1,0 +1,134 @@
+"""ClientCore: the client's side of the client dialogue, with no I/O.
+
+It makes job ids, encodes JOB / QUERY / CANCEL, and turns the broker's
+replies into outcomes.  The shell keeps the futures and the sockets.
+
+Every request a client sends ends in exactly one of: RESULT (jobs), REPLY
+(queries), ERROR (either), or a local deadline that the shell enforces.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import JobError, ProtocolError, error_from_wire
+from ..protocol.bodies import (
+    Cancel,
+    ErrorBody,
+    JobRequest,
+    Progress,
+    Query,
+    ResultBody,
+    unpack_value,
+)
+from ..protocol.codec import TAG, Header, MsgType, decode, encode_header
+from ..protocol.limits import DEFAULT_TTL
+
+__all__ = ["ClientCore", "JobResult", "Reply"]
+
+_RESULT = int(MsgType.RESULT)
+_ERROR = int(MsgType.ERROR)
+_PROGRESS = int(MsgType.PROGRESS)
+_REPLY = int(MsgType.REPLY)
+_PONG = int(MsgType.PONG)
+
+
+@dataclass(frozen=True, slots=True)
+class JobResult:
+    """A finished job: its value and where and how it ran."""
+
+    job_id: str
+    value: Any
+    executed_on: str
+    duration: float
+    attempts: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A decoded reply: ``kind`` is "result", "error", "progress" or "reply"."""
+
+    kind: str
+    id: str
+    value: Any  # JobResult, JobError, Progress, or the REPLY's value
+
+
+class ClientCore:
+    """Encodes a client's requests and decodes the broker's answers."""
+
+    def __init__(self, client_id: str | None = None, *,
+                 wall: Callable[[], float] = time.time) -> None:
+        self.prefix = (client_id or "c") + "-" + os.urandom(4).hex() + "-"
+        self.client_id = client_id or ""
+        self._seq = 0
+        self._wall = wall
+        self.malformed = 0
+
+    def next_id(self) -> str:
+        """A job or query id unique to this client."""
+        self._seq += 1
+        return f"{self.prefix}{self._seq:x}"
+
+    def _header(self, t: int, mid: str, dst: str, cls: int) -> bytes:
+        return encode_header(Header(t, mid, self.client_id, dst, DEFAULT_TTL,
+                                    int(self._wall() * 1000), cls, None))
+
+    def job(
+        self,
+        tool: str,
+        args: dict[str, Any] | None = None,
+        *,
+        cls: int = 2,
+        timeout: float | None = None,
+        on: str | None = None,
+        caps: tuple[str, ...] = (),
+        retries: int = 0,
+        idempotent: bool = True,
+        job_id: str | None = None,
+    ) -> tuple[str, list[bytes]]:
+        """Frames of a JOB and its id."""
+        jid = job_id or self.next_id()
+        body = JobRequest(tool, args or {}, timeout, on, caps, retries, idempotent).pack()
+        return jid, [TAG, self._header(int(MsgType.JOB), jid, on or "", cls), body]
+
+    def query(self, what: str, args: dict[str, Any] | None = None,
+              cls: int = 0) -> tuple[str, list[bytes]]:
+        """Frames of a QUERY and its id."""
+        qid = self.next_id()
+        return qid, [TAG, self._header(int(MsgType.QUERY), qid, "", cls),
+                     Query(what, args or {}).pack()]
+
+    def cancel(self, jid: str, reason: str = "", cls: int = 2) -> list[bytes]:
+        """Frames of a CANCEL for job ``jid``."""
+        return [TAG, self._header(int(MsgType.CANCEL), jid, "", cls), Cancel(reason).pack()]
+
+    def on_message(self, frames: list[bytes]) -> Reply | None:
+        """Decode an answer from the broker; None for malformed or unknown ones."""
+        try:
+            msg = decode(frames)
+            h = msg.header
+            t = h.type
+            if t == _RESULT:
+                r = ResultBody.unpack(msg.body)
+                return Reply("result", h.id,
+                             JobResult(h.id, r.value, r.node or h.src, r.duration, r.attempts))
+            if t == _ERROR:
+                e = ErrorBody.unpack(msg.body)
+                err: JobError = error_from_wire(e.code, e.message, job_id=h.id,
+                                                remote_type=e.type, node=e.node,
+                                                details=e.details)
+                return Reply("error", h.corr or h.id, err)
+            if t == _PROGRESS:
+                return Reply("progress", h.id, Progress.unpack(msg.body))
+            if t == _REPLY:
+                return Reply("reply", h.corr or h.id, unpack_value(msg.body))
+            if t == _PONG:
+                return Reply("reply", h.corr or h.id, None)
+        except ProtocolError:
+            pass
+        self.malformed += 1
+        return None

@@ -1,0 +1,272 @@
+"""WorkerCore: a worker's side of the worker dialogue, with no I/O.
+
+The shell feeds in the broker's messages and the outcome of each job; the
+core says which jobs to start or stop and puts frames for the broker in
+:attr:`WorkerCore.out` (a DEALER sends them; there is no routing id).
+
+Broker session lifecycle::
+
+    start() --> READY sent, CONNECTING
+    CONNECTING --any message from the broker--> CONNECTED (node id learned)
+    CONNECTED|CONNECTING --silence for liveness x interval--> LOST:
+        tick() returns True; the shell reconnects its socket and calls start()
+    any --DISCONNECT from the broker--> READY sent again (the broker forgot us
+        or restarted); running jobs go on and report when done
+
+Job lifecycle in the worker::
+
+    JOB --> RUNNING --done(value)--> RESULT    | --fail(err)--> ERROR
+    RUNNING --deadline passes--> ERROR timeout, the job is told to stop;
+        whatever it returns later is dropped
+    RUNNING --CANCEL--> ERROR cancelled, same
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import BadRequest, JobCancelled, JobError, JobTimeout, ProtocolError, ToolFailed
+from ..protocol.bodies import (
+    Disconnect,
+    ErrorBody,
+    Heartbeat,
+    JobRequest,
+    Progress,
+    Ready,
+    ResultBody,
+    ToolInfo,
+)
+from ..protocol.codec import TAG, Header, MsgType, decode, encode_header
+
+__all__ = ["JobStart", "WorkerCore"]
+
+_JOB = int(MsgType.JOB)
+_CANCEL = int(MsgType.CANCEL)
+_HEARTBEAT = int(MsgType.HEARTBEAT)
+_DISCONNECT = int(MsgType.DISCONNECT)
+
+
+@dataclass(frozen=True, slots=True)
+class JobStart:
+    """A job the shell must start."""
+
+    id: str
+    tool: str
+    args: dict[str, Any]
+    deadline: float
+    cls: int
+
+
+@dataclass(slots=True)
+class _Running:
+    id: str
+    tool: str
+    cls: int
+    started: float
+    deadline: float
+
+
+class WorkerCore:
+    """Decides what a worker sends and runs; the shell does the I/O."""
+
+    def __init__(
+        self,
+        name: str,
+        tools: list[ToolInfo],
+        *,
+        caps: tuple[str, ...] = (),
+        slots: int = 64,
+        pid: int = 0,
+        heartbeat_interval: float = 1.0,
+        liveness: int = 3,
+        default_timeout: float = 300.0,
+        now: float = 0.0,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.name = name
+        self.node = ""
+        self._ready = Ready(name, tuple(tools), caps, slots, pid).pack()
+        self.tool_names = frozenset(t.name for t in tools)
+        self.interval = heartbeat_interval
+        self.liveness = liveness
+        self.default_timeout = default_timeout
+        self._wall = wall
+        self.out: list[list[bytes]] = []
+        self.running: dict[str, _Running] = {}
+        self._deadlines: list[tuple[float, str]] = []
+        self._broker_expires = now + liveness * heartbeat_interval
+        self._next_heartbeat = now + heartbeat_interval
+        self._seq = 0
+        self.connected = False
+        self.counters = {"jobs": 0, "results": 0, "errors": 0, "timeouts": 0, "cancelled": 0,
+                         "malformed": 0, "reconnects": 0}
+
+    def _header(self, t: int, mid: str, cls: int = 0) -> bytes:
+        return encode_header(Header(t, mid, self.name, self.node, 1, int(self._wall() * 1000),
+                                    cls, None))
+
+    def _mid(self) -> str:
+        self._seq += 1
+        return f"{self.name[:40]}.{self._seq}"
+
+    def start(self, now: float) -> None:
+        """(Re)register with the broker."""
+        self.out.append([TAG, self._header(int(MsgType.READY), self._mid()), self._ready])
+        self._broker_expires = now + self.liveness * self.interval
+        self._next_heartbeat = now + self.interval
+
+    # ------------------------------------------------------------ incoming
+    def on_broker(self, frames: list[bytes], now: float) -> JobStart | str | None:
+        """Handle a broker message: a :class:`JobStart` to run, a job id to
+        stop (cancelled), or None."""
+        try:
+            msg = decode(frames)
+        except ProtocolError:
+            self.counters["malformed"] += 1
+            return None
+        h = msg.header
+        self._broker_expires = now + self.liveness * self.interval
+        t = h.type
+        if t in (_HEARTBEAT, _DISCONNECT):
+            # Only the broker's own messages name it in src (a JOB's src is
+            # its submitter).
+            self.connected = True
+            if h.src:
+                self.node = h.src
+        if t == _JOB:
+            return self._on_job(h, msg.body, now)
+        if t == _CANCEL:
+            job = self.running.pop(h.id, None)
+            if job is None:
+                return None
+            self.counters["cancelled"] += 1
+            self._error(job.id, job.cls,
+                        JobCancelled(f"job '{job.id}' was cancelled", job_id=job.id))
+            return job.id
+        if t == _HEARTBEAT:
+            return None
+        if t == _DISCONNECT:
+            try:
+                reason = Disconnect.unpack(msg.body).reason
+            except ProtocolError:
+                reason = ""
+            del reason  # whatever the reason, registering again is the answer
+            self.connected = False
+            self.start(now)
+            return None
+        self.counters["malformed"] += 1
+        return None
+
+    def _on_job(self, h: Header, body: bytes, now: float) -> JobStart | None:
+        self.counters["jobs"] += 1
+        try:
+            req = JobRequest.unpack(body)
+        except ProtocolError as exc:
+            self._error(h.id, h.cls, BadRequest(str(exc), job_id=h.id))
+            return None
+        if h.id in self.running:
+            self._error(h.id, h.cls, BadRequest(f"job id '{h.id}' is already running"))
+            return None
+        timeout = req.timeout if req.timeout is not None else self.default_timeout
+        deadline = now + timeout
+        self.running[h.id] = _Running(h.id, req.tool, h.cls, now, deadline)
+        heapq.heappush(self._deadlines, (deadline, h.id))
+        return JobStart(h.id, req.tool, req.args, deadline, h.cls)
+
+    # ------------------------------------------------------------- outcomes
+    def done(self, jid: str, value: Any, now: float) -> None:
+        """The job returned ``value``."""
+        job = self.running.pop(jid, None)
+        if job is None:
+            return  # timed out or cancelled already: its answer was sent
+        try:
+            body = ResultBody(value, self.node, now - job.started).pack()
+        except ProtocolError as exc:
+            self._error(jid, job.cls, ToolFailed(
+                f"tool '{job.tool}' returned a value that cannot be sent: {exc}", job_id=jid,
+                remote_type="TypeError", node=self.node))
+            return
+        self.counters["results"] += 1
+        self.out.append([TAG, self._header(int(MsgType.RESULT), jid, job.cls), body])
+
+    def fail(self, jid: str, exc: BaseException, now: float) -> None:
+        """The job raised ``exc``."""
+        job = self.running.pop(jid, None)
+        if job is None:
+            return
+        if isinstance(exc, JobError):
+            err = exc
+        else:
+            err = ToolFailed(f"{type(exc).__name__}: {exc}", job_id=jid,
+                             remote_type=type(exc).__name__, node=self.node)
+        self._error(jid, job.cls, err)
+
+    def progress(self, jid: str, p: Progress) -> None:
+        """Send progress (or streamed output) of a running job."""
+        job = self.running.get(jid)
+        if job is not None:
+            self.out.append([TAG, self._header(int(MsgType.PROGRESS), jid, job.cls), p.pack()])
+
+    def _error(self, jid: str, cls: int, err: JobError) -> None:
+        self.counters["errors"] += 1
+        body = ErrorBody(err.code, err.message, err.remote_type, err.node or self.node or None,
+                         _plain(err.details)).pack()
+        self.out.append([TAG, self._header(int(MsgType.ERROR), jid, cls), body])
+
+    # --------------------------------------------------------------- timers
+    def tick(self, now: float) -> tuple[list[str], bool]:
+        """Run timers.  Returns the ids of jobs that must stop (timed out) and
+        whether the broker is lost (the shell then reconnects and calls
+        :meth:`start`)."""
+        stop: list[str] = []
+        dl = self._deadlines
+        while dl and dl[0][0] <= now:
+            deadline, jid = heapq.heappop(dl)
+            job = self.running.get(jid)
+            if job is None or job.deadline != deadline:
+                continue
+            del self.running[jid]
+            self.counters["timeouts"] += 1
+            self._error(jid, job.cls, JobTimeout(
+                f"tool '{job.tool}' did not finish within {deadline - job.started:g} s",
+                job_id=jid, node=self.node))
+            stop.append(jid)
+        if len(dl) > 2 * len(self.running) + 1024:
+            self._deadlines = [(j.deadline, j.id) for j in self.running.values()]
+            heapq.heapify(self._deadlines)
+        lost = False
+        if now >= self._broker_expires:
+            lost = True
+            self.connected = False
+            self.counters["reconnects"] += 1
+        elif now >= self._next_heartbeat:
+            self._next_heartbeat = now + self.interval
+            self.out.append([TAG, self._header(_HEARTBEAT, self._mid()),
+                             Heartbeat(len(self.running)).pack()])
+        return stop, lost
+
+    def next_deadline(self) -> float:
+        """When :meth:`tick` must next run."""
+        t = min(self._next_heartbeat, self._broker_expires)
+        if self._deadlines and self._deadlines[0][0] < t:
+            t = self._deadlines[0][0]
+        return t
+
+    def disconnect(self, reason: str) -> None:
+        """Say goodbye to the broker (on a clean shutdown)."""
+        self.out.append([TAG, self._header(_DISCONNECT, self._mid()), Disconnect(reason).pack()])
+
+
+def _plain(details: dict[str, Any]) -> dict[str, Any]:
+    """Keep only the msgpack-friendly part of an error's details."""
+    ok: dict[str, Any] = {}
+    for k, v in details.items():
+        if v is None or isinstance(v, str | int | float | bytes | list | tuple | dict):
+            ok[str(k)] = v
+        else:
+            ok[str(k)] = repr(v)
+    return ok

@@ -1,0 +1,415 @@
+"""Bodies of the v1 message types: msgpack maps, strictly validated.
+
+Each body type is a frozen dataclass with ``pack() -> bytes`` and a strict
+``unpack(bytes)`` classmethod.  Known keys are type-checked; unknown keys are
+ignored so that a newer peer may add optional fields (docs/protocol.md,
+"Versioning").  Missing required keys, wrong types and out-of-range values
+raise :class:`~operone_zmq.errors.ProtocolError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from ..errors import ProtocolError
+from .limits import MAX_CAPABILITIES, MAX_ID_LEN, MAX_JOB_TIMEOUT, MAX_TOOLS_PER_WORKER
+
+__all__ = [
+    "Cancel",
+    "Disconnect",
+    "ErrorBody",
+    "Heartbeat",
+    "JobRequest",
+    "Progress",
+    "Query",
+    "Ready",
+    "ResultBody",
+    "ToolInfo",
+    "pack_value",
+    "unpack_map",
+    "unpack_value",
+]
+
+# msgpack.packb, not a shared Packer: a Packer keeps a buffer and is not
+# safe to share between the threads of a worker pool.
+_packb: Callable[[Any], bytes] = msgpack.packb
+
+
+def pack_value(value: Any) -> bytes:
+    """Encode any msgpack-able value (raises ProtocolError when it is not)."""
+    try:
+        return _packb(value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ProtocolError(f"value cannot be encoded as msgpack: {exc}") from exc
+
+
+def unpack_value(raw: bytes) -> Any:
+    """Decode a msgpack value (maps keep str or int keys)."""
+    try:
+        return msgpack.unpackb(raw, raw=False, strict_map_key=False)
+    except Exception as exc:
+        raise ProtocolError(f"body is not valid msgpack: {exc}") from exc
+
+
+def unpack_map(raw: bytes, what: str) -> dict[str, Any]:
+    """Decode a body that must be a msgpack map with string keys."""
+    try:
+        m = msgpack.unpackb(raw, raw=False, strict_map_key=True)
+    except Exception as exc:
+        raise ProtocolError(f"{what} body is not valid msgpack: {exc}") from exc
+    if type(m) is not dict:
+        raise ProtocolError(f"{what} body must be a msgpack map")
+    return m
+
+
+def _name(m: dict[str, Any], key: str, what: str, *, required: bool = True) -> str | None:
+    v = m.get(key)
+    if v is None:
+        if required:
+            raise ProtocolError(f"{what}: '{key}' is required")
+        return None
+    if type(v) is not str or not 0 < len(v) <= MAX_ID_LEN:
+        raise ProtocolError(f"{what}: '{key}' must be a string of 1..{MAX_ID_LEN} characters")
+    return v
+
+
+def _req(m: dict[str, Any], key: str, what: str) -> str:
+    v = _name(m, key, what, required=True)
+    if v is None:  # pragma: no cover - _name raises first
+        raise ProtocolError(f"{what}: '{key}' is required")
+    return v
+
+
+def _text(m: dict[str, Any], key: str, what: str, default: str = "", limit: int = 65536) -> str:
+    v = m.get(key, default)
+    if v is None:
+        return default
+    if type(v) is not str or len(v) > limit:
+        raise ProtocolError(f"{what}: '{key}' must be a string of at most {limit} characters")
+    return v
+
+
+def _names(m: dict[str, Any], key: str, what: str, limit: int) -> tuple[str, ...]:
+    v = m.get(key)
+    if v is None:
+        return ()
+    if type(v) is not list or len(v) > limit:
+        raise ProtocolError(f"{what}: '{key}' must be a list of at most {limit} names")
+    for x in v:
+        if type(x) is not str or not 0 < len(x) <= MAX_ID_LEN:
+            raise ProtocolError(f"{what}: '{key}' entries must be names of 1..{MAX_ID_LEN} chars")
+    return tuple(v)
+
+
+def _number(
+    m: dict[str, Any], key: str, what: str, lo: float, hi: float
+) -> float | None:
+    v = m.get(key)
+    if v is None:
+        return None
+    if type(v) not in (int, float) or not lo <= v <= hi:
+        raise ProtocolError(f"{what}: '{key}' must be a number in {lo}..{hi}")
+    return float(v)
+
+
+def _int(m: dict[str, Any], key: str, what: str, lo: int, hi: int, default: int) -> int:
+    v = m.get(key, default)
+    if type(v) is not int or not lo <= v <= hi:
+        raise ProtocolError(f"{what}: '{key}' must be an integer in {lo}..{hi}")
+    return v
+
+
+def _bool(m: dict[str, Any], key: str, what: str, default: bool) -> bool:
+    v = m.get(key, default)
+    if type(v) is not bool:
+        raise ProtocolError(f"{what}: '{key}' must be a boolean")
+    return v
+
+
+@dataclass(frozen=True, slots=True)
+class JobRequest:
+    """Body of JOB: which tool to run with which arguments, and how."""
+
+    tool: str
+    args: dict[str, Any] = field(default_factory=dict)
+    timeout: float | None = None
+    on: str | None = None
+    caps: tuple[str, ...] = ()
+    retries: int = 0
+    idempotent: bool = True
+
+    def pack(self) -> bytes:
+        m: dict[str, Any] = {"tool": self.tool, "args": self.args}
+        if self.timeout is not None:
+            m["timeout"] = self.timeout
+        if self.on is not None:
+            m["on"] = self.on
+        if self.caps:
+            m["caps"] = list(self.caps)
+        if self.retries:
+            m["retries"] = self.retries
+        if not self.idempotent:
+            m["idem"] = False
+        return pack_value(m)
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> JobRequest:
+        m = unpack_map(raw, "JOB")
+        tool = _req(m, "tool", "JOB")
+        args = m.get("args", {})
+        if type(args) is not dict:
+            raise ProtocolError("JOB: 'args' must be a map of argument names to values")
+        for k in args:
+            if type(k) is not str:
+                raise ProtocolError("JOB: argument names must be strings")
+        timeout = _number(m, "timeout", "JOB", 0.0, MAX_JOB_TIMEOUT)
+        if timeout is not None and timeout <= 0:
+            raise ProtocolError("JOB: 'timeout' must be positive")
+        return cls(
+            tool=tool,
+            args=args,
+            timeout=timeout,
+            on=_name(m, "on", "JOB", required=False),
+            caps=_names(m, "caps", "JOB", MAX_CAPABILITIES),
+            retries=_int(m, "retries", "JOB", 0, 100, 0),
+            idempotent=_bool(m, "idem", "JOB", True),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ResultBody:
+    """Body of RESULT: the tool's return value and where it ran."""
+
+    value: Any
+    node: str = ""
+    duration: float = 0.0  # seconds the tool ran
+    attempts: int = 1
+
+    def pack(self) -> bytes:
+        return pack_value(
+            {"value": self.value, "node": self.node, "duration": self.duration,
+             "attempts": self.attempts}
+        )
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> ResultBody:
+        try:
+            m = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+        except Exception as exc:
+            raise ProtocolError(f"RESULT body is not valid msgpack: {exc}") from exc
+        if type(m) is not dict or "value" not in m:
+            raise ProtocolError("RESULT body must be a map with a 'value'")
+        node = m.get("node", "")
+        if type(node) is not str:
+            raise ProtocolError("RESULT: 'node' must be a string")
+        duration = m.get("duration", 0.0)
+        if type(duration) not in (int, float):
+            raise ProtocolError("RESULT: 'duration' must be a number")
+        attempts = m.get("attempts", 1)
+        if type(attempts) is not int:
+            raise ProtocolError("RESULT: 'attempts' must be an integer")
+        return cls(m["value"], node, float(duration), attempts)
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorBody:
+    """Body of ERROR: a stable code, a message, and where it came from."""
+
+    code: str
+    message: str
+    type: str | None = None  # remote exception type name, for tool failures
+    node: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def pack(self) -> bytes:
+        m: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.type is not None:
+            m["type"] = self.type
+        if self.node is not None:
+            m["node"] = self.node
+        if self.details:
+            m["details"] = self.details
+        return pack_value(m)
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> ErrorBody:
+        m = unpack_map(raw, "ERROR")
+        code = _req(m, "code", "ERROR")
+        details = m.get("details", {})
+        if type(details) is not dict:
+            raise ProtocolError("ERROR: 'details' must be a map")
+        return cls(
+            code=code,
+            message=_text(m, "message", "ERROR"),
+            type=_text(m, "type", "ERROR", limit=256) or None,
+            node=_text(m, "node", "ERROR", limit=MAX_ID_LEN) or None,
+            details=details,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ToolInfo:
+    """A tool a worker offers."""
+
+    name: str
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """Body of READY: a worker registers its tools, capabilities and slots."""
+
+    worker: str
+    tools: tuple[ToolInfo, ...]
+    caps: tuple[str, ...] = ()
+    slots: int = 64
+    pid: int = 0
+
+    def pack(self) -> bytes:
+        return pack_value(
+            {
+                "worker": self.worker,
+                "tools": [[t.name, t.description] for t in self.tools],
+                "caps": list(self.caps),
+                "slots": self.slots,
+                "pid": self.pid,
+            }
+        )
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> Ready:
+        m = unpack_map(raw, "READY")
+        worker = _req(m, "worker", "READY")
+        tools_raw = m.get("tools", [])
+        if type(tools_raw) is not list or len(tools_raw) > MAX_TOOLS_PER_WORKER:
+            raise ProtocolError("READY: 'tools' must be a list of [name, description]")
+        tools = []
+        for t in tools_raw:
+            if (
+                type(t) is not list
+                or len(t) != 2
+                or type(t[0]) is not str
+                or not 0 < len(t[0]) <= MAX_ID_LEN
+                or type(t[1]) is not str
+            ):
+                raise ProtocolError("READY: each tool must be [name, description]")
+            tools.append(ToolInfo(t[0], t[1][:1024]))
+        return cls(
+            worker=worker,
+            tools=tuple(tools),
+            caps=_names(m, "caps", "READY", MAX_CAPABILITIES),
+            slots=_int(m, "slots", "READY", 1, 100_000, 64),
+            pid=_int(m, "pid", "READY", 0, 2**31, 0),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """Body of HEARTBEAT: how many jobs the sender is running."""
+
+    running: int = 0
+
+    def pack(self) -> bytes:
+        return pack_value({"running": self.running})
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> Heartbeat:
+        if not raw:
+            return cls()
+        m = unpack_map(raw, "HEARTBEAT")
+        return cls(running=_int(m, "running", "HEARTBEAT", 0, 2**31, 0))
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnect:
+    """Body of DISCONNECT: why the session ends."""
+
+    reason: str = ""
+
+    def pack(self) -> bytes:
+        return pack_value({"reason": self.reason})
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> Disconnect:
+        if not raw:
+            return cls()
+        return cls(_text(unpack_map(raw, "DISCONNECT"), "reason", "DISCONNECT", limit=1024))
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """Body of CANCEL: why the job is being cancelled."""
+
+    reason: str = ""
+
+    def pack(self) -> bytes:
+        return pack_value({"reason": self.reason})
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> Cancel:
+        if not raw:
+            return cls()
+        return cls(_text(unpack_map(raw, "CANCEL"), "reason", "CANCEL", limit=1024))
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Body of PROGRESS: a fraction done, a note, or a chunk of streamed output."""
+
+    fraction: float | None = None
+    message: str | None = None
+    stream: str | None = None  # "stdout" or "stderr" for streamed output
+    data: str | None = None
+
+    def pack(self) -> bytes:
+        m: dict[str, Any] = {}
+        if self.fraction is not None:
+            m["fraction"] = self.fraction
+        if self.message is not None:
+            m["message"] = self.message
+        if self.stream is not None:
+            m["stream"] = self.stream
+        if self.data is not None:
+            m["data"] = self.data
+        return pack_value(m)
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> Progress:
+        m = unpack_map(raw, "PROGRESS")
+        stream = m.get("stream")
+        if stream not in (None, "stdout", "stderr"):
+            raise ProtocolError("PROGRESS: 'stream' must be 'stdout' or 'stderr'")
+        return cls(
+            fraction=_number(m, "fraction", "PROGRESS", 0.0, 1.0),
+            message=_text(m, "message", "PROGRESS", limit=4096) or None,
+            stream=stream,
+            data=_text(m, "data", "PROGRESS", limit=1 << 20) or None,
+        )
+
+
+#: What a client may ask a broker with QUERY.
+QUERY_KINDS = frozenset({"stats", "workers", "tools", "ping", "peers", "topology", "route"})
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """Body of QUERY: what the client wants to know about the cluster."""
+
+    what: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+    def pack(self) -> bytes:
+        return pack_value({"what": self.what, "args": self.args})
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> Query:
+        m = unpack_map(raw, "QUERY")
+        what = _req(m, "what", "QUERY")
+        args = m.get("args", {})
+        if type(args) is not dict:
+            raise ProtocolError("QUERY: 'args' must be a map")
+        return cls(what, args)

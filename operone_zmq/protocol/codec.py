@@ -1,0 +1,179 @@
+"""Wire protocol v1: message types, the header, and the strict frame codec.
+
+A message is a list of frames (after the ROUTER routing id, when there is one)::
+
+    [tag][header][body]            or    [tag][header][body][signature]
+
+* ``tag`` is ``b"OZ"`` followed by one version byte (``0x01``).
+* ``header`` is a msgpack array of exactly eight fields::
+
+      [type, id, src, dst, ttl, ts, cls, corr]
+
+  ======  ===========  ======================================================
+  field   msgpack      meaning
+  ======  ===========  ======================================================
+  type    int          a :class:`MsgType` value
+  id      str 1..64    message id; for job messages the job id
+  src     str 0..64    origin node or client id ("" when not yet known)
+  dst     str 0..64    destination node id ("" = the receiving broker)
+  ttl     int 0..255   hops left; a relay decrements it and drops at 0
+  ts      int          origin wall-clock time, milliseconds since the epoch
+  cls     int 0..3     priority class (0 critical .. 3 low)
+  corr    str or nil   id of the request this message answers
+  ======  ===========  ======================================================
+
+* ``body`` is opaque bytes whose layout depends on ``type`` (see
+  :mod:`operone_zmq.protocol.bodies`); relays never decode it.
+* ``signature`` is optional (message signing, see docs/security.md).
+
+Rules: every decode checks frame count, tag, version, header shape, every
+field's type and range, and sizes, and raises :class:`ProtocolError` (or a
+subclass) on the first violation.  Encoding is the mirror image and assumes
+its inputs are valid (they come from our own code).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import msgpack
+
+from ..errors import MessageTooLarge, ProtocolError, UnsupportedVersion
+from .limits import MAGIC, MAX_FRAMES, MAX_HEADER_SIZE, MAX_ID_LEN, MAX_SIGNATURE_SIZE, TAG
+
+__all__ = [
+    "TAG",
+    "Header",
+    "Message",
+    "MsgType",
+    "decode",
+    "decode_header",
+    "encode",
+    "encode_header",
+]
+
+
+class MsgType(enum.IntEnum):
+    """Every message type of protocol v1 and its numeric code."""
+
+    # peer links between brokers (the mesh)
+    HELLO = 1
+    WELCOME = 2
+    PING = 3
+    PONG = 4
+    LSA = 5
+    BYE = 6
+    # jobs (client <-> broker <-> worker, and between brokers)
+    JOB = 10
+    RESULT = 11
+    ERROR = 12
+    CANCEL = 13
+    PROGRESS = 14
+    # data to every node
+    BROADCAST = 20
+    # worker <-> its local broker
+    READY = 30
+    HEARTBEAT = 31
+    DISCONNECT = 32
+    # client <-> broker, cluster state
+    QUERY = 40
+    REPLY = 41
+
+
+_TYPES = frozenset(int(t) for t in MsgType)
+
+
+class Header(NamedTuple):
+    """The eight header fields, in wire order."""
+
+    type: int
+    id: str
+    src: str
+    dst: str
+    ttl: int
+    ts: int
+    cls: int
+    corr: str | None
+
+
+class Message(NamedTuple):
+    """A decoded message: its header and the untouched body and signature."""
+
+    header: Header
+    body: bytes
+    sig: bytes | None = None
+
+
+# msgpack.packb, not a shared Packer: a Packer keeps a buffer and is not
+# safe to share between the threads of a worker pool.
+_packb: Callable[[Any], bytes] = msgpack.packb
+_unpackb = msgpack.unpackb
+
+
+def encode_header(h: Header | tuple[Any, ...]) -> bytes:
+    """Encode a header tuple as the msgpack array of frame 1."""
+    return _packb(list(h))
+
+
+def encode(header: Header, body: bytes = b"", sig: bytes | None = None) -> list[bytes]:
+    """Encode a message as its frames (without a routing id)."""
+    if sig is None:
+        return [TAG, _packb(list(header)), body]
+    return [TAG, _packb(list(header)), body, sig]
+
+
+def _check_tag(tag: bytes) -> None:
+    if tag != TAG:
+        if len(tag) == 3 and tag[:2] == MAGIC:
+            raise UnsupportedVersion(
+                f"protocol version {tag[2]} is not supported (this node speaks version 1)"
+            )
+        raise ProtocolError("first frame is not an operone version tag (expected b'OZ\\x01')")
+
+
+def decode_header(raw: bytes) -> Header:
+    """Decode and validate frame 1."""
+    if len(raw) > MAX_HEADER_SIZE:
+        raise MessageTooLarge(f"header is {len(raw)} bytes; the limit is {MAX_HEADER_SIZE}")
+    try:
+        h = _unpackb(raw, use_list=False, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise ProtocolError(f"header is not valid msgpack: {exc}") from exc
+    if type(h) is not tuple or len(h) != 8:
+        raise ProtocolError("header must be a msgpack array of 8 fields")
+    t, mid, src, dst, ttl, ts, cls, corr = h
+    if type(t) is not int or t not in _TYPES:
+        raise ProtocolError(f"unknown message type {t!r}")
+    if type(mid) is not str or not 0 < len(mid) <= MAX_ID_LEN:
+        raise ProtocolError("header id must be a string of 1..64 characters")
+    if type(src) is not str or len(src) > MAX_ID_LEN:
+        raise ProtocolError("header src must be a string of at most 64 characters")
+    if type(dst) is not str or len(dst) > MAX_ID_LEN:
+        raise ProtocolError("header dst must be a string of at most 64 characters")
+    if type(ttl) is not int or not 0 <= ttl <= 255:
+        raise ProtocolError("header ttl must be an integer 0..255")
+    if type(ts) is not int:
+        raise ProtocolError("header ts must be an integer (ms since the epoch)")
+    if type(cls) is not int or not 0 <= cls <= 3:
+        raise ProtocolError("header cls must be a priority class 0..3")
+    if corr is not None and (type(corr) is not str or len(corr) > MAX_ID_LEN):
+        raise ProtocolError("header corr must be nil or a string of at most 64 characters")
+    return Header(t, mid, src, dst, ttl, ts, cls, corr)
+
+
+def decode(frames: list[bytes], start: int = 0) -> Message:
+    """Decode the frames of one message, starting at index ``start`` (1 when
+    ``frames[0]`` is a ROUTER routing id)."""
+    n = len(frames) - start
+    if n < 3 or n > MAX_FRAMES:
+        raise ProtocolError(f"a message has 3 or 4 frames, got {max(n, 0)}")
+    _check_tag(frames[start])
+    header = decode_header(frames[start + 1])
+    if n == 4:
+        sig = frames[start + 3]
+        if len(sig) > MAX_SIGNATURE_SIZE:
+            raise ProtocolError("signature frame is too large")
+        return Message(header, frames[start + 2], sig)
+    return Message(header, frames[start + 2], None)

@@ -1,0 +1,47 @@
+"""Named limits of wire protocol v1.
+
+Every bound says why it has the value it has.  A decoder that meets a value
+past one of these raises :class:`~operone_zmq.errors.ProtocolError` (or
+:class:`~operone_zmq.errors.MessageTooLarge`) instead of allocating for it.
+"""
+
+from __future__ import annotations
+
+#: The first frame of every message: magic ``OZ`` and the version byte.
+VERSION = 1
+TAG = b"OZ\x01"
+MAGIC = b"OZ"
+
+#: A header is eight small fields; 1 KiB leaves room for long ids and keeps a
+#: hostile header from costing more than a page to reject.
+MAX_HEADER_SIZE = 1024
+
+#: Node ids, client ids, tool names and message ids are short printable names;
+#: 64 characters is generous for a hostname-derived id and bounds the tables.
+MAX_ID_LEN = 64
+
+#: A hop limit like IP's: a mesh of thousands of nodes has a diameter far
+#: below this, and a routing loop dies out after at most this many hops.
+MAX_TTL = 255
+DEFAULT_TTL = 32
+
+#: Default cap on one whole message (all frames).  64 MiB holds a big tool
+#: argument or result while bounding what one peer can make us buffer; the
+#: node's ``limits.max_message_size`` may lower or raise it (ZMQ enforces it
+#: too, through ZMQ_MAXMSGSIZE, before the bytes reach Python).
+DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
+
+#: Frames per message after the ROUTER's routing id: tag, header, body and
+#: an optional signature.
+MIN_FRAMES = 3
+MAX_FRAMES = 4
+
+#: A signature frame holds an Ed25519 signature (64 bytes) plus a key id.
+MAX_SIGNATURE_SIZE = 256
+
+#: Tool argument maps and option lists in a JOB body.
+MAX_CAPABILITIES = 64
+MAX_TOOLS_PER_WORKER = 4096
+
+#: The longest a job may ask to run (a week), so deadlines stay finite.
+MAX_JOB_TIMEOUT = 7 * 24 * 3600.0

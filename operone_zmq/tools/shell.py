@@ -1,0 +1,307 @@
+"""The ``shell`` built-in: run an allow-listed executable with an argv list, never a shell string.
+
+The child runs in its own process group (session on POSIX) so that a timeout
+or a cancel kills it together with anything it started.  Its stdout and
+stderr are drained by two reader threads and kept up to
+``ToolsConfig.max_output`` bytes each.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import IO, Any
+
+from operone_zmq.errors import BadRequest, JobCancelled, JobTimeout, Refused
+from operone_zmq.tools.spec import ToolContext, ToolsConfig
+
+__all__ = ["run_shell"]
+
+#: How often the wait loop looks at the cancel flag and the clock, in seconds.
+_POLL = 0.1
+_CHUNK = 64 * 1024
+#: How long to wait for the output readers after killing the child, in seconds.
+_DRAIN_AFTER_KILL = 1.0
+#: Environment variables a job may not set: they change what the allowed
+#: executable really runs (preloaded libraries).
+_FORBIDDEN_ENV_PREFIXES = ("LD_", "DYLD_")
+
+
+def _check_argv(argv: object) -> list[str]:
+    if isinstance(argv, str | bytes):
+        raise BadRequest("argv must be a list of strings; shell strings are not accepted")
+    if not isinstance(argv, list | tuple):
+        raise BadRequest(f"argv must be a list of strings, not {type(argv).__name__}")
+    if not argv:
+        raise BadRequest("argv must not be empty: its first item names the executable")
+    for i, item in enumerate(argv):
+        if not isinstance(item, str):
+            raise BadRequest(f"argv[{i}] must be a string, not {type(item).__name__}")
+        if "\0" in item:
+            raise BadRequest(f"argv[{i}] contains a NUL character")
+    if not argv[0]:
+        raise BadRequest("argv[0] must name an executable")
+    return list(argv)
+
+
+def _norm(path: str) -> str:
+    return os.path.normcase(os.path.normpath(path))
+
+
+def _is_path(name: str) -> bool:
+    return os.sep in name or (os.altsep is not None and os.altsep in name)
+
+
+def admit_executable(config: ToolsConfig, name: str) -> str:
+    """Check ``name`` against the allow-list and return the absolute path to run.
+
+    An allow entry that is a bare name admits that name and the path
+    ``shutil.which`` finds for it now; an absolute entry admits only that path.
+    Raises :class:`Refused` when not admitted and :class:`BadRequest` when the
+    admitted executable does not exist.
+    """
+    refused = Refused(f"executable {name!r} is not in this node's shell allow-list")
+    absolute = os.path.isabs(name)
+    if _is_path(name) and not absolute:
+        raise refused  # relative paths depend on the cwd: never admitted
+    key = _norm(name) if absolute else os.path.normcase(name)
+    admitted = False
+    for entry in config.shell_allow:
+        if os.path.isabs(entry):
+            admitted = absolute and _norm(entry) == key
+        elif not absolute:
+            admitted = os.path.normcase(entry) == key
+        else:
+            found = shutil.which(entry)
+            admitted = found is not None and _norm(os.path.abspath(found)) == key
+        if admitted:
+            break
+    if not admitted:
+        raise refused
+    if absolute:
+        if not os.path.isfile(name):
+            raise BadRequest(f"executable {name!r} is allowed but does not exist on this node")
+        return name
+    found = shutil.which(name)
+    if found is None:
+        raise BadRequest(f"executable {name!r} is allowed but was not found on this node's PATH")
+    return os.path.abspath(found)
+
+
+def _check_env(env: object) -> dict[str, str] | None:
+    if env is None:
+        return None
+    if not isinstance(env, dict):
+        raise BadRequest(f"env must be a map of strings to strings, not {type(env).__name__}")
+    for key, value in env.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise BadRequest(f"env must map strings to strings; bad entry {key!r}: {value!r}")
+        if not key or "=" in key or "\0" in key or "\0" in value:
+            raise BadRequest(f"invalid environment variable name or value: {key!r}")
+        if key.upper().startswith(_FORBIDDEN_ENV_PREFIXES):
+            raise Refused(f"environment variable {key!r} may not be set by a job")
+    merged = dict(os.environ)
+    merged.update(env)
+    return merged
+
+
+def _check_timeout(config: ToolsConfig, ctx: ToolContext, timeout: object) -> float:
+    limit = config.shell_timeout
+    if timeout is not None:
+        if (
+            not isinstance(timeout, int | float)
+            or isinstance(timeout, bool)
+            or math.isnan(timeout)
+            or timeout < 0
+        ):
+            raise BadRequest(f"timeout must be a positive number of seconds, not {timeout!r}")
+        if timeout:  # 0 means "the node's default"
+            limit = min(float(timeout), limit)
+    return ctx.remaining(limit)
+
+
+class _Capture:
+    """Drain one pipe in a thread, keeping at most ``limit`` bytes."""
+
+    def __init__(self, stream: IO[bytes], limit: int, label: str) -> None:
+        self._buf = bytearray()
+        self._limit = limit
+        self.truncated = False
+        self.thread = threading.Thread(
+            target=self._run, args=(stream,), name=f"operone-shell-{label}", daemon=True
+        )
+        self.thread.start()
+
+    def _run(self, stream: IO[bytes]) -> None:
+        try:
+            fd = stream.fileno()
+            while True:
+                chunk = os.read(fd, _CHUNK)
+                if not chunk:
+                    break
+                room = self._limit - len(self._buf)
+                if len(chunk) > room:
+                    self.truncated = True
+                    chunk = chunk[: max(room, 0)]
+                if chunk:
+                    self._buf += chunk
+        except (OSError, ValueError):
+            pass
+        finally:
+            try:
+                stream.close()
+            except OSError:
+                pass
+
+    def text(self) -> str:
+        return bytes(self._buf).decode("utf-8", errors="replace")
+
+
+def _feed(stream: IO[bytes], data: bytes) -> None:
+    try:
+        stream.write(data)
+    except (OSError, ValueError):
+        pass
+    finally:
+        try:
+            stream.close()
+        except (OSError, ValueError):
+            pass
+
+
+def _kill_tree(proc: subprocess.Popen[bytes]) -> None:
+    if sys.platform != "win32":
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    if proc.returncode is None:
+        try:
+            proc.kill()
+        except ProcessLookupError:
+            pass
+
+
+def run_shell(
+    config: ToolsConfig,
+    ctx: ToolContext,
+    argv: object,
+    timeout: object = None,
+    cwd: object = None,
+    stdin: object = None,
+    env: object = None,
+) -> dict[str, Any]:
+    """Run ``argv`` under ``config``'s policy; return stdout, stderr, exit code and truncation."""
+    args = _check_argv(argv)
+    executable = admit_executable(config, args[0])
+    if cwd is not None:
+        if not isinstance(cwd, str) or not cwd or "\0" in cwd:
+            raise BadRequest(f"cwd must be a directory path, not {cwd!r}")
+        if not os.path.isdir(cwd):
+            raise BadRequest(f"working directory {cwd!r} does not exist on this node")
+    data: bytes | None
+    if stdin is None:
+        data = None
+    elif isinstance(stdin, str):
+        data = stdin.encode("utf-8")
+    elif isinstance(stdin, bytes | bytearray):
+        data = bytes(stdin)
+    else:
+        raise BadRequest(f"stdin must be a string or bytes, not {type(stdin).__name__}")
+    full_env = _check_env(env)
+    limit = _check_timeout(config, ctx, timeout)
+    if limit <= 0:
+        raise JobTimeout(
+            f"no time left to run {args[0]!r}: the job's deadline has passed",
+            details={"argv": args, "timeout": 0.0},
+        )
+
+    extra: dict[str, Any] = {}
+    if sys.platform == "win32":
+        extra["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
+    else:
+        extra["start_new_session"] = True
+    try:
+        proc = subprocess.Popen(
+            args,
+            executable=executable,
+            stdin=subprocess.DEVNULL if data is None else subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            env=full_env,
+            shell=False,
+            **extra,
+        )
+    except FileNotFoundError as exc:
+        raise BadRequest(f"cannot start {args[0]!r}: not found ({exc.strerror})") from None
+    except PermissionError as exc:
+        raise BadRequest(f"cannot start {args[0]!r}: not executable ({exc.strerror})") from None
+    except (OSError, ValueError) as exc:
+        raise BadRequest(f"cannot start {args[0]!r}: {exc}") from None
+
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    out = _Capture(proc.stdout, config.max_output, "stdout")
+    err = _Capture(proc.stderr, config.max_output, "stderr")
+    if data is not None:
+        assert proc.stdin is not None
+        threading.Thread(
+            target=_feed, args=(proc.stdin, data), name="operone-shell-stdin", daemon=True
+        ).start()
+
+    end = time.monotonic() + limit
+    outcome: str | None = "error"  # until the loop says otherwise
+    try:
+        while True:
+            if ctx.cancelled.is_set():
+                outcome = "cancelled"
+                break
+            left = end - time.monotonic()
+            if left <= 0:
+                outcome = "timeout"
+                break
+            step = min(_POLL, left)
+            if proc.returncode is None:
+                try:
+                    proc.wait(timeout=step)
+                except subprocess.TimeoutExpired:
+                    continue
+            # The child has exited; its output is complete once both pipes close
+            # (a background grandchild may still hold them open).
+            alive = [c for c in (out, err) if c.thread.is_alive()]
+            if not alive:
+                outcome = None
+                break
+            alive[0].thread.join(step)
+    finally:
+        if outcome is not None:
+            _kill_tree(proc)
+            proc.wait()
+            stop = time.monotonic() + _DRAIN_AFTER_KILL
+            for c in (out, err):
+                c.thread.join(max(0.0, stop - time.monotonic()))
+
+    result: dict[str, Any] = {
+        "stdout": out.text(),
+        "stderr": err.text(),
+        "exit_code": proc.returncode,
+        "truncated": out.truncated or err.truncated,
+    }
+    if outcome == "timeout":
+        raise JobTimeout(
+            f"command {args[0]!r} did not finish within {limit:g} s and was killed",
+            details={"argv": args, "timeout": limit, **result},
+        )
+    if outcome == "cancelled":
+        raise JobCancelled(
+            f"command {args[0]!r} was killed because the job was cancelled",
+            details={"argv": args, **result},
+        )
+    return result

@@ -1,0 +1,318 @@
+"""Tool declarations: the ``@tool`` decorator, tool specs, configuration and job context.
+
+A *tool* is a plain Python function (sync or ``async``) that a worker runs on
+behalf of a remote caller.  Its keyword arguments come from the job's argument
+map; a parameter named ``ctx`` receives the :class:`ToolContext` of the job.
+
+This module does no I/O and imports neither ZeroMQ nor asyncio.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar, overload
+
+from operone_zmq.errors import BadRequest, ConfigError
+
+__all__ = ["TOOL_ATTR", "ToolContext", "ToolSpec", "ToolsConfig", "tool", "validate_tool_name"]
+
+#: Attribute under which :func:`tool` stores the :class:`ToolSpec` of a function.
+TOOL_ATTR = "__operone_tool__"
+
+_NAME_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+_CTX = "ctx"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def validate_tool_name(name: object) -> str:
+    """Return ``name`` if it is a valid tool name, else raise :class:`ValueError`."""
+    if not isinstance(name, str) or _NAME_RE.fullmatch(name) is None:
+        raise ValueError(
+            f"invalid tool name {name!r}: use 1-64 characters from A-Z, a-z, 0-9, '_', '.' and '-'"
+        )
+    return name
+
+
+# --------------------------------------------------------------------- config
+@dataclass(frozen=True)
+class ToolsConfig:
+    """Node policy for the built-in tools: shell allow-list, file root and limits."""
+
+    #: Executables the ``shell`` tool may run: bare names (looked up on PATH
+    #: when a job is checked) or absolute paths.  Empty means shell is refused.
+    shell_allow: frozenset[str] = frozenset()
+    #: Directory the ``fs.*`` tools are confined to; ``None`` disables them.
+    fs_root: Path | None = None
+    #: Default and maximum run time of one ``shell`` job, in seconds.
+    shell_timeout: float = 60.0
+    #: Bytes of stdout and of stderr kept per ``shell`` job; the rest is dropped.
+    max_output: int = 4 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        # Values may come straight from a config file: check them as plain objects.
+        raw: object = self.shell_allow
+        if isinstance(raw, str | bytes) or not isinstance(raw, Iterable):
+            raise ConfigError("shell_allow must be a collection of executable names")
+        allow = frozenset(raw)
+        for entry in allow:
+            if not isinstance(entry, str) or not entry.strip():
+                raise ConfigError(
+                    f"invalid shell_allow entry {entry!r}: expected an executable name"
+                )
+            if not _is_abs(entry) and _has_sep(entry):
+                raise ConfigError(
+                    f"invalid shell_allow entry {entry!r}: use a bare executable name "
+                    "or an absolute path"
+                )
+        object.__setattr__(self, "shell_allow", allow)
+        root: object = self.fs_root
+        if isinstance(root, str):
+            object.__setattr__(self, "fs_root", Path(root).expanduser())
+        elif root is not None and not isinstance(root, Path):
+            raise ConfigError(f"fs_root must be a directory path, not {root!r}")
+        timeout: object = self.shell_timeout
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not math.isfinite(timeout)
+            or timeout <= 0
+        ):
+            raise ConfigError(
+                f"shell_timeout must be a positive number of seconds, not {timeout!r}"
+            )
+        limit: object = self.max_output
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ConfigError(f"max_output must be a non-negative number of bytes, not {limit!r}")
+
+
+def _is_abs(path: str) -> bool:
+    return os.path.isabs(path)
+
+
+def _has_sep(path: str) -> bool:
+    return os.sep in path or (os.altsep is not None and os.altsep in path)
+
+
+# -------------------------------------------------------------------- context
+def _no_progress(fraction: float | None, message: str | None) -> None:
+    """Ignore a progress report."""
+
+
+@dataclass
+class ToolContext:
+    """What a running tool may know about its job: ids, node policy, deadline, progress, cancel."""
+
+    job_id: str
+    node: str
+    config: ToolsConfig
+    #: ``time.monotonic()`` value by which the job must finish, or ``None``.
+    deadline: float | None = None
+    #: Report progress: ``progress(fraction 0..1 or None, message or None)``.
+    progress: Callable[[float | None, str | None], None] = _no_progress
+    #: Set when the job is cancelled or timed out; long sync tools should check it.
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def remaining(self, default: float) -> float:
+        """Return the seconds left before the deadline, at most ``default`` and never below 0."""
+        if self.deadline is None:
+            return max(default, 0.0)
+        return max(0.0, min(default, self.deadline - time.monotonic()))
+
+
+# ----------------------------------------------------------------------- spec
+def _first_doc_line(func: Callable[..., Any]) -> str:
+    doc = inspect.getdoc(func)
+    if not doc:
+        return ""
+    for line in doc.splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def _plural(word: str, names: list[str]) -> str:
+    quoted = ", ".join(repr(n) for n in names)
+    return f"{word} {quoted}" if len(names) == 1 else f"{word}s {quoted}"
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A named tool: its function, description and how to call it."""
+
+    name: str
+    func: Callable[..., Any]
+    description: str
+    is_async: bool
+    wants_ctx: bool
+    #: A cheap, non-blocking sync tool: the worker runs it right in its
+    #: receive loop (no thread hop).  Only for tools that return in microseconds.
+    inline: bool = False
+    # Precomputed from the signature so that ``prepare`` is cheap.
+    _accepted: frozenset[str] = field(init=False, repr=False, compare=False)
+    _required: frozenset[str] = field(init=False, repr=False, compare=False)
+    _var_keyword: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        validate_tool_name(self.name)
+        if not callable(self.func):
+            raise TypeError(f"tool {self.name!r}: {self.func!r} is not callable")
+        try:
+            sig = inspect.signature(self.func)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"tool {self.name!r}: cannot read its signature: {exc}") from exc
+        accepted: set[str] = set()
+        required: set[str] = set()
+        var_keyword = False
+        has_ctx = False
+        for p in sig.parameters.values():
+            if p.kind is p.VAR_KEYWORD:
+                var_keyword = True
+            elif p.kind is p.VAR_POSITIONAL:
+                continue
+            elif p.name == _CTX:
+                if p.kind is p.POSITIONAL_ONLY:
+                    raise ValueError(
+                        f"tool {self.name!r}: parameter 'ctx' must not be positional-only"
+                    )
+                has_ctx = True
+            elif p.kind is p.POSITIONAL_ONLY:
+                if p.default is p.empty:
+                    raise ValueError(
+                        f"tool {self.name!r}: parameter {p.name!r} is positional-only and "
+                        "required, but tool arguments are passed by name"
+                    )
+            else:
+                accepted.add(p.name)
+                if p.default is p.empty:
+                    required.add(p.name)
+        if has_ctx != self.wants_ctx:
+            raise ValueError(
+                f"tool {self.name!r}: wants_ctx={self.wants_ctx} but the function "
+                f"{'has' if has_ctx else 'has no'} 'ctx' parameter"
+            )
+        object.__setattr__(self, "_accepted", frozenset(accepted))
+        object.__setattr__(self, "_required", frozenset(required))
+        object.__setattr__(self, "_var_keyword", var_keyword)
+
+    @classmethod
+    def from_function(
+        cls,
+        func: Callable[..., Any],
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        inline: bool = False,
+    ) -> ToolSpec:
+        """Build the spec of ``func``, defaulting to its ``__name__`` and first docstring line."""
+        if not callable(func):
+            raise TypeError(f"@tool needs a function, not {func!r}")
+        if name is None:
+            name = getattr(func, "__name__", None)
+            if not isinstance(name, str):
+                raise ValueError(f"cannot name tool {func!r}: pass name=...")
+        try:
+            params = inspect.signature(func).parameters
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"tool {name!r}: cannot read its signature: {exc}") from exc
+        return cls(
+            name=validate_tool_name(name),
+            func=func,
+            description=_first_doc_line(func) if description is None else description,
+            is_async=inspect.iscoroutinefunction(func),
+            wants_ctx=_CTX in params and params[_CTX].kind is not inspect.Parameter.VAR_KEYWORD,
+            inline=inline,
+        )
+
+    def prepare(self, args: Mapping[str, Any], ctx: ToolContext) -> Callable[[], Any]:
+        """Check ``args`` against the signature and return a zero-argument call of the tool.
+
+        Calling the result runs a sync tool, or returns the coroutine of an
+        async tool.  Raises :class:`BadRequest` naming the tool and every
+        missing or unexpected argument.
+        """
+        if not isinstance(args, Mapping):
+            raise BadRequest(
+                f"arguments of tool {self.name!r} must be a map of argument names to values, "
+                f"not {type(args).__name__}",
+                details={"tool": self.name},
+            )
+        for key in args:
+            if not isinstance(key, str):
+                raise BadRequest(
+                    f"argument names of tool {self.name!r} must be strings, not {key!r}",
+                    details={"tool": self.name},
+                )
+        if self.wants_ctx and _CTX in args:
+            raise BadRequest(
+                f"tool {self.name!r}: argument name 'ctx' is reserved for the job context",
+                details={"tool": self.name, "unexpected": [_CTX]},
+            )
+        missing = self._required.difference(args)
+        unexpected = () if self._var_keyword else [k for k in args if k not in self._accepted]
+        if missing or unexpected:
+            problems: list[str] = []
+            if missing:
+                problems.append(_plural("missing argument", sorted(missing)))
+            if unexpected:
+                accepts = ", ".join(repr(n) for n in sorted(self._accepted)) or "no arguments"
+                problems.append(
+                    f"{_plural('unexpected argument', sorted(unexpected))} (it accepts {accepts})"
+                )
+            raise BadRequest(
+                f"tool {self.name!r}: " + "; ".join(problems),
+                details={
+                    "tool": self.name,
+                    "missing": sorted(missing),
+                    "unexpected": sorted(unexpected),
+                },
+            )
+        if self.wants_ctx:
+            return partial(self.func, **args, ctx=ctx)
+        return partial(self.func, **args)
+
+
+# ------------------------------------------------------------------ decorator
+@overload
+def tool(func: F, /) -> F: ...
+
+
+@overload
+def tool(
+    *, name: str | None = None, description: str | None = None, inline: bool = False
+) -> Callable[[F], F]: ...
+
+
+def tool(
+    func: F | None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    inline: bool = False,
+) -> F | Callable[[F], F]:
+    """Mark a function as a tool (``@tool`` or ``@tool(name=..., description=...)``).
+
+    ``inline=True`` declares a sync tool so cheap that the worker may run it
+    in its receive loop instead of a thread; an async tool cannot be inline.
+    """
+
+    def decorate(f: F) -> F:
+        spec = ToolSpec.from_function(f, name=name, description=description, inline=inline)
+        if spec.is_async and inline:
+            raise ValueError(f"tool {spec.name!r}: an async tool cannot be inline")
+        setattr(f, TOOL_ATTR, spec)
+        return f
+
+    if func is None:
+        return decorate
+    return decorate(func)
