@@ -33,6 +33,7 @@ from ..errors import (
     BrokerUnreachable,
     JobCancelled,
     JobTimeout,
+    MessageTooLarge,
     Overloaded,
 )
 from ..protocol.bodies import Progress
@@ -298,6 +299,13 @@ class AsyncClient:
         refused = self._auth_failed.get(cls)
         if refused is not None:
             fut.set_exception(AuthenticationError(refused))
+            return fut
+        size = sum(len(f) for f in frames)
+        if size > self._socket_limits.max_message_size:
+            fut.set_exception(MessageTooLarge(
+                f"the request is {size} bytes; the limit is"
+                f" {self._socket_limits.max_message_size} (limits.max_message_size):"
+                " send big data in pieces"))
             return fut
         if len(self._pending) >= MAX_IN_FLIGHT:
             fut.set_exception(Overloaded(f"{MAX_IN_FLIGHT} requests already in flight"))
