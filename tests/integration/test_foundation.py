@@ -36,7 +36,8 @@ def test_jobs_round_trip(node: LocalNode) -> None:
     with node.client() as c:
         assert c.run("echo", {"x": 1, "b": b"\x00\x01"}) == {"x": 1, "b": b"\x00\x01"}
         out = c.run("shell", {"argv": ["uname", "-s"]})
-        assert out["exit_code"] == 0 and out["stdout"].strip()
+        assert out["exit_code"] == 0
+        assert out["stdout"].strip()
         info = c.run("sysinfo")
         assert info["pid"] != os.getpid()
         res = c.submit("echo", {"y": 2}).result(10)
@@ -111,9 +112,9 @@ def test_untrusted_client_key_is_refused(node: LocalNode, tmp_path: Path) -> Non
     assert stranger.secret is not None
     server = node.keys().server
     keys = CurveKeys(stranger.public, stranger.secret, server)
-    with Client("127.0.0.1", node.base_port, keys=keys) as c:
-        with pytest.raises(AuthenticationError, match="refused"):
-            c.run("echo", {}, timeout=10)
+    with Client("127.0.0.1", node.base_port, keys=keys) as c, \
+            pytest.raises(AuthenticationError, match="refused"):
+        c.run("echo", {}, timeout=10)
     with node.client() as c:
         assert c.run("echo", {"still": "serving"}) == {"still": "serving"}
 
@@ -123,9 +124,8 @@ def test_wrong_server_key_is_an_error_not_a_hang(node: LocalNode, tmp_path: Path
     other = generate_keypair(tmp_path / "other", "srv")
     k = node.keys()
     with Client("127.0.0.1", node.base_port, keys=CurveKeys(k.public, k.secret, other.public),
-                default_timeout=1.0) as c:
-        with pytest.raises((AuthenticationError, BrokerUnreachable)):
-            c.run("echo", {}, timeout=0.5)
+                default_timeout=1.0) as c, pytest.raises((AuthenticationError, BrokerUnreachable)):
+        c.run("echo", {}, timeout=0.5)
 
 
 def _frames(tool: str, jid: str) -> list[bytes]:
@@ -164,7 +164,7 @@ def test_malformed_frames_leave_the_broker_serving(node: LocalNode) -> None:
         [b"OZ\x09", b"", b""],
         [b"OZ\x01", msgpack.packb([10, "x"]), b""],
         [b"OZ\x01", msgpack.packb([99, "x", "", "", 1, 0, 2, None]), b""],
-        _frames("echo", "ok-1")[:2] + [b"\x01\x02"],
+        [*_frames("echo", "ok-1")[:2], b"\x01\x02"],
     ]
     try:
         s.connect(f"tcp://127.0.0.1:{node.base_port + 2}")
