@@ -5,7 +5,7 @@ No I/O here; the in-memory mesh of cores lives beside the cores that use it.
 
 from __future__ import annotations
 
-__all__ = ["FakeClock"]
+__all__ = ["CoreMesh", "FakeClock", "key_of"]
 
 
 class FakeClock:
@@ -29,3 +29,227 @@ class FakeClock:
             raise ValueError("a monotonic clock cannot go backwards")
         self._now += seconds
         return self._now
+
+
+# ---------------------------------------------------------------------------
+# An in-memory mesh of broker cores (no sockets), for tests and simulation.
+# ---------------------------------------------------------------------------
+from collections import deque  # noqa: E402
+from typing import Any  # noqa: E402
+
+from .core.broker import FIRST_DIAL_SOCKET, WORKERS, BrokerCore, BrokerLimits  # noqa: E402
+from .core.client import ClientCore, Reply  # noqa: E402
+from .core.worker import JobStart, WorkerCore  # noqa: E402
+from .protocol.bodies import ToolInfo  # noqa: E402
+
+
+def key_of(node: str) -> str:
+    """The fake Curve key of ``node`` in a :class:`CoreMesh`."""
+    return f"key-{node}"
+
+
+class CoreMesh:
+    """Broker cores wired together in memory, as the shells would wire them.
+
+    ``dial(a, b)`` gives ``a`` four DEALER socket indices connected to ``b``'s
+    class ROUTERs; frames are moved by :meth:`run` in FIFO order.  Workers
+    are :class:`WorkerCore` objects whose jobs the test completes by hand (or
+    automatically with ``auto_echo``).  Time is a :class:`FakeClock`.
+    """
+
+    def __init__(self, limits: BrokerLimits | None = None, *, auto_echo: bool = True) -> None:
+        self.clock = FakeClock()
+        self.limits = limits or BrokerLimits(peer_interval=1.0, peer_liveness=3)
+        self.nodes: dict[str, BrokerCore] = {}
+        self.dead: set[str] = set()
+        self.cut_pairs: set[frozenset[str]] = set()
+        # (node, dealer socket) -> (remote node, class)
+        self._dialled: dict[tuple[str, int], tuple[str, int]] = {}
+        # (node, remote node) -> its dealer sockets
+        self._dial_socks: dict[tuple[str, str], list[int]] = {}
+        self._next_sock: dict[str, int] = {}
+        self.workers: dict[str, dict[bytes, WorkerCore]] = {}
+        self.started: dict[str, list[JobStart]] = {}
+        self.clients: dict[str, ClientCore] = {}
+        self.client_inbox: dict[str, list[Reply]] = {}
+        self.auto_echo = auto_echo
+        self.queue: deque[tuple[str, int, list[bytes], str | None]] = deque()
+        self.messages = 0
+        self._impostors: dict[str, str] = {}
+
+    # ----------------------------------------------------------- building
+    def add(self, node: str, impostor_of: str | None = None) -> BrokerCore:
+        """Add a broker; ``impostor_of`` makes it claim another node's key."""
+        def authorize(claimed: str, key: str | None, token: str | None) -> str | None:
+            if key != key_of(claimed):
+                return f"key {key} is not trusted as node '{claimed}'"
+            return None
+
+        core = BrokerCore(node, limits=self.limits, now=self.clock(), authorize=authorize,
+                          wall=lambda: 1_700_000_000.0 + self.clock())
+        self.nodes[node] = core
+        self._next_sock[node] = FIRST_DIAL_SOCKET
+        self.workers[node] = {}
+        self.started[node] = []
+        if impostor_of is not None:
+            self._impostors[node] = impostor_of
+        return core
+
+    def dial(self, a: str, b: str) -> None:
+        """``a`` dials ``b`` (a link; both directions work over it)."""
+        base = self._next_sock[a]
+        self._next_sock[a] = base + 4
+        socks = [base + i for i in range(4)]
+        for cls, s in enumerate(socks):
+            self._dialled[(a, s)] = (b, cls)
+        self._dial_socks[(a, b)] = socks
+        self.nodes[a].add_dialled_link(b, socks, self.clock(), address=f"mem://{b}")
+
+    def add_worker(self, node: str, tools: list[str], caps: tuple[str, ...] = (),
+                   slots: int = 8) -> None:
+        """Attach a worker core to ``node``."""
+        name = f"{node}.w{len(self.workers[node]) + 1}"
+        w = WorkerCore(name, [ToolInfo(t) for t in tools], caps=caps, slots=slots,
+                       now=self.clock())
+        self.workers[node][name.encode()] = w
+        w.start(self.clock())
+        self._collect_worker(node)
+
+    def client(self, node: str) -> ClientCore:
+        """A client core attached to ``node``'s normal frontend."""
+        c = self.clients.get(node)
+        if c is None:
+            c = self.clients[node] = ClientCore(f"cli-{node}")
+            self.client_inbox[node] = []
+        return c
+
+    def submit(self, node: str, tool: str, args: dict[str, Any] | None = None,
+               **kw: Any) -> str:
+        """A client of ``node`` submits a job; returns its id."""
+        jid, frames = self.client(node).job(tool, args or {}, **kw)
+        self.queue.append((node, 2, [b"\x00cli", *frames], None))
+        return jid
+
+    def send_client(self, node: str, frames: list[bytes]) -> None:
+        """A client of ``node`` sends raw frames to its normal frontend."""
+        self.client(node)
+        self.queue.append((node, 2, [b"\x00cli", *frames], None))
+
+    # ------------------------------------------------------------- faults
+    def kill(self, node: str) -> None:
+        """The broker dies: it neither sends nor receives any more."""
+        self.dead.add(node)
+
+    def cut(self, a: str, b: str) -> None:
+        """Messages between ``a`` and ``b`` are lost (both directions)."""
+        self.cut_pairs.add(frozenset((a, b)))
+
+    def heal(self, a: str, b: str) -> None:
+        """Undo :meth:`cut`."""
+        self.cut_pairs.discard(frozenset((a, b)))
+
+    # ------------------------------------------------------------ running
+    def _collect(self, node: str) -> None:
+        core = self.nodes[node]
+        out, core.out = core.out, []
+        for sock, frames in out:
+            self._route_out(node, sock, frames)
+        self._collect_worker(node)
+
+    def _collect_worker(self, node: str) -> None:
+        for rid, w in self.workers[node].items():
+            while w.out:
+                self.queue.append((node, WORKERS, [rid, *w.out.pop(0)], None))
+
+    def _route_out(self, node: str, sock: int, frames: list[bytes]) -> None:
+        if node in self.dead:
+            return
+        if sock == WORKERS:
+            w = self.workers[node].get(frames[0])
+            if w is None:
+                return
+            action = w.on_broker(frames[1:], self.clock())
+            if isinstance(action, JobStart):
+                self.started[node].append(action)
+                if self.auto_echo:
+                    w.done(action.id, {"node": node, "args": action.args}, self.clock())
+            self._collect_worker(node)
+            return
+        if sock < WORKERS:  # our ROUTER: to a client or an accepting-side peer
+            rid = frames[0]
+            if rid[:1] == b"\x00":
+                c = self.clients.get(node)
+                if c is not None:
+                    r = c.on_message(frames[1:])
+                    if r is not None:
+                        self.client_inbox[node].append(r)
+                return
+            peer = rid.decode()
+            socks = self._dial_socks.get((peer, node))
+            if socks is None or self._blocked(node, peer):
+                return
+            self.queue.append((peer, socks[sock], frames[1:], "dealer"))
+            return
+        dest = self._dialled.get((node, sock))
+        if dest is None or self._blocked(node, dest[0]):
+            return
+        claimed = self._impostors.get(node, node)
+        self.queue.append((dest[0], dest[1], [claimed.encode(), *frames], key_of(node)))
+
+    def _blocked(self, a: str, b: str) -> bool:
+        return a in self.dead or b in self.dead or frozenset((a, b)) in self.cut_pairs
+
+    def run(self, max_messages: int = 10_000_000) -> int:
+        """Deliver frames until nothing moves; returns messages delivered."""
+        for node in self.nodes:
+            if node not in self.dead:
+                self.nodes[node].poll(self.clock())
+                self._collect(node)
+        n = 0
+        while self.queue and n < max_messages:
+            node, sock, frames, extra = self.queue.popleft()
+            if node in self.dead:
+                continue
+            core = self.nodes[node]
+            now = self.clock()
+            if extra == "dealer":
+                core.on_dealer(sock, frames, now)
+            elif sock == WORKERS:
+                core.on_worker(frames, now)
+            else:
+                core.on_frontend(sock, frames, now, uid=extra)
+            core.poll(now)
+            self._collect(node)
+            n += 1
+        self.messages += n
+        return n
+
+    def advance(self, seconds: float, step: float | None = None) -> None:
+        """Let ``seconds`` of virtual time pass in steps, running timers."""
+        step = step or self.limits.peer_interval / 2
+        end = self.clock() + seconds
+        while self.clock() < end - 1e-9:
+            self.clock.advance(min(step, end - self.clock()))
+            now = self.clock()
+            for node, core in self.nodes.items():
+                if node in self.dead:
+                    continue
+                core.tick(now)
+                for w in self.workers[node].values():
+                    w.tick(now)
+                self._collect(node)
+            self.run()
+
+    def replies(self, node: str) -> dict[str, Any]:
+        """Replies received by ``node``'s client, by request id (drained)."""
+        out = {r.id: r.value for r in self.client_inbox.get(node, []) if r.kind != "progress"}
+        self.client_inbox[node] = []
+        return out
+
+    def converged(self) -> bool:
+        """Every live node routes to every other live node it is connected to."""
+        live = [n for n in self.nodes if n not in self.dead]
+        for n in live:
+            if self.nodes[n].routes.reachable() != set(live) - {n}:
+                return False
+        return True

@@ -55,19 +55,39 @@ from ..errors import (
     WorkerLost,
 )
 from ..protocol.bodies import (
+    MAX_LSAS_PER_MESSAGE,
+    Bye,
     Cancel,
     Disconnect,
     ErrorBody,
     Heartbeat,
+    Hello,
     JobRequest,
+    Ping,
     Query,
     Ready,
+    Welcome,
+    pack_lsas,
     pack_value,
+    unpack_lsas,
+    unpack_value,
 )
+from ..routing.dijkstra import RoutingTable
+from ..routing.lsa import LSA, LinkInfo
+from ..routing.lsdb import LinkStateDB, initial_seq
+from .peers import DOWN, HELLO_SENT, MAX_HELLO_BACKOFF, MIN_HELLO_BACKOFF, UP, PeerLink
 from ..protocol.codec import TAG, Header, MsgType, decode, decode_header, encode_header
 from ..protocol.limits import DEFAULT_TTL, MAX_HEADER_SIZE
 
-__all__ = ["CLASS_NAMES", "WORKERS", "BrokerCore", "BrokerLimits", "WorkerSession"]
+__all__ = [
+    "CLASS_NAMES",
+    "FIRST_DIAL_SOCKET",
+    "WORKERS",
+    "Authorizer",
+    "BrokerCore",
+    "BrokerLimits",
+    "WorkerSession",
+]
 
 #: Frontend socket of each priority class, and the workers' socket.
 CLASS_NAMES = ("critical", "high", "normal", "low")
@@ -84,8 +104,36 @@ _QUERY = int(MsgType.QUERY)
 _CANCEL = int(MsgType.CANCEL)
 _PING = int(MsgType.PING)
 
+_HELLO = int(MsgType.HELLO)
+_WELCOME = int(MsgType.WELCOME)
+_PONG = int(MsgType.PONG)
+_LSA = int(MsgType.LSA)
+_BYE = int(MsgType.BYE)
+_BROADCAST = int(MsgType.BROADCAST)
+_REPLY = int(MsgType.REPLY)
+#: Message types routed hop by hop by their header's dst.
+_ROUTED = frozenset({_JOB, _RESULT, _ERROR, _PROGRESS, _CANCEL})
+
+#: Seconds between a topology change and our reaction to it (events, failing
+#: jobs to nodes that became unreachable): batches a burst of LSAs.
+SPF_DELAY = 0.05
+
+#: At most one LSA of ours per this many seconds (OSPF's MinLSInterval): a
+#: burst of link changes is advertised once.
+LSA_MIN_INTERVAL = 0.05
+
+#: Dialled DEALER sockets get indices from here on (the shell allocates them).
+FIRST_DIAL_SOCKET = 5
+
 _QUEUED = 0
 _RUNNING = 1
+
+#: (claimed node id, Curve key z85 from ZAP User-Id, token) -> refusal reason or None.
+Authorizer = Callable[[str, "str | None", "str | None"], "str | None"]
+
+
+def _refuse_all(node: str, key: str | None, token: str | None) -> str | None:
+    return "this broker accepts no peer links (no authorizer configured)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +151,18 @@ class BrokerLimits:
     heartbeat_interval: float = 1.0
     #: Heartbeat intervals of silence after which a worker is declared dead.
     liveness: int = 3
+    #: Seconds between PINGs on each peer link (and the unit of peer liveness).
+    peer_interval: float = 1.0
+    #: Peer heartbeat intervals of silence after which a link is down.
+    peer_liveness: int = 3
+    #: Peer links this broker accepts (the original's maxPeers).
+    max_peers: int = 64
+    #: Broadcast ids remembered to deliver each broadcast once (bounded LRU).
+    max_seen_broadcasts: int = 10_000
+    #: Received broadcasts kept for QUERY "broadcasts".
+    max_kept_broadcasts: int = 1000
+    #: Extra seconds a forwarded job waits past its timeout for the remote answer.
+    remote_grace: float = 1.0
 
 
 @dataclass(slots=True)
@@ -137,6 +197,19 @@ class _Job:
     src: str
     state: int = _QUEUED
     worker: bytes | None = None
+    remote: bool = False  # submitted by another node (src), not a local client
+
+
+@dataclass(slots=True)
+class _Forwarded:
+    """A local client's job that runs on another node."""
+
+    id: str
+    client: bytes
+    cls: int
+    dst: str
+    deadline: float
+    submitted: float
 
 
 class BrokerCore:
@@ -149,10 +222,35 @@ class BrokerCore:
         limits: BrokerLimits | None = None,
         now: float = 0.0,
         wall: Callable[[], float] = time.time,
+        name: str = "",
+        cluster: str = "operone",
+        public_key: str = "",
+        authorize: Authorizer | None = None,
     ) -> None:
         self.node_id = node_id
+        self.name = name or node_id
+        self.cluster = cluster
+        self.public_key = public_key
         self.limits = limits or BrokerLimits()
         self._wall = wall
+        self._authorize = authorize or _refuse_all
+        # ---- mesh state
+        #: Events for the shell to emit: (name, payload).
+        self.events: list[tuple[str, Any]] = []
+        self.links: dict[str, PeerLink] = {}
+        self._link_by_sock: dict[int, PeerLink] = {}
+        self.lsdb = LinkStateDB(node_id, initial_seq(wall()))
+        self.routes = RoutingTable(self.lsdb)
+        self._lsa_dirty = True
+        self._topo_seen = -1
+        self._topo_due: float | None = None
+        self._next_originate = now
+        self._partitions = 1
+        self._forwarded: dict[str, _Forwarded] = {}
+        self._fwd_deadlines: list[tuple[float, str]] = []
+        self._seen_bc: dict[tuple[str, str], None] = {}
+        self.broadcasts: deque[dict[str, Any]] = deque(maxlen=self.limits.max_kept_broadcasts)
+        self._next_ping = now + self.limits.peer_interval
         #: Frames to send: (socket index, frames including the routing id).
         self.out: list[tuple[int, list[bytes]]] = []
         self.workers: dict[bytes, WorkerSession] = {}
@@ -175,6 +273,15 @@ class BrokerCore:
             "unroutable": 0,
             "late_replies": 0,
             "queries": 0,
+            "forwarded": 0,
+            "relayed": 0,
+            "no_route": 0,
+            "ttl_expired": 0,
+            "peers_refused": 0,
+            "peer_key_mismatch": 0,
+            "lsas_received": 0,
+            "lsas_sent": 0,
+            "broadcasts_received": 0,
         }
         self.errors: dict[str, int] = {}
 
@@ -198,9 +305,18 @@ class BrokerCore:
         self.out.append((sock, [rid, TAG, self._header(_ERROR, mid, dst, cls, corr), body]))
 
     # ------------------------------------------------------------ frontend
-    def on_frontend(self, cls: int, frames: list[bytes], now: float) -> None:
-        """Handle one message from a client on the frontend of class ``cls``."""
+    def on_frontend(self, cls: int, frames: list[bytes], now: float,
+                    uid: str | None = None) -> None:
+        """Handle one message arriving on the frontend ROUTER of class ``cls``.
+
+        Routing ids chosen by ZeroMQ (clients) start with a zero byte; any
+        other routing id is a claimed node id (a peer), verified against the
+        Curve key ``uid`` that ZAP authenticated.
+        """
         rid = frames[0]
+        if rid[:1] != b"\x00":
+            self._on_peer_router(cls, rid, uid, frames, now)
+            return
         try:
             msg = decode(frames, 1)
         except ProtocolError as exc:
@@ -219,6 +335,8 @@ class BrokerCore:
             self._on_query(cls, rid, h, msg.body, now)
         elif t == _CANCEL:
             self._on_cancel(cls, rid, h, msg.body, now)
+        elif t == _BROADCAST:
+            self._on_client_broadcast(cls, rid, h, msg.body, now)
         elif t == _PING:
             self.out.append(
                 (cls, [rid, TAG, self._header(int(MsgType.PONG), h.id, h.src, cls, h.id), b""])
@@ -234,7 +352,7 @@ class BrokerCore:
     ) -> None:
         self.counters["jobs_received"] += 1
         jid = h.id
-        if jid in self._jobs:
+        if jid in self._jobs or jid in self._forwarded:
             self._send_error(cls, rid, jid, h.src, cls,
                              BadRequest(f"job id '{jid}' is already in use", job_id=jid))
             return
@@ -244,35 +362,41 @@ class BrokerCore:
             self._send_error(cls, rid, jid, h.src, cls, BadRequest(str(exc), job_id=jid))
             return
         if req.on is not None and req.on != self.node_id:
-            self._send_error(cls, rid, jid, h.src, cls, NoRoute(
-                f"no route to node '{req.on}' (this broker is '{self.node_id}' and has no"
-                " peer links)", job_id=jid))
+            self._forward_client_job(cls, rid, h, body, req, now)
             return
+        err = self._accept_local(rid, cls, h.src, jid, req, frames[1:], now, remote=False)
+        if err is not None:
+            self._send_error(cls, rid, jid, h.src, cls, err)
+
+    def _accept_local(
+        self, client: bytes, cls: int, src: str, jid: str, req: JobRequest,
+        job_frames: list[bytes], now: float, *, remote: bool,
+    ) -> JobError | None:
+        """Take a job to run on this node; the error to answer when refused."""
         caps = frozenset(req.caps)
         candidates = self._by_tool.get(req.tool)
         if not candidates:
-            self._send_error(cls, rid, jid, h.src, cls, ToolNotFound(
-                f"no worker on node '{self.node_id}' offers tool '{req.tool}'", job_id=jid))
-            return
+            return ToolNotFound(
+                f"no worker on node '{self.node_id}' offers tool '{req.tool}'", job_id=jid,
+                node=self.node_id)
         if caps and not any(caps <= w.caps for w in candidates):
-            self._send_error(cls, rid, jid, h.src, cls, ToolNotFound(
+            return ToolNotFound(
                 f"no worker on node '{self.node_id}' offers tool '{req.tool}' with capabilities"
-                f" {sorted(caps)}", job_id=jid))
-            return
+                f" {sorted(caps)}", job_id=jid, node=self.node_id)
         if len(self._jobs) >= self.limits.max_jobs:
-            self._send_error(cls, rid, jid, h.src, cls, Overloaded(
+            return Overloaded(
                 f"node '{self.node_id}' has {len(self._jobs)} jobs in progress (limit"
-                f" {self.limits.max_jobs})", job_id=jid))
-            return
+                f" {self.limits.max_jobs})", job_id=jid, node=self.node_id)
         timeout = req.timeout if req.timeout is not None else self.limits.default_timeout
-        job = _Job(jid, rid, cls, req.tool, caps, frames[1:], now + timeout, now, h.src)
+        job = _Job(jid, client, cls, req.tool, caps, job_frames, now + timeout, now, src,
+                   remote=remote)
         worker = self._pick(candidates, caps)
         if worker is None:
             if self._queued >= self.limits.max_queued_jobs:
-                self._send_error(cls, rid, jid, h.src, cls, Overloaded(
+                return Overloaded(
                     f"node '{self.node_id}' has {self._queued} jobs queued (limit"
-                    f" {self.limits.max_queued_jobs}); retry later", job_id=jid))
-                return
+                    f" {self.limits.max_queued_jobs}); retry later", job_id=jid,
+                    node=self.node_id)
             key = (req.tool, caps)
             q = self._queues.get(key)
             if q is None:
@@ -283,6 +407,7 @@ class BrokerCore:
             self._dispatch(job, worker)
         self._jobs[jid] = job
         heapq.heappush(self._deadlines, (job.deadline, jid))
+        return None
 
     @staticmethod
     def _pick(candidates: list[WorkerSession], caps: frozenset[str]) -> WorkerSession | None:
@@ -307,7 +432,20 @@ class BrokerCore:
         """End ``job`` with ``err`` sent to its submitter."""
         self._jobs.pop(job.id, None)
         self.counters["jobs_failed"] += 1
-        self._send_error(job.cls, job.client, job.id, job.src, job.cls, err)
+        if job.remote:
+            self.errors[err.code] = self.errors.get(err.code, 0) + 1
+            self._route_error(job.src, job.id, job.cls, err)
+        else:
+            self._send_error(job.cls, job.client, job.id, job.src, job.cls, err)
+
+    def _reply(self, job: _Job, frames: list[bytes], h: Header) -> None:
+        """Send a worker's RESULT/ERROR/PROGRESS for ``job`` to its submitter."""
+        if not job.remote:
+            self.out.append((job.cls, [job.client, *frames[1:]]))
+            return
+        header = encode_header(Header(h.type, h.id, self.node_id, job.src, DEFAULT_TTL, h.ts,
+                                      job.cls, h.corr))
+        self._send_to_node(job.src, job.cls, [TAG, header, *frames[3:]], h.type)
 
     def _on_query(self, cls: int, rid: bytes, h: Header, body: bytes, now: float) -> None:
         self.counters["queries"] += 1
@@ -340,6 +478,19 @@ class BrokerCore:
             return {t: len(ws) for t, ws in sorted(self._by_tool.items())}
         if q.what == "ping":
             return {"node": self.node_id}
+        if q.what == "peers":
+            return [link.describe(now) for link in self.links.values()]
+        if q.what == "topology":
+            return self.topology_graph()
+        if q.what == "route":
+            dest = q.args.get("dest")
+            if not isinstance(dest, str):
+                return {"error": "route needs args.dest"}
+            return self.route_info(dest)
+        if q.what == "network":
+            return self.network_stats()
+        if q.what == "broadcasts":
+            return list(self.broadcasts)
         return None
 
     def _on_cancel(self, cls: int, rid: bytes, h: Header, body: bytes, now: float) -> None:
@@ -347,6 +498,17 @@ class BrokerCore:
             reason = Cancel.unpack(body).reason
         except ProtocolError:
             reason = ""
+        fwd = self._forwarded.get(h.id)
+        if fwd is not None and fwd.client == rid:
+            del self._forwarded[h.id]
+            self.counters["jobs_cancelled"] += 1
+            self._send_to_node(fwd.dst, fwd.cls, [
+                TAG, encode_header(Header(_CANCEL, h.id, self.node_id, fwd.dst, DEFAULT_TTL,
+                                          int(self._wall() * 1000), fwd.cls, None)),
+                Cancel(reason).pack()], _CANCEL)
+            self._send_error(fwd.cls, rid, h.id, h.src, fwd.cls, JobCancelled(
+                f"job '{h.id}' was cancelled" + (f": {reason}" if reason else ""), job_id=h.id))
+            return
         job = self._jobs.get(h.id)
         if job is None or job.client != rid:
             return  # finished already (its reply is on the way) or not ours: nothing to do
@@ -394,7 +556,7 @@ class BrokerCore:
                 self.counters["jobs_completed" if t == _RESULT else "jobs_failed"] += 1
                 if t == _ERROR:
                     self._count_error(msg.body)
-                self.out.append((job.cls, [job.client, *frames[1:]]))
+                self._reply(job, frames, h)
             else:
                 self.counters["late_replies"] += 1
             if w is not None and self._queued:
@@ -405,7 +567,7 @@ class BrokerCore:
         if t == _PROGRESS:
             job = self._jobs.get(h.id)
             if job is not None and job.worker == rid:
-                self.out.append((job.cls, [job.client, *frames[1:]]))
+                self._reply(job, frames, h)
             if w is not None:
                 w.expires = now + self.limits.liveness * self.limits.heartbeat_interval
             return
@@ -458,6 +620,7 @@ class BrokerCore:
         self.workers[rid] = w
         for tool in w.tools:
             self._by_tool.setdefault(tool, []).append(w)
+        self._lsa_dirty = True
         # Tell the worker who we are (src) and that it is registered.
         self.out.append((WORKERS, [rid, TAG, self._header(_HEARTBEAT, self._next_id(), "", 0),
                                    Heartbeat(0).pack()]))
@@ -466,6 +629,7 @@ class BrokerCore:
 
     def _remove_worker(self, w: WorkerSession, reason: str) -> None:
         self.workers.pop(w.rid, None)
+        self._lsa_dirty = True
         for tool in w.tools:
             lst = self._by_tool.get(tool)
             if lst is not None:
@@ -537,6 +701,622 @@ class BrokerCore:
             if self._queued:
                 self._fill(other)
 
+
+    # =========================================================== peer mesh
+    # ---------------------------------------------------------- link setup
+    def add_dialled_link(self, node: str, socks: list[int], now: float, *, address: str = "",
+                         token: str | None = None) -> PeerLink:
+        """We dialled ``node`` with one DEALER per class (socket indices
+        ``socks``); start the handshake."""
+        link = self.links.get(node)
+        if link is None:
+            link = self.links[node] = PeerLink(node)
+        if link.dial is not None:
+            for i in link.dial:
+                self._link_by_sock.pop(i, None)
+        link.dial = list(socks)
+        link.dial_state = DOWN
+        link.address = address
+        link.token = token
+        link.next_hello = now
+        link.backoff = MIN_HELLO_BACKOFF
+        for i in socks:
+            self._link_by_sock[i] = link
+        self._send_hello(link, now)
+        return link
+
+    def remove_link(self, node: str, now: float) -> list[int]:
+        """Forget the link to ``node``; returns the dialled sockets to close."""
+        link = self.links.get(node)
+        if link is None:
+            return []
+        if link.up:
+            self._link_send(link, 0, [TAG, self._header(_BYE, self._next_id(), node, 0),
+                                      Bye("link removed", "closed").pack()])
+        socks = link.dial or []
+        for i in socks:
+            self._link_by_sock.pop(i, None)
+        was_up = link.up
+        del self.links[node]
+        if was_up:
+            self._on_link_down(link, now, "link removed")
+        return socks
+
+    def transport_lost(self, node: str, now: float) -> None:
+        """The shell saw our dialled connection to ``node`` drop."""
+        link = self.links.get(node)
+        if link is not None and link.dial is not None and link.dial_state != DOWN:
+            was_up = link.up
+            link.dial_state = DOWN
+            link.next_hello = now + MIN_HELLO_BACKOFF
+            if was_up and not link.up:
+                self._on_link_down(link, now, "connection lost")
+
+    def _send_hello(self, link: PeerLink, now: float) -> None:
+        if link.dial is None:
+            return
+        body = Hello(self.node_id, self.name, self.cluster, link.token).pack()
+        self.out.append((link.dial[0], [TAG, self._header(_HELLO, self._next_id(), link.node, 0),
+                                        body]))
+        if link.dial_state == DOWN:
+            link.dial_state = HELLO_SENT
+        link.next_hello = now + link.backoff
+        link.backoff = min(MAX_HELLO_BACKOFF, link.backoff * 2)
+
+    def _link_send(self, link: PeerLink, cls: int, frames: list[bytes]) -> bool:
+        """Send on the link's preferred transport; False when it has none up."""
+        if link.dial is not None and link.dial_state == UP:
+            self.out.append((link.dial[cls], frames))
+        elif link.accepted_up and link.rid is not None:
+            self.out.append((cls, [link.rid, *frames]))
+        else:
+            return False
+        link.sent += 1
+        return True
+
+    def _on_link_up(self, link: PeerLink, now: float) -> None:
+        link.up_since = now
+        link.heard = now
+        link.backoff = MIN_HELLO_BACKOFF
+        link.last_error = ""
+        self._lsa_dirty = True
+        self.events.append(("peer:connected", {"node": link.node, "name": link.name or link.node,
+                                               "address": link.address}))
+        # Database exchange: the new neighbour gets everything we know.
+        self._send_lsas(link, [lsa.to_wire() for lsa in self.lsdb.lsas()])
+
+    def _on_link_down(self, link: PeerLink, now: float, reason: str) -> None:
+        link.last_error = reason
+        link.pings.clear()
+        self._lsa_dirty = True
+        self.events.append(("peer:disconnected", {"node": link.node, "reason": reason}))
+
+    # --------------------------------------------------- incoming from peers
+    def _on_peer_router(self, cls: int, rid: bytes, uid: str | None, frames: list[bytes],
+                        now: float) -> None:
+        try:
+            msg = decode(frames, 1)
+        except ProtocolError:
+            self.counters["malformed"] += 1
+            return  # unverified or broken peer: counted, not answered
+        try:
+            node = rid.decode()
+        except UnicodeDecodeError:
+            self.counters["malformed"] += 1
+            return
+        h = msg.header
+        if h.type == _HELLO:
+            self._on_hello(cls, rid, node, uid, h, msg.body, now)
+            return
+        link = self.links.get(node)
+        if link is None or link.rid != rid or not link.accepted_up:
+            # Not a peer we accepted (or it restarted): ask it to say HELLO.
+            self.counters["peers_refused"] += 1
+            self.out.append((cls, [rid, TAG, self._header(_BYE, self._next_id(), node, cls),
+                                   Bye("no session: send HELLO", "no_session").pack()]))
+            return
+        if uid != link.key:
+            # Someone else took over this routing id: refuse, keep the link.
+            self.counters["peer_key_mismatch"] += 1
+            self.events.append(("security:peer_key_mismatch", {"node": node}))
+            return
+        self._on_peer_msg(link, cls, msg, frames[1:], now)
+
+    def on_dealer(self, sock: int, frames: list[bytes], now: float) -> None:
+        """Handle a message from a neighbour on a DEALER we dialled."""
+        link = self._link_by_sock.get(sock)
+        if link is None:
+            return
+        try:
+            msg = decode(frames)
+        except ProtocolError:
+            self.counters["malformed"] += 1
+            return
+        h = msg.header
+        t = h.type
+        if t == _WELCOME:
+            try:
+                w = Welcome.unpack(msg.body)
+            except ProtocolError as exc:
+                link.last_error = f"bad WELCOME: {exc}"
+                return
+            if w.node != link.node:
+                link.last_error = f"dialled '{link.node}' but '{w.node}' answered"
+                link.dial_state = DOWN
+                return
+            was_up = link.up
+            link.dial_state = UP
+            link.name = w.name
+            if not was_up:
+                self._on_link_up(link, now)
+            link.heard = now
+            return
+        if t == _BYE:
+            try:
+                bye = Bye.unpack(msg.body)
+            except ProtocolError:
+                bye = Bye("(unreadable reason)")
+            if bye.code == "no_session" and link.dial_state == UP:
+                # The neighbour restarted and forgot us: handshake again.
+                link.dial_state = DOWN
+                self._send_hello(link, now)
+                return
+            was_up = link.up
+            link.dial_state = DOWN
+            link.last_error = f"{bye.code}: {bye.reason}"
+            link.next_hello = now + max(link.backoff, 5.0 if bye.code == "refused" else 0.0)
+            if bye.code == "refused":
+                self.events.append(("peer:refused", {"node": link.node, "reason": bye.reason}))
+            if was_up and not link.up:
+                self._on_link_down(link, now, link.last_error)
+            return
+        if link.dial_state != UP:
+            return  # nothing but WELCOME/BYE before the handshake is done
+        self._on_peer_msg(link, link.dial.index(sock) if link.dial else 0, msg, frames, now)
+
+    def _on_hello(self, cls: int, rid: bytes, node: str, uid: str | None, h: Header,
+                  body: bytes, now: float) -> None:
+        def refuse(reason: str) -> None:
+            self.counters["peers_refused"] += 1
+            self.events.append(("peer:refused", {"node": node, "reason": reason}))
+            self.out.append((cls, [rid, TAG, self._header(_BYE, self._next_id(), node, cls),
+                                   Bye(reason, "refused").pack()]))
+
+        try:
+            hello = Hello.unpack(body)
+        except ProtocolError as exc:
+            refuse(f"bad HELLO: {exc}")
+            return
+        if hello.node != node:
+            refuse(f"HELLO claims to be '{hello.node}' on a connection whose routing id is"
+                   f" '{node}'")
+            return
+        if node == self.node_id:
+            refuse(f"'{node}' is this broker's own node id")
+            return
+        if hello.cluster != self.cluster:
+            refuse(f"cluster '{hello.cluster}' is not this broker's cluster '{self.cluster}'")
+            return
+        reason = self._authorize(node, uid, hello.token)
+        if reason is not None:
+            refuse(reason)
+            return
+        link = self.links.get(node)
+        up_now = sum(1 for lk in self.links.values() if lk.up)
+        if (link is None or not link.up) and up_now >= self.limits.max_peers:
+            refuse(f"this broker already has {up_now} peers (max_peers"
+                   f" {self.limits.max_peers})")
+            return
+        if link is None:
+            link = self.links[node] = PeerLink(node)
+        was_up = link.up
+        link.rid = rid
+        link.key = uid
+        link.accepted_up = True
+        link.name = hello.name
+        self.out.append((cls, [rid, TAG, self._header(_WELCOME, h.id, node, cls, h.id),
+                               Welcome(self.node_id, self.name, self.cluster).pack()]))
+        if not was_up:
+            self._on_link_up(link, now)
+        else:
+            # Re-HELLO from a live neighbour (it restarted): give it our database again.
+            self._send_lsas(link, [lsa.to_wire() for lsa in self.lsdb.lsas()])
+        link.heard = now
+
+    def _on_peer_msg(self, link: PeerLink, cls: int, msg: Any, frames: list[bytes],
+                     now: float) -> None:
+        """A message from an established neighbour (frames: tag, header, body...)."""
+        link.heard = now
+        link.received += 1
+        h: Header = msg.header
+        t = h.type
+        if t in _ROUTED:
+            self._on_routed(link, h, frames, now)
+        elif t == _PING:
+            self._link_send(link, 0, [TAG, self._header(_PONG, h.id, link.node, 0, h.id),
+                                      msg.body])
+        elif t == _PONG:
+            try:
+                seq = Ping.unpack(msg.body).seq
+            except ProtocolError:
+                return
+            sent = link.pings.pop(seq, None)
+            if sent is not None:
+                link.pongs += 1
+                link.record_rtt((now - sent) * 1000.0)
+                cost = link.cost
+                old = link.advertised_cost
+                if abs(cost - old) > max(1.0, 0.5 * old):
+                    self._lsa_dirty = True
+        elif t == _LSA:
+            self._on_lsa(link, msg.body, now)
+        elif t == _BROADCAST:
+            self._on_broadcast(link.node, h, frames, now)
+        elif t == _BYE:
+            try:
+                bye = Bye.unpack(msg.body)
+            except ProtocolError:
+                bye = Bye("(unreadable reason)")
+            was_up = link.up
+            link.accepted_up = False
+            if link.dial is not None:
+                link.dial_state = DOWN
+                link.next_hello = now + MIN_HELLO_BACKOFF
+            if was_up and not link.up:
+                self._on_link_down(link, now, f"{bye.code}: {bye.reason}")
+        elif t == _WELCOME:
+            return
+        else:
+            self.counters["malformed"] += 1
+
+    # ------------------------------------------------------------- routing
+    def _send_to_node(self, dst: str, cls: int, frames: list[bytes], t: int) -> bool:
+        """Send routed frames toward ``dst`` by its next hop; False if unreachable."""
+        nh = self.routes.next_hop(dst)
+        link = self.links.get(nh) if nh is not None else None
+        if link is None or not self._link_send(link, cls, frames):
+            self.counters["no_route"] += 1
+            return False
+        return True
+
+    def _route_error(self, dst: str, mid: str, cls: int, err: JobError) -> None:
+        body = ErrorBody(err.code, err.message, err.remote_type, err.node or self.node_id,
+                         _plain_details(err.details)).pack()
+        header = encode_header(Header(_ERROR, mid, self.node_id, dst, DEFAULT_TTL,
+                                      int(self._wall() * 1000), cls, None))
+        self._send_to_node(dst, cls, [TAG, header, body], _ERROR)
+
+    def _on_routed(self, link: PeerLink, h: Header, frames: list[bytes], now: float) -> None:
+        """A JOB/RESULT/ERROR/PROGRESS/CANCEL from a neighbour: ours, or relay it."""
+        if h.dst == self.node_id:
+            self._deliver_routed(h, frames, now)
+            return
+        if h.ttl <= 1:
+            self.counters["ttl_expired"] += 1
+            if h.type in (_JOB, _CANCEL) and h.src:
+                self._route_error(h.src, h.id, h.cls, NoRoute(
+                    f"message for '{h.dst}' ran out of hops (TTL) at '{self.node_id}'",
+                    job_id=h.id, node=self.node_id))
+            return
+        header = encode_header(h._replace(ttl=h.ttl - 1))
+        if self._send_to_node(h.dst, h.cls, [TAG, header, *frames[2:]], h.type):
+            self.counters["relayed"] += 1
+            return
+        if h.type in (_JOB, _CANCEL) and h.src:
+            self._route_error(h.src, h.id, h.cls, NoRoute(
+                f"no route from '{self.node_id}' to node '{h.dst}'", job_id=h.id,
+                node=self.node_id))
+
+    def _deliver_routed(self, h: Header, frames: list[bytes], now: float) -> None:
+        t = h.type
+        if t == _JOB:
+            self.counters["jobs_received"] += 1
+            jid = h.id
+            if jid in self._jobs:
+                self._route_error(h.src, jid, h.cls, BadRequest(
+                    f"job id '{jid}' is already in use on '{self.node_id}'", job_id=jid))
+                return
+            try:
+                req = JobRequest.unpack(frames[2])
+            except ProtocolError as exc:
+                self._route_error(h.src, jid, h.cls, BadRequest(str(exc), job_id=jid))
+                return
+            err = self._accept_local(b"", h.cls, h.src, jid, req, frames, now, remote=True)
+            if err is not None:
+                self.errors[err.code] = self.errors.get(err.code, 0) + 1
+                self._route_error(h.src, jid, h.cls, err)
+            return
+        if t == _CANCEL:
+            job = self._jobs.get(h.id)
+            if job is not None and job.remote and job.src == h.src:
+                self.counters["jobs_cancelled"] += 1
+                self._abort(job, JobCancelled(f"job '{job.id}' was cancelled by its origin",
+                                              job_id=job.id))
+            return
+        # RESULT / ERROR / PROGRESS of a job we forwarded for a local client
+        fwd = self._forwarded.get(h.id)
+        if fwd is None:
+            self.counters["late_replies"] += 1
+            return
+        if t != _PROGRESS:
+            del self._forwarded[h.id]
+            self.counters["jobs_completed" if t == _RESULT else "jobs_failed"] += 1
+            if t == _ERROR:
+                self._count_error(frames[2])
+        self.out.append((fwd.cls, [fwd.client, *frames]))
+
+    def _forward_client_job(self, cls: int, rid: bytes, h: Header, body: bytes,
+                            req: JobRequest, now: float) -> None:
+        dst = req.on or ""
+        if self.routes.next_hop(dst) is None:
+            known = dst in self.lsdb
+            self._send_error(cls, rid, h.id, h.src, cls, NoRoute(
+                f"no route from '{self.node_id}' to node '{dst}'"
+                + (" (it is known but unreachable)" if known else " (unknown node)"),
+                job_id=h.id, node=self.node_id))
+            return
+        timeout = req.timeout if req.timeout is not None else self.limits.default_timeout
+        deadline = now + timeout + self.limits.remote_grace
+        header = encode_header(Header(_JOB, h.id, self.node_id, dst, DEFAULT_TTL, h.ts, cls,
+                                      None))
+        self._forwarded[h.id] = _Forwarded(h.id, rid, cls, dst, deadline, now)
+        heapq.heappush(self._fwd_deadlines, (deadline, h.id))
+        self.counters["forwarded"] += 1
+        self._send_to_node(dst, cls, [TAG, header, body], _JOB)
+
+    # ------------------------------------------------------------ broadcast
+    def _on_client_broadcast(self, cls: int, rid: bytes, h: Header, body: bytes,
+                             now: float) -> None:
+        header = encode_header(Header(_BROADCAST, h.id, self.node_id, "", DEFAULT_TTL, h.ts,
+                                      cls, None))
+        reached = self._on_broadcast(None, _decode_header_or_none(header), [TAG, header, body],
+                                     now)
+        self.out.append((cls, [rid, TAG, self._header(_REPLY, h.id, h.src, cls, h.id),
+                               pack_value({"id": h.id, "neighbours": reached})]))
+
+    def _on_broadcast(self, from_node: str | None, h: Header | None, frames: list[bytes],
+                      now: float) -> int:
+        """Deliver a broadcast here once and flood it on; returns links sent to."""
+        if h is None:
+            return 0
+        key = (h.src, h.id)
+        if key in self._seen_bc:
+            return 0
+        self._seen_bc[key] = None
+        while len(self._seen_bc) > self.limits.max_seen_broadcasts:
+            del self._seen_bc[next(iter(self._seen_bc))]
+        self.counters["broadcasts_received"] += 1
+        try:
+            data = unpack_value(frames[2])
+        except ProtocolError:
+            data = None
+        record = {"id": h.id, "src": h.src, "via": from_node, "data": data}
+        self.broadcasts.append(record)
+        self.events.append(("message", record))
+        if h.ttl <= 1:
+            return 0
+        header = encode_header(h._replace(ttl=h.ttl - 1))
+        sent = 0
+        for link in self.links.values():
+            if link.node != from_node and link.up and link.node != h.src:
+                if self._link_send(link, h.cls, [TAG, header, *frames[2:]]):
+                    sent += 1
+        return sent
+
+    # ----------------------------------------------------------- link state
+    def _our_links(self) -> list[LinkInfo]:
+        out = []
+        for link in self.links.values():
+            if link.up:
+                link.advertised_cost = link.cost
+                out.append(LinkInfo(link.node, round(link.cost, 3)))
+        return out
+
+    def _originate(self, now: float) -> None:
+        self._lsa_dirty = False
+        running = sum(len(w.running) for w in self.workers.values())
+        slots = sum(w.slots for w in self.workers.values())
+        caps: set[str] = set()
+        for w in self.workers.values():
+            caps |= w.caps
+        lsa = self.lsdb.originate(
+            self._our_links(), sorted(self._by_tool), sorted(caps),
+            round(running / slots, 3) if slots else 0.0, len(self.workers), now,
+            public_key=self.public_key, name=self.name)
+        self._flood([lsa.to_wire()], None)
+
+    def _flood(self, wire: list[dict[str, Any]], except_node: str | None) -> None:
+        for link in self.links.values():
+            if link.up and link.node != except_node:
+                self._send_lsas(link, wire)
+
+    def _send_lsas(self, link: PeerLink, wire: list[dict[str, Any]]) -> None:
+        for i in range(0, len(wire), MAX_LSAS_PER_MESSAGE):
+            chunk = wire[i:i + MAX_LSAS_PER_MESSAGE]
+            if self._link_send(link, 0, [TAG, self._header(_LSA, self._next_id(), link.node, 0),
+                                         pack_lsas(chunk)]):
+                self.counters["lsas_sent"] += len(chunk)
+
+    def _on_lsa(self, link: PeerLink, body: bytes, now: float) -> None:
+        try:
+            raw = unpack_lsas(body)
+        except ProtocolError:
+            self.counters["malformed"] += 1
+            return
+        self.counters["lsas_received"] += len(raw)
+        lsas = []
+        newer: list[dict[str, Any]] = []
+        get = self.lsdb.get
+        for x in raw:
+            # Most flooded LSAs are copies we already hold: compare the seq
+            # before paying for full validation.
+            if type(x) is dict:
+                cur = get(x.get("origin"))  # type: ignore[arg-type]
+                seq = x.get("seq")
+                if cur is not None and type(seq) is int and seq <= cur.seq:
+                    if seq < cur.seq:
+                        newer.append(cur.to_wire())  # the sender is behind
+                    continue
+            try:
+                lsas.append(LSA.from_wire(x))
+            except ProtocolError:
+                self.counters["malformed"] += 1
+        result = self.lsdb.install_many(lsas, now, link.node)
+        if result.accepted:
+            self._flood([x.to_wire() for x in result.accepted], link.node)
+        newer += [cur.to_wire() for x in result.older
+                  if (cur := self.lsdb.get(x.origin)) is not None]
+        if newer:
+            self._send_lsas(link, newer)
+        if self.lsdb.needs_reorigination:
+            self._lsa_dirty = True
+
+    def poll(self, now: float) -> None:
+        """Work that batches up: originate our LSA if it changed, react to
+        topology changes.  The shell calls this after each batch of messages."""
+        if self._lsa_dirty and now >= self._next_originate:
+            self._next_originate = now + LSA_MIN_INTERVAL
+            self._originate(now)
+        if self._topo_seen != self.lsdb.topology_version:
+            # Hold-down (as OSPF's SPF delay): a burst of LSAs during
+            # convergence costs one reaction, not one per LSA.
+            if self._topo_due is None:
+                self._topo_due = now + SPF_DELAY
+            if now >= self._topo_due:
+                self._topo_due = None
+                self._topo_seen = self.lsdb.topology_version
+                self._on_topology_changed(now)
+
+    def _on_topology_changed(self, now: float) -> None:
+        reachable = self.routes.reachable()
+        self.events.append(("topology:updated", {"nodes": len(reachable) + 1}))
+        comps = len(self.routes.graph.components()) if len(self.lsdb) else 1
+        if comps > 1 and self._partitions <= 1:
+            self.events.append(("partition:detected", {"partitions": comps}))
+        elif comps <= 1 < self._partitions:
+            self.events.append(("partition:healed", {"partitions": comps}))
+        self._partitions = comps
+        for fwd in list(self._forwarded.values()):
+            if fwd.dst not in reachable:
+                del self._forwarded[fwd.id]
+                self.counters["jobs_failed"] += 1
+                self._send_error(fwd.cls, fwd.client, fwd.id, "", fwd.cls, NoRoute(
+                    f"node '{fwd.dst}' became unreachable while running job '{fwd.id}'",
+                    job_id=fwd.id, node=self.node_id))
+
+    def _mesh_tick(self, now: float) -> None:
+        silence = self.limits.peer_liveness * self.limits.peer_interval
+        for link in list(self.links.values()):
+            if link.up and now - link.heard >= silence:
+                link.accepted_up = False
+                if link.dial is not None:
+                    link.dial_state = DOWN
+                    link.next_hello = now
+                self._on_link_down(link, now, f"no heartbeat for {silence:g} s")
+                if link.dial is None:
+                    del self.links[link.node]
+        if now >= self._next_ping:
+            self._next_ping = now + self.limits.peer_interval
+            for link in list(self.links.values()):
+                if not link.up:
+                    continue
+                link.ping_seq += 1
+                link.pings[link.ping_seq] = now
+                link.pings_sent += 1
+                if len(link.pings) > 64:
+                    del link.pings[min(link.pings)]
+                self._link_send(link, 0, [TAG, self._header(_PING, self._next_id(), link.node, 0),
+                                          Ping(link.ping_seq).pack()])
+        for link in self.links.values():
+            if link.dial is not None and link.dial_state != UP and now >= link.next_hello:
+                if link.dial_state == HELLO_SENT and link.accepted_up:
+                    link.next_hello = now + MAX_HELLO_BACKOFF
+                    continue
+                self._send_hello(link, now)
+        fdl = self._fwd_deadlines
+        while fdl and fdl[0][0] <= now:
+            deadline, jid = heapq.heappop(fdl)
+            fwd = self._forwarded.get(jid)
+            if fwd is None or fwd.deadline != deadline:
+                continue
+            del self._forwarded[jid]
+            self.counters["jobs_timed_out"] += 1
+            self._send_to_node(fwd.dst, fwd.cls, [
+                TAG, encode_header(Header(_CANCEL, jid, self.node_id, fwd.dst, DEFAULT_TTL,
+                                          int(self._wall() * 1000), fwd.cls, None)),
+                Cancel("timeout").pack()], _CANCEL)
+            self._send_error(fwd.cls, fwd.client, jid, "", fwd.cls, JobTimeout(
+                f"job '{jid}' on node '{fwd.dst}' got no answer within"
+                f" {deadline - fwd.submitted:g} s", job_id=jid, node=self.node_id))
+        if len(fdl) > 2 * len(self._forwarded) + 1024:
+            self._fwd_deadlines = [(f.deadline, f.id) for f in self._forwarded.values()]
+            heapq.heapify(self._fwd_deadlines)
+        if self.lsdb.expire(now):
+            pass  # topology_version moved: poll() reacts
+        if self.lsdb.refresh_due(now):
+            self._lsa_dirty = True
+
+    # ------------------------------------------------------------- queries
+    def route_info(self, dest: str) -> dict[str, Any]:
+        """The route to ``dest`` as ``operone route`` shows it."""
+        if dest == self.node_id:
+            return {"destination": dest, "reachable": True, "path": [dest], "hops": 0,
+                    "next_hop": None, "total_latency": 0.0}
+        r = self.routes.route(dest)
+        if r is None:
+            return {"destination": dest, "reachable": False, "known": dest in self.lsdb}
+        graph = self.routes.graph
+        reliability = 1.0
+        bandwidth = float("inf")
+        for a, b in zip(r.path, r.path[1:], strict=False):
+            e = graph.edge(a, b)
+            if e is not None:
+                reliability *= 1.0 - getattr(e, "loss", 0.0)
+                bw = getattr(e, "bandwidth", 0.0)
+                if bw:
+                    bandwidth = min(bandwidth, bw)
+        return {"destination": dest, "reachable": True, "path": list(r.path),
+                "hops": r.hops, "next_hop": r.next_hop, "total_latency": round(r.cost, 3),
+                "bandwidth": 0.0 if bandwidth == float("inf") else bandwidth,
+                "reliability": round(reliability, 6)}
+
+    def topology_graph(self) -> dict[str, Any]:
+        """Nodes and edges of the link-state graph."""
+        reachable = self.routes.reachable() | {self.node_id}
+        nodes = []
+        edges = []
+        for lsa in self.lsdb.lsas():
+            nodes.append({"id": lsa.origin, "name": lsa.name or lsa.origin, "kind": lsa.kind,
+                          "tools": list(lsa.tools), "capabilities": list(lsa.capabilities),
+                          "load": lsa.load, "workers": lsa.workers,
+                          "reachable": lsa.origin in reachable,
+                          "local": lsa.origin == self.node_id})
+            for link in lsa.links:
+                other = self.lsdb.get(link.neighbor)
+                both = other is not None and other.link_to(lsa.origin) is not None
+                if both and lsa.origin < link.neighbor:
+                    edges.append({"source": lsa.origin, "target": link.neighbor,
+                                  "latency": link.cost, "bandwidth": link.bandwidth})
+        return {"local": self.node_id, "nodes": nodes, "edges": edges}
+
+    def network_stats(self) -> dict[str, Any]:
+        """The original's getNetworkStats(), from the link-state graph."""
+        routes = self.routes.routes()
+        direct = sum(1 for link in self.links.values() if link.up)
+        hops = [r.hops for r in routes.values()]
+        lat = [r.cost for r in routes.values()]
+        comps = len(self.routes.graph.components()) if len(self.lsdb) else 1
+        return {
+            "total_nodes": len(routes) + 1,
+            "known_nodes": len(self.lsdb),
+            "direct_connections": direct,
+            "indirect_connections": sum(1 for h in hops if h > 1),
+            "average_hop_count": round(sum(hops) / len(hops), 3) if hops else 0.0,
+            "average_latency": round(sum(lat) / len(lat), 3) if lat else 0.0,
+            "network_diameter": max(hops) if hops else 0,
+            "partitions": comps,
+        }
+
     # --------------------------------------------------------------- timers
     def tick(self, now: float) -> None:
         """Run timers: heartbeats, worker liveness and job deadlines."""
@@ -566,12 +1346,29 @@ class BrokerCore:
         if len(dl) > 2 * len(self._jobs) + 1024:
             self._deadlines = [(j.deadline, j.id) for j in self._jobs.values()]
             heapq.heapify(self._deadlines)
+        self._mesh_tick(now)
+        self.poll(now)
 
     def next_deadline(self) -> float:
         """When :meth:`tick` must next run."""
-        t = self._next_heartbeat
+        t = min(self._next_heartbeat, self._next_ping)
         if self._deadlines and self._deadlines[0][0] < t:
             t = self._deadlines[0][0]
+        if self._fwd_deadlines and self._fwd_deadlines[0][0] < t:
+            t = self._fwd_deadlines[0][0]
+        silence = self.limits.peer_liveness * self.limits.peer_interval
+        for link in self.links.values():
+            if link.dial is not None and link.dial_state != UP and link.next_hello < t:
+                t = link.next_hello
+            if link.up and link.heard + silence < t:
+                t = link.heard + silence
+        if self._topo_due is not None and self._topo_due < t:
+            t = self._topo_due
+        if self._lsa_dirty and self._next_originate < t:
+            t = self._next_originate
+        lsdb_t = self.lsdb.next_deadline()
+        if lsdb_t is not None and lsdb_t < t:
+            t = lsdb_t
         return t
 
     # ---------------------------------------------------------------- state
@@ -587,6 +1384,9 @@ class BrokerCore:
             "queued": self._queued,
             "jobs_in_progress": len(self._jobs),
             "tools": sorted(self._by_tool),
+            "peers": sorted(n for n, link in self.links.items() if link.up),
+            "known_nodes": len(self.lsdb),
+            "forwarded_in_progress": len(self._forwarded),
             **self.counters,
             "errors": dict(self.errors),
         }
@@ -596,6 +1396,14 @@ class BrokerCore:
         for job in list(self._jobs.values()):
             self._abort(job, NoRoute(f"job '{job.id}' was stopped: {reason}", job_id=job.id,
                                      node=self.node_id))
+        for fwd in list(self._forwarded.values()):
+            del self._forwarded[fwd.id]
+            self._send_error(fwd.cls, fwd.client, fwd.id, "", fwd.cls, NoRoute(
+                f"job '{fwd.id}' was stopped: {reason}", job_id=fwd.id, node=self.node_id))
+        for link in list(self.links.values()):
+            if link.up:
+                self._link_send(link, 0, [TAG, self._header(_BYE, self._next_id(), link.node, 0),
+                                          Bye(reason, "shutdown").pack()])
         for w in self.workers.values():
             self.out.append((WORKERS, [w.rid, TAG,
                                        self._header(_DISCONNECT, self._next_id(), "", 0),
@@ -612,3 +1420,17 @@ def _best_effort_id(frames: list[bytes]) -> str:
         if isinstance(h, list | tuple) and len(h) >= 2 and isinstance(h[1], str):
             return h[1][:64] or "-"
     return "-"
+
+
+def _decode_header_or_none(header: bytes) -> Header | None:
+    try:
+        return decode_header(header)
+    except ProtocolError:
+        return None
+
+
+
+
+def _plain_details(details: dict[str, Any]) -> dict[str, Any]:
+    return {str(k): (v if v is None or isinstance(v, str | int | float | bytes | list | dict)
+                     else repr(v)) for k, v in details.items()}

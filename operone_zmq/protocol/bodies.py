@@ -19,17 +19,24 @@ from ..errors import ProtocolError
 from .limits import MAX_CAPABILITIES, MAX_ID_LEN, MAX_JOB_TIMEOUT, MAX_TOOLS_PER_WORKER
 
 __all__ = [
+    "MAX_LSAS_PER_MESSAGE",
+    "Bye",
     "Cancel",
     "Disconnect",
     "ErrorBody",
     "Heartbeat",
+    "Hello",
     "JobRequest",
+    "Ping",
     "Progress",
     "Query",
     "Ready",
     "ResultBody",
     "ToolInfo",
+    "Welcome",
+    "pack_lsas",
     "pack_value",
+    "unpack_lsas",
     "unpack_map",
     "unpack_value",
 ]
@@ -392,7 +399,9 @@ class Progress:
 
 
 #: What a client may ask a broker with QUERY.
-QUERY_KINDS = frozenset({"stats", "workers", "tools", "ping", "peers", "topology", "route"})
+QUERY_KINDS = frozenset({
+    "stats", "workers", "tools", "ping", "peers", "topology", "route", "network", "broadcasts",
+})
 
 
 @dataclass(frozen=True, slots=True)
@@ -413,3 +422,104 @@ class Query:
         if type(args) is not dict:
             raise ProtocolError("QUERY: 'args' must be a map")
         return cls(what, args)
+
+
+# ------------------------------------------------------------ peer mesh bodies
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """Body of HELLO: a broker introduces itself on a new peer link."""
+
+    node: str
+    name: str = ""
+    cluster: str = "operone"
+    token: str | None = None
+
+    def pack(self) -> bytes:
+        m: dict[str, Any] = {"node": self.node, "name": self.name, "cluster": self.cluster}
+        if self.token is not None:
+            m["token"] = self.token
+        return pack_value(m)
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> Hello:
+        m = unpack_map(raw, "HELLO")
+        token = m.get("token")
+        if token is not None and (type(token) is not str or len(token) > 8192):
+            raise ProtocolError("HELLO: 'token' must be a string of at most 8192 characters")
+        return cls(
+            node=_req(m, "node", "HELLO"),
+            name=_text(m, "name", "HELLO", limit=256),
+            cluster=_req(m, "cluster", "HELLO"),
+            token=token,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    """Body of WELCOME: the accepting broker's answer to HELLO."""
+
+    node: str
+    name: str = ""
+    cluster: str = "operone"
+
+    def pack(self) -> bytes:
+        return pack_value({"node": self.node, "name": self.name, "cluster": self.cluster})
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> Welcome:
+        m = unpack_map(raw, "WELCOME")
+        return cls(
+            node=_req(m, "node", "WELCOME"),
+            name=_text(m, "name", "WELCOME", limit=256),
+            cluster=_req(m, "cluster", "WELCOME"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Bye:
+    """Body of BYE: the link is refused or closed, and why."""
+
+    reason: str = ""
+    code: str = "refused"
+
+    def pack(self) -> bytes:
+        return pack_value({"reason": self.reason, "code": self.code})
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> Bye:
+        if not raw:
+            return cls()
+        m = unpack_map(raw, "BYE")
+        return cls(_text(m, "reason", "BYE", limit=1024), _text(m, "code", "BYE", "refused", 64))
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """Body of PING and PONG: a heartbeat sequence number (PONG echoes it)."""
+
+    seq: int
+
+    def pack(self) -> bytes:
+        return pack_value({"seq": self.seq})
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> Ping:
+        return cls(_int(unpack_map(raw, "PING"), "seq", "PING", 0, 2**63 - 1, 0))
+
+
+#: LSAs per LSA message: a database exchange with a new neighbour is split in
+#: messages of at most this many, so no message is huge.
+MAX_LSAS_PER_MESSAGE = 256
+
+
+def pack_lsas(lsas: list[dict[str, Any]]) -> bytes:
+    """Body of LSA: a list of link-state advertisements (wire dicts)."""
+    return pack_value(lsas)
+
+
+def unpack_lsas(raw: bytes) -> list[Any]:
+    """Decode the list of an LSA body (each entry is validated by the routing layer)."""
+    v = unpack_value(raw)
+    if type(v) is not list or len(v) > MAX_LSAS_PER_MESSAGE:
+        raise ProtocolError(f"LSA body must be a list of at most {MAX_LSAS_PER_MESSAGE} LSAs")
+    return v

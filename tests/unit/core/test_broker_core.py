@@ -73,12 +73,12 @@ class Harness:
                     elif isinstance(action, str):
                         self.cancelled[frames[0]].append(action)
                 else:
-                    assert frames[0] == b"client"
+                    assert frames[0] == b"\x00cli"
                     self.to_client.append(frames[1:])
 
     def submit(self, tool: str, args: dict[str, Any] | None = None, **kw: Any) -> str:
         jid, frames = self.client.job(tool, args or {}, **kw)
-        self.broker.on_frontend(NORMAL, [b"client", *frames], self.clock())
+        self.broker.on_frontend(NORMAL, [b"\x00cli", *frames], self.clock())
         self.pump()
         return jid
 
@@ -199,7 +199,7 @@ def test_cancel_from_the_client() -> None:
     h = Harness()
     rid = h.add_worker("w1", ["sleep"])
     jid = h.submit("sleep")
-    h.broker.on_frontend(NORMAL, [b"client", *h.client.cancel(jid)], h.clock())
+    h.broker.on_frontend(NORMAL, [b"\x00cli", *h.client.cancel(jid)], h.clock())
     h.pump()
     assert isinstance(h.replies()[jid], JobCancelled)
     assert h.cancelled[rid] == [jid]
@@ -210,8 +210,8 @@ def test_duplicate_job_id_is_a_bad_request() -> None:
     h = Harness()
     h.add_worker("w1", ["sleep"])
     jid, frames = h.client.job("sleep", {}, job_id="same")
-    h.broker.on_frontend(NORMAL, [b"client", *frames], h.clock())
-    h.broker.on_frontend(NORMAL, [b"client", *frames], h.clock())
+    h.broker.on_frontend(NORMAL, [b"\x00cli", *frames], h.clock())
+    h.broker.on_frontend(NORMAL, [b"\x00cli", *frames], h.clock())
     h.pump()
     replies = h.replies()
     assert isinstance(replies[jid], BadRequest)
@@ -241,13 +241,13 @@ def test_capabilities_select_workers() -> None:
 @pytest.mark.parametrize(
     "frames",
     [
-        [b"client"],
-        [b"client", b"junk"],
-        [b"client", b"XX\x01", b"", b""],
-        [b"client", b"OZ\x02", b"", b""],
-        [b"client", b"OZ\x01", b"\xc1", b""],
-        [b"client", b"OZ\x01", b"\x93\x01\x02\x03", b""],
-        [b"client", b"OZ\x01", b"", b"", b"", b""],
+        [b"\x00cli"],
+        [b"\x00cli", b"junk"],
+        [b"\x00cli", b"XX\x01", b"", b""],
+        [b"\x00cli", b"OZ\x02", b"", b""],
+        [b"\x00cli", b"OZ\x01", b"\xc1", b""],
+        [b"\x00cli", b"OZ\x01", b"\x93\x01\x02\x03", b""],
+        [b"\x00cli", b"OZ\x01", b"", b"", b"", b""],
     ],
 )
 def test_malformed_frames_get_an_error_and_change_nothing(frames: list[bytes]) -> None:
@@ -273,7 +273,7 @@ def test_bad_job_body_is_a_bad_request() -> None:
     h.add_worker("w1", ["echo"])
     jid, frames = h.client.job("echo", {})
     frames[2] = b"\x01"
-    h.broker.on_frontend(NORMAL, [b"client", *frames], h.clock())
+    h.broker.on_frontend(NORMAL, [b"\x00cli", *frames], h.clock())
     h.pump()
     assert isinstance(h.replies()[jid], BadRequest)
 

@@ -1,0 +1,129 @@
+"""Peer links of a broker: their state table and measurements (no I/O).
+
+A link to a neighbour broker may have two transports:
+
+* **dialled**: we connected one DEALER per class to the neighbour's class
+  ROUTERs (socket indices chosen by the shell); we send through them;
+* **accepted**: the neighbour dialled us; we reach it through our class
+  ROUTERs, addressing its routing id (which is its node id).
+
+The link is UP when either transport has completed the handshake; sends
+prefer the dialled transport.  Link lifecycle (one table)::
+
+    dialled:   DOWN --send HELLO--> HELLO_SENT --WELCOME--> UP
+               HELLO_SENT --BYE(reason)--> DOWN (retry after a longer backoff)
+               HELLO_SENT --no answer--> HELLO re-sent, backoff doubling to
+                                         MAX_HELLO_BACKOFF
+    accepted:  (HELLO from a verified key, checks passed) --> UP, WELCOME sent
+               (HELLO refused) --> BYE(reason) sent, no link
+    UP --silence for liveness x interval, transport lost, BYE--> DOWN
+         (a dialled link then goes back to sending HELLO; an accepted-only
+         link is forgotten until the neighbour says HELLO again)
+
+Heartbeats: every UP link gets a PING on the critical class each interval;
+the PONG gives the RTT; the link cost advertised in our LSA is the RTT's
+EWMA in milliseconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = [
+    "DOWN",
+    "HELLO_SENT",
+    "MAX_HELLO_BACKOFF",
+    "MIN_HELLO_BACKOFF",
+    "UP",
+    "PeerLink",
+]
+
+DOWN = "down"
+HELLO_SENT = "hello_sent"
+UP = "up"
+
+#: HELLO retries on a dialled link start this fast (s) and double up to the
+#: maximum, so a peer that is down costs one small message per 10 s.
+MIN_HELLO_BACKOFF = 0.25
+MAX_HELLO_BACKOFF = 10.0
+#: After a refusal (BYE) the next try waits at least this long (s).
+REFUSED_BACKOFF = 5.0
+
+#: EWMA weight of a new RTT sample in the link cost.
+RTT_ALPHA = 0.3
+#: Link cost before any RTT is measured (ms): small, so new links are usable.
+DEFAULT_COST_MS = 1.0
+#: Unanswered PINGs remembered per link (older ones count as lost).
+MAX_OUTSTANDING_PINGS = 64
+
+
+@dataclass(slots=True)
+class PeerLink:
+    """One neighbour broker and how we reach it."""
+
+    node: str
+    name: str = ""
+    address: str = ""
+    #: Our DEALER socket per class, when we dialled this neighbour.
+    dial: list[int] | None = None
+    dial_state: str = DOWN
+    #: Its routing id on our class ROUTERs, when it dialled us.
+    rid: bytes | None = None
+    accepted_up: bool = False
+    #: The Curve key the neighbour authenticated with (z85), accepted side.
+    key: str | None = None
+    token: str | None = None
+    up_since: float = 0.0
+    heard: float = 0.0
+    next_hello: float = 0.0
+    backoff: float = MIN_HELLO_BACKOFF
+    last_error: str = ""
+    # measurements
+    rtt_ms: float | None = None
+    advertised_cost: float = DEFAULT_COST_MS
+    ping_seq: int = 0
+    pings: dict[int, float] = field(default_factory=dict)
+    pings_sent: int = 0
+    pongs: int = 0
+    sent: int = 0
+    received: int = 0
+
+    @property
+    def up(self) -> bool:
+        return self.dial_state == UP or self.accepted_up
+
+    @property
+    def cost(self) -> float:
+        """The link cost to advertise (ms)."""
+        return self.rtt_ms if self.rtt_ms is not None else DEFAULT_COST_MS
+
+    def record_rtt(self, rtt_ms: float) -> None:
+        """Fold one RTT sample into the EWMA."""
+        if self.rtt_ms is None:
+            self.rtt_ms = rtt_ms
+        else:
+            self.rtt_ms += RTT_ALPHA * (rtt_ms - self.rtt_ms)
+
+    def describe(self, now: float) -> dict[str, object]:
+        """What ``operone peers`` shows about this link."""
+        transports = []
+        if self.dial is not None:
+            transports.append(f"dialled:{self.dial_state}")
+        if self.rid is not None:
+            transports.append("accepted:" + ("up" if self.accepted_up else "down"))
+        lost = self.pings_sent - self.pongs
+        return {
+            "node": self.node,
+            "name": self.name or self.node,
+            "address": self.address,
+            "state": UP if self.up else (self.dial_state if self.dial is not None else DOWN),
+            "transports": transports,
+            "up_for": round(now - self.up_since, 3) if self.up else 0.0,
+            "rtt_ms": None if self.rtt_ms is None else round(self.rtt_ms, 3),
+            "cost": round(self.cost, 3),
+            "pings": self.pings_sent,
+            "lost_pings": max(0, lost - len(self.pings)),
+            "sent": self.sent,
+            "received": self.received,
+            "last_error": self.last_error,
+        }
