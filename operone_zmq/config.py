@@ -390,10 +390,14 @@ class MeshConfig:
     def __post_init__(self) -> None:
         _freeze_lists(self)
         for peer in self.peers:
+            node, at, address = peer.partition("@")
             try:
-                parse_peer_address(peer)
+                _need(bool(at) and bool(_KEY_RE.fullmatch(node)), "mesh.peers",
+                      f"entry {peer!r} is not NODE@HOST:PORT")
+                parse_peer_address(address)
             except ConfigError as exc:
-                raise _OptionError("mesh.peers", f"entry {peer!r} is not HOST:PORT") from exc
+                raise _OptionError("mesh.peers",
+                                   f"entry {peer!r} is not NODE@HOST:PORT") from exc
         _in_range(self.max_peers, 1, 100_000, "mesh.max_peers")
 
 
@@ -732,7 +736,11 @@ _OPTION_DOCS: dict[str, tuple[str, str | None]] = {
         "tcp://127.0.0.1:7710",
     ),
     "broker.heartbeat_interval": ("Seconds between heartbeats to neighbour brokers.", None),
-    "mesh.peers": ('Brokers to link to, as "HOST:PORT" (their base port).', None),
+    "mesh.peers": (
+        'Brokers to link to, as "NODE@HOST:PORT": NODE is the peer\'s node id (its key must '
+        "be trusted here under that name) and PORT its base port.",
+        None,
+    ),
     "mesh.max_peers": ("Most neighbour links this broker keeps.", None),
     "logging.format": ('"console" for people, "json" for log collectors.', None),
     "logging.level": ("debug, info, warning, error or critical.", None),

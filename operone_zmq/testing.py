@@ -249,7 +249,4 @@ class CoreMesh:
     def converged(self) -> bool:
         """Every live node routes to every other live node it is connected to."""
         live = [n for n in self.nodes if n not in self.dead]
-        for n in live:
-            if self.nodes[n].routes.reachable() != set(live) - {n}:
-                return False
-        return True
+        return all(self.nodes[n].routes.reachable() == set(live) - {n} for n in live)

@@ -28,12 +28,12 @@ from operone_zmq.security import load_keypair
 
 def free_base_port() -> int:
     for base in range(27700, 60000, 17):
+        socks = []
         try:
-            socks = []
             for i in range(4):
                 s = socket.socket()
-                s.bind(("127.0.0.1", base + i))
                 socks.append(s)
+                s.bind(("127.0.0.1", base + i))
         except OSError:
             continue
         finally:

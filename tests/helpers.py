@@ -22,10 +22,11 @@ from typing import Any
 from operone_zmq.aio.client import Client
 from operone_zmq.aio.sockets import CurveKeys
 from operone_zmq.config import Home, init_home
-from operone_zmq.security.keys import load_keypair
+from operone_zmq.security.keys import TrustStore, load_keypair
 
 #: Environment for child processes: quick heartbeats so failure tests are quick.
 FAST_ENV = {
+    "OPERONE_BROKER_HEARTBEAT_INTERVAL": "0.2",
     "OPERONE_WORKERS_HEARTBEAT_INTERVAL": "0.2",
     "OPERONE_WORKERS_HEARTBEAT_LIVENESS": "5",
     "OPERONE_LOG_LEVEL": "warning",
@@ -40,9 +41,9 @@ def free_base_port(span: int = 4) -> int:
         try:
             for i in range(span):
                 s = socket.socket()
+                socks.append(s)
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 s.bind(("127.0.0.1", base + i))
-                socks.append(s)
         except OSError:
             continue
         finally:
@@ -122,10 +123,10 @@ class LocalNode:
     def _cli(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "operone_zmq", "--home", str(self.dir), *args]
 
-    def start_broker(self, timeout: float = 20.0) -> Proc:
+    def start_broker(self, *args: str, timeout: float = 20.0) -> Proc:
         ready = self.dir / f"broker-ready-{self._n}.json"
         self._n += 1
-        p = Proc(self._cli("broker", "start", "--ready-file", str(ready)), self.env,
+        p = Proc(self._cli("broker", "start", "--ready-file", str(ready), *args), self.env,
                  self.dir / f"broker-{self._n}.log")
         self.procs.append(p)
         wait_for(lambda: ready.exists() or not p.alive(), timeout, "the broker to start")
@@ -162,6 +163,58 @@ class LocalNode:
         for p in reversed(self.procs):
             p.stop()
         self.procs.clear()
+
+    def trust(self, other: LocalNode, name: str | None = None) -> None:
+        """Trust ``other``'s node key under its node id (or ``name``)."""
+        store = TrustStore(self.home.trust_dir)
+        store.accept(name or other.node_id, load_keypair(other.home.node_public).public)
+
+    @property
+    def address(self) -> str:
+        return f"{self.node_id}@127.0.0.1:{self.base_port}"
+
+
+class MeshOfNodes:
+    """Several nodes on 127.0.0.1 that trust each other's keys."""
+
+    def __init__(self, tmp: Path, names: list[str]) -> None:
+        self.nodes = {n: LocalNode(tmp, n) for n in names}
+        for a in self.nodes.values():
+            for b in self.nodes.values():
+                if a is not b:
+                    a.trust(b)
+
+    def __getitem__(self, name: str) -> LocalNode:
+        return self.nodes[name]
+
+    def start(self, links: list[tuple[str, str]]) -> None:
+        """Start every broker; ``(a, b)`` in links: a dials b."""
+        dials: dict[str, list[str]] = {n: [] for n in self.nodes}
+        for a, b in links:
+            dials[a] += ["--peer", self.nodes[b].address]
+        for n, node in self.nodes.items():
+            node.start_broker(*dials[n])
+
+    def wait_converged(self, timeout: float = 30.0) -> None:
+        """Until every broker routes to every other one."""
+        names = set(self.nodes)
+        clients = {n: node.client() for n, node in self.nodes.items()}
+        try:
+            def done() -> bool:
+                for n, c in clients.items():
+                    reach = {x["id"] for x in c.topology()["nodes"] if x["reachable"]}
+                    if reach != names:
+                        return False
+                return True
+
+            wait_for(done, timeout, "the mesh to converge", step=0.1)
+        finally:
+            for c in clients.values():
+                c.close()
+
+    def stop(self) -> None:
+        for node in self.nodes.values():
+            node.stop()
 
 
 @contextmanager

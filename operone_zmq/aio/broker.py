@@ -10,23 +10,27 @@ core's; this module only reads, writes and keeps time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils.monitor import parse_monitor_message
 
 from ..core.broker import CLASS_NAMES, WORKERS, BrokerCore, BrokerLimits
-from ..errors import ConfigError
+from ..errors import AuthenticationError, ConfigError, NoRoute, OperoneError, Refused
+from ..routing.events import EventEmitter
 from .pump import Pump
 from .sockets import CurveKeys, SocketLimits, make_socket
 
-__all__ = ["ZAP_DOMAIN", "Broker", "KeyChecker", "default_worker_endpoint"]
+__all__ = ["ZAP_DOMAIN", "Broker", "KeyChecker", "PeerAddress", "default_worker_endpoint"]
 
 log = structlog.get_logger("operone.broker")
 
@@ -35,9 +39,44 @@ ZAP_DOMAIN = "operone"
 
 
 class KeyChecker(Protocol):
-    """What the ZAP authenticator asks: is this client key trusted?"""
+    """The trust store as the broker uses it."""
 
-    def callback(self, domain: str, key: bytes) -> bool: ...
+    def callback(self, domain: str, key: bytes) -> bool:
+        """ZAP: is this client key trusted?"""
+        ...
+
+    def name_of(self, public_key: bytes) -> str | None:
+        """The name a key is trusted under (a peer's must be its node id)."""
+        ...
+
+    def key_of(self, name: str) -> bytes | None:
+        """The trusted key named ``name`` (to dial that node)."""
+        ...
+
+
+#: Peer link establishment must finish within this many seconds for
+#: connect_to_peer() to succeed (the link keeps retrying in the background).
+CONNECT_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class PeerAddress:
+    """Where a neighbour broker listens, and which node it must be."""
+
+    node: str
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> PeerAddress:
+        """``NODE@HOST:PORT`` (the port is the neighbour's base port)."""
+        node, at, rest = text.partition("@")
+        host, colon, port = rest.rpartition(":")
+        if not at or not node or not colon or not host or not port.isdigit():
+            raise ConfigError(
+                f"peer {text!r} must be NODE@HOST:PORT (NODE is the peer's node id; its key"
+                " must be trusted here under that name: operone keys accept NODE KEYFILE)")
+        return cls(node, host.strip("[]"), int(port))
 
 
 def default_worker_endpoint(run_dir: Path, base_port: int) -> str:
@@ -80,9 +119,24 @@ class Broker:
         limits: BrokerLimits | None = None,
         socket_limits: SocketLimits | None = None,
         name: str | None = None,
+        cluster: str = "operone",
+        peers: list[PeerAddress] | None = None,
+        jwt_secret: str | None = None,
+        require_token: bool = False,
+        token_ttl: float = 3600.0,
     ) -> None:
         self.node_id = node_id
         self.name = name or node_id
+        self.cluster = cluster
+        self._peers = list(peers or [])
+        self._jwt_secret = jwt_secret
+        self._require_token = require_token
+        self._token_ttl = token_ttl
+        self.events = EventEmitter()
+        self._dialled: dict[str, list[zmq.Socket[bytes]]] = {}
+        self._monitors: dict[int, str] = {}
+        self._connect_waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._self_client: Any = None
         self.host = host
         self.base_port = base_port
         self.worker_endpoint = worker_endpoint
@@ -96,9 +150,8 @@ class Broker:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
         self._stopped: asyncio.Event | None = None
-        self.core = BrokerCore(node_id, limits=self._limits, now=time.monotonic())
+        self.core = self._new_core()
         self._log = log.bind(node=node_id)
-        self._listeners: dict[str, list[Callable[..., Any]]] = {}
 
     # ------------------------------------------------------------ lifecycle
     @property
@@ -112,7 +165,7 @@ class Broker:
         if self._pump is not None:
             return
         loop = asyncio.get_running_loop()
-        self.core = BrokerCore(self.node_id, limits=self._limits, now=time.monotonic())
+        self.core = self._new_core()
         ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._ctx = ctx
         auth = ThreadAuthenticator(ctx, log=structlog.get_logger("operone.zap"))
@@ -146,12 +199,17 @@ class Broker:
                 f"cannot bind broker '{self.node_id}' on {self.host}:{self.base_port}..+3 or"
                 f" {self.worker_endpoint}: {exc}"
             ) from exc
-        for s in socks:
-            pump.add(s)
+        for i, s in enumerate(socks):
+            pump.add(s, with_user_id=i < WORKERS)
         self._pump = pump
         self._stopped = asyncio.Event()
         self._schedule(time.monotonic())
         self._log.info("broker_started", endpoints=self.endpoints, workers=self.worker_endpoint)
+        for peer in self._peers:
+            try:
+                self._dial(peer.node, peer.host, peer.port, None, None)
+            except OperoneError as exc:
+                self._log.error("peer_config_invalid", peer=peer.node, error=str(exc))
 
     async def stop(self) -> None:
         """Answer every job in progress, tell workers, close everything.
@@ -159,9 +217,18 @@ class Broker:
         pump = self._pump
         if pump is None:
             return
+        if self._self_client is not None:
+            with contextlib.suppress(Exception):
+                await self._self_client.close()
+            self._self_client = None
         self.core.shutdown()
         self._flush(time.monotonic())
         self._pump = None
+        for waiters in self._connect_waiters.values():
+            for f in waiters:
+                if not f.done():
+                    f.set_exception(NoRoute("the broker stopped"))
+        self._connect_waiters.clear()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -194,11 +261,16 @@ class Broker:
             await self._stopped.wait()
 
     # -------------------------------------------------------------- pumping
-    def _on_message(self, idx: int, frames: list[bytes], now: float) -> None:
-        if idx == WORKERS:
+    def _on_message(self, idx: int, frames: list[bytes], now: float,
+                    uid: str | None = None) -> None:
+        if idx < WORKERS:
+            self.core.on_frontend(idx, frames, now, uid)
+        elif idx == WORKERS:
             self.core.on_worker(frames, now)
+        elif idx in self._monitors:
+            self._on_monitor(self._monitors[idx], frames, now)
         else:
-            self.core.on_frontend(idx, frames, now)
+            self.core.on_dealer(idx, frames, now)
 
     def core_unroutable(self, idx: int, frames: list[bytes], now: float) -> None:
         """A send found no such peer: let the core decide what that means."""
@@ -222,7 +294,9 @@ class Broker:
         if now >= self._timer_at:
             self._tick()
             return
+        self.core.poll(now)
         self._flush(now)
+        self._emit_events()
         self._schedule(now)
 
     def _schedule(self, now: float) -> None:
@@ -243,7 +317,233 @@ class Broker:
         now = time.monotonic()
         self.core.tick(now)
         self._flush(now)
+        self._emit_events()
         self._schedule(now)
+
+    # ----------------------------------------------------------------- mesh
+    def _new_core(self) -> BrokerCore:
+        return BrokerCore(self.node_id, limits=self._limits, now=time.monotonic(),
+                          name=self.name, cluster=self.cluster,
+                          public_key=self._keys.public.decode(), authorize=self._authorize)
+
+    def _authorize(self, node: str, key: str | None, token: str | None) -> str | None:
+        """May ``node``, authenticated by Curve ``key``, be our peer?  None or why not."""
+        if key is None:
+            return "no CurveZMQ key on this connection"
+        name = self._trust.name_of(key.encode())
+        if name is None:
+            return f"the key of '{node}' is not trusted here"
+        if name != node:
+            return (f"the key this connection authenticated with is trusted as '{name}', not"
+                    f" as node '{node}'")
+        if token is not None or self._require_token:
+            if token is None:
+                return "this broker requires a token (JWT) in HELLO"
+            if self._jwt_secret is None:
+                return "a token was sent but this broker has no jwt_secret to check it"
+            from ..security.tokens import verify_jwt
+
+            try:
+                verify_jwt(token, self._jwt_secret, self.cluster, expected_subject=node,
+                           expected_curve_key=key.encode())
+            except AuthenticationError as exc:
+                return f"token refused: {exc}"
+        return None
+
+    def generate_jwt(self, subject: str | None = None, ttl: float | None = None) -> str:
+        """A token for ``subject`` (default: this node), signed with the cluster's
+        jwt_secret and bound to this node's Curve key (the original's generateJWT)."""
+        if self._jwt_secret is None:
+            raise ConfigError("no security.jwt_secret configured: cannot issue tokens")
+        from ..security.tokens import generate_jwt
+
+        return generate_jwt(self._jwt_secret, subject or self.node_id, self.cluster,
+                            ttl=ttl or self._token_ttl,
+                            curve_key=self._keys.public if subject in (None, self.node_id)
+                            else None)
+
+    def on(self, event: str, callback: Callable[..., object]) -> Callable[..., object]:
+        """Listen to ``peer:connected``, ``peer:disconnected``, ``message``,
+        ``topology:updated``, ``partition:detected``, ``partition:healed``,
+        ``peer:refused``."""
+        return self.events.on(event, callback)
+
+    def _emit_events(self) -> None:
+        if self.core.actions:
+            actions, self.core.actions = self.core.actions, []
+            for act in actions:
+                if act[0] == "dial":
+                    try:
+                        self._dial(act[1], act[2], act[3], None, None)
+                    except (OperoneError, RuntimeError) as exc:
+                        self._log.error("dial_failed", peer=act[1], error=str(exc))
+                        self.core.events.append(("peer:refused",
+                                                 {"node": act[1], "reason": str(exc)}))
+        evs = self.core.events
+        if not evs:
+            return
+        self.core.events = []
+        for name, payload in evs:
+            if name == "peer:connected":
+                self._log.info("peer_connected", peer=payload["node"])
+                for f in self._connect_waiters.pop(payload["node"], []):
+                    if not f.done():
+                        f.set_result(None)
+            elif name == "peer:disconnected":
+                self._log.info("peer_disconnected", peer=payload["node"],
+                               reason=payload.get("reason"))
+                self.events.emit(name, payload["node"])
+                continue
+            elif name == "peer:refused":
+                self._log.warning("peer_refused", peer=payload["node"],
+                                  reason=payload["reason"])
+                for f in self._connect_waiters.pop(payload["node"], []):
+                    if not f.done():
+                        f.set_exception(Refused(f"peer '{payload['node']}' refused the link:"
+                                                f" {payload['reason']}"))
+            elif name.startswith("partition:"):
+                self._log.warning(name.replace(":", "_"), **payload)
+            self.events.emit(name, payload)
+
+    def _dial(self, node: str, host: str, port: int, token: str | None,
+              public_key: bytes | None) -> None:
+        pump, ctx = self._pump, self._ctx
+        if pump is None or ctx is None:
+            raise RuntimeError("the broker is not started")
+        if node == self.node_id:
+            raise ConfigError(f"'{node}' is this broker's own node id")
+        key = public_key or self._trust.key_of(node)
+        if key is None:
+            raise ConfigError(
+                f"no trusted key for node '{node}': accept it first (operone keys accept"
+                f" {node} KEYFILE)")
+        if token is None and self._jwt_secret is not None:
+            token = self.generate_jwt()
+        old = self._dialled.pop(node, None)
+        if old is not None:
+            self._close_dialled(node, old)
+        curve = CurveKeys(self._keys.public, self._keys.secret, key)
+        h = f"[{host}]" if ":" in host else host
+        socks = []
+        for cls in range(4):
+            s = make_socket(ctx, zmq.DEALER, limits=self._socket_limits, curve=curve,
+                            identity=self.node_id.encode())
+            if ":" in host:
+                s.setsockopt(zmq.IPV6, 1)
+            s.connect(f"tcp://{h}:{port + cls}")
+            socks.append(s)
+        mon = socks[0].get_monitor_socket(
+            zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+            | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+        idxs = [pump.add(s) for s in socks]
+        self._monitors[pump.add(mon)] = node
+        self._dialled[node] = [*socks, mon]
+        self.core.add_dialled_link(node, idxs, time.monotonic(), address=f"{host}:{port}",
+                                   token=token)
+        self._flush(time.monotonic())
+        self._schedule(time.monotonic())
+
+    def _close_dialled(self, node: str, socks: list[zmq.Socket[bytes]]) -> None:
+        pump = self._pump
+        if pump is None:
+            return
+        for i, s in enumerate(pump.sockets):
+            if s is not None and any(s is x for x in socks):
+                pump.remove(i)
+                self._monitors.pop(i, None)
+
+    def _on_monitor(self, node: str, frames: list[bytes], now: float) -> None:
+        try:
+            ev = parse_monitor_message(frames)["event"]
+        except Exception:
+            return
+        link = self.core.links.get(node)
+        if ev == zmq.EVENT_DISCONNECTED:
+            self.core.transport_lost(node, now)
+        elif ev == zmq.EVENT_HANDSHAKE_FAILED_AUTH and link is not None:
+            link.last_error = (f"'{node}' refused this node's key in the CurveZMQ handshake"
+                               " (its operator must accept it)")
+            self.core.events.append(("peer:refused", {"node": node,
+                                                      "reason": link.last_error}))
+        elif link is not None:
+            link.last_error = (f"CurveZMQ handshake with '{node}' failed: wrong server key for"
+                               " that address?")
+
+    async def connect_to_peer(self, host: str, port: int, token: str | None = None, *,
+                              node_id: str, public_key: bytes | None = None,
+                              timeout: float = CONNECT_TIMEOUT) -> None:
+        """Link to the broker ``node_id`` at ``host:port`` (its base port); returns
+        once the link is up and authenticated both ways.  The link stays
+        configured (and reconnects with backoff) until :meth:`disconnect_peer`."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._connect_waiters.setdefault(node_id, []).append(fut)
+        self._dial(node_id, host, port, token, public_key)
+        link = self.core.links.get(node_id)
+        if link is not None and link.up:
+            return
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            link = self.core.links.get(node_id)
+            why = link.last_error if link is not None and link.last_error else "no answer"
+            raise NoRoute(f"could not link to '{node_id}' at {host}:{port} within"
+                          f" {timeout:g} s: {why}") from None
+
+    async def disconnect_peer(self, node_id: str) -> bool:
+        """Close and forget the link to ``node_id``."""
+        socks = self._dialled.pop(node_id, None)
+        self.core.remove_link(node_id, time.monotonic())
+        self._flush(time.monotonic())
+        if socks is not None:
+            self._close_dialled(node_id, socks)
+        self._emit_events()
+        return socks is not None
+
+    def get_connected_peers(self) -> list[dict[str, Any]]:
+        """Neighbours whose link is up (the original's getConnectedPeers)."""
+        now = time.monotonic()
+        return [lk.describe(now) for lk in self.core.links.values() if lk.up]
+
+    def get_network_stats(self) -> dict[str, Any]:
+        """Statistics of the whole mesh as this node sees it."""
+        return self.core.network_stats()
+
+    def get_topology_graph(self) -> dict[str, Any]:
+        """Nodes and edges of the link-state graph."""
+        return self.core.topology_graph()
+
+    def find_route(self, dest: str) -> dict[str, Any]:
+        """The route to ``dest``: path, hops, latency, bandwidth, reliability."""
+        return self.core.route_info(dest)
+
+    async def _client(self) -> Any:
+        if self._self_client is None:
+            from .client import AsyncClient
+
+            c = AsyncClient("127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host,
+                            self.base_port,
+                            keys=CurveKeys(self._keys.public, self._keys.secret,
+                                           self._keys.public),
+                            client_id=f"{self.node_id}.self")
+            await c.connect()
+            self._self_client = c
+        return self._self_client
+
+    async def broadcast(self, message: Any) -> int:
+        """Send ``message`` to every node of the mesh (each gets it once, as a
+        ``message`` event); returns how many neighbours it was sent to."""
+        c = await self._client()
+        n: int = await c.broadcast(message)
+        return n
+
+    async def execute_remote_tool(self, peer_id: str, tool: str,
+                                  args: dict[str, Any] | None = None,
+                                  timeout: float | None = None) -> Any:
+        """Run ``tool`` on node ``peer_id`` (any number of hops away) and return
+        its value (the original's executeRemoteTool)."""
+        c = await self._client()
+        return await c.run(tool, args or {}, on=peer_id, timeout=timeout)
 
     # ------------------------------------------------------------- queries
     def stats(self) -> dict[str, Any]:

@@ -278,6 +278,39 @@ class AsyncClient:
         r: dict[str, str] = await self.query("ping", timeout=timeout)
         return r["node"]
 
+    async def peers(self) -> list[dict[str, Any]]:
+        """The broker's peer links."""
+        p: list[dict[str, Any]] = await self.query("peers")
+        return p
+
+    async def topology(self) -> dict[str, Any]:
+        """The mesh's link-state graph as the broker sees it (nodes, edges)."""
+        t: dict[str, Any] = await self.query("topology")
+        return t
+
+    async def route(self, dest: str) -> dict[str, Any]:
+        """The broker's route to node ``dest``."""
+        r: dict[str, Any] = await self.query("route", {"dest": dest})
+        return r
+
+    async def network_stats(self) -> dict[str, Any]:
+        """Mesh statistics: nodes, connections, hops, latency, diameter, partitions."""
+        n: dict[str, Any] = await self.query("network")
+        return n
+
+    async def connect_peer(self, node: str, host: str, port: int) -> dict[str, Any]:
+        """Ask the broker to link to broker ``node`` at ``host:port``."""
+        r: dict[str, Any] = await self.query("connect", {"node": node, "host": host,
+                                                         "port": port})
+        return r
+
+    async def broadcast(self, data: Any, timeout: float = 10.0) -> int:
+        """Send ``data`` to every broker of the mesh (each delivers it once as a
+        ``message`` event); returns how many neighbours the broker sent it to."""
+        bid, frames = self.core.broadcast(data)
+        r: dict[str, Any] = await self._send(bid, 0, frames, timeout, is_job=False, grace=0.0)
+        return int(r.get("neighbours", 0))
+
     def cancel(self, job_id: str, reason: str = "cancelled by the client") -> bool:
         """Ask the broker to stop ``job_id``; True when it was pending here."""
         p = self._pending.get(job_id)
@@ -368,7 +401,8 @@ class AsyncClient:
         if self._deadlines:
             self._arm(self._deadlines[0][0], now)
 
-    def _on_message(self, idx: int, frames: list[bytes], now: float) -> None:
+    def _on_message(self, idx: int, frames: list[bytes], now: float,
+                    uid: str | None = None) -> None:
         cls = self._monitor_of.get(idx)
         if cls is not None:
             self._on_monitor(cls, frames)
@@ -496,6 +530,26 @@ class Client:
     def ping(self, timeout: float = 5.0) -> str:
         """Round-trip to the broker; returns its node id."""
         return self._call(self._aclient.ping(timeout))  # type: ignore[no-any-return]
+
+    def peers(self) -> list[dict[str, Any]]:
+        """The broker's peer links."""
+        return self._call(self._aclient.peers())  # type: ignore[no-any-return]
+
+    def topology(self) -> dict[str, Any]:
+        """The mesh's link-state graph as the broker sees it."""
+        return self._call(self._aclient.topology())  # type: ignore[no-any-return]
+
+    def route(self, dest: str) -> dict[str, Any]:
+        """The broker's route to node ``dest``."""
+        return self._call(self._aclient.route(dest))  # type: ignore[no-any-return]
+
+    def network_stats(self) -> dict[str, Any]:
+        """Mesh statistics."""
+        return self._call(self._aclient.network_stats())  # type: ignore[no-any-return]
+
+    def broadcast(self, data: Any) -> int:
+        """Send ``data`` to every broker of the mesh."""
+        return self._call(self._aclient.broadcast(data))  # type: ignore[no-any-return]
 
     def close(self) -> None:
         """Close the client and its loop thread.  Safe to call twice."""

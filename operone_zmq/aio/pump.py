@@ -38,7 +38,11 @@ MAX_PENDING = 100_000
 #: and the loop gets to run other callbacks; bounds latency under load.
 BATCH = 256
 
-OnMessage = Callable[[int, list[bytes], float], None]
+#: on_message(socket index, frames, now, uid): ``uid`` is the ZAP User-Id
+#: (the peer's Curve key, z85) for messages on sockets added with
+#: ``with_user_id=True`` whose routing id is a claimed one (not starting with a
+#: zero byte), else None.
+OnMessage = Callable[[int, list[bytes], float, "str | None"], None]
 OnUnroutable = Callable[[int, list[bytes], float], None]
 
 
@@ -64,18 +68,21 @@ class Pump:
         self.sockets: list[zmq.Socket[bytes] | None] = []
         self._fds: list[int] = []
         self._pending: list[deque[list[bytes]]] = []
+        self._with_uid: list[bool] = []
         self._scheduled = False
         self._closed = False
         self.dropped = 0
         self.handler_errors = 0
 
     # ------------------------------------------------------------ sockets
-    def add(self, sock: zmq.Socket[bytes]) -> int:
-        """Start serving ``sock``; returns its index."""
+    def add(self, sock: zmq.Socket[bytes], *, with_user_id: bool = False) -> int:
+        """Start serving ``sock``; returns its index.  ``with_user_id``: report
+        the ZAP User-Id of messages with claimed routing ids (ROUTERs)."""
         fd = int(sock.getsockopt(zmq.FD))
         self.sockets.append(sock)
         self._fds.append(fd)
         self._pending.append(deque())
+        self._with_uid.append(with_user_id)
         self._loop.add_reader(fd, self.kick)
         self.kick()
         return len(self.sockets) - 1
@@ -92,6 +99,20 @@ class Pump:
         self._pending[idx].clear()
         self._loop.add_reader(fd, self.kick)
         self.kick()
+
+    def remove(self, idx: int) -> None:
+        """Stop serving the socket at ``idx`` and close it (its index stays
+        taken, so other indices do not move)."""
+        s = self.sockets[idx]
+        if s is None:
+            return
+        try:
+            self._loop.remove_reader(self._fds[idx])
+        except Exception:
+            pass
+        s.close(0)
+        self.sockets[idx] = None
+        self._pending[idx].clear()
 
     def close(self) -> None:
         """Stop serving and close every socket (LINGER as set, normally 0)."""
@@ -134,9 +155,25 @@ class Pump:
             if s is None:
                 continue
             n = 0
+            with_uid = self._with_uid[idx]
             while n < batch:
+                uid: str | None = None
                 try:
-                    frames = s.recv_multipart(zmq.NOBLOCK)
+                    if with_uid:
+                        # First frame as a zmq.Frame: it carries the message's
+                        # metadata (ZAP User-Id); the rest as bytes.
+                        f0 = s.recv(zmq.NOBLOCK, copy=False)
+                        rid = f0.bytes
+                        frames = [rid]
+                        while s.getsockopt(zmq.RCVMORE):
+                            frames.append(s.recv(zmq.NOBLOCK))
+                        if rid[:1] != b"\x00":
+                            try:
+                                uid = str(f0.get("User-Id"))
+                            except zmq.ZMQError:
+                                uid = None
+                    else:
+                        frames = s.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
                     break
                 except zmq.ZMQError as exc:
@@ -144,7 +181,7 @@ class Pump:
                     break
                 n += 1
                 try:
-                    on_message(idx, frames, now)
+                    on_message(idx, frames, now, uid)
                 except Exception:
                     self.handler_errors += 1
                     log.exception("handler_failed", socket=idx)

@@ -21,7 +21,7 @@ from ..core.broker import BrokerLimits
 from ..errors import ConfigError
 from ..security.keys import KeyPair, TrustStore, load_keypair, parse_public_key
 from ..tools import ToolRegistry, ToolsConfig, builtin_registry
-from .broker import Broker
+from .broker import Broker, PeerAddress
 from .client import AsyncClient, Client
 from .sockets import CurveKeys, SocketLimits
 from .worker import Worker
@@ -48,7 +48,7 @@ def node_keys(home: Home) -> KeyPair:
     return kp
 
 
-def broker_from_config(home: Home, config: Config) -> Broker:
+def broker_from_config(home: Home, config: Config, extra_peers: Iterable[str] = ()) -> Broker:
     """A broker for this node, as its config says."""
     kp = node_keys(home)
     assert kp.secret is not None  # checked by node_keys
@@ -56,6 +56,8 @@ def broker_from_config(home: Home, config: Config) -> Broker:
         max_queued_jobs=config.limits.max_queued_jobs,
         heartbeat_interval=config.workers.heartbeat_interval,
         liveness=config.workers.heartbeat_liveness,
+        peer_interval=config.broker.heartbeat_interval,
+        max_peers=config.mesh.max_peers,
     )
     endpoint = config.broker.worker_endpoint
     if endpoint is None:  # load_config always resolves it
@@ -70,6 +72,11 @@ def broker_from_config(home: Home, config: Config) -> Broker:
         limits=limits,
         socket_limits=SocketLimits(max_message_size=config.limits.max_message_size),
         name=config.node.name,
+        cluster=config.node.cluster,
+        peers=[PeerAddress.parse(p) for p in (*config.mesh.peers, *extra_peers)],
+        jwt_secret=config.security.jwt_secret,
+        require_token=config.security.require_token,
+        token_ttl=config.security.token_ttl,
     )
 
 

@@ -134,7 +134,8 @@ class Worker:
             await self._stopped.wait()
 
     # -------------------------------------------------------------- pumping
-    def _on_message(self, idx: int, frames: list[bytes], now: float) -> None:
+    def _on_message(self, idx: int, frames: list[bytes], now: float,
+                    uid: str | None = None) -> None:
         action = self.core.on_broker(frames, now)
         if action is None:
             return

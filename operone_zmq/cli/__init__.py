@@ -124,12 +124,14 @@ def _write_ready(path: Path | None, info: dict[str, Any]) -> None:
 
 
 @broker.command("start")
+@click.option("--peer", "peers", multiple=True, metavar="NODE@HOST:PORT",
+              help="Link to this broker (its key must be trusted as NODE); repeatable.")
 @click.option("--host", help="Bind address (overrides node.host).")
 @click.option("--port", "base_port", type=int, help="First class port (overrides node.base_port).")
 @click.option("--ready-file", type=click.Path(path_type=Path),
               help="Write a JSON line here once the broker is serving.")
 @click.pass_obj
-def broker_start(obj: Obj, host: str | None, base_port: int | None,
+def broker_start(obj: Obj, peers: tuple[str, ...], host: str | None, base_port: int | None,
                  ready_file: Path | None) -> None:
     """Start the broker in the foreground (Ctrl-C or SIGTERM stops it)."""
     from ..aio.runtime import broker_from_config, run_until_signalled
@@ -140,7 +142,7 @@ def broker_start(obj: Obj, host: str | None, base_port: int | None,
         obj.overrides["node.base_port"] = base_port
     config = obj.config()
     obj.logging(config)
-    b = broker_from_config(obj.home, config)
+    b = broker_from_config(obj.home, config, peers)
     asyncio.run(run_until_signalled(
         b.start, b.stop, b.wait_stopped,
         lambda: _write_ready(ready_file, {"node": b.node_id, "endpoints": b.endpoints,
@@ -202,6 +204,8 @@ def _worker_argv(obj: Obj, name: str, modules: tuple[str, ...], caps: tuple[str,
 
 
 @node.command("start")
+@click.option("--peer", "peers", multiple=True, metavar="NODE@HOST:PORT",
+              help="Link to this broker (its key must be trusted as NODE); repeatable.")
 @click.option("--workers", "count", type=int, help="Worker processes (default: workers.count).")
 @click.option("--tools", "modules", multiple=True, help="Tool module for the workers; repeatable.")
 @click.option("--cap", "caps", multiple=True, help="Capability the workers advertise; repeatable.")
@@ -210,8 +214,9 @@ def _worker_argv(obj: Obj, name: str, modules: tuple[str, ...], caps: tuple[str,
 @click.option("--ready-file", type=click.Path(path_type=Path),
               help="Write a JSON line here once the broker is serving.")
 @click.pass_obj
-def node_start(obj: Obj, count: int | None, modules: tuple[str, ...], caps: tuple[str, ...],
-               host: str | None, base_port: int | None, ready_file: Path | None) -> None:
+def node_start(obj: Obj, peers: tuple[str, ...], count: int | None, modules: tuple[str, ...],
+               caps: tuple[str, ...], host: str | None, base_port: int | None,
+               ready_file: Path | None) -> None:
     """Start the broker and N worker processes; restart workers that die."""
     from ..aio.runtime import broker_from_config, run_until_signalled
 
@@ -222,7 +227,7 @@ def node_start(obj: Obj, count: int | None, modules: tuple[str, ...], caps: tupl
     config = obj.config()
     obj.logging(config)
     n = config.workers.count if count is None else count
-    b = broker_from_config(obj.home, config)
+    b = broker_from_config(obj.home, config, peers)
     sup = _Supervisor([_worker_argv(obj, f"{config.node.id}.w{i + 1}", modules, caps)
                        for i in range(n)])
 
@@ -417,6 +422,152 @@ def stats(obj: Obj, as_json: bool, broker_addr: str | None, server_key: str | No
     for w in workers:
         click.echo(f"  worker {w['name']:<24} pid {w['pid']:<7} running {w['running']}/"
                    f"{w['slots']}  done {w['done']}  tools {len(w['tools'])}")
+
+
+# ------------------------------------------------------------------ mesh
+def _query(obj: Obj, broker_addr: str | None, server_key: str | None,
+           fn: Any) -> Any:
+    from ..aio.runtime import async_client_for
+
+    config = obj.config()
+    obj.logging(config)
+
+    async def go() -> Any:
+        async with async_client_for(obj.home, config, broker_addr, server_key) as c:
+            return await fn(c)
+
+    return asyncio.run(go())
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_client_options
+@click.pass_obj
+def peers(obj: Obj, as_json: bool, broker_addr: str | None, server_key: str | None) -> None:
+    """List this broker's peer links: state, RTT, traffic, last error."""
+    links = _query(obj, broker_addr, server_key, lambda c: c.peers())
+    if as_json:
+        click.echo(json.dumps(links, indent=2))
+        return
+    if not links:
+        click.echo("no peer links")
+    for p in links:
+        rtt = "-" if p["rtt_ms"] is None else f"{p['rtt_ms']:.2f} ms"
+        err = f"  ({p['last_error']})" if p["last_error"] else ""
+        click.echo(f"{p['node']:<20} {p['state']:<10} {p['address']:<22} rtt {rtt:<10}"
+                   f" sent {p['sent']} recv {p['received']}{err}")
+
+
+def _dot(graph: dict[str, Any]) -> str:
+    lines = ["graph operone {", '  node [fontname="Helvetica"];']
+    for n in graph["nodes"]:
+        attrs = [f'label="{n["id"]}\\n{len(n["tools"])} tools, {n["workers"]} workers"']
+        if n.get("kind") == "ssh":
+            attrs.append("shape=box")
+        if n.get("local"):
+            attrs.append("style=bold")
+        if not n.get("reachable", True):
+            attrs.append("color=gray")
+        lines.append(f'  "{n["id"]}" [{", ".join(attrs)}];')
+    for e in graph["edges"]:
+        lines.append(f'  "{e["source"]}" -- "{e["target"]}" [label="{e["latency"]:.2f} ms"];')
+    lines.append("}")
+    return "\n".join(lines)
+
+
+@cli.command()
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "dot"]), default="table")
+@_client_options
+@click.pass_obj
+def topology(obj: Obj, fmt: str, broker_addr: str | None, server_key: str | None) -> None:
+    """Show the mesh as this broker sees it (table, JSON, or Graphviz DOT)."""
+    async def both(c: Any) -> tuple[Any, Any]:
+        return await c.topology(), await c.network_stats()
+
+    graph, net = _query(obj, broker_addr, server_key, both)
+    if fmt == "json":
+        click.echo(json.dumps({"graph": graph, "stats": net}, indent=2))
+        return
+    if fmt == "dot":
+        click.echo(_dot(graph))
+        return
+    click.echo(f"{net['total_nodes']} reachable nodes ({net['known_nodes']} known),"
+               f" {net['direct_connections']} direct links, diameter"
+               f" {net['network_diameter']} hops, average latency {net['average_latency']} ms,"
+               f" partitions {net['partitions']}")
+    for n in sorted(graph["nodes"], key=lambda n: n["id"]):
+        mark = "*" if n.get("local") else " "
+        state = "" if n.get("reachable", True) else "  (unreachable)"
+        click.echo(f"{mark} {n['id']:<20} {n.get('kind', 'broker'):<7} workers {n['workers']:<3}"
+                   f" load {n['load']:<5} tools {','.join(n['tools'][:6])}"
+                   f"{'...' if len(n['tools']) > 6 else ''}{state}")
+    for e in graph["edges"]:
+        click.echo(f"  {e['source']} -- {e['target']}  {e['latency']:.2f} ms")
+
+
+@cli.command()
+@click.argument("dest")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_client_options
+@click.pass_obj
+def route(obj: Obj, dest: str, as_json: bool, broker_addr: str | None,
+          server_key: str | None) -> None:
+    """Show the route to node DEST: path, hops, latency."""
+    r = _query(obj, broker_addr, server_key, lambda c: c.route(dest))
+    if as_json:
+        click.echo(json.dumps(r, indent=2))
+        return
+    if not r.get("reachable"):
+        _fail(f"no route to '{dest}'" + (" (known but unreachable)" if r.get("known") else ""))
+    click.echo(" -> ".join(r["path"]) + f"   ({r['hops']} hops, {r['total_latency']} ms)")
+
+
+@cli.command()
+@click.argument("peer", metavar="NODE@HOST:PORT")
+@click.option("--wait", type=float, default=10.0, show_default=True,
+              help="Seconds to wait for the link to come up (0: do not wait).")
+@_client_options
+@click.pass_obj
+def connect(obj: Obj, peer: str, wait: float, broker_addr: str | None,
+            server_key: str | None) -> None:
+    """Tell the running broker to link to another broker."""
+    from ..aio.broker import PeerAddress
+
+    addr = PeerAddress.parse(peer)
+
+    async def go(c: Any) -> dict[str, Any]:
+        await c.connect_peer(addr.node, addr.host, addr.port)
+        deadline = time.monotonic() + wait
+        while True:
+            links: dict[str, dict[str, Any]] = {p["node"]: p for p in await c.peers()}
+            p = links.get(addr.node)
+            if p is not None and p["state"] == "up":
+                return p
+            if time.monotonic() >= deadline:
+                return p or {"node": addr.node, "state": "down", "last_error": "no answer"}
+            await asyncio.sleep(0.1)
+
+    p = _query(obj, broker_addr, server_key, go)
+    if p["state"] != "up" and wait > 0:
+        _fail(f"link to '{addr.node}' is {p['state']}: {p.get('last_error') or 'no answer'}")
+    click.echo(f"{addr.node}: {p['state']}")
+
+
+@cli.command()
+@click.argument("message")
+@click.option("--type", "mtype", default="notification", show_default=True)
+@_client_options
+@click.pass_obj
+def broadcast(obj: Obj, message: str, mtype: str, broker_addr: str | None,
+              server_key: str | None) -> None:
+    """Send MESSAGE (JSON or text) to every broker of the mesh."""
+    try:
+        data: Any = json.loads(message)
+    except json.JSONDecodeError:
+        data = message
+    n = _query(obj, broker_addr, server_key,
+               lambda c: c.broadcast({"type": mtype, "data": data}))
+    click.echo(f"broadcast sent to {n} neighbour(s); every reachable broker gets it once")
 
 
 # ------------------------------------------------------------------ keys

@@ -72,12 +72,12 @@ from ..protocol.bodies import (
     unpack_lsas,
     unpack_value,
 )
+from ..protocol.codec import TAG, Header, MsgType, decode, decode_header, encode_header
+from ..protocol.limits import DEFAULT_TTL, MAX_HEADER_SIZE
 from ..routing.dijkstra import RoutingTable
 from ..routing.lsa import LSA, LinkInfo
 from ..routing.lsdb import LinkStateDB, initial_seq
 from .peers import DOWN, HELLO_SENT, MAX_HELLO_BACKOFF, MIN_HELLO_BACKOFF, UP, PeerLink
-from ..protocol.codec import TAG, Header, MsgType, decode, decode_header, encode_header
-from ..protocol.limits import DEFAULT_TTL, MAX_HEADER_SIZE
 
 __all__ = [
     "CLASS_NAMES",
@@ -237,6 +237,8 @@ class BrokerCore:
         # ---- mesh state
         #: Events for the shell to emit: (name, payload).
         self.events: list[tuple[str, Any]] = []
+        #: Things only the shell can do (open sockets): ("dial", node, host, port).
+        self.actions: list[tuple[Any, ...]] = []
         self.links: dict[str, PeerLink] = {}
         self._link_by_sock: dict[int, PeerLink] = {}
         self.lsdb = LinkStateDB(node_id, initial_seq(wall()))
@@ -491,6 +493,12 @@ class BrokerCore:
             return self.network_stats()
         if q.what == "broadcasts":
             return list(self.broadcasts)
+        if q.what == "connect":
+            node, host, port = q.args.get("node"), q.args.get("host"), q.args.get("port")
+            if not (isinstance(node, str) and isinstance(host, str) and isinstance(port, int)):
+                return {"error": "connect needs args node (str), host (str), port (int)"}
+            self.actions.append(("dial", node, host, port))
+            return {"node": node, "status": "dialling"}
         return None
 
     def _on_cancel(self, cls: int, rid: bytes, h: Header, body: bytes, now: float) -> None:
@@ -1098,9 +1106,9 @@ class BrokerCore:
         header = encode_header(h._replace(ttl=h.ttl - 1))
         sent = 0
         for link in self.links.values():
-            if link.node != from_node and link.up and link.node != h.src:
-                if self._link_send(link, h.cls, [TAG, header, *frames[2:]]):
-                    sent += 1
+            if (link.node != from_node and link.up and link.node != h.src
+                    and self._link_send(link, h.cls, [TAG, header, *frames[2:]])):
+                sent += 1
         return sent
 
     # ----------------------------------------------------------- link state

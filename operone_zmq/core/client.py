@@ -23,6 +23,7 @@ from ..protocol.bodies import (
     Progress,
     Query,
     ResultBody,
+    pack_value,
     unpack_value,
 )
 from ..protocol.codec import TAG, Header, MsgType, decode, encode_header
@@ -101,6 +102,11 @@ class ClientCore:
         qid = self.next_id()
         return qid, [TAG, self._header(int(MsgType.QUERY), qid, "", cls),
                      Query(what, args or {}).pack()]
+
+    def broadcast(self, data: Any, cls: int = 0) -> tuple[str, list[bytes]]:
+        """Frames of a BROADCAST of ``data`` and its id."""
+        bid = self.next_id()
+        return bid, [TAG, self._header(int(MsgType.BROADCAST), bid, "", cls), pack_value(data)]
 
     def cancel(self, jid: str, reason: str = "", cls: int = 2) -> list[bytes]:
         """Frames of a CANCEL for job ``jid``."""

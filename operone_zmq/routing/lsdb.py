@@ -248,13 +248,15 @@ class LinkStateDB:
         origins = list(map(_origin_of, lsas))
         curs = list(map(get, origins))
         same = list(map(is_, curs, lsas))
-        new = list(map(is_, curs, repeat(None)))
         n_same = same.count(True)
-        n_new = new.count(True)
         accepted: list[LSA] = []
-        duplicates: list[LSA] = list(compress(lsas, same)) if n_same else []
         older: list[LSA] = []
         refused: list[tuple[LSA, str]] = []
+        if n_same == len(same):  # all duplicates: the tail of every flood
+            return InstallResult(accepted, list(lsas), older, refused)
+        duplicates: list[LSA] = list(compress(lsas, same)) if n_same else []
+        new = list(map(is_, curs, repeat(None)))
+        n_new = new.count(True)
         topology_changes = 0
         bulk = False
         if n_new:

@@ -24,9 +24,10 @@ from the whole link-state database.  Rules:
   counts every known node (local included, unreachable ones too);
   ``direct_connections`` the local node's links (neighbours, even if a
   cheaper path through others exists); ``indirect_connections`` the other
-  reachable nodes; averages (hops, route latency) are over reachable nodes; ``partitions`` is the number of connected components of the whole
-  graph (an isolated node counts as one); ``network_diameter`` is the largest
-  hop count of any shortest path between two nodes of the same component.
+  reachable nodes; averages (hops, route latency) are over reachable nodes;
+  ``partitions`` is the number of connected components of the whole graph
+  (an isolated node counts as one); ``network_diameter`` is the largest hop
+  count of any shortest path between two nodes of the same component.
   The diameter is exact (one Dijkstra per node) up to
   :data:`DIAMETER_EXACT_MAX_NODES` nodes; above that it is the best of
   :data:`DIAMETER_SWEEPS` repeated "farthest node" sweeps per component, a

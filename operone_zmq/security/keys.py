@@ -318,6 +318,13 @@ class TrustStore:
         key = _z85_key(public_key) if isinstance(public_key, bytes) else None
         return None if key is None else self._current().names.get(key)
 
+    def key_of(self, name: str) -> bytes | None:
+        """Return the trusted key (Z85) named ``name``, or None."""
+        for key, n in self._current().names.items():
+            if n == name:
+                return key
+        return None
+
     def _current(self) -> _Snapshot:
         now = self._clock()
         if now < self._next_check:

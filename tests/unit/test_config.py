@@ -115,7 +115,7 @@ def test_environment_conversions(tmp_path: Path) -> None:
         "OPERONE_LOGGING_FORMAT": "JSON",
         "OPERONE_LOGGING_LEVEL": "DEBUG",
         "OPERONE_TOOLS_FS_ROOT": "",
-        "OPERONE_MESH_PEERS": "10.0.0.2:7700,[::1]:7800",
+        "OPERONE_MESH_PEERS": "b@10.0.0.2:7700,c@[::1]:7800",
         "OPERONE_HOME": "/ignored",
         "OPERONE_BROKER_START_VERBOSE": "1",  # a click option variable: ignored
     }
@@ -126,7 +126,7 @@ def test_environment_conversions(tmp_path: Path) -> None:
     assert config.security == SecurityConfig(curve=False, jwt_secret=SECRET, require_token=True)
     assert config.logging == LoggingConfig(format="json", level="debug")
     assert config.tools.fs_root is None
-    assert config.mesh.peers == ("10.0.0.2:7700", "[::1]:7800")
+    assert config.mesh.peers == ("b@10.0.0.2:7700", "c@[::1]:7800")
 
 
 def test_string_overrides_are_parsed(tmp_path: Path) -> None:
@@ -297,7 +297,7 @@ def test_write_default_config_round_trips(tmp_path: Path) -> None:
         base_port=7800,
         workers_count=4,
         security_jwt_secret=ODD_SECRET,
-        mesh_peers=["10.0.0.2:7700"],
+        mesh_peers=["peer-b@10.0.0.2:7700"],
         **dotted,
     )
     assert path == home.config_file
@@ -305,7 +305,7 @@ def test_write_default_config_round_trips(tmp_path: Path) -> None:
     assert config.node == NodeConfig(id="pc-a", name='Lab "A" \\ PC üñí', base_port=7800)
     assert config.workers == WorkersConfig(count=4)
     assert config.security.jwt_secret == ODD_SECRET
-    assert config.mesh.peers == ("10.0.0.2:7700",)
+    assert config.mesh.peers == ("peer-b@10.0.0.2:7700",)
     assert config.tools.fs_root == "/srv/files"
     text = path.read_text(encoding="utf-8")
     assert "\ncount = 4\n" in text

@@ -74,6 +74,23 @@ def test_install_many_sorts_a_batch() -> None:
     assert result.refused == []
 
 
+@pytest.mark.parametrize(
+    ("order", "stored", "accepted", "older"),
+    [((1, 2), 2, [1, 2], []), ((2, 1), 2, [2], [1]), ((1, 1), 1, [1], [])],
+)
+def test_install_many_same_origin_twice_in_a_batch(
+    order: tuple[int, int], stored: int, accepted: list[int], older: list[int]
+) -> None:
+    """Two LSAs of one new origin in a batch are applied in order, the newest kept."""
+    db = LinkStateDB("me")
+    result = db.install_many([lsa("a", seq) for seq in order], 0.0, "x")
+    current = db.get("a")
+    assert current is not None
+    assert current.seq == stored
+    assert [x.seq for x in result.accepted] == accepted
+    assert [x.seq for x in result.older] == older
+
+
 def test_versions_track_changes() -> None:
     """version moves on every change; topology_version only when links or membership change."""
     db = LinkStateDB("me")
