@@ -1,0 +1,66 @@
+"""Network namespaces as separate hosts, created and removed by the tests.
+
+Addresses are inside the namespaces the fixture creates (a private /24 per
+veth pair) and nowhere else; nothing is routed outside them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+
+
+def can_make_namespaces() -> str | None:
+    if shutil.which("ip") is None:
+        return "iproute2 ('ip') is not installed; .ci/run installs it"
+    if os.geteuid() != 0:
+        return "creating network namespaces needs root (CI runs these tests as root)"
+    probe = f"opz-probe-{os.getpid()}"
+    try:
+        _ip("netns", "add", probe)
+    except (subprocess.CalledProcessError, OSError) as exc:
+        return f"cannot create a network namespace here: {exc}"
+    _ip("netns", "del", probe)
+    return None
+
+
+class Hosts:
+    """Three hosts in a line, A - B - C: A and C each share a link with B
+    only, and B does not forward IP, so A cannot reach C directly."""
+
+    def __init__(self) -> None:
+        tag = f"{os.getpid() % 100000}"
+        self.ns = {h: f"opz{h}{tag}" for h in "abc"}
+        self.addr = {"a": "10.213.1.1", "b1": "10.213.1.2", "b2": "10.213.2.1",
+                     "c": "10.213.2.2"}
+        self._made: list[str] = []
+
+    def create(self) -> None:
+        for ns in self.ns.values():
+            _ip("netns", "add", ns)
+            self._made.append(ns)
+            _ip("-n", ns, "link", "set", "lo", "up")
+        a, b, c = self.ns["a"], self.ns["b"], self.ns["c"]
+        _ip("link", "add", "opzab0", "netns", a, "type", "veth", "peer", "name", "opzab1",
+            "netns", b)
+        _ip("link", "add", "opzbc0", "netns", b, "type", "veth", "peer", "name", "opzbc1",
+            "netns", c)
+        for ns, dev, addr in ((a, "opzab0", self.addr["a"]), (b, "opzab1", self.addr["b1"]),
+                              (b, "opzbc0", self.addr["b2"]), (c, "opzbc1", self.addr["c"])):
+            _ip("-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
+            _ip("-n", ns, "link", "set", dev, "up")
+        subprocess.run(["ip", "netns", "exec", b, "sysctl", "-qw", "net.ipv4.ip_forward=0"],
+                       check=True, capture_output=True, timeout=10)
+
+    def exec_argv(self, host: str, argv: list[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.ns[host], *argv]
+
+    def destroy(self) -> None:
+        for ns in self._made:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
+        self._made.clear()
