@@ -108,7 +108,7 @@ def worker_from_config(
         kp = node_keys(home)
         assert kp.secret is not None
         curve = CurveKeys(kp.public, kp.secret, kp.public)
-    wname = name or f"{config.node.id}.w{os.getpid()}"
+    wname = (name or f"{config.node.id[:50]}.w{os.getpid()}")[:64]
     return Worker(
         wname,
         endpoint,

@@ -63,8 +63,10 @@ class ClientCore:
 
     def __init__(self, client_id: str | None = None, *,
                  wall: Callable[[], float] = time.time) -> None:
-        self.prefix = (client_id or "c") + "-" + os.urandom(4).hex() + "-"
-        self.client_id = client_id or ""
+        # Ids are at most 64 characters on the wire: keep room for the counter.
+        cid = (client_id or "c")[:40]
+        self.prefix = cid + "-" + os.urandom(4).hex() + "-"
+        self.client_id = cid if client_id else ""
         self._seq = 0
         self._wall = wall
         self.malformed = 0

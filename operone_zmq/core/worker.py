@@ -102,6 +102,7 @@ class WorkerCore:
         self._next_heartbeat = now + heartbeat_interval
         self._seq = 0
         self.connected = False
+        self._ready_at: float | None = None
         self.counters = {"jobs": 0, "results": 0, "errors": 0, "timeouts": 0, "cancelled": 0,
                          "malformed": 0, "reconnects": 0}
 
@@ -154,9 +155,11 @@ class WorkerCore:
                 reason = Disconnect.unpack(msg.body).reason
             except ProtocolError:
                 reason = ""
-            del reason  # whatever the reason, registering again is the answer
+            del reason  # whatever the reason, registering again is the answer...
             self.connected = False
-            self.start(now)
+            # ...after a heartbeat interval, so a broker that refuses our READY
+            # is not answered by a READY storm.
+            self._ready_at = now + self.interval
             return None
         self.counters["malformed"] += 1
         return None
@@ -238,6 +241,9 @@ class WorkerCore:
         if len(dl) > 2 * len(self.running) + 1024:
             self._deadlines = [(j.deadline, j.id) for j in self.running.values()]
             heapq.heapify(self._deadlines)
+        if self._ready_at is not None and now >= self._ready_at:
+            self._ready_at = None
+            self.start(now)
         lost = False
         if now >= self._broker_expires:
             lost = True
@@ -252,6 +258,8 @@ class WorkerCore:
     def next_deadline(self) -> float:
         """When :meth:`tick` must next run."""
         t = min(self._next_heartbeat, self._broker_expires)
+        if self._ready_at is not None and self._ready_at < t:
+            t = self._ready_at
         if self._deadlines and self._deadlines[0][0] < t:
             t = self._deadlines[0][0]
         return t

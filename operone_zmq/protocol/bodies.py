@@ -165,7 +165,14 @@ class JobRequest:
 
     @classmethod
     def unpack(cls, raw: bytes) -> JobRequest:
-        m = unpack_map(raw, "JOB")
+        # Argument values may be maps with any keys (as RESULT values may);
+        # only the top-level keys are checked to be strings.
+        try:
+            m = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+        except Exception as exc:
+            raise ProtocolError(f"JOB body is not valid msgpack: {exc}") from exc
+        if type(m) is not dict or any(type(k) is not str for k in m):
+            raise ProtocolError("JOB body must be a msgpack map with string keys")
         tool = _req(m, "tool", "JOB")
         args = m.get("args", {})
         if type(args) is not dict:

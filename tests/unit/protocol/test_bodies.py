@@ -35,6 +35,15 @@ from operone_zmq.protocol import (
     pack_value,
     unpack_value,
 )
+from operone_zmq.protocol.bodies import (
+    MAX_LSAS_PER_MESSAGE,
+    Bye,
+    Hello,
+    Ping,
+    Welcome,
+    pack_lsas,
+    unpack_lsas,
+)
 from operone_zmq.protocol.limits import MAX_JOB_TIMEOUT
 
 #: The body class of each message type that has one in v1.
@@ -48,8 +57,14 @@ BODY_OF: dict[MsgType, Any] = {
     MsgType.HEARTBEAT: Heartbeat,
     MsgType.DISCONNECT: Disconnect,
     MsgType.QUERY: Query,
+    # peer mesh (broker <-> broker)
+    MsgType.HELLO: Hello,
+    MsgType.WELCOME: Welcome,
+    MsgType.BYE: Bye,
+    MsgType.PING: Ping,
+    MsgType.PONG: Ping,
 }
-ALL_BODIES: list[Any] = list(BODY_OF.values())
+ALL_BODIES: list[Any] = list(dict.fromkeys(BODY_OF.values()))
 
 
 def _p(value: Any) -> bytes:
@@ -77,7 +92,8 @@ ROUND_TRIPS: list[tuple[str, Any]] = [
     ("READY minimal", Ready("w1", ())),
     ("READY every field", Ready("w1", (ToolInfo("echo", "Echo the args"), ToolInfo("sleep")),
                                 ("gpu",), slots=8, pid=4242)),
-    ("READY limits", Ready("w" * 64, tuple(ToolInfo(f"t{i}", "d" * 1024) for i in range(4096)),
+    ("READY limits", Ready("w" * 64, (ToolInfo("t" * 64, "d" * 1024),
+                                      *(ToolInfo(f"t{i}") for i in range(4095))),
                            tuple(f"c{i}" for i in range(64)), slots=100_000, pid=2**31)),
     ("READY one slot", Ready("w1", (ToolInfo("echo"),), slots=1)),
     ("HEARTBEAT", Heartbeat()),
@@ -96,6 +112,14 @@ ROUND_TRIPS: list[tuple[str, Any]] = [
     ("PROGRESS stderr", Progress(stream="stderr", data="e" * (1 << 20))),
     ("QUERY", Query("stats")),
     ("QUERY args", Query("route", {"to": "node-b", "n": 2})),
+    ("HELLO minimal", Hello("node-a")),
+    ("HELLO every field", Hello("node-a", "Node A", "lab", "eyJhbGciOi.token.sig")),
+    ("HELLO limits", Hello("n" * 64, "N" * 256, "c" * 64, "t" * 8192)),
+    ("WELCOME", Welcome("node-b", "Node B", "lab")),
+    ("BYE", Bye()),
+    ("BYE reason", Bye("no session: send HELLO", "no_session")),
+    ("PING", Ping(0)),
+    ("PING max", Ping(2**63 - 1)),
 ]
 
 
@@ -119,10 +143,41 @@ def test_every_body_class_is_covered() -> None:
     assert {type(b) for _, b in ROUND_TRIPS} == set(ALL_BODIES)
 
 
-def test_every_non_mesh_type_has_a_body_or_is_bodyless() -> None:
-    mesh = {MsgType.HELLO, MsgType.WELCOME, MsgType.LSA, MsgType.BYE, MsgType.BROADCAST}
-    free_form = {MsgType.PING, MsgType.PONG, MsgType.REPLY}  # empty / any msgpack value
-    assert set(MsgType) == mesh | free_form | set(BODY_OF)
+def test_every_message_type_has_a_body_codec() -> None:
+    # LSA: pack_lsas/unpack_lsas; BROADCAST and REPLY: any msgpack value.
+    other = {MsgType.LSA, MsgType.BROADCAST, MsgType.REPLY}
+    assert set(MsgType) == other | set(BODY_OF)
+
+
+LSAS = [{"origin": "a", "seq": 1, "links": [["b", 1.5]]}, {"origin": "b", "seq": 2}]
+
+
+@pytest.mark.parametrize("lsas", [[], LSAS, [{"origin": "x"}] * MAX_LSAS_PER_MESSAGE],
+                         ids=["empty", "two", "max"])
+def test_lsa_list_round_trip(lsas: list[Any]) -> None:
+    h = Header(int(MsgType.LSA), "n.1", "a", "b", 32, 0, 0, None)
+    msg = decode(encode(h, pack_lsas(lsas)))
+    assert unpack_lsas(msg.body) == lsas
+
+
+@pytest.mark.parametrize(("raw", "fragment"), [
+    (b"\xc1", "body is not valid msgpack"),
+    (b"", "body is not valid msgpack"),
+    (msgpack.packb({"origin": "a"}), "LSA body must be a list of at most 256 LSAs"),
+    (msgpack.packb("a"), "LSA body must be a list of at most 256 LSAs"),
+    (msgpack.packb([{}] * (MAX_LSAS_PER_MESSAGE + 1)), "LSA body must be a list of at most 256"),
+], ids=["not msgpack", "empty", "a map", "a string", "257 LSAs"])
+def test_lsa_list_rejects(raw: bytes, fragment: str) -> None:
+    with pytest.raises(ProtocolError) as ei:
+        unpack_lsas(raw)
+    assert type(ei.value) is ProtocolError
+    assert fragment in str(ei.value)
+
+
+@pytest.mark.parametrize("value", [None, 0, "text", b"bin", [1, [2]], {"k": {1: "int key"}}])
+def test_broadcast_and_reply_bodies_are_any_value(value: Any) -> None:
+    h = Header(int(MsgType.BROADCAST), "b-1", "a", "", 32, 0, 0, None)
+    assert unpack_value(decode(encode(h, pack_value(value))).body) == value
 
 
 # ------------------------------------------------------ defaults & packing
@@ -172,7 +227,7 @@ def test_ready_defaults_and_tool_description_is_clipped() -> None:
         "worker": "w", "tools": [["t", "d"]], "caps": [], "slots": 64, "pid": 0}
 
 
-@pytest.mark.parametrize("cls", [Heartbeat, Disconnect, Cancel])
+@pytest.mark.parametrize("cls", [Heartbeat, Disconnect, Cancel, Bye])
 def test_empty_body_means_defaults(cls: Any) -> None:
     assert cls.unpack(b"") == cls()
     assert cls.unpack(_p({})) == cls()
@@ -194,6 +249,8 @@ def test_unknown_keys_are_ignored(cls: Any) -> None:
         JobRequest: {"tool": "echo"}, ResultBody: {"value": 1}, ErrorBody: {"code": "x"},
         Ready: {"worker": "w"}, Query: {"what": "stats"},
     }
+    required.update({Hello: {"node": "a", "cluster": "c"},
+                     Welcome: {"node": "b", "cluster": "c"}, Ping: {"seq": 1}})
     minimal = required.get(cls, {})
     extended = {**minimal, "zz_future_field": [1, {"deep": None}], "v2": True}
     assert cls.unpack(_p(extended)) == cls.unpack(_p(minimal))
@@ -231,7 +288,8 @@ BAD: list[tuple[str, Any, bytes, str]] = [
     ("JOB an array", JobRequest, _p(["echo", {}]), "JOB body must be a msgpack map"),
     ("JOB a string", JobRequest, _p("echo"), "JOB body must be a msgpack map"),
     ("JOB nil", JobRequest, _p(None), "JOB body must be a msgpack map"),
-    ("JOB int map key", JobRequest, _p({1: "x", "tool": "e"}), "JOB body is not valid msgpack"),
+    ("JOB int map key", JobRequest, _p({1: "x", "tool": "e"}),
+     "JOB body must be a msgpack map with string keys"),
     ("JOB no tool", JobRequest, _p({"args": {}}), "JOB: 'tool' is required"),
     ("JOB tool nil", JobRequest, _p({"tool": None}), "JOB: 'tool' is required"),
     ("JOB tool empty", JobRequest, _p({"tool": ""}), "'tool' must be a string of 1..64"),
@@ -244,7 +302,7 @@ BAD: list[tuple[str, Any, bytes, str]] = [
     ("JOB args bin keys", JobRequest, _p({"tool": "e", "args": {b"x": 1}}),
      "JOB: argument names must be strings"),
     ("JOB args int keys", JobRequest, _p({"tool": "e", "args": {1: 1}}),
-     "JOB body is not valid msgpack"),
+     "JOB: argument names must be strings"),
     ("JOB timeout zero", JobRequest, _p({"tool": "e", "timeout": 0}), "'timeout' must be positive"),
     ("JOB timeout zero float", JobRequest, _p({"tool": "e", "timeout": 0.0}),
      "'timeout' must be positive"),
@@ -428,6 +486,36 @@ BAD: list[tuple[str, Any, bytes, str]] = [
     ("QUERY what int", Query, _p({"what": 1}), "'what' must be a string of 1..64"),
     ("QUERY args list", Query, _p({"what": "stats", "args": []}), "QUERY: 'args' must be a map"),
     ("QUERY args str", Query, _p({"what": "stats", "args": "x"}), "QUERY: 'args' must be a map"),
+    # ---------------------------------------------------- HELLO, WELCOME
+    ("HELLO not msgpack", Hello, _NOT_MSGPACK, "HELLO body is not valid msgpack"),
+    ("HELLO an array", Hello, _p(["a"]), "HELLO body must be a msgpack map"),
+    ("HELLO no node", Hello, _p({"cluster": "c"}), "HELLO: 'node' is required"),
+    ("HELLO node too long", Hello, _p({"node": "n" * _L, "cluster": "c"}),
+     "'node' must be a string of 1..64"),
+    ("HELLO no cluster", Hello, _p({"node": "a"}), "HELLO: 'cluster' is required"),
+    ("HELLO name too long", Hello, _p({"node": "a", "cluster": "c", "name": "n" * 257}),
+     "'name' must be a string of at most 256"),
+    ("HELLO token int", Hello, _p({"node": "a", "cluster": "c", "token": 1}),
+     "'token' must be a string of at most 8192"),
+    ("HELLO token too long", Hello, _p({"node": "a", "cluster": "c", "token": "t" * 8193}),
+     "'token' must be a string of at most 8192"),
+    ("WELCOME not msgpack", Welcome, _NOT_MSGPACK, "WELCOME body is not valid msgpack"),
+    ("WELCOME no node", Welcome, _p({"cluster": "c"}), "WELCOME: 'node' is required"),
+    ("WELCOME no cluster", Welcome, _p({"node": "b"}), "WELCOME: 'cluster' is required"),
+    ("WELCOME name int", Welcome, _p({"node": "b", "cluster": "c", "name": 1}),
+     "'name' must be a string"),
+    # ------------------------------------------------------ BYE, PING
+    ("BYE not msgpack", Bye, _NOT_MSGPACK, "BYE body is not valid msgpack"),
+    ("BYE a string", Bye, _p("bye"), "BYE body must be a msgpack map"),
+    ("BYE reason too long", Bye, _p({"reason": "r" * 1025}),
+     "'reason' must be a string of at most 1024"),
+    ("BYE code too long", Bye, _p({"code": "c" * 65}), "'code' must be a string of at most 64"),
+    ("BYE code int", Bye, _p({"code": 1}), "'code' must be a string"),
+    ("PING empty body", Ping, b"", "PING body is not valid msgpack"),
+    ("PING an int", Ping, _p(1), "PING body must be a msgpack map"),
+    ("PING seq -1", Ping, _p({"seq": -1}), "'seq' must be an integer in 0..9223372036854775807"),
+    ("PING seq float", Ping, _p({"seq": 1.0}), "'seq' must be an integer"),
+    ("PING seq str", Ping, _p({"seq": "1"}), "'seq' must be an integer"),
 ]
 
 
@@ -460,6 +548,9 @@ BOUNDARIES: list[tuple[str, Any, dict[str, Any]]] = [
     ("PROGRESS fraction as int", Progress, {"fraction": 1}),
     ("PROGRESS data at the limit", Progress, {"stream": "stderr", "data": "d" * (1 << 20)}),
     ("QUERY unknown kind (not checked here)", Query, {"what": "no-such-query"}),
+    ("HELLO token nil", Hello, {"node": "a", "cluster": "c", "token": None}),
+    ("BYE empty map", Bye, {}),
+    ("PING no seq", Ping, {}),
 ]
 
 
@@ -472,7 +563,8 @@ def test_unpack_accepts_boundaries(cls: Any, m: dict[str, Any]) -> None:
 # ------------------------------------------------------------ properties
 _KEYS = ["tool", "args", "timeout", "on", "caps", "retries", "idem", "value", "node",
          "duration", "attempts", "code", "message", "type", "details", "worker", "tools",
-         "slots", "pid", "running", "reason", "fraction", "stream", "data", "what", "x"]
+         "slots", "pid", "running", "reason", "fraction", "stream", "data", "what", "x",
+         "name", "cluster", "token", "seq"]
 
 
 def _random_value(rng: random.Random, depth: int = 0) -> Any:
@@ -507,11 +599,24 @@ def _random_key(rng: random.Random) -> Any:
     return rng.randrange(-3, 3)
 
 
+#: A valid map per body class, for the "mostly valid, one key changed" inputs.
+_SEEDS: list[dict[str, Any]] = [
+    {"tool": "echo", "args": {"x": 1}}, {"value": 1, "node": "n"}, {"code": "timeout"},
+    {"worker": "w", "tools": [["t", ""]]}, {"what": "stats"}, {"node": "a", "cluster": "c"},
+    {"seq": 3}, {"reason": "r"}, {"running": 1}, {"fraction": 0.5, "stream": "stdout"},
+]
+
+
 def _random_body(rng: random.Random) -> bytes:
     r = rng.random()
-    if r < 0.3:
+    if r < 0.25:
+        m = dict(rng.choice(_SEEDS))
+        if rng.random() < 0.7:
+            m[_random_key(rng)] = _random_value(rng)
+        return _p(m)
+    if r < 0.45:
         return rng.randbytes(rng.randrange(0, 48))
-    if r < 0.4:
+    if r < 0.55:
         return _p(_random_value(rng))
     m = {_random_key(rng): _random_value(rng) for _ in range(rng.randrange(0, 6))}
     raw = _p(m)
@@ -536,6 +641,10 @@ def test_random_bodies_raise_only_protocol_errors() -> None:
             accepted[cls] += 1
             # Whatever is accepted can be sent again.
             assert type(body.pack()) is bytes
+        try:
+            unpack_lsas(raw)
+        except ProtocolError:
+            pass
     # The generator reaches the success path of every body class.
     assert all(n > 0 for n in accepted.values()), accepted
 
@@ -551,3 +660,9 @@ def test_random_whole_messages_raise_only_protocol_errors() -> None:
             BODY_OF[MsgType(msg.header.type)].unpack(msg.body)
         except ProtocolError:
             pass
+
+
+def test_job_args_may_hold_maps_with_integer_keys() -> None:
+    """Nested argument values are any msgpack maps, as results are."""
+    req = JobRequest.unpack(_p({"tool": "e", "args": {"x": {1: "a"}}}))
+    assert req.args == {"x": {1: "a"}}

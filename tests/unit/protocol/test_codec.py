@@ -375,3 +375,11 @@ def test_random_header_bytes_raise_only_protocol_errors() -> None:
             decode_header(raw)
         except ProtocolError:
             pass
+
+
+def test_worked_query_example_bytes() -> None:
+    # The QUERY/REPLY example of docs/protocol.md.
+    q = Header(MsgType.QUERY, "q1", "c", "", 32, 1_700_000_000_000, 0, None)
+    assert encode_header(q).hex() == "9828a27131a163a020cf0000018bcfe5680000c0"
+    r = Header(MsgType.REPLY, "q1", "n1", "c", 32, 1_700_000_000_000, 0, "q1")
+    assert encode_header(r).hex() == "9829a27131a26e31a16320cf0000018bcfe5680000a27131"
