@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import heapq
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +45,7 @@ import msgpack
 
 from ..errors import (
     BadRequest,
+    NotIdempotent,
     JobCancelled,
     JobError,
     JobTimeout,
@@ -53,6 +54,7 @@ from ..errors import (
     ProtocolError,
     ToolNotFound,
     WorkerLost,
+    error_from_wire,
 )
 from ..protocol.bodies import (
     MAX_LSAS_PER_MESSAGE,
@@ -66,6 +68,7 @@ from ..protocol.bodies import (
     Ping,
     Query,
     Ready,
+    ResultBody,
     Welcome,
     pack_lsas,
     pack_value,
@@ -74,6 +77,7 @@ from ..protocol.bodies import (
 )
 from ..protocol.codec import TAG, Header, MsgType, decode, decode_header, encode_header
 from ..protocol.limits import DEFAULT_TTL, MAX_HEADER_SIZE
+from ..jobs.router import NodeInfo, RouteDecision, ToolRouter
 from ..routing.dijkstra import RoutingTable
 from ..routing.lsa import LSA, LinkInfo
 from ..routing.lsdb import LinkStateDB, initial_seq
@@ -163,6 +167,8 @@ class BrokerLimits:
     max_kept_broadcasts: int = 1000
     #: Extra seconds a forwarded job waits past its timeout for the remote answer.
     remote_grace: float = 1.0
+    #: Seconds a finished remote job's result is kept to answer a repeated attempt.
+    result_cache_seconds: float = 300.0
 
 
 @dataclass(slots=True)
@@ -198,18 +204,42 @@ class _Job:
     state: int = _QUEUED
     worker: bytes | None = None
     remote: bool = False  # submitted by another node (src), not a local client
+    origin: bool = False  # submitted through this broker's origin table
 
 
 @dataclass(slots=True)
-class _Forwarded:
-    """A local client's job that runs on another node."""
+class _Origin:
+    """A local client's job, from submission to its one answer: where it was
+    placed, how many attempts it had, and what is left of its retries."""
 
     id: str
     client: bytes
     cls: int
-    dst: str
-    deadline: float
+    src: str
+    req: JobRequest
+    body: bytes
+    ts: int
     submitted: float
+    retries_left: int
+    attempts: int = 0
+    target: str | None = None
+    tried: list[str] = field(default_factory=list)
+    deadline: float = 0.0  # of the current remote attempt
+    retry_at: float | None = None
+    placement: str = ""
+
+
+#: Error codes after which another attempt may succeed elsewhere.
+RETRYABLE = frozenset({"worker_lost", "no_route", "overloaded", "timeout", "unreachable"})
+#: Error codes after which the job may have started (matters when it is not
+#: idempotent: it is then not run again).
+MAYBE_STARTED = frozenset({"worker_lost", "timeout", "unreachable"})
+#: Backoff before attempt n+1: RETRY_BASE * 2**(n-1), at most RETRY_MAX (s).
+RETRY_BASE = 0.05
+RETRY_MAX = 2.0
+#: Finished results kept per origin job id, so a repeated attempt is answered
+#: from here instead of running the tool twice.
+MAX_CACHED_RESULTS = 10_000
 
 
 class BrokerCore:
@@ -248,8 +278,17 @@ class BrokerCore:
         self._topo_due: float | None = None
         self._next_originate = now
         self._partitions = 1
-        self._forwarded: dict[str, _Forwarded] = {}
-        self._fwd_deadlines: list[tuple[float, str]] = []
+        self._origins: dict[str, _Origin] = {}
+        self._origin_deadlines: list[tuple[float, str]] = []
+        self._retries: list[tuple[float, str]] = []
+        self._in_flight: dict[str, int] = {}
+        self._results: OrderedDict[tuple[str, str], tuple[float, list[bytes]]] = OrderedDict()
+        self.router = ToolRouter()
+        self._remote_cache_version = -1
+        self._remote_nodes: list[NodeInfo] = []
+        self._local_tools: frozenset[str] = frozenset()
+        self._local_caps: frozenset[str] = frozenset()
+        self._now = now
         self._seen_bc: dict[tuple[str, str], None] = {}
         self.broadcasts: deque[dict[str, Any]] = deque(maxlen=self.limits.max_kept_broadcasts)
         self._next_ping = now + self.limits.peer_interval
@@ -284,6 +323,8 @@ class BrokerCore:
             "lsas_received": 0,
             "lsas_sent": 0,
             "broadcasts_received": 0,
+            "retries": 0,
+            "results_from_cache": 0,
         }
         self.errors: dict[str, int] = {}
 
@@ -315,6 +356,7 @@ class BrokerCore:
         other routing id is a claimed node id (a peer), verified against the
         Curve key ``uid`` that ZAP authenticated.
         """
+        self._now = now
         rid = frames[0]
         if rid[:1] != b"\x00":
             self._on_peer_router(cls, rid, uid, frames, now)
@@ -353,26 +395,210 @@ class BrokerCore:
         self, cls: int, rid: bytes, h: Header, frames: list[bytes], body: bytes, now: float
     ) -> None:
         self.counters["jobs_received"] += 1
+        self._now = now
         jid = h.id
-        if jid in self._jobs or jid in self._forwarded:
+        if jid in self._origins or jid in self._jobs:
             self._send_error(cls, rid, jid, h.src, cls,
-                             BadRequest(f"job id '{jid}' is already in use", job_id=jid))
+                             BadRequest(f"job id '{jid}' is already in use", job_id=jid,
+                                        details={"duplicate": True}))
             return
         try:
             req = JobRequest.unpack(body)
         except ProtocolError as exc:
             self._send_error(cls, rid, jid, h.src, cls, BadRequest(str(exc), job_id=jid))
             return
-        if req.on is not None and req.on != self.node_id:
-            self._forward_client_job(cls, rid, h, body, req, now)
+        o = _Origin(jid, rid, cls, h.src, req, body, h.ts, now, req.retries)
+        self._origins[jid] = o
+        self._place(o, now, frames[1:])
+
+    # ------------------------------------------------------- origin jobs
+    def _local_info(self) -> NodeInfo:
+        running = 0
+        slots = 0
+        for w in self.workers.values():
+            running += len(w.running)
+            slots += w.slots
+        return NodeInfo(self.node_id, self._local_tools, self._local_caps,
+                        running / slots if slots else 0.0, len(self.workers), 0.0, 100.0,
+                        local=True)
+
+    def _remote_infos(self) -> list[NodeInfo]:
+        """What every other reachable node advertises (cached per LSDB version)."""
+        if self._remote_cache_version != self.lsdb.version:
+            self._remote_cache_version = self.lsdb.version
+            infos = []
+            for lsa in self.lsdb.lsas():
+                if lsa.origin == self.node_id or not lsa.tools:
+                    continue
+                r = self.routes.route(lsa.origin)
+                infos.append(NodeInfo(lsa.origin, frozenset(lsa.tools),
+                                      frozenset(lsa.capabilities), lsa.load, lsa.workers,
+                                      r.cost if r is not None else 0.0,
+                                      self._health(r.next_hop) if r is not None else 0.0,
+                                      reachable=r is not None))
+            self._remote_nodes = infos
+        return self._remote_nodes
+
+    def _health(self, neighbour: str) -> float:
+        """0-100 from the first hop's heartbeat loss (QoS refines it)."""
+        link = self.links.get(neighbour)
+        if link is None or link.pings_sent < 4:
+            return 100.0
+        lost = max(0, link.pings_sent - link.pongs - len(link.pings))
+        return max(0.0, 100.0 - 100.0 * lost / link.pings_sent)
+
+    def decide(self, tool: str, caps: tuple[str, ...] = (), *, prefer_local: bool = False,
+               exclude: tuple[str, ...] = ()) -> RouteDecision:
+        """Where a job for ``tool`` needing ``caps`` would run now, and why."""
+        remote = [n for n in self._remote_infos() if tool in n.tools]
+        local = self._local_info()
+        return self.router.route(tool, caps, [local, *remote], prefer_local=prefer_local,
+                                 exclude=exclude, in_flight=self._in_flight)
+
+    def _place(self, o: _Origin, now: float, frames: list[bytes] | None = None) -> None:
+        """Start the next attempt of ``o``: here, or on the node it names, or on
+        the best node that offers its tool and capabilities."""
+        o.attempts += 1
+        o.retry_at = None
+        req = o.req
+        target = req.on
+        if target is None:
+            # Fast path: nobody else offers the tool; run here.
+            if not any(req.tool in n.tools for n in self._remote_infos()):
+                target = self.node_id
+                o.placement = "only this node offers it"
+            else:
+                d = self.decide(req.tool, req.caps, prefer_local=req.prefer_local,
+                                exclude=tuple(o.tried))
+                if d.node is None:
+                    err: JobError = ToolNotFound(d.reason, job_id=o.id, node=self.node_id)
+                    self._origin_failed(o, err, now, maybe_started=False, final=True)
+                    return
+                target, o.placement = d.node, d.reason
+        o.target = target
+        self._in_flight[target] = self._in_flight.get(target, 0) + 1
+        if target == self.node_id:
+            job_frames = frames if frames is not None else [
+                TAG, encode_header(Header(_JOB, o.id, o.src, self.node_id, DEFAULT_TTL, o.ts,
+                                          o.cls, None)), o.body]
+            err2 = self._accept_local(o.client, o.cls, o.src, o.id, req, job_frames, now,
+                                      remote=False, origin=True)
+            if err2 is not None:
+                self._origin_failed(o, err2, now, maybe_started=False)
             return
-        err = self._accept_local(rid, cls, h.src, jid, req, frames[1:], now, remote=False)
-        if err is not None:
-            self._send_error(cls, rid, jid, h.src, cls, err)
+        self.counters["forwarded"] += 1
+        if self.routes.next_hop(target) is None:
+            known = target in self.lsdb
+            self._origin_failed(o, NoRoute(
+                f"no route from '{self.node_id}' to node '{target}'"
+                + (" (it is known but unreachable)" if known else " (unknown node)"),
+                job_id=o.id, node=self.node_id), now, maybe_started=False)
+            return
+        timeout = req.timeout if req.timeout is not None else self.limits.default_timeout
+        o.deadline = now + timeout + self.limits.remote_grace
+        heapq.heappush(self._origin_deadlines, (o.deadline, o.id))
+        header = encode_header(Header(_JOB, o.id, self.node_id, target, DEFAULT_TTL, o.ts,
+                                      o.cls, None))
+        if not self._send_to_node(target, o.cls, [TAG, header, o.body], _JOB):
+            self._origin_failed(o, NoRoute(f"no route from '{self.node_id}' to node"
+                                           f" '{target}'", job_id=o.id, node=self.node_id),
+                                now, maybe_started=False)
+
+    def _release(self, o: _Origin) -> None:
+        t = o.target
+        if t is not None:
+            n = self._in_flight.get(t, 0) - 1
+            if n > 0:
+                self._in_flight[t] = n
+            else:
+                self._in_flight.pop(t, None)
+            o.target = None
+
+    def _origin_failed(self, o: _Origin, err: JobError, now: float, *, maybe_started: bool,
+                       final: bool = False) -> None:
+        """An attempt of ``o`` failed with ``err``: try again elsewhere, or answer."""
+        target = o.target
+        self._release(o)
+        if target is not None:
+            o.tried.append(target)
+        if o.id not in self._origins:
+            return
+        if not final and err.code in RETRYABLE and o.retries_left > 0:
+            if maybe_started and not o.req.idempotent:
+                err = NotIdempotent(
+                    f"job '{o.id}' ({o.req.tool}) may have started on node '{target}', which"
+                    f" then failed ({err.code}: {err.message}); it is not idempotent, so it"
+                    " was not run again", job_id=o.id, node=target,
+                    details={"cause": err.code, "attempts": o.attempts})
+            else:
+                o.retries_left -= 1
+                self.counters["retries"] += 1
+                o.retry_at = now + min(RETRY_MAX, RETRY_BASE * 2 ** (o.attempts - 1))
+                heapq.heappush(self._retries, (o.retry_at, o.id))
+                return
+        elif maybe_started and not o.req.idempotent and err.code in RETRYABLE and o.req.retries:
+            err = NotIdempotent(
+                f"job '{o.id}' ({o.req.tool}) may have started on node '{target}', which then"
+                f" failed ({err.code}: {err.message}); it is not idempotent, so it was not run"
+                " again", job_id=o.id, node=target, details={"cause": err.code})
+        del self._origins[o.id]
+        self.counters["jobs_failed"] += 1
+        if o.attempts > 1:
+            err.details.setdefault("attempts", o.attempts)
+        self._send_error(o.cls, o.client, o.id, o.src, o.cls, err)
+
+    def _origin_reply(self, jid: str, t: int, frames: list[bytes], now: float,
+                      from_node: str) -> None:
+        """RESULT / ERROR / PROGRESS (frames: tag, header, body) for an origin job."""
+        o = self._origins.get(jid)
+        if o is None:
+            self.counters["late_replies"] += 1
+            return
+        if t == _PROGRESS:
+            self.out.append((o.cls, [o.client, *frames]))
+            return
+        if t == _RESULT:
+            if o.target != from_node and o.target is not None and from_node != self.node_id:
+                # A result of an earlier attempt: still the job's result.
+                self._cancel_attempt(o)
+            self._release(o)
+            del self._origins[jid]
+            self.counters["jobs_completed"] += 1
+            if o.attempts > 1:
+                frames = [frames[0], frames[1], _with_attempts(frames[2], o.attempts)]
+            self.out.append((o.cls, [o.client, *frames]))
+            return
+        if from_node != o.target:
+            return  # an error from an attempt we already gave up on
+        try:
+            e = ErrorBody.unpack(frames[2])
+        except ProtocolError:
+            e = ErrorBody("protocol", "unreadable error from the executing node")
+        self._count_error_code(e.code)
+        err = error_from_wire(e.code, e.message, job_id=jid, remote_type=e.type, node=e.node,
+                              details=e.details)
+        self._origin_failed(o, err, now, maybe_started=e.code in MAYBE_STARTED)
+
+    def _cancel_attempt(self, o: _Origin) -> None:
+        """Stop the current attempt of ``o`` wherever it runs."""
+        t = o.target
+        if t is None:
+            return
+        if t == self.node_id:
+            job = self._jobs.get(o.id)
+            if job is not None and job.origin:
+                job.origin = False  # its answer must not reach the origin table
+                job.client = b""
+                self._abort(job, JobCancelled("superseded", job_id=o.id), silent=True)
+        else:
+            self._send_to_node(t, o.cls, [
+                TAG, encode_header(Header(_CANCEL, o.id, self.node_id, t, DEFAULT_TTL,
+                                          int(self._wall() * 1000), o.cls, None)),
+                Cancel("cancelled by its origin").pack()], _CANCEL)
 
     def _accept_local(
         self, client: bytes, cls: int, src: str, jid: str, req: JobRequest,
-        job_frames: list[bytes], now: float, *, remote: bool,
+        job_frames: list[bytes], now: float, *, remote: bool, origin: bool = False,
     ) -> JobError | None:
         """Take a job to run on this node; the error to answer when refused."""
         caps = frozenset(req.caps)
@@ -391,7 +617,7 @@ class BrokerCore:
                 f" {self.limits.max_jobs})", job_id=jid, node=self.node_id)
         timeout = req.timeout if req.timeout is not None else self.limits.default_timeout
         job = _Job(jid, client, cls, req.tool, caps, job_frames, now + timeout, now, src,
-                   remote=remote)
+                   remote=remote, origin=origin)
         worker = self._pick(candidates, caps)
         if worker is None:
             if self._queued >= self.limits.max_queued_jobs:
@@ -430,9 +656,16 @@ class BrokerCore:
     def _finish(self, job: _Job) -> None:
         del self._jobs[job.id]
 
-    def _fail(self, job: _Job, err: JobError) -> None:
+    def _fail(self, job: _Job, err: JobError, silent: bool = False) -> None:
         """End ``job`` with ``err`` sent to its submitter."""
         self._jobs.pop(job.id, None)
+        if silent:
+            return
+        if job.origin:
+            o = self._origins.get(job.id)
+            if o is not None:
+                self._origin_failed(o, err, self._now, maybe_started=err.code in MAYBE_STARTED)
+            return
         self.counters["jobs_failed"] += 1
         if job.remote:
             self.errors[err.code] = self.errors.get(err.code, 0) + 1
@@ -442,9 +675,14 @@ class BrokerCore:
 
     def _reply(self, job: _Job, frames: list[bytes], h: Header) -> None:
         """Send a worker's RESULT/ERROR/PROGRESS for ``job`` to its submitter."""
+        if job.origin:
+            self._origin_reply(job.id, h.type, frames[1:], self._now, self.node_id)
+            return
         if not job.remote:
             self.out.append((job.cls, [job.client, *frames[1:]]))
             return
+        if h.type == _RESULT:
+            self._cache_result(job.src, job.id, frames)
         header = encode_header(Header(h.type, h.id, self.node_id, job.src, DEFAULT_TTL, h.ts,
                                       job.cls, h.corr))
         self._send_to_node(job.src, job.cls, [TAG, header, *frames[3:]], h.type)
@@ -506,26 +744,28 @@ class BrokerCore:
             reason = Cancel.unpack(body).reason
         except ProtocolError:
             reason = ""
-        fwd = self._forwarded.get(h.id)
-        if fwd is not None and fwd.client == rid:
-            del self._forwarded[h.id]
-            self.counters["jobs_cancelled"] += 1
-            self._send_to_node(fwd.dst, fwd.cls, [
-                TAG, encode_header(Header(_CANCEL, h.id, self.node_id, fwd.dst, DEFAULT_TTL,
-                                          int(self._wall() * 1000), fwd.cls, None)),
-                Cancel(reason).pack()], _CANCEL)
-            self._send_error(fwd.cls, rid, h.id, h.src, fwd.cls, JobCancelled(
-                f"job '{h.id}' was cancelled" + (f": {reason}" if reason else ""), job_id=h.id))
-            return
-        job = self._jobs.get(h.id)
-        if job is None or job.client != rid:
-            return  # finished already (its reply is on the way) or not ours: nothing to do
-        self.counters["jobs_cancelled"] += 1
-        self._abort(job, JobCancelled(f"job '{job.id}' was cancelled"
-                                      + (f": {reason}" if reason else ""), job_id=job.id))
+        self.cancel_job(h.id, reason, client=rid, now=now)
 
-    def _abort(self, job: _Job, err: JobError) -> None:
-        """Stop ``job`` wherever it is and answer its submitter with ``err``."""
+    def cancel_job(self, jid: str, reason: str = "", *, client: bytes | None = None,
+                   now: float | None = None) -> bool:
+        """Cancel origin job ``jid`` (of ``client``, when given) wherever it
+        runs; its submitter gets JobCancelled.  False when there is no such job."""
+        if now is not None:
+            self._now = now
+        o = self._origins.get(jid)  # noqa: SIM102
+        if o is None or (client is not None and o.client != client):
+            return False  # finished already (its reply is on the way) or not ours
+        self.counters["jobs_cancelled"] += 1
+        self._cancel_attempt(o)
+        self._release(o)
+        del self._origins[jid]
+        self._send_error(o.cls, o.client, jid, o.src, o.cls, JobCancelled(
+            f"job '{jid}' was cancelled" + (f": {reason}" if reason else ""), job_id=jid))
+        return True
+
+    def _abort(self, job: _Job, err: JobError, silent: bool = False) -> None:
+        """Stop ``job`` wherever it is and answer its submitter with ``err``
+        (``silent``: answer nobody)."""
         if job.state == _QUEUED:
             q = self._queues.get((job.tool, job.caps))
             if q is not None:
@@ -539,11 +779,12 @@ class BrokerCore:
             self.out.append((WORKERS, [job.worker, TAG,
                                        self._header(_CANCEL, job.id, "", job.cls),
                                        Cancel(err.code).pack()]))
-        self._fail(job, err)
+        self._fail(job, err, silent)
 
     # ------------------------------------------------------------- workers
     def on_worker(self, frames: list[bytes], now: float) -> None:
         """Handle one message from a local worker."""
+        self._now = now
         rid = frames[0]
         try:
             msg = decode(frames, 1)
@@ -561,9 +802,10 @@ class BrokerCore:
             job = self._jobs.get(h.id)
             if job is not None and job.worker == rid:
                 del self._jobs[h.id]
-                self.counters["jobs_completed" if t == _RESULT else "jobs_failed"] += 1
-                if t == _ERROR:
-                    self._count_error(msg.body)
+                if not job.origin:
+                    self.counters["jobs_completed" if t == _RESULT else "jobs_failed"] += 1
+                    if t == _ERROR:
+                        self._count_error(msg.body)
                 self._reply(job, frames, h)
             else:
                 self.counters["late_replies"] += 1
@@ -606,7 +848,17 @@ class BrokerCore:
             code = ErrorBody.unpack(body).code
         except ProtocolError:
             code = "protocol"
+        self._count_error_code(code)
+
+    def _count_error_code(self, code: str) -> None:
         self.errors[code] = self.errors.get(code, 0) + 1
+
+    def _cache_result(self, src: str, jid: str, frames: list[bytes]) -> None:
+        """Keep a remote origin's result, to answer a repeated attempt."""
+        cache = self._results
+        cache[(src, jid)] = (self._now + self.limits.result_cache_seconds, frames)
+        while len(cache) > MAX_CACHED_RESULTS:
+            cache.popitem(last=False)
 
     def _unknown_worker(self, rid: bytes, h: Header) -> None:
         self.out.append((WORKERS, [rid, TAG, self._header(_DISCONNECT, h.id, "", 0),
@@ -629,11 +881,19 @@ class BrokerCore:
         for tool in w.tools:
             self._by_tool.setdefault(tool, []).append(w)
         self._lsa_dirty = True
+        self._local_changed()
         # Tell the worker who we are (src) and that it is registered.
         self.out.append((WORKERS, [rid, TAG, self._header(_HEARTBEAT, self._next_id(), "", 0),
                                    Heartbeat(0).pack()]))
         if self._queued:
             self._fill(w)
+
+    def _local_changed(self) -> None:
+        self._local_tools = frozenset(self._by_tool)
+        caps: set[str] = set()
+        for w in self.workers.values():
+            caps |= w.caps
+        self._local_caps = frozenset(caps)
 
     def _remove_worker(self, w: WorkerSession, reason: str) -> None:
         self.workers.pop(w.rid, None)
@@ -647,6 +907,7 @@ class BrokerCore:
                     pass
                 if not lst:
                     del self._by_tool[tool]
+        self._local_changed()
         for jid in sorted(w.running):
             job = self._jobs.get(jid)
             if job is not None and job.worker == w.rid:
@@ -660,9 +921,10 @@ class BrokerCore:
                 self._queued -= 1
                 job = self._jobs.get(jid)
                 if job is not None:
-                    self._fail(job, ToolNotFound(
+                    # Never started: the origin may place it elsewhere.
+                    self._fail(job, NoRoute(
                         f"no worker on node '{self.node_id}' offers tool '{key[0]}' any more",
-                        job_id=jid))
+                        job_id=jid, node=self.node_id))
 
     def _fill(self, w: WorkerSession) -> None:
         """Give ``w`` queued jobs it can run while it has free slots."""
@@ -685,6 +947,7 @@ class BrokerCore:
 
     def on_unroutable(self, sock: int, frames: list[bytes], now: float) -> None:
         """The shell could not deliver ``frames`` (the peer is gone)."""
+        self._now = now
         self.counters["unroutable"] += 1
         if sock != WORKERS:
             return  # a client went away; its jobs end at their deadlines
@@ -832,6 +1095,7 @@ class BrokerCore:
 
     def on_dealer(self, sock: int, frames: list[bytes], now: float) -> None:
         """Handle a message from a neighbour on a DEALER we dialled."""
+        self._now = now
         link = self._link_by_sock.get(sock)
         if link is None:
             return
@@ -1017,10 +1281,21 @@ class BrokerCore:
 
     def _deliver_routed(self, h: Header, frames: list[bytes], now: float) -> None:
         t = h.type
+        self._now = now
         if t == _JOB:
             self.counters["jobs_received"] += 1
             jid = h.id
-            if jid in self._jobs:
+            cached = self._results.get((h.src, jid))
+            if cached is not None and cached[0] > now:
+                # A repeated attempt of a job we finished: answer, do not run again.
+                self.counters["results_from_cache"] += 1
+                stub = _Job(jid, b"", h.cls, "", frozenset(), [], 0.0, now, h.src, remote=True)
+                self._reply(stub, cached[1], decode_header(cached[1][2]))
+                return
+            running = self._jobs.get(jid)
+            if running is not None:
+                if running.remote and running.src == h.src:
+                    return  # the same attempt again: its answer is on the way
                 self._route_error(h.src, jid, h.cls, BadRequest(
                     f"job id '{jid}' is already in use on '{self.node_id}'", job_id=jid))
                 return
@@ -1035,42 +1310,14 @@ class BrokerCore:
                 self._route_error(h.src, jid, h.cls, err)
             return
         if t == _CANCEL:
-            job = self._jobs.get(h.id)
-            if job is not None and job.remote and job.src == h.src:
+            victim = self._jobs.get(h.id)
+            if victim is not None and victim.remote and victim.src == h.src:
                 self.counters["jobs_cancelled"] += 1
-                self._abort(job, JobCancelled(f"job '{job.id}' was cancelled by its origin",
-                                              job_id=job.id))
+                self._abort(victim, JobCancelled(
+                    f"job '{victim.id}' was cancelled by its origin", job_id=victim.id))
             return
-        # RESULT / ERROR / PROGRESS of a job we forwarded for a local client
-        fwd = self._forwarded.get(h.id)
-        if fwd is None:
-            self.counters["late_replies"] += 1
-            return
-        if t != _PROGRESS:
-            del self._forwarded[h.id]
-            self.counters["jobs_completed" if t == _RESULT else "jobs_failed"] += 1
-            if t == _ERROR:
-                self._count_error(frames[2])
-        self.out.append((fwd.cls, [fwd.client, *frames]))
-
-    def _forward_client_job(self, cls: int, rid: bytes, h: Header, body: bytes,
-                            req: JobRequest, now: float) -> None:
-        dst = req.on or ""
-        if self.routes.next_hop(dst) is None:
-            known = dst in self.lsdb
-            self._send_error(cls, rid, h.id, h.src, cls, NoRoute(
-                f"no route from '{self.node_id}' to node '{dst}'"
-                + (" (it is known but unreachable)" if known else " (unknown node)"),
-                job_id=h.id, node=self.node_id))
-            return
-        timeout = req.timeout if req.timeout is not None else self.limits.default_timeout
-        deadline = now + timeout + self.limits.remote_grace
-        header = encode_header(Header(_JOB, h.id, self.node_id, dst, DEFAULT_TTL, h.ts, cls,
-                                      None))
-        self._forwarded[h.id] = _Forwarded(h.id, rid, cls, dst, deadline, now)
-        heapq.heappush(self._fwd_deadlines, (deadline, h.id))
-        self.counters["forwarded"] += 1
-        self._send_to_node(dst, cls, [TAG, header, body], _JOB)
+        # RESULT / ERROR / PROGRESS of a job this broker placed for a local client
+        self._origin_reply(h.id, t, frames, now, h.src)
 
     # ------------------------------------------------------------ broadcast
     def _on_client_broadcast(self, cls: int, rid: bytes, h: Header, body: bytes,
@@ -1204,13 +1451,13 @@ class BrokerCore:
         elif comps <= 1 < self._partitions:
             self.events.append(("partition:healed", {"partitions": comps}))
         self._partitions = comps
-        for fwd in list(self._forwarded.values()):
-            if fwd.dst not in reachable:
-                del self._forwarded[fwd.id]
-                self.counters["jobs_failed"] += 1
-                self._send_error(fwd.cls, fwd.client, fwd.id, "", fwd.cls, NoRoute(
-                    f"node '{fwd.dst}' became unreachable while running job '{fwd.id}'",
-                    job_id=fwd.id, node=self.node_id))
+        self._remote_cache_version = -1  # route costs changed
+        for o in list(self._origins.values()):
+            t = o.target
+            if t is not None and t != self.node_id and t not in reachable:
+                self._origin_failed(o, NoRoute(
+                    f"node '{t}' became unreachable while running job '{o.id}'",
+                    job_id=o.id, node=self.node_id), now, maybe_started=True)
 
     def _mesh_tick(self, now: float) -> None:
         silence = self.limits.peer_liveness * self.limits.peer_interval
@@ -1241,24 +1488,36 @@ class BrokerCore:
                     link.next_hello = now + MAX_HELLO_BACKOFF
                     continue
                 self._send_hello(link, now)
-        fdl = self._fwd_deadlines
-        while fdl and fdl[0][0] <= now:
-            deadline, jid = heapq.heappop(fdl)
-            fwd = self._forwarded.get(jid)
-            if fwd is None or fwd.deadline != deadline:
+        odl = self._origin_deadlines
+        while odl and odl[0][0] <= now:
+            deadline, jid = heapq.heappop(odl)
+            o = self._origins.get(jid)
+            if o is None or o.deadline != deadline or o.target in (None, self.node_id):
                 continue
-            del self._forwarded[jid]
             self.counters["jobs_timed_out"] += 1
-            self._send_to_node(fwd.dst, fwd.cls, [
-                TAG, encode_header(Header(_CANCEL, jid, self.node_id, fwd.dst, DEFAULT_TTL,
-                                          int(self._wall() * 1000), fwd.cls, None)),
-                Cancel("timeout").pack()], _CANCEL)
-            self._send_error(fwd.cls, fwd.client, jid, "", fwd.cls, JobTimeout(
-                f"job '{jid}' on node '{fwd.dst}' got no answer within"
-                f" {deadline - fwd.submitted:g} s", job_id=jid, node=self.node_id))
-        if len(fdl) > 2 * len(self._forwarded) + 1024:
-            self._fwd_deadlines = [(f.deadline, f.id) for f in self._forwarded.values()]
-            heapq.heapify(self._fwd_deadlines)
+            target = o.target
+            self._cancel_attempt(o)
+            self._origin_failed(o, JobTimeout(
+                f"job '{jid}' on node '{target}' got no answer within"
+                f" {deadline - now + (now - o.submitted):g} s", job_id=jid, node=target),
+                now, maybe_started=True)
+        if len(odl) > 2 * len(self._origins) + 1024:
+            self._origin_deadlines = [(o.deadline, o.id) for o in self._origins.values()
+                                      if o.deadline]
+            heapq.heapify(self._origin_deadlines)
+        rq = self._retries
+        while rq and rq[0][0] <= now:
+            at, jid = heapq.heappop(rq)
+            o = self._origins.get(jid)
+            if o is not None and o.retry_at == at:
+                self._place(o, now)
+        if self._results:
+            cache = self._results
+            while cache:
+                key, (exp, _) = next(iter(cache.items()))
+                if exp > now:
+                    break
+                del cache[key]
         if self.lsdb.expire(now):
             pass  # topology_version moved: poll() reacts
         if self.lsdb.refresh_due(now):
@@ -1328,6 +1587,7 @@ class BrokerCore:
     # --------------------------------------------------------------- timers
     def tick(self, now: float) -> None:
         """Run timers: heartbeats, worker liveness and job deadlines."""
+        self._now = now
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + self.limits.heartbeat_interval
             for w in list(self.workers.values()):
@@ -1362,8 +1622,10 @@ class BrokerCore:
         t = min(self._next_heartbeat, self._next_ping)
         if self._deadlines and self._deadlines[0][0] < t:
             t = self._deadlines[0][0]
-        if self._fwd_deadlines and self._fwd_deadlines[0][0] < t:
-            t = self._fwd_deadlines[0][0]
+        if self._origin_deadlines and self._origin_deadlines[0][0] < t:
+            t = self._origin_deadlines[0][0]
+        if self._retries and self._retries[0][0] < t:
+            t = self._retries[0][0]
         silence = self.limits.peer_liveness * self.limits.peer_interval
         for link in self.links.values():
             if link.dial is not None and link.dial_state != UP and link.next_hello < t:
@@ -1394,7 +1656,8 @@ class BrokerCore:
             "tools": sorted(self._by_tool),
             "peers": sorted(n for n, link in self.links.items() if link.up),
             "known_nodes": len(self.lsdb),
-            "forwarded_in_progress": len(self._forwarded),
+            "origin_jobs_in_progress": len(self._origins),
+            "in_flight_by_node": dict(self._in_flight),
             **self.counters,
             "errors": dict(self.errors),
         }
@@ -1404,10 +1667,10 @@ class BrokerCore:
         for job in list(self._jobs.values()):
             self._abort(job, NoRoute(f"job '{job.id}' was stopped: {reason}", job_id=job.id,
                                      node=self.node_id))
-        for fwd in list(self._forwarded.values()):
-            del self._forwarded[fwd.id]
-            self._send_error(fwd.cls, fwd.client, fwd.id, "", fwd.cls, NoRoute(
-                f"job '{fwd.id}' was stopped: {reason}", job_id=fwd.id, node=self.node_id))
+        for o in list(self._origins.values()):
+            self._origin_failed(o, NoRoute(f"job '{o.id}' was stopped: {reason}", job_id=o.id,
+                                           node=self.node_id), self._now,
+                                maybe_started=False, final=True)
         for link in list(self.links.values()):
             if link.up:
                 self._link_send(link, 0, [TAG, self._header(_BYE, self._next_id(), link.node, 0),
@@ -1442,3 +1705,13 @@ def _decode_header_or_none(header: bytes) -> Header | None:
 def _plain_details(details: dict[str, Any]) -> dict[str, Any]:
     return {str(k): (v if v is None or isinstance(v, str | int | float | bytes | list | dict)
                      else repr(v)) for k, v in details.items()}
+
+
+def _with_attempts(body: bytes, attempts: int) -> bytes:
+    """A RESULT body saying how many attempts the job took (re-encoded only
+    when a job was retried)."""
+    try:
+        r = ResultBody.unpack(body)
+    except ProtocolError:
+        return body
+    return ResultBody(r.value, r.node, r.duration, attempts).pack()

@@ -148,9 +148,12 @@ class JobRequest:
     caps: tuple[str, ...] = ()
     retries: int = 0
     idempotent: bool = True
+    prefer_local: bool = False
 
     def pack(self) -> bytes:
         m: dict[str, Any] = {"tool": self.tool, "args": self.args}
+        if self.prefer_local:
+            m["local"] = True
         if self.timeout is not None:
             m["timeout"] = self.timeout
         if self.on is not None:
@@ -191,6 +194,7 @@ class JobRequest:
             caps=_names(m, "caps", "JOB", MAX_CAPABILITIES),
             retries=_int(m, "retries", "JOB", 0, 100, 0),
             idempotent=_bool(m, "idem", "JOB", True),
+            prefer_local=_bool(m, "local", "JOB", False),
         )
 
 
