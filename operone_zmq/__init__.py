@@ -22,6 +22,11 @@ _EXPORTS: dict[str, str] = {
     "Client": "operone_zmq.aio.client",
     "JobResult": "operone_zmq.core.client",
     "CurveKeys": "operone_zmq.aio.sockets",
+    "DistributedExecutor": "operone_zmq.executor",
+    "ExecutionResult": "operone_zmq.executor",
+    "ToolRouter": "operone_zmq.jobs.router",
+    "NetworkTopology": "operone_zmq.routing.topology",
+    "SSHClient": "operone_zmq.ssh",
     # writing tools
     "tool": "operone_zmq.tools",
     "ToolContext": "operone_zmq.tools",
@@ -75,6 +80,11 @@ __all__ = [  # noqa: RUF022 - grouped as _EXPORTS, not sorted
     "Client",
     "JobResult",
     "CurveKeys",
+    "DistributedExecutor",
+    "ExecutionResult",
+    "ToolRouter",
+    "NetworkTopology",
+    "SSHClient",
     "tool",
     "ToolContext",
     "ToolRegistry",
@@ -157,7 +167,11 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         ToolNotFound,
         WorkerLost,
     )
+    from .executor import DistributedExecutor, ExecutionResult
+    from .jobs.router import ToolRouter
     from .logs import configure_logging
     from .qos import Priority, QoSManager, QoSPolicy, RetryPolicy
+    from .routing.topology import NetworkTopology
     from .security import TrustStore, generate_jwt, generate_keypair, load_keypair, verify_jwt
+    from .ssh import SSHClient
     from .tools import ToolContext, ToolRegistry, ToolsConfig, tool

@@ -174,15 +174,24 @@ class AsyncClient:
         timeout: float | None = None,
         retries: int = 0,
         idempotent: bool = True,
+        prefer_local: bool = False,
         on_progress: Callable[[Progress], None] | None = None,
     ) -> asyncio.Future[JobResult]:
         """Submit a job; the future resolves to a :class:`JobResult` or raises
-        the job's typed error.  Cancelling the future cancels the job."""
+        the job's typed error.  Cancelling the future cancels the job.
+
+        ``on``: run on that node; otherwise the broker places the job on the
+        best node offering ``tool`` and ``capabilities`` (``prefer_local``:
+        here when it can).  ``retries``: attempts on other nodes after a
+        worker or node failure (never after it may have started, when
+        ``idempotent`` is False).  ``on_progress``: called with progress
+        reports and, for tools that stream (``shell``), their output."""
         cls = parse_priority(priority)
         t = self.default_timeout if timeout is None else float(timeout)
         jid, frames = self.core.job(tool, dict(args or {}), cls=cls, timeout=t, on=on,
                                     caps=tuple(capabilities), retries=retries,
-                                    idempotent=idempotent)
+                                    idempotent=idempotent, prefer_local=prefer_local,
+                                    stream=on_progress is not None)
         fut = self._send(jid, cls, frames, t, is_job=True, on_progress=on_progress)
         return fut
 
@@ -277,6 +286,18 @@ class AsyncClient:
         """Round-trip to the broker; returns its node id."""
         r: dict[str, str] = await self.query("ping", timeout=timeout)
         return r["node"]
+
+    async def cancel_remote(self, job_id: str, reason: str = "") -> bool:
+        """Cancel job ``job_id`` submitted to this broker by any client."""
+        r: dict[str, Any] = await self.query("cancel", {"job": job_id, "reason": reason})
+        return bool(r.get("cancelled"))
+
+    async def placement(self, tool: str, capabilities: Iterable[str] = (),
+                        prefer_local: bool = False) -> dict[str, Any]:
+        """Where the broker would run ``tool`` now, and why (ToolRouter.route)."""
+        r: dict[str, Any] = await self.query("placement", {
+            "tool": tool, "caps": list(capabilities), "prefer_local": prefer_local})
+        return r
 
     async def peers(self) -> list[dict[str, Any]]:
         """The broker's peer links."""
@@ -550,6 +571,16 @@ class Client:
     def broadcast(self, data: Any) -> int:
         """Send ``data`` to every broker of the mesh."""
         return self._call(self._aclient.broadcast(data))  # type: ignore[no-any-return]
+
+    def cancel(self, job_id: str, reason: str = "") -> bool:
+        """Cancel job ``job_id`` (submitted to this broker by any client)."""
+        return self._call(self._aclient.cancel_remote(job_id, reason))  # type: ignore[no-any-return]
+
+    def placement(self, tool: str, capabilities: Iterable[str] = (),
+                  prefer_local: bool = False) -> dict[str, Any]:
+        """Where the broker would run ``tool`` now, and why."""
+        return self._call(  # type: ignore[no-any-return]
+            self._aclient.placement(tool, list(capabilities), prefer_local))
 
     def close(self) -> None:
         """Close the client and its loop thread.  Safe to call twice."""

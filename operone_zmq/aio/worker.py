@@ -196,6 +196,8 @@ class Worker:
         ctx = ToolContext(job_id=job.id, node=core.node, config=self.tools_config,
                           deadline=job.deadline,
                           progress=self._progress_hook(job.id))
+        if job.stream:
+            ctx.stream = self._stream_hook(job.id)
         try:
             call = spec.prepare(job.args, ctx)
         except JobError as exc:
@@ -254,6 +256,17 @@ class Worker:
             loop.call_soon_threadsafe(self._send_progress, jid, p)
 
         return report
+
+    def _stream_hook(self, jid: str) -> Any:
+        loop = self._loop
+
+        def stream(name: str, data: str) -> None:
+            if loop is None or loop.is_closed() or name not in ("stdout", "stderr"):
+                return
+            loop.call_soon_threadsafe(self._send_progress, jid,
+                                      Progress(stream=name, data=data[: 1 << 20]))
+
+        return stream
 
     def _send_progress(self, jid: str, p: Progress) -> None:
         self.core.progress(jid, p)

@@ -45,17 +45,18 @@ import msgpack
 
 from ..errors import (
     BadRequest,
-    NotIdempotent,
     JobCancelled,
     JobError,
     JobTimeout,
     NoRoute,
+    NotIdempotent,
     Overloaded,
     ProtocolError,
     ToolNotFound,
     WorkerLost,
     error_from_wire,
 )
+from ..jobs.router import NodeInfo, RouteDecision, ToolRouter
 from ..protocol.bodies import (
     MAX_LSAS_PER_MESSAGE,
     Bye,
@@ -77,7 +78,6 @@ from ..protocol.bodies import (
 )
 from ..protocol.codec import TAG, Header, MsgType, decode, decode_header, encode_header
 from ..protocol.limits import DEFAULT_TTL, MAX_HEADER_SIZE
-from ..jobs.router import NodeInfo, RouteDecision, ToolRouter
 from ..routing.dijkstra import RoutingTable
 from ..routing.lsa import LSA, LinkInfo
 from ..routing.lsdb import LinkStateDB, initial_seq
@@ -731,6 +731,21 @@ class BrokerCore:
             return self.network_stats()
         if q.what == "broadcasts":
             return list(self.broadcasts)
+        if q.what == "cancel":
+            jid = q.args.get("job")
+            if not isinstance(jid, str):
+                return {"error": "cancel needs args.job"}
+            reason = q.args.get("reason")
+            return {"job": jid, "cancelled": self.cancel_job(
+                jid, reason if isinstance(reason, str) else "", now=now)}
+        if q.what == "placement":
+            tool, caps = q.args.get("tool"), q.args.get("caps", [])
+            if not isinstance(tool, str) or not isinstance(caps, list):
+                return {"error": "placement needs args.tool (and args.caps, a list)"}
+            d = self.decide(tool, tuple(str(c) for c in caps),
+                            prefer_local=bool(q.args.get("prefer_local")))
+            return {"node": d.node, "reason": d.reason, "local": d.local, "score": d.score,
+                    "candidates": list(d.candidates)}
         if q.what == "connect":
             node, host, port = q.args.get("node"), q.args.get("host"), q.args.get("port")
             if not (isinstance(node, str) and isinstance(host, str) and isinstance(port, int)):
@@ -752,7 +767,7 @@ class BrokerCore:
         runs; its submitter gets JobCancelled.  False when there is no such job."""
         if now is not None:
             self._now = now
-        o = self._origins.get(jid)  # noqa: SIM102
+        o = self._origins.get(jid)
         if o is None or (client is not None and o.client != client):
             return False  # finished already (its reply is on the way) or not ours
         self.counters["jobs_cancelled"] += 1

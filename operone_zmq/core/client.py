@@ -92,12 +92,13 @@ class ClientCore:
         retries: int = 0,
         idempotent: bool = True,
         prefer_local: bool = False,
+        stream: bool = False,
         job_id: str | None = None,
     ) -> tuple[str, list[bytes]]:
         """Frames of a JOB and its id."""
         jid = job_id or self.next_id()
         body = JobRequest(tool, args or {}, timeout, on, caps, retries, idempotent,
-                          prefer_local).pack()
+                          prefer_local, stream).pack()
         return jid, [TAG, self._header(int(MsgType.JOB), jid, on or "", cls), body]
 
     def query(self, what: str, args: dict[str, Any] | None = None,

@@ -59,6 +59,7 @@ class JobStart:
     args: dict[str, Any]
     deadline: float
     cls: int
+    stream: bool = False
 
 
 @dataclass(slots=True)
@@ -178,7 +179,7 @@ class WorkerCore:
         deadline = now + timeout
         self.running[h.id] = _Running(h.id, req.tool, h.cls, now, deadline)
         heapq.heappush(self._deadlines, (deadline, h.id))
-        return JobStart(h.id, req.tool, req.args, deadline, h.cls)
+        return JobStart(h.id, req.tool, req.args, deadline, h.cls, req.stream)
 
     # ------------------------------------------------------------- outcomes
     def done(self, jid: str, value: Any, now: float) -> None:

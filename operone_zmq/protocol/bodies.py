@@ -149,11 +149,14 @@ class JobRequest:
     retries: int = 0
     idempotent: bool = True
     prefer_local: bool = False
+    stream: bool = False  # send the tool's output as PROGRESS while it runs
 
     def pack(self) -> bytes:
         m: dict[str, Any] = {"tool": self.tool, "args": self.args}
         if self.prefer_local:
             m["local"] = True
+        if self.stream:
+            m["stream"] = True
         if self.timeout is not None:
             m["timeout"] = self.timeout
         if self.on is not None:
@@ -195,6 +198,7 @@ class JobRequest:
             retries=_int(m, "retries", "JOB", 0, 100, 0),
             idempotent=_bool(m, "idem", "JOB", True),
             prefer_local=_bool(m, "local", "JOB", False),
+            stream=_bool(m, "stream", "JOB", False),
         )
 
 

@@ -8,6 +8,7 @@ stderr are drained by two reader threads and kept up to
 
 from __future__ import annotations
 
+import codecs
 import math
 import os
 import shutil
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import IO, Any
 
 from operone_zmq.errors import BadRequest, JobCancelled, JobTimeout, Refused
@@ -129,9 +131,13 @@ def _check_timeout(config: ToolsConfig, ctx: ToolContext, timeout: object) -> fl
 class _Capture:
     """Drain one pipe in a thread, keeping at most ``limit`` bytes."""
 
-    def __init__(self, stream: IO[bytes], limit: int, label: str) -> None:
+    def __init__(self, stream: IO[bytes], limit: int, label: str,
+                 on_text: Callable[[str, str], None] | None = None) -> None:
         self._buf = bytearray()
         self._limit = limit
+        self._label = label
+        self._on_text = on_text
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self.truncated = False
         self.thread = threading.Thread(
             target=self._run, args=(stream,), name=f"operone-shell-{label}", daemon=True
@@ -145,6 +151,13 @@ class _Capture:
                 chunk = os.read(fd, _CHUNK)
                 if not chunk:
                     break
+                if self._on_text is not None:
+                    text = self._decoder.decode(chunk)
+                    if text:
+                        try:
+                            self._on_text(self._label, text)
+                        except Exception:  # a broken listener must not stop the drain
+                            self._on_text = None
                 room = self._limit - len(self._buf)
                 if len(chunk) > room:
                     self.truncated = True
@@ -248,8 +261,8 @@ def run_shell(
 
     assert proc.stdout is not None
     assert proc.stderr is not None
-    out = _Capture(proc.stdout, config.max_output, "stdout")
-    err = _Capture(proc.stderr, config.max_output, "stderr")
+    out = _Capture(proc.stdout, config.max_output, "stdout", ctx.stream)
+    err = _Capture(proc.stderr, config.max_output, "stderr", ctx.stream)
     if data is not None:
         assert proc.stdin is not None
         threading.Thread(

@@ -108,6 +108,10 @@ def _no_progress(fraction: float | None, message: str | None) -> None:
     """Ignore a progress report."""
 
 
+def _no_stream(stream: str, data: str) -> None:
+    """Ignore streamed output."""
+
+
 @dataclass
 class ToolContext:
     """What a running tool may know about its job: ids, node policy, deadline, progress, cancel."""
@@ -121,6 +125,9 @@ class ToolContext:
     progress: Callable[[float | None, str | None], None] = _no_progress
     #: Set when the job is cancelled or timed out; long sync tools should check it.
     cancelled: threading.Event = field(default_factory=threading.Event)
+    #: Send output while running: ``stream("stdout" or "stderr", text)``; a
+    #: no-op unless the submitter asked for streaming.
+    stream: Callable[[str, str], None] = _no_stream
 
     def remaining(self, default: float) -> float:
         """Return the seconds left before the deadline, at most ``default`` and never below 0."""
