@@ -201,7 +201,7 @@ class MeshOfNodes:
         clients = {n: node.client() for n, node in self.nodes.items()}
         try:
             def done() -> bool:
-                for n, c in clients.items():
+                for c in clients.values():
                     reach = {x["id"] for x in c.topology()["nodes"] if x["reachable"]}
                     if reach != names:
                         return False

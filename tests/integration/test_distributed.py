@@ -49,7 +49,7 @@ def test_capability_jobs_run_only_on_the_node_that_has_it(trio: MeshOfNodes) -> 
         t0 = time.monotonic()
         with pytest.raises(ToolNotFound, match="tpu"):
             c.run("chaos.node", capabilities=["tpu"])
-        with pytest.raises(ToolNotFound, match="nobody.has"):
+        with pytest.raises(ToolNotFound, match=r"nobody\.has"):
             c.run("nobody.has")
         assert time.monotonic() - t0 < 5  # fails fast, not at a timeout
 

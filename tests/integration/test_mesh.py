@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import signal
 import time
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ def line5(tmp_path: Path) -> Iterator[MeshOfNodes]:
     """a - b - c - d - e, each dialling the next; a worker on e and on a."""
     m = MeshOfNodes(tmp_path, NAMES)
     try:
-        m.start([(x, y) for x, y in zip(NAMES, NAMES[1:], strict=False)])
+        m.start(list(itertools.pairwise(NAMES)))
         m["e"].start_worker()
         m["a"].start_worker()
         m.wait_converged()

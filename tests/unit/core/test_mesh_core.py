@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 from operone_zmq.core.client import JobResult
@@ -14,7 +15,7 @@ def line(n: int) -> CoreMesh:
     names = [chr(ord("a") + i) for i in range(n)]
     for x in names:
         m.add(x)
-    for x, y in zip(names, names[1:], strict=False):
+    for x, y in itertools.pairwise(names):
         m.dial(x, y)
     m.run()
     m.advance(2)
