@@ -321,7 +321,7 @@ class WorkersConfig:
     """The worker processes a node starts and how they heartbeat."""
 
     count: int = 2
-    concurrency: int = 64
+    concurrency: int = 128
     threads: int = 8
     capabilities: tuple[str, ...] = ()
     heartbeat_interval: float = 1.0

@@ -69,6 +69,8 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.core = self._new_core(time.monotonic())
         self._log = log.bind(worker=name)
+        # Handed to tools that take no ctx (prepare() ignores it for them).
+        self._no_ctx = ToolContext(job_id="", node="", config=self.tools_config)
 
     def _new_core(self, now: float) -> WorkerCore:
         infos = [ToolInfo(n, self.registry.get(n).description) for n in self.registry.names()]
@@ -192,6 +194,15 @@ class Worker:
             core.fail(job.id, ToolNotFound(f"no tool named '{job.tool}' on worker '{self.name}'",
                                            job_id=job.id, node=core.node), now)
             del exc
+            return
+        if spec.inline and not spec.wants_ctx:
+            # The fast path (echo and friends): no context, no thread, no task.
+            try:
+                value = spec.prepare(job.args, self._no_ctx)()
+            except Exception as exc:
+                core.fail(job.id, exc, now)
+            else:
+                core.done(job.id, value, now)
             return
         ctx = ToolContext(job_id=job.id, node=core.node, config=self.tools_config,
                           deadline=job.deadline,

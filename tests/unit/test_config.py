@@ -309,7 +309,7 @@ def test_write_default_config_round_trips(tmp_path: Path) -> None:
     assert config.tools.fs_root == "/srv/files"
     text = path.read_text(encoding="utf-8")
     assert "\ncount = 4\n" in text
-    assert "\n# concurrency = 64\n" in text
+    assert "\n# concurrency = 128\n" in text
     assert "\n# require_token = false\n" in text
     if sys.platform != "win32":
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
