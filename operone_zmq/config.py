@@ -386,6 +386,7 @@ class MeshConfig:
 
     peers: tuple[str, ...] = ()
     max_peers: int = 64
+    discover: bool = False
 
     def __post_init__(self) -> None:
         _freeze_lists(self)
@@ -736,6 +737,12 @@ _OPTION_DOCS: dict[str, tuple[str, str | None]] = {
         "tcp://127.0.0.1:7710",
     ),
     "broker.heartbeat_interval": ("Seconds between heartbeats to neighbour brokers.", None),
+    "mesh.discover": (
+        "Advertise this broker with zeroconf (_operone._tcp.local.) and link to the brokers "
+        "it finds whose keys are trusted under their node ids; untrusted ones are listed "
+        "as pending for 'operone keys accept'.",
+        None,
+    ),
     "mesh.peers": (
         'Brokers to link to, as "NODE@HOST:PORT": NODE is the peer\'s node id (its key must '
         "be trusted here under that name) and PORT its base port.",

@@ -64,3 +64,40 @@ class Hosts:
         for ns in self._made:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
         self._made.clear()
+
+
+#: The LAN of :class:`Lan` (inside its namespaces only).
+SUBNET = "10.213.50"
+
+
+class Lan:
+    """Hosts 1..n in namespaces, each with eth0 on a bridge in namespace ``br``."""
+
+    def __init__(self, n: int = 3) -> None:
+        tag = os.getpid() % 100000
+        self.bridge_ns = f"opzdbr{tag}"
+        self.ns = {i: f"opzd{i}-{tag}" for i in range(1, n + 1)}
+        self.addr = {i: f"{SUBNET}.{i}" for i in self.ns}
+        self._made: list[str] = []
+
+    def create(self) -> None:
+        br = self.bridge_ns
+        _ip("netns", "add", br)
+        self._made.append(br)
+        _ip("-n", br, "link", "add", "br0", "type", "bridge")
+        _ip("-n", br, "link", "set", "br0", "up")
+        for i, ns in self.ns.items():
+            _ip("netns", "add", ns)
+            self._made.append(ns)
+            _ip("-n", ns, "link", "set", "lo", "up")
+            _ip("-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", f"p{i}",
+                "netns", br)
+            _ip("-n", ns, "addr", "add", f"{self.addr[i]}/24", "dev", "eth0")
+            _ip("-n", ns, "link", "set", "eth0", "up")
+            _ip("-n", br, "link", "set", f"p{i}", "master", "br0")
+            _ip("-n", br, "link", "set", f"p{i}", "up")
+
+    def destroy(self) -> None:
+        for ns in reversed(self._made):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
+        self._made.clear()

@@ -53,6 +53,10 @@ class KeyChecker(Protocol):
         """The trusted key named ``name`` (to dial that node)."""
         ...
 
+    def add_pending(self, name: str, public_key: bytes, source: str = "") -> Any:
+        """Remember an untrusted key for ``operone keys accept``."""
+        ...
+
 
 #: Peer link establishment must finish within this many seconds for
 #: connect_to_peer() to succeed (the link keeps retrying in the background).
@@ -124,6 +128,7 @@ class Broker:
         jwt_secret: str | None = None,
         require_token: bool = False,
         token_ttl: float = 3600.0,
+        discover: bool = False,
     ) -> None:
         self.node_id = node_id
         self.name = name or node_id
@@ -137,6 +142,10 @@ class Broker:
         self._monitors: dict[int, str] = {}
         self._connect_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._self_client: Any = None
+        self._discover = discover
+        self._discovery: Any = None
+        #: Peers linked because discovery found them (not configured ones).
+        self._discovered: set[str] = set()
         self.host = host
         self.base_port = base_port
         self.worker_endpoint = worker_endpoint
@@ -210,6 +219,8 @@ class Broker:
                 self._dial(peer.node, peer.host, peer.port, None, None)
             except OperoneError as exc:
                 self._log.error("peer_config_invalid", peer=peer.node, error=str(exc))
+        if self._discover:
+            await self._start_discovery()
 
     async def stop(self) -> None:
         """Answer every job in progress, tell workers, close everything.
@@ -221,6 +232,10 @@ class Broker:
             with contextlib.suppress(Exception):
                 await self._self_client.close()
             self._self_client = None
+        if self._discovery is not None:
+            with contextlib.suppress(Exception):
+                await self._discovery.stop()
+            self._discovery = None
         self.core.shutdown()
         self._flush(time.monotonic())
         self._pump = None
@@ -499,6 +514,63 @@ class Broker:
             self._close_dialled(node_id, socks)
         self._emit_events()
         return socks is not None
+
+    # ------------------------------------------------------------ discovery
+    async def _start_discovery(self) -> None:
+        from .discovery import Discovery
+
+        if self.host in ("127.0.0.1", "::1", "localhost"):
+            self._log.warning("discovery_on_loopback",
+                              hint="the broker binds loopback only; set node.host to an"
+                                   " interface address or 0.0.0.0 for other PCs to link")
+        d = Discovery(self.node_id, cluster=self.cluster, port=self.base_port,
+                      public_key=self._keys.public.decode("ascii"), name=self.name,
+                      bind_host=self.host, on_found=self._on_discovered,
+                      on_lost=self._on_discovery_lost)
+        await d.start()
+        self._discovery = d
+        self._log.info("discovery_started", addresses=list(d.advertised_addresses))
+
+    def _on_discovered(self, peer: Any) -> None:
+        """zeroconf found a broker of our cluster: link to it when its key is
+        trusted under its node id; otherwise list it as pending."""
+        key = peer.public_key.encode("ascii")
+        if self._trust.name_of(key) == peer.node:
+            link = self.core.links.get(peer.node)
+            if link is not None and link.up:
+                return
+            # Both sides see each other: the smaller id dials (one link, not two).
+            if self.node_id < peer.node or peer.node not in self.core.links:
+                self._log.info("discovered_peer", peer=peer.node, address=peer.address)
+                self._discovered.add(peer.node)
+                try:
+                    self._dial(peer.node, peer.host, peer.port, None, key)
+                except (OperoneError, RuntimeError) as exc:
+                    self._log.warning("discovered_dial_failed", peer=peer.node, error=str(exc))
+        else:
+            try:
+                self._trust.add_pending(peer.node, key,
+                                        source=f"discovered at {peer.host}:{peer.port}")
+                self._log.info("discovered_untrusted", peer=peer.node, address=peer.address,
+                               hint=f"operone keys accept {peer.node}")
+            except OperoneError as exc:
+                self._log.warning("discovery_pending_refused", peer=peer.node, error=str(exc))
+            self.core.events.append(("discovery:pending", {"node": peer.node,
+                                                           "address": peer.address}))
+            self._emit_events()
+
+    def _on_discovery_lost(self, node: str) -> None:
+        self._log.info("discovery_lost", peer=node)
+        self.core.events.append(("discovery:lost", {"node": node}))
+        self._emit_events()
+
+    def discovered_peers(self) -> list[dict[str, Any]]:
+        """What zeroconf currently sees (empty when discovery is off)."""
+        if self._discovery is None:
+            return []
+        return [{"node": p.node, "address": p.address, "fingerprint": p.fingerprint,
+                 "trusted": self._trust.name_of(p.public_key.encode("ascii")) == p.node}
+                for p in self._discovery.peers()]
 
     def get_connected_peers(self) -> list[dict[str, Any]]:
         """Neighbours whose link is up (the original's getConnectedPeers)."""

@@ -77,6 +77,7 @@ def broker_from_config(home: Home, config: Config, extra_peers: Iterable[str] = 
         jwt_secret=config.security.jwt_secret,
         require_token=config.security.require_token,
         token_ttl=config.security.token_ttl,
+        discover=config.mesh.discover,
     )
 
 

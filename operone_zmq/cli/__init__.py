@@ -126,13 +126,15 @@ def _write_ready(path: Path | None, info: dict[str, Any]) -> None:
 @broker.command("start")
 @click.option("--peer", "peers", multiple=True, metavar="NODE@HOST:PORT",
               help="Link to this broker (its key must be trusted as NODE); repeatable.")
+@click.option("--discover", is_flag=True, default=None,
+              help="Advertise and find brokers with zeroconf (mesh.discover).")
 @click.option("--host", help="Bind address (overrides node.host).")
 @click.option("--port", "base_port", type=int, help="First class port (overrides node.base_port).")
 @click.option("--ready-file", type=click.Path(path_type=Path),
               help="Write a JSON line here once the broker is serving.")
 @click.pass_obj
-def broker_start(obj: Obj, peers: tuple[str, ...], host: str | None, base_port: int | None,
-                 ready_file: Path | None) -> None:
+def broker_start(obj: Obj, peers: tuple[str, ...], discover: bool | None, host: str | None,
+                 base_port: int | None, ready_file: Path | None) -> None:
     """Start the broker in the foreground (Ctrl-C or SIGTERM stops it)."""
     from ..aio.runtime import broker_from_config, run_until_signalled
 
@@ -140,6 +142,8 @@ def broker_start(obj: Obj, peers: tuple[str, ...], host: str | None, base_port: 
         obj.overrides["node.host"] = host
     if base_port:
         obj.overrides["node.base_port"] = base_port
+    if discover:
+        obj.overrides["mesh.discover"] = True
     config = obj.config()
     obj.logging(config)
     b = broker_from_config(obj.home, config, peers)
@@ -206,6 +210,8 @@ def _worker_argv(obj: Obj, name: str, modules: tuple[str, ...], caps: tuple[str,
 @node.command("start")
 @click.option("--peer", "peers", multiple=True, metavar="NODE@HOST:PORT",
               help="Link to this broker (its key must be trusted as NODE); repeatable.")
+@click.option("--discover", is_flag=True, default=None,
+              help="Advertise and find brokers with zeroconf (mesh.discover).")
 @click.option("--workers", "count", type=int, help="Worker processes (default: workers.count).")
 @click.option("--tools", "modules", multiple=True, help="Tool module for the workers; repeatable.")
 @click.option("--cap", "caps", multiple=True, help="Capability the workers advertise; repeatable.")
@@ -214,9 +220,9 @@ def _worker_argv(obj: Obj, name: str, modules: tuple[str, ...], caps: tuple[str,
 @click.option("--ready-file", type=click.Path(path_type=Path),
               help="Write a JSON line here once the broker is serving.")
 @click.pass_obj
-def node_start(obj: Obj, peers: tuple[str, ...], count: int | None, modules: tuple[str, ...],
-               caps: tuple[str, ...], host: str | None, base_port: int | None,
-               ready_file: Path | None) -> None:
+def node_start(obj: Obj, peers: tuple[str, ...], discover: bool | None, count: int | None,
+               modules: tuple[str, ...], caps: tuple[str, ...], host: str | None,
+               base_port: int | None, ready_file: Path | None) -> None:
     """Start the broker and N worker processes; restart workers that die."""
     from ..aio.runtime import broker_from_config, run_until_signalled
 
@@ -224,6 +230,8 @@ def node_start(obj: Obj, peers: tuple[str, ...], count: int | None, modules: tup
         obj.overrides["node.host"] = host
     if base_port:
         obj.overrides["node.base_port"] = base_port
+    if discover:
+        obj.overrides["mesh.discover"] = True
     config = obj.config()
     obj.logging(config)
     n = config.workers.count if count is None else count
@@ -660,6 +668,37 @@ def broadcast(obj: Obj, message: str, mtype: str, broker_addr: str | None,
     n = _query(obj, broker_addr, server_key,
                lambda c: c.broadcast({"type": mtype, "data": data}))
     click.echo(f"broadcast sent to {n} neighbour(s); every reachable broker gets it once")
+
+
+@cli.command()
+@click.option("--timeout", type=float, default=3.0, show_default=True,
+              help="Seconds to listen.")
+@click.option("--all-clusters", is_flag=True, help="Also list other clusters' brokers.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def discover(obj: Obj, timeout: float, all_clusters: bool, as_json: bool) -> None:
+    """List the brokers zeroconf finds on the network now, and whether each
+    one's key is trusted here."""
+    from ..aio.discovery import browse
+    from ..security.keys import TrustStore
+
+    config = obj.config()
+    obj.logging(config)
+    peers = asyncio.run(browse(timeout, cluster=None if all_clusters else config.node.cluster))
+    store = TrustStore(obj.home.trust_dir)
+    rows = [{"node": p.node, "cluster": p.cluster, "address": p.address,
+             "fingerprint": p.fingerprint,
+             "trusted": store.name_of(p.public_key.encode("ascii")) == p.node}
+            for p in peers]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no brokers found")
+    for r in rows:
+        state = "trusted" if r["trusted"] else "untrusted (operone keys accept ...)"
+        click.echo(f"{r['node']:<20} {r['address']:<30} {r['cluster']:<12} {r['fingerprint']}"
+                   f"  {state}")
 
 
 # ------------------------------------------------------------------ keys

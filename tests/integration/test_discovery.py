@@ -13,7 +13,6 @@ the tests are skipped.
 from __future__ import annotations
 
 import json
-import os
 import queue
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from typing import Any
 
 import pytest
 import zmq
-from netns_hosts import can_make_namespaces
+from netns_hosts import Lan, can_make_namespaces
 
 from operone_zmq.aio.discovery import (
     SERVICE_TYPE,
@@ -43,44 +42,6 @@ RUNNER = Path(__file__).resolve().parents[1] / "discovery_runner.py"
 FIND_TIMEOUT = 10.0
 #: Seconds for a stopped peer to be reported lost (goodbye packets: at once).
 LOST_TIMEOUT = 5.0
-SUBNET = "10.213.50"
-
-
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
-
-
-class Lan:
-    """Hosts 1..n in namespaces, each with eth0 on a bridge in namespace ``br``."""
-
-    def __init__(self, n: int = 3) -> None:
-        tag = os.getpid() % 100000
-        self.bridge_ns = f"opzdbr{tag}"
-        self.ns = {i: f"opzd{i}-{tag}" for i in range(1, n + 1)}
-        self.addr = {i: f"{SUBNET}.{i}" for i in self.ns}
-        self._made: list[str] = []
-
-    def create(self) -> None:
-        br = self.bridge_ns
-        _ip("netns", "add", br)
-        self._made.append(br)
-        _ip("-n", br, "link", "add", "br0", "type", "bridge")
-        _ip("-n", br, "link", "set", "br0", "up")
-        for i, ns in self.ns.items():
-            _ip("netns", "add", ns)
-            self._made.append(ns)
-            _ip("-n", ns, "link", "set", "lo", "up")
-            _ip("-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", f"p{i}",
-                "netns", br)
-            _ip("-n", ns, "addr", "add", f"{self.addr[i]}/24", "dev", "eth0")
-            _ip("-n", ns, "link", "set", "eth0", "up")
-            _ip("-n", br, "link", "set", f"p{i}", "master", "br0")
-            _ip("-n", br, "link", "set", f"p{i}", "up")
-
-    def destroy(self) -> None:
-        for ns in reversed(self._made):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
-        self._made.clear()
 
 
 class Runner:
