@@ -402,6 +402,41 @@ class MeshConfig:
         _in_range(self.max_peers, 1, 100_000, "mesh.max_peers")
 
 
+def parse_ssh_host(entry: str) -> tuple[str, str, str, int]:
+    """Split ``NAME=USER@HOST:PORT`` (``:PORT`` optional, default 22)."""
+    name, eq, target = entry.partition("=")
+    user, at, hostport = target.rpartition("@")
+    if not eq or not _KEY_RE.fullmatch(name) or not at or not user or not hostport:
+        raise ConfigError(f"ssh host {entry!r} is not NAME=USER@HOST[:PORT]")
+    if hostport.count(":") == 1 or (hostport.startswith("[") and "]:" in hostport):
+        host, port = parse_peer_address(hostport)
+    else:
+        host, port = hostport.strip("[]"), 22
+    return name, user, host, port
+
+
+@dataclass(frozen=True)
+class SSHConfig:
+    """Legacy hosts this broker runs jobs on over SSH."""
+
+    hosts: tuple[str, ...] = ()
+    key_file: str | None = None
+    known_hosts: str | None = None
+    accept_unknown_host: bool = False
+    max_concurrency: int = 4
+    command_timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        _freeze_lists(self)
+        for entry in self.hosts:
+            try:
+                parse_ssh_host(entry)
+            except ConfigError as exc:
+                raise _OptionError("ssh.hosts", str(exc)) from exc
+        _in_range(self.max_concurrency, 1, 1024, "ssh.max_concurrency")
+        _positive(self.command_timeout, "ssh.command_timeout")
+
+
 @dataclass(frozen=True)
 class LoggingConfig:
     """How the services log."""
@@ -431,6 +466,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     broker: BrokerConfig = field(default_factory=BrokerConfig)
     mesh: MeshConfig = field(default_factory=MeshConfig)
+    ssh: SSHConfig = field(default_factory=SSHConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
 
@@ -442,6 +478,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "limits": LimitsConfig,
     "broker": BrokerConfig,
     "mesh": MeshConfig,
+    "ssh": SSHConfig,
     "logging": LoggingConfig,
 }
 
@@ -645,6 +682,8 @@ _SECTION_DOCS = {
     "broker": "The broker's local side.",
     "mesh": "Neighbour brokers to link to.  They must trust this node's key "
     "(keys/node.key) and this node must trust theirs.",
+    "ssh": "Legacy hosts with only SSH: this broker runs their jobs through Fabric, and "
+    "the mesh sees each as a node (kind ssh) offering shell, fs.read and fs.write.",
     "logging": "Logging of the broker and worker services.",
 }
 
@@ -737,6 +776,21 @@ _OPTION_DOCS: dict[str, tuple[str, str | None]] = {
         "tcp://127.0.0.1:7710",
     ),
     "broker.heartbeat_interval": ("Seconds between heartbeats to neighbour brokers.", None),
+    "ssh.hosts": (
+        'Legacy hosts, as "NAME=USER@HOST[:PORT]"; NAME is the node id the mesh uses.',
+        None,
+    ),
+    "ssh.key_file": ("Private key for the SSH logins (else agent / ~/.ssh keys).",
+                     "~/.ssh/id_ed25519"),
+    "ssh.known_hosts": ("known_hosts file the host keys are checked against.",
+                        "~/.ssh/known_hosts"),
+    "ssh.accept_unknown_host": (
+        "Accept and remember an unknown host key on first use (a changed key is always "
+        "refused).",
+        None,
+    ),
+    "ssh.max_concurrency": ("Commands run at once on one legacy host.", None),
+    "ssh.command_timeout": ("Longest an SSH command may run, in seconds.", None),
     "mesh.discover": (
         "Advertise this broker with zeroconf (_operone._tcp.local.) and link to the brokers "
         "it finds whose keys are trusted under their node ids; untrusted ones are listed "

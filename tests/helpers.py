@@ -26,7 +26,7 @@ from operone_zmq.security.keys import TrustStore, load_keypair
 
 #: Environment for child processes: quick heartbeats so failure tests are quick.
 FAST_ENV = {
-    "OPERONE_BROKER_HEARTBEAT_INTERVAL": "0.2",
+    "OPERONE_BROKER_HEARTBEAT_INTERVAL": "0.3",
     "OPERONE_WORKERS_HEARTBEAT_INTERVAL": "0.2",
     "OPERONE_WORKERS_HEARTBEAT_LIVENESS": "5",
     "OPERONE_LOG_LEVEL": "warning",

@@ -27,6 +27,7 @@ from zmq.utils.monitor import parse_monitor_message
 from ..core.broker import CLASS_NAMES, WORKERS, BrokerCore, BrokerLimits
 from ..errors import AuthenticationError, ConfigError, NoRoute, OperoneError, Refused
 from ..routing.events import EventEmitter
+from .legacy import LegacyHost, LegacyRunner
 from .pump import Pump
 from .sockets import CurveKeys, SocketLimits, make_socket
 
@@ -129,6 +130,7 @@ class Broker:
         require_token: bool = False,
         token_ttl: float = 3600.0,
         discover: bool = False,
+        legacy_hosts: list[LegacyHost] | None = None,
     ) -> None:
         self.node_id = node_id
         self.name = name or node_id
@@ -143,6 +145,8 @@ class Broker:
         self._connect_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._self_client: Any = None
         self._discover = discover
+        self._legacy_hosts = list(legacy_hosts or [])
+        self._legacy: LegacyRunner | None = None
         self._discovery: Any = None
         #: Peers linked because discovery found them (not configured ones).
         self._discovered: set[str] = set()
@@ -219,6 +223,11 @@ class Broker:
                 self._dial(peer.node, peer.host, peer.port, None, None)
             except OperoneError as exc:
                 self._log.error("peer_config_invalid", peer=peer.node, error=str(exc))
+        if self._legacy_hosts:
+            self._legacy = LegacyRunner(self._legacy_hosts)
+            for lh in self._legacy_hosts:
+                self.core.add_legacy_host(lh.name, lh.max_concurrency)
+            self._after_run(time.monotonic())
         if self._discover:
             await self._start_discovery()
 
@@ -236,6 +245,10 @@ class Broker:
             with contextlib.suppress(Exception):
                 await self._discovery.stop()
             self._discovery = None
+        if self._legacy is not None:
+            with contextlib.suppress(Exception):
+                await self._legacy.close()
+            self._legacy = None
         self.core.shutdown()
         self._flush(time.monotonic())
         self._pump = None
@@ -394,6 +407,11 @@ class Broker:
                         self._log.error("dial_failed", peer=act[1], error=str(exc))
                         self.core.events.append(("peer:refused",
                                                  {"node": act[1], "reason": str(exc)}))
+                elif act[0] == "ssh" and self._legacy is not None:
+                    self._legacy.start(act[1], act[2], act[3], act[4], act[5],
+                                       self._legacy_done)
+                elif act[0] == "ssh-cancel" and self._legacy is not None:
+                    self._legacy.cancel(act[2])
         evs = self.core.events
         if not evs:
             return
@@ -514,6 +532,11 @@ class Broker:
             self._close_dialled(node_id, socks)
         self._emit_events()
         return socks is not None
+
+    def _legacy_done(self, jid: str, value: Any, error: Any, duration: float) -> None:
+        now = time.monotonic()
+        self.core.legacy_done(jid, value, error, duration, now)
+        self._after_run(now)
 
     # ------------------------------------------------------------ discovery
     async def _start_discovery(self) -> None:

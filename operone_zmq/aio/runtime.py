@@ -16,13 +16,14 @@ from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from ..config import Config, Home, load_config
+from ..config import Config, Home, load_config, parse_ssh_host
 from ..core.broker import BrokerLimits
 from ..errors import ConfigError
 from ..security.keys import KeyPair, TrustStore, load_keypair, parse_public_key
 from ..tools import ToolRegistry, ToolsConfig, builtin_registry
 from .broker import Broker, PeerAddress
 from .client import AsyncClient, Client
+from .legacy import LegacyHost
 from .sockets import CurveKeys, SocketLimits
 from .worker import Worker
 
@@ -78,7 +79,19 @@ def broker_from_config(home: Home, config: Config, extra_peers: Iterable[str] = 
         require_token=config.security.require_token,
         token_ttl=config.security.token_ttl,
         discover=config.mesh.discover,
+        legacy_hosts=legacy_hosts_from_config(config),
     )
+
+
+def legacy_hosts_from_config(config: Config) -> list[LegacyHost]:
+    """The [ssh] section's legacy hosts."""
+    out = []
+    for entry in config.ssh.hosts:
+        name, user, host, port = parse_ssh_host(entry)
+        out.append(LegacyHost(name, user, host, port, config.ssh.key_file,
+                              config.ssh.known_hosts, config.ssh.accept_unknown_host,
+                              config.ssh.max_concurrency, config.ssh.command_timeout))
+    return out
 
 
 def tools_config(config: Config) -> ToolsConfig:

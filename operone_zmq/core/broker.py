@@ -205,6 +205,22 @@ class _Job:
     worker: bytes | None = None
     remote: bool = False  # submitted by another node (src), not a local client
     origin: bool = False  # submitted through this broker's origin table
+    legacy: str | None = None  # runs on this legacy (SSH) host, not on a worker
+
+
+#: What a legacy (SSH-only) host offers the mesh.
+LEGACY_TOOLS = ("shell", "fs.read", "fs.write")
+
+
+@dataclass(slots=True)
+class _Legacy:
+    """A legacy host this broker runs jobs on over SSH."""
+
+    name: str
+    slots: int
+    running: set[str] = field(default_factory=set)
+    queue: deque[str] = field(default_factory=deque)
+    done: int = 0
 
 
 @dataclass(slots=True)
@@ -287,6 +303,7 @@ class BrokerCore:
         self._remote_cache_version = -1
         self._remote_nodes: list[NodeInfo] = []
         self._local_tools: frozenset[str] = frozenset()
+        self.legacy: dict[str, _Legacy] = {}
         self._local_caps: frozenset[str] = frozenset()
         self._now = now
         self._seen_bc: dict[tuple[str, str], None] = {}
@@ -430,6 +447,8 @@ class BrokerCore:
             for lsa in self.lsdb.lsas():
                 if lsa.origin == self.node_id or not lsa.tools:
                     continue
+                if lsa.kind == "ssh" and lsa.origin in self.legacy:
+                    pass  # ours: reachable at cost 0 through us
                 r = self.routes.route(lsa.origin)
                 infos.append(NodeInfo(lsa.origin, frozenset(lsa.tools),
                                       frozenset(lsa.capabilities), lsa.load, lsa.workers,
@@ -450,7 +469,8 @@ class BrokerCore:
     def decide(self, tool: str, caps: tuple[str, ...] = (), *, prefer_local: bool = False,
                exclude: tuple[str, ...] = ()) -> RouteDecision:
         """Where a job for ``tool`` needing ``caps`` would run now, and why."""
-        remote = [n for n in self._remote_infos() if tool in n.tools]
+        remote = [n for n in self._remote_infos() if tool in n.tools
+                  and ("ssh" not in n.caps or "ssh" in caps)]
         local = self._local_info()
         return self.router.route(tool, caps, [local, *remote], prefer_local=prefer_local,
                                  exclude=exclude, in_flight=self._in_flight)
@@ -463,8 +483,10 @@ class BrokerCore:
         req = o.req
         target = req.on
         if target is None:
-            # Fast path: nobody else offers the tool; run here.
-            if not any(req.tool in n.tools for n in self._remote_infos()):
+            # Fast path: nobody else offers the tool; run here.  (Legacy SSH
+            # hosts take only jobs that name them or require "ssh".)
+            if not any(req.tool in n.tools and ("ssh" not in n.caps or "ssh" in req.caps)
+                       for n in self._remote_infos()):
                 target = self.node_id
                 o.placement = "only this node offers it"
             else:
@@ -477,6 +499,12 @@ class BrokerCore:
                 target, o.placement = d.node, d.reason
         o.target = target
         self._in_flight[target] = self._in_flight.get(target, 0) + 1
+        if target in self.legacy:
+            err3 = self._accept_legacy(target, o.client, o.cls, o.src, o.id, req, now,
+                                       remote=False, origin=True)
+            if err3 is not None:
+                self._origin_failed(o, err3, now, maybe_started=False)
+            return
         if target == self.node_id:
             job_frames = frames if frames is not None else [
                 TAG, encode_header(Header(_JOB, o.id, o.src, self.node_id, DEFAULT_TTL, o.ts,
@@ -568,12 +596,13 @@ class BrokerCore:
                 frames = [frames[0], frames[1], _with_attempts(frames[2], o.attempts)]
             self.out.append((o.cls, [o.client, *frames]))
             return
-        if from_node != o.target:
-            return  # an error from an attempt we already gave up on
         try:
             e = ErrorBody.unpack(frames[2])
         except ProtocolError:
             e = ErrorBody("protocol", "unreadable error from the executing node")
+        if from_node != o.target and e.code != "no_route":
+            return  # an error from an attempt we already gave up on (a relay that
+            # cannot reach the target says no_route: that one counts)
         self._count_error_code(e.code)
         err = error_from_wire(e.code, e.message, job_id=jid, remote_type=e.type, node=e.node,
                               details=e.details)
@@ -659,6 +688,8 @@ class BrokerCore:
     def _fail(self, job: _Job, err: JobError, silent: bool = False) -> None:
         """End ``job`` with ``err`` sent to its submitter."""
         self._jobs.pop(job.id, None)
+        if job.legacy is not None:
+            self._legacy_freed(job)
         if silent:
             return
         if job.origin:
@@ -676,15 +707,16 @@ class BrokerCore:
     def _reply(self, job: _Job, frames: list[bytes], h: Header) -> None:
         """Send a worker's RESULT/ERROR/PROGRESS for ``job`` to its submitter."""
         if job.origin:
-            self._origin_reply(job.id, h.type, frames[1:], self._now, self.node_id)
+            self._origin_reply(job.id, h.type, frames[1:], self._now,
+                               job.legacy or self.node_id)
             return
         if not job.remote:
             self.out.append((job.cls, [job.client, *frames[1:]]))
             return
         if h.type == _RESULT:
             self._cache_result(job.src, job.id, frames)
-        header = encode_header(Header(h.type, h.id, self.node_id, job.src, DEFAULT_TTL, h.ts,
-                                      job.cls, h.corr))
+        header = encode_header(Header(h.type, h.id, job.legacy or self.node_id, job.src,
+                                      DEFAULT_TTL, h.ts, job.cls, h.corr))
         self._send_to_node(job.src, job.cls, [TAG, header, *frames[3:]], h.type)
 
     def _on_query(self, cls: int, rid: bytes, h: Header, body: bytes, now: float) -> None:
@@ -789,6 +821,8 @@ class BrokerCore:
                     self._queued -= 1
                 except ValueError:
                     pass
+        elif job.legacy is not None:
+            self.actions.append(("ssh-cancel", job.legacy, job.id))
         elif job.worker is not None and job.worker in self.workers:
             # The slot stays taken until the worker answers the CANCEL.
             self.out.append((WORKERS, [job.worker, TAG,
@@ -1266,10 +1300,13 @@ class BrokerCore:
             return False
         return True
 
-    def _route_error(self, dst: str, mid: str, cls: int, err: JobError) -> None:
+    def _route_error(self, dst: str, mid: str, cls: int, err: JobError,
+                     src: str | None = None) -> None:
+        """Send ERROR toward ``dst``; ``src`` is the node answering (a legacy
+        host we serve answers in its own name)."""
         body = ErrorBody(err.code, err.message, err.remote_type, err.node or self.node_id,
                          _plain_details(err.details)).pack()
-        header = encode_header(Header(_ERROR, mid, self.node_id, dst, DEFAULT_TTL,
+        header = encode_header(Header(_ERROR, mid, src or self.node_id, dst, DEFAULT_TTL,
                                       int(self._wall() * 1000), cls, None))
         self._send_to_node(dst, cls, [TAG, header, body], _ERROR)
 
@@ -1277,6 +1314,9 @@ class BrokerCore:
         """A JOB/RESULT/ERROR/PROGRESS/CANCEL from a neighbour: ours, or relay it."""
         if h.dst == self.node_id:
             self._deliver_routed(h, frames, now)
+            return
+        if h.dst in self.legacy:
+            self._deliver_legacy(h, frames, now)
             return
         if h.ttl <= 1:
             self.counters["ttl_expired"] += 1
@@ -1375,7 +1415,7 @@ class BrokerCore:
 
     # ----------------------------------------------------------- link state
     def _our_links(self) -> list[LinkInfo]:
-        out = []
+        out = [LinkInfo(name, 1.0) for name in self.legacy]
         for link in self.links.values():
             if link.up:
                 link.advertised_cost = link.cost
@@ -1393,7 +1433,14 @@ class BrokerCore:
             self._our_links(), sorted(self._by_tool), sorted(caps),
             round(running / slots, 3) if slots else 0.0, len(self.workers), now,
             public_key=self.public_key, name=self.name)
-        self._flood([lsa.to_wire()], None)
+        wire = [lsa.to_wire()]
+        for lg in self.legacy.values():
+            llsa = self.lsdb.originate(
+                [LinkInfo(self.node_id, 1.0)], LEGACY_TOOLS, ("ssh",),
+                round(len(lg.running) / lg.slots, 3), lg.slots, now, origin=lg.name,
+                kind="ssh", name=f"{lg.name} (ssh via {self.node_id})")
+            wire.append(llsa.to_wire())
+        self._flood(wire, None)
 
     def _flood(self, wire: list[dict[str, Any]], except_node: str | None) -> None:
         for link in self.links.values():
@@ -1599,6 +1646,104 @@ class BrokerCore:
             "partitions": comps,
         }
 
+    # ------------------------------------------------------- legacy hosts
+    def add_legacy_host(self, name: str, slots: int) -> None:
+        """Run jobs for node ``name`` (an SSH-only host) from this broker; the
+        mesh sees it as a node linked to us, offering LEGACY_TOOLS."""
+        self.legacy[name] = _Legacy(name, slots)
+        self._lsa_dirty = True
+
+    def _accept_legacy(self, name: str, client: bytes, cls: int, src: str, jid: str,
+                       req: JobRequest, now: float, *, remote: bool,
+                       origin: bool = False) -> JobError | None:
+        lg = self.legacy[name]
+        if req.tool not in LEGACY_TOOLS:
+            return ToolNotFound(f"legacy host '{name}' offers only {', '.join(LEGACY_TOOLS)},"
+                                f" not '{req.tool}'", job_id=jid, node=name)
+        if jid in self._jobs:
+            return BadRequest(f"job id '{jid}' is already in use", job_id=jid)
+        if len(lg.queue) >= self.limits.max_queued_jobs:
+            return Overloaded(f"legacy host '{name}' has {len(lg.queue)} jobs queued",
+                              job_id=jid, node=name)
+        timeout = req.timeout if req.timeout is not None else self.limits.default_timeout
+        job = _Job(jid, client, cls, req.tool, frozenset(), [req.pack()], now + timeout, now,
+                   src, remote=remote, origin=origin, legacy=name)
+        self._jobs[jid] = job
+        heapq.heappush(self._deadlines, (job.deadline, jid))
+        if len(lg.running) < lg.slots:
+            self._start_legacy(lg, job)
+        else:
+            lg.queue.append(jid)
+        return None
+
+    def _start_legacy(self, lg: _Legacy, job: _Job) -> None:
+        job.state = _RUNNING
+        lg.running.add(job.id)
+        req = JobRequest.unpack(job.frames[0])
+        self.actions.append(("ssh", lg.name, job.id, req.tool, req.args,
+                             max(0.0, job.deadline - self._now)))
+
+    def _legacy_freed(self, job: _Job) -> None:
+        lg = self.legacy.get(job.legacy or "")
+        if lg is None:
+            return
+        lg.running.discard(job.id)
+        while lg.queue and len(lg.running) < lg.slots:
+            nxt = self._jobs.get(lg.queue.popleft())
+            if nxt is not None and nxt.state == _QUEUED:
+                self._start_legacy(lg, nxt)
+
+    def _deliver_legacy(self, h: Header, frames: list[bytes], now: float) -> None:
+        """A routed JOB or CANCEL for one of our legacy hosts."""
+        if h.type == _CANCEL:
+            victim = self._jobs.get(h.id)
+            if victim is not None and victim.legacy == h.dst and victim.src == h.src:
+                self._abort(victim, JobCancelled(f"job '{h.id}' was cancelled by its origin",
+                                                 job_id=h.id))
+            return
+        if h.type != _JOB:
+            return
+        self.counters["jobs_received"] += 1
+        try:
+            req = JobRequest.unpack(frames[2])
+        except ProtocolError as exc:
+            self._route_error(h.src, h.id, h.cls, BadRequest(str(exc), job_id=h.id), h.dst)
+            return
+        err = self._accept_legacy(h.dst, b"", h.cls, h.src, h.id, req, now, remote=True)
+        if err is not None:
+            self._route_error(h.src, h.id, h.cls, err, h.dst)
+
+    def legacy_done(self, jid: str, value: Any, error: JobError | None, duration: float,
+                    now: float) -> None:
+        """The shell finished running job ``jid`` on its legacy host."""
+        self._now = now
+        job = self._jobs.get(jid)
+        if job is None or job.legacy is None:
+            return  # timed out or cancelled meanwhile: answered already
+        del self._jobs[jid]
+        self._legacy_freed(job)
+        lg = self.legacy.get(job.legacy)
+        if lg is not None:
+            lg.done += 1
+        if error is None:
+            try:
+                body = ResultBody(value, job.legacy, duration).pack()
+            except ProtocolError as exc:
+                error = BadRequest(f"result cannot be sent: {exc}", job_id=jid)
+        if error is not None:
+            t = _ERROR
+            body = ErrorBody(error.code, error.message, error.remote_type, job.legacy,
+                             _plain_details(error.details)).pack()
+            if not job.origin:
+                self.counters["jobs_failed"] += 1
+        else:
+            t = _RESULT
+            if not job.origin:
+                self.counters["jobs_completed"] += 1
+        h = Header(t, jid, job.legacy, job.src, DEFAULT_TTL, int(self._wall() * 1000),
+                   job.cls, None)
+        self._reply(job, [b"", TAG, encode_header(h), body], h)
+
     # --------------------------------------------------------------- timers
     def tick(self, now: float) -> None:
         """Run timers: heartbeats, worker liveness and job deadlines."""
@@ -1672,6 +1817,9 @@ class BrokerCore:
             "peers": sorted(n for n, link in self.links.items() if link.up),
             "known_nodes": len(self.lsdb),
             "origin_jobs_in_progress": len(self._origins),
+            "legacy_hosts": {lg.name: {"running": len(lg.running), "queued": len(lg.queue),
+                                       "done": lg.done, "slots": lg.slots}
+                             for lg in self.legacy.values()},
             "in_flight_by_node": dict(self._in_flight),
             **self.counters,
             "errors": dict(self.errors),
