@@ -127,7 +127,8 @@ class CoreMesh:
                **kw: Any) -> str:
         """A client of ``node`` submits a job; returns its id."""
         jid, frames = self.client(node).job(tool, args or {}, **kw)
-        self.queue.append((node, 2, [b"\x00cli", *frames], None))
+        # A client sends each job on the frontend of its priority class.
+        self.queue.append((node, int(kw.get("cls", 2)), [b"\x00cli", *frames], None))
         return jid
 
     def send_client(self, node: str, frames: list[bytes]) -> None:

@@ -299,6 +299,21 @@ class AsyncClient:
             "tool": tool, "caps": list(capabilities), "prefer_local": prefer_local})
         return r
 
+    async def qos(self, peer: str, allocate: float | None = None) -> dict[str, Any]:
+        """QoS metrics of the broker's link to ``peer`` (latency, jitter, loss,
+        bandwidth, health 0-100); ``allocate`` MB/s sets its budget (0: none)."""
+        args: dict[str, Any] = {"peer": peer}
+        if allocate is not None:
+            args["allocate"] = allocate
+        r: dict[str, Any] = await self.query("qos", args)
+        return r
+
+    async def copy_file(self, local: str, node: str, remote: str, **kw: Any) -> Any:
+        """Copy a local file to ``node``:``remote`` (see operone_zmq.aio.transfer)."""
+        from .transfer import copy_file
+
+        return await copy_file(self, local, node, remote, **kw)
+
     async def peers(self) -> list[dict[str, Any]]:
         """The broker's peer links."""
         p: list[dict[str, Any]] = await self.query("peers")
@@ -571,6 +586,14 @@ class Client:
     def broadcast(self, data: Any) -> int:
         """Send ``data`` to every broker of the mesh."""
         return self._call(self._aclient.broadcast(data))  # type: ignore[no-any-return]
+
+    def qos(self, peer: str, allocate: float | None = None) -> dict[str, Any]:
+        """QoS metrics of the broker's link to ``peer``."""
+        return self._call(self._aclient.qos(peer, allocate))  # type: ignore[no-any-return]
+
+    def copy_file(self, local: str, node: str, remote: str, **kw: Any) -> Any:
+        """Copy a local file to ``node``:``remote`` (chunked, throttled, resumable)."""
+        return self._call(self._aclient.copy_file(local, node, remote, **kw))
 
     def cancel(self, job_id: str, reason: str = "") -> bool:
         """Cancel job ``job_id`` (submitted to this broker by any client)."""

@@ -483,6 +483,71 @@ def map_cmd(obj: Obj, tool: str, args_file: Any, on: str | None, caps: tuple[str
 
 
 @cli.command()
+@click.argument("peer")
+@click.option("--allocate", type=float, metavar="MB_PER_S",
+              help="Set the bandwidth budget of the link to PEER (0: no limit).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_client_options
+@click.pass_obj
+def qos(obj: Obj, peer: str, allocate: float | None, as_json: bool, broker_addr: str | None,
+        server_key: str | None) -> None:
+    """QoS of the link to neighbour PEER: latency, jitter, loss, bandwidth, health."""
+    m = _query(obj, broker_addr, server_key, lambda c: c.qos(peer, allocate))
+    if as_json:
+        click.echo(json.dumps(m, indent=2))
+        return
+    if "error" in m:
+        _fail(f"{peer}: {m['error']}")
+    click.echo(f"{peer}: health {m['health_score']}/100  latency {m['latency_ms']} ms"
+               f"  jitter {m['jitter_ms']} ms  loss {m['packet_loss'] * 100:.1f}%"
+               f"  sent {m['bandwidth_mb_s']} MB/s"
+               f"  allocation {m['allocation_mb_s'] or 'none'}")
+    if m.get("queued_by_class"):
+        click.echo("  waiting for bandwidth: " + ", ".join(
+            f"{k}={v}" for k, v in m["queued_by_class"].items()))
+
+
+@cli.command()
+@click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("dest", metavar="NODE:PATH")
+@click.option("--chunk", type=int, default=256 * 1024, show_default=True,
+              help="Bytes per chunk.")
+@_client_options
+@click.pass_obj
+def cp(obj: Obj, source: Path, dest: str, chunk: int, broker_addr: str | None,
+       server_key: str | None) -> None:
+    """Copy SOURCE to NODE:PATH (under that node's fs_root): chunked on the low
+    class, throttled by policy, resumed after a broken link, checksummed."""
+    from ..aio.runtime import async_client_for
+
+    node, colon, path = dest.partition(":")
+    if not colon or not node or not path:
+        raise click.BadParameter("must be NODE:PATH", param_hint="DEST")
+    config = obj.config()
+    obj.logging(config)
+    size = source.stat().st_size
+
+    async def go() -> Any:
+        async with async_client_for(obj.home, config, broker_addr, server_key) as c:
+            with click.progressbar(length=size, label=f"{source.name} -> {dest}",
+                                   file=sys.stderr) as bar:
+                done = [0]
+
+                def progress(have: int, total: int) -> None:
+                    bar.update(have - done[0])
+                    done[0] = have
+
+                return await c.copy_file(str(source), node, path, chunk_size=chunk,
+                                         on_progress=progress)
+
+    r = asyncio.run(go())
+    click.echo(f"copied {r.size} bytes to {r.node}:{r.path} in {r.seconds:.2f} s"
+               f" ({r.size / max(r.seconds, 1e-9) / 1e6:.2f} MB/s), sha256 {r.sha256}"
+               + (f", resumed from byte {r.resumed_from}" if r.resumed_from else "")
+               + (f", {r.attempts} attempts" if r.attempts > 1 else ""))
+
+
+@cli.command()
 @click.argument("job_id")
 @_client_options
 @click.pass_obj
@@ -519,6 +584,16 @@ def stats(obj: Obj, as_json: bool, broker_addr: str | None, server_key: str | No
         click.echo(f"  {k:<16} {s.get(k)}")
     if s.get("errors"):
         click.echo("  errors:  " + ", ".join(f"{k}={v}" for k, v in sorted(s["errors"].items())))
+    if s.get("peers"):
+        click.echo(f"  peers    {', '.join(s['peers'])}  relayed {s.get('relayed', 0)}"
+                   f"  forwarded {s.get('forwarded', 0)}")
+    click.echo(f"  qos      refused {s.get('qos_refused', 0)}  dropped (link down)"
+               f" {s.get('qos_dropped_link_down', 0)}")
+    for peer, queues in (s.get("link_queues") or {}).items():
+        click.echo(f"  queued to {peer}: " + ", ".join(f"{k}={v}" for k, v in queues.items()))
+    for name, b in (s.get("send_backlog") or {}).items():
+        if b:
+            click.echo(f"  send backlog {name}: {b}")
     for w in workers:
         click.echo(f"  worker {w['name']:<24} pid {w['pid']:<7} running {w['running']}/"
                    f"{w['slots']}  done {w['done']}  tools {len(w['tools'])}")

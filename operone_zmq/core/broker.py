@@ -78,6 +78,7 @@ from ..protocol.bodies import (
 )
 from ..protocol.codec import TAG, Header, MsgType, decode, decode_header, encode_header
 from ..protocol.limits import DEFAULT_TTL, MAX_HEADER_SIZE
+from ..qos.manager import QoSManager
 from ..routing.dijkstra import RoutingTable
 from ..routing.lsa import LSA, LinkInfo
 from ..routing.lsdb import LinkStateDB, initial_seq
@@ -125,6 +126,16 @@ SPF_DELAY = 0.05
 #: At most one LSA of ours per this many seconds (OSPF's MinLSInterval): a
 #: burst of link changes is advertised once.
 LSA_MIN_INTERVAL = 0.05
+
+#: QoS message type whose policy shapes each class on peer links: heartbeats
+#: and handshakes are critical (never throttled), jobs and results high, other
+#: traffic normal, and the low class is bulk data ("file-transfer", 5 MB/s
+#: by default).
+QOS_CLASS_TYPES = ("heartbeat", "tool-call", "message", "file-transfer")
+
+#: Messages waiting per (link, class) for tokens; past it, sends are refused
+#: (the origin hears Overloaded) instead of buffering without end.
+MAX_LINK_QUEUE = 10_000
 
 #: Dialled DEALER sockets get indices from here on (the shell allocates them).
 FIRST_DIAL_SOCKET = 5
@@ -304,6 +315,12 @@ class BrokerCore:
         self._remote_nodes: list[NodeInfo] = []
         self._local_tools: frozenset[str] = frozenset()
         self.legacy: dict[str, _Legacy] = {}
+        self.qos = QoSManager(clock=lambda: self._now)
+        self.qos.on("violation:latency", lambda d: self.events.append(
+            ("qos:violation", {"kind": "latency", **d})))
+        self.qos.on("violation:packet-loss", lambda d: self.events.append(
+            ("qos:violation", {"kind": "packet-loss", **d})))
+        self._release_at = float("inf")
         self._local_caps: frozenset[str] = frozenset()
         self._now = now
         self._seen_bc: dict[tuple[str, str], None] = {}
@@ -342,6 +359,8 @@ class BrokerCore:
             "broadcasts_received": 0,
             "retries": 0,
             "results_from_cache": 0,
+            "qos_refused": 0,
+            "qos_dropped_link_down": 0,
         }
         self.errors: dict[str, int] = {}
 
@@ -459,12 +478,10 @@ class BrokerCore:
         return self._remote_nodes
 
     def _health(self, neighbour: str) -> float:
-        """0-100 from the first hop's heartbeat loss (QoS refines it)."""
-        link = self.links.get(neighbour)
-        if link is None or link.pings_sent < 4:
+        """0-100: the QoS health score of the first hop (latency, loss, jitter)."""
+        if self.qos.get_metrics(neighbour) is None:
             return 100.0
-        lost = max(0, link.pings_sent - link.pongs - len(link.pings))
-        return max(0.0, 100.0 - 100.0 * lost / link.pings_sent)
+        return float(self.qos.get_health_score(neighbour))
 
     def decide(self, tool: str, caps: tuple[str, ...] = (), *, prefer_local: bool = False,
                exclude: tuple[str, ...] = ()) -> RouteDecision:
@@ -527,10 +544,17 @@ class BrokerCore:
         heapq.heappush(self._origin_deadlines, (o.deadline, o.id))
         header = encode_header(Header(_JOB, o.id, self.node_id, target, DEFAULT_TTL, o.ts,
                                       o.cls, None))
+        refused = self.counters["qos_refused"]
         if not self._send_to_node(target, o.cls, [TAG, header, o.body], _JOB):
-            self._origin_failed(o, NoRoute(f"no route from '{self.node_id}' to node"
-                                           f" '{target}'", job_id=o.id, node=self.node_id),
-                                now, maybe_started=False)
+            failure: JobError
+            if self.counters["qos_refused"] != refused:
+                failure = Overloaded(f"the {CLASS_NAMES[o.cls]} queue toward '{target}' is full"
+                                 f" ({MAX_LINK_QUEUE} messages waiting for bandwidth)",
+                                 job_id=o.id, node=self.node_id)
+            else:
+                failure = NoRoute(f"no route from '{self.node_id}' to node '{target}'",
+                                  job_id=o.id, node=self.node_id)
+            self._origin_failed(o, failure, now, maybe_started=False)
 
     def _release(self, o: _Origin) -> None:
         t = o.target
@@ -763,6 +787,14 @@ class BrokerCore:
             return self.network_stats()
         if q.what == "broadcasts":
             return list(self.broadcasts)
+        if q.what == "qos":
+            peer = q.args.get("peer")
+            if not isinstance(peer, str):
+                return {"error": "qos needs args.peer"}
+            alloc = q.args.get("allocate")
+            if isinstance(alloc, int | float) and not isinstance(alloc, bool):
+                self.allocate_bandwidth(peer, float(alloc) if alloc > 0 else None)
+            return self.qos_metrics(peer) or {"peer": peer, "error": "no such peer link"}
         if q.what == "cancel":
             jid = q.args.get("job")
             if not isinstance(jid, str):
@@ -1084,15 +1116,78 @@ class BrokerCore:
         link.backoff = min(MAX_HELLO_BACKOFF, link.backoff * 2)
 
     def _link_send(self, link: PeerLink, cls: int, frames: list[bytes]) -> bool:
-        """Send on the link's preferred transport; False when it has none up."""
+        """Send on the link's preferred transport, shaped by QoS; False when it
+        has no transport up or its queue for the class is full."""
+        if not link.up:
+            return False
+        q = link.queues.get(cls)
+        size = 0
+        for f in frames:
+            size += len(f)
+        if q:  # others of this class wait already: keep the order
+            if len(q) >= MAX_LINK_QUEUE:
+                self.counters["qos_refused"] += 1
+                return False
+            q.append(frames)
+            return True
+        if not self.qos.consume(link.node, QOS_CLASS_TYPES[cls], size, self._now):
+            # Over the link's allocation or the class's policy rate: wait.
+            link.queues.setdefault(cls, deque()).append(frames)
+            self._release_at = min(self._release_at, self._now + self.qos.time_until(
+                link.node, QOS_CLASS_TYPES[cls], size, self._now))
+            return True
+        self._put_on_wire(link, cls, frames)
+        return True
+
+    def _put_on_wire(self, link: PeerLink, cls: int, frames: list[bytes]) -> None:
         if link.dial is not None and link.dial_state == UP:
             self.out.append((link.dial[cls], frames))
-        elif link.accepted_up and link.rid is not None:
+        elif link.rid is not None:
             self.out.append((cls, [link.rid, *frames]))
-        else:
-            return False
         link.sent += 1
-        return True
+
+    def _release_queued(self, now: float) -> None:
+        """Send what the token buckets allow now from the links' class queues."""
+        self._release_at = float("inf")
+        for link in self.links.values():
+            if not link.queues:
+                continue
+            if not link.up:
+                dropped = sum(len(q) for q in link.queues.values())
+                self.counters["qos_dropped_link_down"] += dropped
+                link.queues.clear()
+                continue
+            for cls in sorted(link.queues):  # critical first
+                q = link.queues[cls]
+                mtype = QOS_CLASS_TYPES[cls]
+                while q:
+                    size = sum(len(f) for f in q[0])
+                    if not self.qos.consume(link.node, mtype, size, now):
+                        self._release_at = min(self._release_at, now + max(
+                            0.001, self.qos.time_until(link.node, mtype, size, now)))
+                        break
+                    self._put_on_wire(link, cls, q.popleft())
+                if not q:
+                    del link.queues[cls]
+
+    def allocate_bandwidth(self, peer: str, mb_per_s: float | None) -> None:
+        """Limit what this broker sends to neighbour ``peer`` (MB/s; None: no limit)."""
+        self.qos.allocate_bandwidth(peer, mb_per_s)
+
+    def qos_metrics(self, peer: str) -> dict[str, Any] | None:
+        """The QoS metrics of the link to ``peer`` (the original's getQoSMetrics)."""
+        m = self.qos.get_metrics(peer)
+        if m is None:
+            return None
+        link = self.links.get(peer)
+        return {
+            "peer": peer, "latency_ms": round(m.latency, 3), "jitter_ms": round(m.jitter, 3),
+            "packet_loss": round(m.packet_loss, 4), "bandwidth_mb_s": round(m.bandwidth, 3),
+            "queue_depth": m.queue_depth, "health_score": m.health_score,
+            "allocation_mb_s": self.qos.get_allocation(peer),
+            "queued_by_class": {CLASS_NAMES[c]: len(q) for c, q in link.queues.items()}
+            if link is not None else {},
+        }
 
     def _on_link_up(self, link: PeerLink, now: float) -> None:
         link.up_since = now
@@ -1262,6 +1357,7 @@ class BrokerCore:
             except ProtocolError:
                 return
             sent = link.pings.pop(seq, None)
+            self.qos.pong_received(link.node, seq, now)
             if sent is not None:
                 link.pongs += 1
                 link.record_rtt((now - sent) * 1000.0)
@@ -1540,6 +1636,7 @@ class BrokerCore:
                 link.ping_seq += 1
                 link.pings[link.ping_seq] = now
                 link.pings_sent += 1
+                self.qos.ping_sent(link.node, link.ping_seq, now)
                 if len(link.pings) > 64:
                     del link.pings[min(link.pings)]
                 self._link_send(link, 0, [TAG, self._header(_PING, self._next_id(), link.node, 0),
@@ -1584,6 +1681,9 @@ class BrokerCore:
             pass  # topology_version moved: poll() reacts
         if self.lsdb.refresh_due(now):
             self._lsa_dirty = True
+        self.qos.expire_pings(now, timeout=silence)
+        if self._release_at <= now:
+            self._release_queued(now)
 
     # ------------------------------------------------------------- queries
     def route_info(self, dest: str) -> dict[str, Any]:
@@ -1794,6 +1894,8 @@ class BrokerCore:
                 t = link.heard + silence
         if self._topo_due is not None and self._topo_due < t:
             t = self._topo_due
+        if self._release_at < t:
+            t = self._release_at
         if self._lsa_dirty and self._next_originate < t:
             t = self._next_originate
         lsdb_t = self.lsdb.next_deadline()
@@ -1817,6 +1919,8 @@ class BrokerCore:
             "peers": sorted(n for n, link in self.links.items() if link.up),
             "known_nodes": len(self.lsdb),
             "origin_jobs_in_progress": len(self._origins),
+            "link_queues": {n: {CLASS_NAMES[c]: len(q) for c, q in lk.queues.items()}
+                            for n, lk in self.links.items() if lk.queues},
             "legacy_hosts": {lg.name: {"running": len(lg.running), "queued": len(lg.queue),
                                        "done": lg.done, "slots": lg.slots}
                              for lg in self.legacy.values()},

@@ -27,6 +27,7 @@ EWMA in milliseconds.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -87,6 +88,8 @@ class PeerLink:
     pongs: int = 0
     sent: int = 0
     received: int = 0
+    #: Messages waiting for QoS tokens, per class (bounded by the broker).
+    queues: dict[int, deque[list[bytes]]] = field(default_factory=dict)
 
     @property
     def up(self) -> bool:

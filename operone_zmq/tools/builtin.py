@@ -112,4 +112,9 @@ def builtin_registry(config: ToolsConfig) -> ToolRegistry:
         """List a directory under the node's file root."""
         return _fs.fs_list(config, path)
 
-    return ToolRegistry([echo, sleep, sysinfo, shell, fs_read, fs_write, fs_list])
+    @tool(name="fs.stat")
+    def fs_stat(path: str, sha256: bool = False) -> dict[str, Any]:
+        """Size (and SHA-256) of a file under the node's file root."""
+        return _fs.fs_stat(config, path, sha256)
+
+    return ToolRegistry([echo, sleep, sysinfo, shell, fs_read, fs_write, fs_list, fs_stat])

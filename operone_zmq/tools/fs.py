@@ -8,6 +8,7 @@ whose resolved form is not inside the resolved root is refused with
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from pathlib import Path
@@ -199,3 +200,29 @@ def fs_list(config: ToolsConfig, path: object = ".") -> list[dict[str, Any]]:
         raise BadRequest(f"cannot list {path!r}: {exc.strerror or exc}") from None
     entries.sort(key=lambda e: e["name"])
     return entries
+
+
+def fs_stat(config: ToolsConfig, path: object, sha256: object = False) -> dict[str, Any]:
+    """Size (and with ``sha256`` the SHA-256) of a file; ``exists`` False when missing."""
+    _, target = resolve_in_root(config, path)
+    if not isinstance(sha256, bool):
+        raise BadRequest("'sha256' must be a boolean")
+    try:
+        st = target.stat()
+    except FileNotFoundError:
+        return {"exists": False, "size": 0, "sha256": None}
+    except PermissionError:
+        raise Refused(f"permission denied: {path!r}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise BadRequest(f"{path!r} is not a regular file")
+    digest: str | None = None
+    if sha256:
+        h = hashlib.sha256()
+        try:
+            with open(target, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+        except PermissionError:
+            raise Refused(f"permission denied: {path!r}") from None
+        digest = h.hexdigest()
+    return {"exists": True, "size": st.st_size, "sha256": digest}

@@ -14,7 +14,7 @@ import pytest
 from operone_zmq.errors import BadRequest, Refused
 from operone_zmq.tools import ToolContext, ToolRegistry, ToolsConfig, builtin_registry
 
-BUILTINS = ["echo", "fs.list", "fs.read", "fs.write", "shell", "sleep", "sysinfo"]
+BUILTINS = ["echo", "fs.list", "fs.read", "fs.stat", "fs.write", "shell", "sleep", "sysinfo"]
 
 
 @pytest.fixture

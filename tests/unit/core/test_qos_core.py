@@ -1,0 +1,89 @@
+"""QoS on peer links, in memory with a fake clock: shaping, isolation, refusal."""
+
+from __future__ import annotations
+
+from operone_zmq.core.broker import BrokerLimits
+from operone_zmq.core.client import JobResult
+from operone_zmq.qos.bucket import BURST_SECONDS
+from operone_zmq.testing import CoreMesh
+
+CHUNK = 256 * 1024
+
+
+def pair() -> CoreMesh:
+    m = CoreMesh(BrokerLimits(peer_interval=0.5))
+    m.add("a")
+    m.add("b")
+    m.dial("a", "b")
+    m.run()
+    m.advance(1)
+    m.add_worker("b", ["echo"], slots=1000)
+    m.advance(0.5)
+    return m
+
+
+def drain(m: CoreMesh, ids: list[str], step: float = 0.05, limit: float = 30.0) -> float:
+    """Advance until every job answered; returns the virtual time it took."""
+    t0 = m.clock()
+    got: dict[str, object] = {}
+    while len(got) < len(ids) and m.clock() - t0 < limit:
+        m.advance(step, step)
+        got.update(m.replies("a"))
+    assert all(isinstance(got[i], JobResult) for i in ids)
+    return m.clock() - t0
+
+
+def test_low_class_is_held_to_the_file_transfer_rate() -> None:
+    """40 x 256 KiB on the low class cross the link at 5 MB/s (the
+    file-transfer policy), within 5%."""
+    m = pair()
+    ids = [m.submit("a", "echo", {"blob": b"x" * CHUNK}, on="b", cls=3) for _ in range(40)]
+    elapsed = drain(m, ids)
+    total = 40 * (CHUNK + 200)
+    rate = 5_000_000
+    expected = (total - rate * BURST_SECONDS) / rate
+    assert abs(elapsed - expected) / expected < 0.05, (elapsed, expected)
+    assert m.nodes["a"].qos_metrics("b")["bandwidth_mb_s"] > 0
+
+
+def test_other_classes_are_not_held_back_by_low() -> None:
+    """While low is saturated, high-priority jobs and heartbeats pass at once."""
+    m = pair()
+    low = [m.submit("a", "echo", {"blob": b"x" * CHUNK}, on="b", cls=3) for _ in range(40)]
+    m.run()
+    hi = m.submit("a", "echo", {"v": 1}, on="b", cls=1)
+    m.run()
+    r = m.replies("a")
+    assert isinstance(r[hi], JobResult)
+    assert not any(i in r for i in low[-10:])  # the bulk is still waiting
+    m.advance(2.0, 0.1)
+    assert m.nodes["a"].links["b"].up  # heartbeats kept flowing
+    assert m.nodes["a"].qos_metrics("b")["health_score"] == 100
+
+
+def test_allocation_shapes_a_peer() -> None:
+    """allocate_bandwidth(peer, 1 MB/s) holds normal-class traffic to it."""
+    m = pair()
+    m.nodes["a"].allocate_bandwidth("b", 1.0)
+    ids = [m.submit("a", "echo", {"blob": b"x" * 100_000}, on="b") for _ in range(20)]
+    elapsed = drain(m, ids)
+    assert elapsed > 1.5  # 2 MB at 1 MB/s, minus the burst
+
+
+def test_full_class_queue_refuses_with_overloaded() -> None:
+    """Past MAX_LINK_QUEUE messages waiting, the origin answers Overloaded."""
+    from operone_zmq.core import broker as core_broker
+    from operone_zmq.errors import Overloaded
+
+    m = pair()
+    old = core_broker.MAX_LINK_QUEUE
+    core_broker.MAX_LINK_QUEUE = 5
+    try:
+        ids = [m.submit("a", "echo", {"blob": b"x" * CHUNK}, on="b", cls=3)
+               for _ in range(20)]
+        m.run()
+        r = m.replies("a")
+        assert any(isinstance(r.get(i), Overloaded) for i in ids)
+        assert m.nodes["a"].stats(m.clock())["qos_refused"] > 0
+    finally:
+        core_broker.MAX_LINK_QUEUE = old
