@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from helpers import MeshOfNodes, wait_for  # noqa: E402
+from helpers import MeshOfNodes, wait_for
 
 MB = 1_000_000
 
