@@ -600,6 +600,21 @@ class Broker:
         now = time.monotonic()
         return [lk.describe(now) for lk in self.core.links.values() if lk.up]
 
+    def get_qos_metrics(self, peer_id: str) -> dict[str, Any] | None:
+        """QoS of the link to ``peer_id``: latency, jitter, loss, bandwidth,
+        queue depth, health 0-100 (the original's getQoSMetrics)."""
+        return self.core.qos_metrics(peer_id)
+
+    def allocate_bandwidth(self, peer_id: str, mb_per_s: float | None) -> None:
+        """Limit what this broker sends to neighbour ``peer_id`` (MB/s; None: no limit)."""
+        self.core.allocate_bandwidth(peer_id, mb_per_s)
+        self._schedule(time.monotonic())
+
+    @property
+    def qos(self) -> Any:
+        """The QoSManager of this broker (policies, metrics, allocations)."""
+        return self.core.qos
+
     def get_network_stats(self) -> dict[str, Any]:
         """Statistics of the whole mesh as this node sees it."""
         return self.core.network_stats()

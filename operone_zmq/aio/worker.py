@@ -240,6 +240,10 @@ class Worker:
             return  # stopped by a timeout or CANCEL: the core answered already
         exc = fut.exception()
         if exc is not None:
+            if not isinstance(exc, JobError):
+                job = self.core.running.get(jid)
+                self._log.warning("tool_raised", job=jid, tool=job.tool if job else None,
+                                  error=f"{type(exc).__name__}: {exc}")
             self.core.fail(jid, exc, now)
         else:
             self.core.done(jid, fut.result(), now)

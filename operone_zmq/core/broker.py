@@ -1133,6 +1133,7 @@ class BrokerCore:
         if not self.qos.consume(link.node, QOS_CLASS_TYPES[cls], size, self._now):
             # Over the link's allocation or the class's policy rate: wait.
             link.queues.setdefault(cls, deque()).append(frames)
+            self.qos.set_queue_depth(link.node, sum(len(x) for x in link.queues.values()))
             self._release_at = min(self._release_at, self._now + self.qos.time_until(
                 link.node, QOS_CLASS_TYPES[cls], size, self._now))
             return True
@@ -1169,6 +1170,7 @@ class BrokerCore:
                     self._put_on_wire(link, cls, q.popleft())
                 if not q:
                     del link.queues[cls]
+            self.qos.set_queue_depth(link.node, sum(len(x) for x in link.queues.values()))
 
     def allocate_bandwidth(self, peer: str, mb_per_s: float | None) -> None:
         """Limit what this broker sends to neighbour ``peer`` (MB/s; None: no limit)."""

@@ -142,3 +142,32 @@ def test_distributed_executor(trio: MeshOfNodes) -> None:
             assert s["total"] == 12
 
     asyncio.run(go())
+
+
+def test_shell_output_is_streamed_while_it_runs(trio: MeshOfNodes) -> None:
+    """A shell job submitted with on_progress streams its stdout before the
+    result arrives."""
+    import threading
+
+    trio["b"].stop()  # only need one node with a worker: start a fresh one on a
+    node = trio["a"]
+    node.env["OPERONE_TOOLS_SHELL_ALLOW"] = "sh"
+    node.start_worker()
+    got: list[str] = []
+    first = threading.Event()
+
+    def on_progress(p: object) -> None:
+        data = getattr(p, "data", None)
+        if data:
+            got.append(data)
+            first.set()
+
+    with node.client() as c:
+        wait_for(lambda: c.placement("shell")["node"] == "a", 20, "a's worker")
+        fut = c.submit("shell", {"argv": ["sh", "-c", "echo one; sleep 1; echo two"]},
+                       on="a", on_progress=on_progress)
+        assert first.wait(10)
+        assert not fut.done()  # the first line came while the command still ran
+        res = fut.result(20)
+    assert res.value["stdout"] == "one\ntwo\n"
+    assert "".join(got) == "one\ntwo\n"

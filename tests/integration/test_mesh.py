@@ -126,3 +126,26 @@ def test_connect_command_links_two_running_brokers(tmp_path: Path) -> None:
         assert '"a" -- "b"' in topo.stdout or '"b" -- "a"' in topo.stdout
     finally:
         m.stop()
+
+
+def test_tokens_are_required_and_checked_on_peer_links(tmp_path: Path) -> None:
+    """With require_token, brokers sharing the cluster's jwt_secret link; one
+    with another secret is refused with a token error."""
+    secret = "s" * 40
+    m = MeshOfNodes(tmp_path, ["a", "b", "c"])
+    for n in "ab":
+        m[n].env["OPERONE_SECURITY_JWT_SECRET"] = secret
+        m[n].env["OPERONE_SECURITY_REQUIRE_TOKEN"] = "true"
+    m["c"].env["OPERONE_SECURITY_JWT_SECRET"] = "x" * 40
+    try:
+        m.start([("a", "b"), ("c", "b")])
+        with m["a"].client() as c:
+            wait_for(lambda: {p["node"]: p["state"] for p in c.peers()}.get("b") == "up", 20,
+                     "a and b to link with tokens")
+        with m["c"].client() as c:
+            wait_for(lambda: "token refused" in (c.peers()[0]["last_error"] or ""), 20,
+                     "c to be refused")
+        with m["b"].client() as c:
+            assert "c" not in c.stats()["peers"]
+    finally:
+        m.stop()
