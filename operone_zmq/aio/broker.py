@@ -352,7 +352,15 @@ class Broker:
     def _new_core(self) -> BrokerCore:
         return BrokerCore(self.node_id, limits=self._limits, now=time.monotonic(),
                           name=self.name, cluster=self.cluster,
-                          public_key=self._keys.public.decode(), authorize=self._authorize)
+                          public_key=self._keys.public.decode(), authorize=self._authorize,
+                          token_factory=self._own_token if self._jwt_secret else None)
+
+    def _own_token(self) -> str | None:
+        """A fresh token of ours for a HELLO."""
+        try:
+            return self.generate_jwt()
+        except OperoneError:
+            return None
 
     def _authorize(self, node: str, key: str | None, token: str | None) -> str | None:
         """May ``node``, authenticated by Curve ``key``, be our peer?  None or why not."""
@@ -450,8 +458,6 @@ class Broker:
             raise ConfigError(
                 f"no trusted key for node '{node}': accept it first (operone keys accept"
                 f" {node} KEYFILE)")
-        if token is None and self._jwt_secret is not None:
-            token = self.generate_jwt()
         old = self._dialled.pop(node, None)
         if old is not None:
             self._close_dialled(node, old)

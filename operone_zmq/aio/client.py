@@ -192,7 +192,10 @@ class AsyncClient:
                                     caps=tuple(capabilities), retries=retries,
                                     idempotent=idempotent, prefer_local=prefer_local,
                                     stream=on_progress is not None)
-        fut = self._send(jid, cls, frames, t, is_job=True, on_progress=on_progress)
+        # Each attempt may take the full timeout, and retries wait a little
+        # between attempts: the local deadline covers them all.
+        budget = t * (retries + 1) + 2.0 * retries
+        fut = self._send(jid, cls, frames, budget, is_job=True, on_progress=on_progress)
         return fut
 
     async def run(self, tool: str, args: Mapping[str, Any] | None = None, **kw: Any) -> Any:

@@ -59,6 +59,7 @@ def broker_from_config(home: Home, config: Config, extra_peers: Iterable[str] = 
         liveness=config.workers.heartbeat_liveness,
         peer_interval=config.broker.heartbeat_interval,
         max_peers=config.mesh.max_peers,
+        result_cache_seconds=config.limits.result_cache_seconds,
     )
     endpoint = config.broker.worker_endpoint
     if endpoint is None:  # load_config always resolves it

@@ -82,7 +82,15 @@ from ..qos.manager import QoSManager
 from ..routing.dijkstra import RoutingTable
 from ..routing.lsa import LSA, LinkInfo
 from ..routing.lsdb import LinkStateDB, initial_seq
-from .peers import DOWN, HELLO_SENT, MAX_HELLO_BACKOFF, MIN_HELLO_BACKOFF, UP, PeerLink
+from .peers import (
+    DOWN,
+    HELLO_SENT,
+    MAX_HELLO_BACKOFF,
+    MIN_HELLO_BACKOFF,
+    REFUSED_BACKOFF,
+    UP,
+    PeerLink,
+)
 
 __all__ = [
     "CLASS_NAMES",
@@ -283,6 +291,7 @@ class BrokerCore:
         cluster: str = "operone",
         public_key: str = "",
         authorize: Authorizer | None = None,
+        token_factory: Callable[[], str | None] | None = None,
     ) -> None:
         self.node_id = node_id
         self.name = name or node_id
@@ -291,6 +300,8 @@ class BrokerCore:
         self.limits = limits or BrokerLimits()
         self._wall = wall
         self._authorize = authorize or _refuse_all
+        #: Mints a fresh token for each HELLO (tokens expire; links outlive them).
+        self._token_factory = token_factory
         # ---- mesh state
         #: Events for the shell to emit: (name, payload).
         self.events: list[tuple[str, Any]] = []
@@ -637,7 +648,7 @@ class BrokerCore:
         t = o.target
         if t is None:
             return
-        if t == self.node_id:
+        if t == self.node_id or t in self.legacy:
             job = self._jobs.get(o.id)
             if job is not None and job.origin:
                 job.origin = False  # its answer must not reach the origin table
@@ -724,7 +735,7 @@ class BrokerCore:
         self.counters["jobs_failed"] += 1
         if job.remote:
             self.errors[err.code] = self.errors.get(err.code, 0) + 1
-            self._route_error(job.src, job.id, job.cls, err)
+            self._route_error(job.src, job.id, job.cls, err, job.legacy)
         else:
             self._send_error(job.cls, job.client, job.id, job.src, job.cls, err)
 
@@ -1107,7 +1118,10 @@ class BrokerCore:
     def _send_hello(self, link: PeerLink, now: float) -> None:
         if link.dial is None:
             return
-        body = Hello(self.node_id, self.name, self.cluster, link.token).pack()
+        token = link.token
+        if token is None and self._token_factory is not None:
+            token = self._token_factory()
+        body = Hello(self.node_id, self.name, self.cluster, token).pack()
         self.out.append((link.dial[0], [TAG, self._header(_HELLO, self._next_id(), link.node, 0),
                                         body]))
         if link.dial_state == DOWN:
@@ -1258,8 +1272,9 @@ class BrokerCore:
             except ProtocolError as exc:
                 link.last_error = f"bad WELCOME: {exc}"
                 return
-            if w.node != link.node:
-                link.last_error = f"dialled '{link.node}' but '{w.node}' answered"
+            if w.node != link.node or w.cluster != self.cluster:
+                link.last_error = (f"dialled '{link.node}' of cluster '{self.cluster}' but"
+                                   f" '{w.node}' of cluster '{w.cluster}' answered")
                 link.dial_state = DOWN
                 return
             was_up = link.up
@@ -1282,7 +1297,8 @@ class BrokerCore:
             was_up = link.up
             link.dial_state = DOWN
             link.last_error = f"{bye.code}: {bye.reason}"
-            link.next_hello = now + max(link.backoff, 5.0 if bye.code == "refused" else 0.0)
+            link.next_hello = now + max(link.backoff,
+                                        REFUSED_BACKOFF if bye.code == "refused" else 0.0)
             if bye.code == "refused":
                 self.events.append(("peer:refused", {"node": link.node, "reason": bye.reason}))
             if was_up and not link.up:
@@ -1418,7 +1434,7 @@ class BrokerCore:
             return
         if h.ttl <= 1:
             self.counters["ttl_expired"] += 1
-            if h.type in (_JOB, _CANCEL) and h.src:
+            if h.type == _JOB and h.src:
                 self._route_error(h.src, h.id, h.cls, NoRoute(
                     f"message for '{h.dst}' ran out of hops (TTL) at '{self.node_id}'",
                     job_id=h.id, node=self.node_id))
@@ -1427,7 +1443,9 @@ class BrokerCore:
         if self._send_to_node(h.dst, h.cls, [TAG, header, *frames[2:]], h.type):
             self.counters["relayed"] += 1
             return
-        if h.type in (_JOB, _CANCEL) and h.src:
+        # Only a JOB is answered: an ERROR for a lost CANCEL would read as the
+        # failure of the job's current attempt.
+        if h.type == _JOB and h.src:
             self._route_error(h.src, h.id, h.cls, NoRoute(
                 f"no route from '{self.node_id}' to node '{h.dst}'", job_id=h.id,
                 node=self.node_id))
@@ -1934,9 +1952,16 @@ class BrokerCore:
     def shutdown(self, reason: str = "the broker is shutting down") -> None:
         """Answer every job in progress with an error and tell workers to go."""
         for job in list(self._jobs.values()):
-            self._abort(job, NoRoute(f"job '{job.id}' was stopped: {reason}", job_id=job.id,
-                                     node=self.node_id))
+            if job.state == _RUNNING:
+                # It may have started: the origin must not re-run it unless idempotent.
+                self._abort(job, WorkerLost(f"job '{job.id}' was stopped while running:"
+                                            f" {reason}", job_id=job.id, node=self.node_id))
+            else:
+                self._abort(job, NoRoute(f"job '{job.id}' was stopped before it started:"
+                                         f" {reason}", job_id=job.id, node=self.node_id))
         for o in list(self._origins.values()):
+            if o.target not in (None, self.node_id):
+                self._cancel_attempt(o)  # stop it where it runs
             self._origin_failed(o, NoRoute(f"job '{o.id}' was stopped: {reason}", job_id=o.id,
                                            node=self.node_id), self._now,
                                 maybe_started=False, final=True)

@@ -35,6 +35,7 @@ __all__ = [
     "HELLO_SENT",
     "MAX_HELLO_BACKOFF",
     "MIN_HELLO_BACKOFF",
+    "REFUSED_BACKOFF",
     "UP",
     "PeerLink",
 ]

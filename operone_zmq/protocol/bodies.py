@@ -416,6 +416,7 @@ class Progress:
 #: What a client may ask a broker with QUERY.
 QUERY_KINDS = frozenset({
     "stats", "workers", "tools", "ping", "peers", "topology", "route", "network", "broadcasts",
+    "connect", "cancel", "placement", "qos",
 })
 
 
