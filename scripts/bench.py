@@ -1095,9 +1095,15 @@ def _sim_rows(res: Result, n: int, links: int, seed: int, *, degree: float | Non
         fwd = f"forwarding check FAILED: {exc}"
         res.rows.append(Row(f"{label}: hop-by-hop forwarding", "yes/no", None, 0.0,
                             "consistent, loop-free", ok=False))
+    rss = ""
+    with contextlib.suppress(ImportError):
+        import resource
+
+        rss = (f"; peak RSS of this process so far"
+               f" {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2:.1f} GB")
     res.notes.append(f"{label} (seed {seed}): built in {build:.1f} s, simulated in "
                      + ", ".join(f"{p.action} {p.wall_seconds:.1f} s" for p in phases)
-                     + f" of real time; {fwd} ({time.perf_counter() - t1:.1f} s)")
+                     + f" of real time; {fwd} ({time.perf_counter() - t1:.1f} s){rss}")
     res.data.setdefault("simulator", {})[str(n)] = [
         {**p.__dict__} for p in phases]
 
@@ -1219,7 +1225,7 @@ async def bench_routing(args: argparse.Namespace, work: Path) -> Result:
         _sim_rows(res, 10_000, 0, seed, degree=4.0, cut=False)
     else:
         res.notes.append("the 10,000-node simulation (DESIGN.md: 'the simulator converges"
-                         " 10,000 nodes'; minutes and ~4.4 GB) runs with --big")
+                         " 10,000 nodes'; ~6 minutes and ~4.4 GB) runs with --big")
     return res
 
 
@@ -1344,7 +1350,9 @@ async def bench_mesh(args: argparse.Namespace, work: Path) -> Result:
         base = med("baseline", k, "throughput", "jobs_per_s")
         keep = None if not prev or op is None else op / prev
         label = f"jobs/s, {window} in flight, {hop_label(k)}"
-        if k and keep is not None and zero and op is not None:
+        if k == 1 and keep is not None:
+            label += f" ({keep:.2f}x of 0 hops)"
+        elif k and keep is not None and zero and op is not None:
             label += f" ({op / zero:.2f}x of 0 hops, {keep:.2f}x of {k - 1})"
         if raw_prev and base is not None:
             raw_keeps.append(f"{base / raw_prev:.2f}x")
@@ -1426,6 +1434,7 @@ async def _map_scaling(args: argparse.Namespace, work: Path, res: Result,
     figs: dict[tuple[str, str], list[dict[str, float]]] = {}
     spread_seen: dict[str, list[dict[str, int]]] = {}
     stale_loads: list[dict[str, Any]] = []
+    views: list[dict[str, Any]] = []
     map_errors: list[str] = []
     clients: dict[str, Any] = {}
     try:
@@ -1457,10 +1466,10 @@ async def _map_scaling(args: argparse.Namespace, work: Path, res: Result,
                 for setup in order:
                     c = clients[setup]
                     before = await _done_by_node(trio, workers) if setup == "3 nodes" else {}
-                    if before:  # what o believes of the (idle) worker nodes' load now
-                        topo = await c.topology()
-                        stale = {x["id"]: x["load"] for x in topo["nodes"]
-                                 if x["id"] in workers and x["load"]}
+                    if before:  # what o believes of the (idle) worker nodes now
+                        view = await _placement_view(c, tool, workers)
+                        views.append({"case": case, "rep": i + 1, "when": "before", **view})
+                        stale = {n: v for n, v in view["load"].items() if v}
                         if stale:
                             stale_loads.append({"case": case, "rep": i + 1, **stale})
                     meter = LoadMeter(pids[setup])
@@ -1478,6 +1487,8 @@ async def _map_scaling(args: argparse.Namespace, work: Path, res: Result,
                     r = {"jobs_per_s": len(argl) / secs, **meter.done(len(argl))}
                     figs.setdefault((setup, case), []).append(r)
                     if before:
+                        view = await _placement_view(c, tool, workers)
+                        views.append({"case": case, "rep": i + 1, "when": "after", **view})
                         after = await _done_by_node(trio, workers)
                         spread_seen.setdefault(case, []).append(
                             {n: after[n] - before[n] for n in workers})
@@ -1527,6 +1538,7 @@ async def _map_scaling(args: argparse.Namespace, work: Path, res: Result,
         " core per worker at most), so on 2 cores 3 nodes cannot scale it past ~2x")
     res.data["map"] = {"repetitions": {f"{s}/{c}": rs for (s, c), rs in figs.items()},
                        "jobs_by_node": spread_seen, "stale_loads": stale_loads,
+                       "placement_views": views,
                        "errors": map_errors,
                        "params": {"slots": slots, "concurrency": concurrency,
                                   "spin_ms": spin_ms, "sleep_s": sleep_s,
@@ -1535,6 +1547,24 @@ async def _map_scaling(args: argparse.Namespace, work: Path, res: Result,
                      if "other_load_cores" in r])
     _log_notes(res, solo, prefix="map: ")
     _log_notes(res, trio, prefix="map: ")
+
+
+async def _placement_view(c: Any, tool: str, nodes: list[str]) -> dict[str, Any]:
+    """What the origin's placement sees of ``nodes``: advertised load, its own
+    jobs in flight, route cost, link health, and where it would place ``tool``."""
+    topo = await c.topology()
+    st = await c.stats()
+    pl = await c.placement(tool)
+    view: dict[str, Any] = {
+        "load": {x["id"]: x["load"] for x in topo["nodes"] if x["id"] in nodes},
+        "in_flight": st.get("in_flight_by_node", {}),
+        "placement": [pl.get("node"), pl.get("score")], "cost_ms": {}, "health": {}}
+    for n in nodes:
+        r = await c.route(n)
+        view["cost_ms"][n] = r.get("total_latency")
+        q = await c.query("qos", {"peer": n})
+        view["health"][n] = q.get("health_score") if isinstance(q, dict) else None
+    return view
 
 
 async def _candidates(c: Any, tool: str, want: list[str]) -> bool:
@@ -1670,11 +1700,31 @@ async def bench_distributed(args: argparse.Namespace, work: Path) -> Result:
 
 
 #: Every benchmark set, by name: ``async fn(args, work_dir) -> Result``.
+async def bench_qos(args: argparse.Namespace, work: Path) -> Result:
+    """QoS: critical-class RTT idle vs with the low class saturated, and the
+    achieved file-transfer rate against its 5 MB/s policy (scripts/bench_qos.py)."""
+    argv = [sys.executable, str(Path(__file__).with_name("bench_qos.py"))]
+    if args.quick:
+        argv.append("--quick")
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), 900)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    result = Result("qos")
+    result.notes = [line for line in out.decode(errors="replace").splitlines() if line]
+    return result
+
+
 BENCHMARKS: dict[str, Callable[[argparse.Namespace, Path], Awaitable[Result]]] = {
     "foundation": bench_foundation,
     "routing": bench_routing,
     "mesh": bench_mesh,
     "distributed": bench_distributed,
+    "qos": bench_qos,
 }
 
 #: Hidden sub-commands: the baseline's child processes.
@@ -1775,7 +1825,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="first wait up to SECONDS for other processes to leave the"
                              " machine idle (default: do not wait)")
     parser.add_argument("--big", action="store_true",
-                        help="routing: also simulate 10,000 nodes (minutes, ~4.4 GB)")
+                        help="routing: also simulate 10,000 nodes (~6 minutes on 2 cores,"
+                             " ~4.4 GB)")
     parser.add_argument("--failover-heartbeat", type=float, default=0.2, metavar="SECONDS",
                         help="distributed: broker.heartbeat_interval of the failover"
                              " nodes (default 0.2)")

@@ -443,7 +443,9 @@ class Broker:
                         f.set_exception(Refused(f"peer '{payload['node']}' refused the link:"
                                                 f" {payload['reason']}"))
             elif name.startswith("partition:"):
-                self._log.warning(name.replace(":", "_"), **payload)
+                # A broker that died also shows as a split until its LSA ages
+                # out, so this is information, not an alarm.
+                self._log.info(name.replace(":", "_"), **payload)
             self.events.emit(name, payload)
 
     def _dial(self, node: str, host: str, port: int, token: str | None,

@@ -131,6 +131,13 @@ _ROUTED = frozenset({_JOB, _RESULT, _ERROR, _PROGRESS, _CANCEL})
 #: jobs to nodes that became unreachable): batches a burst of LSAs.
 SPF_DELAY = 0.05
 
+#: A split of the link-state graph must last this long (s) to be reported as a
+#: partition: links coming up are briefly one-sided.
+PARTITION_HOLD = 1.0
+
+#: Change of our load (busy fraction of worker slots) that is worth a new LSA.
+LOAD_CHANGE = 0.2
+
 #: At most one LSA of ours per this many seconds (OSPF's MinLSInterval): a
 #: burst of link changes is advertised once.
 LSA_MIN_INTERVAL = 0.05
@@ -332,6 +339,8 @@ class BrokerCore:
         self.qos.on("violation:packet-loss", lambda d: self.events.append(
             ("qos:violation", {"kind": "packet-loss", **d})))
         self._release_at = float("inf")
+        self._advertised_load = 0.0
+        self._partition_due: float | None = None
         self._local_caps: frozenset[str] = frozenset()
         self._now = now
         self._seen_bc: dict[tuple[str, str], None] = {}
@@ -1545,10 +1554,11 @@ class BrokerCore:
         caps: set[str] = set()
         for w in self.workers.values():
             caps |= w.caps
+        load = round(running / slots, 3) if slots else 0.0
+        self._advertised_load = load
         lsa = self.lsdb.originate(
-            self._our_links(), sorted(self._by_tool), sorted(caps),
-            round(running / slots, 3) if slots else 0.0, len(self.workers), now,
-            public_key=self.public_key, name=self.name)
+            self._our_links(), sorted(self._by_tool), sorted(caps), load, len(self.workers),
+            now, public_key=self.public_key, name=self.name)
         wire = [lsa.to_wire()]
         for lg in self.legacy.values():
             llsa = self.lsdb.originate(
@@ -1625,10 +1635,17 @@ class BrokerCore:
         self.events.append(("topology:updated", {"nodes": len(reachable) + 1}))
         comps = len(self.routes.graph.components()) if len(self.lsdb) else 1
         if comps > 1 and self._partitions <= 1:
-            self.events.append(("partition:detected", {"partitions": comps}))
-        elif comps <= 1 < self._partitions:
-            self.events.append(("partition:healed", {"partitions": comps}))
-        self._partitions = comps
+            # Only a split that lasts: while links come up, one side's LSA
+            # can list a link before the other's does.
+            if self._partition_due is None:
+                self._partition_due = now + PARTITION_HOLD
+        elif comps <= 1:
+            self._partition_due = None
+            if self._partitions > 1:
+                self.events.append(("partition:healed", {"partitions": comps}))
+            self._partitions = comps
+        else:
+            self._partitions = comps
         self._remote_cache_version = -1  # route costs changed
         for o in list(self._origins.values()):
             t = o.target
@@ -1702,6 +1719,19 @@ class BrokerCore:
         if self.lsdb.refresh_due(now):
             self._lsa_dirty = True
         self.qos.expire_pings(now, timeout=silence)
+        # Load is advertised when it moved noticeably, at most once a heartbeat
+        # interval (placement elsewhere weighs it; a stale burst must not stick).
+        if now >= self._next_ping - self.limits.peer_interval / 2 and self.workers:
+            slots = sum(w.slots for w in self.workers.values())
+            load = sum(len(w.running) for w in self.workers.values()) / slots if slots else 0.0
+            if abs(load - self._advertised_load) > LOAD_CHANGE:
+                self._lsa_dirty = True
+        if self._partition_due is not None and now >= self._partition_due:
+            self._partition_due = None
+            comps = len(self.routes.graph.components()) if len(self.lsdb) else 1
+            if comps > 1 and self._partitions <= 1:
+                self._partitions = comps
+                self.events.append(("partition:detected", {"partitions": comps}))
         if self._release_at <= now:
             self._release_queued(now)
 
@@ -1916,6 +1946,8 @@ class BrokerCore:
             t = self._topo_due
         if self._release_at < t:
             t = self._release_at
+        if self._partition_due is not None and self._partition_due < t:
+            t = self._partition_due
         if self._lsa_dirty and self._next_originate < t:
             t = self._next_originate
         lsdb_t = self.lsdb.next_deadline()

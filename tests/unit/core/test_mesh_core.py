@@ -117,20 +117,31 @@ def test_broker_death_reroutes_around_a_ring() -> None:
 
 
 def test_partition_detected_and_healed() -> None:
-    """Cutting the only link between two halves raises partition events;
-    restoring it heals them."""
+    """Cutting the only link between two halves raises partition:detected
+    (once it lasts PARTITION_HOLD); restoring it raises partition:healed."""
     m = line(4)
+    m.advance(2)
     m.nodes["a"].events.clear()
     m.cut("b", "c")
-    m.advance(4)
+    m.advance(6)  # liveness (3 s), then PARTITION_HOLD (1 s)
     kinds = [e[0] for e in m.nodes["a"].events]
-    assert "partition:detected" not in kinds or m.nodes["a"].network_stats()["partitions"] >= 1
-    # a sees only {a, b}: c and d are unreachable
+    assert kinds.count("partition:detected") == 1
     assert m.nodes["a"].routes.reachable() == {"b"}
+    assert m.nodes["a"].network_stats()["partitions"] == 2
     m.heal("b", "c")
     m.advance(12)  # HELLO backoff
     assert m.converged()
+    kinds = [e[0] for e in m.nodes["a"].events]
+    assert kinds[-1] != "partition:detected" and "partition:healed" in kinds
     assert m.nodes["a"].network_stats()["partitions"] == 1
+
+
+def test_no_partition_event_while_links_come_up() -> None:
+    """A fresh mesh converging raises no partition events."""
+    m = line(5)
+    m.advance(3)
+    for core in m.nodes.values():
+        assert not [e for e in core.events if e[0].startswith("partition:")]
 
 
 def test_peer_claiming_another_nodes_id_is_refused() -> None:
