@@ -12,11 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
@@ -31,7 +29,7 @@ from .legacy import LegacyHost, LegacyRunner
 from .pump import Pump
 from .sockets import CurveKeys, SocketLimits, make_socket
 
-__all__ = ["ZAP_DOMAIN", "Broker", "KeyChecker", "PeerAddress", "default_worker_endpoint"]
+__all__ = ["ZAP_DOMAIN", "Broker", "KeyChecker", "PeerAddress"]
 
 log = structlog.get_logger("operone.broker")
 
@@ -82,18 +80,6 @@ class PeerAddress:
                 f"peer {text!r} must be NODE@HOST:PORT (NODE is the peer's node id; its key"
                 " must be trusted here under that name: operone keys accept NODE KEYFILE)")
         return cls(node, host.strip("[]"), int(port))
-
-
-def default_worker_endpoint(run_dir: Path, base_port: int) -> str:
-    """ipc:// under the node's private run directory where the OS has it,
-    else TCP on loopback (then CurveZMQ protects it too)."""
-    if sys.platform != "win32" and zmq.has("ipc"):
-        run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path = run_dir / f"broker-{base_port}.sock"
-        # ipc paths are limited to ~107 bytes by sockaddr_un.
-        if len(str(path)) < 100:
-            return f"ipc://{path}"
-    return f"tcp://127.0.0.1:{base_port + 10}"
 
 
 def _bind_private(sock: zmq.Socket[bytes], endpoint: str) -> None:
