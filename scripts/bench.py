@@ -1700,12 +1700,8 @@ async def bench_distributed(args: argparse.Namespace, work: Path) -> Result:
 
 
 #: Every benchmark set, by name: ``async fn(args, work_dir) -> Result``.
-async def bench_qos(args: argparse.Namespace, work: Path) -> Result:
-    """QoS: critical-class RTT idle vs with the low class saturated, and the
-    achieved file-transfer rate against its 5 MB/s policy (scripts/bench_qos.py)."""
-    argv = [sys.executable, str(Path(__file__).with_name("bench_qos.py"))]
-    if args.quick:
-        argv.append("--quick")
+async def _script_set(name: str, argv: list[str]) -> Result:
+    """Run one of the stand-alone benchmark scripts; its output becomes notes."""
     proc = await asyncio.create_subprocess_exec(
         *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     try:
@@ -1714,9 +1710,27 @@ async def bench_qos(args: argparse.Namespace, work: Path) -> Result:
         proc.kill()
         await proc.wait()
         raise
-    result = Result("qos")
+    result = Result(name)
     result.notes = [line for line in out.decode(errors="replace").splitlines() if line]
     return result
+
+
+async def bench_qos(args: argparse.Namespace, work: Path) -> Result:
+    """QoS: critical-class RTT idle vs with the low class saturated, and the
+    achieved file-transfer rate against its 5 MB/s policy (scripts/bench_qos.py)."""
+    argv = [sys.executable, str(Path(__file__).with_name("bench_qos.py"))]
+    if args.quick:
+        argv.append("--quick")
+    return await _script_set("qos", argv)
+
+
+async def bench_inproc(args: argparse.Namespace, work: Path) -> Result:
+    """Like for like with the original: client -> broker serving the tool in its
+    own process (scripts/bench_inproc.py)."""
+    argv = [sys.executable, str(Path(__file__).with_name("bench_inproc.py"))]
+    if args.quick:
+        argv += ["--jobs", "10000"]
+    return await _script_set("inproc", argv)
 
 
 BENCHMARKS: dict[str, Callable[[argparse.Namespace, Path], Awaitable[Result]]] = {
@@ -1725,6 +1739,7 @@ BENCHMARKS: dict[str, Callable[[argparse.Namespace, Path], Awaitable[Result]]] =
     "mesh": bench_mesh,
     "distributed": bench_distributed,
     "qos": bench_qos,
+    "inproc": bench_inproc,
 }
 
 #: Hidden sub-commands: the baseline's child processes.

@@ -25,6 +25,8 @@ from zmq.utils.monitor import parse_monitor_message
 from ..core.broker import CLASS_NAMES, WORKERS, BrokerCore, BrokerLimits
 from ..errors import AuthenticationError, ConfigError, NoRoute, OperoneError, Refused
 from ..routing.events import EventEmitter
+from ..tools import ToolRegistry
+from .inproc import INPROC_RID, InprocWorker
 from .legacy import LegacyHost, LegacyRunner
 from .pump import Pump
 from .sockets import CurveKeys, SocketLimits, make_socket
@@ -131,6 +133,8 @@ class Broker:
         self._connect_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._self_client: Any = None
         self._discover = discover
+        self._inproc: InprocWorker | None = None
+        self._inproc_registry: ToolRegistry | None = None
         self._legacy_hosts = list(legacy_hosts or [])
         self._legacy: LegacyRunner | None = None
         self._discovery: Any = None
@@ -209,6 +213,7 @@ class Broker:
                 self._dial(peer.node, peer.host, peer.port, None, None)
             except OperoneError as exc:
                 self._log.error("peer_config_invalid", peer=peer.node, error=str(exc))
+        self._start_inproc()
         if self._legacy_hosts:
             self._legacy = LegacyRunner(self._legacy_hosts)
             for lh in self._legacy_hosts:
@@ -235,6 +240,9 @@ class Broker:
             with contextlib.suppress(Exception):
                 await self._legacy.close()
             self._legacy = None
+        if self._inproc is not None:
+            self._inproc.close()
+            self._inproc = None
         self.core.shutdown()
         self._flush(time.monotonic())
         self._pump = None
@@ -296,13 +304,19 @@ class Broker:
             self.core.out.clear()
             return
         out = self.core.out
-        # Handling an unroutable send may add messages: loop until empty.
+        inproc = self._inproc
+        # Handling an unroutable send (or an in-process tool's answer) may add
+        # messages: loop until empty.
         while out:
             batch = out[:]
             out.clear()
             send = pump.send
             for idx, frames in batch:
-                send(idx, frames, now)
+                if idx == WORKERS and inproc is not None and frames[0] == INPROC_RID:
+                    inproc.deliver(frames[1:])
+                    inproc.flush()
+                else:
+                    send(idx, frames, now)
 
     def _after_run(self, now: float) -> None:
         if now >= self._timer_at:
@@ -329,6 +343,9 @@ class Broker:
         if self._pump is None:
             return
         now = time.monotonic()
+        if self._inproc is not None:
+            self._inproc.tick()
+            self._inproc.flush()
         self.core.tick(now)
         self._flush(now)
         self._emit_events()
@@ -526,6 +543,35 @@ class Broker:
             self._close_dialled(node_id, socks)
         self._emit_events()
         return socks is not None
+
+    # -------------------------------------------------- tools in the broker
+    def register_tool(self, func: Callable[..., Any]) -> None:
+        """Serve a light tool inside the broker's own process (the original's
+        ``tool:remote-request`` handler).  ``func`` is a function (decorated
+        with ``@tool`` or not); heavy tools belong in worker processes.  Call
+        before :meth:`start`."""
+        if self._pump is not None:
+            raise RuntimeError("register tools before the broker starts")
+        if self._inproc_registry is None:
+            self._inproc_registry = ToolRegistry()
+        self._inproc_registry.register(func)
+
+    def _start_inproc(self) -> None:
+        if self._inproc_registry is None or not len(self._inproc_registry):
+            return
+        now = time.monotonic()
+
+        def to_broker(frames: list[bytes]) -> None:
+            self.core.on_worker(frames, time.monotonic())
+            if self._pump is not None:
+                self._pump.kick()  # the run's after_run flushes what this produced
+
+        self._inproc = InprocWorker(f"{self.node_id[:50]}.inproc", self._inproc_registry,
+                                    to_broker,
+                                    heartbeat_interval=self._limits.heartbeat_interval,
+                                    liveness=self._limits.liveness)
+        self._inproc.flush()
+        self._flush(now)
 
     def _legacy_done(self, jid: str, value: Any, error: Any, duration: float) -> None:
         now = time.monotonic()
