@@ -667,6 +667,13 @@ class Broker:
         """The route to ``dest``: path, hops, latency, bandwidth, reliability."""
         return self.core.route_info(dest)
 
+    @property
+    def topology(self) -> Any:
+        """The mesh as a :class:`~operone_zmq.routing.topology.NetworkTopology`
+        (the original's API: find_route, get_network_stats, get_topology_graph
+        with to_json / to_dot, discover_peers, events)."""
+        return self.core.topology
+
     async def _client(self) -> Any:
         if self._self_client is None:
             from .client import AsyncClient

@@ -82,6 +82,7 @@ from ..qos.manager import QoSManager
 from ..routing.dijkstra import RoutingTable
 from ..routing.lsa import LSA, LinkInfo
 from ..routing.lsdb import LinkStateDB, initial_seq
+from ..routing.topology import NetworkTopology
 from .peers import (
     DOWN,
     HELLO_SENT,
@@ -318,6 +319,8 @@ class BrokerCore:
         self._link_by_sock: dict[int, PeerLink] = {}
         self.lsdb = LinkStateDB(node_id, initial_seq(wall()))
         self.routes = RoutingTable(self.lsdb)
+        #: The original's NetworkTopology API, as a view of our link-state database.
+        self.topology = NetworkTopology(node_id, clock=lambda: self._now, lsdb=self.lsdb)
         self._lsa_dirty = True
         self._topo_seen = -1
         self._topo_due: float | None = None
@@ -1737,63 +1740,37 @@ class BrokerCore:
 
     # ------------------------------------------------------------- queries
     def route_info(self, dest: str) -> dict[str, Any]:
-        """The route to ``dest`` as ``operone route`` shows it."""
+        """The route to ``dest`` as ``operone route`` shows it (NetworkTopology)."""
         if dest == self.node_id:
             return {"destination": dest, "reachable": True, "path": [dest], "hops": 0,
-                    "next_hop": None, "total_latency": 0.0}
-        r = self.routes.route(dest)
+                    "next_hop": None, "total_latency": 0.0, "bandwidth": 0.0,
+                    "reliability": 1.0}
+        r = self.topology.find_route(dest)
         if r is None:
             return {"destination": dest, "reachable": False, "known": dest in self.lsdb}
-        graph = self.routes.graph
-        reliability = 1.0
-        bandwidth = float("inf")
-        for a, b in zip(r.path, r.path[1:], strict=False):
-            e = graph.edge(a, b)
-            if e is not None:
-                reliability *= 1.0 - getattr(e, "loss", 0.0)
-                bw = getattr(e, "bandwidth", 0.0)
-                if bw:
-                    bandwidth = min(bandwidth, bw)
         return {"destination": dest, "reachable": True, "path": list(r.path),
-                "hops": r.hops, "next_hop": r.next_hop, "total_latency": round(r.cost, 3),
-                "bandwidth": 0.0 if bandwidth == float("inf") else bandwidth,
-                "reliability": round(reliability, 6)}
+                "hops": r.hop_count, "next_hop": r.next_hop,
+                "total_latency": round(r.total_latency, 3), "bandwidth": r.bandwidth,
+                "reliability": round(r.reliability, 6)}
 
     def topology_graph(self) -> dict[str, Any]:
-        """Nodes and edges of the link-state graph."""
-        reachable = self.routes.reachable() | {self.node_id}
-        nodes = []
-        edges = []
-        for lsa in self.lsdb.lsas():
-            nodes.append({"id": lsa.origin, "name": lsa.name or lsa.origin, "kind": lsa.kind,
-                          "tools": list(lsa.tools), "capabilities": list(lsa.capabilities),
-                          "load": lsa.load, "workers": lsa.workers,
-                          "reachable": lsa.origin in reachable,
-                          "local": lsa.origin == self.node_id})
-            for link in lsa.links:
-                other = self.lsdb.get(link.neighbor)
-                both = other is not None and other.link_to(lsa.origin) is not None
-                if both and lsa.origin < link.neighbor:
-                    edges.append({"source": lsa.origin, "target": link.neighbor,
-                                  "latency": link.cost, "bandwidth": link.bandwidth})
-        return {"local": self.node_id, "nodes": nodes, "edges": edges}
+        """Nodes and edges of the link-state graph (NetworkTopology)."""
+        return self.topology.get_topology_graph().to_dict()
 
     def network_stats(self) -> dict[str, Any]:
-        """The original's getNetworkStats(), from the link-state graph."""
-        routes = self.routes.routes()
-        direct = sum(1 for link in self.links.values() if link.up)
-        hops = [r.hops for r in routes.values()]
-        lat = [r.cost for r in routes.values()]
-        comps = len(self.routes.graph.components()) if len(self.lsdb) else 1
+        """The original's getNetworkStats(), over the whole link-state graph."""
+        ns = self.topology.get_network_stats()
         return {
-            "total_nodes": len(routes) + 1,
-            "known_nodes": len(self.lsdb),
-            "direct_connections": direct,
-            "indirect_connections": sum(1 for h in hops if h > 1),
-            "average_hop_count": round(sum(hops) / len(hops), 3) if hops else 0.0,
-            "average_latency": round(sum(lat) / len(lat), 3) if lat else 0.0,
-            "network_diameter": max(hops) if hops else 0,
-            "partitions": comps,
+            "total_nodes": ns.total_nodes - ns.unreachable_nodes,
+            "known_nodes": ns.total_nodes,
+            "unreachable_nodes": ns.unreachable_nodes,
+            "direct_connections": ns.direct_connections,
+            "indirect_connections": ns.indirect_connections,
+            "average_hop_count": round(ns.average_hop_count, 3),
+            "average_latency": round(ns.average_latency, 3),
+            "network_diameter": ns.network_diameter,
+            "diameter_exact": ns.diameter_exact,
+            "partitions": ns.partitions,
         }
 
     # ------------------------------------------------------- legacy hosts
