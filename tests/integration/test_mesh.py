@@ -81,10 +81,10 @@ def test_ring_reroutes_when_a_broker_dies(tmp_path: Path) -> None:
             other = ["a", "e", "d", "c"] if victim == "b" else ["a", "b", "c"]
             m[victim].procs[0].p.send_signal(signal.SIGKILL)
             # 3 heartbeat intervals, plus flooding; generous for CI
+            wait_for(lambda: {p["node"]: p["state"] for p in c.peers()}.get(victim) != "up", 10,
+                     f"a to see {victim} gone")
             wait_for(lambda: c.route("c").get("path") == other, 10, "the route to move")
             assert c.run("echo", {"x": 2}, on="c", timeout=10) == {"x": 2}
-            peers = {p["node"]: p for p in c.peers()}
-            assert peers[path[1]]["state"] != "up"
     finally:
         m.stop()
 
