@@ -1,9 +1,15 @@
-"""Helpers for tests and simulations: a fake monotonic clock.
-
-No I/O here; the in-memory mesh of cores lives beside the cores that use it.
-"""
+"""Helpers for tests and simulations: a fake monotonic clock and an in-memory
+mesh of broker cores (no I/O: frames are moved between cores by hand)."""
 
 from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from .core.broker import FIRST_DIAL_SOCKET, WORKERS, BrokerCore, BrokerLimits
+from .core.client import ClientCore, Reply
+from .core.worker import JobStart, WorkerCore
+from .protocol.bodies import ToolInfo
 
 __all__ = ["CoreMesh", "FakeClock", "key_of"]
 
@@ -34,13 +40,6 @@ class FakeClock:
 # ---------------------------------------------------------------------------
 # An in-memory mesh of broker cores (no sockets), for tests and simulation.
 # ---------------------------------------------------------------------------
-from collections import deque  # noqa: E402
-from typing import Any  # noqa: E402
-
-from .core.broker import FIRST_DIAL_SOCKET, WORKERS, BrokerCore, BrokerLimits  # noqa: E402
-from .core.client import ClientCore, Reply  # noqa: E402
-from .core.worker import JobStart, WorkerCore  # noqa: E402
-from .protocol.bodies import ToolInfo  # noqa: E402
 
 
 def key_of(node: str) -> str:
