@@ -233,6 +233,7 @@ class _Job:
     remote: bool = False  # submitted by another node (src), not a local client
     origin: bool = False  # submitted through this broker's origin table
     legacy: str | None = None  # runs on this legacy (SSH) host, not on a worker
+    request: JobRequest | None = None  # a legacy job's request (no worker frames)
 
 
 #: What a legacy (SSH-only) host offers the mesh.
@@ -728,9 +729,6 @@ class BrokerCore:
         job.worker = worker.rid
         worker.running.add(job.id)
         self.out.append((WORKERS, [worker.rid, *job.frames]))
-
-    def _finish(self, job: _Job) -> None:
-        del self._jobs[job.id]
 
     def _fail(self, job: _Job, err: JobError, silent: bool = False) -> None:
         """End ``job`` with ``err`` sent to its submitter."""
@@ -1431,7 +1429,7 @@ class BrokerCore:
         """Send ERROR toward ``dst``; ``src`` is the node answering (a legacy
         host we serve answers in its own name)."""
         body = ErrorBody(err.code, err.message, err.remote_type, err.node or self.node_id,
-                         _plain_details(err.details)).pack()
+                         err.details).pack()
         header = encode_header(Header(_ERROR, mid, src or self.node_id, dst, DEFAULT_TTL,
                                       int(self._wall() * 1000), cls, None))
         self._send_to_node(dst, cls, [TAG, header, body], _ERROR)
@@ -1505,18 +1503,14 @@ class BrokerCore:
     # ------------------------------------------------------------ broadcast
     def _on_client_broadcast(self, cls: int, rid: bytes, h: Header, body: bytes,
                              now: float) -> None:
-        header = encode_header(Header(_BROADCAST, h.id, self.node_id, "", DEFAULT_TTL, h.ts,
-                                      cls, None))
-        reached = self._on_broadcast(None, _decode_header_or_none(header), [TAG, header, body],
-                                     now)
+        bh = Header(_BROADCAST, h.id, self.node_id, "", DEFAULT_TTL, h.ts, cls, None)
+        reached = self._on_broadcast(None, bh, [TAG, encode_header(bh), body], now)
         self.out.append((cls, [rid, TAG, self._header(_REPLY, h.id, h.src, cls, h.id),
                                pack_value({"id": h.id, "neighbours": reached})]))
 
-    def _on_broadcast(self, from_node: str | None, h: Header | None, frames: list[bytes],
+    def _on_broadcast(self, from_node: str | None, h: Header, frames: list[bytes],
                       now: float) -> int:
         """Deliver a broadcast here once and flood it on; returns links sent to."""
-        if h is None:
-            return 0
         key = (h.src, h.id)
         if key in self._seen_bc:
             return 0
@@ -1793,8 +1787,8 @@ class BrokerCore:
             return Overloaded(f"legacy host '{name}' has {len(lg.queue)} jobs queued",
                               job_id=jid, node=name)
         timeout = req.timeout if req.timeout is not None else self.limits.default_timeout
-        job = _Job(jid, client, cls, req.tool, frozenset(), [req.pack()], now + timeout, now,
-                   src, remote=remote, origin=origin, legacy=name)
+        job = _Job(jid, client, cls, req.tool, frozenset(), [], now + timeout, now,
+                   src, remote=remote, origin=origin, legacy=name, request=req)
         self._jobs[jid] = job
         heapq.heappush(self._deadlines, (job.deadline, jid))
         if len(lg.running) < lg.slots:
@@ -1806,7 +1800,9 @@ class BrokerCore:
     def _start_legacy(self, lg: _Legacy, job: _Job) -> None:
         job.state = _RUNNING
         lg.running.add(job.id)
-        req = JobRequest.unpack(job.frames[0])
+        req = job.request
+        if req is None:  # pragma: no cover - every legacy job carries its request
+            return
         self.actions.append(("ssh", lg.name, job.id, req.tool, req.args,
                              max(0.0, job.deadline - self._now)))
 
@@ -1860,7 +1856,7 @@ class BrokerCore:
         if error is not None:
             t = _ERROR
             body = ErrorBody(error.code, error.message, error.remote_type, job.legacy,
-                             _plain_details(error.details)).pack()
+                             error.details).pack()
             if not job.origin:
                 self.counters["jobs_failed"] += 1
         else:
@@ -1994,20 +1990,6 @@ def _best_effort_id(frames: list[bytes]) -> str:
         if isinstance(h, list | tuple) and len(h) >= 2 and isinstance(h[1], str):
             return h[1][:64] or "-"
     return "-"
-
-
-def _decode_header_or_none(header: bytes) -> Header | None:
-    try:
-        return decode_header(header)
-    except ProtocolError:
-        return None
-
-
-
-
-def _plain_details(details: dict[str, Any]) -> dict[str, Any]:
-    return {str(k): (v if v is None or isinstance(v, str | int | float | bytes | list | dict)
-                     else repr(v)) for k, v in details.items()}
 
 
 def _with_attempts(body: bytes, attempts: int) -> bytes:

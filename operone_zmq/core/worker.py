@@ -218,7 +218,7 @@ class WorkerCore:
     def _error(self, jid: str, cls: int, err: JobError) -> None:
         self.counters["errors"] += 1
         body = ErrorBody(err.code, err.message, err.remote_type, err.node or self.node or None,
-                         _plain(err.details)).pack()
+                         err.details).pack()
         self.out.append([TAG, self._header(int(MsgType.ERROR), jid, cls), body])
 
     # --------------------------------------------------------------- timers
@@ -268,14 +268,3 @@ class WorkerCore:
     def disconnect(self, reason: str) -> None:
         """Say goodbye to the broker (on a clean shutdown)."""
         self.out.append([TAG, self._header(_DISCONNECT, self._mid()), Disconnect(reason).pack()])
-
-
-def _plain(details: dict[str, Any]) -> dict[str, Any]:
-    """Keep only the msgpack-friendly part of an error's details."""
-    ok: dict[str, Any] = {}
-    for k, v in details.items():
-        if v is None or isinstance(v, str | int | float | bytes | list | tuple | dict):
-            ok[str(k)] = v
-        else:
-            ok[str(k)] = repr(v)
-    return ok

@@ -254,7 +254,11 @@ class ErrorBody:
         if self.node is not None:
             m["node"] = self.node
         if self.details:
-            m["details"] = self.details
+            # Details come from exceptions: keep what msgpack can carry, and the
+            # repr of anything else, so an odd detail never loses the error.
+            m["details"] = {str(k): v if v is None or isinstance(
+                v, str | int | float | bytes | list | tuple | dict) else repr(v)
+                for k, v in self.details.items()}
         return pack_value(m)
 
     @classmethod
