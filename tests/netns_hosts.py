@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 def _ip(*args: str) -> None:
@@ -101,3 +103,24 @@ class Lan:
         for ns in reversed(self._made):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
         self._made.clear()
+
+
+@contextmanager
+def lan_or_skip(n: int = 3) -> Iterator[Lan]:
+    """A :class:`Lan` of ``n`` hosts for a fixture, removed afterwards; the test
+    is skipped (with the reason) where namespaces or a bridge cannot be made."""
+    import pytest
+
+    why = can_make_namespaces()
+    if why is not None:
+        pytest.skip(why)
+    net = Lan(n)
+    try:
+        try:
+            net.create()
+        except subprocess.CalledProcessError as exc:
+            pytest.skip(f"cannot build a veth/bridge LAN in namespaces here: "
+                        f"{exc.stderr.decode(errors='replace').strip()}")
+        yield net
+    finally:
+        net.destroy()

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 import zmq
-from netns_hosts import Lan, can_make_namespaces
+from netns_hosts import Lan, lan_or_skip
 
 from operone_zmq.aio.discovery import (
     SERVICE_TYPE,
@@ -154,19 +154,8 @@ class Runner:
 
 @pytest.fixture(scope="module")
 def lan() -> Iterator[Lan]:
-    why = can_make_namespaces()
-    if why is not None:
-        pytest.skip(why)
-    net = Lan(3)
-    try:
-        try:
-            net.create()
-        except subprocess.CalledProcessError as exc:
-            pytest.skip(f"cannot build a veth/bridge LAN in namespaces here: "
-                        f"{exc.stderr.decode(errors='replace').strip()}")
+    with lan_or_skip(3) as net:
         yield net
-    finally:
-        net.destroy()
 
 
 @pytest.fixture

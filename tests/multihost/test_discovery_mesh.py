@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from helpers import FAST_ENV, Proc, make_home, wait_for
-from netns_hosts import Lan, can_make_namespaces
+from netns_hosts import Lan, lan_or_skip
 
 from operone_zmq.security.keys import TrustStore, load_keypair
 
@@ -21,18 +21,8 @@ pytestmark = pytest.mark.multihost
 
 @pytest.fixture
 def lan() -> Iterator[Lan]:
-    why = can_make_namespaces()
-    if why is not None:
-        pytest.skip(why)
-    net = Lan(3)
-    try:
-        try:
-            net.create()
-        except subprocess.CalledProcessError as exc:
-            pytest.skip(f"cannot build a veth/bridge LAN here: {exc.stderr!r}")
+    with lan_or_skip(3) as net:
         yield net
-    finally:
-        net.destroy()
 
 
 def test_brokers_discover_and_link(lan: Lan, tmp_path: Path) -> None:
