@@ -14,33 +14,17 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from _benchlib import free_base_port  # scripts/ is on sys.path when run as a script
+
 from operone_zmq import Client, CurveKeys
 from operone_zmq.config import Home, init_home
 from operone_zmq.security import load_keypair
-
-
-def free_base_port() -> int:
-    for base in range(27700, 60000, 17):
-        socks = []
-        try:
-            for i in range(4):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", base + i))
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-        return base
-    raise SystemExit("no free ports")
 
 
 def main() -> int:
