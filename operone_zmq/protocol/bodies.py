@@ -16,10 +16,18 @@ from typing import Any
 import msgpack
 
 from ..errors import ProtocolError
-from .limits import MAX_CAPABILITIES, MAX_ID_LEN, MAX_JOB_TIMEOUT, MAX_TOOLS_PER_WORKER
+from .limits import (
+    EXT_BIGINT,
+    MAX_BIGINT_BYTES,
+    MAX_CAPABILITIES,
+    MAX_ID_LEN,
+    MAX_JOB_TIMEOUT,
+    MAX_TOOLS_PER_WORKER,
+)
 
 __all__ = [
     "MAX_LSAS_PER_MESSAGE",
+    "ParamInfo",
     "Bye",
     "Cancel",
     "Disconnect",
@@ -43,31 +51,113 @@ __all__ = [
 
 # msgpack.packb, not a shared Packer: a Packer keeps a buffer and is not
 # safe to share between the threads of a worker pool.
-_packb: Callable[[Any], bytes] = msgpack.packb
+_packb: Callable[..., bytes] = msgpack.packb
+
+# ------------------------------------------------------------ big integers
+# msgpack integers stop at uint64 / int64.  A Python int beyond that travels
+# as the extension type EXT_BIGINT whose data is the integer in signed
+# big-endian two's complement, shortest form (docs/protocol.md, section 5.2).
+_INT_MIN = -(1 << 63)
+_INT_MAX = (1 << 64) - 1
+
+
+def bigint_to_bytes(value: int) -> bytes:
+    """The EXT_BIGINT data of ``value``: signed big-endian two's complement, shortest form."""
+    n = (value if value >= 0 else ~value).bit_length() // 8 + 1
+    return value.to_bytes(n, "big", signed=True)
+
+
+def bigint_from_bytes(data: bytes) -> int:
+    """The integer of EXT_BIGINT data (any length from 1 to MAX_BIGINT_BYTES)."""
+    if not 0 < len(data) <= MAX_BIGINT_BYTES:
+        raise ValueError(
+            f"{_BIGINT_TEXT} 1..{MAX_BIGINT_BYTES} bytes, got {len(data)}"
+        )
+    return int.from_bytes(data, "big", signed=True)
+
+
+def _default(obj: Any) -> Any:
+    """msgpack's fallback encoder: integers beyond 64 bits become EXT_BIGINT."""
+    if type(obj) is int and not _INT_MIN <= obj <= _INT_MAX:
+        data = bigint_to_bytes(obj)
+        if len(data) > MAX_BIGINT_BYTES:
+            raise ValueError(
+                f"integer of {obj.bit_length()} bits is beyond the "
+                f"{MAX_BIGINT_BYTES * 8}-bit limit of the big integer extension"
+            )
+        return msgpack.ExtType(EXT_BIGINT, data)
+    raise TypeError(f"cannot serialize {type(obj).__name__} object")
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    """msgpack's extension decoder: EXT_BIGINT becomes an int; other codes stay ExtType."""
+    if code == EXT_BIGINT:
+        return bigint_from_bytes(data)
+    return msgpack.ExtType(code, data)
+
+
+def _unpackb(raw: bytes, strict_map_key: bool) -> Any:
+    return msgpack.unpackb(raw, raw=False, strict_map_key=strict_map_key, ext_hook=_ext_hook)
+
+
+#: The reasons a ``... is not valid msgpack: <reason>`` error gives, the same
+#: whichever msgpack library a peer uses (docs/protocol.md, section 5.2).
+WHY_TRUNCATED = "the data ends too early"
+WHY_EXTRA = "extra bytes after the value"
+WHY_UTF8 = "a string is not valid UTF-8"
+WHY_MAP_KEY = "a map key is not a string"
+WHY_DEPTH = "nested too deeply"
+WHY_MALFORMED = "malformed data"
+_BIGINT_TEXT = "big integer extension must hold"
+
+
+def _why(exc: BaseException) -> str:
+    """A decoder failure as fixed wire text: never empty, never a Python repr."""
+    if isinstance(exc, msgpack.ExtraData):
+        return WHY_EXTRA
+    if isinstance(exc, UnicodeDecodeError):
+        return WHY_UTF8
+    if isinstance(exc, msgpack.StackError):
+        return WHY_DEPTH
+    text = str(exc)
+    if isinstance(exc, msgpack.OutOfData) or "incomplete input" in text or " exceeds max_" in text:
+        return WHY_TRUNCATED
+    if "not allowed for map key" in text:
+        return WHY_MAP_KEY
+    if text.startswith(_BIGINT_TEXT):
+        return text
+    return WHY_MALFORMED
+
+
+def decode_failure(what: str, exc: BaseException) -> str:
+    """The text of a ``<what> is not valid msgpack`` error (shared with the header codec)."""
+    return f"{what} is not valid msgpack: {_why(exc)}"
 
 
 def pack_value(value: Any) -> bytes:
-    """Encode any msgpack-able value (raises ProtocolError when it is not)."""
+    """Encode any msgpack-able value (raises ProtocolError when it is not).
+
+    Integers beyond 64 bits are encoded as the big integer extension."""
     try:
-        return _packb(value)
+        return _packb(value, default=_default)
     except (TypeError, ValueError, OverflowError) as exc:
         raise ProtocolError(f"value cannot be encoded as msgpack: {exc}") from exc
 
 
 def unpack_value(raw: bytes) -> Any:
-    """Decode a msgpack value (maps keep str or int keys)."""
+    """Decode a msgpack value (maps keep str or int keys; big integers become ints)."""
     try:
-        return msgpack.unpackb(raw, raw=False, strict_map_key=False)
+        return _unpackb(raw, False)
     except Exception as exc:
-        raise ProtocolError(f"body is not valid msgpack: {exc}") from exc
+        raise ProtocolError(decode_failure("body", exc)) from exc
 
 
 def unpack_map(raw: bytes, what: str) -> dict[str, Any]:
     """Decode a body that must be a msgpack map with string keys."""
     try:
-        m = msgpack.unpackb(raw, raw=False, strict_map_key=True)
+        m = _unpackb(raw, True)
     except Exception as exc:
-        raise ProtocolError(f"{what} body is not valid msgpack: {exc}") from exc
+        raise ProtocolError(decode_failure(f"{what} body", exc)) from exc
     if type(m) is not dict:
         raise ProtocolError(f"{what} body must be a msgpack map")
     return m
@@ -174,9 +264,9 @@ class JobRequest:
         # Argument values may be maps with any keys (as RESULT values may);
         # only the top-level keys are checked to be strings.
         try:
-            m = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+            m = _unpackb(raw, False)
         except Exception as exc:
-            raise ProtocolError(f"JOB body is not valid msgpack: {exc}") from exc
+            raise ProtocolError(decode_failure("JOB body", exc)) from exc
         if type(m) is not dict or any(type(k) is not str for k in m):
             raise ProtocolError("JOB body must be a msgpack map with string keys")
         tool = _req(m, "tool", "JOB")
@@ -220,9 +310,9 @@ class ResultBody:
     @classmethod
     def unpack(cls, raw: bytes) -> ResultBody:
         try:
-            m = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+            m = _unpackb(raw, False)
         except Exception as exc:
-            raise ProtocolError(f"RESULT body is not valid msgpack: {exc}") from exc
+            raise ProtocolError(decode_failure("RESULT body", exc)) from exc
         if type(m) is not dict or "value" not in m:
             raise ProtocolError("RESULT body must be a map with a 'value'")
         node = m.get("node", "")

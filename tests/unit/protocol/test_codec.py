@@ -190,7 +190,7 @@ BAD_FRAMES: list[tuple[str, list[bytes], int, type[ProtocolError], str]] = [
     ("oversize header", [TAG, encode_header(_hdr(id="x" * 2000)), b""], 0, MessageTooLarge,
      "the limit is 1024"),
     ("oversize signature", [TAG, encode_header(_hdr()), b"", b"s" * (MAX_SIGNATURE_SIZE + 1)],
-     0, ProtocolError, "signature frame is too large"),
+     0, MessageTooLarge, "signature is 257 bytes; the limit is 256"),
     ("tag checked before header", [b"nope", b"\xc1", b""], 0, ProtocolError,
      "not an operone version tag"),
 ]
