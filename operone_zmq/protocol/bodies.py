@@ -27,7 +27,6 @@ from .limits import (
 
 __all__ = [
     "MAX_LSAS_PER_MESSAGE",
-    "ParamInfo",
     "Bye",
     "Cancel",
     "Disconnect",
@@ -35,6 +34,7 @@ __all__ = [
     "Heartbeat",
     "Hello",
     "JobRequest",
+    "ParamInfo",
     "Ping",
     "Progress",
     "Query",
@@ -367,12 +367,64 @@ class ErrorBody:
         )
 
 
+#: Parameters one tool may advertise in READY (a tool's signature is short;
+#: this bounds what one READY entry can hold).
+MAX_TOOL_PARAMS = 256
+#: Longest parameter type text in READY (an annotation like ``dict[str, int] | None``).
+MAX_PARAM_TYPE_LEN = 256
+#: Longest tool description kept from READY; longer ones are clipped.
+MAX_DESCRIPTION_LEN = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ParamInfo:
+    """One argument a tool accepts, as a worker advertises it (READY ``signatures``)."""
+
+    name: str
+    #: The annotation as text (``"int"``, ``"str | None"``, ``"list[str]"``);
+    #: ``"any"`` without one.  Informational: the worker checks only names.
+    type: str = "any"
+    required: bool = True
+    #: The default of an optional argument (a plain value, or its repr text).
+    default: Any = None
+
+    def to_wire(self) -> dict[str, Any]:
+        m: dict[str, Any] = {"name": self.name, "type": self.type, "required": self.required}
+        if not self.required:
+            m["default"] = self.default
+        return m
+
+    @classmethod
+    def from_wire(cls, v: Any) -> ParamInfo:
+        if type(v) is not dict:
+            raise ProtocolError("READY: each parameter must be a map")
+        name = _req(v, "name", "READY parameter")
+        ptype = _text(v, "type", "READY parameter", "any", MAX_PARAM_TYPE_LEN) or "any"
+        required = _bool(v, "required", "READY parameter", True)
+        return cls(name, ptype, required, None if required else v.get("default"))
+
+
 @dataclass(frozen=True, slots=True)
 class ToolInfo:
-    """A tool a worker offers."""
+    """A tool a worker offers: its name and description and, when the worker
+    advertised them, its parameters (``None``: not advertised, e.g. an older worker)."""
 
     name: str
     description: str = ""
+    params: tuple[ParamInfo, ...] | None = None
+    #: The tool also takes any other keyword argument (``**kwargs``).
+    any_args: bool = False
+
+
+def _signature(v: Any, tool: str) -> tuple[tuple[ParamInfo, ...], bool]:
+    if type(v) is not dict:
+        raise ProtocolError(f"READY: the signature of {tool!r} must be a map")
+    params = v.get("params", [])
+    if type(params) is not list or len(params) > MAX_TOOL_PARAMS:
+        raise ProtocolError(
+            f"READY: 'params' of {tool!r} must be a list of at most {MAX_TOOL_PARAMS} maps"
+        )
+    return tuple(ParamInfo.from_wire(p) for p in params), _bool(v, "kwargs", "READY", False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,15 +438,21 @@ class Ready:
     pid: int = 0
 
     def pack(self) -> bytes:
-        return pack_value(
-            {
-                "worker": self.worker,
-                "tools": [[t.name, t.description] for t in self.tools],
-                "caps": list(self.caps),
-                "slots": self.slots,
-                "pid": self.pid,
-            }
-        )
+        m: dict[str, Any] = {
+            "worker": self.worker,
+            "tools": [[t.name, t.description] for t in self.tools],
+            "caps": list(self.caps),
+            "slots": self.slots,
+            "pid": self.pid,
+        }
+        # Additive (v1 revision 2): a v1 broker ignores the key it does not know.
+        sigs = {
+            t.name: {"params": [p.to_wire() for p in t.params], "kwargs": t.any_args}
+            for t in self.tools if t.params is not None
+        }
+        if sigs:
+            m["signatures"] = sigs
+        return pack_value(m)
 
     @classmethod
     def unpack(cls, raw: bytes) -> Ready:
@@ -403,6 +461,9 @@ class Ready:
         tools_raw = m.get("tools", [])
         if type(tools_raw) is not list or len(tools_raw) > MAX_TOOLS_PER_WORKER:
             raise ProtocolError("READY: 'tools' must be a list of [name, description]")
+        sigs = m.get("signatures", {})
+        if type(sigs) is not dict:
+            raise ProtocolError("READY: 'signatures' must be a map of tool names to signatures")
         tools = []
         for t in tools_raw:
             if (
@@ -413,7 +474,12 @@ class Ready:
                 or type(t[1]) is not str
             ):
                 raise ProtocolError("READY: each tool must be [name, description]")
-            tools.append(ToolInfo(t[0], t[1][:1024]))
+            sig = sigs.get(t[0])
+            if sig is None:
+                tools.append(ToolInfo(t[0], t[1][:MAX_DESCRIPTION_LEN]))
+            else:
+                params, any_args = _signature(sig, t[0])
+                tools.append(ToolInfo(t[0], t[1][:MAX_DESCRIPTION_LEN], params, any_args))
         return cls(
             worker=worker,
             tools=tuple(tools),
