@@ -461,8 +461,10 @@ class Ready:
         tools_raw = m.get("tools", [])
         if type(tools_raw) is not list or len(tools_raw) > MAX_TOOLS_PER_WORKER:
             raise ProtocolError("READY: 'tools' must be a list of [name, description]")
-        sigs = m.get("signatures", {})
-        if type(sigs) is not dict:
+        sigs = m.get("signatures")
+        if sigs is None:
+            sigs = {}
+        elif type(sigs) is not dict:
             raise ProtocolError("READY: 'signatures' must be a map of tool names to signatures")
         tools = []
         for t in tools_raw:

@@ -44,6 +44,7 @@ def test_spec_example_bytes() -> None:
     """The example of docs/protocol.md section 5.2."""
     assert pack_value(2**64).hex(" ") == "c7 09 01 01 00 00 00 00 00 00 00 00"
     assert pack_value(-(2**64)).hex(" ") == "c7 09 01 ff 00 00 00 00 00 00 00 00"
+    assert pack_value(354224848179261915075).hex(" ") == "c7 09 01 13 33 db 76 a7 c5 94 bf c3"
 
 
 def test_decoders_accept_non_shortest_and_small_values() -> None:
