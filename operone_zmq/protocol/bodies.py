@@ -418,11 +418,11 @@ class ToolInfo:
 
 def _signature(v: Any, tool: str) -> tuple[tuple[ParamInfo, ...], bool]:
     if type(v) is not dict:
-        raise ProtocolError(f"READY: the signature of {tool!r} must be a map")
+        raise ProtocolError(f"READY: the signature of '{tool}' must be a map")
     params = v.get("params", [])
     if type(params) is not list or len(params) > MAX_TOOL_PARAMS:
         raise ProtocolError(
-            f"READY: 'params' of {tool!r} must be a list of at most {MAX_TOOL_PARAMS} maps"
+            f"READY: 'params' of '{tool}' must be a list of at most {MAX_TOOL_PARAMS} maps"
         )
     return tuple(ParamInfo.from_wire(p) for p in params), _bool(v, "kwargs", "READY", False)
 

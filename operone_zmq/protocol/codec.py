@@ -147,8 +147,10 @@ def decode_header(raw: bytes) -> Header:
     if type(h) is not tuple or len(h) != 8:
         raise ProtocolError("header must be a msgpack array of 8 fields")
     t, mid, src, dst, ttl, ts, cls, corr = h
-    if type(t) is not int or t not in _TYPES:
-        raise ProtocolError(f"unknown message type {t!r}")
+    if type(t) is not int:
+        raise ProtocolError("header type must be an integer message type code")
+    if t not in _TYPES:
+        raise ProtocolError(f"unknown message type {t}")
     if type(mid) is not str or not 0 < len(mid) <= MAX_ID_LEN:
         raise ProtocolError("header id must be a string of 1..64 characters")
     if type(src) is not str or len(src) > MAX_ID_LEN:
