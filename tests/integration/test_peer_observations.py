@@ -37,6 +37,10 @@ async def _pair(tmp_path: Path) -> tuple[Broker, Broker, int]:
     return brokers[0], brokers[1], ports["b"]
 
 
+def _shout(text: str) -> str:
+    return text.upper()
+
+
 async def _until(pred: Any, timeout: float, what: str) -> None:
     end = time.monotonic() + timeout
     while not pred():
@@ -60,10 +64,11 @@ def test_last_seen_of_a_neighbour_is_set_and_advances(tmp_path: Path) -> None:
             await _until(lambda: seen() > 0, 10, "a to install b's LSA")
             first = seen()
             assert time.monotonic() - first < 10
-            # b re-originates when its link to a comes up or changes cost: a
-            # newer LSA moves last_seen forward.
-            b.core._lsa_dirty = True
+            # b offers a new tool: its newer LSA moves last_seen forward.
+            b.register_tool(_shout)
             await _until(lambda: seen() > first, 10, "a newer LSA of b")
+            p = a.topology.get_peer("b")
+            assert p is not None and "_shout" in p.tools
 
     asyncio.run(go())
 
