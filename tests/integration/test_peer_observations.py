@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 from helpers import free_base_port
 
-from operone_zmq import Broker, CurveKeys
+from operone_zmq import Broker, CurveKeys, Worker
 from operone_zmq.security import TrustStore, generate_keypair
+from operone_zmq.tools.registry import ToolRegistry
 
 pytestmark = pytest.mark.integration
 
@@ -64,11 +65,15 @@ def test_last_seen_of_a_neighbour_is_set_and_advances(tmp_path: Path) -> None:
             await _until(lambda: seen() > 0, 10, "a to install b's LSA")
             first = seen()
             assert time.monotonic() - first < 10
-            # b offers a new tool: its newer LSA moves last_seen forward.
-            b.register_tool(_shout)
-            await _until(lambda: seen() > first, 10, "a newer LSA of b")
-            p = a.topology.get_peer("b")
-            assert p is not None and "_shout" in p.tools
+            # A worker registers with b: b's newer LSA (new tools) moves last_seen forward.
+            w = Worker("b.w1", f"ipc://{tmp_path}/b.ipc", ToolRegistry([_shout]))
+            await w.start()
+            try:
+                await _until(lambda: seen() > first, 10, "a newer LSA of b")
+                p = a.topology.get_peer("b")
+                assert p is not None and "_shout" in p.tools
+            finally:
+                await w.stop()
 
     asyncio.run(go())
 
