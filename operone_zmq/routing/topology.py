@@ -331,9 +331,11 @@ class NetworkTopology(EventEmitter):
         direct = self._direct.get(node)
         path = view.paths.get(node)
         route = self._route_metrics(path, view.graph) if path is not None else None
+        seen = self._seen(node)
         if direct is not None:
             if lsa is not None:
-                direct = replace(direct, tools=lsa.tools, capabilities=lsa.capabilities)
+                direct = replace(direct, tools=lsa.tools, capabilities=lsa.capabilities,
+                                 last_seen=max(direct.last_seen, seen))
             return direct
         return PeerInfo(
             id=node,
@@ -342,9 +344,17 @@ class NetworkTopology(EventEmitter):
             tools=lsa.tools if lsa is not None else (),
             latency=route[0] if route is not None else 0.0,
             bandwidth=route[1] if route is not None else 0.0,
-            last_seen=self._last_seen.get(node, 0.0),
+            last_seen=seen,
             kind=lsa.kind if lsa is not None else "broker",
         )
+
+    def _seen(self, node: str) -> float:
+        """When ``node`` was last heard of: its latest LSA's arrival in the
+        database (whoever installed it: this class or a broker sharing the
+        database), or add_peer, whichever is later; 0.0 if never."""
+        installed = self.lsdb.installed_at(node)
+        recorded = self._last_seen.get(node, 0.0)
+        return recorded if installed is None else max(installed, recorded)
 
     @staticmethod
     def _route_metrics(path: PathInfo, graph: Graph) -> tuple[float, float, float]:
