@@ -59,7 +59,7 @@ class Worker:
         self._interval = heartbeat_interval
         self._liveness = liveness
         self._curve = curve
-        self._socket_limits = socket_limits or SocketLimits(zmtp_heartbeat_ms=0)
+        self._socket_limits = socket_limits or SocketLimits()
         self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
         self._pump: Pump | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
