@@ -141,3 +141,32 @@ def test_identity_takeover_and_flood_reset_never_abort_the_broker(tmp_path: Path
                 f.kill()
                 f.wait(5)
         n.stop()
+
+
+def test_worker_started_for_a_dead_supervisor_exits(tmp_path: Path) -> None:
+    # The supervisor died between fork and the worker's start-up: getppid() is
+    # no longer the pid it was given, so the worker leaves instead of orphaning.
+    n = LocalNode(tmp_path, "pc2")
+    try:
+        p = Proc(n._cli("worker", "start", "--parent-pid", str(os.getpid() + 1_000_000)),
+                 n.env, n.dir / "worker.log")
+        n.procs.append(p)
+        p.p.wait(20)
+        assert p.p.returncode == 0, p.output()
+        assert "worker_started" not in p.output()
+    finally:
+        n.stop()
+
+
+def test_worker_without_broker_logs_the_loss_once(tmp_path: Path) -> None:
+    # FAST_ENV: liveness 5 x 0.2 s, so about 3 reconnects in 3.5 s, one warning.
+    n = LocalNode(tmp_path, "pc2")
+    try:
+        w = Proc(n._cli("worker", "start"), n.env, n.dir / "worker.log")
+        n.procs.append(w)
+        wait_for(lambda: "broker_lost" in w.output() or not w.alive(), 20, "broker_lost")
+        time.sleep(3.5)
+        assert w.alive(), w.output()
+        assert w.output().count("broker_lost") == 1, w.output()
+    finally:
+        n.stop()
