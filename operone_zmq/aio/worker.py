@@ -27,7 +27,7 @@ import zmq
 
 from ..core.worker import JobStart, WorkerCore
 from ..errors import JobError, ToolNotFound
-from ..protocol.bodies import Progress, ToolInfo
+from ..protocol.bodies import Progress
 from ..tools import ToolContext, ToolRegistry, ToolsConfig
 from .pump import Pump
 from .sockets import CurveKeys, SocketLimits, make_socket
@@ -88,7 +88,7 @@ class Worker:
         self._no_ctx = ToolContext(job_id="", node="", config=self.tools_config)
 
     def _new_core(self, now: float) -> WorkerCore:
-        infos = [ToolInfo(n, self.registry.get(n).description) for n in self.registry.names()]
+        infos = self.registry.infos()
         return WorkerCore(self.name, infos, caps=self._caps, slots=self._slots, pid=os.getpid(),
                           heartbeat_interval=self._interval, liveness=self._liveness, now=now)
 
