@@ -39,6 +39,7 @@ from ..errors import (
 from ..protocol.bodies import Progress
 from .pump import Pump
 from .sockets import CurveKeys, SocketLimits, make_socket
+from .transfer import TransferResult, copy_file
 
 __all__ = ["AsyncClient", "Client", "JobResult", "parse_priority"]
 
@@ -311,10 +312,9 @@ class AsyncClient:
         r: dict[str, Any] = await self.query("qos", args)
         return r
 
-    async def copy_file(self, local: str, node: str, remote: str, **kw: Any) -> Any:
+    async def copy_file(self, local: str, node: str, remote: str,
+                        **kw: Any) -> TransferResult:
         """Copy a local file to ``node``:``remote`` (see operone_zmq.aio.transfer)."""
-        from .transfer import copy_file
-
         return await copy_file(self, local, node, remote, **kw)
 
     async def peers(self) -> list[dict[str, Any]]:
@@ -594,9 +594,10 @@ class Client:
         """QoS metrics of the broker's link to ``peer``."""
         return self._call(self._aclient.qos(peer, allocate))  # type: ignore[no-any-return]
 
-    def copy_file(self, local: str, node: str, remote: str, **kw: Any) -> Any:
+    def copy_file(self, local: str, node: str, remote: str, **kw: Any) -> TransferResult:
         """Copy a local file to ``node``:``remote`` (chunked, throttled, resumable)."""
-        return self._call(self._aclient.copy_file(local, node, remote, **kw))
+        r: TransferResult = self._call(self._aclient.copy_file(local, node, remote, **kw))
+        return r
 
     def cancel(self, job_id: str, reason: str = "") -> bool:
         """Cancel job ``job_id`` (submitted to this broker by any client)."""

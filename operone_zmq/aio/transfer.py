@@ -11,6 +11,10 @@ destination how much it already has (``fs.stat``) and continues from there;
 a file that is longer than the source, or a prefix that does not match, is
 rewritten from the start.  At the end the destination's SHA-256 must equal
 the source's.
+
+This module needs of the client only its ``run`` method, named by the
+:class:`JobRunner` protocol, so it does not import ``aio.client``; the
+client imports it (``AsyncClient.copy_file``).
 """
 
 from __future__ import annotations
@@ -18,15 +22,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import JobError, OperoneError, ToolFailed
-from .client import AsyncClient
 
-__all__ = ["CHUNK_SIZE", "TransferResult", "copy_file"]
+__all__ = ["CHUNK_SIZE", "JobRunner", "TransferResult", "copy_file"]
 
 #: Bytes per chunk: 256 KiB is 50 ms at 5 MB/s (fine-grained shaping and
 #: resume) and few enough messages that per-message costs do not matter.
@@ -51,6 +54,14 @@ class TransferResult:
     seconds: float
 
 
+class JobRunner(Protocol):
+    """What a copy needs of a client: run one job and return its value
+    (:meth:`operone_zmq.aio.client.AsyncClient.run`)."""
+
+    async def run(self, tool: str, args: Mapping[str, Any] | None = None,
+                  **kw: Any) -> Any: ...
+
+
 def _sha256(path: Path, limit: int | None = None) -> str:
     h = hashlib.sha256()
     left = limit
@@ -72,7 +83,7 @@ def _read_chunk(path: Path, offset: int, size: int) -> bytes:
 
 
 async def copy_file(
-    client: AsyncClient,
+    client: JobRunner,
     local: str | os.PathLike[str],
     node: str,
     remote: str,
@@ -129,7 +140,7 @@ async def copy_file(
             backoff = min(MAX_BACKOFF, backoff * 2)
 
 
-async def _remote_prefix_differs(client: AsyncClient, src: Path, node: str, remote: str,
+async def _remote_prefix_differs(client: JobRunner, src: Path, node: str, remote: str,
                                  have: int, timeout: float) -> bool:
     """Whether the first ``have`` bytes on the destination differ from ours."""
     st = await client.run("fs.stat", {"path": remote, "sha256": True}, on=node,

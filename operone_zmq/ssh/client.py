@@ -1,265 +1,57 @@
-"""Run commands and move files on legacy hosts over SSH (Fabric / Paramiko).
+"""The SSH client: :class:`SSHClient` over :class:`fabric.Connection`.
 
-:class:`SSHClient` is a small, typed façade over :class:`fabric.Connection`
-for hosts that cannot run an operone worker::
-
-    with SSHClient("10.0.0.5", username="admin", private_key_path=key) as ssh:
-        result = ssh.execute(["ls", "-la", "/srv"])      # argv, quoted for you
-        print(result.stdout, result.exit_status)
-        data = ssh.read_file("/etc/hostname")             # SFTP
-
-Host keys
-    The server's host key is always checked against ``known_hosts`` (default
-    ``~/.ssh/known_hosts``; hashed and plain entries both work).  An unknown
-    host raises :class:`SSHHostKeyUnknown` unless ``accept_unknown_host=True``,
-    which trusts the key on first use and *appends* one plain line for it to
-    ``known_hosts`` (the file is never rewritten).  A key that differs from
-    the recorded one is always refused, whatever ``accept_unknown_host`` says.
-    Lines Paramiko cannot use (malformed ones, unsupported key types, and the
-    ``@cert-authority`` / ``@revoked`` markers) are skipped, not fatal.
-
-Authentication precedence
-    * ``private_key_path`` and/or ``password`` given: exactly these are used,
-      the key first, then the password.  The SSH agent and the default keys
-      in ``~/.ssh`` are **not** consulted, so a stray key can never log in as
-      somebody else.  ``passphrase`` decrypts ``private_key_path``.
-    * Neither given: Paramiko's defaults apply, the SSH agent first, then
-      ``~/.ssh/id_*`` (``passphrase`` decrypts those).
-    * ``username`` defaults to the local user name.  ``~/.ssh/config`` and
-      Fabric's own config files are not read: what you pass is what is used.
-
-Commands
-    A command is a shell string, run by the remote user's login shell, or a
-    sequence of strings, which is quoted with :func:`shlex.join` first (use
-    this for anything built from data).  A non-zero exit status is a normal
-    :class:`CommandResult`; ``check=True`` turns it into
-    :class:`SSHCommandFailed`.  stdout and stderr are decoded with
-    ``encoding`` (UTF-8 by default; undecodable bytes become U+FFFD).  stdin
-    is always closed after ``stdin`` (or nothing) was sent, so a command that
-    reads its input never waits for more.  ``env`` is exported inline in front
-    of the command (most sshd refuse ``SendEnv``), so it is visible in the
-    remote process list: pass secrets on ``stdin`` instead.  Commands run on
-    a session channel of the Fabric connection's transport rather than via
-    ``Connection.run()``, which can neither stop the remote command on a
-    timeout nor be cancelled.
-
-Timeouts
-    ``connect_timeout`` bounds each phase of connecting (TCP connect, SSH
-    banner, key exchange, authentication).  ``command_timeout`` (or a call's
-    ``timeout``) bounds a whole command and each SFTP request; when it runs
-    out the command is stopped -- a ``TERM`` signal request is sent (honoured
-    by OpenSSH) and the channel is closed -- and :class:`SSHTimeout` is raised.
-    A remote command killed by a signal reports ``exit_status == -1``.
-
-Errors
-    Every network, server or SSH failure raises an
-    :class:`~operone_zmq.errors.SSHError` subclass; the Paramiko/socket
-    exception that caused it is chained as ``__cause__``.  Invalid arguments
-    raise :class:`ValueError`/:class:`TypeError`, and local file errors of
-    :meth:`SSHClient.put`/:meth:`SSHClient.get` are plain :class:`OSError`.
-
-Threads and asyncio
-    One client may be shared by threads: each command runs on its own SSH
-    channel of the one connection (a server allows only so many at once:
-    OpenSSH's ``MaxSessions`` defaults to 10).  The ``a*`` coroutines run the blocking
-    calls in a worker thread (``asyncio.to_thread``, or the ``executor`` given
-    to the client); cancelling :meth:`SSHClient.aexecute` stops the remote
-    command like a timeout does.
+Connecting and authenticating (with precise errors), commands on session
+channels (``channel.py``), SFTP transfers, and the ``a*`` coroutines that
+run all of it in a worker thread.  What it promises is written in the
+package docstring (``operone_zmq/ssh/__init__.py``).
 """
 
 from __future__ import annotations
 
-import base64
 import codecs
 import contextlib
 import errno
 import getpass
-import hashlib
 import math
 import os
-import re
-import selectors
-import shlex
 import socket
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, BinaryIO, TypeVar, cast
 
 import fabric
 import paramiko
-import structlog
-from paramiko.common import cMSG_CHANNEL_REQUEST
-from paramiko.hostkeys import HostKeyEntry
 from paramiko.ssh_exception import NoValidConnectionsError
 
 from operone_zmq.errors import SSHError
 
-__all__ = [
-    "CommandResult",
-    "SSHAuthenticationFailed",
-    "SSHClient",
-    "SSHCommandFailed",
-    "SSHConnectionRefused",
-    "SSHError",
-    "SSHFileError",
-    "SSHHostKeyUnknown",
-    "SSHTimeout",
-    "host_key_fingerprint",
-]
+from .channel import StopCommand, build_command, pump, send_signal
+from .errors import (
+    CommandResult,
+    SSHAuthenticationFailed,
+    SSHCommandFailed,
+    SSHConnectionRefused,
+    SSHFileError,
+    SSHHostKeyUnknown,
+    SSHTimeout,
+    clip,
+)
+from .hostkeys import HostKeyPolicy, UnknownHostKey, host_key_fingerprint, load_known_hosts
 
 _T = TypeVar("_T")
-_log = structlog.get_logger(__name__)
 
-#: Bytes read from / written to a channel per call.
-_CHUNK = 32 * 1024
-#: Longest sleep of the command loop without news from the channel, seconds:
-#: bounds how late a cancel is noticed.
-_POLL = 0.2
-#: Sleep between attempts to send stdin while the peer's window is full.
-_SEND_POLL = 0.02
-_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
 #: Private key types tried, in order, for ``private_key_path``.
 _KEY_CLASSES: tuple[type[paramiko.PKey], ...] = (
     paramiko.Ed25519Key,
     paramiko.ECDSAKey,
     paramiko.RSAKey,
 )
-#: Serialises appends to known_hosts files made by this process.
-_KNOWN_HOSTS_LOCK = threading.Lock()
-
-
-# ------------------------------------------------------------------- errors
-class SSHConnectionRefused(SSHError):
-    """The TCP connection was refused, the host is unreachable or its name
-    does not resolve."""
-
-
-class SSHAuthenticationFailed(SSHError):
-    """The server refused our credentials, or the private key could not be
-    read or decrypted."""
-
-
-class SSHHostKeyUnknown(SSHError):
-    """The server's host key is not in ``known_hosts`` or (``changed``) differs
-    from the one recorded there."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        host_id: str = "",
-        key_type: str = "",
-        fingerprint: str = "",
-        known_hosts: Path | None = None,
-        changed: bool = False,
-    ) -> None:
-        super().__init__(message)
-        #: The known_hosts name of the server: ``host`` or ``[host]:port``.
-        self.host_id = host_id
-        self.key_type = key_type
-        #: OpenSSH-style ``SHA256:...`` fingerprint of the key the server offered.
-        self.fingerprint = fingerprint
-        self.known_hosts = known_hosts
-        self.changed = changed
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_host_key_error, (type(self), str(self), self.__dict__.copy()))
-
-
-def _rebuild_host_key_error(
-    cls: type[SSHHostKeyUnknown], message: str, attrs: dict[str, Any]
-) -> SSHHostKeyUnknown:
-    return cls(message, **attrs)
-
-
-class SSHTimeout(SSHError):
-    """Connecting, a command or an SFTP request took longer than allowed.
-
-    For a command, ``partial`` holds the output received before it was
-    stopped (``exit_status`` -1)."""
-
-    def __init__(self, message: str, *, partial: CommandResult | None = None) -> None:
-        super().__init__(message)
-        self.partial = partial
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_timeout, (type(self), str(self), self.partial))
-
-
-def _rebuild_timeout(
-    cls: type[SSHTimeout], message: str, partial: CommandResult | None
-) -> SSHTimeout:
-    return cls(message, partial=partial)
-
-
-class SSHCommandFailed(SSHError):
-    """``execute(..., check=True)``: the command exited with a non-zero status."""
-
-    def __init__(self, command: str, result: CommandResult, target: str = "") -> None:
-        where = f" on {target}" if target else ""
-        message = f"command {_clip(command)!r}{where} exited with status {result.exit_status}"
-        last = result.stderr.strip().splitlines()
-        if last:
-            message += f": {_clip(last[-1])}"
-        super().__init__(message)
-        self.command = command
-        self.result = result
-        self.target = target
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.command, self.result, self.target))
-
-
-class SSHFileError(SSHError):
-    """An SFTP request failed on the remote side (no such file, permission
-    denied, ...).  ``errno`` is set when the server said why."""
-
-    def __init__(self, message: str, *, path: str = "", errno: int | None = None) -> None:
-        super().__init__(message)
-        self.path = path
-        self.errno = errno
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_file_error, (type(self), str(self), self.path, self.errno))
-
-
-def _rebuild_file_error(
-    cls: type[SSHFileError], message: str, path: str, err: int | None
-) -> SSHFileError:
-    return cls(message, path=path, errno=err)
-
-
-# ------------------------------------------------------------------- result
-@dataclass(frozen=True, slots=True)
-class CommandResult:
-    """What a remote command produced.  ``exit_status`` is -1 when the server
-    reported none (the command was killed by a signal)."""
-
-    stdout: str
-    stderr: str
-    exit_status: int
-
-    @property
-    def ok(self) -> bool:
-        """True when the command exited with status 0."""
-        return self.exit_status == 0
-
-
-# ------------------------------------------------------------------ helpers
-def _clip(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def host_key_fingerprint(key: paramiko.PKey) -> str:
-    """The OpenSSH ``SHA256:...`` fingerprint of a public key (as ``ssh-keygen -l``)."""
-    digest = hashlib.sha256(key.asbytes()).digest()
-    return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
 
 
 def _check_timeout(name: str, value: float | None) -> float | None:
@@ -270,70 +62,6 @@ def _check_timeout(name: str, value: float | None) -> float | None:
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
     return float(value)
-
-
-def _build_command(command: str | Sequence[str], env: Mapping[str, str] | None) -> str:
-    if isinstance(command, str):
-        line = command
-    else:
-        parts = list(command)
-        for i, part in enumerate(parts):
-            if not isinstance(part, str):
-                raise TypeError(f"command[{i}] must be a string, not {type(part).__name__}")
-        line = shlex.join(parts)
-    if not line.strip():
-        raise ValueError("the command must not be empty")
-    if env:
-        assignments = []
-        for name, value in sorted(env.items()):
-            if not isinstance(name, str) or not _ENV_NAME_RE.fullmatch(name):
-                raise ValueError(f"invalid environment variable name {name!r}")
-            if not isinstance(value, str):
-                raise TypeError(f"the value of environment variable {name} must be a string")
-            assignments.append(f"{name}={shlex.quote(value)}")
-        line = f"export {' '.join(assignments)}; {line}"
-    if "\0" in line:
-        raise ValueError("the command or its environment contains a NUL character")
-    return line
-
-
-def _send_signal(chan: paramiko.Channel, signame: str) -> None:
-    """Best effort: ask the server to signal the command (RFC 4254 6.9).
-
-    Paramiko has no public call for this request, so it is built by hand.
-    As in Paramiko's own ``Channel._send``, the message is queued while
-    holding the channel lock after checking that the channel is open: the
-    request then always reaches the server before our close, and never names
-    a channel the server already freed (OpenSSH drops the whole connection
-    for that).  A server that does not support the request ignores it.
-    """
-    transport = chan.get_transport()
-    send = getattr(transport, "_send_user_message", None)
-    if send is None:
-        return
-    msg = paramiko.Message()
-    msg.add_byte(cMSG_CHANNEL_REQUEST)
-    msg.add_int(chan.remote_chanid)
-    msg.add_string("signal")
-    msg.add_boolean(False)
-    msg.add_string(signame)
-    with chan.lock:
-        if chan.closed or not transport.is_active():
-            return
-        try:
-            send(msg)
-        except (OSError, EOFError, paramiko.SSHException):
-            pass  # the channel is being abandoned anyway
-
-
-class _StopCommand(Exception):
-    """Internal: the command loop ran past its deadline or was cancelled."""
-
-    def __init__(self, out: bytes, err: bytes, *, cancelled: bool) -> None:
-        super().__init__("stopped")
-        self.out = out
-        self.err = err
-        self.cancelled = cancelled
 
 
 class _LocalFileFailed(Exception):
@@ -364,57 +92,8 @@ class _LocalFile:
             raise _LocalFileFailed(exc) from exc
 
 
-class _UnknownHostKey(paramiko.SSHException):
-    """Internal: raised by our host key policy, translated in connect()."""
-
-    def __init__(self, host_id: str, key: paramiko.PKey) -> None:
-        super().__init__(f"server {host_id!r} not found in known_hosts")
-        self.host_id = host_id
-        self.key = key
-
-
-class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
-    """Reject unknown hosts, or (``accept``) trust on first use and append the
-    key to ``known_hosts`` -- never rewrite the file as Paramiko's
-    ``AutoAddPolicy`` does (it would drop comments and markers)."""
-
-    def __init__(self, known_hosts: Path, accept: bool) -> None:
-        self._known_hosts = known_hosts
-        self._accept = accept
-
-    def missing_host_key(
-        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
-    ) -> None:
-        if not self._accept:
-            raise _UnknownHostKey(hostname, key)
-        _append_known_host(self._known_hosts, hostname, key)
-        client.get_host_keys().add(hostname, key.get_name(), key)
-        _log.warning(
-            "ssh_host_key_accepted",
-            host=hostname,
-            key_type=key.get_name(),
-            fingerprint=host_key_fingerprint(key),
-            known_hosts=str(self._known_hosts),
-        )
-
-
-def _append_known_host(path: Path, host_id: str, key: paramiko.PKey) -> None:
-    line = f"{host_id} {key.get_name()} {key.get_base64()}\n"
-    with _KNOWN_HOSTS_LOCK:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
-        with os.fdopen(fd, "r+b") as fh:
-            size = fh.seek(0, os.SEEK_END)
-            if size:
-                fh.seek(size - 1)
-                if fh.read(1) != b"\n":
-                    line = "\n" + line
-            fh.write(line.encode("ascii"))
-
-
-# ------------------------------------------------------------------- client
 class SSHClient:
-    """One SSH connection to a legacy host; see the module docstring.
+    """One SSH connection to a legacy host; see the docstring of :mod:`operone_zmq.ssh`.
 
     Nothing happens on the network until :meth:`connect` (or the first
     command or file transfer, which connect on demand).
@@ -507,9 +186,9 @@ class SSHClient:
                 connect_kwargs=connect_kwargs,
             )
             client: paramiko.SSHClient = conn.client
-            self._load_known_hosts(client)
+            load_known_hosts(self.known_hosts, client.get_host_keys())
             client.set_missing_host_key_policy(
-                _HostKeyPolicy(self.known_hosts, self.accept_unknown_host)
+                HostKeyPolicy(self.known_hosts, self.accept_unknown_host)
             )
             started = time.monotonic()
             try:
@@ -615,45 +294,13 @@ class SSHClient:
             "Ed25519, ECDSA or RSA private key)"
         ) from failures[0]
 
-    def _load_known_hosts(self, client: paramiko.SSHClient) -> None:
-        """Load ``known_hosts`` line by line, skipping what Paramiko cannot use
-        (malformed lines, unsupported key types, ``@cert-authority`` and
-        ``@revoked`` markers) instead of failing on it as ``HostKeys.load`` can."""
-        try:
-            text = self.known_hosts.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return  # every host is unknown
-        except OSError as exc:
-            raise SSHError(
-                f"cannot read known_hosts file {self.known_hosts}: {exc.strerror or exc}"
-            ) from exc
-        keys = client.get_host_keys()
-        skipped = 0
-        for lineno, raw in enumerate(text.splitlines(), 1):
-            line = raw.strip()
-            if not line or line.startswith("#"):
-                continue
-            if line.startswith("@"):
-                skipped += 1
-                continue
-            try:
-                entry = HostKeyEntry.from_line(line, lineno)
-            except Exception:  # InvalidHostKey, bad key data, ...
-                entry = None
-            if entry is None or entry.key is None:
-                skipped += 1
-                continue
-            for name in entry.hostnames:
-                keys.add(name, entry.key.get_name(), entry.key)
-        if skipped:
-            _log.debug("known_hosts_lines_skipped", path=str(self.known_hosts), count=skipped)
 
     def _host_id(self) -> str:
         return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
 
     def _connect_error(self, exc: Exception, elapsed: float, in_auth: bool) -> SSHError | None:
         where = f"{self.host}:{self.port}"
-        if isinstance(exc, _UnknownHostKey):
+        if isinstance(exc, UnknownHostKey):
             fp = host_key_fingerprint(exc.key)
             keyscan = f"ssh-keyscan -p {self.port} {self.host}"
             return SSHHostKeyUnknown(
@@ -752,8 +399,8 @@ class SSHClient:
         env: Mapping[str, str] | None,
         cancel: threading.Event | None = None,
     ) -> CommandResult:
-        line = _build_command(command, env)
-        shown = _clip(_build_command(command, None))  # messages leave env values out
+        line = build_command(command, env)
+        shown = clip(build_command(command, None))  # messages leave env values out
         limit = _check_timeout("timeout", timeout)
         if limit is None:
             limit = self.command_timeout
@@ -774,9 +421,9 @@ class SSHClient:
         deadline = None if limit is None else time.monotonic() + limit
         try:
             chan.exec_command(line)
-            out, err, status = _pump(chan, data, deadline, cancel)
-        except _StopCommand as stop:
-            _send_signal(chan, "TERM")
+            out, err, status = pump(chan, data, deadline, cancel)
+        except StopCommand as stop:
+            send_signal(chan, "TERM")
             chan.close()
             partial = CommandResult(self._decode(stop.out), self._decode(stop.err), -1)
             if stop.cancelled:
@@ -796,7 +443,7 @@ class SSHClient:
             raise SSHError(f"connection to {self.target} lost while running {shown!r}")
         result = CommandResult(self._decode(out), self._decode(err), status)
         if check and not result.ok:
-            raise SSHCommandFailed(_build_command(command, None), result, self.target)
+            raise SSHCommandFailed(build_command(command, None), result, self.target)
         return result
 
     def _decode(self, data: bytes) -> str:
@@ -1005,67 +652,3 @@ def _handshake_done(client: paramiko.SSHClient) -> bool:
     except paramiko.SSHException:
         return False
     return True
-
-
-def _pump(
-    chan: paramiko.Channel,
-    data: bytes,
-    deadline: float | None,
-    cancel: threading.Event | None,
-) -> tuple[bytes, bytes, int]:
-    """Feed ``data`` to the command, collect its output until it has exited
-    and closed its output, and return ``(stdout, stderr, exit_status)``."""
-    with selectors.DefaultSelector() as selector:
-        # Channel.fileno() is a pipe that is readable while stdout or stderr
-        # has data, and for good after EOF.  (A selector, not select.select:
-        # a broker may well have more than 1024 descriptors open.)
-        selector.register(chan, selectors.EVENT_READ)
-        return _pump_loop(chan, selector, data, deadline, cancel)
-
-
-def _pump_loop(
-    chan: paramiko.Channel,
-    selector: selectors.BaseSelector,
-    data: bytes,
-    deadline: float | None,
-    cancel: threading.Event | None,
-) -> tuple[bytes, bytes, int]:
-    out = bytearray()
-    err = bytearray()
-    pending = memoryview(data)
-    if not pending:
-        chan.shutdown_write()
-    while True:
-        if pending and not chan.closed and chan.send_ready():
-            try:
-                sent = chan.send(bytes(pending[:_CHUNK]))
-            except OSError:  # the command is gone and will not read the rest
-                sent = len(pending)
-            pending = pending[sent:]
-            if not pending:
-                with contextlib.suppress(OSError):
-                    chan.shutdown_write()
-        while chan.recv_ready():
-            out += chan.recv(_CHUNK)
-        while chan.recv_stderr_ready():
-            err += chan.recv_stderr(_CHUNK)
-        finished_output = bool(chan.eof_received) or chan.closed
-        if finished_output and chan.exit_status_ready():
-            while chan.recv_ready():
-                out += chan.recv(_CHUNK)
-            while chan.recv_stderr_ready():
-                err += chan.recv_stderr(_CHUNK)
-            return bytes(out), bytes(err), chan.recv_exit_status()
-        if cancel is not None and cancel.is_set():
-            raise _StopCommand(bytes(out), bytes(err), cancelled=True)
-        now = time.monotonic()
-        if deadline is not None and now >= deadline:
-            raise _StopCommand(bytes(out), bytes(err), cancelled=False)
-        wait = _POLL if deadline is None else min(_POLL, deadline - now)
-        if pending:
-            wait = min(wait, _SEND_POLL)
-        if finished_output:
-            # The pipe stays readable after EOF; wait for the exit status instead.
-            chan.status_event.wait(wait)
-        else:
-            selector.select(wait)

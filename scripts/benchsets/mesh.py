@@ -1,0 +1,207 @@
+"""The mesh set: per-hop cost on a line of brokers n0 - n1 - n2 - n3.
+
+p50 latency and throughput from a client of n0 to a worker 0..3 broker hops
+away, against raw pyzmq relays chained in front of the raw broker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from _benchlib import BenchMesh, wait_until
+
+from .harness import (
+    SCRIPT,
+    LoadMeter,
+    Result,
+    Row,
+    Submit,
+    half_range,
+    load_note,
+    log_notes,
+    median,
+    percentile,
+    run_latency,
+    run_window,
+    say,
+)
+from .stacks import RawChain
+
+
+async def bench_mesh(args: argparse.Namespace, work: Path) -> Result:
+    """n0 - n1 - n2 - n3 in a line, a worker on each; from a client of n0, echo
+    on n0 (0 hops) .. n3 (3 hops): p50 latency and throughput per hop count,
+    against raw pyzmq relays chained in front of the raw broker."""
+    names = ["n0", "n1", "n2", "n3"]
+    hops = range(len(names))
+    reps = args.reps or (2 if args.quick else 3)
+    lat_n = 1000 if args.quick else 2000
+    jobs = 3000 if args.quick else 6000
+    window = args.window
+    env = {"OPERONE_BROKER_HEARTBEAT_INTERVAL": "1.0", "OPERONE_LOG_LEVEL": "warning"}
+    res = Result("mesh")
+    mesh = BenchMesh(work / "mesh", names, env)
+    raw = RawChain(work / "raw", [sys.executable, str(SCRIPT)], len(names) - 1, args.raw_frames)
+    figs: dict[tuple[str, int, str], list[dict[str, float]]] = {}
+    client: Any = None
+    try:
+        t0 = time.monotonic()
+        await raw.start()
+        await mesh.start(list(itertools.pairwise(names)))
+        await mesh.start_workers({n: [] for n in names})
+        await mesh.wait_converged()
+        client = await mesh["n0"].client().connect()
+        for n in names:  # routes and tools known everywhere
+            await wait_until(lambda n=n: _ok(client.submit("echo", on=n, timeout=5)), 30,
+                             f"echo on {n} to answer")
+        say(f"raw chain and a line of 4 brokers up in {time.monotonic() - t0:.1f} s;"
+             " warming up")
+        pids: dict[str, dict[str, int]] = {"baseline": {"client": os.getpid(), **raw.pids()},
+                                           "operone": {"client": os.getpid()}}
+        for node in mesh.nodes.values():
+            pids["operone"] |= node.pids()
+
+        def op_submitter(n: str) -> Submit:
+            def submit() -> asyncio.Future[Any]:
+                fut: asyncio.Future[Any] = client.submit("echo", on=n)
+                return fut
+            return submit
+
+        submitters: dict[str, list[Submit]] = {
+            "baseline": [raw.submitter(k) for k in hops],
+            "operone": [op_submitter(n) for n in names]}
+        for subs in submitters.values():
+            for sub in subs:
+                await run_window(sub, jobs // 4, window)
+                await run_latency(sub, 200)
+        stacks = list(submitters)
+        for i in range(reps):
+            for what in ("latency", "throughput"):
+                for k in (hops if i % 2 == 0 else hops[::-1]):
+                    for s in (stacks if (i + k) % 2 == 0 else stacks[::-1]):
+                        sub = submitters[s][k]
+                        meter = LoadMeter(pids[s])
+                        if what == "latency":
+                            lat = await run_latency(sub, lat_n)
+                            r = {"p50_us": statistics.median(lat),
+                                 "p99_us": percentile(lat, 99), **meter.done(lat_n)}
+                            msg = f"p50 {r['p50_us']:.0f} us, p99 {r['p99_us']:.0f} us"
+                        else:
+                            secs, errors = await run_window(sub, jobs, window)
+                            r = {"jobs_per_s": jobs / secs, "errors": errors,
+                                 **meter.done(jobs)}
+                            msg = f"{r['jobs_per_s']:,.0f} jobs/s" + (
+                                f", {errors} errors" if errors else "")
+                        figs.setdefault((s, k, what), []).append(r)
+                        say(f"  {what:10s} rep {i + 1}/{reps} {k} hops {s:8s}: {msg}")
+    finally:
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.close()
+        with contextlib.suppress(Exception):
+            await raw.close()
+        mesh.stop()
+
+    def xs(s: str, k: int, what: str, key: str) -> list[float]:
+        return [r[key] for r in figs.get((s, k, what), []) if key in r]
+
+    def med(s: str, k: int, what: str, key: str) -> float | None:
+        return median(xs(s, k, what, key))
+
+    def spread(k: int, what: str, key: str) -> float | None:
+        return half_range(xs("baseline", k, what, key), xs("operone", k, what, key))
+
+    def hop_label(k: int) -> str:
+        return f"{k} hop{'' if k == 1 else 's'}"
+
+    for k in hops:
+        res.rows.append(Row(f"latency p50, 1 in flight, {hop_label(k)} (on={names[k]})", "us",
+                            med("baseline", k, "latency", "p50_us"),
+                            med("operone", k, "latency", "p50_us"), higher_is_better=False,
+                            spread=spread(k, "latency", "p50_us")))
+    per_hop: dict[str, float | None] = {}
+    for s in stacks:
+        first, last = med(s, 0, "latency", "p50_us"), med(s, hops[-1], "latency", "p50_us")
+        per_hop[s] = None if first is None or last is None else (last - first) / hops[-1]
+    row = Row(f"added p50 per extra hop (mean over {hops[-1]})", "us", per_hop["baseline"],
+              per_hop["operone"], "<= 150 us per hop", higher_is_better=False)
+    row.ok = None if row.operone is None else row.operone <= 150
+    res.rows.append(row)
+    steps = []
+    for k in hops[1:]:
+        a, b = med("operone", k - 1, "latency", "p50_us"), med("operone", k, "latency",
+                                                               "p50_us")
+        if a is not None and b is not None:
+            steps.append(b - a)
+    res.rows.append(Row(f"latency p99, 1 in flight, {hop_label(hops[-1])}", "us",
+                        med("baseline", hops[-1], "latency", "p99_us"),
+                        med("operone", hops[-1], "latency", "p99_us"),
+                        higher_is_better=False))
+    zero = med("operone", 0, "throughput", "jobs_per_s")
+    raw_keeps: list[str] = []
+    for k in hops:
+        op = med("operone", k, "throughput", "jobs_per_s")
+        prev = med("operone", k - 1, "throughput", "jobs_per_s") if k else None
+        raw_prev = med("baseline", k - 1, "throughput", "jobs_per_s") if k else None
+        base = med("baseline", k, "throughput", "jobs_per_s")
+        keep = None if not prev or op is None else op / prev
+        label = f"jobs/s, {window} in flight, {hop_label(k)}"
+        if k == 1 and keep is not None:
+            label += f" ({keep:.2f}x of 0 hops)"
+        elif k and keep is not None and zero and op is not None:
+            label += f" ({op / zero:.2f}x of 0 hops, {keep:.2f}x of {k - 1})"
+        if raw_prev and base is not None:
+            raw_keeps.append(f"{base / raw_prev:.2f}x")
+        row = Row(label, "jobs/s", base, op, ">= 0.5x the hop before" if k else "",
+                  spread=spread(k, "throughput", "jobs_per_s"))
+        row.ok = None if keep is None else keep >= 0.5
+        res.rows.append(row)
+    for what, label in (("latency", "1 in flight"), ("throughput", f"{window} in flight")):
+        for k in (hops if what == "throughput" else (0, hops[-1])):
+            res.rows.append(Row(f"CPU/job, all processes ({label}), {hop_label(k)}", "us",
+                                med("baseline", k, what, "cpu_us_per_job"),
+                                med("operone", k, what, "cpu_us_per_job"),
+                                higher_is_better=False))
+    res.notes.append(
+        "operone: a line n0 - n1 - n2 - n3 (each dials the next), one worker per node,"
+        " CurveZMQ on every link, broker heartbeat 1.0 s (the default); a client of n0 runs"
+        " the inline echo with on=nK.  baseline: raw pyzmq (the foundation set's drained"
+        " broker and worker) with K relays chained in front, each a drained process"
+        " forwarding over CurveZMQ TCP without decoding, as an operone hop does with"
+        " decoding")
+    if steps:
+        res.notes.append("operone p50 added by each hop in turn: "
+                         + ", ".join(f"+{x:.0f} us" for x in steps))
+    if raw_keeps:
+        res.notes.append("throughput the baseline keeps at each hop, of the hop before: "
+                         + ", ".join(raw_keeps))
+    loads = [r["other_load_cores"] for rs in figs.values() for r in rs
+             if "other_load_cores" in r]
+    load_note(res, loads)
+    errors = sum(int(r.get("errors", 0)) for rs in figs.values() for r in rs)
+    if errors:
+        res.notes.append(f"{errors} requests failed during the measurements")
+    log_notes(res, mesh, raw.logs)
+    res.data |= {"params": {"reps": reps, "latency_n": lat_n, "jobs": jobs, "window": window,
+                            "raw_frames": args.raw_frames},
+                 "repetitions": {f"{s}/{k}/{w}": rs for (s, k, w), rs in figs.items()},
+                 "added_p50_us_per_hop": {"mean": per_hop, "steps": steps}}
+    return res
+
+
+async def _ok(fut: asyncio.Future[Any]) -> bool:
+    """Whether a job succeeds (its error swallowed: for polling until it does)."""
+    try:
+        await fut
+    except Exception:
+        return False
+    return True
