@@ -378,3 +378,87 @@ def test_curve_handshake_admits_only_trusted_keys(
         for sock in sockets:
             sock.close(linger=0)
         auth.stop()
+
+
+# ------------------------------------------- start-up and failure regressions
+def test_fresh_stores_admit_trusted_keys_to_concurrent_zap_lookups(tmp_path: Path) -> None:
+    """Issue 9 item 2: a store's first lookups, made at once from several threads
+    (the ZAP thread and the broker's loop), all see the trusted keys: the
+    snapshot is loaded before anyone can read it, and published atomically."""
+    keys = [new_key() for _ in range(40)]
+    seed = TrustStore(tmp_path)
+    for i, k in enumerate(keys):
+        seed.accept(f"c{i}", k)
+    stores, threads_per_store = 200, 4
+    refused = 0
+    for _ in range(stores):
+        store = TrustStore(tmp_path)
+        gate = threading.Barrier(threads_per_store)
+        answers: list[bool] = []
+
+        def probe(key: bytes, store: TrustStore = store, gate: threading.Barrier = gate,
+                  answers: list[bool] = answers) -> None:
+            gate.wait(timeout=10)
+            answers.append(store.callback("global", key))
+
+        threads = [threading.Thread(target=probe, args=(keys[j],))
+                   for j in range(threads_per_store)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=10)
+        assert len(answers) == threads_per_store
+        refused += answers.count(False)
+    assert refused == 0, f"{refused} of {stores * threads_per_store} trusted lookups refused"
+
+
+_EMFILE_PROBE = r"""
+import os, sys, zmq
+from pathlib import Path
+from operone_zmq.security import TrustStore
+
+class Clock:
+    now = 0.0
+    def __call__(self):
+        return self.now
+
+directory = Path(sys.argv[1])
+old, new = zmq.curve_keypair()[0], zmq.curve_keypair()[0]
+TrustStore(directory).accept("old", old)
+clock = Clock()
+store = TrustStore(directory, clock)
+assert store.is_trusted(old)
+TrustStore(directory).accept("new", new)   # the directory changes: the next check rescans
+hog = []
+try:
+    while True:                            # use up every file descriptor
+        hog.append(os.open(os.devnull, os.O_RDONLY))
+except OSError:
+    pass
+clock.now += 10.0
+during = (store.is_trusted(old), store.callback("global", old))
+for fd in hog:
+    os.close(fd)
+clock.now += 10.0
+after = (store.is_trusted(old), store.is_trusted(new))
+print("RESULT", during, after, flush=True)
+"""
+
+
+@posix_only
+def test_a_failed_scan_keeps_the_last_good_snapshot(tmp_path: Path) -> None:
+    """Issue 9 item 3: out of file descriptors (RLIMIT_NOFILE lowered in a child
+    process), a rescan fails; the keys trusted before stay trusted, the failure
+    is logged, and the next scan that works picks up the change."""
+    import resource
+    import subprocess
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+    r = subprocess.run([sys.executable, "-c", _EMFILE_PROBE, str(tmp_path)],
+                       capture_output=True, text=True, timeout=60, preexec_fn=limit)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout + r.stderr
+    assert "RESULT (True, True) (True, True)" in out, out
+    assert "trust_scan_failed" in out, out
