@@ -462,3 +462,25 @@ def test_a_failed_scan_keeps_the_last_good_snapshot(tmp_path: Path) -> None:
     out = r.stdout + r.stderr
     assert "RESULT (True, True) (True, True)" in out, out
     assert "trust_scan_failed" in out, out
+
+
+def test_a_key_accepted_a_moment_ago_is_admitted_and_a_refusal_says_what_to_run(
+    tmp_path: Path,
+) -> None:
+    """Before refusing, the ZAP check looks at the directory once more (a refusal
+    is final for a libzmq client), and the refusal log names the key and the
+    command that would trust it, never a key that is trusted."""
+    from structlog.testing import capture_logs
+
+    clock = FakeClock()
+    store = TrustStore(tmp_path, clock)
+    key, stranger = new_key(), new_key()
+    TrustStore(tmp_path).accept("late", key)  # another process, between two checks
+    with capture_logs() as logs:
+        assert store.callback("global", key)  # no clock advance needed
+        clock.now += 1.0
+        assert not store.callback("global", stranger)
+    refusals = [e for e in logs if e["event"] == "zap_refused"]
+    assert len(refusals) == 1
+    assert refusals[0]["fingerprint"] == fingerprint(stranger)
+    assert f"operone keys accept -- NAME '{stranger.decode()}'" in refusals[0]["hint"]
