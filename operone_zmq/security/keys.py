@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import builtins
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -247,6 +248,11 @@ _EMPTY = _Snapshot(frozenset(), {})
 #: handshake into a directory scan.
 _RECHECK_INTERVAL = 0.05
 
+#: The parse index of a directory is read up to this many bytes (about 150
+#: bytes per key: far above MAX_PENDING_KEYS or any real mesh); a bigger one
+#: is ignored and rebuilt from the files.
+_MAX_INDEX_BYTES = 16 * 1024 * 1024
+
 #: ``(st_ino, st_mtime_ns, st_ctime_ns, st_size)`` of a key file.
 _FileSig = tuple[int, int, int, int]
 
@@ -298,7 +304,7 @@ def _parse_certificate(text: str) -> tuple[bytes | None, dict[str, str]]:
     return public, meta
 
 
-def _read_key_file(path: Path) -> tuple[_FileSig, bytes | None, str] | None:
+def _read_key_file(path: str) -> tuple[_FileSig, bytes | None, str] | None:
     """Read one key file: its signature, its key (None if invalid) and its source note.
 
     Returns None if the file vanished; any other OSError (EMFILE, EACCES, EIO)
@@ -332,6 +338,12 @@ class _DirIndex:
         self._stamp: tuple[int, int] | None = None
         self._racy = True
         self._synced = False
+        #: What was parsed, kept next to the directory so that a new process
+        #: (each ``operone keys accept``) stats the files instead of reading
+        #: them all.  Only a cache: every entry is checked against its file's
+        #: signature, and a missing or broken index is simply rebuilt.
+        self.index_file = directory.parent / f".{status}.index"
+        self._dirty = False
 
     def _dir_stamp(self) -> tuple[int, int] | None:
         try:
@@ -345,15 +357,18 @@ class _DirIndex:
         stamp = self._dir_stamp()  # before the scan: a change during it is seen next time
         if self._synced and stamp == self._stamp and not self._racy:
             return self.entries
+        if not self._synced:
+            self._files = self._load_index()
         files: dict[str, tuple[_FileSig, TrustedKey | None]] = {}
         if stamp is not None:
-            with os.scandir(self.directory) as it:
+            dpath = os.fspath(self.directory)
+            with os.scandir(dpath) as it:
                 names = [e.name for e in it if e.name.endswith(".key")]
             for fname in sorted(names):
                 name = fname[:-4]
                 if not _NAME_RE.fullmatch(name):
                     continue
-                path = self.directory / fname
+                path = os.path.join(dpath, fname)
                 cached = self._files.get(name)
                 if cached is not None:
                     try:
@@ -366,19 +381,67 @@ class _DirIndex:
                 read = _read_key_file(path)
                 if read is None:
                     continue
+                self._dirty = True
                 sig, key, source = read
                 if key is None:
-                    _log.warning("trust_file_invalid", path=str(path))
+                    _log.warning("trust_file_invalid", path=path)
                     files[name] = (sig, None)
                 else:
                     files[name] = (sig, TrustedKey(name, key, fingerprint(key), self.status,
                                                    source))
+        if files.keys() != self._files.keys():
+            self._dirty = True
         self._files = files
         self.entries = {n: e for n, (_, e) in files.items() if e is not None}
         self._stamp = stamp
         self._racy = stamp is not None and time.time() - stamp[0] / 1e9 < _RACY_WINDOW
         self._synced = True
         return self.entries
+
+    def _load_index(self) -> dict[str, tuple[_FileSig, TrustedKey | None]]:
+        try:
+            with open(self.index_file, "rb") as f:
+                data = json.loads(f.read(_MAX_INDEX_BYTES))
+            rows = data["files"] if data.get("v") == 1 else {}
+            files: dict[str, tuple[_FileSig, TrustedKey | None]] = {}
+            for name, (ino, mtime, ctime, size, key, source) in rows.items():
+                sig = (int(ino), int(mtime), int(ctime), int(size))
+                z = None if key is None else str(key).encode("ascii")
+                if z is not None and (len(z) != _Z85_KEY_LEN or not _Z85_CHARS.issuperset(z)):
+                    z = None  # checked in full when its file was read; this is a cheap guard
+                if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or (
+                    key is not None and z is None
+                ):
+                    continue
+                entry = None if z is None else TrustedKey(
+                    name, z, fingerprint(z), self.status, _clean_metadata(str(source)))
+                files[name] = (sig, entry)
+            return files
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, UnicodeError):
+            return {}  # no index yet, or a broken one: rebuilt from the files
+
+    def save(self) -> None:
+        """Write the parse index if it changed (a cache: failures are only logged)."""
+        if not self._dirty or self._stamp is None:
+            return
+        rows = {
+            name: [*sig, None if e is None else e.public_key.decode("ascii"),
+                   "" if e is None else e.source]
+            for name, (sig, e) in self._files.items()
+        }
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=".index.", suffix=".tmp", dir=self.index_file.parent)
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    f.write(json.dumps({"v": 1, "files": rows}, separators=(",", ":")))
+                os.replace(tmp, self.index_file)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            _log.debug("trust_index_not_saved", path=str(self.index_file), error=str(exc))
+            return
+        self._dirty = False
 
     def wrote(self, entry: TrustedKey) -> None:
         """Record a file this process has just renamed into place (saves re-reading it)."""
@@ -388,10 +451,12 @@ class _DirIndex:
             return
         self._files[entry.name] = (sig, entry)
         self.entries[entry.name] = entry
+        self._dirty = True
 
     def removed(self, name: str) -> None:
         self._files.pop(name, None)
         self.entries.pop(name, None)
+        self._dirty = True
 
 
 def _snapshot_of(entries: dict[str, TrustedKey]) -> _Snapshot:
@@ -499,7 +564,9 @@ class TrustStore:
     def _load_trusted(self, last_good: _Snapshot) -> _Snapshot:
         """The snapshot of ``trusted/``; on a failed scan, ``last_good`` (and a log line)."""
         try:
-            return _snapshot_of(self._trusted.sync())
+            snapshot = _snapshot_of(self._trusted.sync())
+            self._trusted.save()
+            return snapshot
         except OSError as exc:
             _log.error(
                 "trust_scan_failed",
@@ -511,6 +578,8 @@ class TrustStore:
 
     def _publish(self) -> None:
         """Publish the trusted index as the snapshot (after a change made here)."""
+        self._trusted.save()
+        self._pending.save()
         self._state = _State(_snapshot_of(self._trusted.entries),
                              self._clock() + _REFRESH_INTERVAL)
 
@@ -556,6 +625,7 @@ class TrustStore:
         with self._lock:
             trusted = self._sync(self._trusted)
             pending = self._sync(self._pending)
+            self._pending.save()
             return [*(trusted[n] for n in sorted(trusted)),
                     *(pending[n] for n in sorted(pending))]
 
@@ -630,7 +700,9 @@ class TrustStore:
                     f"too many pending keys in {self.pending_dir} ({len(pending)}); "
                     "accept or reject some first"
                 )
-            return self._write(self._pending, name, key, source)
+            entry = self._write(self._pending, name, key, source)
+            self._pending.save()
+            return entry
 
     def reject(self, name_or_fingerprint: str) -> bool:
         """Remove every trusted or pending entry with this name or fingerprint; True if any was."""
