@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import zmq
+from helpers import make_home
 
 from operone_zmq.security import TrustStore, fingerprint, load_keypair
 from operone_zmq.security.tokens import verify_jwt
-from tests.helpers import make_home
 
 SECRET = "k" * 40
 

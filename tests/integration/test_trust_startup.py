@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 import zmq
+from helpers import MeshOfNodes, local_node
 
 from operone_zmq.aio.client import AsyncClient
 from operone_zmq.aio.sockets import CurveKeys
 from operone_zmq.errors import OperoneError
 from operone_zmq.security import TrustStore, load_keypair
-from tests.helpers import MeshOfNodes, local_node
 
 #: Trusted clients per broker that knock the moment it binds.
 CLIENTS_PER_NODE = 25
