@@ -253,6 +253,12 @@ _RECHECK_INTERVAL = 0.05
 #: is ignored and rebuilt from the files.
 _MAX_INDEX_BYTES = 16 * 1024 * 1024
 
+#: A refused key is logged at most once per this many seconds (of the injected
+#: clock), and at most this many keys are remembered for that: a stranger
+#: knocking in a loop, or with fresh keys, cannot flood the log or the memory.
+_REFUSAL_LOG_INTERVAL = 10.0
+_MAX_REFUSALS_REMEMBERED = 1000
+
 #: ``(st_ino, st_mtime_ns, st_ctime_ns, st_size)`` of a key file.
 _FileSig = tuple[int, int, int, int]
 
@@ -494,6 +500,7 @@ class TrustStore:
         self._trusted = _DirIndex(self.trusted_dir, "trusted")
         self._pending = _DirIndex(self.pending_dir, "pending")
         self._last_recheck = float("-inf")
+        self._refusals_logged: dict[bytes, float] = {}
         # The first load is synchronous: nobody ever sees an unloaded store.
         self._state = _State(self._load_trusted(_EMPTY), clock() + _REFRESH_INTERVAL)
 
@@ -517,6 +524,14 @@ class TrustStore:
             return False
         if z in self._current().keys or z in self._recheck().keys:
             return True
+        now = self._clock()
+        with self._lock:
+            last = self._refusals_logged.get(z)
+            if last is not None and now - last < _REFUSAL_LOG_INTERVAL:
+                return False
+            if len(self._refusals_logged) >= _MAX_REFUSALS_REMEMBERED:
+                self._refusals_logged.clear()
+            self._refusals_logged[z] = now
         _log.warning(
             "zap_refused",
             fingerprint=fingerprint(z),
