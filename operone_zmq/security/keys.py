@@ -263,8 +263,23 @@ _MAX_REFUSALS_REMEMBERED = 1000
 _FileSig = tuple[int, int, int, int]
 
 
+#: A file's signature proves it unchanged only once the filesystem clock has
+#: moved past its timestamps: until then (this long after them; 2 s on a
+#: filesystem with whole-second times) a rewrite could keep all four values,
+#: an inode freed and reused included, so such a file is read again each time.
+_SIG_SETTLE_NS = 50_000_000
+_SIG_SETTLE_COARSE_NS = int(_RACY_WINDOW * 1e9)
+
+
 def _file_sig(st: os.stat_result) -> _FileSig:
     return (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
+
+
+def _settled(sig: _FileSig) -> bool:
+    """May this signature stand for the file's content from now on?"""
+    newest = max(sig[1], sig[2])
+    coarse = sig[1] % 1_000_000_000 == 0 and sig[2] % 1_000_000_000 == 0
+    return time.time_ns() - newest > (_SIG_SETTLE_COARSE_NS if coarse else _SIG_SETTLE_NS)
 
 
 def _clean_metadata(value: str) -> str:
@@ -340,7 +355,8 @@ class _DirIndex:
         self.directory = directory
         self.status: Literal["trusted", "pending"] = status
         self.entries: dict[str, TrustedKey] = {}
-        self._files: dict[str, tuple[_FileSig, TrustedKey | None]] = {}
+        #: name -> (signature, entry or None if invalid, signature settled)
+        self._files: dict[str, tuple[_FileSig, TrustedKey | None, bool]] = {}
         self._stamp: tuple[int, int] | None = None
         self._racy = True
         self._synced = False
@@ -365,7 +381,7 @@ class _DirIndex:
             return self.entries
         if not self._synced:
             self._files = self._load_index()
-        files: dict[str, tuple[_FileSig, TrustedKey | None]] = {}
+        files: dict[str, tuple[_FileSig, TrustedKey | None, bool]] = {}
         if stamp is not None:
             dpath = os.fspath(self.directory)
             with os.scandir(dpath) as it:
@@ -376,7 +392,7 @@ class _DirIndex:
                     continue
                 path = os.path.join(dpath, fname)
                 cached = self._files.get(name)
-                if cached is not None:
+                if cached is not None and cached[2]:
                     try:
                         sig = _file_sig(os.stat(path))
                     except FileNotFoundError:
@@ -389,27 +405,28 @@ class _DirIndex:
                     continue
                 self._dirty = True
                 sig, key, source = read
+                settled = _settled(sig)
                 if key is None:
                     _log.warning("trust_file_invalid", path=path)
-                    files[name] = (sig, None)
+                    files[name] = (sig, None, settled)
                 else:
                     files[name] = (sig, TrustedKey(name, key, fingerprint(key), self.status,
-                                                   source))
+                                                   source), settled)
         if files.keys() != self._files.keys():
             self._dirty = True
         self._files = files
-        self.entries = {n: e for n, (_, e) in files.items() if e is not None}
+        self.entries = {n: e for n, (_, e, _) in files.items() if e is not None}
         self._stamp = stamp
         self._racy = stamp is not None and time.time() - stamp[0] / 1e9 < _RACY_WINDOW
         self._synced = True
         return self.entries
 
-    def _load_index(self) -> dict[str, tuple[_FileSig, TrustedKey | None]]:
+    def _load_index(self) -> dict[str, tuple[_FileSig, TrustedKey | None, bool]]:
         try:
             with open(self.index_file, "rb") as f:
                 data = json.loads(f.read(_MAX_INDEX_BYTES))
             rows = data["files"] if data.get("v") == 1 else {}
-            files: dict[str, tuple[_FileSig, TrustedKey | None]] = {}
+            files: dict[str, tuple[_FileSig, TrustedKey | None, bool]] = {}
             for name, (ino, mtime, ctime, size, key, source) in rows.items():
                 sig = (int(ino), int(mtime), int(ctime), int(size))
                 z = None if key is None else str(key).encode("ascii")
@@ -421,7 +438,7 @@ class _DirIndex:
                     continue
                 entry = None if z is None else TrustedKey(
                     name, z, fingerprint(z), self.status, _clean_metadata(str(source)))
-                files[name] = (sig, entry)
+                files[name] = (sig, entry, True)  # only settled ones are saved
             return files
         except (OSError, ValueError, TypeError, KeyError, AttributeError, UnicodeError):
             return {}  # no index yet, or a broken one: rebuilt from the files
@@ -433,7 +450,8 @@ class _DirIndex:
         rows = {
             name: [*sig, None if e is None else e.public_key.decode("ascii"),
                    "" if e is None else e.source]
-            for name, (sig, e) in self._files.items()
+            for name, (sig, e, settled) in self._files.items()
+            if settled
         }
         try:
             fd, tmp = tempfile.mkstemp(prefix=".index.", suffix=".tmp", dir=self.index_file.parent)
@@ -455,7 +473,7 @@ class _DirIndex:
             sig = _file_sig(os.stat(self.directory / f"{entry.name}.key"))
         except OSError:
             return
-        self._files[entry.name] = (sig, entry)
+        self._files[entry.name] = (sig, entry, _settled(sig))
         self.entries[entry.name] = entry
         self._dirty = True
 

@@ -485,3 +485,54 @@ def test_a_key_accepted_a_moment_ago_is_admitted_and_a_refusal_says_what_to_run(
     assert len(refusals) == 1
     assert refusals[0]["fingerprint"] == fingerprint(stranger)
     assert f"operone keys accept -- NAME '{stranger.decode()}'" in refusals[0]["hint"]
+
+
+# ------------------------------------------------------- cost and the index
+_OPENS: list[str] = []
+_COUNTING = threading.Event()
+
+
+def _count_opens(event: str, args: tuple[object, ...]) -> None:
+    if _COUNTING.is_set() and event == "open":
+        _OPENS.append(str(args[0]))
+
+
+def test_accept_reads_a_constant_number_of_files(tmp_path: Path) -> None:
+    """Issue 9 (trust setup was O(N^3)): with N keys trusted, a new store's
+    accept opens a handful of files, not every key file (twice) as before."""
+    sys.addaudithook(_count_opens)  # cannot be removed: it counts only while _COUNTING
+    seed = TrustStore(tmp_path)
+    for i in range(60):
+        seed.accept(f"n{i}", new_key())
+    time.sleep(0.2)  # let the files' timestamps settle (see keys._SIG_SETTLE_NS)
+    TrustStore(tmp_path).list()  # builds the index of settled files
+    _OPENS.clear()
+    _COUNTING.set()
+    try:
+        TrustStore(tmp_path).accept("late", new_key())
+    finally:
+        _COUNTING.clear()
+    key_files = [p for p in _OPENS if p.endswith(".key")]
+    assert len(_OPENS) <= 8, _OPENS
+    assert not key_files, key_files
+
+
+def test_the_index_never_hides_a_changed_file(tmp_path: Path) -> None:
+    """A key file replaced under the same name (perhaps on the same inode) is
+    seen by a running store and by a new one; a broken index is rebuilt."""
+    clock = FakeClock()
+    a, b = new_key(), new_key()
+    TrustStore(tmp_path).accept("x", a)
+    time.sleep(0.1)
+    running = TrustStore(tmp_path, clock)
+    assert running.key_of("x") == a
+    other = TrustStore(tmp_path)
+    other.reject("x")
+    other.accept("x", b)
+    clock.now += 1.0
+    assert running.key_of("x") == b
+    assert TrustStore(tmp_path).key_of("x") == b
+    (tmp_path / ".trusted.index").write_text("{not json")
+    assert TrustStore(tmp_path).key_of("x") == b
+    (tmp_path / ".trusted.index").unlink()
+    assert TrustStore(tmp_path).key_of("x") == b
