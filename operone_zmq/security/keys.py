@@ -366,6 +366,7 @@ class _DirIndex:
         #: signature, and a missing or broken index is simply rebuilt.
         self.index_file = directory.parent / f".{status}.index"
         self._dirty = False
+        self._saved_rows: dict[str, list[object]] | None = None
 
     def _dir_stamp(self) -> tuple[int, int] | None:
         try:
@@ -439,6 +440,7 @@ class _DirIndex:
                 entry = None if z is None else TrustedKey(
                     name, z, fingerprint(z), self.status, _clean_metadata(str(source)))
                 files[name] = (sig, entry, True)  # only settled ones are saved
+            self._saved_rows = {name: list(row) for name, row in rows.items()}
             return files
         except (OSError, ValueError, TypeError, KeyError, AttributeError, UnicodeError):
             return {}  # no index yet, or a broken one: rebuilt from the files
@@ -447,12 +449,15 @@ class _DirIndex:
         """Write the parse index if it changed (a cache: failures are only logged)."""
         if not self._dirty or self._stamp is None:
             return
-        rows = {
+        rows: dict[str, list[object]] = {
             name: [*sig, None if e is None else e.public_key.decode("ascii"),
                    "" if e is None else e.source]
             for name, (sig, e, settled) in self._files.items()
             if settled
         }
+        if rows == self._saved_rows:  # recent files are not saved: often nothing new
+            self._dirty = False
+            return
         try:
             fd, tmp = tempfile.mkstemp(prefix=".index.", suffix=".tmp", dir=self.index_file.parent)
             try:
@@ -466,6 +471,7 @@ class _DirIndex:
             _log.debug("trust_index_not_saved", path=str(self.index_file), error=str(exc))
             return
         self._dirty = False
+        self._saved_rows = rows
 
     def wrote(self, entry: TrustedKey) -> None:
         """Record a file this process has just renamed into place (saves re-reading it)."""
