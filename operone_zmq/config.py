@@ -247,9 +247,8 @@ class NodeConfig:
 
 @dataclass(frozen=True)
 class SecurityConfig:
-    """CurveZMQ and token settings."""
+    """Token settings (CurveZMQ is always on: there is no plaintext mode)."""
 
-    curve: bool = True
     jwt_secret: str | None = field(default=None, repr=False)
     require_token: bool = False
     token_ttl: float = 3600
@@ -269,19 +268,10 @@ class SecurityConfig:
         _positive(self.token_ttl, "security.token_ttl")
 
 
-#: Read-only commands allowed for the ``shell`` tool by default.
-_DEFAULT_SHELL_ALLOW = (
-    "echo",
-    "uname",
-    "hostname",
-    "uptime",
-    "date",
-    "ls",
-    "cat",
-    "true",
-    "false",
-    "sleep",
-)
+#: Executables the ``shell`` tool may run by default: none.  Any program that
+#: reads files (cat, ls) hands out the node's secret key, and hostname or date
+#: change the host; ``fs.*`` is the way to read files, confined to fs_root.
+_DEFAULT_SHELL_ALLOW: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -546,6 +536,14 @@ def _coerce(value: object, tp: Any, text: bool) -> object:
     raise TypeError(f"unsupported option type {tp!r}")  # pragma: no cover - a bug here
 
 
+#: Options that existed once, with what to do instead: a file or variable that
+#: still sets one is an error, not silently a different setup than it says.
+_REMOVED_OPTIONS = {
+    "security.curve": "there is no plaintext mode: every connection uses CurveZMQ. "
+    "Delete this option",
+}
+
+
 class _Layers:
     """Option values gathered from file, environment and overrides, with their origins."""
 
@@ -555,6 +553,8 @@ class _Layers:
 
     def set(self, section: str, key: str, value: object, origin: str, *, text: bool) -> None:
         option = f"{section}.{key}"
+        if option in _REMOVED_OPTIONS:
+            raise ConfigError(f"option {option} {origin} was removed: {_REMOVED_OPTIONS[option]}")
         types_ = _option_types(section)
         if key not in types_:
             raise ConfigError(
@@ -591,7 +591,7 @@ class _Layers:
                 prefix = f"OPERONE_{section.upper()}_"
                 if name.startswith(prefix):
                     key = name[len(prefix) :].lower()
-                    if key in _option_types(section):
+                    if key in _option_types(section) or f"{section}.{key}" in _REMOVED_OPTIONS:
                         self.set(
                             section, key, value, f"from environment variable {name}", text=True
                         )
@@ -710,11 +710,6 @@ _OPTION_DOCS: dict[str, tuple[str, str | None]] = {
         "(critical, high, normal, low): base_port .. base_port+3.",
         None,
     ),
-    "security.curve": (
-        "Encrypt and authenticate every TCP connection with CurveZMQ.  Turn off only "
-        "for debugging on a trusted network.",
-        None,
-    ),
     "security.jwt_secret": (
         "Shared secret (at least 32 bytes) for signing and checking JSON Web Tokens; "
         "the same on every node of the cluster.  Unset: no tokens.  Generate one with "
@@ -723,8 +718,10 @@ _OPTION_DOCS: dict[str, tuple[str, str | None]] = {
         "paste-a-random-secret-of-at-least-32-bytes-here",
     ),
     "security.require_token": (
-        "Require a valid token, bound to the connection's Curve key, from every peer "
-        "and client, in addition to a trusted key.  Needs jwt_secret.",
+        "Require a valid token, bound to the connection's Curve key, in every peer "
+        "broker's HELLO, in addition to a trusted key (clients carry no token: they "
+        "are admitted by their trusted key alone).  Needs jwt_secret; make tokens "
+        "with 'operone token create'.",
         None,
     ),
     "security.token_ttl": (
@@ -732,8 +729,11 @@ _OPTION_DOCS: dict[str, tuple[str, str | None]] = {
         None,
     ),
     "tools.shell_allow": (
-        "Executables the 'shell' tool may run (argv lists, never a shell string).  "
-        "An empty list disables the tool.",
+        "Executables the 'shell' tool may run (argv lists, never a shell string), as "
+        "bare names or absolute paths.  Default: none (the tool is refused).  The "
+        "program runs with its working directory in fs_root, but reads and writes "
+        "whatever the node's user can: allow only programs you would let every "
+        "trusted client run, never cat, ls or an interpreter.  Use fs.* to read files.",
         None,
     ),
     "tools.fs_root": (

@@ -38,7 +38,8 @@ def main() -> int:
     files.mkdir()
     port = free_base_port()
     home = Home(home_dir / "home")
-    init_home(home, "demo-node", base_port=port, tools_fs_root=str(files))
+    init_home(home, "demo-node", base_port=port, tools_fs_root=str(files),
+              tools_shell_allow=["uname"])  # the one program the demo runs through shell
     print(f"== node 'demo-node' initialised in {home.path} (ports {port}..{port + 3})")
 
     ready = home_dir / "ready.json"

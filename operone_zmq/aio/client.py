@@ -480,8 +480,11 @@ class AsyncClient:
             self._heard.add(cls)
             return
         if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-            why = (f"the broker at {self._endpoint(cls)} refused this client's key (not in its"
-                   " trust store: ask its operator to run 'operone keys accept')")
+            pub = self._keys.public.decode("ascii")
+            why = (f"the broker at {self._endpoint(cls)} refused this client's key {pub}"
+                   " (it was not in the broker's trust store when this client connected;"
+                   " its log says so as zap_refused; to trust it there:"
+                   f" operone keys accept -- NAME '{pub}', then reconnect)")
         else:
             why = (f"CurveZMQ handshake with {self._endpoint(cls)} failed (wrong server key,"
                    " or the broker does not use CurveZMQ)")

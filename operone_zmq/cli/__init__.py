@@ -813,7 +813,13 @@ def keys_accept(obj: Obj, name: str, key: str | None) -> None:
         pub = pending[0].public_key
     else:
         pub = parse_public_key(Path(key) if os.path.exists(key) else key)
+    known = store.trusted_as(pub)
     k = store.accept(name, pub)
+    if known is not None and known.name != name:
+        click.echo(f"warning: this key ({known.fingerprint}) is already trusted as"
+                   f" '{known.name}'; it was not added again as '{name}' (to rename it:"
+                   f" operone keys reject {known.name}, then accept it again)", err=True)
+        return
     click.echo(f"trusted {k.name} {k.fingerprint}")
 
 
@@ -830,13 +836,65 @@ def keys_reject(obj: Obj, name_or_fingerprint: str) -> None:
 
 
 @keys.command("show")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
-def keys_show(obj: Obj) -> None:
-    """Print this node's public key (give it to other nodes' operators)."""
+def keys_show(obj: Obj, as_json: bool) -> None:
+    """Print this node's public key, its fingerprint, and the command that
+    trusts it on another node (give them to that node's operator)."""
     from ..aio.runtime import node_keys
 
+    node_id = obj.config().node.id
     kp = node_keys(obj.home)
-    click.echo(kp.public.decode())
+    key = kp.public.decode()
+    # Z85 has no single quote, so '...' quotes every key for a POSIX shell, and
+    # "--" keeps a key that starts with '-' from being read as an option.
+    command = f"operone keys accept -- {node_id} '{key}'"
+    if as_json:
+        click.echo(json.dumps({"node": node_id, "public_key": key,
+                               "fingerprint": kp.fingerprint, "accept_command": command}))
+        return
+    click.echo(key)
+    click.echo(f"fingerprint {kp.fingerprint}")
+    click.echo(f"to trust it on another node: {command}")
+
+
+# ----------------------------------------------------------------- token
+@cli.group()
+def token() -> None:
+    """Tokens (JWT) for peer links when security.require_token is on."""
+
+
+@token.command("create")
+@click.option("--ttl", type=float, help="Lifetime in seconds (default: security.token_ttl).")
+@click.option("--node", "subject", metavar="NODE",
+              help="Node the token is for (default: this node); its key must be trusted here.")
+@click.pass_obj
+def token_create(obj: Obj, ttl: float | None, subject: str | None) -> None:
+    """Print a token signed with security.jwt_secret, for the cluster, bound to
+    the node's Curve key (a leaked token is useless without its secret key)."""
+    from ..aio.runtime import node_keys
+    from ..security.keys import TrustStore
+    from ..security.tokens import generate_jwt
+
+    config = obj.config()
+    secret = config.security.jwt_secret
+    if secret is None:
+        raise ConfigError("no security.jwt_secret configured: cannot create tokens")
+    if ttl is not None and not ttl > 0:
+        raise ConfigError(f"--ttl must be a positive number of seconds, not {ttl:g}")
+    node_id = subject or config.node.id
+    if node_id == config.node.id:
+        key = node_keys(obj.home).public
+    else:
+        found = TrustStore(obj.home.trust_dir).key_of(node_id)
+        if found is None:
+            raise ConfigError(f"no trusted key for node '{node_id}': a token is bound to the"
+                              " node's key, so accept it first (operone keys accept)")
+        key = found
+    lifetime = config.security.token_ttl if ttl is None else ttl
+    click.echo(generate_jwt(secret, node_id, config.node.cluster, ttl=lifetime, curve_key=key))
+    click.echo(f"token for '{node_id}' in cluster '{config.node.cluster}', valid"
+               f" {lifetime:g} s", err=True)
 
 
 def main() -> None:

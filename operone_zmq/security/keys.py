@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import builtins
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -26,7 +27,7 @@ import struct
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -230,7 +231,55 @@ class _Snapshot:
     names: dict[bytes, str]
 
 
+@dataclass(frozen=True)
+class _State:
+    """What the lock-free fast path reads: one object, published by one assignment,
+    so a reader never sees a new ``next_check`` with an old snapshot."""
+
+    snapshot: _Snapshot
+    next_check: float
+
+
 _EMPTY = _Snapshot(frozenset(), {})
+
+#: A refused key makes the ZAP thread look at ``trusted/`` once more before
+#: refusing (a refusal is final for a libzmq client), at most this often
+#: (seconds of the injected clock), so untrusted callers cannot turn every
+#: handshake into a directory scan.
+_RECHECK_INTERVAL = 0.05
+
+#: The parse index of a directory is read up to this many bytes (about 150
+#: bytes per key: far above MAX_PENDING_KEYS or any real mesh); a bigger one
+#: is ignored and rebuilt from the files.
+_MAX_INDEX_BYTES = 16 * 1024 * 1024
+
+#: A refused key is logged at most once per this many seconds (of the injected
+#: clock), and at most this many keys are remembered for that: a stranger
+#: knocking in a loop, or with fresh keys, cannot flood the log or the memory.
+_REFUSAL_LOG_INTERVAL = 10.0
+_MAX_REFUSALS_REMEMBERED = 1000
+
+#: ``(st_ino, st_mtime_ns, st_ctime_ns, st_size)`` of a key file.
+_FileSig = tuple[int, int, int, int]
+
+
+#: A file's signature proves it unchanged only once the filesystem clock has
+#: moved past its timestamps: until then (this long after them; 2 s on a
+#: filesystem with whole-second times) a rewrite could keep all four values,
+#: an inode freed and reused included, so such a file is read again each time.
+_SIG_SETTLE_NS = 50_000_000
+_SIG_SETTLE_COARSE_NS = int(_RACY_WINDOW * 1e9)
+
+
+def _file_sig(st: os.stat_result) -> _FileSig:
+    return (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
+
+
+def _settled(sig: _FileSig) -> bool:
+    """May this signature stand for the file's content from now on?"""
+    newest = max(sig[1], sig[2])
+    coarse = sig[1] % 1_000_000_000 == 0 and sig[2] % 1_000_000_000 == 0
+    return time.time_ns() - newest > (_SIG_SETTLE_COARSE_NS if coarse else _SIG_SETTLE_NS)
 
 
 def _clean_metadata(value: str) -> str:
@@ -254,20 +303,197 @@ def _write_public_certificate(path: Path, public_key: bytes, metadata: dict[str,
         raise
 
 
-def _read_metadata(path: Path) -> dict[str, str]:
-    """Return the ``metadata`` section of a certificate file (ZPL ``key = value`` lines)."""
+def _parse_certificate(text: str) -> tuple[bytes | None, dict[str, str]]:
+    """Return the public key and the ``metadata`` section of a public certificate's text
+    (zmq.auth's ZPL format: ``section`` lines, indented ``key = "value"`` lines)."""
     meta: dict[str, str] = {}
+    public: bytes | None = None
     section = ""
-    for raw in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    for raw in text.splitlines():
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
         if not raw[0].isspace():
             section = line
-        elif section == "metadata" and "=" in line:
-            k, v = line.split("=", 1)
-            meta[k.strip()] = v.strip().strip("\"'")
-    return meta
+        elif "=" in line:
+            k, v = (s.strip() for s in line.split("=", 1))
+            v = v.strip("\"'")
+            if section == "metadata":
+                meta[k] = v
+            elif section == "curve" and k == "public-key":
+                public = v.encode("ascii", "replace")
+    return public, meta
+
+
+def _read_key_file(path: str) -> tuple[_FileSig, bytes | None, str] | None:
+    """Read one key file: its signature, its key (None if invalid) and its source note.
+
+    Returns None if the file vanished; any other OSError (EMFILE, EACCES, EIO)
+    propagates: it says nothing about the file, so the scan as a whole failed.
+    """
+    try:
+        with open(path, "rb") as f:
+            sig = _file_sig(os.fstat(f.fileno()))
+            data = f.read(64 * 1024)  # a certificate is < 1 KiB
+    except FileNotFoundError:
+        return None
+    public, meta = _parse_certificate(data.decode("utf-8", "replace"))
+    key = _z85_key(public) if public is not None and len(public) == _Z85_KEY_LEN else None
+    return sig, key, meta.get("source", "") if key is not None else ""
+
+
+class _DirIndex:
+    """The parsed ``*.key`` files of one directory, re-read only where a file changed.
+
+    Every file is written to a temporary name and renamed into place, so a
+    changed file has a new inode, mtime and ctime: a rescan stats each file and
+    reads only the new or changed ones.  :meth:`sync` raises OSError when the
+    directory cannot be read, and then keeps what it had.
+    """
+
+    def __init__(self, directory: Path, status: Literal["trusted", "pending"]) -> None:
+        self.directory = directory
+        self.status: Literal["trusted", "pending"] = status
+        self.entries: dict[str, TrustedKey] = {}
+        #: name -> (signature, entry or None if invalid, signature settled)
+        self._files: dict[str, tuple[_FileSig, TrustedKey | None, bool]] = {}
+        self._stamp: tuple[int, int] | None = None
+        self._racy = True
+        self._synced = False
+        #: What was parsed, kept next to the directory so that a new process
+        #: (each ``operone keys accept``) stats the files instead of reading
+        #: them all.  Only a cache: every entry is checked against its file's
+        #: signature, and a missing or broken index is simply rebuilt.
+        self.index_file = directory.parent / f".{status}.index"
+        self._dirty = False
+        self._saved_rows: dict[str, list[object]] | None = None
+
+    def _dir_stamp(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.directory)
+        except FileNotFoundError:
+            return None
+        return (st.st_mtime_ns, st.st_ino)
+
+    def sync(self) -> dict[str, TrustedKey]:
+        """Bring :attr:`entries` up to date with the directory and return it."""
+        stamp = self._dir_stamp()  # before the scan: a change during it is seen next time
+        if self._synced and stamp == self._stamp and not self._racy:
+            return self.entries
+        if not self._synced:
+            self._files = self._load_index()
+        files: dict[str, tuple[_FileSig, TrustedKey | None, bool]] = {}
+        if stamp is not None:
+            dpath = os.fspath(self.directory)
+            with os.scandir(dpath) as it:
+                names = [e.name for e in it if e.name.endswith(".key")]
+            for fname in sorted(names):
+                name = fname[:-4]
+                if not _NAME_RE.fullmatch(name):
+                    continue
+                path = os.path.join(dpath, fname)
+                cached = self._files.get(name)
+                if cached is not None and cached[2]:
+                    try:
+                        sig = _file_sig(os.stat(path))
+                    except FileNotFoundError:
+                        continue
+                    if sig == cached[0]:
+                        files[name] = cached
+                        continue
+                read = _read_key_file(path)
+                if read is None:
+                    continue
+                self._dirty = True
+                sig, key, source = read
+                settled = _settled(sig)
+                if key is None:
+                    _log.warning("trust_file_invalid", path=path)
+                    files[name] = (sig, None, settled)
+                else:
+                    files[name] = (sig, TrustedKey(name, key, fingerprint(key), self.status,
+                                                   source), settled)
+        if files.keys() != self._files.keys():
+            self._dirty = True
+        self._files = files
+        self.entries = {n: e for n, (_, e, _) in files.items() if e is not None}
+        self._stamp = stamp
+        self._racy = stamp is not None and time.time() - stamp[0] / 1e9 < _RACY_WINDOW
+        self._synced = True
+        return self.entries
+
+    def _load_index(self) -> dict[str, tuple[_FileSig, TrustedKey | None, bool]]:
+        try:
+            with open(self.index_file, "rb") as f:
+                data = json.loads(f.read(_MAX_INDEX_BYTES))
+            rows = data["files"] if data.get("v") == 1 else {}
+            files: dict[str, tuple[_FileSig, TrustedKey | None, bool]] = {}
+            for name, (ino, mtime, ctime, size, key, source) in rows.items():
+                sig = (int(ino), int(mtime), int(ctime), int(size))
+                z = None if key is None else str(key).encode("ascii")
+                if z is not None and (len(z) != _Z85_KEY_LEN or not _Z85_CHARS.issuperset(z)):
+                    z = None  # checked in full when its file was read; this is a cheap guard
+                if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or (
+                    key is not None and z is None
+                ):
+                    continue
+                entry = None if z is None else TrustedKey(
+                    name, z, fingerprint(z), self.status, _clean_metadata(str(source)))
+                files[name] = (sig, entry, True)  # only settled ones are saved
+            self._saved_rows = {name: list(row) for name, row in rows.items()}
+            return files
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, UnicodeError):
+            return {}  # no index yet, or a broken one: rebuilt from the files
+
+    def save(self) -> None:
+        """Write the parse index if it changed (a cache: failures are only logged)."""
+        if not self._dirty or self._stamp is None:
+            return
+        rows: dict[str, list[object]] = {
+            name: [*sig, None if e is None else e.public_key.decode("ascii"),
+                   "" if e is None else e.source]
+            for name, (sig, e, settled) in self._files.items()
+            if settled
+        }
+        if rows == self._saved_rows:  # recent files are not saved: often nothing new
+            self._dirty = False
+            return
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=".index.", suffix=".tmp", dir=self.index_file.parent)
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    f.write(json.dumps({"v": 1, "files": rows}, separators=(",", ":")))
+                os.replace(tmp, self.index_file)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            _log.debug("trust_index_not_saved", path=str(self.index_file), error=str(exc))
+            return
+        self._dirty = False
+        self._saved_rows = rows
+
+    def wrote(self, entry: TrustedKey) -> None:
+        """Record a file this process has just renamed into place (saves re-reading it)."""
+        try:
+            sig = _file_sig(os.stat(self.directory / f"{entry.name}.key"))
+        except OSError:
+            return
+        self._files[entry.name] = (sig, entry, _settled(sig))
+        self.entries[entry.name] = entry
+        self._dirty = True
+
+    def removed(self, name: str) -> None:
+        self._files.pop(name, None)
+        self.entries.pop(name, None)
+        self._dirty = True
+
+
+def _snapshot_of(entries: dict[str, TrustedKey]) -> _Snapshot:
+    names: dict[bytes, str] = {}
+    for name in sorted(entries):
+        names.setdefault(entries[name].public_key, name)
+    return _Snapshot(frozenset(names), names)
 
 
 class TrustStore:
@@ -275,9 +501,11 @@ class TrustStore:
 
     :meth:`is_trusted` (and :meth:`callback`, for
     ``zmq.auth.Authenticator.configure_curve_callback``) answer from an
-    in-memory set, safe to call from the authenticator's thread; the set is
-    re-read when the ``trusted/`` directory changes, checked at most every
-    0.5 s of ``clock``.  Changes made through this object are seen at once.
+    in-memory snapshot, safe to call from the authenticator's thread; the
+    snapshot is loaded in the constructor and re-read when the ``trusted/``
+    directory changes, checked at most every 0.5 s of ``clock``.  Changes made
+    through this object are seen at once.  A scan that fails (out of file
+    descriptors, a permission error) keeps the last good snapshot and is logged.
     """
 
     def __init__(
@@ -293,10 +521,12 @@ class TrustStore:
         self._clock = clock
         self._max_pending = max_pending
         self._lock = threading.RLock()
-        self._snapshot = _EMPTY
-        self._stamp: tuple[int, int] | None = None
-        self._racy = False
-        self._next_check = float("-inf")
+        self._trusted = _DirIndex(self.trusted_dir, "trusted")
+        self._pending = _DirIndex(self.pending_dir, "pending")
+        self._last_recheck = float("-inf")
+        self._refusals_logged: dict[bytes, float] = {}
+        # The first load is synchronous: nobody ever sees an unloaded store.
+        self._state = _State(self._load_trusted(_EMPTY), clock() + _REFRESH_INTERVAL)
 
     # ---------------------------------------------------------- hot path
     def is_trusted(self, public_key: bytes) -> bool:
@@ -309,9 +539,30 @@ class TrustStore:
 
         pyzmq's Authenticator (``zmq/auth/base.py``, pyzmq 27) passes the key
         Z85-encoded; the raw 32 bytes are accepted too, for other ZAP handlers.
-        ``domain`` is not used.
+        ``domain`` is not used.  Before refusing, the directory is looked at
+        once more (a key accepted a moment ago is admitted), and a refusal is
+        logged with the command that would trust the key.
         """
-        return self.is_trusted(key)
+        z = _z85_key(key) if isinstance(key, bytes) else None
+        if z is None:
+            return False
+        if z in self._current().keys or z in self._recheck().keys:
+            return True
+        now = self._clock()
+        with self._lock:
+            last = self._refusals_logged.get(z)
+            if last is not None and now - last < _REFUSAL_LOG_INTERVAL:
+                return False
+            if len(self._refusals_logged) >= _MAX_REFUSALS_REMEMBERED:
+                self._refusals_logged.clear()
+            self._refusals_logged[z] = now
+        _log.warning(
+            "zap_refused",
+            fingerprint=fingerprint(z),
+            hint=f"not in {self.trusted_dir}; to trust it: "
+            f"operone keys accept -- NAME '{z.decode('ascii')}'",
+        )
+        return False
 
     def name_of(self, public_key: bytes) -> str | None:
         """Return the name under which this key is trusted, or None if it is not trusted."""
@@ -326,66 +577,66 @@ class TrustStore:
         return None
 
     def _current(self) -> _Snapshot:
+        state = self._state  # one read: snapshot and next_check belong together
         now = self._clock()
-        if now < self._next_check:
-            return self._snapshot
+        if now < state.next_check:
+            return state.snapshot
         with self._lock:
-            if now >= self._next_check:
-                self._next_check = now + _REFRESH_INTERVAL
-                stamp = self._dir_stamp()
-                if stamp != self._stamp or self._racy:
-                    self._reload(stamp)
-            return self._snapshot
+            state = self._state
+            if now < state.next_check:
+                return state.snapshot
+            snapshot = self._load_trusted(state.snapshot)
+            self._state = _State(snapshot, now + _REFRESH_INTERVAL)
+            return snapshot
 
-    def _dir_stamp(self) -> tuple[int, int] | None:
+    def _recheck(self) -> _Snapshot:
+        """Re-read ``trusted/`` now if it changed (rate-limited), and return the snapshot."""
+        with self._lock:
+            now = self._clock()
+            if now - self._last_recheck < _RECHECK_INTERVAL:
+                return self._state.snapshot
+            self._last_recheck = now
+            snapshot = self._load_trusted(self._state.snapshot)
+            self._state = _State(snapshot, now + _REFRESH_INTERVAL)
+            return snapshot
+
+    def _load_trusted(self, last_good: _Snapshot) -> _Snapshot:
+        """The snapshot of ``trusted/``; on a failed scan, ``last_good`` (and a log line)."""
         try:
-            st = os.stat(self.trusted_dir)
-        except OSError:
-            return None
-        return (st.st_mtime_ns, st.st_ino)
+            snapshot = _snapshot_of(self._trusted.sync())
+            self._trusted.save()
+            return snapshot
+        except OSError as exc:
+            _log.error(
+                "trust_scan_failed",
+                directory=str(self.trusted_dir),
+                error=str(exc),
+                kept_keys=len(last_good.keys),
+            )
+            return last_good
 
-    def _reload(self, stamp: tuple[int, int] | None) -> None:
-        names: dict[bytes, str] = {}
-        for entry in self._scan(self.trusted_dir, "trusted"):
-            names.setdefault(entry.public_key, entry.name)
-        self._snapshot = _Snapshot(frozenset(names), names)
-        self._stamp = stamp
-        self._racy = stamp is not None and time.time() - stamp[0] / 1e9 < _RACY_WINDOW
-
-    def _refresh_now(self) -> None:
-        with self._lock:
-            self._next_check = self._clock() + _REFRESH_INTERVAL
-            self._reload(self._dir_stamp())
+    def _publish(self) -> None:
+        """Publish the trusted index as the snapshot (after a change made here)."""
+        self._trusted.save()
+        self._pending.save()
+        self._state = _State(_snapshot_of(self._trusted.entries),
+                             self._clock() + _REFRESH_INTERVAL)
 
     # ------------------------------------------------------------ files
-    def _scan(self, directory: Path, status: Literal["trusted", "pending"]) -> Iterator[TrustedKey]:
+    def _sync(self, index: _DirIndex) -> dict[str, TrustedKey]:
         try:
-            files = sorted(directory.glob("*.key"))
-        except OSError:
-            return
-        for path in files:
-            name = path.stem
-            if not _NAME_RE.fullmatch(name):
-                continue
-            try:
-                public, _ = zmq.auth.load_certificate(path)
-                key = _z85_key(public) if len(public) == _Z85_KEY_LEN else None
-                source = _read_metadata(path).get("source", "") if key is not None else ""
-            except (OSError, ValueError):
-                key = None
-            if key is None:
-                _log.warning("trust_file_invalid", path=str(path))
-                continue
-            yield TrustedKey(name, key, fingerprint(key), status, source)
+            return index.sync()
+        except OSError as exc:
+            raise ConfigError(f"cannot read {index.directory}: {exc}") from exc
 
     def _write(
         self,
-        directory: Path,
+        index: _DirIndex,
         name: str,
         key: bytes,
-        status: Literal["trusted", "pending"],
         source: str,
     ) -> TrustedKey:
+        directory = index.directory
         try:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             _write_public_certificate(
@@ -393,23 +644,36 @@ class TrustStore:
             )
         except OSError as exc:
             raise ConfigError(f"cannot write {directory / (name + '.key')}: {exc}") from exc
-        return TrustedKey(name, key, fingerprint(key), status, _clean_metadata(source))
+        entry = TrustedKey(name, key, fingerprint(key), index.status, _clean_metadata(source))
+        index.wrote(entry)
+        return entry
 
     def _remove(self, entry: TrustedKey) -> None:
-        directory = self.trusted_dir if entry.status == "trusted" else self.pending_dir
+        index = self._trusted if entry.status == "trusted" else self._pending
         try:
-            (directory / f"{entry.name}.key").unlink(missing_ok=True)
+            (index.directory / f"{entry.name}.key").unlink(missing_ok=True)
         except OSError as exc:
-            raise ConfigError(f"cannot remove {directory / (entry.name + '.key')}: {exc}") from exc
+            raise ConfigError(
+                f"cannot remove {index.directory / (entry.name + '.key')}: {exc}"
+            ) from exc
+        index.removed(entry.name)
 
     # ------------------------------------------------------- operations
     def list(self) -> builtins.list[TrustedKey]:
         """Return every trusted key, then every pending key, each group sorted by name."""
         with self._lock:
-            return [
-                *self._scan(self.trusted_dir, "trusted"),
-                *self._scan(self.pending_dir, "pending"),
-            ]
+            trusted = self._sync(self._trusted)
+            pending = self._sync(self._pending)
+            self._pending.save()
+            return [*(trusted[n] for n in sorted(trusted)),
+                    *(pending[n] for n in sorted(pending))]
+
+    def trusted_as(self, public_key: str | bytes | Path) -> TrustedKey | None:
+        """Return the trusted entry holding this key (under whatever name), or None."""
+        key = parse_public_key(public_key)
+        with self._lock:
+            return next((e for e in self._sync(self._trusted).values()
+                         if e.public_key == key), None)
 
     def accept(
         self, name: str, public_key: str | bytes | Path | None = None, *, source: str = ""
@@ -422,20 +686,21 @@ class TrustStore:
         ``source`` (default: the pending entry's) is kept as a note in the file.
         """
         with self._lock:
-            pending = builtins.list(self._scan(self.pending_dir, "pending"))
+            pending = self._sync(self._pending)
             if public_key is None:
-                match = [e for e in pending if name in (e.name, e.fingerprint)]
-                if not match:
+                match = pending.get(name) or next(
+                    (e for e in pending.values() if e.fingerprint == name), None)
+                if match is None:
                     raise ConfigError(f"no pending key named {name!r}")
-                key, name = match[0].public_key, match[0].name
+                key, name = match.public_key, match.name
             else:
                 key = parse_public_key(public_key)
             validate_name(name)
-            trusted = builtins.list(self._scan(self.trusted_dir, "trusted"))
-            same_key = [e for e in pending if e.public_key == key]
-            existing = next((e for e in trusted if e.public_key == key), None)
+            trusted = self._sync(self._trusted)
+            same_key = [e for e in pending.values() if e.public_key == key]
+            existing = next((e for e in trusted.values() if e.public_key == key), None)
             if existing is None:
-                clash = next((e for e in trusted if e.name == name), None)
+                clash = trusted.get(name)
                 if clash is not None:
                     raise ConfigError(
                         f"the name {name!r} is already trusted for another key "
@@ -443,10 +708,10 @@ class TrustStore:
                     )
                 if not source and same_key:
                     source = same_key[0].source
-                existing = self._write(self.trusted_dir, name, key, "trusted", source)
+                existing = self._write(self._trusted, name, key, source)
             for entry in same_key:
                 self._remove(entry)
-            self._refresh_now()
+            self._publish()
             return existing
 
     def add_pending(
@@ -460,21 +725,23 @@ class TrustStore:
         validate_name(name)
         key = parse_public_key(public_key)
         with self._lock:
-            for entry in self._scan(self.trusted_dir, "trusted"):
+            for entry in self._sync(self._trusted).values():
                 if entry.public_key == key:
                     return entry
-            pending = builtins.list(self._scan(self.pending_dir, "pending"))
-            for entry in pending:
+            pending = self._sync(self._pending)
+            for entry in pending.values():
                 if entry.public_key == key:
                     return entry
-            if any(e.name == name for e in pending):
+            if name in pending:
                 name = f"{name[:55]}-{fingerprint(key)[:8]}"
             if len(pending) >= self._max_pending:
                 raise SecurityError(
                     f"too many pending keys in {self.pending_dir} ({len(pending)}); "
                     "accept or reject some first"
                 )
-            return self._write(self.pending_dir, name, key, "pending", source)
+            entry = self._write(self._pending, name, key, source)
+            self._pending.save()
+            return entry
 
     def reject(self, name_or_fingerprint: str) -> bool:
         """Remove every trusted or pending entry with this name or fingerprint; True if any was."""
@@ -488,5 +755,5 @@ class TrustStore:
                     self._remove(entry)
                     removed = True
             if removed:
-                self._refresh_now()
+                self._publish()
             return removed

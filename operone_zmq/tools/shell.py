@@ -1,7 +1,11 @@
 """The ``shell`` built-in: run an allow-listed executable with an argv list, never a shell string.
 
 The child runs in its own process group (session on POSIX) so that a timeout
-or a cancel kills it together with anything it started.  Its stdout and
+or a cancel kills it together with anything it started.  Its working
+directory is the node's ``fs_root`` (a job's ``cwd`` must resolve inside it);
+without a root, a private empty directory made for the job and removed after.
+The working directory does not confine the program: what it may read or
+change is decided by the allow-list alone, which is empty by default.  Its stdout and
 stderr are drained by two reader threads and kept up to
 ``ToolsConfig.max_output`` bytes each.
 """
@@ -15,12 +19,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from typing import IO, Any
 
 from operone_zmq.errors import BadRequest, JobCancelled, JobTimeout, Refused
+from operone_zmq.tools.fs import resolve_in_root
 from operone_zmq.tools.spec import ToolContext, ToolsConfig
 
 __all__ = ["run_shell"]
@@ -213,11 +219,10 @@ def run_shell(
     """Run ``argv`` under ``config``'s policy; return stdout, stderr, exit code and truncation."""
     args = _check_argv(argv)
     executable = admit_executable(config, args[0])
-    if cwd is not None:
-        if not isinstance(cwd, str) or not cwd or "\0" in cwd:
-            raise BadRequest(f"cwd must be a directory path, not {cwd!r}")
-        if not os.path.isdir(cwd):
-            raise BadRequest(f"working directory {cwd!r} does not exist on this node")
+    if cwd is not None and (not isinstance(cwd, str) or not cwd or "\0" in cwd):
+        raise BadRequest(f"cwd must be a directory path, not {cwd!r}")
+    if cwd is not None and config.fs_root is None:
+        raise Refused("shell jobs cannot choose a cwd on this node: it has no fs_root")
     data: bytes | None
     if stdin is None:
         data = None
@@ -235,6 +240,32 @@ def run_shell(
             details={"argv": args, "timeout": 0.0},
         )
 
+    scratch: str | None = None
+    if config.fs_root is None:
+        scratch = tempfile.mkdtemp(prefix="operone-shell-")
+        workdir = scratch
+    else:
+        _, target = resolve_in_root(config, "." if cwd is None else cwd)
+        if not target.is_dir():
+            raise BadRequest(f"working directory {cwd!r} does not exist in the node's fs_root")
+        workdir = str(target)
+    try:
+        return _run(config, ctx, args, executable, workdir, data, full_env, limit)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _run(
+    config: ToolsConfig,
+    ctx: ToolContext,
+    args: list[str],
+    executable: str,
+    cwd: str,
+    data: bytes | None,
+    full_env: dict[str, str] | None,
+    limit: float,
+) -> dict[str, Any]:
     extra: dict[str, Any] = {}
     if sys.platform == "win32":
         extra["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP

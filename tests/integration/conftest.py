@@ -14,7 +14,8 @@ def node(tmp_path: Path) -> Iterator[LocalNode]:
     """A node with a broker and two worker processes, fs tools rooted in tmp."""
     root = tmp_path / "files"
     root.mkdir()
-    n = LocalNode(tmp_path, "n1", tools_fs_root=str(root))
+    n = LocalNode(tmp_path, "n1", tools_fs_root=str(root),
+                  tools_shell_allow=["uname"])  # the default allows nothing
     try:
         n.start_broker()
         n.start_worker()

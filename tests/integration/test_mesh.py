@@ -134,7 +134,8 @@ def test_connect_command_links_two_running_brokers(tmp_path: Path) -> None:
 
 def test_tokens_are_required_and_checked_on_peer_links(tmp_path: Path) -> None:
     """With require_token, brokers sharing the cluster's jwt_secret link; one
-    with another secret is refused with a token error."""
+    with another secret is refused with a token error.  The option concerns
+    peers only (its comment says so): a client, which has no token, is served."""
     secret = "s" * 40
     m = MeshOfNodes(tmp_path, ["a", "b", "c"])
     for n in "ab":
@@ -144,6 +145,7 @@ def test_tokens_are_required_and_checked_on_peer_links(tmp_path: Path) -> None:
     try:
         m.start([("a", "b"), ("c", "b")])
         with m["a"].client() as c:
+            assert c.ping()  # a client without a token is served
             wait_for(lambda: {p["node"]: p["state"] for p in c.peers()}.get("b") == "up", 20,
                      "a and b to link with tokens")
         with m["c"].client() as c:

@@ -83,7 +83,7 @@ def test_defaults_without_a_file(tmp_path: Path) -> None:
     assert config.node.name == config.node.id
     assert config.node.base_port == DEFAULT_BASE_PORT
     assert config.security == SecurityConfig()
-    assert config.tools.shell_allow[:2] == ("echo", "uname")
+    assert config.tools.shell_allow == ()
     assert config.workers == WorkersConfig()
     assert config.limits.max_message_size == 64 * 1024 * 1024
     assert config.mesh == MeshConfig()
@@ -109,7 +109,6 @@ def test_environment_conversions(tmp_path: Path) -> None:
         "OPERONE_NODE_ID": "env-node",
         "OPERONE_WORKERS_CAPABILITIES": "gpu, linux,,",
         "OPERONE_WORKERS_HEARTBEAT_INTERVAL": "0.25",
-        "OPERONE_SECURITY_CURVE": "off",
         "OPERONE_SECURITY_JWT_SECRET": SECRET,
         "OPERONE_SECURITY_REQUIRE_TOKEN": "yes",
         "OPERONE_LOGGING_FORMAT": "JSON",
@@ -123,7 +122,7 @@ def test_environment_conversions(tmp_path: Path) -> None:
     assert config.node.id == "env-node"
     assert config.workers.capabilities == ("gpu", "linux")
     assert config.workers.heartbeat_interval == 0.25
-    assert config.security == SecurityConfig(curve=False, jwt_secret=SECRET, require_token=True)
+    assert config.security == SecurityConfig(jwt_secret=SECRET, require_token=True)
     assert config.logging == LoggingConfig(format="json", level="debug")
     assert config.tools.fs_root is None
     assert config.mesh.peers == ("b@10.0.0.2:7700", "c@[::1]:7800")
@@ -162,13 +161,27 @@ def test_unknown_override_is_an_error(tmp_path: Path) -> None:
         load_config(Home(tmp_path), {"workers.nope": 2}, environ={})
 
 
+def test_removed_security_curve_is_an_error_with_a_migration(tmp_path: Path) -> None:
+    """Issue 9: security.curve did nothing (there is no plaintext mode); a file or
+    variable that still sets it fails and says what to do."""
+    home = Home(tmp_path)
+    home.path.mkdir(exist_ok=True)
+    home.config_file.write_text('[node]\nid = "n"\n[security]\ncurve = false\n')
+    with pytest.raises(ConfigError, match=r"security\.curve .*removed: there is no plaintext"):
+        load_config(home, environ={})
+    home.config_file.write_text('[node]\nid = "n"\n')
+    with pytest.raises(ConfigError, match=r"OPERONE_SECURITY_CURVE was removed"):
+        load_config(home, environ={"OPERONE_SECURITY_CURVE": "off"})
+    assert "curve" not in render_config(Config(NodeConfig(id="n")))
+
+
 @pytest.mark.parametrize(
     ("toml", "option"),
     [
         ("[workers]\ncount = 2.5\n", "workers.count"),
         ("[workers]\ncount = true\n", "workers.count"),
         ('[workers]\ncount = "2"\n', "workers.count"),
-        ("[security]\ncurve = 1\n", "security.curve"),
+        ("[security]\nrequire_token = 1\n", "security.require_token"),
         ('[mesh]\npeers = "a:1"\n', "mesh.peers"),
         ("[mesh]\npeers = [1, 2]\n", "mesh.peers"),
         ("[workers]\nheartbeat_interval = nan\n", "workers.heartbeat_interval"),
@@ -189,7 +202,7 @@ def test_wrong_type_in_environment_names_the_variable(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="OPERONE_WORKERS_COUNT must be an integer"):
         load_config(Home(tmp_path), environ={"OPERONE_WORKERS_COUNT": "many"})
     with pytest.raises(ConfigError, match="true or false"):
-        load_config(Home(tmp_path), environ={"OPERONE_SECURITY_CURVE": "maybe"})
+        load_config(Home(tmp_path), environ={"OPERONE_SECURITY_REQUIRE_TOKEN": "maybe"})
 
 
 def test_secret_values_are_not_echoed(tmp_path: Path) -> None:

@@ -378,3 +378,161 @@ def test_curve_handshake_admits_only_trusted_keys(
         for sock in sockets:
             sock.close(linger=0)
         auth.stop()
+
+
+# ------------------------------------------- start-up and failure regressions
+def test_fresh_stores_admit_trusted_keys_to_concurrent_zap_lookups(tmp_path: Path) -> None:
+    """Issue 9 item 2: a store's first lookups, made at once from several threads
+    (the ZAP thread and the broker's loop), all see the trusted keys: the
+    snapshot is loaded before anyone can read it, and published atomically."""
+    keys = [new_key() for _ in range(40)]
+    seed = TrustStore(tmp_path)
+    for i, k in enumerate(keys):
+        seed.accept(f"c{i}", k)
+    stores, threads_per_store = 200, 4
+    refused = 0
+    for _ in range(stores):
+        store = TrustStore(tmp_path)
+        gate = threading.Barrier(threads_per_store)
+        answers: list[bool] = []
+
+        def probe(key: bytes, store: TrustStore = store, gate: threading.Barrier = gate,
+                  answers: list[bool] = answers) -> None:
+            gate.wait(timeout=10)
+            answers.append(store.callback("global", key))
+
+        threads = [threading.Thread(target=probe, args=(keys[j],))
+                   for j in range(threads_per_store)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=10)
+        assert len(answers) == threads_per_store
+        refused += answers.count(False)
+    assert refused == 0, f"{refused} of {stores * threads_per_store} trusted lookups refused"
+
+
+_EMFILE_PROBE = r"""
+import os, sys, zmq
+from pathlib import Path
+from operone_zmq.security import TrustStore
+
+class Clock:
+    now = 0.0
+    def __call__(self):
+        return self.now
+
+directory = Path(sys.argv[1])
+old, new = zmq.curve_keypair()[0], zmq.curve_keypair()[0]
+TrustStore(directory).accept("old", old)
+clock = Clock()
+store = TrustStore(directory, clock)
+assert store.is_trusted(old)
+TrustStore(directory).accept("new", new)   # the directory changes: the next check rescans
+hog = []
+try:
+    while True:                            # use up every file descriptor
+        hog.append(os.open(os.devnull, os.O_RDONLY))
+except OSError:
+    pass
+clock.now += 10.0
+during = (store.is_trusted(old), store.callback("global", old))
+for fd in hog:
+    os.close(fd)
+clock.now += 10.0
+after = (store.is_trusted(old), store.is_trusted(new))
+print("RESULT", during, after, flush=True)
+"""
+
+
+@posix_only
+def test_a_failed_scan_keeps_the_last_good_snapshot(tmp_path: Path) -> None:
+    """Issue 9 item 3: out of file descriptors (RLIMIT_NOFILE lowered in a child
+    process), a rescan fails; the keys trusted before stay trusted, the failure
+    is logged, and the next scan that works picks up the change."""
+    import resource
+    import subprocess
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+    r = subprocess.run([sys.executable, "-c", _EMFILE_PROBE, str(tmp_path)],
+                       capture_output=True, text=True, timeout=60, preexec_fn=limit)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout + r.stderr
+    assert "RESULT (True, True) (True, True)" in out, out
+    assert "trust_scan_failed" in out, out
+
+
+def test_a_key_accepted_a_moment_ago_is_admitted_and_a_refusal_says_what_to_run(
+    tmp_path: Path,
+) -> None:
+    """Before refusing, the ZAP check looks at the directory once more (a refusal
+    is final for a libzmq client), and the refusal log names the key and the
+    command that would trust it, never a key that is trusted."""
+    from structlog.testing import capture_logs
+
+    clock = FakeClock()
+    store = TrustStore(tmp_path, clock)
+    key, stranger = new_key(), new_key()
+    TrustStore(tmp_path).accept("late", key)  # another process, between two checks
+    with capture_logs() as logs:
+        assert store.callback("global", key)  # no clock advance needed
+        clock.now += 1.0
+        for _ in range(5):  # knocking in a loop: logged once
+            assert not store.callback("global", stranger)
+    refusals = [e for e in logs if e["event"] == "zap_refused"]
+    assert len(refusals) == 1
+    assert refusals[0]["fingerprint"] == fingerprint(stranger)
+    assert f"operone keys accept -- NAME '{stranger.decode()}'" in refusals[0]["hint"]
+
+
+# ------------------------------------------------------- cost and the index
+_OPENS: list[str] = []
+_COUNTING = threading.Event()
+
+
+def _count_opens(event: str, args: tuple[object, ...]) -> None:
+    if _COUNTING.is_set() and event == "open":
+        _OPENS.append(str(args[0]))
+
+
+def test_accept_reads_a_constant_number_of_files(tmp_path: Path) -> None:
+    """Issue 9 (trust setup was O(N^3)): with N keys trusted, a new store's
+    accept opens a handful of files, not every key file (twice) as before."""
+    sys.addaudithook(_count_opens)  # cannot be removed: it counts only while _COUNTING
+    seed = TrustStore(tmp_path)
+    for i in range(60):
+        seed.accept(f"n{i}", new_key())
+    time.sleep(0.2)  # let the files' timestamps settle (see keys._SIG_SETTLE_NS)
+    TrustStore(tmp_path).list()  # builds the index of settled files
+    _OPENS.clear()
+    _COUNTING.set()
+    try:
+        TrustStore(tmp_path).accept("late", new_key())
+    finally:
+        _COUNTING.clear()
+    key_files = [p for p in _OPENS if p.endswith(".key")]
+    assert len(_OPENS) <= 8, _OPENS
+    assert not key_files, key_files
+
+
+def test_the_index_never_hides_a_changed_file(tmp_path: Path) -> None:
+    """A key file replaced under the same name (perhaps on the same inode) is
+    seen by a running store and by a new one; a broken index is rebuilt."""
+    clock = FakeClock()
+    a, b = new_key(), new_key()
+    TrustStore(tmp_path).accept("x", a)
+    time.sleep(0.1)
+    running = TrustStore(tmp_path, clock)
+    assert running.key_of("x") == a
+    other = TrustStore(tmp_path)
+    other.reject("x")
+    other.accept("x", b)
+    clock.now += 1.0
+    assert running.key_of("x") == b
+    assert TrustStore(tmp_path).key_of("x") == b
+    (tmp_path / ".trusted.index").write_text("{not json")
+    assert TrustStore(tmp_path).key_of("x") == b
+    (tmp_path / ".trusted.index").unlink()
+    assert TrustStore(tmp_path).key_of("x") == b

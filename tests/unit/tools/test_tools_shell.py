@@ -100,7 +100,7 @@ def test_bad_argv(argv: object, match: str) -> None:
     [
         ({"timeout": -1}, BadRequest, "timeout must be"),
         ({"timeout": "5"}, BadRequest, "timeout must be"),
-        ({"cwd": "/no/such/dir/operone"}, BadRequest, "does not exist"),
+        ({"cwd": "/no/such/dir/operone"}, Refused, "no fs_root"),
         ({"stdin": 5}, BadRequest, "stdin must be"),
         ({"env": ["A=1"]}, BadRequest, "env must be"),
         ({"env": {"A": 1}}, BadRequest, "env must map strings"),
@@ -122,17 +122,18 @@ def test_stderr_exit_code_stdin_env_cwd(tmp_path: Path) -> None:
         "print('bad', file=sys.stderr)\n"
         "sys.exit(3)\n"
     )
+    (tmp_path / "sub").mkdir()
     res = run(
-        allow(PY),
+        allow(PY, fs_root=tmp_path),
         argv=[PY, "-c", code],
         stdin="héllo",
         env={"OPERONE_X": "42"},
-        cwd=str(tmp_path),
+        cwd="sub",
     )
     out = res["stdout"].split()
     assert out[0] == "HÉLLO"
     assert out[1] == "42"
-    assert Path(out[2]).resolve() == tmp_path.resolve()
+    assert Path(out[2]).resolve() == (tmp_path / "sub").resolve()
     assert res["stderr"].strip() == "bad"
     assert res["exit_code"] == 3
     assert res["truncated"] is False
@@ -230,3 +231,29 @@ def test_cancel_stops_the_child() -> None:
     finally:
         timer.cancel()
     assert time.monotonic() - t0 < 2.0
+
+
+# ------------------------------------------------------------ working directory
+@posix_only
+def test_cwd_is_fs_root_by_default_and_confined_to_it(tmp_path: Path) -> None:
+    """Issue 9 item 8: shell runs in fs_root; a cwd outside it (or missing) is refused."""
+    from operone_zmq.errors import PathOutsideRoot
+
+    config = allow("pwd", fs_root=tmp_path)
+    assert Path(run(config, argv=["pwd"])["stdout"].strip()).resolve() == tmp_path.resolve()
+    with pytest.raises(PathOutsideRoot):
+        run(config, argv=["pwd"], cwd="/")
+    with pytest.raises(PathOutsideRoot):
+        run(config, argv=["pwd"], cwd="../")
+    with pytest.raises(BadRequest, match="does not exist"):
+        run(config, argv=["pwd"], cwd="missing")
+
+
+@posix_only
+def test_without_fs_root_the_cwd_is_a_private_scratch_directory() -> None:
+    """No fs_root: an empty directory made for the job, removed afterwards."""
+    res = run(allow(PY), argv=[PY, "-c", "import os; print(os.getcwd(), os.listdir('.'))"])
+    where, listing = res["stdout"].split(" ", 1)
+    assert listing.strip() == "[]"
+    assert "operone-shell-" in where
+    assert not os.path.exists(where)
