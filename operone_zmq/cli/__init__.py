@@ -888,3 +888,7 @@ def keys_show(obj: Obj) -> None:
 def main() -> None:
     """Entry point of the ``operone`` console script."""
     cli(prog_name="operone")
+
+
+from .dashboard import dashboard as _dashboard  # noqa: E402, I001 (uses the helpers above)
+cli.add_command(_dashboard)
