@@ -203,7 +203,7 @@ class DashboardState:
         self.up, self.error, self.last_ok = True, "", now
         self.answers = a
         for n in self._mesh_nodes(a):
-            self._transition(self._nodes, n["id"], bool(n["reachable"]), now, MAX_NODES)
+            self._transition(self._nodes, n["id"], n.get("reachable") is True, now, MAX_NODES)
         for p in _list(a.peers):
             if isinstance(p, dict) and isinstance(p.get("node"), str):
                 self._transition(self._links, p["node"], p.get("state") == "up", now,
@@ -290,7 +290,7 @@ class DashboardState:
             nid = n["id"]
             is_local = bool(n.get("local")) or nid == local
             seen = self._nodes.get(nid)
-            up = bool(n.get("reachable"))
+            up = n.get("reachable") is True
             peer = peers.get(nid)
             since = seen.since if seen else None
             if peer is not None and up and _num(peer.get("up_for")):
