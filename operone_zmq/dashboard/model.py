@@ -327,8 +327,11 @@ class DashboardState:
             other = t if s == local else s if t == local else None
             link_up = (peers[other].get("state") == "up") if other in peers else True
             lat = _num(e.get("latency"))
-            if other is not None and other in peers and _num(peers[other].get("rtt_ms")):
-                lat = float(peers[other]["rtt_ms"])
+            if other is not None and other in peers:  # measured now, not the advertised cost
+                q = a.qos.get(other)
+                measured = (_num(q.get("latency_ms")) if isinstance(q, dict) else None) \
+                    or _num(peers[other].get("rtt_ms"))
+                lat = measured if measured is not None else lat
             edges.append({"source": key[0], "target": key[1], "latency_ms": lat,
                           "bandwidth": _num(e.get("bandwidth")), "loss": _num(e.get("loss")),
                           "up": link_up and s in reachable and t in reachable})

@@ -22,7 +22,7 @@ Make = Callable[..., Answers]
 
 
 def test_two_up_nodes_and_their_link(make_answers: Make) -> None:
-    """Both nodes, the local one marked, the edge up with the link's measured RTT."""
+    """Both nodes, the local one marked, the edge up with the link's measured (QoS) RTT."""
     st = DashboardState("127.0.0.1:7700")
     st.poll_ok(make_answers(), T0)
     snap = st.snapshot(T0 + 1)
@@ -34,7 +34,7 @@ def test_two_up_nodes_and_their_link(make_answers: Make) -> None:
     assert (b["id"], b["local"], b["up"], b["uptime"]) == ("b", False, True, None)
     assert b["tools"] == ["echo", "sleep"] and b["capabilities"] == ["gpu"]
     assert b["since"] == T0 + 1 - 10.0  # from the link's up_for: the broker knows best
-    assert snap["edges"] == [{"source": "a", "target": "b", "latency_ms": 0.93,
+    assert snap["edges"] == [{"source": "a", "target": "b", "latency_ms": 0.934,
                               "bandwidth": 0.0, "loss": 0.0, "up": True}]
     (link,) = snap["links"]
     assert link["rtt_ms"] == 0.934 and link["jitter_ms"] == 0.084 and link["health"] == 100
