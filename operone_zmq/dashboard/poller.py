@@ -155,10 +155,21 @@ class Poller:
         c = await self._get_client()
         return await c.query(what, args, timeout=self.timeout)
 
+    @property
+    def jobs_unknown(self) -> bool:
+        """The broker said lately that it does not know QUERY jobs."""
+        t = self._jobs_unknown_at
+        return t is not None and time.monotonic() - t < JOBS_RECHECK
+
     async def jobs(self, args: dict[str, Any]) -> list[dict[str, Any]] | None:
-        """QUERY jobs with the page's filters; None when not supported."""
+        """QUERY jobs with the page's filters; None when not supported (not
+        asked again before JOBS_RECHECK once the broker said so)."""
+        if self.jobs_unknown:
+            return None
         c = await self._get_client()
-        jobs, _ = await self._jobs(c, args)
+        jobs, ok = await self._jobs(c, args)
+        if not ok:
+            self._jobs_unknown_at = time.monotonic()
         return jobs
 
     # -------------------------------------------------------- subscribers

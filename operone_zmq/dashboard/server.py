@@ -194,6 +194,9 @@ def make_app(poller: Poller, *, token: str | None) -> web.Application:
         jid = request.match_info["id"]
         if len(jid) > MAX_ARG_LEN:
             raise web.HTTPBadRequest(text="job id too long")
+        if poller.jobs_unknown:
+            return _json({"supported": False,
+                          "error": "this broker does not report jobs yet"}, 501)
         try:
             got = await poller.query("job", {"id": jid})
         except JobError as exc:
@@ -203,7 +206,7 @@ def make_app(poller: Poller, *, token: str | None) -> web.Application:
             return _error(exc)
         except OperoneError as exc:
             return _error(exc)
-        if got is None:
+        if not isinstance(got, dict) or got.get("state") is None:
             return _json({"error": f"no job '{jid}' on this broker"}, 404)
         return _json({"supported": True, "job": got})
 

@@ -202,6 +202,10 @@ def test_metrics_move_as_jobs_run(tmp_path: Path) -> None:
             assert 0 < rtt < 1  # seconds, not milliseconds
             assert after[("operone_link_up", (("node", "a"), ("peer", "b")))] == 1
             assert after[("operone_lsas_received_total", (("node", "a"),))] > 0
+            # This broker has no QUERY jobs: asked once, not once a poll (each
+            # unknown query counts as a bad_request error of the broker).
+            bad = ("operone_job_errors_total", (("code", "bad_request"), ("node", "a")))
+            assert after.get(bad, 0) <= 1, after.get(bad)
             m["a"].stop()
             wait_for(lambda: d.metrics().get(("operone_up", (("node", "a"),))) == 0, 20,
                      "operone_up 0")

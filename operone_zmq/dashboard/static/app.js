@@ -231,7 +231,9 @@
           btn = el("button", { class: "cancel", "data-job": j.id, type: "button" }, "Cancel");
           btn.addEventListener("click", (ev) => { ev.stopPropagation(); cancelJob(j.id); });
         }
-        const tr = row([j.id, j.tool, j.node, j.state, j.attempts,
+        const err = j.error && typeof j.error === "object" ? j.error.code : j.error;
+        const tr = row([j.id, j.tool, j.node, (j.state || "-") + (err ? " (" + err + ")" : ""),
+          j.attempts,
           j.duration === null ? null : j.duration.toFixed(3), j.submitter,
           j.started === null ? null : new Date(j.started * 1000).toLocaleTimeString(),
           btn || "-"], { "data-job": j.id, "data-state": j.state || "" });
@@ -258,7 +260,7 @@
         out.dataset.result = "cancelled";
       } else {
         out.textContent = status === 200 ? "not cancelled: no job " + id
-          + " in progress on this broker" : "error: " + dash(body.error);
+          + " submitted to this broker is in progress" : "error: " + dash(body.error);
         out.dataset.result = status === 200 ? "not-found" : "error";
       }
       loadJobs();
