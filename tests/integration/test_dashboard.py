@@ -7,8 +7,10 @@ file), an ordinary CurveZMQ client of a real broker.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import LocalNode, MeshOfNodes, Proc, wait_for
+from helpers import FAST_ENV, LocalNode, MeshOfNodes, Proc, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from operone_zmq.errors import JobCancelled
@@ -202,10 +204,12 @@ def test_metrics_move_as_jobs_run(tmp_path: Path) -> None:
             assert 0 < rtt < 1  # seconds, not milliseconds
             assert after[("operone_link_up", (("node", "a"), ("peer", "b")))] == 1
             assert after[("operone_lsas_received_total", (("node", "a"),))] > 0
-            # This broker has no QUERY jobs: asked once, not once a poll (each
-            # unknown query counts as a bad_request error of the broker).
+            # This broker has no QUERY jobs: asked once a minute, not once a poll
+            # (each unknown query counts as a bad_request error of the broker).  A
+            # first ask that timed out under load is asked again: at most 2, after the
+            # dozen or more polls of this test.
             bad = ("operone_job_errors_total", (("code", "bad_request"), ("node", "a")))
-            assert after.get(bad, 0) <= 1, after.get(bad)
+            assert after.get(bad, 0) <= 2, after.get(bad)
             m["a"].stop()
             wait_for(lambda: d.metrics().get(("operone_up", (("node", "a"),))) == 0, 20,
                      "operone_up 0")
@@ -238,13 +242,31 @@ def _browser(tmp: Path) -> Any:
     return drv
 
 
+def _until(drv: Any, shots: Path, js: str, what: str, timeout: float = 20) -> None:
+    """Wait until the JavaScript expression ``js`` is truthy in the page."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        WebDriverWait(drv, timeout, poll_frequency=0.1).until(
+            lambda dr: dr.execute_script(f"return !!({js})"))
+    except TimeoutException:
+        drv.save_screenshot(str(shots / "timeout.png"))
+        raise AssertionError(f"the page did not show {what} within {timeout} s:\n"
+                             f"{drv.find_element(By.TAG_NAME, 'body').text}") from None
+
+
+def _show(drv: Any, shots: Path, page: str) -> None:
+    drv.execute_script(f"location.hash = '#{page}'")
+    _until(drv, shots, f"!document.getElementById('page-{page}').hidden", f"the {page} page")
+
+
 def test_the_page_in_a_real_browser(tmp_path: Path) -> None:
     """Two linked nodes and the dashboard of a: both nodes and the link appear; a slow
     job cancelled from the page; b killed and marked down without a reload; a's broker
     gone (the page says so) and back (it recovers).  A screenshot of each page."""
-    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     shots = tmp_path / "screenshots"
     shots.mkdir()
@@ -259,18 +281,11 @@ def test_the_page_in_a_real_browser(tmp_path: Path) -> None:
         d = Dash(m["a"], tmp_path)
         drv = _browser(tmp_path)
 
-        def until(js: str, what: str, timeout: float = 20) -> Any:
-            try:
-                return WebDriverWait(drv, timeout, poll_frequency=0.1).until(
-                    lambda dr: dr.execute_script(f"return !!({js})"))
-            except TimeoutException:
-                drv.save_screenshot(str(shots / "timeout.png"))
-                raise AssertionError(f"the page did not show {what} within {timeout} s:\n"
-                                     f"{drv.find_element(By.TAG_NAME, 'body').text}") from None
+        def until(js: str, what: str, timeout: float = 20) -> None:
+            _until(drv, shots, js, what, timeout)
 
         def show(page: str) -> None:
-            drv.execute_script(f"location.hash = '#{page}'")
-            until(f"!document.getElementById('page-{page}').hidden", f"the {page} page")
+            _show(drv, shots, page)
 
         drv.get(d.url)
         until("document.querySelector('g.node[data-node=\"a\"].local[data-state=\"up\"]')"
@@ -354,3 +369,98 @@ def test_the_page_in_a_real_browser(tmp_path: Path) -> None:
         if d is not None:
             d.stop()
         m.stop()
+
+
+def test_the_jobs_page_against_the_contract(tmp_path: Path) -> None:
+    """A real broker whose QUERY jobs/job answer as docs/dashboard.md says (until
+    issue 13 builds them, this test answers them on the broker's loop): the table,
+    its state filter, a job's detail, the per-row cancel button on a real running
+    job, and the duration histogram in /metrics."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from operone_zmq.aio.runtime import broker_from_config
+    from operone_zmq.config import load_config
+
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    node = LocalNode(tmp_path, "a")
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    # The same heartbeats as the worker process (FAST_ENV), or each side would
+    # take the other for dead.
+    b = broker_from_config(node.home, load_config(node.home, {
+        "workers.heartbeat_interval": float(FAST_ENV["OPERONE_WORKERS_HEARTBEAT_INTERVAL"]),
+        "workers.heartbeat_liveness": int(FAST_ENV["OPERONE_WORKERS_HEARTBEAT_LIVENESS"]),
+        "broker.heartbeat_interval": float(FAST_ENV["OPERONE_BROKER_HEARTBEAT_INTERVAL"])}))
+    drv = d = None
+    try:
+        asyncio.run_coroutine_threadsafe(b.start(), loop).result(20)
+        node.start_worker()
+        node.wait_workers(1)
+        with node.client() as c:
+            fut = c.submit("sleep", {"seconds": 60}, timeout=90)
+            jid = c.aclient.core.prefix + "1"  # the client's first request
+            wait_for(lambda: c.stats()["origin_jobs_in_progress"] == 1, 10, "the job to start")
+            now = time.time()
+            jobs = [
+                {"id": jid, "tool": "sleep", "node": "a", "state": "running", "attempts": 1,
+                 "started": now, "finished": None, "duration": None, "submitter": "t",
+                 "error": None},
+                {"id": "old-1", "tool": "echo", "node": "b", "state": "done", "attempts": 1,
+                 "started": now - 9, "finished": now - 8.5, "duration": 0.5,
+                 "submitter": "t", "error": None},
+                {"id": "old-2", "tool": "shell", "node": "a", "state": "failed",
+                 "attempts": 2, "started": now - 30, "finished": now - 20, "duration": 10.0,
+                 "submitter": "t", "error": {"code": "timeout", "message": "too slow"}},
+            ]
+            real = b.core.answer_query
+
+            def answer(q: Any, t: float) -> Any:
+                if q.what == "jobs":
+                    return [j for j in jobs if q.args.get("state") in (None, j["state"])
+                            and q.args.get("node") in (None, j["node"])]
+                if q.what == "job":
+                    return next((j for j in jobs if j["id"] == q.args.get("id")),
+                                {"id": q.args.get("id"), "state": None})
+                return real(q, t)
+
+            b.core.answer_query = answer  # type: ignore[method-assign]
+            d = Dash(node, tmp_path)
+            drv = _browser(tmp_path)
+            drv.get(d.url + "#jobs")
+            _until(drv, shots, "document.querySelectorAll('#jobs-table tbody tr').length === 3",
+                   "three jobs")
+            assert drv.find_element(By.ID, "jobs-unsupported").is_displayed() is False
+            Select(drv.find_element(By.ID, "filter-state")).select_by_visible_text("failed")
+            _until(drv, shots, "document.querySelectorAll('#jobs-table tbody tr').length === 1"
+                   " && document.querySelector('#jobs-table tr[data-job=\"old-2\"]')",
+                   "only the failed job")
+            assert "failed (timeout)" in drv.find_element(
+                By.CSS_SELECTOR, '#jobs-table tr[data-job="old-2"]').text
+            drv.find_element(By.CSS_SELECTOR, '#jobs-table tr[data-job="old-2"]').click()
+            _until(drv, shots, "document.getElementById('job-detail').textContent"
+                   ".includes('too slow')", "the job's detail")
+            Select(drv.find_element(By.ID, "filter-state")).select_by_visible_text("any")
+            _until(drv, shots, f"document.querySelector('button.cancel[data-job=\"{jid}\"]')",
+                   "the running job's cancel button")
+            drv.save_screenshot(str(shots / "jobs.png"))
+            drv.find_element(By.CSS_SELECTOR, f'button.cancel[data-job="{jid}"]').click()
+            _until(drv, shots, "document.getElementById('cancel-result').dataset.result"
+                   " === 'cancelled'", "the job cancelled")
+            with pytest.raises(JobCancelled):
+                fut.result(10)
+        assert d.get(f"api/job/{jid}")[0] == 200 and d.get("api/job/nope")[0] == 404
+        hist = ("operone_job_duration_seconds_count", (("node", "a"),))
+        wait_for(lambda: d.metrics().get(hist) == 2, 10, "two durations in the histogram")
+    finally:
+        if drv is not None:
+            drv.quit()
+        if d is not None:
+            d.stop()
+        node.stop()
+        asyncio.run_coroutine_threadsafe(b.stop(), loop).result(20)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()

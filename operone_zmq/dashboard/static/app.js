@@ -209,6 +209,7 @@
 
   // --------------------------------------------------------------- jobs
   let jobsLoading = false;
+  let lastJobs = "";
   function loadJobs() {
     if (jobsLoading || currentPage() !== "jobs") return;
     jobsLoading = true;
@@ -219,6 +220,10 @@
     api("api/jobs?" + q.toString()).then(({ status, body }) => {
       const tb = $("#jobs-table tbody");
       $("#jobs-unsupported").hidden = status !== 501;
+      // Redraw only on a change: rows replaced under the pointer lose clicks.
+      const key = status + " " + JSON.stringify(body);
+      if (key === lastJobs) return;
+      lastJobs = key;
       tb.textContent = "";
       if (status !== 200) {
         if (status !== 501)
