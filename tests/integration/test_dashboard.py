@@ -156,9 +156,27 @@ def test_a_wildcard_bind_requires_the_token_and_loopback_checks_host(
     d = Dash(lone, tmp_path)
     try:
         assert d.token is None and d.url == d.base
+        assert "access token" not in d.proc.output()
         assert d.get("")[0] == 200
         assert d.get("", headers={"Host": f"localhost:{d.port}"})[0] == 200
         assert d.get("", headers={"Host": f"evil.example:{d.port}"})[0] == 403
+        # The port is taken: a second dashboard says so, no traceback.
+        import subprocess
+
+        r = subprocess.run([sys.executable, "-m", "operone_zmq", "--home", str(lone.dir),
+                            "dashboard", "--port", str(d.port)], env=lone.env,
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 1 and f"cannot serve on 127.0.0.1:{d.port}" in r.stderr
+        assert "Traceback" not in r.stderr
+        # An open event stream: the first event is a snapshot, and SIGTERM still
+        # stops the dashboard at once and cleanly.
+        with urllib.request.urlopen(d.base + "api/events", timeout=10) as stream:
+            assert stream.headers["Content-Type"] == "text/event-stream"
+            lines = [stream.readline() for _ in range(4)]
+            assert b"event: snapshot\n" in lines, lines
+            t0 = time.monotonic()
+            assert d.proc.stop() == 0
+            assert time.monotonic() - t0 < 4
     finally:
         d.stop()
 
