@@ -21,11 +21,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import structlog
+
 from ..aio.client import AsyncClient
 from ..errors import BadRequest, OperoneError
 from .model import Answers, DashboardState, normalise_jobs
 
 __all__ = ["MAX_QOS_PEERS", "MAX_SUBSCRIBERS", "Poller", "TooManySubscribers"]
+
+log = structlog.get_logger("operone.dashboard")
 
 #: Peers whose QUERY qos is asked on each poll: one query each, so a huge
 #: mesh does not make every poll a storm of queries.
@@ -93,7 +97,12 @@ class Poller:
         loop = asyncio.get_running_loop()
         while True:
             t0 = loop.time()
-            await self.poll_once()
+            try:
+                await self.poll_once()
+            except Exception as exc:  # a bug must not stop the polls for good
+                log.exception("dashboard_poll_failed")
+                self.state.poll_failed(f"internal error: {exc!r}", self._wall())
+                await self._drop_client()
             await asyncio.sleep(max(0.05, self.interval - (loop.time() - t0)))
 
     async def poll_once(self) -> None:

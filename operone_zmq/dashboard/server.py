@@ -62,6 +62,17 @@ MAX_ARG_LEN = 128
 #: Largest request body accepted (a cancel request is a few dozen bytes).
 MAX_BODY = 4096
 
+#: Sent with every response: the page loads nothing from elsewhere, may not
+#: be framed (its Cancel button must not be clickjacked), leaks no token in a
+#: Referer, and its files are taken for what their Content-Type says.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:;"
+                               " frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -239,7 +250,11 @@ def make_app(poller: Poller, *, token: str | None) -> web.Application:
         resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return resp
 
+    async def headers(request: web.Request, resp: web.StreamResponse) -> None:
+        resp.headers.update(SECURITY_HEADERS)
+
     app = web.Application(middlewares=[guard], client_max_size=MAX_BODY)
+    app.on_response_prepare.append(headers)
     app.router.add_get("/", index)
     app.router.add_static("/static/", static_dir(), follow_symlinks=False)
     app.router.add_get("/api/snapshot", snapshot)

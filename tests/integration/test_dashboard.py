@@ -108,6 +108,8 @@ def test_token_rules_unknown_routes_and_bad_input(lone: LocalNode, tmp_path: Pat
                      headers={"Cookie": "operone_dashboard_token=x"})[0] == 403
         status, body, headers = d.get("")
         assert status == 200 and b"operone dashboard" in body
+        assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+        assert headers["X-Frame-Options"] == "DENY"
         cookie = headers["Set-Cookie"]
         assert cookie.startswith(f"operone_dashboard_token={d.token}")
         assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
