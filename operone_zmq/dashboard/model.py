@@ -372,7 +372,8 @@ class DashboardState:
         return {
             "now": round(now, 3),
             "broker": {"address": self.broker, "up": self.up, "error": self.error or None,
-                       "since": self.up_since, "last_ok": self.last_ok, "node": local},
+                       "since": self.up_since, "last_ok": self.last_ok, "node": local,
+                       "polls": self.polls, "failed_polls": self.failed_polls},
             "nodes": sorted(nodes, key=lambda n: n["id"]),
             "edges": sorted(edges, key=lambda e: (e["source"], e["target"])),
             "links": links,

@@ -28,7 +28,8 @@ def test_two_up_nodes_and_their_link(make_answers: Make) -> None:
     snap = st.snapshot(T0 + 1)
     json.dumps(snap)  # JSON-able
     assert snap["broker"] == {"address": "127.0.0.1:7700", "up": True, "error": None,
-                              "since": T0, "last_ok": T0, "node": "a"}
+                              "since": T0, "last_ok": T0, "node": "a", "polls": 1,
+                              "failed_polls": 0}
     a, b = snap["nodes"]
     assert (a["id"], a["local"], a["up"], a["uptime"]) == ("a", True, True, 12.5)
     assert (b["id"], b["local"], b["up"], b["uptime"]) == ("b", False, True, None)
@@ -71,7 +72,8 @@ def test_broker_going_away_and_coming_back(make_answers: Make) -> None:
     assert snap["broker"]["since"] == T0 + 1 and len(snap["nodes"]) == 2
     st.poll_ok(make_answers(), T0 + 3)
     assert st.snapshot(T0 + 4)["broker"] == {"address": "x", "up": True, "error": None,
-                                             "since": T0 + 3, "last_ok": T0 + 3, "node": "a"}
+                                             "since": T0 + 3, "last_ok": T0 + 3, "node": "a",
+                                             "polls": 3, "failed_polls": 1}
 
 
 def test_history_is_bounded_per_link_and_in_links(make_answers: Make) -> None:
