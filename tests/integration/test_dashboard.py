@@ -282,6 +282,7 @@ def _show(drv: Any, shots: Path, page: str) -> None:
     _until(drv, shots, f"!document.getElementById('page-{page}').hidden", f"the {page} page")
 
 
+@pytest.mark.slow
 def test_the_page_in_a_real_browser(tmp_path: Path) -> None:
     """Two linked nodes and the dashboard of a: both nodes and the link appear; a slow
     job cancelled from the page; b killed and marked down without a reload; a's broker
@@ -391,6 +392,7 @@ def test_the_page_in_a_real_browser(tmp_path: Path) -> None:
         m.stop()
 
 
+@pytest.mark.slow
 def test_the_jobs_page_against_the_contract(tmp_path: Path) -> None:
     """A real broker whose QUERY jobs/job answer as docs/dashboard.md says (until
     issue 13 builds them, this test answers them on the broker's loop): the table,
