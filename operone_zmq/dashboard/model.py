@@ -276,9 +276,11 @@ class DashboardState:
                               "reachable": p.get("state") == "up", "local": False})
         return nodes
 
-    def snapshot(self, now: float) -> dict[str, Any]:
+    def snapshot(self, now: float, *, full_history: bool = True) -> dict[str, Any]:
         """Everything the page shows, JSON-able.  Missing values are None
-        (the page shows "-")."""
+        (the page shows "-").  ``full_history`` False: each link's history
+        holds only its newest point (``"full": false``), for the pushes after
+        the first one, which the page appends to what it has."""
         a = self.answers
         stats = _dict(a.stats)
         topo = _dict(a.topology)
@@ -365,12 +367,15 @@ class DashboardState:
                 "queued_by_class": {str(k): int(v) for k, v in by_class.items()
                                     if _num(v) is not None},
                 "last_error": _str(p.get("last_error")) or None,
-                "history": list(self.history.get(nid, ())),
+                "history": (list(self.history.get(nid, ())) if full_history
+                            else list(self.history.get(nid, ()))[-1:]),
             })
         jobs_counts = {k: _num(stats.get(f"jobs_{k}")) for k in
                        ("received", "completed", "failed", "timed_out", "cancelled")}
         return {
             "now": round(now, 3),
+            "full": full_history,
+            "history_points": HISTORY_POINTS,
             "broker": {"address": self.broker, "up": self.up, "error": self.error or None,
                        "since": self.up_since, "last_ok": self.last_ok, "node": local,
                        "polls": self.polls, "failed_polls": self.failed_polls},

@@ -189,7 +189,7 @@ class Poller:
         if len(self._subs) >= MAX_SUBSCRIBERS:
             raise TooManySubscribers(f"{MAX_SUBSCRIBERS} pages are open already")
         q: asyncio.Queue[str] = asyncio.Queue(maxsize=1)
-        q.put_nowait(self._last_json or json.dumps(self.snapshot()))
+        q.put_nowait(json.dumps(self.snapshot()))  # with the whole history; pushes: the news
         self._subs.add(q)
         return q
 
@@ -197,7 +197,9 @@ class Poller:
         self._subs.discard(q)
 
     def _publish(self) -> None:
-        snap = self.snapshot()
+        # Each link's newest history point only: the page keeps the history it
+        # was sent first (HISTORY_POINTS a link would be ~15 kB a second a link).
+        snap = self.state.snapshot(self._wall(), full_history=False)
         snap.pop("now", None)
         body = json.dumps(snap, sort_keys=True)
         if body == self._last_json:
@@ -205,6 +207,8 @@ class Poller:
         self._last_json = body
         for q in self._subs:
             if q.full():
+                # The page has not read the last one: it gets this one instead (and
+                # its history misses a point, which only thins its chart).
                 with contextlib.suppress(asyncio.QueueEmpty):
-                    q.get_nowait()  # the page has not read the last one: it gets this instead
+                    q.get_nowait()
             q.put_nowait(body)

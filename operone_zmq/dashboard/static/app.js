@@ -289,11 +289,30 @@
     document.body.dataset.brokerUp = snap.broker.up ? "1" : "0";
     document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
   }
+  // The first event of a stream carries each link's whole history ("full");
+  // the next ones only its newest point, appended here and kept as bounded
+  // as on the server.
+  const histories = {};
+  function mergeHistory(s) {
+    const peers = new Set(s.links.map((l) => l.peer));
+    for (const p of Object.keys(histories)) if (!peers.has(p)) delete histories[p];
+    for (const l of s.links) {
+      let h = s.full ? l.history.slice() : (histories[l.peer] || []);
+      if (!s.full) {
+        const lastT = h.length ? h[h.length - 1].t : -Infinity;
+        for (const p of l.history) if (p.t > lastT) h.push(p);
+      }
+      if (h.length > s.history_points) h = h.slice(h.length - s.history_points);
+      histories[l.peer] = h;
+      l.history = h;
+    }
+  }
   function connect() {
     const es = new EventSource("api/events");
     es.addEventListener("snapshot", (ev) => {
       streamUp = true;
       snap = JSON.parse(ev.data);
+      mergeHistory(snap);
       snap.now = Date.now() / 1000;
       render();
       loadJobs();

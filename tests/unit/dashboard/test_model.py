@@ -83,6 +83,8 @@ def test_history_is_bounded_per_link_and_in_links(make_answers: Make) -> None:
         st.poll_ok(make_answers(), T0 + i)
     h = st.snapshot(T0 + 500)["links"][0]["history"]
     assert len(h) == HISTORY_POINTS and h[-1]["t"] == T0 + HISTORY_POINTS + 9
+    news = st.snapshot(T0 + 500, full_history=False)  # what each push after the first has
+    assert news["full"] is False and news["links"][0]["history"] == h[-1:]
     a = make_answers()
     q = a.qos["b"]
     a.qos = {f"p{i}": q for i in range(MAX_LINKS + 5)}
