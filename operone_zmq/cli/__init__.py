@@ -900,3 +900,7 @@ def token_create(obj: Obj, ttl: float | None, subject: str | None) -> None:
 def main() -> None:
     """Entry point of the ``operone`` console script."""
     cli(prog_name="operone")
+
+
+from .dashboard import dashboard as _dashboard  # noqa: E402, I001 (uses the helpers above)
+cli.add_command(_dashboard)
