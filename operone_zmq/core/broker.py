@@ -107,11 +107,6 @@ class BrokerCore:
     ) -> None:
         ctx = self._ctx = BrokerContext(node_id, limits or BrokerLimits(), now, wall, name,
                                         cluster, public_key)
-        self.node_id = node_id
-        self.name = ctx.name
-        self.cluster = cluster
-        self.public_key = public_key
-        self.limits = ctx.limits
         self.started = now
         self._local = LocalJobs(ctx)
         self._origin = OriginTable(ctx)
@@ -133,6 +128,26 @@ class BrokerCore:
                                 self._legacy, self._relay, now)
 
     # ------------------------------------------------ the shell's interface
+    @property
+    def node_id(self) -> str:
+        return self._ctx.node_id
+
+    @property
+    def name(self) -> str:
+        return self._ctx.name
+
+    @property
+    def cluster(self) -> str:
+        return self._ctx.cluster
+
+    @property
+    def public_key(self) -> str:
+        return self._ctx.public_key
+
+    @property
+    def limits(self) -> BrokerLimits:
+        return self._ctx.limits
+
     @property
     def out(self) -> list[tuple[int, list[bytes]]]:
         """Frames to send: (socket index, frames including the routing id)."""
