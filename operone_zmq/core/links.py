@@ -111,6 +111,16 @@ class PeerLinks:
     def up_links(self) -> list[PeerLink]:
         return [link for link in self.links.values() if link.up]
 
+    def advertise_costs(self) -> list[tuple[str, float]]:
+        """(node, cost) of every up link, for our LSA; the cost is remembered as
+        advertised (a PONG that moves it far from there marks the LSA dirty)."""
+        out = []
+        for link in self.links.values():
+            if link.up:
+                link.advertised_cost = link.cost
+                out.append((link.node, link.cost))
+        return out
+
     def up_nodes(self) -> list[str]:
         return sorted(n for n, link in self.links.items() if link.up)
 

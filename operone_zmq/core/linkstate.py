@@ -93,9 +93,8 @@ class LinkState:
     # ----------------------------------------------------------- origination
     def _our_links(self) -> list[LinkInfo]:
         out = [LinkInfo(name, 1.0) for name in self._legacy.names()]
-        for link in self._links.up_links():
-            link.advertised_cost = link.cost
-            out.append(LinkInfo(link.node, round(link.cost, 3)))
+        for node, cost in self._links.advertise_costs():
+            out.append(LinkInfo(node, round(cost, 3)))
         return out
 
     def _originate(self, now: float) -> None:
@@ -106,7 +105,7 @@ class LinkState:
         load = round(running / slots, 3) if slots else 0.0
         self._advertised_load = load
         lsa = self.lsdb.originate(
-            self._our_links(), local.tools(), local.caps(), load, len(local.workers),
+            self._our_links(), local.tools(), local.caps(), load, local.worker_count(),
             now, public_key=ctx.public_key, name=ctx.name)
         wire = [lsa.to_wire()]
         for name, lg_load, lg_slots in self._legacy.loads():
@@ -225,7 +224,7 @@ class LinkState:
         """Advertise our load when it moved noticeably, at most once a heartbeat
         interval (placement elsewhere weighs it; a stale burst must not stick)."""
         local = self._local
-        if now >= next_ping - self._ctx.limits.peer_interval / 2 and local.workers:
+        if now >= next_ping - self._ctx.limits.peer_interval / 2 and local.worker_count():
             running, slots = local.load()
             load = running / slots if slots else 0.0
             if abs(load - self._advertised_load) > LOAD_CHANGE:

@@ -40,7 +40,7 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import (
     JobCancelled,
@@ -183,6 +183,17 @@ class LocalJobs:
             running += len(w.running)
             slots += w.slots
         return running, slots
+
+    def worker_count(self) -> int:
+        return len(self.workers)
+
+    def describe_workers(self) -> list[dict[str, Any]]:
+        """The workers as QUERY "workers" shows them."""
+        return [
+            {"name": w.name, "pid": w.pid, "tools": sorted(w.tools), "caps": sorted(w.caps),
+             "slots": w.slots, "running": len(w.running), "done": w.done}
+            for w in self.workers.values()
+        ]
 
     def caps(self) -> list[str]:
         return sorted(self._local_caps)

@@ -50,7 +50,7 @@ class Queries:
         return {
             "node": ctx.node_id,
             "uptime": round(now - self.started, 3),
-            "workers": len(local.workers),
+            "workers": local.worker_count(),
             "slots": slots,
             "running": running,
             "queued": local.queued,
@@ -72,11 +72,7 @@ class Queries:
         if what == "stats":
             return self.stats(now)
         if what == "workers":
-            return [
-                {"name": w.name, "pid": w.pid, "tools": sorted(w.tools), "caps": sorted(w.caps),
-                 "slots": w.slots, "running": len(w.running), "done": w.done}
-                for w in self._local.workers.values()
-            ]
+            return self._local.describe_workers()
         if what == "tools":
             return self._local.tool_counts()
         if what == "ping":
@@ -93,7 +89,7 @@ class Queries:
         if what == "network":
             return self._linkstate.network_stats()
         if what == "broadcasts":
-            return list(self._relay.broadcasts)
+            return self._relay.kept_broadcasts()
         if what == "qos":
             peer = q.args.get("peer")
             if not isinstance(peer, str):

@@ -54,6 +54,10 @@ class Relay:
         self._origin = origin
         self._legacy = legacy
 
+    def kept_broadcasts(self) -> list[dict[str, Any]]:
+        """The broadcasts received lately, oldest first."""
+        return list(self.broadcasts)
+
     # ------------------------------------------------------------- routing
     def send_to_node(self, dst: str, cls: int, frames: list[bytes], t: int) -> bool:
         """Send routed frames toward ``dst`` by its next hop; False if unreachable."""
