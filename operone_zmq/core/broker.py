@@ -29,6 +29,17 @@ This face dispatches each input by its source and message type to a part,
 and runs the parts' timers in a fixed order.  Parts call each other through
 their public methods (wired once here); none reads another's tables.
 
+Where later work goes (one place each):
+
+* a routed message is received (and will be verified): :meth:`Relay.on_routed`;
+* an LSA is accepted (and will be verified): :meth:`LinkState.on_lsa`;
+* an attempt's outcome is classified (retry, failover, answer):
+  ``OriginTable._failed``; a neighbour's RTT sample lands in
+  ``PeerLinks._on_pong``; a node going unreachable is seen in
+  :meth:`OriginTable.topology_changed`;
+* every frame leaves through ``BrokerContext.out`` (batching), and job state
+  is in :class:`OriginTable` (ours) and :class:`LocalJobs` (run here).
+
 Every job accepted ends in exactly one reply to its submitter.
 """
 

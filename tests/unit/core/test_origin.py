@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from coreparts import Parts
 
 from operone_zmq.errors import WorkerLost
@@ -9,8 +11,8 @@ from operone_zmq.protocol import TAG, Header, MsgType, decode, encode_header
 from operone_zmq.protocol.bodies import ErrorBody, JobRequest, ResultBody
 
 
-def _submit(p: Parts, jid: str, tool: str = "echo", **kw: object) -> None:
-    body = JobRequest(tool, {}, **kw).pack()  # type: ignore[arg-type]
+def _submit(p: Parts, jid: str, tool: str = "echo", **kw: Any) -> None:
+    body = JobRequest(tool, {}, **kw).pack()
     h = Header(int(MsgType.JOB), jid, "cli", "", 8, 0, 2, None)
     frames = [b"\x00c", TAG, encode_header(h), body]
     p.origin.submit(2, b"\x00c", h, frames, body, p.clock())
