@@ -15,6 +15,7 @@ Sockets (indices into the shell's socket list)::
 The parts (each a class with its own state; its rules at the top of its module)::
 
     context.py    BrokerContext   identity, injected clocks, outbox, counters
+    ports.py      (Protocols)     what each part may ask of another; the Job record
     local.py      LocalJobs       worker pool, local dispatch, the job table here
     origin.py     OriginTable     our clients' jobs: placement, attempts, retries, cancel
     remote.py     RemoteJobs      jobs run here for other origins, result cache (dedup)
@@ -26,8 +27,9 @@ The parts (each a class with its own state; its rules at the top of its module):
     queries.py    Queries         QUERY answers and stats
 
 This face dispatches each input by its source and message type to a part,
-and runs the parts' timers in a fixed order.  Parts call each other through
-their public methods (wired once here); none reads another's tables.
+and runs the parts' timers in a fixed order.  Parts call each other only
+through the narrow interfaces of ports.py (wired once here); none imports
+another part's module or reads its tables.
 
 Where later work goes (one place each):
 
@@ -128,12 +130,13 @@ class BrokerCore:
         self._linkstate = LinkState(ctx, wall)
         self._relay = Relay(ctx)
         self._local.wire(self._origin, self._remote, self._legacy, self._linkstate)
-        self._origin.wire(self._local, self._legacy, self._relay, self._linkstate, self._links)
+        self._origin.wire(self._local, self._legacy, self._relay, self._linkstate.lsdb,
+                          self._linkstate.routes, self._links.health)
         self._remote.wire(self._relay)
         self._legacy.wire(self._relay, self._linkstate)
         self._links.wire(self._linkstate)
         self._linkstate.wire(self._links, self._local, self._legacy, self._origin)
-        self._relay.wire(self._links, self._linkstate, self._remote, self._origin,
+        self._relay.wire(self._links, self._linkstate.routes, self._remote, self._origin,
                          self._legacy)
         self._queries = Queries(ctx, self._local, self._links, self._linkstate, self._origin,
                                 self._legacy, self._relay, now)

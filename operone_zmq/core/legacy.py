@@ -21,18 +21,14 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import BadRequest, JobCancelled, JobError, Overloaded, ProtocolError, ToolNotFound
 from ..protocol.bodies import ErrorBody, JobRequest, ResultBody
 from ..protocol.codec import TAG, Header, encode_header
 from ..protocol.limits import DEFAULT_TTL
 from .context import _CANCEL, _ERROR, _JOB, _RESULT, BrokerContext
-from .local import QUEUED, RUNNING, Job, LocalJobs
-
-if TYPE_CHECKING:
-    from .linkstate import LinkState
-    from .relay import Relay
+from .ports import QUEUED, RUNNING, Advertised, Job, JobTable, Router
 
 __all__ = ["LEGACY_TOOLS", "LegacyHost", "LegacyHosts"]
 
@@ -55,14 +51,14 @@ class LegacyHosts:
     """The legacy hosts served by this broker, and their slots and queues."""
 
     #: The tools every legacy host offers.
-    tools = LEGACY_TOOLS
+    tools: tuple[str, ...] = LEGACY_TOOLS
 
-    def __init__(self, ctx: BrokerContext, jobs: LocalJobs) -> None:
+    def __init__(self, ctx: BrokerContext, jobs: JobTable) -> None:
         self._ctx = ctx
         self._jobs = jobs
         self.hosts: dict[str, LegacyHost] = {}
 
-    def wire(self, relay: Relay, linkstate: LinkState) -> None:
+    def wire(self, relay: Router, linkstate: Advertised) -> None:
         self._relay = relay
         self._linkstate = linkstate
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import ProtocolError
 from ..protocol.bodies import Bye, Hello, Ping, Welcome
@@ -49,9 +49,7 @@ from .peers import (
     UP,
     PeerLink,
 )
-
-if TYPE_CHECKING:
-    from .linkstate import LinkState
+from .ports import LinkEvents
 
 __all__ = ["MAX_LINK_QUEUE", "QOS_CLASS_TYPES", "Deliver", "PeerLinks"]
 
@@ -101,7 +99,7 @@ class PeerLinks:
         self._release_at = float("inf")
         self.next_ping = ctx.now + ctx.limits.peer_interval
 
-    def wire(self, linkstate: LinkState) -> None:
+    def wire(self, linkstate: LinkEvents) -> None:
         self._linkstate = linkstate
 
     # ------------------------------------------------------------- the table

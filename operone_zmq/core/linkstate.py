@@ -26,7 +26,7 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import ProtocolError
 from ..protocol.bodies import MAX_LSAS_PER_MESSAGE, pack_lsas, unpack_lsas
@@ -37,12 +37,7 @@ from ..routing.lsdb import LinkStateDB, initial_seq
 from ..routing.topology import NetworkTopology
 from .context import _LSA, BrokerContext
 from .peers import PeerLink
-
-if TYPE_CHECKING:
-    from .legacy import LegacyHosts
-    from .links import PeerLinks
-    from .local import LocalJobs
-    from .origin import OriginTable
+from .ports import Advertiser, LegacyHostsView, LinkAdverts, TopologyWatcher
 
 __all__ = ["LOAD_CHANGE", "LSA_MIN_INTERVAL", "PARTITION_HOLD", "SPF_DELAY", "LinkState"]
 
@@ -79,8 +74,8 @@ class LinkState:
         self._partition_due: float | None = None
         self._advertised_load = 0.0
 
-    def wire(self, links: PeerLinks, local: LocalJobs, legacy: LegacyHosts,
-             origin: OriginTable) -> None:
+    def wire(self, links: LinkAdverts, local: Advertiser, legacy: LegacyHostsView,
+             origin: TopologyWatcher) -> None:
         self._links = links
         self._local = local
         self._legacy = legacy

@@ -40,7 +40,7 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import (
     JobCancelled,
@@ -67,17 +67,10 @@ from .context import (
     WORKERS,
     BrokerContext,
 )
-
-if TYPE_CHECKING:
-    from .legacy import LegacyHosts
-    from .linkstate import LinkState
-    from .origin import OriginTable
-    from .remote import RemoteJobs
+from .ports import QUEUED, RUNNING, Advertised, Job, LegacyRuns, OriginAnswers, RemoteAnswers
 
 __all__ = ["QUEUED", "RUNNING", "Job", "LocalJobs", "WorkerSession"]
 
-QUEUED = 0
-RUNNING = 1
 
 
 @dataclass(slots=True)
@@ -99,27 +92,6 @@ class WorkerSession:
         return self.slots - len(self.running)
 
 
-@dataclass(slots=True)
-class Job:
-    """A job running (or queued) on this node or on one of its legacy hosts."""
-
-    id: str
-    client: bytes
-    cls: int
-    tool: str
-    caps: frozenset[str]
-    frames: list[bytes]  # tag, header, body: forwarded to the worker untouched
-    deadline: float
-    submitted: float
-    src: str
-    state: int = QUEUED
-    worker: bytes | None = None
-    remote: bool = False  # submitted by another node (src), not a local client
-    origin: bool = False  # submitted through this broker's origin table
-    legacy: str | None = None  # runs on this legacy (SSH) host, not on a worker
-    request: JobRequest | None = None  # a legacy job's request (no worker frames)
-
-
 class LocalJobs:
     """Workers registered here, and every job that runs on this node."""
 
@@ -135,8 +107,8 @@ class LocalJobs:
         self._local_tools: frozenset[str] = frozenset()
         self._local_caps: frozenset[str] = frozenset()
 
-    def wire(self, origin: OriginTable, remote: RemoteJobs, legacy: LegacyHosts,
-             linkstate: LinkState) -> None:
+    def wire(self, origin: OriginAnswers, remote: RemoteAnswers, legacy: LegacyRuns,
+             linkstate: Advertised) -> None:
         """Who hears the answers of jobs that are not a local client's."""
         self._origin = origin
         self._remote = remote

@@ -30,8 +30,8 @@ Rules:
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from ..errors import (
     BadRequest,
@@ -49,15 +49,11 @@ from ..jobs.router import NodeInfo, RouteDecision, ToolRouter
 from ..protocol.bodies import Cancel, ErrorBody, JobRequest, ResultBody
 from ..protocol.codec import TAG, Header, encode_header
 from ..protocol.limits import DEFAULT_TTL
+from ..routing.dijkstra import RoutingTable
+from ..routing.lsdb import LinkStateDB
 from . import links as links_module
 from .context import _CANCEL, _JOB, _PROGRESS, _RESULT, CLASS_NAMES, BrokerContext
-
-if TYPE_CHECKING:
-    from .legacy import LegacyHosts
-    from .links import PeerLinks
-    from .linkstate import LinkState
-    from .local import LocalJobs
-    from .relay import Relay
+from .ports import JobTable, LegacyHostsView, Router
 
 __all__ = [
     "MAYBE_STARTED",
@@ -113,14 +109,16 @@ class OriginTable:
         self._remote_cache_version = -1
         self._remote_nodes: list[NodeInfo] = []
 
-    def wire(self, local: LocalJobs, legacy: LegacyHosts, relay: Relay,
-             linkstate: LinkState, links: PeerLinks) -> None:
+    def wire(self, local: JobTable, legacy: LegacyHostsView, relay: Router,
+             lsdb: LinkStateDB, routes: RoutingTable,
+             health: Callable[[str], float]) -> None:
+        """``health``: 0-100, the QoS health of a first hop (for placement)."""
         self._local = local
         self._legacy = legacy
         self._relay = relay
-        self._lsdb = linkstate.lsdb
-        self._routes = linkstate.routes
-        self._links = links
+        self._lsdb = lsdb
+        self._routes = routes
+        self._health = health
 
     def __contains__(self, jid: str) -> bool:
         return jid in self._origins
@@ -160,7 +158,7 @@ class OriginTable:
             self._remote_cache_version = lsdb.version
             node_id = self._ctx.node_id
             routes = self._routes
-            health = self._links.health
+            health = self._health
             infos = []
             for lsa in lsdb.lsas():
                 if lsa.origin == node_id or not lsa.tools:

@@ -19,21 +19,16 @@ Rules:
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import JobError, NoRoute, ProtocolError
 from ..protocol.bodies import ErrorBody, pack_value, unpack_value
 from ..protocol.codec import TAG, Header, encode_header
 from ..protocol.limits import DEFAULT_TTL
+from ..routing.dijkstra import RoutingTable
 from .context import _BROADCAST, _CANCEL, _ERROR, _JOB, _REPLY, BrokerContext
 from .peers import PeerLink
-
-if TYPE_CHECKING:
-    from .legacy import LegacyHosts
-    from .links import PeerLinks
-    from .linkstate import LinkState
-    from .origin import OriginTable
-    from .remote import RemoteJobs
+from .ports import LegacyHostsView, LinkSender, OriginAnswers, RoutedHere
 
 __all__ = ["Relay"]
 
@@ -46,10 +41,10 @@ class Relay:
         self._seen_bc: dict[tuple[str, str], None] = {}
         self.broadcasts: deque[dict[str, Any]] = deque(maxlen=ctx.limits.max_kept_broadcasts)
 
-    def wire(self, links: PeerLinks, linkstate: LinkState, remote: RemoteJobs,
-             origin: OriginTable, legacy: LegacyHosts) -> None:
+    def wire(self, links: LinkSender, routes: RoutingTable, remote: RoutedHere,
+             origin: OriginAnswers, legacy: LegacyHostsView) -> None:
         self._links = links
-        self._routes = linkstate.routes
+        self._routes = routes
         self._remote = remote
         self._origin = origin
         self._legacy = legacy

@@ -19,17 +19,13 @@ Rules:
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import TYPE_CHECKING
 
 from ..errors import BadRequest, JobCancelled, JobError, ProtocolError
 from ..protocol.bodies import JobRequest
 from ..protocol.codec import TAG, Header, decode_header, encode_header
 from ..protocol.limits import DEFAULT_TTL
 from .context import _CANCEL, _JOB, _RESULT, BrokerContext
-from .local import Job, LocalJobs
-
-if TYPE_CHECKING:
-    from .relay import Relay
+from .ports import Job, JobTable, Router
 
 __all__ = ["MAX_CACHED_RESULTS", "RemoteJobs"]
 
@@ -41,12 +37,12 @@ MAX_CACHED_RESULTS = 10_000
 class RemoteJobs:
     """Routed JOB/CANCEL for this node, the answers back, the result cache."""
 
-    def __init__(self, ctx: BrokerContext, jobs: LocalJobs) -> None:
+    def __init__(self, ctx: BrokerContext, jobs: JobTable) -> None:
         self._ctx = ctx
         self._jobs = jobs
         self._results: OrderedDict[tuple[str, str], tuple[float, list[bytes]]] = OrderedDict()
 
-    def wire(self, relay: Relay) -> None:
+    def wire(self, relay: Router) -> None:
         self._relay = relay
 
     def __len__(self) -> int:
