@@ -28,8 +28,8 @@ The parts (each a class with its own state; its rules at the top of its module):
 
 This face dispatches each input by its source and message type to a part,
 and runs the parts' timers in a fixed order.  Parts call each other only
-through the narrow interfaces of ports.py (wired once here); none imports
-another part's module or reads its tables.
+through the narrow interfaces of ports.py (wired once here); none reads
+another's tables (origin.py reads one constant of links.py, for a message).
 
 Where later work goes (one place each):
 
