@@ -128,7 +128,7 @@ def test_repeated_attempt_is_answered_from_the_result_cache() -> None:
     from operone_zmq.protocol import TAG, Header, JobRequest, MsgType, encode_header
 
     header = encode_header(Header(int(MsgType.JOB), jid, "a", "c", 8, 0, 2, None))
-    m.nodes["a"]._send_to_node("c", 2, [TAG, header, JobRequest("echo", {"v": 1}).pack()],
+    m.nodes["a"]._relay.send_to_node("c", 2, [TAG, header, JobRequest("echo", {"v": 1}).pack()],
                                int(MsgType.JOB))
     m.run()
     assert len(m.started["c"]) == 1

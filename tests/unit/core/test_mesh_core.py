@@ -85,7 +85,7 @@ def test_prefers_lower_latency_path() -> None:
     for x, y in (("a", "b"), ("b", "a"), ("b", "c"), ("c", "b")):
         m.nodes[x].links[y].rtt_ms = 1.0
     for core in m.nodes.values():
-        core._lsa_dirty = True
+        core._linkstate.mark_dirty()
     m.run()
     route = m.nodes["a"].route_info("c")
     assert route["path"] == ["a", "b", "c"]

@@ -1,0 +1,186 @@
+"""What every part of the broker core shares: identity, clock, outbox, counters.
+
+Rules:
+
+* One :class:`BrokerContext` per broker, made by :class:`~.broker.BrokerCore`
+  and handed to every part; it holds no job, link or route state.
+* ``now`` is set by the face on every input (frames or a timer) before any
+  part runs; parts read it and never keep a clock of their own.
+* ``out``, ``events`` and ``actions`` are the only way out of the core.  The
+  shell swaps these lists for empty ones after flushing them, so parts always
+  reach them through the context (``ctx.out.append``), never keep the list.
+* ``counters`` and ``errors`` are the broker's one set of statistics (QUERY
+  "stats"); every part counts into them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import JobError
+from ..protocol.bodies import ErrorBody
+from ..protocol.codec import TAG, Header, MsgType, encode_header
+from ..protocol.limits import DEFAULT_TTL
+
+__all__ = [
+    "CLASS_NAMES",
+    "FIRST_DIAL_SOCKET",
+    "WORKERS",
+    "Authorizer",
+    "BrokerContext",
+    "BrokerLimits",
+]
+
+#: Frontend socket of each priority class, and the workers' socket.
+CLASS_NAMES = ("critical", "high", "normal", "low")
+WORKERS = 4
+
+#: Dialled DEALER sockets get indices from here on (the shell allocates them).
+FIRST_DIAL_SOCKET = 5
+
+_JOB = int(MsgType.JOB)
+_RESULT = int(MsgType.RESULT)
+_ERROR = int(MsgType.ERROR)
+_PROGRESS = int(MsgType.PROGRESS)
+_HEARTBEAT = int(MsgType.HEARTBEAT)
+_READY = int(MsgType.READY)
+_DISCONNECT = int(MsgType.DISCONNECT)
+_QUERY = int(MsgType.QUERY)
+_CANCEL = int(MsgType.CANCEL)
+_PING = int(MsgType.PING)
+_HELLO = int(MsgType.HELLO)
+_WELCOME = int(MsgType.WELCOME)
+_PONG = int(MsgType.PONG)
+_LSA = int(MsgType.LSA)
+_BYE = int(MsgType.BYE)
+_BROADCAST = int(MsgType.BROADCAST)
+_REPLY = int(MsgType.REPLY)
+#: Message types routed hop by hop by their header's dst.
+_ROUTED = frozenset({_JOB, _RESULT, _ERROR, _PROGRESS, _CANCEL})
+
+#: (claimed node id, Curve key z85 from ZAP User-Id, token) -> refusal reason or None.
+Authorizer = Callable[[str, "str | None", "str | None"], "str | None"]
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerLimits:
+    """Bounds and timings of one broker."""
+
+    #: Jobs waiting for a free worker slot; past it, submitters get Overloaded.
+    #: 10,000 is ~100x what a busy node runs at once and a few MB of memory.
+    max_queued_jobs: int = 10_000
+    #: Jobs accepted and not yet finished (queued + running).
+    max_jobs: int = 100_000
+    #: Timeout for a job that names none.
+    default_timeout: float = 300.0
+    #: Seconds between heartbeats to each worker.
+    heartbeat_interval: float = 1.0
+    #: Heartbeat intervals of silence after which a worker is declared dead.
+    liveness: int = 3
+    #: Seconds between PINGs on each peer link (and the unit of peer liveness).
+    peer_interval: float = 1.0
+    #: Peer heartbeat intervals of silence after which a link is down.
+    peer_liveness: int = 3
+    #: Peer links this broker accepts (the original's maxPeers).
+    max_peers: int = 64
+    #: Broadcast ids remembered to deliver each broadcast once (bounded LRU).
+    max_seen_broadcasts: int = 10_000
+    #: Received broadcasts kept for QUERY "broadcasts".
+    max_kept_broadcasts: int = 1000
+    #: Extra seconds a forwarded job waits past its timeout for the remote answer.
+    remote_grace: float = 1.0
+    #: Seconds a finished remote job's result is kept to answer a repeated attempt.
+    result_cache_seconds: float = 300.0
+
+
+def _new_counters() -> dict[str, int]:
+    return {
+        "jobs_received": 0,
+        "jobs_completed": 0,
+        "jobs_failed": 0,
+        "jobs_timed_out": 0,
+        "jobs_cancelled": 0,
+        "workers_lost": 0,
+        "malformed": 0,
+        "unroutable": 0,
+        "late_replies": 0,
+        "queries": 0,
+        "forwarded": 0,
+        "relayed": 0,
+        "no_route": 0,
+        "ttl_expired": 0,
+        "peers_refused": 0,
+        "peer_key_mismatch": 0,
+        "lsas_received": 0,
+        "lsas_sent": 0,
+        "broadcasts_received": 0,
+        "retries": 0,
+        "results_from_cache": 0,
+        "qos_refused": 0,
+        "qos_dropped_link_down": 0,
+    }
+
+
+class BrokerContext:
+    """The broker's identity, its injected clocks, its outbox and counters."""
+
+    __slots__ = (
+        "_seq",
+        "actions",
+        "cluster",
+        "counters",
+        "errors",
+        "events",
+        "limits",
+        "name",
+        "node_id",
+        "now",
+        "out",
+        "public_key",
+        "wall",
+    )
+
+    def __init__(self, node_id: str, limits: BrokerLimits, now: float,
+                 wall: Callable[[], float], name: str, cluster: str, public_key: str) -> None:
+        self.node_id = node_id
+        self.name = name or node_id
+        self.cluster = cluster
+        self.public_key = public_key
+        self.limits = limits
+        self.wall = wall
+        self.now = now
+        #: Frames to send: (socket index, frames including the routing id).
+        self.out: list[tuple[int, list[bytes]]] = []
+        #: Events for the shell to emit: (name, payload).
+        self.events: list[tuple[str, Any]] = []
+        #: Things only the shell can do (open sockets): ("dial", node, host, port).
+        self.actions: list[tuple[Any, ...]] = []
+        self.counters = _new_counters()
+        self.errors: dict[str, int] = {}
+        self._seq = 0
+
+    def header(self, t: int, mid: str, dst: str, cls: int, corr: str | None = None) -> bytes:
+        """A header from this node, stamped with the wall clock."""
+        return encode_header(
+            Header(t, mid, self.node_id, dst, DEFAULT_TTL, int(self.wall() * 1000), cls, corr)
+        )
+
+    def next_id(self) -> str:
+        """A fresh message id of this broker."""
+        self._seq += 1
+        return f"{self.node_id[:40]}.{self._seq}"
+
+    def count_error(self, code: str) -> None:
+        self.errors[code] = self.errors.get(code, 0) + 1
+
+    def send_error(
+        self, sock: int, rid: bytes, mid: str, dst: str, cls: int, err: JobError,
+        corr: str | None = None,
+    ) -> None:
+        """Answer ``rid`` on socket ``sock`` with ERROR ``err`` (counted)."""
+        self.errors[err.code] = self.errors.get(err.code, 0) + 1
+        body = ErrorBody(err.code, err.message, err.remote_type, err.node or self.node_id,
+                         err.details).pack()
+        self.out.append((sock, [rid, TAG, self.header(_ERROR, mid, dst, cls, corr), body]))

@@ -1,0 +1,548 @@
+"""Peer links of a broker: handshakes, heartbeats and per-class QoS queues (no I/O).
+
+The state of one link and its transitions are in :mod:`.peers`
+(:class:`~.peers.PeerLink`); this part owns the table of links and runs the
+session protocol over it:
+
+* HELLO/WELCOME/BYE on both transports (dialled DEALERs, accepted ROUTER
+  routing ids), PING/PONG heartbeats and liveness.
+* An accepted peer is who ZAP verified: its routing id is its claimed node
+  id, and every message must come with the Curve key (``uid``) its HELLO
+  came with; a HELLO passes the :data:`~.context.Authorizer`.
+* Every message from an established neighbour is counted, refreshes the
+  link's liveness, and goes to the face's ``deliver`` callback, except the
+  session messages (PING, PONG, BYE, WELCOME) handled here.
+* Sends are shaped by the QoS manager per (link, class): over the allocation
+  or policy rate they wait in the link's class queue (at most
+  :data:`MAX_LINK_QUEUE`, then refused), released critical class first when
+  the token buckets allow; a link that goes down drops its queues.
+* A link coming up or its cost moving marks our LSA dirty; a link coming up
+  (or a live neighbour saying HELLO again) gets our whole database.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import ProtocolError
+from ..protocol.bodies import Bye, Hello, Ping, Welcome
+from ..protocol.codec import TAG, Header, decode
+from ..qos.manager import QoSManager
+from .context import (
+    _BYE,
+    _HELLO,
+    _PING,
+    _PONG,
+    _WELCOME,
+    CLASS_NAMES,
+    Authorizer,
+    BrokerContext,
+)
+from .peers import (
+    DOWN,
+    HELLO_SENT,
+    MAX_HELLO_BACKOFF,
+    MIN_HELLO_BACKOFF,
+    REFUSED_BACKOFF,
+    UP,
+    PeerLink,
+)
+from .ports import LinkEvents
+
+__all__ = ["MAX_LINK_QUEUE", "QOS_CLASS_TYPES", "Deliver", "PeerLinks"]
+
+#: QoS message type whose policy shapes each class on peer links: heartbeats
+#: and handshakes are critical (never throttled), jobs and results high, other
+#: traffic normal, and the low class is bulk data ("file-transfer", 5 MB/s
+#: by default).
+QOS_CLASS_TYPES = ("heartbeat", "tool-call", "message", "file-transfer")
+
+#: Messages waiting per (link, class) for tokens; past it, sends are refused
+#: (the origin hears Overloaded) instead of buffering without end.
+MAX_LINK_QUEUE = 10_000
+
+#: Messages of the session protocol, handled here; all others are delivered.
+_SESSION = frozenset({_PING, _PONG, _BYE, _WELCOME})
+
+#: Pings remembered per link awaiting their PONG.
+_MAX_PINGS = 64
+
+#: (link, class, decoded message, frames from the tag on, now): a message from
+#: an established neighbour that is not part of the session protocol.
+Deliver = Callable[[PeerLink, int, Any, list[bytes], float], None]
+
+
+def _refuse_all(node: str, key: str | None, token: str | None) -> str | None:
+    return "this broker accepts no peer links (no authorizer configured)"
+
+
+class PeerLinks:
+    """The links to neighbour brokers and the QoS shaping of what we send them."""
+
+    def __init__(self, ctx: BrokerContext, deliver: Deliver, *,
+                 authorize: Authorizer | None = None,
+                 token_factory: Callable[[], str | None] | None = None) -> None:
+        self._ctx = ctx
+        self._deliver = deliver
+        self._authorize = authorize or _refuse_all
+        #: Mints a fresh token for each HELLO (tokens expire; links outlive them).
+        self._token_factory = token_factory
+        self.links: dict[str, PeerLink] = {}
+        self._link_by_sock: dict[int, PeerLink] = {}
+        self.qos = QoSManager(clock=lambda: ctx.now)
+        self.qos.on("violation:latency", lambda d: ctx.events.append(
+            ("qos:violation", {"kind": "latency", **d})))
+        self.qos.on("violation:packet-loss", lambda d: ctx.events.append(
+            ("qos:violation", {"kind": "packet-loss", **d})))
+        self._release_at = float("inf")
+        self.next_ping = ctx.now + ctx.limits.peer_interval
+
+    def wire(self, linkstate: LinkEvents) -> None:
+        self._linkstate = linkstate
+
+    # ------------------------------------------------------------- the table
+    def get(self, node: str) -> PeerLink | None:
+        return self.links.get(node)
+
+    def up_links(self) -> list[PeerLink]:
+        return [link for link in self.links.values() if link.up]
+
+    def advertise_costs(self) -> list[tuple[str, float]]:
+        """(node, cost) of every up link, for our LSA; the cost is remembered as
+        advertised (a PONG that moves it far from there marks the LSA dirty)."""
+        out = []
+        for link in self.links.values():
+            if link.up:
+                link.advertised_cost = link.cost
+                out.append((link.node, link.cost))
+        return out
+
+    def up_nodes(self) -> list[str]:
+        return sorted(n for n, link in self.links.items() if link.up)
+
+    def describe(self, now: float) -> list[dict[str, Any]]:
+        return [link.describe(now) for link in self.links.values()]
+
+    def queue_lengths(self) -> dict[str, dict[str, int]]:
+        return {n: {CLASS_NAMES[c]: len(q) for c, q in lk.queues.items()}
+                for n, lk in self.links.items() if lk.queues}
+
+    def health(self, neighbour: str) -> float:
+        """0-100: the QoS health score of the first hop (latency, loss, jitter)."""
+        if self.qos.get_metrics(neighbour) is None:
+            return 100.0
+        return float(self.qos.get_health_score(neighbour))
+
+    # ---------------------------------------------------------- link setup
+    def add_dialled_link(self, node: str, socks: list[int], now: float, *, address: str = "",
+                         token: str | None = None) -> PeerLink:
+        """We dialled ``node`` with one DEALER per class (socket indices
+        ``socks``); start the handshake."""
+        link = self.links.get(node)
+        if link is None:
+            link = self.links[node] = PeerLink(node)
+        if link.dial is not None:
+            for i in link.dial:
+                self._link_by_sock.pop(i, None)
+        link.dial = list(socks)
+        link.dial_state = DOWN
+        link.address = address
+        link.token = token
+        link.next_hello = now
+        link.backoff = MIN_HELLO_BACKOFF
+        for i in socks:
+            self._link_by_sock[i] = link
+        self._send_hello(link, now)
+        return link
+
+    def remove_link(self, node: str, now: float) -> list[int]:
+        """Forget the link to ``node``; returns the dialled sockets to close."""
+        ctx = self._ctx
+        link = self.links.get(node)
+        if link is None:
+            return []
+        if link.up:
+            self.send(link, 0, [TAG, ctx.header(_BYE, ctx.next_id(), node, 0),
+                                Bye("link removed", "closed").pack()])
+        socks = link.dial or []
+        for i in socks:
+            self._link_by_sock.pop(i, None)
+        was_up = link.up
+        del self.links[node]
+        if was_up:
+            self._on_link_down(link, now, "link removed")
+        return socks
+
+    def transport_lost(self, node: str, now: float) -> None:
+        """The shell saw our dialled connection to ``node`` drop."""
+        link = self.links.get(node)
+        if link is not None and link.dial is not None and link.dial_state != DOWN:
+            was_up = link.up
+            link.dial_state = DOWN
+            link.next_hello = now + MIN_HELLO_BACKOFF
+            if was_up and not link.up:
+                self._on_link_down(link, now, "connection lost")
+
+    def _send_hello(self, link: PeerLink, now: float) -> None:
+        if link.dial is None:
+            return
+        ctx = self._ctx
+        token = link.token
+        if token is None and self._token_factory is not None:
+            token = self._token_factory()
+        body = Hello(ctx.node_id, ctx.name, ctx.cluster, token).pack()
+        ctx.out.append((link.dial[0], [TAG, ctx.header(_HELLO, ctx.next_id(), link.node, 0),
+                                       body]))
+        if link.dial_state == DOWN:
+            link.dial_state = HELLO_SENT
+        link.next_hello = now + link.backoff
+        link.backoff = min(MAX_HELLO_BACKOFF, link.backoff * 2)
+
+    def _on_link_up(self, link: PeerLink, now: float) -> None:
+        link.up_since = now
+        link.heard = now
+        link.backoff = MIN_HELLO_BACKOFF
+        link.last_error = ""
+        self._ctx.events.append(("peer:connected", {"node": link.node,
+                                                    "name": link.name or link.node,
+                                                    "address": link.address}))
+        self._linkstate.link_up(link)
+
+    def _on_link_down(self, link: PeerLink, now: float, reason: str) -> None:
+        link.last_error = reason
+        link.pings.clear()
+        self._linkstate.mark_dirty()
+        self._ctx.events.append(("peer:disconnected", {"node": link.node, "reason": reason}))
+
+    # ------------------------------------------------------------- sending
+    def send(self, link: PeerLink, cls: int, frames: list[bytes]) -> bool:
+        """Send on the link's preferred transport, shaped by QoS; False when it
+        has no transport up or its queue for the class is full."""
+        if not link.up:
+            return False
+        q = link.queues.get(cls)
+        size = 0
+        for f in frames:
+            size += len(f)
+        if q:  # others of this class wait already: keep the order
+            if len(q) >= MAX_LINK_QUEUE:  # read at each send: tests lower it
+                self._ctx.counters["qos_refused"] += 1
+                return False
+            q.append(frames)
+            return True
+        now = self._ctx.now
+        if not self.qos.consume(link.node, QOS_CLASS_TYPES[cls], size, now):
+            # Over the link's allocation or the class's policy rate: wait.
+            link.queues.setdefault(cls, deque()).append(frames)
+            self.qos.set_queue_depth(link.node, sum(len(x) for x in link.queues.values()))
+            self._release_at = min(self._release_at, now + self.qos.time_until(
+                link.node, QOS_CLASS_TYPES[cls], size, now))
+            return True
+        self._put_on_wire(link, cls, frames)
+        return True
+
+    def _put_on_wire(self, link: PeerLink, cls: int, frames: list[bytes]) -> None:
+        if link.dial is not None and link.dial_state == UP:
+            self._ctx.out.append((link.dial[cls], frames))
+        elif link.rid is not None:
+            self._ctx.out.append((cls, [link.rid, *frames]))
+        link.sent += 1
+
+    def release_due(self, now: float) -> None:
+        """Send what the token buckets allow, when a queued message is due."""
+        if self._release_at <= now:
+            self._release_queued(now)
+
+    def _release_queued(self, now: float) -> None:
+        """Send what the token buckets allow now from the links' class queues."""
+        self._release_at = float("inf")
+        for link in self.links.values():
+            if not link.queues:
+                continue
+            if not link.up:
+                dropped = sum(len(q) for q in link.queues.values())
+                self._ctx.counters["qos_dropped_link_down"] += dropped
+                link.queues.clear()
+                continue
+            for cls in sorted(link.queues):  # critical first
+                q = link.queues[cls]
+                mtype = QOS_CLASS_TYPES[cls]
+                while q:
+                    size = sum(len(f) for f in q[0])
+                    if not self.qos.consume(link.node, mtype, size, now):
+                        self._release_at = min(self._release_at, now + max(
+                            0.001, self.qos.time_until(link.node, mtype, size, now)))
+                        break
+                    self._put_on_wire(link, cls, q.popleft())
+                if not q:
+                    del link.queues[cls]
+            self.qos.set_queue_depth(link.node, sum(len(x) for x in link.queues.values()))
+
+    def allocate_bandwidth(self, peer: str, mb_per_s: float | None) -> None:
+        """Limit what this broker sends to neighbour ``peer`` (MB/s; None: no limit)."""
+        self.qos.allocate_bandwidth(peer, mb_per_s)
+
+    def qos_metrics(self, peer: str) -> dict[str, Any] | None:
+        """The QoS metrics of the link to ``peer`` (the original's getQoSMetrics)."""
+        m = self.qos.get_metrics(peer)
+        if m is None:
+            return None
+        link = self.links.get(peer)
+        return {
+            "peer": peer, "latency_ms": round(m.latency, 3), "jitter_ms": round(m.jitter, 3),
+            "packet_loss": round(m.packet_loss, 4), "bandwidth_mb_s": round(m.bandwidth, 3),
+            "queue_depth": m.queue_depth, "health_score": m.health_score,
+            "allocation_mb_s": self.qos.get_allocation(peer),
+            "queued_by_class": {CLASS_NAMES[c]: len(q) for c, q in link.queues.items()}
+            if link is not None else {},
+        }
+
+    def bye_all(self, reason: str) -> None:
+        """Say BYE on every up link (shutdown)."""
+        ctx = self._ctx
+        for link in list(self.links.values()):
+            if link.up:
+                self.send(link, 0, [TAG, ctx.header(_BYE, ctx.next_id(), link.node, 0),
+                                    Bye(reason, "shutdown").pack()])
+
+    # --------------------------------------------------- incoming from peers
+    def on_router(self, cls: int, rid: bytes, uid: str | None, frames: list[bytes],
+                  now: float) -> None:
+        """A message on a frontend ROUTER from a routing id that is a node id."""
+        ctx = self._ctx
+        try:
+            msg = decode(frames, 1)
+        except ProtocolError:
+            ctx.counters["malformed"] += 1
+            return  # unverified or broken peer: counted, not answered
+        try:
+            node = rid.decode()
+        except UnicodeDecodeError:
+            ctx.counters["malformed"] += 1
+            return
+        h = msg.header
+        if h.type == _HELLO:
+            self._on_hello(cls, rid, node, uid, h, msg.body, now)
+            return
+        link = self.links.get(node)
+        if link is None or link.rid != rid or not link.accepted_up:
+            # Not a peer we accepted (or it restarted): ask it to say HELLO.
+            ctx.counters["peers_refused"] += 1
+            ctx.out.append((cls, [rid, TAG, ctx.header(_BYE, ctx.next_id(), node, cls),
+                                  Bye("no session: send HELLO", "no_session").pack()]))
+            return
+        if uid != link.key:
+            # Someone else took over this routing id: refuse, keep the link.
+            ctx.counters["peer_key_mismatch"] += 1
+            ctx.events.append(("security:peer_key_mismatch", {"node": node}))
+            return
+        self._on_peer_msg(link, cls, msg, frames[1:], now)
+
+    def on_dealer(self, sock: int, frames: list[bytes], now: float) -> None:
+        """Handle a message from a neighbour on a DEALER we dialled."""
+        ctx = self._ctx
+        link = self._link_by_sock.get(sock)
+        if link is None:
+            return
+        try:
+            msg = decode(frames)
+        except ProtocolError:
+            ctx.counters["malformed"] += 1
+            return
+        h = msg.header
+        t = h.type
+        if t == _WELCOME:
+            try:
+                w = Welcome.unpack(msg.body)
+            except ProtocolError as exc:
+                link.last_error = f"bad WELCOME: {exc}"
+                return
+            if w.node != link.node or w.cluster != ctx.cluster:
+                link.last_error = (f"dialled '{link.node}' of cluster '{ctx.cluster}' but"
+                                   f" '{w.node}' of cluster '{w.cluster}' answered")
+                link.dial_state = DOWN
+                return
+            was_up = link.up
+            link.dial_state = UP
+            link.name = w.name
+            if not was_up:
+                self._on_link_up(link, now)
+            link.heard = now
+            return
+        if t == _BYE:
+            try:
+                bye = Bye.unpack(msg.body)
+            except ProtocolError:
+                bye = Bye("(unreadable reason)")
+            if bye.code == "no_session" and link.dial_state == UP:
+                # The neighbour restarted and forgot us: handshake again.
+                link.dial_state = DOWN
+                self._send_hello(link, now)
+                return
+            was_up = link.up
+            link.dial_state = DOWN
+            link.last_error = f"{bye.code}: {bye.reason}"
+            link.next_hello = now + max(link.backoff,
+                                        REFUSED_BACKOFF if bye.code == "refused" else 0.0)
+            if bye.code == "refused":
+                ctx.events.append(("peer:refused", {"node": link.node, "reason": bye.reason}))
+            if was_up and not link.up:
+                self._on_link_down(link, now, link.last_error)
+            return
+        if link.dial_state != UP:
+            return  # nothing but WELCOME/BYE before the handshake is done
+        self._on_peer_msg(link, link.dial.index(sock) if link.dial else 0, msg, frames, now)
+
+    def _on_hello(self, cls: int, rid: bytes, node: str, uid: str | None, h: Header,
+                  body: bytes, now: float) -> None:
+        ctx = self._ctx
+        limits = ctx.limits
+
+        def refuse(reason: str) -> None:
+            ctx.counters["peers_refused"] += 1
+            ctx.events.append(("peer:refused", {"node": node, "reason": reason}))
+            ctx.out.append((cls, [rid, TAG, ctx.header(_BYE, ctx.next_id(), node, cls),
+                                  Bye(reason, "refused").pack()]))
+
+        try:
+            hello = Hello.unpack(body)
+        except ProtocolError as exc:
+            refuse(f"bad HELLO: {exc}")
+            return
+        if hello.node != node:
+            refuse(f"HELLO claims to be '{hello.node}' on a connection whose routing id is"
+                   f" '{node}'")
+            return
+        if node == ctx.node_id:
+            refuse(f"'{node}' is this broker's own node id")
+            return
+        if hello.cluster != ctx.cluster:
+            refuse(f"cluster '{hello.cluster}' is not this broker's cluster '{ctx.cluster}'")
+            return
+        reason = self._authorize(node, uid, hello.token)
+        if reason is not None:
+            refuse(reason)
+            return
+        link = self.links.get(node)
+        up_now = sum(1 for lk in self.links.values() if lk.up)
+        if (link is None or not link.up) and up_now >= limits.max_peers:
+            refuse(f"this broker already has {up_now} peers (max_peers"
+                   f" {limits.max_peers})")
+            return
+        if link is None:
+            link = self.links[node] = PeerLink(node)
+        was_up = link.up
+        link.rid = rid
+        link.key = uid
+        link.accepted_up = True
+        link.name = hello.name
+        ctx.out.append((cls, [rid, TAG, ctx.header(_WELCOME, h.id, node, cls, h.id),
+                              Welcome(ctx.node_id, ctx.name, ctx.cluster).pack()]))
+        if not was_up:
+            self._on_link_up(link, now)
+        else:
+            # Re-HELLO from a live neighbour (it restarted): give it our database again.
+            self._linkstate.send_database(link)
+        link.heard = now
+
+    def _on_peer_msg(self, link: PeerLink, cls: int, msg: Any, frames: list[bytes],
+                     now: float) -> None:
+        """A message from an established neighbour (frames: tag, header, body...)."""
+        link.heard = now
+        link.received += 1
+        t = msg.header.type
+        if t not in _SESSION:
+            self._deliver(link, cls, msg, frames, now)
+        elif t == _PING:
+            h = msg.header
+            self.send(link, 0, [TAG, self._ctx.header(_PONG, h.id, link.node, 0, h.id),
+                                msg.body])
+        elif t == _PONG:
+            self._on_pong(link, msg.body, now)
+        elif t == _BYE:
+            self._on_bye(link, msg.body, now)
+        # a WELCOME on an established link says nothing new
+
+    def _on_pong(self, link: PeerLink, body: bytes, now: float) -> None:
+        try:
+            seq = Ping.unpack(body).seq
+        except ProtocolError:
+            return
+        sent = link.pings.pop(seq, None)
+        self.qos.pong_received(link.node, seq, now)
+        if sent is not None:
+            link.pongs += 1
+            link.record_rtt((now - sent) * 1000.0)
+            cost = link.cost
+            old = link.advertised_cost
+            if abs(cost - old) > max(1.0, 0.5 * old):
+                self._linkstate.mark_dirty()
+
+    def _on_bye(self, link: PeerLink, body: bytes, now: float) -> None:
+        try:
+            bye = Bye.unpack(body)
+        except ProtocolError:
+            bye = Bye("(unreadable reason)")
+        was_up = link.up
+        link.accepted_up = False
+        if link.dial is not None:
+            link.dial_state = DOWN
+            link.next_hello = now + MIN_HELLO_BACKOFF
+        if was_up and not link.up:
+            self._on_link_down(link, now, f"{bye.code}: {bye.reason}")
+
+    # --------------------------------------------------------------- timers
+    def tick(self, now: float) -> None:
+        """Liveness, heartbeat PINGs and HELLO retries."""
+        ctx = self._ctx
+        limits = ctx.limits
+        silence = limits.peer_liveness * limits.peer_interval
+        for link in list(self.links.values()):
+            if link.up and now - link.heard >= silence:
+                link.accepted_up = False
+                if link.dial is not None:
+                    link.dial_state = DOWN
+                    link.next_hello = now
+                self._on_link_down(link, now, f"no heartbeat for {silence:g} s")
+                if link.dial is None:
+                    del self.links[link.node]
+        if now >= self.next_ping:
+            self.next_ping = now + limits.peer_interval
+            for link in list(self.links.values()):
+                if not link.up:
+                    continue
+                link.ping_seq += 1
+                link.pings[link.ping_seq] = now
+                link.pings_sent += 1
+                self.qos.ping_sent(link.node, link.ping_seq, now)
+                if len(link.pings) > _MAX_PINGS:
+                    del link.pings[min(link.pings)]
+                self.send(link, 0, [TAG, ctx.header(_PING, ctx.next_id(), link.node, 0),
+                                    Ping(link.ping_seq).pack()])
+        for link in self.links.values():
+            if link.dial is not None and link.dial_state != UP and now >= link.next_hello:
+                if link.dial_state == HELLO_SENT and link.accepted_up:
+                    link.next_hello = now + MAX_HELLO_BACKOFF
+                    continue
+                self._send_hello(link, now)
+
+    def expire_pings(self, now: float) -> None:
+        limits = self._ctx.limits
+        self.qos.expire_pings(now, timeout=limits.peer_liveness * limits.peer_interval)
+
+    def next_deadline(self, t: float) -> float:
+        """The earlier of ``t`` and when :meth:`tick` or a release is next due."""
+        limits = self._ctx.limits
+        if self.next_ping < t:
+            t = self.next_ping
+        silence = limits.peer_liveness * limits.peer_interval
+        for link in self.links.values():
+            if link.dial is not None and link.dial_state != UP and link.next_hello < t:
+                t = link.next_hello
+            if link.up and link.heard + silence < t:
+                t = link.heard + silence
+        if self._release_at < t:
+            t = self._release_at
+        return t

@@ -1,0 +1,283 @@
+"""Link state of a broker: our LSAs, flooding, SPF scheduling (no I/O).
+
+The database itself (:class:`~operone_zmq.routing.lsdb.LinkStateDB`) and the
+shortest paths (:class:`~operone_zmq.routing.dijkstra.RoutingTable`) live in
+:mod:`operone_zmq.routing`; this part decides when to originate, what to
+flood to whom, and when to react to a changed topology.
+
+Rules:
+
+* Our LSA (links with their RTT cost, tools, caps, load, workers) and one LSA
+  per legacy host we serve are originated when marked dirty, at most once per
+  :data:`LSA_MIN_INTERVAL` (OSPF's MinLSInterval).  Dirty means: a worker or
+  link came or went, a link's cost moved by more than half (at least 1 ms),
+  our load moved by more than :data:`LOAD_CHANGE`, or the database asks for a
+  refresh.
+* LSAs from a neighbour are accepted in one place, :meth:`LinkState.on_lsa`
+  (the place to verify their signatures): newer ones are installed and
+  flooded to every other up link; a sender that is behind gets our newer
+  copies back.  A new neighbour gets our whole database.
+* A topology change is reacted to once per :data:`SPF_DELAY` (a burst of
+  LSAs costs one reaction): the origin table fails attempts on nodes that
+  became unreachable; a partition is reported only after it lasted
+  :data:`PARTITION_HOLD`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import ProtocolError
+from ..protocol.bodies import MAX_LSAS_PER_MESSAGE, pack_lsas, unpack_lsas
+from ..protocol.codec import TAG
+from ..routing.dijkstra import RoutingTable
+from ..routing.lsa import LSA, LinkInfo
+from ..routing.lsdb import LinkStateDB, initial_seq
+from ..routing.topology import NetworkTopology
+from .context import _LSA, BrokerContext
+from .peers import PeerLink
+from .ports import Advertiser, LegacyHostsView, LinkAdverts, TopologyWatcher
+
+__all__ = ["LOAD_CHANGE", "LSA_MIN_INTERVAL", "PARTITION_HOLD", "SPF_DELAY", "LinkState"]
+
+#: Seconds between a topology change and our reaction to it (events, failing
+#: jobs to nodes that became unreachable): batches a burst of LSAs.
+SPF_DELAY = 0.05
+
+#: A split of the link-state graph must last this long (s) to be reported as a
+#: partition: links coming up are briefly one-sided.
+PARTITION_HOLD = 1.0
+
+#: Change of our load (busy fraction of worker slots) that is worth a new LSA.
+LOAD_CHANGE = 0.2
+
+#: At most one LSA of ours per this many seconds (OSPF's MinLSInterval): a
+#: burst of link changes is advertised once.
+LSA_MIN_INTERVAL = 0.05
+
+
+class LinkState:
+    """Origination, flooding and the reaction to topology changes."""
+
+    def __init__(self, ctx: BrokerContext, wall: Callable[[], float]) -> None:
+        self._ctx = ctx
+        self.lsdb = LinkStateDB(ctx.node_id, initial_seq(wall()))
+        self.routes = RoutingTable(self.lsdb)
+        #: The original's NetworkTopology API, as a view of our link-state database.
+        self.topology = NetworkTopology(ctx.node_id, clock=lambda: ctx.now, lsdb=self.lsdb)
+        self.dirty = True
+        self._topo_seen = -1
+        self._topo_due: float | None = None
+        self._next_originate = ctx.now
+        self._partitions = 1
+        self._partition_due: float | None = None
+        self._advertised_load = 0.0
+
+    def wire(self, links: LinkAdverts, local: Advertiser, legacy: LegacyHostsView,
+             origin: TopologyWatcher) -> None:
+        self._links = links
+        self._local = local
+        self._legacy = legacy
+        self._origin = origin
+
+    def mark_dirty(self) -> None:
+        """What we advertise changed: originate a new LSA soon."""
+        self.dirty = True
+
+    # ----------------------------------------------------------- origination
+    def _our_links(self) -> list[LinkInfo]:
+        out = [LinkInfo(name, 1.0) for name in self._legacy.names()]
+        for node, cost in self._links.advertise_costs():
+            out.append(LinkInfo(node, round(cost, 3)))
+        return out
+
+    def _originate(self, now: float) -> None:
+        ctx = self._ctx
+        local = self._local
+        self.dirty = False
+        running, slots = local.load()
+        load = round(running / slots, 3) if slots else 0.0
+        self._advertised_load = load
+        lsa = self.lsdb.originate(
+            self._our_links(), local.tools(), local.caps(), load, local.worker_count(),
+            now, public_key=ctx.public_key, name=ctx.name)
+        wire = [lsa.to_wire()]
+        for name, lg_load, lg_slots in self._legacy.loads():
+            llsa = self.lsdb.originate(
+                [LinkInfo(ctx.node_id, 1.0)], self._legacy.tools, ("ssh",),
+                lg_load, lg_slots, now, origin=name,
+                kind="ssh", name=f"{name} (ssh via {ctx.node_id})")
+            wire.append(llsa.to_wire())
+        self._flood(wire, None)
+
+    # -------------------------------------------------------------- flooding
+    def _flood(self, wire: list[dict[str, Any]], except_node: str | None) -> None:
+        for link in self._links.up_links():
+            if link.node != except_node:
+                self._send_lsas(link, wire)
+
+    def _send_lsas(self, link: PeerLink, wire: list[dict[str, Any]]) -> None:
+        ctx = self._ctx
+        for i in range(0, len(wire), MAX_LSAS_PER_MESSAGE):
+            chunk = wire[i:i + MAX_LSAS_PER_MESSAGE]
+            if self._links.send(link, 0, [TAG, ctx.header(_LSA, ctx.next_id(), link.node, 0),
+                                          pack_lsas(chunk)]):
+                ctx.counters["lsas_sent"] += len(chunk)
+
+    def send_database(self, link: PeerLink) -> None:
+        """Database exchange: ``link``'s neighbour gets everything we know."""
+        self._send_lsas(link, [lsa.to_wire() for lsa in self.lsdb.lsas()])
+
+    def link_up(self, link: PeerLink) -> None:
+        """A link came up: it is in our next LSA, and it gets our database."""
+        self.dirty = True
+        self.send_database(link)
+
+    def on_lsa(self, link: PeerLink, body: bytes, now: float) -> None:
+        """LSAs from neighbour ``link``: the one place an LSA is accepted."""
+        ctx = self._ctx
+        try:
+            raw = unpack_lsas(body)
+        except ProtocolError:
+            ctx.counters["malformed"] += 1
+            return
+        ctx.counters["lsas_received"] += len(raw)
+        lsas = []
+        newer: list[dict[str, Any]] = []
+        get = self.lsdb.get
+        for x in raw:
+            # Most flooded LSAs are copies we already hold: compare the seq
+            # before paying for full validation.
+            if type(x) is dict:
+                cur = get(x.get("origin"))  # type: ignore[arg-type]
+                seq = x.get("seq")
+                if cur is not None and type(seq) is int and seq <= cur.seq:
+                    if seq < cur.seq:
+                        newer.append(cur.to_wire())  # the sender is behind
+                    continue
+            try:
+                lsas.append(LSA.from_wire(x))
+            except ProtocolError:
+                ctx.counters["malformed"] += 1
+        result = self.lsdb.install_many(lsas, now, link.node)
+        if result.accepted:
+            self._flood([x.to_wire() for x in result.accepted], link.node)
+        newer += [cur.to_wire() for x in result.older
+                  if (cur := self.lsdb.get(x.origin)) is not None]
+        if newer:
+            self._send_lsas(link, newer)
+        if self.lsdb.needs_reorigination:
+            self.dirty = True
+
+    # ------------------------------------------------------- SPF scheduling
+    def poll(self, now: float) -> None:
+        """Originate our LSA if it changed; react to topology changes."""
+        if self.dirty and now >= self._next_originate:
+            self._next_originate = now + LSA_MIN_INTERVAL
+            self._originate(now)
+        if self._topo_seen != self.lsdb.topology_version:
+            # Hold-down (as OSPF's SPF delay): a burst of LSAs during
+            # convergence costs one reaction, not one per LSA.
+            if self._topo_due is None:
+                self._topo_due = now + SPF_DELAY
+            if now >= self._topo_due:
+                self._topo_due = None
+                self._topo_seen = self.lsdb.topology_version
+                self._on_topology_changed(now)
+
+    def _components(self) -> int:
+        return len(self.routes.graph.components()) if len(self.lsdb) else 1
+
+    def _on_topology_changed(self, now: float) -> None:
+        ctx = self._ctx
+        reachable = self.routes.reachable()
+        ctx.events.append(("topology:updated", {"nodes": len(reachable) + 1}))
+        comps = self._components()
+        if comps > 1 and self._partitions <= 1:
+            # Only a split that lasts: while links come up, one side's LSA
+            # can list a link before the other's does.
+            if self._partition_due is None:
+                self._partition_due = now + PARTITION_HOLD
+        elif comps <= 1:
+            self._partition_due = None
+            if self._partitions > 1:
+                ctx.events.append(("partition:healed", {"partitions": comps}))
+            self._partitions = comps
+        else:
+            self._partitions = comps
+        self._origin.topology_changed(reachable, now)
+
+    def tick(self, now: float) -> None:
+        """Age the database; schedule refreshes."""
+        if self.lsdb.expire(now):
+            pass  # topology_version moved: poll() reacts
+        if self.lsdb.refresh_due(now):
+            self.dirty = True
+
+    def check_load(self, now: float, next_ping: float) -> None:
+        """Advertise our load when it moved noticeably, at most once a heartbeat
+        interval (placement elsewhere weighs it; a stale burst must not stick)."""
+        local = self._local
+        if now >= next_ping - self._ctx.limits.peer_interval / 2 and local.worker_count():
+            running, slots = local.load()
+            load = running / slots if slots else 0.0
+            if abs(load - self._advertised_load) > LOAD_CHANGE:
+                self.dirty = True
+
+    def check_partition(self, now: float) -> None:
+        """Report a partition that lasted :data:`PARTITION_HOLD`."""
+        if self._partition_due is not None and now >= self._partition_due:
+            self._partition_due = None
+            comps = self._components()
+            if comps > 1 and self._partitions <= 1:
+                self._partitions = comps
+                self._ctx.events.append(("partition:detected", {"partitions": comps}))
+
+    def next_deadline(self, t: float) -> float:
+        """The earlier of ``t`` and when :meth:`poll`/:meth:`tick` is next due."""
+        if self._topo_due is not None and self._topo_due < t:
+            t = self._topo_due
+        if self._partition_due is not None and self._partition_due < t:
+            t = self._partition_due
+        if self.dirty and self._next_originate < t:
+            t = self._next_originate
+        lsdb_t = self.lsdb.next_deadline()
+        if lsdb_t is not None and lsdb_t < t:
+            t = lsdb_t
+        return t
+
+    # --------------------------------------------------------------- views
+    def route_info(self, dest: str) -> dict[str, Any]:
+        """The route to ``dest`` as ``operone route`` shows it (NetworkTopology)."""
+        if dest == self._ctx.node_id:
+            return {"destination": dest, "reachable": True, "path": [dest], "hops": 0,
+                    "next_hop": None, "total_latency": 0.0, "bandwidth": 0.0,
+                    "reliability": 1.0}
+        r = self.topology.find_route(dest)
+        if r is None:
+            return {"destination": dest, "reachable": False, "known": dest in self.lsdb}
+        return {"destination": dest, "reachable": True, "path": list(r.path),
+                "hops": r.hop_count, "next_hop": r.next_hop,
+                "total_latency": round(r.total_latency, 3), "bandwidth": r.bandwidth,
+                "reliability": round(r.reliability, 6)}
+
+    def topology_graph(self) -> dict[str, Any]:
+        """Nodes and edges of the link-state graph (NetworkTopology)."""
+        return self.topology.get_topology_graph().to_dict()
+
+    def network_stats(self) -> dict[str, Any]:
+        """The original's getNetworkStats(), over the whole link-state graph."""
+        ns = self.topology.get_network_stats()
+        return {
+            "total_nodes": ns.total_nodes - ns.unreachable_nodes,
+            "known_nodes": ns.total_nodes,
+            "unreachable_nodes": ns.unreachable_nodes,
+            "direct_connections": ns.direct_connections,
+            "indirect_connections": ns.indirect_connections,
+            "average_hop_count": round(ns.average_hop_count, 3),
+            "average_latency": round(ns.average_latency, 3),
+            "network_diameter": ns.network_diameter,
+            "diameter_exact": ns.diameter_exact,
+            "partitions": ns.partitions,
+        }

@@ -1,0 +1,534 @@
+"""The local worker pool and the job table of this node (no I/O).
+
+Every job that runs *here* has one :class:`Job` in this table: jobs of local
+clients, attempts of our own origin table, jobs of other origins, and jobs run
+on one of our legacy (SSH) hosts.  The table owns their deadlines; the kind of
+the job (``origin``, ``remote``, ``legacy``) says who hears its one answer.
+
+Worker session lifecycle (one table, all transitions here)::
+
+    (unknown) --READY--> READY --(no message for liveness x interval)--> gone
+    READY --READY--> READY (re-registration: jobs it was running are lost)
+    READY --DISCONNECT--> gone
+    any message from an unknown worker other than READY --> we answer
+        DISCONNECT("unknown worker"), and the worker registers again.
+
+Job lifecycle on this broker::
+
+    (new) --accepted, a worker has a free slot--> RUNNING
+    (new) --accepted, all slots busy--> QUEUED --slot frees--> RUNNING
+    (new) --bad request / no tool / queue full--> ERROR to the submitter
+    QUEUED|RUNNING --RESULT/ERROR from its worker--> done (reply forwarded)
+    QUEUED|RUNNING --deadline--> ERROR timeout (the worker gets CANCEL)
+    QUEUED|RUNNING --CANCEL from the submitter--> ERROR cancelled
+    RUNNING --its worker is lost--> ERROR worker_lost
+
+Rules:
+
+* Every job accepted ends in exactly one reply to its submitter, through
+  :meth:`LocalJobs.fail` or :meth:`LocalJobs.reply`, which pick the
+  addressee by the job's kind: the origin table, the remote origin (through
+  :class:`~.remote.RemoteJobs`) or the local client.
+* Queued jobs wait per (tool, caps); a freed slot takes the oldest job it can
+  run.  A job whose tool nobody offers any more fails at once (NoRoute: it
+  never started, so its origin may place it elsewhere).
+* A change of workers marks our LSA dirty (tools, caps and load are in it).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import (
+    JobCancelled,
+    JobError,
+    JobTimeout,
+    NoRoute,
+    Overloaded,
+    ProtocolError,
+    ToolNotFound,
+    WorkerLost,
+)
+from ..jobs.router import NodeInfo
+from ..protocol.bodies import Cancel, Disconnect, ErrorBody, Heartbeat, JobRequest, Ready
+from ..protocol.codec import TAG, Header, decode, decode_header
+from .context import (
+    _CANCEL,
+    _DISCONNECT,
+    _ERROR,
+    _HEARTBEAT,
+    _JOB,
+    _PROGRESS,
+    _READY,
+    _RESULT,
+    WORKERS,
+    BrokerContext,
+)
+from .ports import QUEUED, RUNNING, Advertised, Job, LegacyRuns, OriginAnswers, RemoteAnswers
+
+__all__ = ["QUEUED", "RUNNING", "Job", "LocalJobs", "WorkerSession"]
+
+
+
+@dataclass(slots=True)
+class WorkerSession:
+    """A registered worker and the jobs it is running."""
+
+    rid: bytes
+    name: str
+    tools: frozenset[str]
+    caps: frozenset[str]
+    slots: int
+    pid: int
+    expires: float
+    running: set[str] = field(default_factory=set)
+    done: int = 0
+
+    @property
+    def free(self) -> int:
+        return self.slots - len(self.running)
+
+
+class LocalJobs:
+    """Workers registered here, and every job that runs on this node."""
+
+    def __init__(self, ctx: BrokerContext) -> None:
+        self._ctx = ctx
+        self.workers: dict[bytes, WorkerSession] = {}
+        self._by_tool: dict[str, list[WorkerSession]] = {}
+        self._jobs: dict[str, Job] = {}
+        self._queues: dict[tuple[str, frozenset[str]], deque[str]] = {}
+        self._queued = 0
+        self._deadlines: list[tuple[float, str]] = []
+        self._next_heartbeat = ctx.now + ctx.limits.heartbeat_interval
+        self._local_tools: frozenset[str] = frozenset()
+        self._local_caps: frozenset[str] = frozenset()
+
+    def wire(self, origin: OriginAnswers, remote: RemoteAnswers, legacy: LegacyRuns,
+             linkstate: Advertised) -> None:
+        """Who hears the answers of jobs that are not a local client's."""
+        self._origin = origin
+        self._remote = remote
+        self._legacy = legacy
+        self._linkstate = linkstate
+
+    # ------------------------------------------------------------ the table
+    def __contains__(self, jid: str) -> bool:
+        return jid in self._jobs
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def get(self, jid: str) -> Job | None:
+        return self._jobs.get(jid)
+
+    def add(self, job: Job) -> None:
+        """Enter a job that runs elsewhere than on a worker (a legacy host)."""
+        self._jobs[job.id] = job
+        heapq.heappush(self._deadlines, (job.deadline, job.id))
+
+    def finish(self, jid: str) -> None:
+        """Forget a job that has been answered (its legacy host finished it)."""
+        del self._jobs[jid]
+
+    @property
+    def queued(self) -> int:
+        return self._queued
+
+    def tools(self) -> list[str]:
+        return sorted(self._by_tool)
+
+    def tool_counts(self) -> dict[str, int]:
+        return {t: len(ws) for t, ws in sorted(self._by_tool.items())}
+
+    def offers(self, tool: str) -> bool:
+        return tool in self._by_tool
+
+    def load(self) -> tuple[int, int]:
+        """(running, slots) over all workers."""
+        running = 0
+        slots = 0
+        for w in self.workers.values():
+            running += len(w.running)
+            slots += w.slots
+        return running, slots
+
+    def worker_count(self) -> int:
+        return len(self.workers)
+
+    def describe_workers(self) -> list[dict[str, Any]]:
+        """The workers as QUERY "workers" shows them."""
+        return [
+            {"name": w.name, "pid": w.pid, "tools": sorted(w.tools), "caps": sorted(w.caps),
+             "slots": w.slots, "running": len(w.running), "done": w.done}
+            for w in self.workers.values()
+        ]
+
+    def caps(self) -> list[str]:
+        return sorted(self._local_caps)
+
+    def info(self) -> NodeInfo:
+        """What this node offers, for placement."""
+        running, slots = self.load()
+        return NodeInfo(self._ctx.node_id, self._local_tools, self._local_caps,
+                        running / slots if slots else 0.0, len(self.workers), 0.0, 100.0,
+                        local=True)
+
+    # ------------------------------------------------------------- accepting
+    def accept(
+        self, client: bytes, cls: int, src: str, jid: str, req: JobRequest,
+        job_frames: list[bytes], now: float, *, remote: bool, origin: bool = False,
+    ) -> JobError | None:
+        """Take a job to run on this node; the error to answer when refused."""
+        node_id = self._ctx.node_id
+        limits = self._ctx.limits
+        caps = frozenset(req.caps)
+        candidates = self._by_tool.get(req.tool)
+        if not candidates:
+            return ToolNotFound(
+                f"no worker on node '{node_id}' offers tool '{req.tool}'", job_id=jid,
+                node=node_id)
+        if caps and not any(caps <= w.caps for w in candidates):
+            return ToolNotFound(
+                f"no worker on node '{node_id}' offers tool '{req.tool}' with capabilities"
+                f" {sorted(caps)}", job_id=jid, node=node_id)
+        if len(self._jobs) >= limits.max_jobs:
+            return Overloaded(
+                f"node '{node_id}' has {len(self._jobs)} jobs in progress (limit"
+                f" {limits.max_jobs})", job_id=jid, node=node_id)
+        timeout = req.timeout if req.timeout is not None else limits.default_timeout
+        job = Job(jid, client, cls, req.tool, caps, job_frames, now + timeout, now, src,
+                  remote=remote, origin=origin)
+        worker = self._pick(candidates, caps)
+        if worker is None:
+            if self._queued >= limits.max_queued_jobs:
+                return Overloaded(
+                    f"node '{node_id}' has {self._queued} jobs queued (limit"
+                    f" {limits.max_queued_jobs}); retry later", job_id=jid,
+                    node=node_id)
+            key = (req.tool, caps)
+            q = self._queues.get(key)
+            if q is None:
+                q = self._queues[key] = deque()
+            q.append(jid)
+            self._queued += 1
+        else:
+            self._dispatch(job, worker)
+        self._jobs[jid] = job
+        heapq.heappush(self._deadlines, (job.deadline, jid))
+        return None
+
+    @staticmethod
+    def _pick(candidates: list[WorkerSession], caps: frozenset[str]) -> WorkerSession | None:
+        best: WorkerSession | None = None
+        best_free = 0
+        for w in candidates:
+            free = w.slots - len(w.running)
+            if free > best_free and (not caps or caps <= w.caps):
+                best, best_free = w, free
+        return best
+
+    def _dispatch(self, job: Job, worker: WorkerSession) -> None:
+        job.state = RUNNING
+        job.worker = worker.rid
+        worker.running.add(job.id)
+        self._ctx.out.append((WORKERS, [worker.rid, *job.frames]))
+
+    # ------------------------------------------------------------- answering
+    def fail(self, job: Job, err: JobError, silent: bool = False) -> None:
+        """End ``job`` with ``err`` sent to its submitter."""
+        self._jobs.pop(job.id, None)
+        if job.legacy is not None:
+            self._legacy.freed(job)
+        if silent:
+            return
+        if job.origin:
+            self._origin.attempt_failed(job.id, err)
+            return
+        self._ctx.counters["jobs_failed"] += 1
+        if job.remote:
+            self._remote.failed(job, err)
+        else:
+            self._ctx.send_error(job.cls, job.client, job.id, job.src, job.cls, err)
+
+    def reply(self, job: Job, frames: list[bytes], h: Header) -> None:
+        """Send a RESULT/ERROR/PROGRESS (frames: routing id, tag, header, body)
+        for ``job`` to its submitter."""
+        if job.origin:
+            self._origin.reply(job.id, h.type, frames[1:], self._ctx.now,
+                               job.legacy or self._ctx.node_id)
+            return
+        if not job.remote:
+            self._ctx.out.append((job.cls, [job.client, *frames[1:]]))
+            return
+        self._remote.reply(job, frames, h)
+
+    def abort(self, job: Job, err: JobError, silent: bool = False) -> None:
+        """Stop ``job`` wherever it is and answer its submitter with ``err``
+        (``silent``: answer nobody)."""
+        if job.state == QUEUED:
+            q = self._queues.get((job.tool, job.caps))
+            if q is not None:
+                try:
+                    q.remove(job.id)
+                    self._queued -= 1
+                except ValueError:
+                    pass
+        elif job.legacy is not None:
+            self._ctx.actions.append(("ssh-cancel", job.legacy, job.id))
+        elif job.worker is not None and job.worker in self.workers:
+            # The slot stays taken until the worker answers the CANCEL.
+            self._ctx.out.append((WORKERS, [job.worker, TAG,
+                                            self._ctx.header(_CANCEL, job.id, "", job.cls),
+                                            Cancel(err.code).pack()]))
+        self.fail(job, err, silent)
+
+    def supersede(self, jid: str) -> None:
+        """Stop the origin table's attempt ``jid`` here without answering it."""
+        job = self._jobs.get(jid)
+        if job is not None and job.origin:
+            job.origin = False  # its answer must not reach the origin table
+            job.client = b""
+            self.abort(job, JobCancelled("superseded", job_id=jid), silent=True)
+
+    # ------------------------------------------------------------- workers
+    def on_worker(self, frames: list[bytes], now: float) -> None:
+        """Handle one message from a local worker."""
+        ctx = self._ctx
+        rid = frames[0]
+        try:
+            msg = decode(frames, 1)
+        except ProtocolError:
+            ctx.counters["malformed"] += 1
+            return  # a broken worker: it is heard from no further than this
+        h = msg.header
+        t = h.type
+        w = self.workers.get(rid)
+        limits = ctx.limits
+        if t in (_RESULT, _ERROR):
+            if w is not None:
+                w.expires = now + limits.liveness * limits.heartbeat_interval
+                w.running.discard(h.id)
+                w.done += 1
+            job = self._jobs.get(h.id)
+            if job is not None and job.worker == rid:
+                del self._jobs[h.id]
+                if not job.origin:
+                    ctx.counters["jobs_completed" if t == _RESULT else "jobs_failed"] += 1
+                    if t == _ERROR:
+                        self._count_error(msg.body)
+                self.reply(job, frames, h)
+            else:
+                ctx.counters["late_replies"] += 1
+            if w is not None and self._queued:
+                self._fill(w)
+            if w is None:
+                self._unknown_worker(rid, h)
+            return
+        if t == _PROGRESS:
+            job = self._jobs.get(h.id)
+            if job is not None and job.worker == rid:
+                self.reply(job, frames, h)
+            if w is not None:
+                w.expires = now + limits.liveness * limits.heartbeat_interval
+            return
+        if t == _HEARTBEAT:
+            if w is None:
+                self._unknown_worker(rid, h)
+            else:
+                w.expires = now + limits.liveness * limits.heartbeat_interval
+            return
+        if t == _READY:
+            try:
+                ready = Ready.unpack(msg.body)
+            except ProtocolError as exc:
+                ctx.counters["malformed"] += 1
+                ctx.out.append((WORKERS, [rid, TAG, ctx.header(_DISCONNECT, h.id, "", 0),
+                                          Disconnect(f"bad READY: {exc}").pack()]))
+                return
+            self._register(rid, ready, now)
+            return
+        if t == _DISCONNECT:
+            if w is not None:
+                self._remove_worker(w, "the worker disconnected")
+            return
+        ctx.counters["malformed"] += 1
+
+    def _count_error(self, body: bytes) -> None:
+        try:
+            code = ErrorBody.unpack(body).code
+        except ProtocolError:
+            code = "protocol"
+        self._ctx.count_error(code)
+
+    def _unknown_worker(self, rid: bytes, h: Header) -> None:
+        self._ctx.out.append((WORKERS, [rid, TAG, self._ctx.header(_DISCONNECT, h.id, "", 0),
+                                        Disconnect("unknown worker; send READY").pack()]))
+
+    def _register(self, rid: bytes, ready: Ready, now: float) -> None:
+        ctx = self._ctx
+        old = self.workers.get(rid)
+        if old is not None:
+            self._remove_worker(old, "the worker registered again (it restarted)")
+        w = WorkerSession(
+            rid=rid,
+            name=ready.worker,
+            tools=frozenset(t.name for t in ready.tools),
+            caps=frozenset(ready.caps),
+            slots=ready.slots,
+            pid=ready.pid,
+            expires=now + ctx.limits.liveness * ctx.limits.heartbeat_interval,
+        )
+        self.workers[rid] = w
+        for tool in w.tools:
+            self._by_tool.setdefault(tool, []).append(w)
+        self._linkstate.mark_dirty()
+        self._local_changed()
+        # Tell the worker who we are (src) and that it is registered.
+        ctx.out.append((WORKERS, [rid, TAG, ctx.header(_HEARTBEAT, ctx.next_id(), "", 0),
+                                  Heartbeat(0).pack()]))
+        if self._queued:
+            self._fill(w)
+
+    def _local_changed(self) -> None:
+        self._local_tools = frozenset(self._by_tool)
+        caps: set[str] = set()
+        for w in self.workers.values():
+            caps |= w.caps
+        self._local_caps = frozenset(caps)
+
+    def _remove_worker(self, w: WorkerSession, reason: str) -> None:
+        node_id = self._ctx.node_id
+        self.workers.pop(w.rid, None)
+        self._linkstate.mark_dirty()
+        for tool in w.tools:
+            lst = self._by_tool.get(tool)
+            if lst is not None:
+                try:
+                    lst.remove(w)
+                except ValueError:
+                    pass
+                if not lst:
+                    del self._by_tool[tool]
+        self._local_changed()
+        for jid in sorted(w.running):
+            job = self._jobs.get(jid)
+            if job is not None and job.worker == w.rid:
+                self.fail(job, WorkerLost(
+                    f"worker '{w.name}' (pid {w.pid}) on node '{node_id}' was lost while"
+                    f" running job '{jid}': {reason}", job_id=jid, node=node_id))
+        w.running.clear()
+        # Queued jobs whose tool nobody offers any more fail now, not at their deadline.
+        for key in [k for k in self._queues if k[0] not in self._by_tool]:
+            for jid in self._queues.pop(key):
+                self._queued -= 1
+                job = self._jobs.get(jid)
+                if job is not None:
+                    # Never started: the origin may place it elsewhere.
+                    self.fail(job, NoRoute(
+                        f"no worker on node '{node_id}' offers tool '{key[0]}' any more",
+                        job_id=jid, node=node_id))
+
+    def _fill(self, w: WorkerSession) -> None:
+        """Give ``w`` queued jobs it can run while it has free slots."""
+        while w.free > 0 and self._queued:
+            best_key: tuple[str, frozenset[str]] | None = None
+            best_t = 0.0
+            for key, q in self._queues.items():
+                if q and key[0] in w.tools and key[1] <= w.caps:
+                    t = self._jobs[q[0]].submitted
+                    if best_key is None or t < best_t:
+                        best_key, best_t = key, t
+            if best_key is None:
+                return
+            q = self._queues[best_key]
+            jid = q.popleft()
+            self._queued -= 1
+            if not q:
+                del self._queues[best_key]
+            self._dispatch(self._jobs[jid], w)
+
+    def on_unroutable(self, frames: list[bytes]) -> None:
+        """The shell could not deliver ``frames`` to a worker (it is gone)."""
+        w = self.workers.get(frames[0])
+        if w is None:
+            return
+        try:
+            h = decode_header(frames[2])
+        except ProtocolError:
+            h = None
+        if h is not None and h.type == _JOB:
+            job = self._jobs.get(h.id)
+            if job is not None and job.worker == w.rid:
+                # Never delivered: put it back at the head of its queue.
+                w.running.discard(job.id)
+                job.state, job.worker = QUEUED, None
+                self._queues.setdefault((job.tool, job.caps), deque()).appendleft(job.id)
+                self._queued += 1
+        self._remove_worker(w, "its connection is gone")
+        self._ctx.counters["workers_lost"] += 1
+        for other in list(self.workers.values()):
+            if self._queued:
+                self._fill(other)
+
+    # --------------------------------------------------------------- timers
+    def tick(self, now: float) -> None:
+        """Heartbeats, worker liveness and job deadlines."""
+        ctx = self._ctx
+        limits = ctx.limits
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + limits.heartbeat_interval
+            for w in list(self.workers.values()):
+                if w.expires <= now:
+                    ctx.counters["workers_lost"] += 1
+                    silence = limits.liveness * limits.heartbeat_interval
+                    self._remove_worker(w, f"no heartbeat within {silence:g} s")
+                    continue
+                ctx.out.append((WORKERS, [w.rid, TAG,
+                                          ctx.header(_HEARTBEAT, ctx.next_id(), "", 0),
+                                          b""]))
+        dl = self._deadlines
+        while dl and dl[0][0] <= now:
+            deadline, jid = heapq.heappop(dl)
+            job = self._jobs.get(jid)
+            if job is None or job.deadline != deadline:
+                continue
+            ctx.counters["jobs_timed_out"] += 1
+            self.abort(job, JobTimeout(
+                f"job '{jid}' ({job.tool}) did not finish within"
+                f" {deadline - job.submitted:g} s on node '{ctx.node_id}'", job_id=jid,
+                node=ctx.node_id))
+        # Drop stale heap entries so the heap stays as small as the job table.
+        if len(dl) > 2 * len(self._jobs) + 1024:
+            self._deadlines = [(j.deadline, j.id) for j in self._jobs.values()]
+            heapq.heapify(self._deadlines)
+
+    def next_deadline(self) -> float:
+        t = self._next_heartbeat
+        if self._deadlines and self._deadlines[0][0] < t:
+            t = self._deadlines[0][0]
+        return t
+
+    # ------------------------------------------------------------- shutdown
+    def stop_jobs(self, reason: str) -> None:
+        """Answer every job in progress with an error."""
+        node_id = self._ctx.node_id
+        for job in list(self._jobs.values()):
+            if job.state == RUNNING:
+                # It may have started: the origin must not re-run it unless idempotent.
+                self.abort(job, WorkerLost(f"job '{job.id}' was stopped while running:"
+                                           f" {reason}", job_id=job.id, node=node_id))
+            else:
+                self.abort(job, NoRoute(f"job '{job.id}' was stopped before it started:"
+                                        f" {reason}", job_id=job.id, node=node_id))
+
+    def disconnect_workers(self, reason: str) -> None:
+        """Tell every worker to go."""
+        ctx = self._ctx
+        for w in self.workers.values():
+            ctx.out.append((WORKERS, [w.rid, TAG,
+                                      ctx.header(_DISCONNECT, ctx.next_id(), "", 0),
+                                      Disconnect(reason).pack()]))

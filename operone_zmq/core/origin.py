@@ -1,0 +1,434 @@
+"""The origin table: jobs this broker's clients submitted, to their one answer (no I/O).
+
+Each entry (:class:`Origin`) lives from the client's JOB to the one RESULT or
+ERROR the client gets, over one or more *attempts*, each placed on a node:
+
+    JOB --place--> attempt on this node | a legacy host of ours | a remote node
+    attempt --RESULT--> answer (with "attempts" when there were several)
+    attempt --ERROR / timeout / target unreachable--> classified (_failed):
+        retryable and retries left     --> backoff, place again elsewhere
+        it may have started, not idempotent --> NotIdempotent answer
+        otherwise                      --> the error is the answer
+    CANCEL from its client --> the attempt is stopped, JobCancelled answer
+
+Rules:
+
+* Placement: a job naming a node (``on``) goes there; otherwise, when no other
+  node offers the tool, here; otherwise :class:`~operone_zmq.jobs.router.
+  ToolRouter` picks among the reachable nodes advertising it (legacy SSH hosts
+  only for jobs that require "ssh"), excluding nodes already tried.
+* An attempt's outcome is classified in one place, :meth:`OriginTable._failed`:
+  codes in :data:`RETRYABLE` may be retried after ``RETRY_BASE * 2**(n-1)``
+  (at most :data:`RETRY_MAX`) seconds; those in :data:`MAYBE_STARTED` are not
+  retried for a job that is not idempotent.
+* A RESULT of an earlier attempt is still the job's result (the current
+  attempt is cancelled); an ERROR of an attempt we gave up on is ignored,
+  except no_route from a relay.
+* ``in_flight`` counts the attempts per target node (placement weighs it).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..errors import (
+    BadRequest,
+    JobCancelled,
+    JobError,
+    JobTimeout,
+    NoRoute,
+    NotIdempotent,
+    Overloaded,
+    ProtocolError,
+    ToolNotFound,
+    error_from_wire,
+)
+from ..jobs.router import NodeInfo, RouteDecision, ToolRouter
+from ..protocol.bodies import Cancel, ErrorBody, JobRequest, ResultBody
+from ..protocol.codec import TAG, Header, encode_header
+from ..protocol.limits import DEFAULT_TTL
+from ..routing.dijkstra import RoutingTable
+from ..routing.lsdb import LinkStateDB
+from . import links as links_module
+from .context import _CANCEL, _JOB, _PROGRESS, _RESULT, CLASS_NAMES, BrokerContext
+from .ports import JobTable, LegacyHostsView, Router
+
+__all__ = [
+    "MAYBE_STARTED",
+    "RETRYABLE",
+    "RETRY_BASE",
+    "RETRY_MAX",
+    "Origin",
+    "OriginTable",
+]
+
+#: Error codes after which another attempt may succeed elsewhere.
+RETRYABLE = frozenset({"worker_lost", "no_route", "overloaded", "timeout", "unreachable"})
+#: Error codes after which the job may have started (matters when it is not
+#: idempotent: it is then not run again).
+MAYBE_STARTED = frozenset({"worker_lost", "timeout", "unreachable"})
+#: Backoff before attempt n+1: RETRY_BASE * 2**(n-1), at most RETRY_MAX (s).
+RETRY_BASE = 0.05
+RETRY_MAX = 2.0
+
+
+@dataclass(slots=True)
+class Origin:
+    """A local client's job, from submission to its one answer: where it was
+    placed, how many attempts it had, and what is left of its retries."""
+
+    id: str
+    client: bytes
+    cls: int
+    src: str
+    req: JobRequest
+    body: bytes
+    ts: int
+    submitted: float
+    retries_left: int
+    attempts: int = 0
+    target: str | None = None
+    tried: list[str] = field(default_factory=list)
+    deadline: float = 0.0  # of the current remote attempt
+    retry_at: float | None = None
+    placement: str = ""
+
+
+class OriginTable:
+    """Placement, attempts, retries, failover and cancel of our clients' jobs."""
+
+    def __init__(self, ctx: BrokerContext) -> None:
+        self._ctx = ctx
+        self._origins: dict[str, Origin] = {}
+        self._deadlines: list[tuple[float, str]] = []
+        self._retries: list[tuple[float, str]] = []
+        self._in_flight: dict[str, int] = {}
+        self.router = ToolRouter()
+        self._remote_cache_version = -1
+        self._remote_nodes: list[NodeInfo] = []
+
+    def wire(self, local: JobTable, legacy: LegacyHostsView, relay: Router,
+             lsdb: LinkStateDB, routes: RoutingTable,
+             health: Callable[[str], float]) -> None:
+        """``health``: 0-100, the QoS health of a first hop (for placement)."""
+        self._local = local
+        self._legacy = legacy
+        self._relay = relay
+        self._lsdb = lsdb
+        self._routes = routes
+        self._health = health
+
+    def __contains__(self, jid: str) -> bool:
+        return jid in self._origins
+
+    def __len__(self) -> int:
+        return len(self._origins)
+
+    def in_flight(self) -> dict[str, int]:
+        return dict(self._in_flight)
+
+    # ------------------------------------------------------------ submission
+    def submit(self, cls: int, rid: bytes, h: Header, frames: list[bytes], body: bytes,
+               now: float) -> None:
+        """A client's JOB (frames: routing id, tag, header, body)."""
+        ctx = self._ctx
+        ctx.counters["jobs_received"] += 1
+        jid = h.id
+        if jid in self._origins or jid in self._local:
+            ctx.send_error(cls, rid, jid, h.src, cls,
+                           BadRequest(f"job id '{jid}' is already in use", job_id=jid,
+                                      details={"duplicate": True}))
+            return
+        try:
+            req = JobRequest.unpack(body)
+        except ProtocolError as exc:
+            ctx.send_error(cls, rid, jid, h.src, cls, BadRequest(str(exc), job_id=jid))
+            return
+        o = Origin(jid, rid, cls, h.src, req, body, h.ts, now, req.retries)
+        self._origins[jid] = o
+        self._place(o, now, frames[1:])
+
+    # ------------------------------------------------------------- placement
+    def _remote_infos(self) -> list[NodeInfo]:
+        """What every other reachable node advertises (cached per LSDB version)."""
+        lsdb = self._lsdb
+        if self._remote_cache_version != lsdb.version:
+            self._remote_cache_version = lsdb.version
+            node_id = self._ctx.node_id
+            routes = self._routes
+            health = self._health
+            infos = []
+            for lsa in lsdb.lsas():
+                if lsa.origin == node_id or not lsa.tools:
+                    continue
+                r = routes.route(lsa.origin)
+                infos.append(NodeInfo(lsa.origin, frozenset(lsa.tools),
+                                      frozenset(lsa.capabilities), lsa.load, lsa.workers,
+                                      r.cost if r is not None else 0.0,
+                                      health(r.next_hop) if r is not None else 0.0,
+                                      reachable=r is not None))
+            self._remote_nodes = infos
+        return self._remote_nodes
+
+    def decide(self, tool: str, caps: tuple[str, ...] = (), *, prefer_local: bool = False,
+               exclude: tuple[str, ...] = ()) -> RouteDecision:
+        """Where a job for ``tool`` needing ``caps`` would run now, and why."""
+        remote = [n for n in self._remote_infos() if tool in n.tools
+                  and ("ssh" not in n.caps or "ssh" in caps)]
+        local = self._local.info()
+        return self.router.route(tool, caps, [local, *remote], prefer_local=prefer_local,
+                                 exclude=exclude, in_flight=self._in_flight)
+
+    def _place(self, o: Origin, now: float, frames: list[bytes] | None = None) -> None:
+        """Start the next attempt of ``o``: here, or on the node it names, or on
+        the best node that offers its tool and capabilities."""
+        ctx = self._ctx
+        node_id = ctx.node_id
+        o.attempts += 1
+        o.retry_at = None
+        req = o.req
+        target = req.on
+        if target is None:
+            # Fast path: nobody else offers the tool; run here.  (Legacy SSH
+            # hosts take only jobs that name them or require "ssh".)
+            if not any(req.tool in n.tools and ("ssh" not in n.caps or "ssh" in req.caps)
+                       for n in self._remote_infos()):
+                target = node_id
+                o.placement = "only this node offers it"
+            else:
+                d = self.decide(req.tool, req.caps, prefer_local=req.prefer_local,
+                                exclude=tuple(o.tried))
+                if d.node is None:
+                    err: JobError = ToolNotFound(d.reason, job_id=o.id, node=node_id)
+                    self._failed(o, err, now, maybe_started=False, final=True)
+                    return
+                target, o.placement = d.node, d.reason
+        o.target = target
+        self._in_flight[target] = self._in_flight.get(target, 0) + 1
+        if target in self._legacy:
+            err3 = self._legacy.accept(target, o.client, o.cls, o.src, o.id, req, now,
+                                       remote=False, origin=True)
+            if err3 is not None:
+                self._failed(o, err3, now, maybe_started=False)
+            return
+        if target == node_id:
+            job_frames = frames if frames is not None else [
+                TAG, encode_header(Header(_JOB, o.id, o.src, node_id, DEFAULT_TTL, o.ts,
+                                          o.cls, None)), o.body]
+            err2 = self._local.accept(o.client, o.cls, o.src, o.id, req, job_frames, now,
+                                      remote=False, origin=True)
+            if err2 is not None:
+                self._failed(o, err2, now, maybe_started=False)
+            return
+        counters = ctx.counters
+        counters["forwarded"] += 1
+        if self._routes.next_hop(target) is None:
+            known = target in self._lsdb
+            self._failed(o, NoRoute(
+                f"no route from '{node_id}' to node '{target}'"
+                + (" (it is known but unreachable)" if known else " (unknown node)"),
+                job_id=o.id, node=node_id), now, maybe_started=False)
+            return
+        timeout = req.timeout if req.timeout is not None else ctx.limits.default_timeout
+        o.deadline = now + timeout + ctx.limits.remote_grace
+        heapq.heappush(self._deadlines, (o.deadline, o.id))
+        header = encode_header(Header(_JOB, o.id, node_id, target, DEFAULT_TTL, o.ts,
+                                      o.cls, None))
+        refused = counters["qos_refused"]
+        if not self._relay.send_to_node(target, o.cls, [TAG, header, o.body], _JOB):
+            failure: JobError
+            if counters["qos_refused"] != refused:
+                failure = Overloaded(
+                    f"the {CLASS_NAMES[o.cls]} queue toward '{target}' is full"
+                    f" ({links_module.MAX_LINK_QUEUE} messages waiting for bandwidth)",
+                    job_id=o.id, node=node_id)
+            else:
+                failure = NoRoute(f"no route from '{node_id}' to node '{target}'",
+                                  job_id=o.id, node=node_id)
+            self._failed(o, failure, now, maybe_started=False)
+
+    def _release(self, o: Origin) -> None:
+        t = o.target
+        if t is not None:
+            n = self._in_flight.get(t, 0) - 1
+            if n > 0:
+                self._in_flight[t] = n
+            else:
+                self._in_flight.pop(t, None)
+            o.target = None
+
+    # --------------------------------------------------------------- outcomes
+    def _failed(self, o: Origin, err: JobError, now: float, *, maybe_started: bool,
+                final: bool = False) -> None:
+        """An attempt of ``o`` failed with ``err``: try again elsewhere, or answer.
+
+        The one place an attempt's outcome is classified."""
+        ctx = self._ctx
+        target = o.target
+        self._release(o)
+        if target is not None:
+            o.tried.append(target)
+        if o.id not in self._origins:
+            return
+        if not final and err.code in RETRYABLE and o.retries_left > 0:
+            if maybe_started and not o.req.idempotent:
+                err = NotIdempotent(
+                    f"job '{o.id}' ({o.req.tool}) may have started on node '{target}', which"
+                    f" then failed ({err.code}: {err.message}); it is not idempotent, so it"
+                    " was not run again", job_id=o.id, node=target,
+                    details={"cause": err.code, "attempts": o.attempts})
+            else:
+                o.retries_left -= 1
+                ctx.counters["retries"] += 1
+                o.retry_at = now + min(RETRY_MAX, RETRY_BASE * 2 ** (o.attempts - 1))
+                heapq.heappush(self._retries, (o.retry_at, o.id))
+                return
+        elif maybe_started and not o.req.idempotent and err.code in RETRYABLE and o.req.retries:
+            err = NotIdempotent(
+                f"job '{o.id}' ({o.req.tool}) may have started on node '{target}', which then"
+                f" failed ({err.code}: {err.message}); it is not idempotent, so it was not run"
+                " again", job_id=o.id, node=target, details={"cause": err.code})
+        del self._origins[o.id]
+        ctx.counters["jobs_failed"] += 1
+        if o.attempts > 1:
+            err.details.setdefault("attempts", o.attempts)
+        ctx.send_error(o.cls, o.client, o.id, o.src, o.cls, err)
+
+    def attempt_failed(self, jid: str, err: JobError) -> None:
+        """The attempt of ``jid`` that ran on this node (or a legacy host of
+        ours) ended with ``err``."""
+        o = self._origins.get(jid)
+        if o is not None:
+            self._failed(o, err, self._ctx.now, maybe_started=err.code in MAYBE_STARTED)
+
+    def reply(self, jid: str, t: int, frames: list[bytes], now: float,
+              from_node: str) -> None:
+        """RESULT / ERROR / PROGRESS (frames: tag, header, body) for an origin job."""
+        ctx = self._ctx
+        o = self._origins.get(jid)
+        if o is None:
+            ctx.counters["late_replies"] += 1
+            return
+        if t == _PROGRESS:
+            ctx.out.append((o.cls, [o.client, *frames]))
+            return
+        if t == _RESULT:
+            if o.target != from_node and o.target is not None and from_node != ctx.node_id:
+                # A result of an earlier attempt: still the job's result.
+                self._cancel_attempt(o)
+            self._release(o)
+            del self._origins[jid]
+            ctx.counters["jobs_completed"] += 1
+            if o.attempts > 1:
+                frames = [frames[0], frames[1], _with_attempts(frames[2], o.attempts)]
+            ctx.out.append((o.cls, [o.client, *frames]))
+            return
+        try:
+            e = ErrorBody.unpack(frames[2])
+        except ProtocolError:
+            e = ErrorBody("protocol", "unreadable error from the executing node")
+        if from_node != o.target and e.code != "no_route":
+            return  # an error from an attempt we already gave up on (a relay that
+            # cannot reach the target says no_route: that one counts)
+        ctx.count_error(e.code)
+        err = error_from_wire(e.code, e.message, job_id=jid, remote_type=e.type, node=e.node,
+                              details=e.details)
+        self._failed(o, err, now, maybe_started=e.code in MAYBE_STARTED)
+
+    def _cancel_attempt(self, o: Origin) -> None:
+        """Stop the current attempt of ``o`` wherever it runs."""
+        ctx = self._ctx
+        t = o.target
+        if t is None:
+            return
+        if t == ctx.node_id or t in self._legacy:
+            self._local.supersede(o.id)
+        else:
+            self._relay.send_to_node(t, o.cls, [
+                TAG, encode_header(Header(_CANCEL, o.id, ctx.node_id, t, DEFAULT_TTL,
+                                          int(ctx.wall() * 1000), o.cls, None)),
+                Cancel("cancelled by its origin").pack()], _CANCEL)
+
+    def cancel(self, jid: str, reason: str = "", *, client: bytes | None = None) -> bool:
+        """Cancel origin job ``jid`` (of ``client``, when given) wherever it
+        runs; its submitter gets JobCancelled.  False when there is no such job."""
+        ctx = self._ctx
+        o = self._origins.get(jid)
+        if o is None or (client is not None and o.client != client):
+            return False  # finished already (its reply is on the way) or not ours
+        ctx.counters["jobs_cancelled"] += 1
+        self._cancel_attempt(o)
+        self._release(o)
+        del self._origins[jid]
+        ctx.send_error(o.cls, o.client, jid, o.src, o.cls, JobCancelled(
+            f"job '{jid}' was cancelled" + (f": {reason}" if reason else ""), job_id=jid))
+        return True
+
+    def topology_changed(self, reachable: set[str] | frozenset[str], now: float) -> None:
+        """Route costs changed; attempts on nodes now unreachable have failed."""
+        node_id = self._ctx.node_id
+        self._remote_cache_version = -1  # route costs changed
+        for o in list(self._origins.values()):
+            t = o.target
+            if t is not None and t != node_id and t not in reachable:
+                self._failed(o, NoRoute(
+                    f"node '{t}' became unreachable while running job '{o.id}'",
+                    job_id=o.id, node=node_id), now, maybe_started=True)
+
+    # --------------------------------------------------------------- timers
+    def tick(self, now: float) -> None:
+        """Deadlines of remote attempts, and retries that are due."""
+        ctx = self._ctx
+        odl = self._deadlines
+        while odl and odl[0][0] <= now:
+            deadline, jid = heapq.heappop(odl)
+            o = self._origins.get(jid)
+            if o is None or o.deadline != deadline or o.target in (None, ctx.node_id):
+                continue
+            ctx.counters["jobs_timed_out"] += 1
+            target = o.target
+            self._cancel_attempt(o)
+            self._failed(o, JobTimeout(
+                f"job '{jid}' on node '{target}' got no answer within"
+                f" {deadline - now + (now - o.submitted):g} s", job_id=jid, node=target),
+                now, maybe_started=True)
+        if len(odl) > 2 * len(self._origins) + 1024:
+            self._deadlines = [(o.deadline, o.id) for o in self._origins.values()
+                               if o.deadline]
+            heapq.heapify(self._deadlines)
+        rq = self._retries
+        while rq and rq[0][0] <= now:
+            at, jid = heapq.heappop(rq)
+            o = self._origins.get(jid)
+            if o is not None and o.retry_at == at:
+                self._place(o, now)
+
+    def next_deadline(self, t: float) -> float:
+        """The earlier of ``t`` and the next attempt deadline or retry."""
+        if self._deadlines and self._deadlines[0][0] < t:
+            t = self._deadlines[0][0]
+        if self._retries and self._retries[0][0] < t:
+            t = self._retries[0][0]
+        return t
+
+    def shutdown(self, reason: str) -> None:
+        """Stop every attempt and answer every job with NoRoute."""
+        ctx = self._ctx
+        for o in list(self._origins.values()):
+            if o.target not in (None, ctx.node_id):
+                self._cancel_attempt(o)  # stop it where it runs
+            self._failed(o, NoRoute(f"job '{o.id}' was stopped: {reason}", job_id=o.id,
+                                    node=ctx.node_id), ctx.now,
+                         maybe_started=False, final=True)
+
+
+def _with_attempts(body: bytes, attempts: int) -> bytes:
+    """A RESULT body saying how many attempts the job took (re-encoded only
+    when a job was retried)."""
+    try:
+        r = ResultBody.unpack(body)
+    except ProtocolError:
+        return body
+    return ResultBody(r.value, r.node, r.duration, attempts).pack()

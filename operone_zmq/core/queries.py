@@ -1,0 +1,123 @@
+"""Queries and stats: what a client may ask a broker (no I/O).
+
+Rules:
+
+* A QUERY is answered from the parts' own views (no part's state is copied
+  or kept here); an unknown query is answered None (the face then sends
+  BadRequest).
+* "cancel", "qos" with ``allocate`` and "connect" act as well as answer; all
+  other queries only read.
+* The keys of "stats" are the broker's counters and gauges as documented in
+  docs/protocol.md; their order is kept.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..protocol.bodies import Query
+from .context import BrokerContext
+from .legacy import LegacyHosts
+from .links import PeerLinks
+from .linkstate import LinkState
+from .local import LocalJobs
+from .origin import OriginTable
+from .relay import Relay
+
+__all__ = ["Queries"]
+
+
+class Queries:
+    """Answers QUERY messages and builds the stats."""
+
+    def __init__(self, ctx: BrokerContext, local: LocalJobs, links: PeerLinks,
+                 linkstate: LinkState, origin: OriginTable, legacy: LegacyHosts,
+                 relay: Relay, started: float) -> None:
+        self._ctx = ctx
+        self._local = local
+        self._links = links
+        self._linkstate = linkstate
+        self._origin = origin
+        self._legacy = legacy
+        self._relay = relay
+        self.started = started
+
+    def stats(self, now: float) -> dict[str, Any]:
+        """Counters and gauges, as answered to QUERY "stats"."""
+        ctx = self._ctx
+        local = self._local
+        running, slots = local.load()
+        return {
+            "node": ctx.node_id,
+            "uptime": round(now - self.started, 3),
+            "workers": local.worker_count(),
+            "slots": slots,
+            "running": running,
+            "queued": local.queued,
+            "jobs_in_progress": len(local),
+            "tools": local.tools(),
+            "peers": self._links.up_nodes(),
+            "known_nodes": len(self._linkstate.lsdb),
+            "origin_jobs_in_progress": len(self._origin),
+            "link_queues": self._links.queue_lengths(),
+            "legacy_hosts": self._legacy.stats(),
+            "in_flight_by_node": self._origin.in_flight(),
+            **ctx.counters,
+            "errors": dict(ctx.errors),
+        }
+
+    def answer(self, q: Query, now: float) -> Any:
+        """The answer to a QUERY, or None when the query is unknown."""
+        what = q.what
+        if what == "stats":
+            return self.stats(now)
+        if what == "workers":
+            return self._local.describe_workers()
+        if what == "tools":
+            return self._local.tool_counts()
+        if what == "ping":
+            return {"node": self._ctx.node_id}
+        if what == "peers":
+            return self._links.describe(now)
+        if what == "topology":
+            return self._linkstate.topology_graph()
+        if what == "route":
+            dest = q.args.get("dest")
+            if not isinstance(dest, str):
+                return {"error": "route needs args.dest"}
+            return self._linkstate.route_info(dest)
+        if what == "network":
+            return self._linkstate.network_stats()
+        if what == "broadcasts":
+            return self._relay.kept_broadcasts()
+        if what == "qos":
+            peer = q.args.get("peer")
+            if not isinstance(peer, str):
+                return {"error": "qos needs args.peer"}
+            alloc = q.args.get("allocate")
+            if isinstance(alloc, int | float) and not isinstance(alloc, bool):
+                self._links.allocate_bandwidth(peer, float(alloc) if alloc > 0 else None)
+            return self._links.qos_metrics(peer) or {"peer": peer, "error": "no such peer link"}
+        if what == "cancel":
+            jid = q.args.get("job")
+            if not isinstance(jid, str):
+                return {"error": "cancel needs args.job"}
+            reason = q.args.get("reason")
+            self._ctx.now = now
+            return {"job": jid, "cancelled": self._origin.cancel(
+                jid, reason if isinstance(reason, str) else "")}
+        if what == "placement":
+            tool, caps = q.args.get("tool"), q.args.get("caps", [])
+            if not isinstance(tool, str) or not isinstance(caps, list):
+                return {"error": "placement needs args.tool (and args.caps, a list)"}
+            d = self._origin.decide(tool, tuple(str(c) for c in caps),
+                                    prefer_local=bool(q.args.get("prefer_local")))
+            return {"node": d.node, "reason": d.reason, "local": d.local, "score": d.score,
+                    "candidates": list(d.candidates)}
+        if what == "connect":
+            node, host, port = q.args.get("node"), q.args.get("host"), q.args.get("port")
+            if not (isinstance(node, str) and isinstance(host, str) and isinstance(port, int)):
+                return {"error": "connect needs args node (str), host (str), port (int)"}
+            self._ctx.actions.append(("dial", node, host, port))
+            return {"node": node, "status": "dialling"}
+        return None

@@ -1,0 +1,146 @@
+"""Routed and broadcast forwarding between brokers (no I/O).
+
+Rules:
+
+* A routed message (JOB, RESULT, ERROR, PROGRESS, CANCEL) from a neighbour
+  is received in one place, :meth:`Relay.on_routed`: for this node it goes to
+  :class:`~.remote.RemoteJobs` (JOB, CANCEL) or the origin table (answers);
+  for one of our legacy hosts to :class:`~.legacy.LegacyHosts`; otherwise it
+  is relayed by its dst with the TTL lowered by one.  (Verifying a routed
+  message's signature belongs at the top of :meth:`Relay.on_routed`.)
+* A JOB that cannot go on (no route, TTL out) is answered to its src with
+  NoRoute; other types are dropped: an ERROR for a lost CANCEL would read as
+  the failure of the job's current attempt.
+* A broadcast is delivered here once per (src, id) -- remembered in a bounded
+  LRU of ``max_seen_broadcasts`` -- kept (``max_kept_broadcasts``) and flooded
+  to every up link but the one it came from and its src.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from ..errors import JobError, NoRoute, ProtocolError
+from ..protocol.bodies import ErrorBody, pack_value, unpack_value
+from ..protocol.codec import TAG, Header, encode_header
+from ..protocol.limits import DEFAULT_TTL
+from ..routing.dijkstra import RoutingTable
+from .context import _BROADCAST, _CANCEL, _ERROR, _JOB, _REPLY, BrokerContext
+from .peers import PeerLink
+from .ports import LegacyHostsView, LinkSender, OriginAnswers, RoutedHere
+
+__all__ = ["Relay"]
+
+
+class Relay:
+    """Hop-by-hop forwarding by the routing table, and broadcast flooding."""
+
+    def __init__(self, ctx: BrokerContext) -> None:
+        self._ctx = ctx
+        self._seen_bc: dict[tuple[str, str], None] = {}
+        self.broadcasts: deque[dict[str, Any]] = deque(maxlen=ctx.limits.max_kept_broadcasts)
+
+    def wire(self, links: LinkSender, routes: RoutingTable, remote: RoutedHere,
+             origin: OriginAnswers, legacy: LegacyHostsView) -> None:
+        self._links = links
+        self._routes = routes
+        self._remote = remote
+        self._origin = origin
+        self._legacy = legacy
+
+    def kept_broadcasts(self) -> list[dict[str, Any]]:
+        """The broadcasts received lately, oldest first."""
+        return list(self.broadcasts)
+
+    # ------------------------------------------------------------- routing
+    def send_to_node(self, dst: str, cls: int, frames: list[bytes], t: int) -> bool:
+        """Send routed frames toward ``dst`` by its next hop; False if unreachable."""
+        nh = self._routes.next_hop(dst)
+        link = self._links.get(nh) if nh is not None else None
+        if link is None or not self._links.send(link, cls, frames):
+            self._ctx.counters["no_route"] += 1
+            return False
+        return True
+
+    def route_error(self, dst: str, mid: str, cls: int, err: JobError,
+                    src: str | None = None) -> None:
+        """Send ERROR toward ``dst``; ``src`` is the node answering (a legacy
+        host we serve answers in its own name)."""
+        ctx = self._ctx
+        body = ErrorBody(err.code, err.message, err.remote_type, err.node or ctx.node_id,
+                         err.details).pack()
+        header = encode_header(Header(_ERROR, mid, src or ctx.node_id, dst, DEFAULT_TTL,
+                                      int(ctx.wall() * 1000), cls, None))
+        self.send_to_node(dst, cls, [TAG, header, body], _ERROR)
+
+    def on_routed(self, link: PeerLink, h: Header, frames: list[bytes], now: float) -> None:
+        """A JOB/RESULT/ERROR/PROGRESS/CANCEL from a neighbour: ours, or relay it."""
+        ctx = self._ctx
+        if h.dst == ctx.node_id:
+            t = h.type
+            if t in (_JOB, _CANCEL):
+                self._remote.deliver(h, frames, now)
+            else:
+                # RESULT / ERROR / PROGRESS of a job we placed for a local client
+                self._origin.reply(h.id, t, frames, now, h.src)
+            return
+        if h.dst in self._legacy:
+            self._legacy.deliver(h, frames, now)
+            return
+        if h.ttl <= 1:
+            ctx.counters["ttl_expired"] += 1
+            if h.type == _JOB and h.src:
+                self.route_error(h.src, h.id, h.cls, NoRoute(
+                    f"message for '{h.dst}' ran out of hops (TTL) at '{ctx.node_id}'",
+                    job_id=h.id, node=ctx.node_id))
+            return
+        header = encode_header(h._replace(ttl=h.ttl - 1))
+        if self.send_to_node(h.dst, h.cls, [TAG, header, *frames[2:]], h.type):
+            ctx.counters["relayed"] += 1
+            return
+        # Only a JOB is answered: an ERROR for a lost CANCEL would read as the
+        # failure of the job's current attempt.
+        if h.type == _JOB and h.src:
+            self.route_error(h.src, h.id, h.cls, NoRoute(
+                f"no route from '{ctx.node_id}' to node '{h.dst}'", job_id=h.id,
+                node=ctx.node_id))
+
+    # ------------------------------------------------------------ broadcast
+    def on_client_broadcast(self, cls: int, rid: bytes, h: Header, body: bytes,
+                            now: float) -> None:
+        """A client's BROADCAST: flood it, answer how many neighbours it reached."""
+        ctx = self._ctx
+        bh = Header(_BROADCAST, h.id, ctx.node_id, "", DEFAULT_TTL, h.ts, cls, None)
+        reached = self.on_broadcast(None, bh, [TAG, encode_header(bh), body], now)
+        ctx.out.append((cls, [rid, TAG, ctx.header(_REPLY, h.id, h.src, cls, h.id),
+                              pack_value({"id": h.id, "neighbours": reached})]))
+
+    def on_broadcast(self, from_node: str | None, h: Header, frames: list[bytes],
+                     now: float) -> int:
+        """Deliver a broadcast here once and flood it on; returns links sent to."""
+        ctx = self._ctx
+        key = (h.src, h.id)
+        if key in self._seen_bc:
+            return 0
+        self._seen_bc[key] = None
+        while len(self._seen_bc) > ctx.limits.max_seen_broadcasts:
+            del self._seen_bc[next(iter(self._seen_bc))]
+        ctx.counters["broadcasts_received"] += 1
+        try:
+            data = unpack_value(frames[2])
+        except ProtocolError:
+            data = None
+        record = {"id": h.id, "src": h.src, "via": from_node, "data": data}
+        self.broadcasts.append(record)
+        ctx.events.append(("message", record))
+        if h.ttl <= 1:
+            return 0
+        header = encode_header(h._replace(ttl=h.ttl - 1))
+        sent = 0
+        send = self._links.send
+        for link in self._links.up_links():
+            if (link.node != from_node and link.node != h.src
+                    and send(link, h.cls, [TAG, header, *frames[2:]])):
+                sent += 1
+        return sent

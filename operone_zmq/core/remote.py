@@ -1,0 +1,113 @@
+"""Jobs this broker runs for other origins, and their result cache (no I/O).
+
+A routed JOB whose dst is this node comes from another broker's origin table;
+it runs in :class:`~.local.LocalJobs` like any job, and its answer travels
+back to the origin (``src``) by the routing table.
+
+Rules:
+
+* Dedup: a repeated attempt of a job that finished here within
+  ``result_cache_seconds`` is answered from the cache, not run again (the
+  origin retried after losing our answer); the same attempt while it still
+  runs is ignored (its answer is on the way); the same id from another origin
+  is refused (BadRequest).
+* The cache keeps at most :data:`MAX_CACHED_RESULTS` results, oldest out
+  first, and drops expired ones on the timer.
+* Only the job's origin may cancel it.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from ..errors import BadRequest, JobCancelled, JobError, ProtocolError
+from ..protocol.bodies import JobRequest
+from ..protocol.codec import TAG, Header, decode_header, encode_header
+from ..protocol.limits import DEFAULT_TTL
+from .context import _CANCEL, _JOB, _RESULT, BrokerContext
+from .ports import Job, JobTable, Router
+
+__all__ = ["MAX_CACHED_RESULTS", "RemoteJobs"]
+
+#: Finished results kept per origin job id, so a repeated attempt is answered
+#: from here instead of running the tool twice.
+MAX_CACHED_RESULTS = 10_000
+
+
+class RemoteJobs:
+    """Routed JOB/CANCEL for this node, the answers back, the result cache."""
+
+    def __init__(self, ctx: BrokerContext, jobs: JobTable) -> None:
+        self._ctx = ctx
+        self._jobs = jobs
+        self._results: OrderedDict[tuple[str, str], tuple[float, list[bytes]]] = OrderedDict()
+
+    def wire(self, relay: Router) -> None:
+        self._relay = relay
+
+    def __len__(self) -> int:
+        return len(self._results)
+
+    def deliver(self, h: Header, frames: list[bytes], now: float) -> None:
+        """A routed JOB or CANCEL whose dst is this node."""
+        ctx = self._ctx
+        if h.type == _JOB:
+            ctx.counters["jobs_received"] += 1
+            jid = h.id
+            cached = self._results.get((h.src, jid))
+            if cached is not None and cached[0] > now:
+                # A repeated attempt of a job we finished: answer, do not run again.
+                ctx.counters["results_from_cache"] += 1
+                stub = Job(jid, b"", h.cls, "", frozenset(), [], 0.0, now, h.src, remote=True)
+                self._jobs.reply(stub, cached[1], decode_header(cached[1][2]))
+                return
+            running = self._jobs.get(jid)
+            if running is not None:
+                if running.remote and running.src == h.src:
+                    return  # the same attempt again: its answer is on the way
+                self._relay.route_error(h.src, jid, h.cls, BadRequest(
+                    f"job id '{jid}' is already in use on '{ctx.node_id}'", job_id=jid))
+                return
+            try:
+                req = JobRequest.unpack(frames[2])
+            except ProtocolError as exc:
+                self._relay.route_error(h.src, jid, h.cls, BadRequest(str(exc), job_id=jid))
+                return
+            err = self._jobs.accept(b"", h.cls, h.src, jid, req, frames, now, remote=True)
+            if err is not None:
+                ctx.count_error(err.code)
+                self._relay.route_error(h.src, jid, h.cls, err)
+            return
+        if h.type == _CANCEL:
+            victim = self._jobs.get(h.id)
+            if victim is not None and victim.remote and victim.src == h.src:
+                ctx.counters["jobs_cancelled"] += 1
+                self._jobs.abort(victim, JobCancelled(
+                    f"job '{victim.id}' was cancelled by its origin", job_id=victim.id))
+
+    def reply(self, job: Job, frames: list[bytes], h: Header) -> None:
+        """Route a RESULT/ERROR/PROGRESS of ``job`` (frames: routing id, tag,
+        header, body) back to its origin; results are cached."""
+        if h.type == _RESULT:
+            cache = self._results
+            cache[(job.src, job.id)] = (self._ctx.now + self._ctx.limits.result_cache_seconds,
+                                        frames)
+            while len(cache) > MAX_CACHED_RESULTS:
+                cache.popitem(last=False)
+        header = encode_header(Header(h.type, h.id, job.legacy or self._ctx.node_id, job.src,
+                                      DEFAULT_TTL, h.ts, job.cls, h.corr))
+        self._relay.send_to_node(job.src, job.cls, [TAG, header, *frames[3:]], h.type)
+
+    def failed(self, job: Job, err: JobError) -> None:
+        """Route ERROR ``err`` of ``job`` back to its origin."""
+        self._ctx.count_error(err.code)
+        self._relay.route_error(job.src, job.id, job.cls, err, job.legacy)
+
+    def expire(self, now: float) -> None:
+        """Drop cached results past their time."""
+        cache = self._results
+        while cache:
+            key, (exp, _) = next(iter(cache.items()))
+            if exp > now:
+                break
+            del cache[key]
