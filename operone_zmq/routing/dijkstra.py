@@ -321,10 +321,19 @@ def shortest_paths(graph: Graph, source: str) -> dict[str, PathInfo]:
 
 
 class RoutingTable:
-    """Next hops from one node, recomputed when its database's topology changes."""
+    """Next hops from one node, recomputed when its database's topology changes.
 
-    def __init__(self, lsdb: LinkStateDB) -> None:
+    With ``auto=True`` (the default) any lookup after a topology change
+    recomputes at once.  With ``auto=False`` the table keeps answering from
+    its last computation until :meth:`recompute` is called, so the owner can
+    throttle SPF (:class:`~operone_zmq.routing.damping.SpfThrottle`); the
+    very first lookup still computes, so a new table is never empty for no
+    reason.
+    """
+
+    def __init__(self, lsdb: LinkStateDB, *, auto: bool = True) -> None:
         self._lsdb = lsdb
+        self._auto = auto
         self._version = -1
         self._graph = Graph()
         self._paths: dict[str, PathInfo] = {}
@@ -332,16 +341,29 @@ class RoutingTable:
         self.computations = 0
 
     @property
+    def stale(self) -> bool:
+        """Whether the database's topology changed since the last computation."""
+        return self._version != self._lsdb.topology_version
+
+    def recompute(self) -> None:
+        """Run SPF now if the topology changed since the last run."""
+        if self.stale:
+            self._compute()
+
+    def _compute(self) -> None:
+        self._graph = Graph.from_lsdb(self._lsdb)
+        self._paths = shortest_paths(self._graph, self._lsdb.self_id)
+        self._version = self._lsdb.topology_version
+        self.computations += 1
+
+    @property
     def source(self) -> str:
         """The node this table routes from."""
         return self._lsdb.self_id
 
     def _refresh(self) -> dict[str, PathInfo]:
-        if self._version != self._lsdb.topology_version:
-            self._graph = Graph.from_lsdb(self._lsdb)
-            self._paths = shortest_paths(self._graph, self._lsdb.self_id)
-            self._version = self._lsdb.topology_version
-            self.computations += 1
+        if self._version != self._lsdb.topology_version and (self._auto or self._version < 0):
+            self._compute()
         return self._paths
 
     @property
