@@ -65,6 +65,10 @@ pure state machine: ``now`` (monotonic seconds) in, decisions out.
   ``last run + hold``, where hold starts at :data:`SPF_HOLD` and doubles
   with each such run, up to :data:`SPF_MAX_WAIT`.  When no change arrives
   for twice the current hold after a run, hold is reset.
+* ``trigger(now, urgent=True)`` -- one of our own links went down -- runs
+  after the initial delay whatever the hold (failover must not wait for
+  the back-off: routes through a dead link fail jobs); the run still
+  counts for the back-off of later ones.
 
 :class:`PeerLiveness` -- one per broker: which neighbours are silent.
 
@@ -314,10 +318,18 @@ class SpfThrottle:
         """The current hold between runs, s."""
         return self._hold
 
-    def trigger(self, now: float) -> None:
-        """A topology change was seen: schedule a run (if none is scheduled)."""
+    def trigger(self, now: float, *, urgent: bool = False) -> None:
+        """A topology change was seen: schedule a run (if none is scheduled).
+        ``urgent`` (our own link went down): no later than the initial delay."""
         _check_time(now, "now")
         if self._due is not None:
+            if urgent:
+                self._due = min(self._due, now + self._start)
+            return
+        if urgent:
+            self._due = now + self._start
+            if now - self._last_run < 2 * self._hold:
+                self._hold = min(2 * self._hold, self._max_wait)
             return
         since = now - self._last_run
         if since >= 2 * self._hold:

@@ -226,6 +226,23 @@ def test_spf_backs_off_exponentially_to_max_then_resets_when_quiet() -> None:
     assert t.hold == SPF_HOLD
 
 
+def test_spf_urgent_trigger_skips_the_hold() -> None:
+    """Our own link going down is run after the initial delay even under back-off."""
+    t = SpfThrottle()
+    for now in (0.0, 0.3, 0.9, 2.0):
+        t.trigger(now)
+        due = t.next_deadline()
+        assert due is not None
+        t.ran(due)
+    t.trigger(2.5)
+    assert t.next_deadline() is not None and t.next_deadline() > 2.5 + SPF_START  # type: ignore[operator]
+    t.trigger(2.6, urgent=True)
+    assert t.next_deadline() == pytest.approx(2.6 + SPF_START)
+    t.ran(2.65)
+    t.trigger(2.7, urgent=True)
+    assert t.next_deadline() == pytest.approx(2.7 + SPF_START)
+
+
 def test_spf_runs_bounded_under_constant_churn() -> None:
     """Changes every 10 ms for 60 s: about 60 / max-wait runs, not 6,000."""
     t = SpfThrottle()
