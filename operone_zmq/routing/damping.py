@@ -65,10 +65,13 @@ pure state machine: ``now`` (monotonic seconds) in, decisions out.
   ``last run + hold``, where hold starts at :data:`SPF_HOLD` and doubles
   with each such run, up to :data:`SPF_MAX_WAIT`.  When no change arrives
   for twice the current hold after a run, hold is reset.
-* ``trigger(now, urgent=True)`` -- one of our own links went down -- runs
-  after the initial delay whatever the hold (failover must not wait for
-  the back-off: routes through a dead link fail jobs); the run still
-  counts for the back-off of later ones.
+* ``trigger(now, urgent=True)`` -- reachability changed: a node or a
+  link appeared or went away (``LinkStateDB.adjacency_version`` moved),
+  not just a cost -- runs after the initial delay whatever the hold
+  (failover must not wait for the back-off, and a new link must be usable
+  at once); the run still counts for the back-off of later ones.  Cost
+  churn is what the back-off is for; adjacency changes are bounded by
+  liveness (3 s) and the HELLO back-off.
 
 :class:`PeerLiveness` -- one per broker: which neighbours are silent.
 
@@ -320,7 +323,7 @@ class SpfThrottle:
 
     def trigger(self, now: float, *, urgent: bool = False) -> None:
         """A topology change was seen: schedule a run (if none is scheduled).
-        ``urgent`` (our own link went down): no later than the initial delay."""
+        ``urgent`` (an adjacency changed): no later than the initial delay."""
         _check_time(now, "now")
         if self._due is not None:
             if urgent:

@@ -326,9 +326,13 @@ class RoutingTable:
     With ``auto=True`` (the default) any lookup after a topology change
     recomputes at once.  With ``auto=False`` the table keeps answering from
     its last computation until :meth:`recompute` is called, so the owner can
-    throttle SPF (:class:`~operone_zmq.routing.damping.SpfThrottle`); the
-    very first lookup still computes, so a new table is never empty for no
-    reason.
+    throttle SPF (:class:`~operone_zmq.routing.damping.SpfThrottle`), with
+    two exceptions: the very first lookup computes, and a :meth:`next_hop`
+    or :meth:`route` that finds *no* route while the table is stale
+    recomputes at once (at most once per topology version), so a node that
+    just became reachable -- a reply to a job that came over a new link --
+    never waits for the throttle.  Existing routes keep following the
+    throttle: that is where cost churn would cost SPF runs.
     """
 
     def __init__(self, lsdb: LinkStateDB, *, auto: bool = True) -> None:
@@ -372,14 +376,21 @@ class RoutingTable:
         self._refresh()
         return self._graph
 
+    def _lookup(self, dest: str) -> PathInfo | None:
+        info = self._refresh().get(dest)
+        if info is None and self._version != self._lsdb.topology_version:
+            self._compute()  # a miss on a stale table: see the class docstring
+            info = self._paths.get(dest)
+        return info
+
     def next_hop(self, dest: str) -> str | None:
         """Return the neighbour to forward to for ``dest``, or None if unreachable (or us)."""
-        info = self._refresh().get(dest)
+        info = self._lookup(dest)
         return None if info is None else info.next_hop
 
     def route(self, dest: str) -> Route | None:
         """Return the whole route to ``dest``, or None if unreachable (or us)."""
-        return self._refresh().get(dest)
+        return self._lookup(dest)
 
     def routes(self) -> dict[str, Route]:
         """Return every route, by destination (a copy)."""

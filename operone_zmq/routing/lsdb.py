@@ -72,7 +72,9 @@ LSA with neither links nor tools (a withdrawal).  At most
 Versions.  ``version`` increments on every change to the stored set;
 ``topology_version`` only when an origin appears, disappears or changes its
 links, so a routing table recomputes on topology changes and not on every
-periodic refresh or load report.
+periodic refresh or load report; ``adjacency_version`` only when an origin
+appears or disappears or the *set* of its neighbours changes (not a cost),
+so SPF throttling can run reachability changes at once and damp cost churn.
 
 No I/O; ``now`` is monotonic seconds passed in by the caller.
 """
@@ -204,6 +206,8 @@ class LinkStateDB:
         self.version = 0
         #: Increments when an origin appears, disappears or changes its links.
         self.topology_version = 0
+        #: Increments when an origin appears, disappears or changes its set of neighbours.
+        self.adjacency_version = 0
         self._entries: dict[str, LSA] = {}
         # Origins we originate (ourselves, SSH hosts we advertise): next seq to use.
         self._next_seq: dict[str, int] = {self_id: initial_seq}
@@ -320,6 +324,7 @@ class LinkStateDB:
                     for origin in new_origins:
                         self._retired.pop(origin, None)
                 entries.update(zip(new_origins, accepted, strict=True))
+                self.adjacency_version += 1
                 self._add_expiries(accepted, now)
                 topology_changes = n_new
                 bulk = True
@@ -386,8 +391,13 @@ class LinkStateDB:
         if cur is None:
             if self._retired:
                 self._retired.pop(lsa.origin, None)
+            self.adjacency_version += 1
             return True
-        return cur.links != lsa.links or cur.kind != lsa.kind
+        if cur.links == lsa.links and cur.kind == lsa.kind:
+            return False
+        if [x.neighbor for x in cur.links] != [x.neighbor for x in lsa.links]:
+            self.adjacency_version += 1
+        return True
 
     def _add_expiries(self, lsas: Sequence[LSA], now: float) -> None:
         """Put freshly installed LSAs into their expiry buckets."""
@@ -436,6 +446,8 @@ class LinkStateDB:
                     if lsa.links or lsa.tools:
                         self._retire(lsa, now)
         forgot = self._forget_retired(now)
+        if removed:
+            self.adjacency_version += 1
         if removed or forgot:
             self.version += 1
             self.topology_version += 1

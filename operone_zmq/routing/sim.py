@@ -448,9 +448,10 @@ class Simulator:
         node.lsas_received += len(batch)
         lsdb = node.lsdb
         topology = lsdb.topology_version
+        adjacency = lsdb.adjacency_version
         result = lsdb.install_many(batch, self.now, sender)
         if node.throttle is not None and lsdb.topology_version != topology:
-            self._spf_trigger(node)
+            self._spf_trigger(node, urgent=lsdb.adjacency_version != adjacency)
         flooder = node.flooder
         if result.accepted:
             flooder.installed(result.accepted, sender)
@@ -479,11 +480,11 @@ class Simulator:
         self._schedule_timer(node)
 
     # ------------------------------------------------- measured link costs
-    def _spf_trigger(self, node: SimNode) -> None:
+    def _spf_trigger(self, node: SimNode, *, urgent: bool = False) -> None:
         throttle = node.throttle
         if throttle is None:
             return
-        throttle.trigger(self.now)
+        throttle.trigger(self.now, urgent=urgent)
         at = throttle.next_deadline()
         if at is not None and node.spf_at != at:
             node.spf_at = at

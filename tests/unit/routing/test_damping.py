@@ -309,12 +309,17 @@ def test_manual_routing_table_waits_for_recompute() -> None:
     db.install(LSA("c", 1, (LinkInfo("b", 1.0),)), 0.0, "b")
     db.install(LSA("b", 2, (LinkInfo("a", 1.0), LinkInfo("c", 1.0))), 0.0, "b")
     assert table.stale
-    assert table.next_hop("c") is None
-    table.recompute()
-    assert table.next_hop("c") == "b"
+    assert table.next_hop("b") == "b"  # an existing route follows the throttle...
+    assert table.computations == 1
+    assert table.next_hop("c") == "b"  # ...a miss on a stale table recomputes at once
     assert table.computations == 2
+    db.install(LSA("b", 3, (LinkInfo("a", 9.0), LinkInfo("c", 1.0))), 0.0, "b")
+    assert table.route("b").cost == 1.0  # type: ignore[union-attr]
     table.recompute()
-    assert table.computations == 2
+    assert table.route("b").cost == 9.0  # type: ignore[union-attr]
+    assert table.computations == 3
+    assert table.next_hop("nobody") is None
+    assert table.computations == 3  # not stale: a miss costs nothing
 
 
 def test_simulated_churn_damped_against_legacy() -> None:
@@ -334,3 +339,19 @@ def test_simulated_churn_damped_against_legacy() -> None:
     assert damped.route_flips_per_min < legacy.route_flips_per_min / 10
     with pytest.raises(ValueError):
         sim.measure_churn(1.0, "nope")
+
+
+def test_adjacency_version_moves_on_neighbour_sets_not_costs() -> None:
+    """Cost-only changes move topology_version but not adjacency_version."""
+    from operone_zmq.routing.lsa import LSA, LinkInfo
+    from operone_zmq.routing.lsdb import LinkStateDB
+
+    db = LinkStateDB("me")
+    db.install(LSA("a", 1, (LinkInfo("me", 1.0),)), 0.0, "a")
+    adj, topo = db.adjacency_version, db.topology_version
+    db.install(LSA("a", 2, (LinkInfo("me", 20.0),)), 0.0, "a")
+    assert (db.adjacency_version, db.topology_version) == (adj, topo + 1)
+    db.install(LSA("a", 3, (LinkInfo("me", 20.0), LinkInfo("b", 1.0))), 0.0, "a")
+    assert db.adjacency_version == adj + 1
+    db.expire(100.0)
+    assert db.adjacency_version == adj + 2
