@@ -21,7 +21,6 @@ from typing import Any
 
 from ..core.worker import JobStart, WorkerCore
 from ..errors import JobError, ToolNotFound
-from ..protocol.bodies import ToolInfo
 from ..tools import ToolContext, ToolRegistry, ToolsConfig
 
 __all__ = ["INPROC_RID", "InprocWorker"]
@@ -43,7 +42,7 @@ class InprocWorker:
         self._config = ToolsConfig()
         self._tasks: dict[str, asyncio.Future[Any]] = {}
         now = time.monotonic()
-        infos = [ToolInfo(n, registry.get(n).description) for n in registry.names()]
+        infos = registry.infos()
         self.core = WorkerCore(name, infos, slots=1024, pid=os.getpid(),
                                heartbeat_interval=heartbeat_interval, liveness=liveness,
                                now=now)

@@ -112,7 +112,7 @@ def registry_from_config(config: Config, extra_modules: Iterable[str] = ()) -> T
 
 def worker_from_config(
     home: Home, config: Config, *, name: str | None = None, modules: Iterable[str] = (),
-    caps: Iterable[str] | None = None,
+    caps: Iterable[str] | None = None, parent_pid: int | None = None,
 ) -> Worker:
     """A worker process's engine for this node."""
     endpoint = config.broker.worker_endpoint
@@ -135,6 +135,7 @@ def worker_from_config(
         heartbeat_interval=config.workers.heartbeat_interval,
         liveness=config.workers.heartbeat_liveness,
         curve=curve,
+        parent_pid=parent_pid,
     )
 
 

@@ -1,8 +1,18 @@
 """Socket options and CurveZMQ setup, in one place.
 
 Every socket of operone-zmq is made by :func:`make_socket`, so LINGER, HWMs,
-``ROUTER_MANDATORY``, ``MAXMSGSIZE`` and ZMTP heartbeats are set the same way
+``ROUTER_MANDATORY``, ``MAXMSGSIZE`` and TCP keepalive are set the same way
 everywhere.  ZeroMQ errors are translated at this boundary.
+
+No ZMTP heartbeats (``ZMQ_HEARTBEAT_IVL``): in libzmq 4.3.x the heartbeat
+timer writes a PING on a connection whose input is stopped (its pipe is full
+or was handed over) after the peer reset it, and the engine aborts the whole
+process with ``Assertion failed: !_io_error (stream_engine_base.cpp)``
+(zeromq/libzmq #3937, #4364, #4767).  A flooding client that resets its
+connection, or an old worker re-dialling with a handed-over identity, was
+enough.  Liveness comes from the protocol instead (worker HEARTBEAT both
+ways, PING/PONG on peer links, job deadlines for clients) and dead TCP peers
+of idle connections are reaped by the kernel's keepalive.
 """
 
 from __future__ import annotations
@@ -28,8 +38,14 @@ class SocketLimits:
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     #: Milliseconds unsent messages may delay close().  0: never hang on exit.
     linger_ms: int = 0
-    #: ZMTP heartbeats, so a dead TCP peer is noticed even when idle (ms).
-    zmtp_heartbeat_ms: int = 2_000
+    #: TCP keepalive: seconds idle before the first probe, seconds between
+    #: probes, probes lost before the kernel drops the connection.  Reaps the
+    #: connections of peers that vanished without a FIN (power loss, cable)
+    #: after about 25 s idle; the protocol's own heartbeats notice it sooner on
+    #: links that matter.  0 idle: keepalive off.
+    keepalive_idle_s: int = 10
+    keepalive_interval_s: int = 5
+    keepalive_count: int = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,10 +75,12 @@ def make_socket(
     s.setsockopt(zmq.SNDHWM, lim.hwm)
     s.setsockopt(zmq.RCVHWM, lim.hwm)
     s.setsockopt(zmq.MAXMSGSIZE, lim.max_message_size)
-    if lim.zmtp_heartbeat_ms:
-        s.setsockopt(zmq.HEARTBEAT_IVL, lim.zmtp_heartbeat_ms)
-        s.setsockopt(zmq.HEARTBEAT_TIMEOUT, lim.zmtp_heartbeat_ms * 3)
-        s.setsockopt(zmq.HEARTBEAT_TTL, lim.zmtp_heartbeat_ms * 3)
+    # Never ZMQ_HEARTBEAT_IVL: see the module docstring (it aborts the process).
+    if lim.keepalive_idle_s > 0:
+        s.setsockopt(zmq.TCP_KEEPALIVE, 1)
+        s.setsockopt(zmq.TCP_KEEPALIVE_IDLE, lim.keepalive_idle_s)
+        s.setsockopt(zmq.TCP_KEEPALIVE_INTVL, lim.keepalive_interval_s)
+        s.setsockopt(zmq.TCP_KEEPALIVE_CNT, lim.keepalive_count)
     if kind == zmq.ROUTER:
         # Unknown identity or full pipe is an error we see, not a silent drop.
         s.setsockopt(zmq.ROUTER_MANDATORY, 1)

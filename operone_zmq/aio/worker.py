@@ -5,6 +5,12 @@ One DEALER to the local broker.  Async tools run as tasks on the loop; cheap
 what makes no-op jobs fast); every other sync tool runs in a bounded thread
 pool.  When the broker goes silent the socket is replaced and the worker
 registers again.
+
+A worker started by a supervisor (``parent_pid``) stops when that process is
+no longer its parent, so it never outlives its node (see aio/supervisor.py).
+While the broker stays away the worker keeps re-dialling, but logs
+``broker_lost`` once and then ``broker_still_lost`` at most every
+:data:`LOST_LOG_INTERVAL` seconds.
 """
 
 from __future__ import annotations
@@ -21,14 +27,19 @@ import zmq
 
 from ..core.worker import JobStart, WorkerCore
 from ..errors import JobError, ToolNotFound
-from ..protocol.bodies import Progress, ToolInfo
+from ..protocol.bodies import Progress
 from ..tools import ToolContext, ToolRegistry, ToolsConfig
 from .pump import Pump
 from .sockets import CurveKeys, SocketLimits, make_socket
+from .supervisor import parent_alive
 
 __all__ = ["Worker"]
 
 log = structlog.get_logger("operone.worker")
+
+#: Seconds between ``broker_still_lost`` warnings while the broker stays away:
+#: a worker without a broker for a day logs about 1,440 lines, not 86,400.
+LOST_LOG_INTERVAL = 60.0
 
 
 class Worker:
@@ -48,6 +59,7 @@ class Worker:
         liveness: int = 3,
         curve: CurveKeys | None = None,
         socket_limits: SocketLimits | None = None,
+        parent_pid: int | None = None,
     ) -> None:
         self.name = name
         self.endpoint = endpoint
@@ -59,7 +71,10 @@ class Worker:
         self._interval = heartbeat_interval
         self._liveness = liveness
         self._curve = curve
-        self._socket_limits = socket_limits or SocketLimits(zmtp_heartbeat_ms=0)
+        self._socket_limits = socket_limits or SocketLimits()
+        self._parent_pid = parent_pid
+        self._lost_since: float | None = None
+        self._lost_logged = 0.0
         self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
         self._pump: Pump | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -73,7 +88,7 @@ class Worker:
         self._no_ctx = ToolContext(job_id="", node="", config=self.tools_config)
 
     def _new_core(self, now: float) -> WorkerCore:
-        infos = [ToolInfo(n, self.registry.get(n).description) for n in self.registry.names()]
+        infos = self.registry.infos()
         return WorkerCore(self.name, infos, caps=self._caps, slots=self._slots, pid=os.getpid(),
                           heartbeat_interval=self._interval, liveness=self._liveness, now=now)
 
@@ -174,16 +189,32 @@ class Worker:
         if pump is None:
             return
         now = time.monotonic()
+        if self._parent_pid is not None and not parent_alive(self._parent_pid):
+            self._log.warning("supervisor_gone", parent=self._parent_pid)
+            if self._loop is not None:
+                self._loop.create_task(self.stop("the worker's supervisor is gone"))
+            return
         stop, lost = self.core.tick(now)
         for jid in stop:
             self._stop_job(jid)
+        if self.core.connected:
+            self._lost_since = None
         if lost:
-            self._log.warning("broker_lost", endpoint=self.endpoint)
+            self._log_lost(now)
             pump.replace(0, self._socket())
             self.core.start(now)
         self._flush()
         pump.kick()
         self._schedule(now)
+
+    def _log_lost(self, now: float) -> None:
+        if self._lost_since is None:
+            self._lost_since = self._lost_logged = now
+            self._log.warning("broker_lost", endpoint=self.endpoint)
+        elif now - self._lost_logged >= LOST_LOG_INTERVAL:
+            self._lost_logged = now
+            self._log.warning("broker_still_lost", endpoint=self.endpoint,
+                              seconds=round(now - self._lost_since))
 
     # ------------------------------------------------------------ execution
     def _start_job(self, job: JobStart, now: float) -> None:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -168,11 +166,18 @@ def worker() -> None:
 @click.option("--threads", type=int, help="Threads for blocking tools.")
 @click.option("--ready-file", type=click.Path(path_type=Path),
               help="Write a JSON line here once the worker has started.")
+@click.option("--parent-pid", type=int, hidden=True,
+              help="Exit when this process (the node supervisor) dies.")
 @click.pass_obj
 def worker_start(obj: Obj, name: str | None, modules: tuple[str, ...], caps: tuple[str, ...],
-                 concurrency: int | None, threads: int | None, ready_file: Path | None) -> None:
+                 concurrency: int | None, threads: int | None, ready_file: Path | None,
+                 parent_pid: int | None) -> None:
     """Start one worker in the foreground."""
     from ..aio.runtime import run_until_signalled, worker_from_config
+    from ..aio.supervisor import die_with_parent
+
+    if parent_pid is not None and not die_with_parent(parent_pid):
+        sys.exit(0)  # the supervisor died while we were starting
 
     if concurrency:
         obj.overrides["workers.concurrency"] = concurrency
@@ -181,7 +186,7 @@ def worker_start(obj: Obj, name: str | None, modules: tuple[str, ...], caps: tup
     config = obj.config()
     obj.logging(config)
     w = worker_from_config(obj.home, config, name=name, modules=modules,
-                           caps=caps or None)
+                           caps=caps or None, parent_pid=parent_pid)
     asyncio.run(run_until_signalled(
         w.start, w.stop, w.wait_stopped,
         lambda: _write_ready(ready_file, {"worker": w.name, "pid": os.getpid()})))
@@ -193,13 +198,14 @@ def node() -> None:
     """Run a whole node: the broker and its workers."""
 
 
-def _worker_argv(obj: Obj, name: str, modules: tuple[str, ...], caps: tuple[str, ...]) -> list[str]:
+def _worker_argv(obj: Obj, modules: tuple[str, ...], caps: tuple[str, ...]) -> list[str]:
     argv = [sys.executable, "-m", "operone_zmq", "--home", str(obj.home.path)]
     if obj.log_format:
         argv += ["--log-format", obj.log_format]
     if obj.log_level:
         argv += ["--log-level", obj.log_level]
-    argv += ["worker", "start", "--name", name]
+    # No --name: each worker names itself NODE.wPID, unique per incarnation.
+    argv += ["worker", "start", "--parent-pid", str(os.getpid())]
     for m in modules:
         argv += ["--tools", m]
     for c in caps:
@@ -218,13 +224,15 @@ def _worker_argv(obj: Obj, name: str, modules: tuple[str, ...], caps: tuple[str,
 @click.option("--host", help="Bind address (overrides node.host).")
 @click.option("--port", "base_port", type=int, help="First class port (overrides node.base_port).")
 @click.option("--ready-file", type=click.Path(path_type=Path),
-              help="Write a JSON line here once the broker is serving.")
+              help="Write a JSON line here once the broker serves and every worker has"
+                   " registered (jobs can run).")
 @click.pass_obj
 def node_start(obj: Obj, peers: tuple[str, ...], discover: bool | None, count: int | None,
                modules: tuple[str, ...], caps: tuple[str, ...], host: str | None,
                base_port: int | None, ready_file: Path | None) -> None:
     """Start the broker and N worker processes; restart workers that die."""
     from ..aio.runtime import broker_from_config, run_until_signalled
+    from ..aio.supervisor import Supervisor
 
     if host:
         obj.overrides["node.host"] = host
@@ -236,81 +244,27 @@ def node_start(obj: Obj, peers: tuple[str, ...], discover: bool | None, count: i
     obj.logging(config)
     n = config.workers.count if count is None else count
     b = broker_from_config(obj.home, config, peers)
-    sup = _Supervisor([_worker_argv(obj, f"{config.node.id}.w{i + 1}", modules, caps)
-                       for i in range(n)])
+    sup = Supervisor([_worker_argv(obj, modules, caps) for _ in range(n)])
+    tasks: list[asyncio.Task[None]] = []
+
+    async def ready() -> None:
+        await sup.wait_registered(lambda: int(b.stats()["workers"]))
+        _write_ready(ready_file, {"node": b.node_id, "endpoints": b.endpoints,
+                                  "workers": b.worker_endpoint, "pid": os.getpid(),
+                                  "worker_pids": sup.pids()})
 
     async def start() -> None:
         await b.start()
         sup.start(asyncio.get_running_loop())
+        tasks.append(asyncio.get_running_loop().create_task(ready()))
 
     async def stop() -> None:
+        for t in tasks:
+            t.cancel()
         await sup.stop()
         await b.stop()
 
-    asyncio.run(run_until_signalled(
-        start, stop, b.wait_stopped,
-        lambda: _write_ready(ready_file, {"node": b.node_id, "endpoints": b.endpoints,
-                                          "workers": b.worker_endpoint, "pid": os.getpid(),
-                                          "worker_pids": sup.pids()})))
-
-
-class _Supervisor:
-    """Keeps N worker processes running; restarts one that dies, with backoff."""
-
-    #: Seconds between restarts of one worker slot, doubling to at most 30 s,
-    #: so a worker that crashes on start does not spin.
-    MIN_BACKOFF, MAX_BACKOFF = 0.5, 30.0
-
-    def __init__(self, argvs: list[list[str]]) -> None:
-        self.argvs = argvs
-        self.procs: list[subprocess.Popen[bytes] | None] = [None] * len(argvs)
-        self._task: asyncio.Task[None] | None = None
-
-    def pids(self) -> list[int]:
-        return [p.pid for p in self.procs if p is not None]
-
-    def _spawn(self, i: int) -> None:
-        self.procs[i] = subprocess.Popen(self.argvs[i])
-
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        for i in range(len(self.argvs)):
-            self._spawn(i)
-        self._task = loop.create_task(self._watch())
-
-    async def _watch(self) -> None:
-        backoff = [self.MIN_BACKOFF] * len(self.argvs)
-        started = [time.monotonic()] * len(self.argvs)
-        while True:
-            await asyncio.sleep(0.5)
-            for i, p in enumerate(self.procs):
-                if p is not None and p.poll() is not None:
-                    now = time.monotonic()
-                    if now - started[i] > 60:
-                        backoff[i] = self.MIN_BACKOFF
-                    await asyncio.sleep(backoff[i])
-                    backoff[i] = min(self.MAX_BACKOFF, backoff[i] * 2)
-                    self._spawn(i)
-                    started[i] = time.monotonic()
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-        for p in self.procs:
-            if p is not None and p.poll() is None:
-                p.send_signal(signal.SIGTERM if sys.platform != "win32" else signal.SIGINT)
-        deadline = time.monotonic() + 3.0
-        for p in self.procs:
-            if p is None:
-                continue
-            try:
-                p.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(2)
+    asyncio.run(run_until_signalled(start, stop, b.wait_stopped))
 
 
 # ---------------------------------------------------------------- client

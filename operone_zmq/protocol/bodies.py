@@ -16,7 +16,14 @@ from typing import Any
 import msgpack
 
 from ..errors import ProtocolError
-from .limits import MAX_CAPABILITIES, MAX_ID_LEN, MAX_JOB_TIMEOUT, MAX_TOOLS_PER_WORKER
+from .limits import (
+    EXT_BIGINT,
+    MAX_BIGINT_BYTES,
+    MAX_CAPABILITIES,
+    MAX_ID_LEN,
+    MAX_JOB_TIMEOUT,
+    MAX_TOOLS_PER_WORKER,
+)
 
 __all__ = [
     "MAX_LSAS_PER_MESSAGE",
@@ -27,6 +34,7 @@ __all__ = [
     "Heartbeat",
     "Hello",
     "JobRequest",
+    "ParamInfo",
     "Ping",
     "Progress",
     "Query",
@@ -43,31 +51,113 @@ __all__ = [
 
 # msgpack.packb, not a shared Packer: a Packer keeps a buffer and is not
 # safe to share between the threads of a worker pool.
-_packb: Callable[[Any], bytes] = msgpack.packb
+_packb: Callable[..., bytes] = msgpack.packb
+
+# ------------------------------------------------------------ big integers
+# msgpack integers stop at uint64 / int64.  A Python int beyond that travels
+# as the extension type EXT_BIGINT whose data is the integer in signed
+# big-endian two's complement, shortest form (docs/protocol.md, section 5.2).
+_INT_MIN = -(1 << 63)
+_INT_MAX = (1 << 64) - 1
+
+
+def bigint_to_bytes(value: int) -> bytes:
+    """The EXT_BIGINT data of ``value``: signed big-endian two's complement, shortest form."""
+    n = (value if value >= 0 else ~value).bit_length() // 8 + 1
+    return value.to_bytes(n, "big", signed=True)
+
+
+def bigint_from_bytes(data: bytes) -> int:
+    """The integer of EXT_BIGINT data (any length from 1 to MAX_BIGINT_BYTES)."""
+    if not 0 < len(data) <= MAX_BIGINT_BYTES:
+        raise ValueError(
+            f"{_BIGINT_TEXT} 1..{MAX_BIGINT_BYTES} bytes, got {len(data)}"
+        )
+    return int.from_bytes(data, "big", signed=True)
+
+
+def _default(obj: Any) -> Any:
+    """msgpack's fallback encoder: integers beyond 64 bits become EXT_BIGINT."""
+    if type(obj) is int and not _INT_MIN <= obj <= _INT_MAX:
+        data = bigint_to_bytes(obj)
+        if len(data) > MAX_BIGINT_BYTES:
+            raise ValueError(
+                f"integer of {obj.bit_length()} bits is beyond the "
+                f"{MAX_BIGINT_BYTES * 8}-bit limit of the big integer extension"
+            )
+        return msgpack.ExtType(EXT_BIGINT, data)
+    raise TypeError(f"cannot serialize {type(obj).__name__} object")
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    """msgpack's extension decoder: EXT_BIGINT becomes an int; other codes stay ExtType."""
+    if code == EXT_BIGINT:
+        return bigint_from_bytes(data)
+    return msgpack.ExtType(code, data)
+
+
+def _unpackb(raw: bytes, strict_map_key: bool) -> Any:
+    return msgpack.unpackb(raw, raw=False, strict_map_key=strict_map_key, ext_hook=_ext_hook)
+
+
+#: The reasons a ``... is not valid msgpack: <reason>`` error gives, the same
+#: whichever msgpack library a peer uses (docs/protocol.md, section 5.2).
+WHY_TRUNCATED = "the data ends too early"
+WHY_EXTRA = "extra bytes after the value"
+WHY_UTF8 = "a string is not valid UTF-8"
+WHY_MAP_KEY = "a map key is not a string"
+WHY_DEPTH = "nested too deeply"
+WHY_MALFORMED = "malformed data"
+_BIGINT_TEXT = "big integer extension must hold"
+
+
+def _why(exc: BaseException) -> str:
+    """A decoder failure as fixed wire text: never empty, never a Python repr."""
+    if isinstance(exc, msgpack.ExtraData):
+        return WHY_EXTRA
+    if isinstance(exc, UnicodeDecodeError):
+        return WHY_UTF8
+    if isinstance(exc, msgpack.StackError):
+        return WHY_DEPTH
+    text = str(exc)
+    if isinstance(exc, msgpack.OutOfData) or "incomplete input" in text or " exceeds max_" in text:
+        return WHY_TRUNCATED
+    if "not allowed for map key" in text:
+        return WHY_MAP_KEY
+    if text.startswith(_BIGINT_TEXT):
+        return text
+    return WHY_MALFORMED
+
+
+def decode_failure(what: str, exc: BaseException) -> str:
+    """The text of a ``<what> is not valid msgpack`` error (shared with the header codec)."""
+    return f"{what} is not valid msgpack: {_why(exc)}"
 
 
 def pack_value(value: Any) -> bytes:
-    """Encode any msgpack-able value (raises ProtocolError when it is not)."""
+    """Encode any msgpack-able value (raises ProtocolError when it is not).
+
+    Integers beyond 64 bits are encoded as the big integer extension."""
     try:
-        return _packb(value)
+        return _packb(value, default=_default)
     except (TypeError, ValueError, OverflowError) as exc:
         raise ProtocolError(f"value cannot be encoded as msgpack: {exc}") from exc
 
 
 def unpack_value(raw: bytes) -> Any:
-    """Decode a msgpack value (maps keep str or int keys)."""
+    """Decode a msgpack value (maps keep str or int keys; big integers become ints)."""
     try:
-        return msgpack.unpackb(raw, raw=False, strict_map_key=False)
+        return _unpackb(raw, False)
     except Exception as exc:
-        raise ProtocolError(f"body is not valid msgpack: {exc}") from exc
+        raise ProtocolError(decode_failure("body", exc)) from exc
 
 
 def unpack_map(raw: bytes, what: str) -> dict[str, Any]:
     """Decode a body that must be a msgpack map with string keys."""
     try:
-        m = msgpack.unpackb(raw, raw=False, strict_map_key=True)
+        m = _unpackb(raw, True)
     except Exception as exc:
-        raise ProtocolError(f"{what} body is not valid msgpack: {exc}") from exc
+        raise ProtocolError(decode_failure(f"{what} body", exc)) from exc
     if type(m) is not dict:
         raise ProtocolError(f"{what} body must be a msgpack map")
     return m
@@ -174,9 +264,9 @@ class JobRequest:
         # Argument values may be maps with any keys (as RESULT values may);
         # only the top-level keys are checked to be strings.
         try:
-            m = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+            m = _unpackb(raw, False)
         except Exception as exc:
-            raise ProtocolError(f"JOB body is not valid msgpack: {exc}") from exc
+            raise ProtocolError(decode_failure("JOB body", exc)) from exc
         if type(m) is not dict or any(type(k) is not str for k in m):
             raise ProtocolError("JOB body must be a msgpack map with string keys")
         tool = _req(m, "tool", "JOB")
@@ -220,9 +310,9 @@ class ResultBody:
     @classmethod
     def unpack(cls, raw: bytes) -> ResultBody:
         try:
-            m = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+            m = _unpackb(raw, False)
         except Exception as exc:
-            raise ProtocolError(f"RESULT body is not valid msgpack: {exc}") from exc
+            raise ProtocolError(decode_failure("RESULT body", exc)) from exc
         if type(m) is not dict or "value" not in m:
             raise ProtocolError("RESULT body must be a map with a 'value'")
         node = m.get("node", "")
@@ -277,12 +367,64 @@ class ErrorBody:
         )
 
 
+#: Parameters one tool may advertise in READY (a tool's signature is short;
+#: this bounds what one READY entry can hold).
+MAX_TOOL_PARAMS = 256
+#: Longest parameter type text in READY (an annotation like ``dict[str, int] | None``).
+MAX_PARAM_TYPE_LEN = 256
+#: Longest tool description kept from READY; longer ones are clipped.
+MAX_DESCRIPTION_LEN = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ParamInfo:
+    """One argument a tool accepts, as a worker advertises it (READY ``signatures``)."""
+
+    name: str
+    #: The annotation as text (``"int"``, ``"str | None"``, ``"list[str]"``);
+    #: ``"any"`` without one.  Informational: the worker checks only names.
+    type: str = "any"
+    required: bool = True
+    #: The default of an optional argument (a plain value, or its repr text).
+    default: Any = None
+
+    def to_wire(self) -> dict[str, Any]:
+        m: dict[str, Any] = {"name": self.name, "type": self.type, "required": self.required}
+        if not self.required:
+            m["default"] = self.default
+        return m
+
+    @classmethod
+    def from_wire(cls, v: Any) -> ParamInfo:
+        if type(v) is not dict:
+            raise ProtocolError("READY: each parameter must be a map")
+        name = _req(v, "name", "READY parameter")
+        ptype = _text(v, "type", "READY parameter", "any", MAX_PARAM_TYPE_LEN) or "any"
+        required = _bool(v, "required", "READY parameter", True)
+        return cls(name, ptype, required, None if required else v.get("default"))
+
+
 @dataclass(frozen=True, slots=True)
 class ToolInfo:
-    """A tool a worker offers."""
+    """A tool a worker offers: its name and description and, when the worker
+    advertised them, its parameters (``None``: not advertised, e.g. an older worker)."""
 
     name: str
     description: str = ""
+    params: tuple[ParamInfo, ...] | None = None
+    #: The tool also takes any other keyword argument (``**kwargs``).
+    any_args: bool = False
+
+
+def _signature(v: Any, tool: str) -> tuple[tuple[ParamInfo, ...], bool]:
+    if type(v) is not dict:
+        raise ProtocolError(f"READY: the signature of '{tool}' must be a map")
+    params = v.get("params", [])
+    if type(params) is not list or len(params) > MAX_TOOL_PARAMS:
+        raise ProtocolError(
+            f"READY: 'params' of '{tool}' must be a list of at most {MAX_TOOL_PARAMS} maps"
+        )
+    return tuple(ParamInfo.from_wire(p) for p in params), _bool(v, "kwargs", "READY", False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,15 +438,21 @@ class Ready:
     pid: int = 0
 
     def pack(self) -> bytes:
-        return pack_value(
-            {
-                "worker": self.worker,
-                "tools": [[t.name, t.description] for t in self.tools],
-                "caps": list(self.caps),
-                "slots": self.slots,
-                "pid": self.pid,
-            }
-        )
+        m: dict[str, Any] = {
+            "worker": self.worker,
+            "tools": [[t.name, t.description] for t in self.tools],
+            "caps": list(self.caps),
+            "slots": self.slots,
+            "pid": self.pid,
+        }
+        # Additive (v1 revision 2): a v1 broker ignores the key it does not know.
+        sigs = {
+            t.name: {"params": [p.to_wire() for p in t.params], "kwargs": t.any_args}
+            for t in self.tools if t.params is not None
+        }
+        if sigs:
+            m["signatures"] = sigs
+        return pack_value(m)
 
     @classmethod
     def unpack(cls, raw: bytes) -> Ready:
@@ -313,6 +461,11 @@ class Ready:
         tools_raw = m.get("tools", [])
         if type(tools_raw) is not list or len(tools_raw) > MAX_TOOLS_PER_WORKER:
             raise ProtocolError("READY: 'tools' must be a list of [name, description]")
+        sigs = m.get("signatures")
+        if sigs is None:
+            sigs = {}
+        elif type(sigs) is not dict:
+            raise ProtocolError("READY: 'signatures' must be a map of tool names to signatures")
         tools = []
         for t in tools_raw:
             if (
@@ -323,7 +476,12 @@ class Ready:
                 or type(t[1]) is not str
             ):
                 raise ProtocolError("READY: each tool must be [name, description]")
-            tools.append(ToolInfo(t[0], t[1][:1024]))
+            sig = sigs.get(t[0])
+            if sig is None:
+                tools.append(ToolInfo(t[0], t[1][:MAX_DESCRIPTION_LEN]))
+            else:
+                params, any_args = _signature(sig, t[0])
+                tools.append(ToolInfo(t[0], t[1][:MAX_DESCRIPTION_LEN], params, any_args))
         return cls(
             worker=worker,
             tools=tuple(tools),

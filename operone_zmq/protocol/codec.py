@@ -41,13 +41,16 @@ from typing import Any, NamedTuple
 import msgpack
 
 from ..errors import MessageTooLarge, ProtocolError, UnsupportedVersion
+from .bodies import decode_failure
 from .limits import MAGIC, MAX_FRAMES, MAX_HEADER_SIZE, MAX_ID_LEN, MAX_SIGNATURE_SIZE, TAG
 
 __all__ = [
+    "NO_ID",
     "TAG",
     "Header",
     "Message",
     "MsgType",
+    "best_effort_id",
     "decode",
     "decode_header",
     "encode",
@@ -130,7 +133,7 @@ def _check_tag(tag: bytes) -> None:
             raise UnsupportedVersion(
                 f"protocol version {tag[2]} is not supported (this node speaks version 1)"
             )
-        raise ProtocolError("first frame is not an operone version tag (expected b'OZ\\x01')")
+        raise ProtocolError("first frame is not an operone version tag (expected 4f 5a 01)")
 
 
 def decode_header(raw: bytes) -> Header:
@@ -140,12 +143,14 @@ def decode_header(raw: bytes) -> Header:
     try:
         h = _unpackb(raw, use_list=False, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types
-        raise ProtocolError(f"header is not valid msgpack: {exc}") from exc
+        raise ProtocolError(decode_failure("header", exc)) from exc
     if type(h) is not tuple or len(h) != 8:
         raise ProtocolError("header must be a msgpack array of 8 fields")
     t, mid, src, dst, ttl, ts, cls, corr = h
-    if type(t) is not int or t not in _TYPES:
-        raise ProtocolError(f"unknown message type {t!r}")
+    if type(t) is not int:
+        raise ProtocolError("header type must be an integer message type code")
+    if t not in _TYPES:
+        raise ProtocolError(f"unknown message type {t}")
     if type(mid) is not str or not 0 < len(mid) <= MAX_ID_LEN:
         raise ProtocolError("header id must be a string of 1..64 characters")
     if type(src) is not str or len(src) > MAX_ID_LEN:
@@ -174,6 +179,45 @@ def decode(frames: list[bytes], start: int = 0) -> Message:
     if n == 4:
         sig = frames[start + 3]
         if len(sig) > MAX_SIGNATURE_SIZE:
-            raise ProtocolError("signature frame is too large")
+            raise MessageTooLarge(
+                f"signature is {len(sig)} bytes; the limit is {MAX_SIGNATURE_SIZE}"
+            )
         return Message(header, frames[start + 2], sig)
     return Message(header, frames[start + 2], None)
+
+
+#: The id of an ERROR about a message whose own id could not be read.
+NO_ID = "-"
+
+#: Bytes of the header frame that best_effort_id reads: an 8-array header
+#: (<= 5 bytes), a type (an int, <= 9 bytes) and an id of 64 characters of
+#: at most 4 UTF-8 bytes each (<= 258 bytes) always fit, and a huge frame
+#: costs nothing more.
+_ID_WINDOW = 512
+
+
+def best_effort_id(frames: list[bytes], start: int = 0) -> str:
+    """The id to put in an ERROR about the undecodable message ``frames``.
+
+    The rule of docs/protocol.md section 6: when the second operone frame
+    (``frames[start + 1]``) begins with a msgpack array of at least 2
+    elements whose element 0 is an integer and element 1 a str of 1..64
+    characters, that str; otherwise :data:`NO_ID`.  Nothing else about the
+    message matters (its tag, frame count, the size of any frame, the other
+    header fields), so a ``too_large``, ``version`` or ``protocol`` error
+    can be matched to its request whenever the header's id is readable.
+    """
+    if len(frames) - start < 2:
+        return NO_ID
+    u = msgpack.Unpacker(raw=False, max_buffer_size=_ID_WINDOW)
+    u.feed(frames[start + 1][:_ID_WINDOW])
+    try:
+        if u.read_array_header() < 2:
+            return NO_ID
+        t = u.unpack()
+        mid = u.unpack()
+    except Exception:  # msgpack raises several unrelated types
+        return NO_ID
+    if type(t) is int and type(mid) is str and 0 < len(mid) <= MAX_ID_LEN:
+        return mid
+    return NO_ID

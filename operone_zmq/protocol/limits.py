@@ -45,3 +45,13 @@ MAX_TOOLS_PER_WORKER = 4096
 
 #: The longest a job may ask to run (a week), so deadlines stay finite.
 MAX_JOB_TIMEOUT = 7 * 24 * 3600.0
+
+#: msgpack extension type code of an integer beyond 64 bits (its data: the
+#: integer in signed big-endian two's complement).  Application ext codes are
+#: 0..127; -1 is msgpack's own timestamp.  1 is the first free one.
+EXT_BIGINT = 1
+
+#: Longest big integer carried (in bytes of its two's complement form): 64 KiB
+#: is 524,288 bits, far beyond any useful number (fib(10000) needs 6,942 bits),
+#: and bounds the work a hostile extension can cause (int.from_bytes is linear).
+MAX_BIGINT_BYTES = 64 * 1024

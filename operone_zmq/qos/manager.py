@@ -55,6 +55,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from operone_zmq.errors import Overloaded
 from operone_zmq.qos._clock import monotonic
@@ -83,6 +84,7 @@ __all__ = [
     "QoSPolicy",
     "RetryPolicy",
     "health_score",
+    "metrics_report",
 ]
 
 #: A latency above this many ms is a violation: the original's threshold, and
@@ -144,6 +146,28 @@ class QoSMetrics:
     queue_depth: int  # messages
     health_score: int  # 0..100
     last_update: float  # monotonic seconds
+
+
+#: Decimals of ``bandwidth_mb_s`` in a report: 6 is one byte per second, so a
+#: link carrying only heartbeats (a few hundred B/s) does not read 0.
+BANDWIDTH_DECIMALS = 6
+
+
+def metrics_report(m: QoSMetrics) -> dict[str, Any]:
+    """The metrics as QUERY ``qos`` and ``get_qos_metrics()`` report them
+    (docs/protocol.md section 5.11): latency and jitter in ms (3 decimals),
+    packet loss 0..1 (4 decimals), bandwidth in MB/s to the byte per second
+    (``bandwidth_mb_s``, 6 decimals) and in whole bytes per second
+    (``bandwidth_bytes_s``), queue depth and health score."""
+    return {
+        "latency_ms": round(m.latency, 3),
+        "jitter_ms": round(m.jitter, 3),
+        "packet_loss": round(m.packet_loss, 4),
+        "bandwidth_mb_s": round(m.bandwidth, BANDWIDTH_DECIMALS),
+        "bandwidth_bytes_s": round(m.bandwidth * BYTES_PER_MB),
+        "queue_depth": m.queue_depth,
+        "health_score": m.health_score,
+    }
 
 
 class _Peer:

@@ -209,6 +209,9 @@ class LinkStateDB:
         #: Increments when an origin appears, disappears or changes its set of neighbours.
         self.adjacency_version = 0
         self._entries: dict[str, LSA] = {}
+        # When the stored LSA of each received origin was installed (its keys
+        # are a subset of _entries', so bounded by max_entries).
+        self._installed_at: dict[str, float] = {}
         # Origins we originate (ourselves, SSH hosts we advertise): next seq to use.
         self._next_seq: dict[str, int] = {self_id: initial_seq}
         # When each owned origin must be re-originated (monotonic seconds).
@@ -227,6 +230,11 @@ class LinkStateDB:
     def get(self, origin: str) -> LSA | None:
         """Return the stored LSA of ``origin``, or None."""
         return self._entries.get(origin)
+
+    def installed_at(self, origin: str) -> float | None:
+        """Return when the stored LSA of ``origin`` was received and installed
+        (the ``now`` of that install), or None for our own or an unknown origin."""
+        return self._installed_at.get(origin)
 
     def origins(self) -> list[str]:
         """Return the origins currently stored, in installation order."""
@@ -325,6 +333,7 @@ class LinkStateDB:
                         self._retired.pop(origin, None)
                 entries.update(zip(new_origins, accepted, strict=True))
                 self.adjacency_version += 1
+                self._installed_at.update(zip(new_origins, repeat(now)))
                 self._add_expiries(accepted, now)
                 topology_changes = n_new
                 bulk = True
@@ -371,6 +380,7 @@ class LinkStateDB:
                 f"refusing new origin {origin!r}"
             )
         links_changed = self._store(lsa, cur)
+        self._installed_at[origin] = now
         self._add_expiries((lsa,), now)
         return _ACCEPTED_NEW_LINKS if links_changed else _ACCEPTED
 
@@ -442,6 +452,7 @@ class LinkStateDB:
                 origin = lsa.origin
                 if entries.get(origin) is lsa and origin not in self._next_seq:
                     del entries[origin]
+                    self._installed_at.pop(origin, None)
                     removed.append(origin)
                     if lsa.links or lsa.tools:
                         self._retire(lsa, now)
@@ -545,6 +556,7 @@ class LinkStateDB:
             raise ProtocolError(f"link-state database full ({self.max_entries} origins)")
         if self._store(lsa, cur):
             self.topology_version += 1
+        self._installed_at.pop(origin, None)  # ours now, not received
         self.version += 1
         self._next_seq[origin] = seq + 1
         self._refresh_at[origin] = now + max_age * REFRESH_FRACTION

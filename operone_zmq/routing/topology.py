@@ -351,9 +351,11 @@ class NetworkTopology(EventEmitter):
         direct = self._direct.get(node)
         path = view.paths.get(node)
         route = self._route_metrics(path, view.graph) if path is not None else None
+        seen = self._seen(node)
         if direct is not None:
             if lsa is not None:
-                direct = replace(direct, tools=lsa.tools, capabilities=lsa.capabilities)
+                direct = replace(direct, tools=lsa.tools, capabilities=lsa.capabilities,
+                                 last_seen=max(direct.last_seen, seen))
             return direct
         return PeerInfo(
             id=node,
@@ -362,7 +364,7 @@ class NetworkTopology(EventEmitter):
             tools=lsa.tools if lsa is not None else (),
             latency=route[0] if route is not None else 0.0,
             bandwidth=route[1] if route is not None else 0.0,
-            last_seen=self._last_seen.get(node, 0.0),
+            last_seen=seen,
             kind=lsa.kind if lsa is not None else "broker",
             down_since=self.partitions.down_since(node),
         )
@@ -375,6 +377,16 @@ class NetworkTopology(EventEmitter):
             if retired is not None:
                 lsa = retired[0]
         return lsa
+
+    def _seen(self, node: str) -> float:
+        """When ``node`` was last heard of: its latest LSA's arrival in the
+        database (whoever installed it: this class or a broker sharing the
+        database), or add_peer, whichever is later; 0.0 if never."""
+        installed = self.lsdb.installed_at(node)
+        if installed is None and (retired := self.lsdb.retired(node)) is not None:
+            installed = retired[1] - retired[0].max_age  # a retired node: when its last LSA came
+        recorded = self._last_seen.get(node, 0.0)
+        return recorded if installed is None else max(installed, recorded)
 
     @staticmethod
     def _route_metrics(path: PathInfo, graph: Graph) -> tuple[float, float, float]:

@@ -18,6 +18,7 @@ from types import ModuleType
 from typing import Any
 
 from operone_zmq.errors import ConfigError, ToolNotFound
+from operone_zmq.protocol.bodies import ToolInfo
 from operone_zmq.tools.spec import TOOL_ATTR, ToolSpec
 
 __all__ = ["ToolRegistry"]
@@ -114,6 +115,14 @@ class ToolRegistry:
     def describe(self) -> list[dict[str, str]]:
         """Return ``[{"name", "description"}, ...]`` for every tool, sorted by name."""
         return [{"name": n, "description": self._tools[n].description} for n in sorted(self._tools)]
+
+    def infos(self) -> list[ToolInfo]:
+        """What a worker advertises in READY: every tool's name, description,
+        parameters and whether it takes any keyword (``**kwargs``), sorted by name."""
+        return [
+            ToolInfo(n, s.description, s.params, s.any_args)
+            for n, s in sorted(self._tools.items())
+        ]
 
     def load_module(self, ref: str) -> list[str]:
         """Import a tool module (dotted name or ``.py`` path), register its tools, return names.

@@ -22,8 +22,16 @@ from pathlib import Path
 from typing import Any, TypeVar, overload
 
 from operone_zmq.errors import BadRequest, ConfigError
+from operone_zmq.protocol.bodies import ParamInfo
 
-__all__ = ["TOOL_ATTR", "ToolContext", "ToolSpec", "ToolsConfig", "tool", "validate_tool_name"]
+__all__ = [
+    "TOOL_ATTR",
+    "ToolContext",
+    "ToolSpec",
+    "ToolsConfig",
+    "tool",
+    "validate_tool_name",
+]
 
 #: Attribute under which :func:`tool` stores the :class:`ToolSpec` of a function.
 TOOL_ATTR = "__operone_tool__"
@@ -152,6 +160,42 @@ def _plural(word: str, names: list[str]) -> str:
     return f"{word} {quoted}" if len(names) == 1 else f"{word}s {quoted}"
 
 
+_SCALARS = (type(None), bool, int, float, str)
+
+
+def _plain_default(value: Any) -> Any:
+    """The default of an optional argument as READY carries it: a plain
+    value (None, bool, int, float, str, or a list of those), else its repr."""
+    if isinstance(value, _SCALARS):
+        return value
+    if isinstance(value, list | tuple) and all(isinstance(v, _SCALARS) for v in value):
+        return list(value)
+    return repr(value)
+
+
+def _annotation_text(annotation: Any) -> str:
+    if annotation is inspect.Parameter.empty:
+        return "any"
+    if isinstance(annotation, str):
+        return annotation
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
+def _params_of(func: Callable[..., Any]) -> tuple[ParamInfo, ...]:
+    out: list[ParamInfo] = []
+    for p in inspect.signature(func).parameters.values():
+        if p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL, p.POSITIONAL_ONLY) or p.name == _CTX:
+            continue
+        if p.default is p.empty:
+            out.append(ParamInfo(p.name, _annotation_text(p.annotation), True))
+        else:
+            out.append(ParamInfo(p.name, _annotation_text(p.annotation), False,
+                                 _plain_default(p.default)))
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class ToolSpec:
     """A named tool: its function, description and how to call it."""
@@ -210,6 +254,19 @@ class ToolSpec:
         object.__setattr__(self, "_accepted", frozenset(accepted))
         object.__setattr__(self, "_required", frozenset(required))
         object.__setattr__(self, "_var_keyword", var_keyword)
+
+    @property
+    def params(self) -> tuple[ParamInfo, ...]:
+        """The arguments the tool accepts by name, in signature order (not ``ctx``).
+
+        Positional-only parameters with a default are left out (arguments
+        come by name, so they always take their default)."""
+        return _params_of(self.func)
+
+    @property
+    def any_args(self) -> bool:
+        """True when the tool takes any other keyword argument (``**kwargs``)."""
+        return self._var_keyword
 
     @classmethod
     def from_function(

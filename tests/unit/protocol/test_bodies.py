@@ -262,8 +262,9 @@ def test_pack_value_and_unpack_value() -> None:
         pack_value(object())
     with pytest.raises(ProtocolError, match="cannot be encoded as msgpack"):
         pack_value({1, 2})
+    assert unpack_value(pack_value(2**64)) == 2**64  # the big integer extension
     with pytest.raises(ProtocolError, match="cannot be encoded as msgpack"):
-        pack_value(2**64)
+        pack_value(1 << (8 * 64 * 1024))
     with pytest.raises(ProtocolError, match="body is not valid msgpack"):
         unpack_value(b"\xc1")
     with pytest.raises(ProtocolError, match="body is not valid msgpack"):

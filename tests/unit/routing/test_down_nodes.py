@@ -76,6 +76,7 @@ def test_down_nodes_stay_known_and_no_heal_is_claimed() -> None:
         assert peer.down_since == T
     assert topo.get_peer("pc2") is not None
     assert topo.get_peer("pc2").tools == ("echo",)  # type: ignore[union-attr]
+    assert topo.get_peer("pc2").last_seen == 0.0  # type: ignore[union-attr]  # its last LSA came at 0
     assert topo.find_route("pc3") is None  # known but unreachable
     stats = topo.get_network_stats()
     assert stats.unreachable_nodes == 2
