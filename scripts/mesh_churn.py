@@ -23,6 +23,7 @@ import statistics
 import sys
 import tempfile
 import time
+from itertools import pairwise
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -53,7 +54,12 @@ async def _stats(mesh: BenchMesh) -> dict[str, dict[str, int]]:
 
 async def run(args: argparse.Namespace, work: Path) -> int:
     names, edges = random_topology(args.nodes, args.degree, seed=args.seed)
-    mesh = BenchMesh(work, names)
+    for attempt in range(5):
+        # Every node picks its ports before any binds: make sure no two overlap.
+        mesh = BenchMesh(work / str(attempt), names)
+        bases = sorted(node.base_port for node in mesh.nodes.values())
+        if all(b - a >= 4 for a, b in pairwise(bases)):
+            break
     t0 = time.monotonic()
     try:
         await mesh.start(edges)

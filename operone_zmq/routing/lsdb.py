@@ -210,7 +210,7 @@ class LinkStateDB:
         self.adjacency_version = 0
         self._entries: dict[str, LSA] = {}
         # When the stored LSA of each received origin was installed (its keys
-        # are a subset of _entries', so bounded by max_entries).
+        # are stored or retired origins, so bounded by max_entries + MAX_RETIRED).
         self._installed_at: dict[str, float] = {}
         # Origins we originate (ourselves, SSH hosts we advertise): next seq to use.
         self._next_seq: dict[str, int] = {self_id: initial_seq}
@@ -232,8 +232,9 @@ class LinkStateDB:
         return self._entries.get(origin)
 
     def installed_at(self, origin: str) -> float | None:
-        """Return when the stored LSA of ``origin`` was received and installed
-        (the ``now`` of that install), or None for our own or an unknown origin."""
+        """Return when the stored LSA of ``origin`` (or a retired origin's last
+        one) was received and installed (the ``now`` of that install), or None
+        for our own or an unknown origin."""
         return self._installed_at.get(origin)
 
     def origins(self) -> list[str]:
@@ -452,10 +453,11 @@ class LinkStateDB:
                 origin = lsa.origin
                 if entries.get(origin) is lsa and origin not in self._next_seq:
                     del entries[origin]
-                    self._installed_at.pop(origin, None)
                     removed.append(origin)
                     if lsa.links or lsa.tools:
-                        self._retire(lsa, now)
+                        self._retire(lsa, now)  # keeps its installed_at
+                    else:
+                        self._installed_at.pop(origin, None)
         forgot = self._forget_retired(now)
         if removed:
             self.adjacency_version += 1
@@ -469,7 +471,9 @@ class LinkStateDB:
         retired.pop(lsa.origin, None)
         retired[lsa.origin] = (lsa, now)
         while len(retired) > MAX_RETIRED:
-            del retired[next(iter(retired))]
+            oldest = next(iter(retired))
+            del retired[oldest]
+            self._installed_at.pop(oldest, None)
 
     def _forget_retired(self, now: float) -> int:
         retired = self._retired
@@ -480,6 +484,7 @@ class LinkStateDB:
             if since > limit:
                 break
             del retired[origin]
+            self._installed_at.pop(origin, None)
             forgot += 1
         return forgot
 

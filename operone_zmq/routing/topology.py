@@ -383,8 +383,6 @@ class NetworkTopology(EventEmitter):
         database (whoever installed it: this class or a broker sharing the
         database), or add_peer, whichever is later; 0.0 if never."""
         installed = self.lsdb.installed_at(node)
-        if installed is None and (retired := self.lsdb.retired(node)) is not None:
-            installed = retired[1] - retired[0].max_age  # a retired node: when its last LSA came
         recorded = self._last_seen.get(node, 0.0)
         return recorded if installed is None else max(installed, recorded)
 
