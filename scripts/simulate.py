@@ -8,9 +8,18 @@ kill one broker and heal the cut, measuring each reconvergence.  Prints, per
 phase, the virtual convergence time, messages and LSAs sent per node, and the
 real time the simulation took.
 
-Example::
+With ``--churn SECONDS``, each mesh size is also run with *measured* link
+costs (RTT samples with event-loop noise: 1-5 ms plus 5 % spikes of
+5-30 ms) under the broker's policy before damping (``legacy``) and with
+``operone_zmq.routing.damping`` (``damped``), printing LSAs originated and
+sent, SPF runs and route flips per broker (``--churn-only`` skips the
+cut/kill/heal phases).
+
+Examples::
 
     python scripts/simulate.py --nodes 100 1000 10000 --degree 4 --seed 1
+    python scripts/simulate.py --nodes 10 25 50 --churn 120 --churn-only \
+        --delay-min 0.025 --delay-max 0.05     # 50 brokers on one machine
 """
 
 from __future__ import annotations
@@ -21,7 +30,15 @@ import random
 import sys
 import time
 
-from operone_zmq.routing.sim import DEFAULT_DELAY, DEFAULT_PACING, SimReport, Simulator
+from operone_zmq.routing.sim import (
+    DEFAULT_DELAY,
+    DEFAULT_PACING,
+    NOISE_PROFILES,
+    POLICIES,
+    ChurnReport,
+    SimReport,
+    Simulator,
+)
 
 #: Routes walked hop by hop after convergence are capped so that the check
 #: (one routing-table computation per node on each walked path) stays far
@@ -38,10 +55,8 @@ def _peak_rss_mb() -> float | None:
     return peak / 1024 if sys.platform != "darwin" else peak / 1024 / 1024
 
 
-def run_one(n: int, args: argparse.Namespace) -> list[SimReport]:
-    """Simulate one mesh size; return the report of each phase."""
-    t0 = time.perf_counter()
-    sim = Simulator.random(
+def _build(n: int, args: argparse.Namespace) -> Simulator:
+    return Simulator.random(
         n,
         args.degree,
         seed=args.seed,
@@ -50,6 +65,23 @@ def run_one(n: int, args: argparse.Namespace) -> list[SimReport]:
         detect_delay=args.detect_delay / 1000,
         wall_clock=time.perf_counter,
     )
+
+
+def run_churn(n: int, args: argparse.Namespace) -> list[ChurnReport]:
+    """Measure LSA and SPF churn under each policy on the same mesh."""
+    reports = []
+    for policy in POLICIES:
+        sim = _build(n, args)
+        sim.start()
+        reports.append(sim.measure_churn(args.churn, policy, noise=NOISE_PROFILES[args.noise]))
+        print("  " + reports[-1].summary())
+    return reports
+
+
+def run_one(n: int, args: argparse.Namespace) -> list[SimReport]:
+    """Simulate one mesh size; return the report of each phase."""
+    t0 = time.perf_counter()
+    sim = _build(n, args)
     print(f"\n== {n} nodes, {len(sim.links)} links (built in {time.perf_counter() - t0:.1f} s)")
     reports = [sim.start()]
     print("  " + reports[-1].summary())
@@ -119,6 +151,21 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         help="ms before a link failure is noticed (default 0)",
     )
+    parser.add_argument(
+        "--churn",
+        type=float,
+        default=0.0,
+        help="also measure LSA churn with noisy RTTs for this many virtual seconds",
+    )
+    parser.add_argument(
+        "--noise",
+        choices=sorted(NOISE_PROFILES),
+        default="quiet",
+        help="RTT noise profile for --churn (default quiet)",
+    )
+    parser.add_argument(
+        "--churn-only", action="store_true", help="skip the start/cut/kill/heal phases"
+    )
     args = parser.parse_args(argv)
 
     # The simulator allocates ~10^8 long-lived objects at 10,000 nodes and
@@ -126,12 +173,27 @@ def main(argv: list[str] | None = None) -> int:
     # that heap would dominate the run time.
     gc.disable()
     summary: list[tuple[int, SimReport]] = []
+    churn: list[ChurnReport] = []
     ok = True
     for n in args.nodes:
-        for report in run_one(n, args):
-            summary.append((n, report))
-            ok = ok and report.converged
+        if not args.churn_only:
+            for report in run_one(n, args):
+                summary.append((n, report))
+                ok = ok and report.converged
+        if args.churn > 0:
+            print(f"\n== churn, {n} nodes, {args.churn:g} s of {args.noise} RTT noise")
+            churn += run_churn(n, args)
         gc.collect()
+
+    if churn:
+        print("\nnodes  policy   LSAs orig/s/node  LSAs sent/s/node  SPF/s/node  flips/min/node")
+        for c in churn:
+            print(
+                f"{c.nodes:>5}  {c.policy:<7}  {c.originated_per_s:>16.3f}  "
+                f"{c.sent_per_s:>16.2f}  {c.spf_per_s:>10.2f}  {c.route_flips_per_min:>14.2f}"
+            )
+    if not summary:
+        return 0 if ok else 1
 
     print("\nnodes  phase            converged  time (ms)  msgs/node  LSAs/node  wall (s)")
     for n, r in summary:

@@ -131,6 +131,8 @@ class Broker:
         self._dialled: dict[str, list[zmq.Socket[bytes]]] = {}
         self._monitors: dict[int, str] = {}
         self._connect_waiters: dict[str, list[asyncio.Future[None]]] = {}
+        # wait_routable(): node -> futures resolved once a route to it exists.
+        self._routable_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._self_client: Any = None
         self._discover = discover
         self._inproc: InprocWorker | None = None
@@ -246,11 +248,12 @@ class Broker:
         self.core.shutdown()
         self._flush(time.monotonic())
         self._pump = None
-        for waiters in self._connect_waiters.values():
+        for waiters in [*self._connect_waiters.values(), *self._routable_waiters.values()]:
             for f in waiters:
                 if not f.done():
                     f.set_exception(NoRoute("the broker stopped"))
         self._connect_waiters.clear()
+        self._routable_waiters.clear()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -408,6 +411,8 @@ class Broker:
         return self.events.on(event, callback)
 
     def _emit_events(self) -> None:
+        if self._routable_waiters:
+            self._wake_routable()
         if self.core.actions:
             actions, self.core.actions = self.core.actions, []
             for act in actions:
@@ -517,22 +522,65 @@ class Broker:
                               node_id: str, public_key: bytes | None = None,
                               timeout: float = CONNECT_TIMEOUT) -> None:
         """Link to the broker ``node_id`` at ``host:port`` (its base port); returns
-        once the link is up and authenticated both ways.  The link stays
-        configured (and reconnects with backoff) until :meth:`disconnect_peer`."""
+        once the link is up and authenticated both ways *and* ``node_id`` is
+        routable (:meth:`wait_routable`), so a job sent next can use the link.
+        Raises NoRoute if that takes longer than ``timeout`` seconds, Refused
+        if the peer refuses us.  The link stays configured (and reconnects
+        with backoff) until :meth:`disconnect_peer`."""
         loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         fut: asyncio.Future[None] = loop.create_future()
         self._connect_waiters.setdefault(node_id, []).append(fut)
         self._dial(node_id, host, port, token, public_key)
         link = self.core.links.get(node_id)
-        if link is not None and link.up:
+        if link is None or not link.up:
+            try:
+                await asyncio.wait_for(fut, timeout)
+            except TimeoutError:
+                link = self.core.links.get(node_id)
+                why = link.last_error if link is not None and link.last_error else "no answer"
+                raise NoRoute(f"could not link to '{node_id}' at {host}:{port} within"
+                              f" {timeout:g} s: {why}") from None
+        await self.wait_routable(node_id, max(0.0, deadline - loop.time()))
+
+    def is_routable(self, node_id: str) -> bool:
+        """Whether a job to ``node_id`` would be forwarded now: its LSA and ours
+        both list the links on a path to it, and the routing table has them."""
+        return self.core.routes.next_hop(node_id) is not None
+
+    async def wait_routable(self, node_id: str, timeout: float = CONNECT_TIMEOUT) -> None:
+        """Return once :meth:`is_routable` holds for ``node_id`` (at once if it
+        does).  A link counts for routing only once both ends have advertised
+        it and the route is computed, which takes one LSA exchange after the
+        link is up.  Raises NoRoute after ``timeout`` seconds, or when the
+        broker stops."""
+        if self._pump is None:
+            raise NoRoute("the broker is not started")
+        if self.is_routable(node_id):
             return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiters = self._routable_waiters.setdefault(node_id, [])
+        waiters.append(fut)
         try:
             await asyncio.wait_for(fut, timeout)
         except TimeoutError:
-            link = self.core.links.get(node_id)
-            why = link.last_error if link is not None and link.last_error else "no answer"
-            raise NoRoute(f"could not link to '{node_id}' at {host}:{port} within"
-                          f" {timeout:g} s: {why}") from None
+            known = node_id in self.core.lsdb
+            raise NoRoute(f"node '{node_id}' is not routable from '{self.node_id}' within"
+                          f" {timeout:g} s" + (" (it is known but unreachable)" if known
+                                               else " (no LSA of it has arrived)")) from None
+        finally:
+            if fut in waiters:
+                waiters.remove(fut)
+            if not waiters and self._routable_waiters.get(node_id) is waiters:
+                del self._routable_waiters[node_id]
+
+    def _wake_routable(self) -> None:
+        """Resolve wait_routable() futures whose node has become routable
+        (called after every batch of work, so at most one check per waiting node)."""
+        for node in [n for n in self._routable_waiters if self.is_routable(n)]:
+            for f in self._routable_waiters.pop(node):
+                if not f.done():
+                    f.set_result(None)
 
     async def disconnect_peer(self, node_id: str) -> bool:
         """Close and forget the link to ``node_id``."""

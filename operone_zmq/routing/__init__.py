@@ -11,6 +11,7 @@ Modules, each with its rules in its docstring:
 * :mod:`.dijkstra` -- the graph (both-ends rule) and deterministic shortest paths
 * :mod:`.topology` -- the original package's ``NetworkTopology`` API, partitions
 * :mod:`.events` -- the small synchronous event emitter the broker reuses
+* :mod:`.damping` -- cost bands, LSA pacing, SPF throttle, liveness (anti-churn)
 * :mod:`.sim` -- an in-memory simulator of flooding for ``scripts/simulate.py``
 """
 

@@ -321,10 +321,23 @@ def shortest_paths(graph: Graph, source: str) -> dict[str, PathInfo]:
 
 
 class RoutingTable:
-    """Next hops from one node, recomputed when its database's topology changes."""
+    """Next hops from one node, recomputed when its database's topology changes.
 
-    def __init__(self, lsdb: LinkStateDB) -> None:
+    With ``auto=True`` (the default) any lookup after a topology change
+    recomputes at once.  With ``auto=False`` the table keeps answering from
+    its last computation until :meth:`recompute` is called, so the owner can
+    throttle SPF (:class:`~operone_zmq.routing.damping.SpfThrottle`), with
+    two exceptions: the very first lookup computes, and a :meth:`next_hop`
+    or :meth:`route` that finds *no* route while the table is stale
+    recomputes at once (at most once per topology version), so a node that
+    just became reachable -- a reply to a job that came over a new link --
+    never waits for the throttle.  Existing routes keep following the
+    throttle: that is where cost churn would cost SPF runs.
+    """
+
+    def __init__(self, lsdb: LinkStateDB, *, auto: bool = True) -> None:
         self._lsdb = lsdb
+        self._auto = auto
         self._version = -1
         self._graph = Graph()
         self._paths: dict[str, PathInfo] = {}
@@ -332,16 +345,29 @@ class RoutingTable:
         self.computations = 0
 
     @property
+    def stale(self) -> bool:
+        """Whether the database's topology changed since the last computation."""
+        return self._version != self._lsdb.topology_version
+
+    def recompute(self) -> None:
+        """Run SPF now if the topology changed since the last run."""
+        if self.stale:
+            self._compute()
+
+    def _compute(self) -> None:
+        self._graph = Graph.from_lsdb(self._lsdb)
+        self._paths = shortest_paths(self._graph, self._lsdb.self_id)
+        self._version = self._lsdb.topology_version
+        self.computations += 1
+
+    @property
     def source(self) -> str:
         """The node this table routes from."""
         return self._lsdb.self_id
 
     def _refresh(self) -> dict[str, PathInfo]:
-        if self._version != self._lsdb.topology_version:
-            self._graph = Graph.from_lsdb(self._lsdb)
-            self._paths = shortest_paths(self._graph, self._lsdb.self_id)
-            self._version = self._lsdb.topology_version
-            self.computations += 1
+        if self._version != self._lsdb.topology_version and (self._auto or self._version < 0):
+            self._compute()
         return self._paths
 
     @property
@@ -350,14 +376,21 @@ class RoutingTable:
         self._refresh()
         return self._graph
 
+    def _lookup(self, dest: str) -> PathInfo | None:
+        info = self._refresh().get(dest)
+        if info is None and self._version != self._lsdb.topology_version:
+            self._compute()  # a miss on a stale table: see the class docstring
+            info = self._paths.get(dest)
+        return info
+
     def next_hop(self, dest: str) -> str | None:
         """Return the neighbour to forward to for ``dest``, or None if unreachable (or us)."""
-        info = self._refresh().get(dest)
+        info = self._lookup(dest)
         return None if info is None else info.next_hop
 
     def route(self, dest: str) -> Route | None:
         """Return the whole route to ``dest``, or None if unreachable (or us)."""
-        return self._refresh().get(dest)
+        return self._lookup(dest)
 
     def routes(self) -> dict[str, Route]:
         """Return every route, by destination (a copy)."""

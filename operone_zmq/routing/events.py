@@ -22,6 +22,14 @@ An :class:`Event` is a plain ``(name, data)`` pair; functions that decide
 events without emitting them (e.g. :meth:`NetworkTopology.check_partitions`)
 return lists of them.
 
+Partition events (decided by :class:`~operone_zmq.routing.topology.PartitionTracker`,
+names below): :data:`PARTITION_DETECTED` when known nodes become
+unreachable (it names them and says since when), :data:`PARTITION_REJOINED`
+when some of them are reachable again while others are not,
+:data:`PARTITION_HEALED` only when every node still known is reachable
+again, and :data:`PARTITION_FORGOTTEN` when unreachable nodes are dropped
+after the retention time -- which is never reported as a heal.
+
 No I/O, no clocks, no threads.
 """
 
@@ -34,6 +42,10 @@ from typing import Any, NamedTuple
 __all__ = [
     "MAX_LISTENERS_PER_EVENT",
     "MAX_RECORDED_ERRORS",
+    "PARTITION_DETECTED",
+    "PARTITION_FORGOTTEN",
+    "PARTITION_HEALED",
+    "PARTITION_REJOINED",
     "Event",
     "EventEmitter",
     "ListenerError",
@@ -48,6 +60,21 @@ MAX_LISTENERS_PER_EVENT = 256
 MAX_RECORDED_ERRORS = 64
 
 Callback = Callable[..., object]
+
+#: Known nodes became unreachable: ``partitions``, ``unreachable`` (all
+#: such nodes), ``new`` (those just lost), ``down_since`` (node -> time),
+#: ``components``, ``local_component``, ``separated`` (= ``unreachable``).
+PARTITION_DETECTED = "partition:detected"
+#: Some unreachable nodes are reachable again, others not: ``rejoined``,
+#: ``unreachable``, ``partitions``.
+PARTITION_REJOINED = "partition:rejoined"
+#: Every known node is reachable again: ``partitions`` (1), ``rejoined``
+#: (the nodes that came back last), ``lost`` (always empty: nodes that were
+#: never seen again are reported by PARTITION_FORGOTTEN instead).
+PARTITION_HEALED = "partition:healed"
+#: Unreachable nodes dropped after the retention time (not a heal):
+#: ``forgotten``, ``down_since``, ``unreachable`` (those still tracked).
+PARTITION_FORGOTTEN = "partition:forgotten"
 
 
 class Event(NamedTuple):

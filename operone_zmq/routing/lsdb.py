@@ -56,10 +56,25 @@ its expiry time and at most one resolution step after it.  Our own LSAs (and
 those we originate for SSH hosts) never expire here: we refresh them every
 ``max_age * REFRESH_FRACTION`` seconds instead (:meth:`refresh_due`).
 
+Retention of nodes that went away.  An expired LSA is not forgotten at
+once: it moves to the *retired* set, with the time it expired, for
+``retention`` seconds (default :data:`DEFAULT_DOWN_RETENTION`, hours; the
+broker's ``routing.down_retention_s``).  A retired origin is not in the
+database (``in``, ``get``, ``lsas``, ``len`` and routing ignore it, and it
+is never flooded), but :meth:`LinkStateDB.knows` still answers True and
+:meth:`LinkStateDB.retired` gives its last LSA and expiry time, so "known
+but unreachable, down since T" can be said about a node dead for an hour
+instead of "unknown node" a minute after it died.  A new LSA of the origin
+replaces the retired copy at once.  Not retained: our own origins and a last
+LSA with neither links nor tools (a withdrawal).  At most
+:data:`MAX_RETIRED` origins are retained, the oldest dropped first.
+
 Versions.  ``version`` increments on every change to the stored set;
 ``topology_version`` only when an origin appears, disappears or changes its
 links, so a routing table recomputes on topology changes and not on every
-periodic refresh or load report.
+periodic refresh or load report; ``adjacency_version`` only when an origin
+appears or disappears or the *set* of its neighbours changes (not a cost),
+so SPF throttling can run reachability changes at once and damp cost churn.
 
 No I/O; ``now`` is monotonic seconds passed in by the caller.
 """
@@ -83,8 +98,10 @@ from operone_zmq.routing.lsa import (
 )
 
 __all__ = [
+    "DEFAULT_DOWN_RETENTION",
     "EXPIRY_RESOLUTION",
     "MAX_LSDB_ENTRIES",
+    "MAX_RETIRED",
     "REFRESH_FRACTION",
     "Flooder",
     "InstallResult",
@@ -103,6 +120,17 @@ MAX_LSDB_ENTRIES = 100_000
 #: 0.1 s late changes nothing, while entries installed together share one
 #: bucket instead of a timer each.
 EXPIRY_RESOLUTION = 0.1
+
+#: Seconds an expired origin stays known as "down" (see the module rules):
+#: four hours, long enough that an operator who comes back to a dead node
+#: after a meeting or a lunch still reads "down since T", short enough that
+#: a decommissioned node stops being listed the same day.
+DEFAULT_DOWN_RETENTION = 4 * 3600.0
+
+#: Retired origins kept at most: as many as live ones, so a mesh that lost
+#: every node still names them all, and a flood of invented origins that
+#: expire cannot grow the set beyond what the database itself allowed.
+MAX_RETIRED = MAX_LSDB_ENTRIES
 
 #: Fraction of ``max_age`` after which the owner re-originates its LSA.
 #: A third means two consecutive refreshes can be lost before it expires.
@@ -160,20 +188,29 @@ class LinkStateDB:
         initial_seq: int = 1,
         *,
         max_entries: int = MAX_LSDB_ENTRIES,
+        retention: float = DEFAULT_DOWN_RETENTION,
     ) -> None:
         if not 0 <= initial_seq <= MAX_SEQ:
             raise ValueError(f"initial_seq must be in [0, {MAX_SEQ}]")
         if not 1 <= max_entries <= MAX_LSDB_ENTRIES:
             raise ValueError(f"max_entries must be in [1, {MAX_LSDB_ENTRIES}]")
+        if not (0.0 <= retention < math.inf):
+            raise ValueError("retention must be a finite number of seconds >= 0")
         self.self_id = self_id
         self.max_entries = max_entries
+        #: Seconds an expired origin stays known (retired) before it is forgotten.
+        self.retention = retention
+        # Expired origins still known: origin -> (last LSA, when it expired), oldest first.
+        self._retired: dict[str, tuple[LSA, float]] = {}
         #: Increments on every change to the stored LSAs.
         self.version = 0
         #: Increments when an origin appears, disappears or changes its links.
         self.topology_version = 0
+        #: Increments when an origin appears, disappears or changes its set of neighbours.
+        self.adjacency_version = 0
         self._entries: dict[str, LSA] = {}
         # When the stored LSA of each received origin was installed (its keys
-        # are a subset of _entries', so bounded by max_entries).
+        # are stored or retired origins, so bounded by max_entries + MAX_RETIRED).
         self._installed_at: dict[str, float] = {}
         # Origins we originate (ourselves, SSH hosts we advertise): next seq to use.
         self._next_seq: dict[str, int] = {self_id: initial_seq}
@@ -195,8 +232,9 @@ class LinkStateDB:
         return self._entries.get(origin)
 
     def installed_at(self, origin: str) -> float | None:
-        """Return when the stored LSA of ``origin`` was received and installed
-        (the ``now`` of that install), or None for our own or an unknown origin."""
+        """Return when the stored LSA of ``origin`` (or a retired origin's last
+        one) was received and installed (the ``now`` of that install), or None
+        for our own or an unknown origin."""
         return self._installed_at.get(origin)
 
     def origins(self) -> list[str]:
@@ -212,6 +250,22 @@ class LinkStateDB:
 
     def __contains__(self, origin: object) -> bool:
         return origin in self._entries
+
+    def knows(self, origin: str) -> bool:
+        """Return whether ``origin`` is stored or retired (expired within ``retention``)."""
+        return origin in self._entries or origin in self._retired
+
+    def retired(self, origin: str) -> tuple[LSA, float] | None:
+        """Return the last LSA of a retired origin and when it expired, or None."""
+        return self._retired.get(origin)
+
+    def retired_origins(self) -> list[str]:
+        """Return the retired origins, the longest gone first."""
+        return list(self._retired)
+
+    def known_origins(self) -> list[str]:
+        """Return every origin this database knows: stored, then retired."""
+        return [*self._entries, *self._retired]
 
     def same_as(self, other: LinkStateDB) -> bool:
         """Return whether ``other`` holds exactly the same LSAs (origins, seqs and content)."""
@@ -275,7 +329,11 @@ class LinkStateDB:
                 and len(entries) + n_new <= self.max_entries
             ):
                 accepted = list(compress(lsas, new))
+                if self._retired:
+                    for origin in new_origins:
+                        self._retired.pop(origin, None)
                 entries.update(zip(new_origins, accepted, strict=True))
+                self.adjacency_version += 1
                 self._installed_at.update(zip(new_origins, repeat(now)))
                 self._add_expiries(accepted, now)
                 topology_changes = n_new
@@ -342,8 +400,15 @@ class LinkStateDB:
         """Store ``lsa`` over ``cur``; return whether the topology changed (versions: caller)."""
         self._entries[lsa.origin] = lsa
         if cur is None:
+            if self._retired:
+                self._retired.pop(lsa.origin, None)
+            self.adjacency_version += 1
             return True
-        return cur.links != lsa.links or cur.kind != lsa.kind
+        if cur.links == lsa.links and cur.kind == lsa.kind:
+            return False
+        if [x.neighbor for x in cur.links] != [x.neighbor for x in lsa.links]:
+            self.adjacency_version += 1
+        return True
 
     def _add_expiries(self, lsas: Sequence[LSA], now: float) -> None:
         """Put freshly installed LSAs into their expiry buckets."""
@@ -375,7 +440,8 @@ class LinkStateDB:
 
     # ----------------------------------------------------------------- ageing
     def expire(self, now: float) -> list[str]:
-        """Remove every entry whose lifetime has passed; return the removed origins."""
+        """Remove every entry whose lifetime has passed (retiring it) and forget
+        retired origins older than ``retention``; return the removed origins."""
         removed: list[str] = []
         heap = self._bucket_heap
         entries = self._entries
@@ -387,18 +453,49 @@ class LinkStateDB:
                 origin = lsa.origin
                 if entries.get(origin) is lsa and origin not in self._next_seq:
                     del entries[origin]
-                    self._installed_at.pop(origin, None)
                     removed.append(origin)
+                    if lsa.links or lsa.tools:
+                        self._retire(lsa, now)  # keeps its installed_at
+                    else:
+                        self._installed_at.pop(origin, None)
+        forgot = self._forget_retired(now)
         if removed:
+            self.adjacency_version += 1
+        if removed or forgot:
             self.version += 1
             self.topology_version += 1
         return removed
+
+    def _retire(self, lsa: LSA, now: float) -> None:
+        retired = self._retired
+        retired.pop(lsa.origin, None)
+        retired[lsa.origin] = (lsa, now)
+        while len(retired) > MAX_RETIRED:
+            oldest = next(iter(retired))
+            del retired[oldest]
+            self._installed_at.pop(oldest, None)
+
+    def _forget_retired(self, now: float) -> int:
+        retired = self._retired
+        limit = now - self.retention
+        forgot = 0
+        while retired:
+            origin, (_, since) = next(iter(retired.items()))
+            if since > limit:
+                break
+            del retired[origin]
+            self._installed_at.pop(origin, None)
+            forgot += 1
+        return forgot
 
     def next_deadline(self) -> float | None:
         """Return when :meth:`expire` or a refresh is next due, or None if never."""
         deadline: float | None = None
         if self._bucket_heap:
             deadline = self._bucket_heap[0] * EXPIRY_RESOLUTION
+        if self._retired:
+            first = next(iter(self._retired.values()))[1] + self.retention
+            deadline = first if deadline is None else min(deadline, first)
         for at in self._refresh_at.values():
             if deadline is None or at < deadline:
                 deadline = at

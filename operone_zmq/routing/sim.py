@@ -32,6 +32,23 @@ deterministic tie-break of :func:`shortest_paths` then gives every node the
 same routing view; :meth:`Simulator.check_forwarding` verifies it by
 walking sample routes hop by hop through each node's own routing table.
 
+Measured link costs (:meth:`Simulator.measure_churn`).  The phases above
+advertise fixed costs.  ``measure_churn`` instead lets every node ping each
+neighbour once per ``ping_interval`` (each node at its own random phase)
+and draw an RTT sample of ``2 * delay`` plus event-loop noise
+(:class:`RttNoise`: uniform 1-5 ms, and with probability 5 % a spike of
+5-30 ms more, as measured on one machine in issue 15).  Each node then
+applies one of two policies and the phase counts LSAs originated and
+sent, SPF runs and next-hop changes per node:
+
+* ``"legacy"`` -- the broker before damping: cost = EWMA (weight 0.3) of
+  the samples, re-originate when it moved by more than max(1 ms, 50 %) of
+  the advertised cost, at most one LSA per 50 ms, SPF 50 ms after each
+  topology change;
+* ``"damped"`` -- :mod:`operone_zmq.routing.damping`: a :class:`CostBand`
+  per link, an :class:`LsaPacer` and an :class:`SpfThrottle` per node, the
+  routing table recomputed only when the throttle says so.
+
 No I/O and no real time: ``scripts/simulate.py`` drives this module.
 """
 
@@ -43,6 +60,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from operone_zmq.routing.damping import CostBand, LsaPacer, SpfThrottle
 from operone_zmq.routing.dijkstra import Graph, RoutingTable
 from operone_zmq.routing.lsa import DEFAULT_MAX_AGE, LSA, LinkInfo
 from operone_zmq.routing.lsdb import MAX_LSDB_ENTRIES, Flooder, LinkStateDB
@@ -52,6 +70,10 @@ __all__ = [
     "DEFAULT_PACING",
     "MAX_SIM_EVENTS",
     "MAX_SIM_NODES",
+    "NOISE_PROFILES",
+    "POLICIES",
+    "ChurnReport",
+    "RttNoise",
     "SimNode",
     "SimReport",
     "Simulator",
@@ -82,6 +104,113 @@ _DELIVER = 0
 _FLUSH = 1
 _DETECT_DOWN = 2
 _TIMER = 3
+_PING = 4
+_PACE = 5
+_SPF = 6
+
+#: Policies :meth:`Simulator.measure_churn` knows (module docstring).
+POLICIES = ("legacy", "damped")
+
+# The broker before damping (core/peers.py and core/broker.py at the time).
+_LEGACY_ALPHA = 0.3
+_LEGACY_MIN_INTERVAL = 0.05
+_LEGACY_SPF_DELAY = 0.05
+
+
+@dataclass(frozen=True)
+class RttNoise:
+    """Event-loop noise added to a link's true RTT by each measurement (ms)."""
+
+    low_ms: float = 1.0
+    high_ms: float = 5.0
+    spike_probability: float = 0.05
+    spike_low_ms: float = 5.0
+    spike_high_ms: float = 30.0
+
+    def sample(self, rng: random.Random, base_ms: float) -> float:
+        """Return one measured RTT for a link whose true RTT is ``base_ms``."""
+        rtt = base_ms + rng.uniform(self.low_ms, self.high_ms)
+        if rng.random() < self.spike_probability:
+            rtt += rng.uniform(self.spike_low_ms, self.spike_high_ms)
+        return rtt
+
+
+#: Noise profiles for :meth:`Simulator.measure_churn`: ``quiet`` is a
+#: 4-broker mesh on one machine (issue 15: median 3 ms, spikes to 28 ms);
+#: ``loaded`` is 50 brokers on 2 cores (issue 15: 8-214 ms under load).
+NOISE_PROFILES = {
+    "quiet": RttNoise(),
+    "loaded": RttNoise(1.0, 20.0, 0.2, 10.0, 200.0),
+}
+
+
+@dataclass(frozen=True)
+class ChurnReport:
+    """What :meth:`Simulator.measure_churn` counted, per alive node."""
+
+    policy: str
+    nodes: int
+    seconds: float
+    #: Own LSAs originated per node per second (refreshes included).
+    originated_per_s: float
+    #: LSAs sent per node per second (flooded copies included).
+    sent_per_s: float
+    #: SPF (routing table) computations per node per second.
+    spf_per_s: float
+    #: Next-hop changes per node per minute, over all destinations.
+    route_flips_per_min: float
+
+    def summary(self) -> str:
+        """Return a one-line human-readable summary."""
+        return (
+            f"{self.policy:<7} {self.nodes:>5} nodes, {self.seconds:g} s: "
+            f"{self.originated_per_s:.3f} LSAs originated/s/node, "
+            f"{self.sent_per_s:.2f} LSAs sent/s/node, {self.spf_per_s:.2f} SPF/s/node, "
+            f"{self.route_flips_per_min:.2f} route flips/min/node"
+        )
+
+
+class _Legacy:
+    """Cost measurement of the broker before damping, for one node."""
+
+    __slots__ = ("advertised", "ewma")
+
+    def __init__(self) -> None:
+        self.ewma: dict[str, float] = {}
+        self.advertised: dict[str, float] = {}
+
+    def sample(self, nb: str, rtt: float) -> bool:
+        old = self.ewma.get(nb)
+        cur = rtt if old is None else old + _LEGACY_ALPHA * (rtt - old)
+        self.ewma[nb] = cur
+        adv = self.advertised.get(nb, 1.0)
+        return abs(cur - adv) > max(1.0, 0.5 * adv)
+
+    def cost(self, nb: str) -> float | None:
+        cur = self.ewma.get(nb)
+        if cur is None:
+            return None
+        self.advertised[nb] = cur
+        return round(cur, 3)
+
+
+class _Damped:
+    """Cost bands of one node."""
+
+    __slots__ = ("bands",)
+
+    def __init__(self) -> None:
+        self.bands: dict[str, CostBand] = {}
+
+    def sample(self, nb: str, rtt: float) -> bool:
+        band = self.bands.get(nb)
+        if band is None:
+            band = self.bands[nb] = CostBand()
+        return band.sample(rtt)
+
+    def cost(self, nb: str) -> float | None:
+        band = self.bands.get(nb)
+        return None if band is None else band.cost
 
 
 def node_ids(n: int) -> list[str]:
@@ -124,6 +253,7 @@ class SimNode:
 
     __slots__ = (
         "alive",
+        "flips",
         "flooder",
         "flush_at",
         "id",
@@ -133,7 +263,13 @@ class SimNode:
         "messages_received",
         "messages_sent",
         "neighbors",
+        "originated",
+        "pace_at",
+        "pacer",
+        "policy",
+        "spf_at",
         "table",
+        "throttle",
         "timer_at",
     )
 
@@ -151,6 +287,14 @@ class SimNode:
         self.messages_received = 0
         self.lsas_sent = 0
         self.lsas_received = 0
+        # Measured-cost policy (measure_churn), or None for fixed costs.
+        self.policy: _Legacy | _Damped | None = None
+        self.pacer: LsaPacer | None = None
+        self.throttle: SpfThrottle | None = None
+        self.pace_at: float | None = None
+        self.spf_at: float | None = None
+        self.originated = 0
+        self.flips = 0
 
 
 @dataclass(frozen=True)
@@ -235,7 +379,7 @@ class Simulator:
     # ------------------------------------------------------------ plumbing
     def _push(self, at: float, kind: int, a: Any, b: Any = None, c: Any = None) -> None:
         self._seq += 1
-        if kind != _TIMER:
+        if kind < _TIMER:
             self._active += 1
         heapq.heappush(self._queue, (at, self._seq, kind, a, b, c))
 
@@ -250,9 +394,19 @@ class Simulator:
         nb.flooder.add_neighbor(a)
 
     def _originate(self, node: SimNode) -> None:
-        links = tuple(
-            LinkInfo(nb, round(2000.0 * d, 3)) for nb, d in sorted(node.neighbors.items())
-        )
+        policy = node.policy
+        if policy is None:
+            links = tuple(
+                LinkInfo(nb, round(2000.0 * d, 3)) for nb, d in sorted(node.neighbors.items())
+            )
+        else:
+            links = tuple(
+                LinkInfo(nb, c if (c := policy.cost(nb)) is not None else 1.0)
+                for nb in sorted(node.neighbors)
+            )
+        node.originated += 1
+        if node.pacer is not None:
+            node.pacer.sent(self.now)
         lsa = node.lsdb.originate(
             links, ("echo",), (), 0.0, 1, self.now, name=node.id, max_age=self.max_age
         )
@@ -293,7 +447,11 @@ class Simulator:
         node.messages_received += 1
         node.lsas_received += len(batch)
         lsdb = node.lsdb
+        topology = lsdb.topology_version
+        adjacency = lsdb.adjacency_version
         result = lsdb.install_many(batch, self.now, sender)
+        if node.throttle is not None and lsdb.topology_version != topology:
+            self._spf_trigger(node, urgent=lsdb.adjacency_version != adjacency)
         flooder = node.flooder
         if result.accepted:
             flooder.installed(result.accepted, sender)
@@ -320,6 +478,111 @@ class Simulator:
         if node.lsdb.refresh_due(self.now):
             self._originate(node)
         self._schedule_timer(node)
+
+    # ------------------------------------------------- measured link costs
+    def _spf_trigger(self, node: SimNode, *, urgent: bool = False) -> None:
+        throttle = node.throttle
+        if throttle is None:
+            return
+        throttle.trigger(self.now, urgent=urgent)
+        at = throttle.next_deadline()
+        if at is not None and node.spf_at != at:
+            node.spf_at = at
+            self._push(at, _SPF, node)
+
+    def _spf(self, node: SimNode) -> None:
+        throttle = node.throttle
+        if throttle is None or node.spf_at != self.now or not node.alive:
+            return
+        node.spf_at = None
+        if throttle.due(self.now):
+            before = {d: p.next_hop for d, p in node.table.routes().items()}
+            node.table.recompute()
+            after = node.table.routes()
+            node.flips += sum(
+                1 for d, p in after.items() if d in before and before[d] != p.next_hop
+            )
+            throttle.ran(self.now)
+
+    def _ping(self, node: SimNode, noise: RttNoise, interval: float) -> None:
+        if not node.alive or node.policy is None or node.pacer is None:
+            return
+        rng = self.rng
+        changed = False
+        for nb, delay in sorted(node.neighbors.items()):
+            changed |= node.policy.sample(nb, noise.sample(rng, 2000.0 * delay))
+        if changed:
+            node.pacer.request(self.now)
+        self._pace(node)
+        self._push(self.now + interval, _PING, node, noise, interval)
+
+    def _pace(self, node: SimNode) -> None:
+        pacer = node.pacer
+        if pacer is None or not node.alive:
+            return
+        if node.pace_at == self.now:
+            node.pace_at = None
+        if pacer.due(self.now):
+            self._originate(node)
+            return
+        at = pacer.next_deadline()
+        if at is not None and (node.pace_at is None or at < node.pace_at):
+            node.pace_at = at
+            self._push(at, _PACE, node)
+
+    def measure_churn(
+        self,
+        seconds: float,
+        policy: str,
+        *,
+        noise: RttNoise | None = None,
+        ping_interval: float = 1.0,
+        warmup: float = 30.0,
+    ) -> ChurnReport:
+        """Let every node measure its links for ``warmup + seconds`` under ``policy``
+        (``"legacy"`` or ``"damped"``, see the module docstring); return what the
+        last ``seconds`` cost.  Call after :meth:`start`."""
+        if policy not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}")
+        noise = noise if noise is not None else RttNoise()
+        for node in self.nodes.values():
+            if policy == "legacy":
+                node.policy = _Legacy()
+                node.pacer = LsaPacer(_LEGACY_MIN_INTERVAL, _LEGACY_MIN_INTERVAL)
+                node.throttle = SpfThrottle(_LEGACY_SPF_DELAY, 1e-9, _LEGACY_SPF_DELAY)
+            else:
+                node.policy = _Damped()
+                node.pacer = LsaPacer()
+                node.throttle = SpfThrottle()
+            node.table = RoutingTable(node.lsdb, auto=False)
+            node.table.recompute()
+            if node.alive:
+                self._push(self.now + self.rng.uniform(0, ping_interval), _PING, node, noise,
+                           ping_interval)
+        self.run(until=self.now + warmup)
+        alive = [n for n in self.nodes.values() if n.alive]
+        count = max(1, len(alive))
+        orig0 = sum(n.originated for n in alive)
+        sent0 = sum(n.lsas_sent for n in alive)
+        spf0 = sum(n.table.computations for n in alive)
+        flips0 = sum(n.flips for n in alive)
+        self.run(until=self.now + seconds)
+        report = ChurnReport(
+            policy=policy,
+            nodes=len(alive),
+            seconds=seconds,
+            originated_per_s=(sum(n.originated for n in alive) - orig0) / count / seconds,
+            sent_per_s=(sum(n.lsas_sent for n in alive) - sent0) / count / seconds,
+            spf_per_s=(sum(n.table.computations for n in alive) - spf0) / count / seconds,
+            route_flips_per_min=(sum(n.flips for n in alive) - flips0) / count / seconds * 60,
+        )
+        # Stop measuring: pending ping events find no policy and end.
+        for node in self.nodes.values():
+            node.policy = None
+            node.pacer = None
+            node.throttle = None
+            node.table = RoutingTable(node.lsdb)
+        return report
 
     def _detect_down(self, node: SimNode, neighbor: str) -> None:
         if not node.alive or neighbor not in node.neighbors:
@@ -356,6 +619,12 @@ class Simulator:
                 self._flush(a)
             elif kind == _TIMER:
                 self._timer(a)
+            elif kind == _PING:
+                self._ping(a, b, c)
+            elif kind == _PACE:
+                self._pace(a)
+            elif kind == _SPF:
+                self._spf(a)
             else:
                 self._active -= 1
                 self._detect_down(a, b)

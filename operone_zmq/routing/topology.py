@@ -34,13 +34,20 @@ from the whole link-state database.  Rules:
   lower bound that is exact on trees and usually on meshes
   (``diameter_exact`` says which).  Everything is computed once per
   topology version and cached.
+* **Nodes that went away** stay known: an origin whose LSA expired is
+  *retired* by the database (see :mod:`operone_zmq.routing.lsdb`) and
+  remains a node of the graph, unreachable and without links, with the
+  time it was first seen unreachable (``PeerInfo.down_since``,
+  ``"down_since"`` in the graph export), until the retention time passes.
 * **Events** (see :mod:`operone_zmq.routing.events`): ``topology:updated``
   after any change made through this object (``update_topology``,
-  ``add_peer``, ``remove_peer``, ``expire``); ``partition:detected`` when
-  the component count rises above 1 (again if it rises further), and
-  ``partition:healed`` when it returns to 1.  The healed event lists which
-  previously separated nodes ``rejoined`` and which were ``lost`` (their
-  LSAs expired: from here they are gone, not healed).
+  ``add_peer``, ``remove_peer``, ``expire``); partition events decided by
+  :class:`PartitionTracker` from which known nodes are unreachable:
+  ``partition:detected`` when known nodes become unreachable (naming
+  them; again when more do), ``partition:rejoined`` when some come back,
+  ``partition:healed`` only when every node still known is reachable
+  again, ``partition:forgotten`` when unreachable nodes are dropped after
+  the retention time (never a heal).
   :meth:`NetworkTopology.check_partitions` both emits and returns them.
 
 No I/O.  Time comes from the injected ``clock`` (monotonic seconds).
@@ -55,7 +62,14 @@ from itertools import pairwise
 from typing import Any
 
 from operone_zmq.routing.dijkstra import Graph, PathInfo, _dijkstra, shortest_paths
-from operone_zmq.routing.events import Event, EventEmitter
+from operone_zmq.routing.events import (
+    PARTITION_DETECTED,
+    PARTITION_FORGOTTEN,
+    PARTITION_HEALED,
+    PARTITION_REJOINED,
+    Event,
+    EventEmitter,
+)
 from operone_zmq.routing.lsa import LSA
 from operone_zmq.routing.lsdb import LinkStateDB
 
@@ -65,6 +79,7 @@ __all__ = [
     "MAX_DIRECT_PEERS",
     "NetworkStats",
     "NetworkTopology",
+    "PartitionTracker",
     "PeerInfo",
     "RouteInfo",
     "TopologyGraph",
@@ -112,6 +127,8 @@ class PeerInfo:
     loss: float = 0.0
     #: ``"broker"`` or ``"ssh"``.
     kind: str = "broker"
+    #: Monotonic time the node was first seen unreachable (None: reachable or never lost).
+    down_since: float | None = None
 
 
 @dataclass(frozen=True)
@@ -240,8 +257,8 @@ class NetworkTopology(EventEmitter):
         self._view: _View | None = None
         self._view_key: tuple[int, int] = (-1, -1)
         self._seen_key: tuple[int, int] = (self.lsdb.version, 0)
-        self._partitions = 1
-        self._separated: set[str] = set()
+        #: Which known nodes are unreachable since when (partition events).
+        self.partitions = PartitionTracker(local_id)
 
     # -------------------------------------------------------------- changes
     def add_peer(self, peer: PeerInfo) -> None:
@@ -282,10 +299,11 @@ class NetworkTopology(EventEmitter):
 
     def expire(self) -> list[str]:
         """Drop LSAs that outlived their ``max_age`` (now = clock()); return their origins."""
+        version = self.lsdb.version
         removed = self.lsdb.expire(self.clock())
-        if removed:
-            for origin in removed:
-                self._last_seen.pop(origin, None)
+        for origin in removed:
+            self._last_seen.pop(origin, None)
+        if self.lsdb.version != version:
             self._changed("expired", None)
         return removed
 
@@ -314,6 +332,8 @@ class NetworkTopology(EventEmitter):
             graph = Graph.from_lsdb(self.lsdb)
             local = self.local_id
             graph.add_node(local)
+            for origin in self.lsdb.retired_origins():
+                graph.add_node(origin)  # known, down: a node without links
             for peer in self._direct.values():
                 if graph.edge(local, peer.id) is None:
                     graph.add_edge(local, peer.id, peer.latency, peer.bandwidth, peer.loss)
@@ -327,7 +347,7 @@ class NetworkTopology(EventEmitter):
         return view.components
 
     def _peer_info(self, node: str, view: _View) -> PeerInfo:
-        lsa = self.lsdb.get(node)
+        lsa = self._last_lsa(node)
         direct = self._direct.get(node)
         path = view.paths.get(node)
         route = self._route_metrics(path, view.graph) if path is not None else None
@@ -346,7 +366,17 @@ class NetworkTopology(EventEmitter):
             bandwidth=route[1] if route is not None else 0.0,
             last_seen=seen,
             kind=lsa.kind if lsa is not None else "broker",
+            down_since=self.partitions.down_since(node),
         )
+
+    def _last_lsa(self, node: str) -> LSA | None:
+        """The stored LSA of ``node``, or the last one of a retired node."""
+        lsa = self.lsdb.get(node)
+        if lsa is None:
+            retired = self.lsdb.retired(node)
+            if retired is not None:
+                lsa = retired[0]
+        return lsa
 
     def _seen(self, node: str) -> float:
         """When ``node`` was last heard of: its latest LSA's arrival in the
@@ -454,7 +484,7 @@ class NetworkTopology(EventEmitter):
         view = self._current()
         nodes: list[dict[str, Any]] = []
         for node in view.graph.nodes:
-            lsa = self.lsdb.get(node)
+            lsa = self._last_lsa(node)
             direct = self._direct.get(node)
             if lsa is not None:
                 name, kind = lsa.name, lsa.kind
@@ -477,6 +507,7 @@ class NetworkTopology(EventEmitter):
                     "workers": workers,
                     "reachable": node == self.local_id or node in view.paths,
                     "local": node == self.local_id,
+                    "down_since": self.partitions.down_since(node),
                 }
             )
         edges = [
@@ -493,34 +524,139 @@ class NetworkTopology(EventEmitter):
 
     # ----------------------------------------------------------- partitions
     def check_partitions(self) -> list[Event]:
-        """Compare the component count with the last check; emit and return partition events."""
+        """Update the partition tracker from the current view; emit and return its events."""
         view = self._current()
         components = self._components(view)
-        count = len(components)
-        previous = self._partitions
-        self._partitions = count
+        events = self.partitions.update(
+            self.clock(), view.graph.nodes, set(view.paths), components=components
+        )
+        self.emit_events(events)
+        return events
+
+
+class PartitionTracker:
+    """Which known nodes are unreachable, since when, and the partition events.
+
+    Rules (``update`` is called with every known node -- stored or retired
+    in the database -- and the reachable ones):
+
+    * A known node other than the local one that is not reachable is
+      *down*; it is down since the first update that saw it so, and stays
+      down (with that time) until it is reachable again or no longer known.
+    * A node down for at least ``hold`` seconds is *reported*: the update
+      that reports new nodes returns ``partition:detected`` naming them
+      (``new``) and every reported node (``unreachable``), with the times.
+      ``hold`` hides links that are briefly one-sided while they come up.
+    * Reported nodes that are reachable again: ``partition:healed`` if no
+      reported node is left, else ``partition:rejoined``.  A heal is never
+      claimed for nodes that were merely forgotten.
+    * Reported nodes no longer known (the database dropped them after its
+      retention time): ``partition:forgotten``.  If that empties the set,
+      the partition is over without a heal.
+    * Events come in the order forgotten, healed/rejoined, detected.
+
+    At most one entry per known node, so it is bounded by the database.
+    """
+
+    def __init__(self, local_id: str, hold: float = 0.0) -> None:
+        if not 0.0 <= hold < float("inf"):
+            raise ValueError("hold must be a finite number of seconds >= 0")
+        self.local_id = local_id
+        self.hold = hold
+        self._since: dict[str, float] = {}
+        self._reported: set[str] = set()
+
+    def down_since(self, node: str) -> float | None:
+        """When ``node`` was first seen unreachable, or None if it is not down."""
+        return self._since.get(node)
+
+    @property
+    def down(self) -> dict[str, float]:
+        """Every down node and since when (a copy)."""
+        return dict(self._since)
+
+    @property
+    def unreachable(self) -> list[str]:
+        """The reported (down for at least ``hold``) nodes, sorted."""
+        return sorted(self._reported)
+
+    def next_deadline(self) -> float | None:
+        """When a down node will have been down for ``hold`` (call ``update`` then), or None."""
+        pending = [t + self.hold for n, t in self._since.items() if n not in self._reported]
+        return min(pending) if pending else None
+
+    def update(
+        self,
+        now: float,
+        known: Iterable[str],
+        reachable: set[str],
+        *,
+        components: list[list[str]] | None = None,
+    ) -> list[Event]:
+        """Compare with the last update; return the partition events (see the rules)."""
+        known_set = set(known)
+        known_set.discard(self.local_id)
+        since = self._since
+        reported = self._reported
+        gone = [n for n in since if n not in known_set]
+        back = [n for n in since if n in reachable]
+        forgotten = sorted(n for n in gone if n in reported)
+        rejoined = sorted(n for n in back if n in reported)
+        forgotten_since = {n: since[n] for n in forgotten}
+        for n in gone + back:
+            del since[n]
+            reported.discard(n)
+        for n in known_set:
+            if n not in reachable and n not in since:
+                since[n] = now
+        new = sorted(n for n, t in since.items() if n not in reported and now - t >= self.hold)
+        reported.update(new)
+        count = len(components) if components is not None else (2 if reported else 1)
         events: list[Event] = []
-        local_component = next((c for c in components if self.local_id in c), [self.local_id])
-        if count > 1 and count > previous:
-            separated = {n for c in components if c is not local_component for n in c}
-            self._separated |= separated
+        if forgotten:
             events.append(
                 Event(
-                    "partition:detected",
+                    PARTITION_FORGOTTEN,
                     {
-                        "partitions": count,
-                        "components": [list(c) for c in components],
-                        "local_component": list(local_component),
-                        "separated": sorted(separated),
+                        "forgotten": forgotten,
+                        "down_since": forgotten_since,
+                        "unreachable": sorted(reported - set(new)),
                     },
                 )
             )
-        elif count == 1 and previous > 1:
-            rejoined = sorted(n for n in self._separated if n in view.graph)
-            lost = sorted(n for n in self._separated if n not in view.graph)
-            self._separated = set()
-            events.append(
-                Event("partition:healed", {"partitions": 1, "rejoined": rejoined, "lost": lost})
+        if rejoined:
+            if reported:
+                events.append(
+                    Event(
+                        PARTITION_REJOINED,
+                        {
+                            "rejoined": rejoined,
+                            "unreachable": sorted(reported),
+                            "partitions": count,
+                        },
+                    )
+                )
+            else:
+                events.append(
+                    Event(PARTITION_HEALED, {"partitions": 1, "rejoined": rejoined, "lost": []})
+                )
+        if new:
+            unreachable = sorted(reported)
+            local_component = next(
+                (c for c in components or () if self.local_id in c), [self.local_id]
             )
-        self.emit_events(events)
+            events.append(
+                Event(
+                    PARTITION_DETECTED,
+                    {
+                        "partitions": count,
+                        "unreachable": unreachable,
+                        "new": new,
+                        "down_since": {n: since[n] for n in unreachable},
+                        "components": [list(c) for c in components or ()],
+                        "local_component": list(local_component),
+                        "separated": unreachable,
+                    },
+                )
+            )
         return events

@@ -210,11 +210,11 @@ def test_partition_detected_and_healed() -> None:
     ]
 
 
-def test_partition_healed_by_expiry_reports_lost_nodes() -> None:
-    """When the cut-off side ages out, the heal event says those nodes were lost."""
+def test_expired_cut_off_side_is_not_a_heal() -> None:
+    """When the cut-off side ages out it stays known and down: no heal is claimed."""
     clock = FakeClock(0.0)
     topo = mesh(clock)
-    rec = Recorder(topo, "partition:healed")
+    rec = Recorder(topo, "partition:healed", "partition:forgotten")
     topo.update_topology(lsa("b", ("a", 2.0), ("h", 4.0), seq=2))
     clock.advance(30.0)
     topo.update_topology(  # everyone but c refreshes
@@ -226,9 +226,15 @@ def test_partition_healed_by_expiry_reports_lost_nodes() -> None:
     )
     clock.advance(31.0)
     assert topo.expire() == ["c"]
-    assert rec.seen == [("partition:healed", {"partitions": 1, "rejoined": [], "lost": ["c"]})]
+    assert rec.seen == []
     assert topo.check_partitions() == []
-    assert topo.get_network_stats().partitions == 1
+    stats = topo.get_network_stats()
+    assert stats.partitions == 2
+    assert stats.unreachable_nodes == 1
+    peer = topo.get_peer("c")
+    assert peer is not None
+    assert peer.capabilities == ("gpu",)
+    assert peer.down_since == 0.0
 
 
 def test_check_partitions_is_idempotent() -> None:
