@@ -437,7 +437,7 @@ def test_the_jobs_page_against_the_contract(tmp_path: Path) -> None:
                  "attempts": 2, "started": now - 30, "finished": now - 20, "duration": 10.0,
                  "submitter": "t", "error": {"code": "timeout", "message": "too slow"}},
             ]
-            real = b.core.answer_query
+            real = b.core._queries.answer
 
             def answer(q: Any, t: float) -> Any:
                 if q.what == "jobs":
@@ -448,7 +448,7 @@ def test_the_jobs_page_against_the_contract(tmp_path: Path) -> None:
                                 {"id": q.args.get("id"), "state": None})
                 return real(q, t)
 
-            b.core.answer_query = answer  # type: ignore[method-assign]
+            b.core._queries.answer = answer  # type: ignore[method-assign]
             d = Dash(node, tmp_path)
             drv = _browser(tmp_path)
             drv.get(d.url + "#jobs")
