@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils.monitor import parse_monitor_message
 
 from ..core.broker import CLASS_NAMES, WORKERS, BrokerCore, BrokerLimits
+from ..core.peers import UP, incarnation_id
 from ..errors import AuthenticationError, ConfigError, NoRoute, OperoneError, Refused
 from ..routing.events import EventEmitter
 from ..tools import ToolRegistry
@@ -62,6 +64,15 @@ class KeyChecker(Protocol):
 #: Peer link establishment must finish within this many seconds for
 #: connect_to_peer() to succeed (the link keeps retrying in the background).
 CONNECT_TIMEOUT = 10.0
+
+#: A dialled TCP connect that has not completed in this many ms is abandoned
+#: and tried again (libzmq's reconnect interval later).  Without it a SYN
+#: lost in a partition is retried by the kernel with doubling waits, and the
+#: link comes back up to about as long after the heal as the cut lasted.
+DIAL_CONNECT_TIMEOUT_MS = 1500
+#: A link is re-dialled (new sockets, new incarnation) at most this often (s):
+#: a neighbour that drops every connection at once costs four sockets a second.
+REDIAL_MIN_INTERVAL = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +140,15 @@ class Broker:
         self._token_ttl = token_ttl
         self.events = EventEmitter()
         self._dialled: dict[str, list[zmq.Socket[bytes]]] = {}
+        #: How each dialled neighbour was dialled (host, port, token, key), to
+        #: dial it again with fresh sockets when its connection is lost.
+        self._dial_args: dict[str, tuple[str, int, str | None, bytes | None]] = {}
+        self._redials: dict[str, asyncio.TimerHandle] = {}
+        self._last_dial: dict[str, float] = {}
+        #: This run's (random, unguessable) epoch and dial counter: each dial
+        #: is a new incarnation (core/peers.py).
+        self._epoch = secrets.randbits(64)
+        self._dial_seq = 0
         self._monitors: dict[int, str] = {}
         self._connect_waiters: dict[str, list[asyncio.Future[None]]] = {}
         # wait_routable(): node -> futures resolved once a route to it exists.
@@ -254,6 +274,9 @@ class Broker:
                     f.set_exception(NoRoute("the broker stopped"))
         self._connect_waiters.clear()
         self._routable_waiters.clear()
+        for h in self._redials.values():
+            h.cancel()
+        self._redials.clear()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -441,6 +464,9 @@ class Broker:
             elif name == "peer:disconnected":
                 self._log.info("peer_disconnected", peer=payload["node"],
                                reason=payload.get("reason"))
+                # Its connections may be stalled (a partition) with TCP's
+                # retransmission waits grown long: dial afresh.
+                self._redial_soon(payload["node"])
                 self.events.emit(name, payload["node"])
                 continue
             elif name == "peer:refused":
@@ -471,22 +497,36 @@ class Broker:
         old = self._dialled.pop(node, None)
         if old is not None:
             self._close_dialled(node, old)
+        pending = self._redials.pop(node, None)
+        if pending is not None:
+            pending.cancel()
+        self._dial_args[node] = (host, port, token, public_key)
+        self._last_dial[node] = time.monotonic()
         curve = CurveKeys(self._keys.public, self._keys.secret, key)
         h = f"[{host}]" if ":" in host else host
+        # A new incarnation: no connection of ours can collide with one the
+        # neighbour still holds from before (see core/peers.py).
+        self._dial_seq += 1
+        rid = incarnation_id(self.node_id, self._epoch, self._dial_seq)
         socks = []
         for cls in range(4):
             s = make_socket(ctx, zmq.DEALER, limits=self._socket_limits, curve=curve,
-                            identity=self.node_id.encode())
+                            identity=rid)
+            s.setsockopt(zmq.CONNECT_TIMEOUT, DIAL_CONNECT_TIMEOUT_MS)
             if ":" in host:
                 s.setsockopt(zmq.IPV6, 1)
             s.connect(f"tcp://{h}:{port + cls}")
             socks.append(s)
-        mon = socks[0].get_monitor_socket(
+        # Every class's connection is watched: one lost while the others
+        # (and the heartbeats on critical) carry on would be a black hole.
+        mons = [s.get_monitor_socket(
             zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
             | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+            for s in socks]
         idxs = [pump.add(s) for s in socks]
-        self._monitors[pump.add(mon)] = node
-        self._dialled[node] = [*socks, mon]
+        for mon in mons:
+            self._monitors[pump.add(mon)] = node
+        self._dialled[node] = [*socks, *mons]
         self.core.add_dialled_link(node, idxs, time.monotonic(), address=f"{host}:{port}",
                                    token=token)
         self._flush(time.monotonic())
@@ -501,6 +541,29 @@ class Broker:
                 pump.remove(i)
                 self._monitors.pop(i, None)
 
+    def _redial_soon(self, node: str) -> None:
+        """Dial ``node`` again with new sockets (a new incarnation), at once or
+        REDIAL_MIN_INTERVAL after the last dial."""
+        if node not in self._dial_args or node in self._redials or self._pump is None:
+            return
+        wait = self._last_dial.get(node, 0.0) + REDIAL_MIN_INTERVAL - time.monotonic()
+        loop = asyncio.get_running_loop()
+        self._redials[node] = loop.call_later(max(0.0, wait), self._redial, node)
+
+    def _redial(self, node: str) -> None:
+        self._redials.pop(node, None)
+        args = self._dial_args.get(node)
+        link = self.core.links.get(node)
+        if args is None or self._pump is None or link is None or link.dial is None:
+            return
+        if link.dial_state == UP:
+            return  # it came back by itself meanwhile
+        try:
+            self._dial(node, *args)
+        except (OperoneError, RuntimeError) as exc:
+            self._log.error("redial_failed", peer=node, error=str(exc))
+        self._emit_events()
+
     def _on_monitor(self, node: str, frames: list[bytes], now: float) -> None:
         try:
             ev = parse_monitor_message(frames)["event"]
@@ -509,6 +572,8 @@ class Broker:
         link = self.core.links.get(node)
         if ev == zmq.EVENT_DISCONNECTED:
             self.core.transport_lost(node, now)
+            if link is not None and not link.last_error.startswith(f"'{node}' refused"):
+                self._redial_soon(node)
         elif ev == zmq.EVENT_HANDSHAKE_FAILED_AUTH and link is not None:
             link.last_error = (f"'{node}' refused this node's key in the CurveZMQ handshake"
                                " (its operator must accept it)")
@@ -585,6 +650,10 @@ class Broker:
     async def disconnect_peer(self, node_id: str) -> bool:
         """Close and forget the link to ``node_id``."""
         socks = self._dialled.pop(node_id, None)
+        self._dial_args.pop(node_id, None)
+        pending = self._redials.pop(node_id, None)
+        if pending is not None:
+            pending.cancel()
         self.core.remove_link(node_id, time.monotonic())
         self._flush(time.monotonic())
         if socks is not None:
