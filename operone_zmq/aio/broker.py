@@ -149,6 +149,9 @@ class Broker:
         #: is a new incarnation (core/peers.py).
         self._epoch = secrets.randbits(64)
         self._dial_seq = 0
+        #: Neighbours whose broker predates dial incarnations (it refused our
+        #: NODE#... routing id): dialled with the plain node id.
+        self._plain_rid: set[str] = set()
         self._monitors: dict[int, str] = {}
         self._connect_waiters: dict[str, list[asyncio.Future[None]]] = {}
         # wait_routable(): node -> futures resolved once a route to it exists.
@@ -470,6 +473,8 @@ class Broker:
                 self.events.emit(name, payload["node"])
                 continue
             elif name == "peer:refused":
+                if self._predates_incarnations(payload["node"], payload["reason"]):
+                    continue
                 self._log.warning("peer_refused", peer=payload["node"],
                                   reason=payload["reason"])
                 for f in self._connect_waiters.pop(payload["node"], []):
@@ -507,7 +512,8 @@ class Broker:
         # A new incarnation: no connection of ours can collide with one the
         # neighbour still holds from before (see core/peers.py).
         self._dial_seq += 1
-        rid = incarnation_id(self.node_id, self._epoch, self._dial_seq)
+        rid = (self.node_id.encode() if node in self._plain_rid
+               else incarnation_id(self.node_id, self._epoch, self._dial_seq))
         socks = []
         for cls in range(4):
             s = make_socket(ctx, zmq.DEALER, limits=self._socket_limits, curve=curve,
@@ -540,6 +546,19 @@ class Broker:
             if s is not None and any(s is x for x in socks):
                 pump.remove(i)
                 self._monitors.pop(i, None)
+
+    def _predates_incarnations(self, node: str, reason: str) -> bool:
+        """Dial ``node`` again with the plain node id as routing id when its
+        refusal is the one a broker that predates incarnations gives ours."""
+        me = self.node_id
+        args = self._dial_args.get(node)
+        if args is None or node in self._plain_rid or not reason.startswith(
+                f"HELLO claims to be '{me}' on a connection whose routing id is '{me}#"):
+            return False
+        self._log.info("peer_predates_incarnations", peer=node)
+        self._plain_rid.add(node)
+        self._dial(node, *args)
+        return True
 
     def _redial_soon(self, node: str) -> None:
         """Dial ``node`` again with new sockets (a new incarnation), at once or
