@@ -156,6 +156,7 @@ class Diamond:
         self.ns = {h: f"opzq{h}{tag}" for h in "abcd"}
         self._made: list[str] = []
         self._cut: dict[str, str] = {}
+        self._loss: dict[str, float] = {}
 
     def addr(self, edge: str, host: str) -> str:
         """The address of ``host`` on ``edge``."""
@@ -216,6 +217,28 @@ class Diamond:
                 _ns_run(self.ns[h], "iptables", "-w", "-D", "INPUT", "-i",
                         self.dev(edge, h), "-j", "DROP")
 
+    def set_loss(self, edge: str, fraction: float) -> None:
+        """Drop ``fraction`` of the packets arriving at either end of ``edge``
+        at random (iptables' statistic match: real packet loss, which TCP
+        retransmits), replacing any loss set before; 0 clears it."""
+        self.clear_loss(edge)
+        if fraction <= 0:
+            return
+        for h in edge:
+            _ns_run(self.ns[h], "iptables", "-w", "-I", "INPUT", "-i", self.dev(edge, h), "-m",
+                    "statistic", "--mode", "random", "--probability", f"{fraction:.6f}",
+                    "-j", "DROP")
+        self._loss[edge] = fraction
+
+    def clear_loss(self, edge: str) -> None:
+        fraction = self._loss.pop(edge, None)
+        if fraction is None:
+            return
+        for h in edge:
+            _ns_run(self.ns[h], "iptables", "-w", "-D", "INPUT", "-i", self.dev(edge, h), "-m",
+                    "statistic", "--mode", "random", "--probability", f"{fraction:.6f}",
+                    "-j", "DROP")
+
     def heal_all(self) -> None:
         for e in list(self._cut):
             self.heal(e)
@@ -225,6 +248,7 @@ class Diamond:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
         self._made.clear()
         self._cut.clear()
+        self._loss.clear()
 
 
 def can_cut_with_iptables(ns: str) -> str | None:
