@@ -152,6 +152,9 @@ class Broker:
         #: Neighbours whose broker predates dial incarnations (it refused our
         #: NODE#... routing id): dialled with the plain node id.
         self._plain_rid: set[str] = set()
+        #: Neighbours whose CurveZMQ handshake refused our key on the current
+        #: dial: not dialled again by themselves (their operator must act).
+        self._key_refused: set[str] = set()
         self._monitors: dict[int, str] = {}
         self._connect_waiters: dict[str, list[asyncio.Future[None]]] = {}
         # wait_routable(): node -> futures resolved once a route to it exists.
@@ -507,6 +510,7 @@ class Broker:
             pending.cancel()
         self._dial_args[node] = (host, port, token, public_key)
         self._last_dial[node] = time.monotonic()
+        self._key_refused.discard(node)
         curve = CurveKeys(self._keys.public, self._keys.secret, key)
         h = f"[{host}]" if ":" in host else host
         # A new incarnation: no connection of ours can collide with one the
@@ -560,22 +564,28 @@ class Broker:
         self._dial(node, *args)
         return True
 
-    def _redial_soon(self, node: str) -> None:
+    def _redial_soon(self, node: str, *, lost: bool = False) -> None:
         """Dial ``node`` again with new sockets (a new incarnation), at once or
-        REDIAL_MIN_INTERVAL after the last dial."""
-        if node not in self._dial_args or node in self._redials or self._pump is None:
+        REDIAL_MIN_INTERVAL after the last dial.  ``lost``: one of its
+        connections is gone, so dial even if the link is up again by then
+        (libzmq would reconnect that socket under the old routing id)."""
+        if node not in self._dial_args or self._pump is None:
             return
+        if node in self._redials:
+            if not lost:
+                return
+            self._redials.pop(node).cancel()
         wait = self._last_dial.get(node, 0.0) + REDIAL_MIN_INTERVAL - time.monotonic()
         loop = asyncio.get_running_loop()
-        self._redials[node] = loop.call_later(max(0.0, wait), self._redial, node)
+        self._redials[node] = loop.call_later(max(0.0, wait), self._redial, node, lost)
 
-    def _redial(self, node: str) -> None:
+    def _redial(self, node: str, lost: bool) -> None:
         self._redials.pop(node, None)
         args = self._dial_args.get(node)
         link = self.core.links.get(node)
         if args is None or self._pump is None or link is None or link.dial is None:
             return
-        if link.dial_state == UP:
+        if link.dial_state == UP and not lost:
             return  # it came back by itself meanwhile
         try:
             self._dial(node, *args)
@@ -591,9 +601,10 @@ class Broker:
         link = self.core.links.get(node)
         if ev == zmq.EVENT_DISCONNECTED:
             self.core.transport_lost(node, now)
-            if link is not None and not link.last_error.startswith(f"'{node}' refused"):
-                self._redial_soon(node)
+            if node not in self._key_refused:
+                self._redial_soon(node, lost=True)
         elif ev == zmq.EVENT_HANDSHAKE_FAILED_AUTH and link is not None:
+            self._key_refused.add(node)
             link.last_error = (f"'{node}' refused this node's key in the CurveZMQ handshake"
                                " (its operator must accept it)")
             self.core.events.append(("peer:refused", {"node": node,
