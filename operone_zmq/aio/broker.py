@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils.monitor import parse_monitor_message
 
 from ..core.broker import CLASS_NAMES, WORKERS, BrokerCore, BrokerLimits
+from ..core.peers import UP, incarnation_id
 from ..errors import AuthenticationError, ConfigError, NoRoute, OperoneError, Refused
 from ..routing.events import EventEmitter
 from ..tools import ToolRegistry
@@ -62,6 +64,15 @@ class KeyChecker(Protocol):
 #: Peer link establishment must finish within this many seconds for
 #: connect_to_peer() to succeed (the link keeps retrying in the background).
 CONNECT_TIMEOUT = 10.0
+
+#: A dialled TCP connect that has not completed in this many ms is abandoned
+#: and tried again (libzmq's reconnect interval later).  Without it a SYN
+#: lost in a partition is retried by the kernel with doubling waits, and the
+#: link comes back up to about as long after the heal as the cut lasted.
+DIAL_CONNECT_TIMEOUT_MS = 1500
+#: A link is re-dialled (new sockets, new incarnation) at most this often (s):
+#: a neighbour that drops every connection at once costs four sockets a second.
+REDIAL_MIN_INTERVAL = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +140,21 @@ class Broker:
         self._token_ttl = token_ttl
         self.events = EventEmitter()
         self._dialled: dict[str, list[zmq.Socket[bytes]]] = {}
+        #: How each dialled neighbour was dialled (host, port, token, key), to
+        #: dial it again with fresh sockets when its connection is lost.
+        self._dial_args: dict[str, tuple[str, int, str | None, bytes | None]] = {}
+        self._redials: dict[str, asyncio.TimerHandle] = {}
+        self._last_dial: dict[str, float] = {}
+        #: This run's (random, unguessable) epoch and dial counter: each dial
+        #: is a new incarnation (core/peers.py).
+        self._epoch = secrets.randbits(64)
+        self._dial_seq = 0
+        #: Neighbours whose broker predates dial incarnations (it refused our
+        #: NODE#... routing id): dialled with the plain node id.
+        self._plain_rid: set[str] = set()
+        #: Neighbours whose CurveZMQ handshake refused our key on the current
+        #: dial: not dialled again by themselves (their operator must act).
+        self._key_refused: set[str] = set()
         self._monitors: dict[int, str] = {}
         self._connect_waiters: dict[str, list[asyncio.Future[None]]] = {}
         # wait_routable(): node -> futures resolved once a route to it exists.
@@ -254,6 +280,9 @@ class Broker:
                     f.set_exception(NoRoute("the broker stopped"))
         self._connect_waiters.clear()
         self._routable_waiters.clear()
+        for h in self._redials.values():
+            h.cancel()
+        self._redials.clear()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -441,9 +470,14 @@ class Broker:
             elif name == "peer:disconnected":
                 self._log.info("peer_disconnected", peer=payload["node"],
                                reason=payload.get("reason"))
+                # Its connections may be stalled (a partition) with TCP's
+                # retransmission waits grown long: dial afresh.
+                self._redial_soon(payload["node"])
                 self.events.emit(name, payload["node"])
                 continue
             elif name == "peer:refused":
+                if self._predates_incarnations(payload["node"], payload["reason"]):
+                    continue
                 self._log.warning("peer_refused", peer=payload["node"],
                                   reason=payload["reason"])
                 for f in self._connect_waiters.pop(payload["node"], []):
@@ -471,22 +505,38 @@ class Broker:
         old = self._dialled.pop(node, None)
         if old is not None:
             self._close_dialled(node, old)
+        pending = self._redials.pop(node, None)
+        if pending is not None:
+            pending.cancel()
+        self._dial_args[node] = (host, port, token, public_key)
+        self._last_dial[node] = time.monotonic()
+        self._key_refused.discard(node)
         curve = CurveKeys(self._keys.public, self._keys.secret, key)
         h = f"[{host}]" if ":" in host else host
+        # A new incarnation: no connection of ours can collide with one the
+        # neighbour still holds from before (see core/peers.py).
+        self._dial_seq += 1
+        rid = (self.node_id.encode() if node in self._plain_rid
+               else incarnation_id(self.node_id, self._epoch, self._dial_seq))
         socks = []
         for cls in range(4):
             s = make_socket(ctx, zmq.DEALER, limits=self._socket_limits, curve=curve,
-                            identity=self.node_id.encode())
+                            identity=rid)
+            s.setsockopt(zmq.CONNECT_TIMEOUT, DIAL_CONNECT_TIMEOUT_MS)
             if ":" in host:
                 s.setsockopt(zmq.IPV6, 1)
             s.connect(f"tcp://{h}:{port + cls}")
             socks.append(s)
-        mon = socks[0].get_monitor_socket(
+        # Every class's connection is watched: one lost while the others
+        # (and the heartbeats on critical) carry on would be a black hole.
+        mons = [s.get_monitor_socket(
             zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
             | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+            for s in socks]
         idxs = [pump.add(s) for s in socks]
-        self._monitors[pump.add(mon)] = node
-        self._dialled[node] = [*socks, mon]
+        for mon in mons:
+            self._monitors[pump.add(mon)] = node
+        self._dialled[node] = [*socks, *mons]
         self.core.add_dialled_link(node, idxs, time.monotonic(), address=f"{host}:{port}",
                                    token=token)
         self._flush(time.monotonic())
@@ -501,6 +551,48 @@ class Broker:
                 pump.remove(i)
                 self._monitors.pop(i, None)
 
+    def _predates_incarnations(self, node: str, reason: str) -> bool:
+        """Dial ``node`` again with the plain node id as routing id when its
+        refusal is the one a broker that predates incarnations gives ours."""
+        me = self.node_id
+        args = self._dial_args.get(node)
+        if args is None or node in self._plain_rid or not reason.startswith(
+                f"HELLO claims to be '{me}' on a connection whose routing id is '{me}#"):
+            return False
+        self._log.info("peer_predates_incarnations", peer=node)
+        self._plain_rid.add(node)
+        self._dial(node, *args)
+        return True
+
+    def _redial_soon(self, node: str, *, lost: bool = False) -> None:
+        """Dial ``node`` again with new sockets (a new incarnation), at once or
+        REDIAL_MIN_INTERVAL after the last dial.  ``lost``: one of its
+        connections is gone, so dial even if the link is up again by then
+        (libzmq would reconnect that socket under the old routing id)."""
+        if node not in self._dial_args or self._pump is None:
+            return
+        if node in self._redials:
+            if not lost:
+                return
+            self._redials.pop(node).cancel()
+        wait = self._last_dial.get(node, 0.0) + REDIAL_MIN_INTERVAL - time.monotonic()
+        loop = asyncio.get_running_loop()
+        self._redials[node] = loop.call_later(max(0.0, wait), self._redial, node, lost)
+
+    def _redial(self, node: str, lost: bool) -> None:
+        self._redials.pop(node, None)
+        args = self._dial_args.get(node)
+        link = self.core.links.get(node)
+        if args is None or self._pump is None or link is None or link.dial is None:
+            return
+        if link.dial_state == UP and not lost:
+            return  # it came back by itself meanwhile
+        try:
+            self._dial(node, *args)
+        except (OperoneError, RuntimeError) as exc:
+            self._log.error("redial_failed", peer=node, error=str(exc))
+        self._emit_events()
+
     def _on_monitor(self, node: str, frames: list[bytes], now: float) -> None:
         try:
             ev = parse_monitor_message(frames)["event"]
@@ -509,7 +601,10 @@ class Broker:
         link = self.core.links.get(node)
         if ev == zmq.EVENT_DISCONNECTED:
             self.core.transport_lost(node, now)
+            if node not in self._key_refused:
+                self._redial_soon(node, lost=True)
         elif ev == zmq.EVENT_HANDSHAKE_FAILED_AUTH and link is not None:
+            self._key_refused.add(node)
             link.last_error = (f"'{node}' refused this node's key in the CurveZMQ handshake"
                                " (its operator must accept it)")
             self.core.events.append(("peer:refused", {"node": node,
@@ -585,6 +680,10 @@ class Broker:
     async def disconnect_peer(self, node_id: str) -> bool:
         """Close and forget the link to ``node_id``."""
         socks = self._dialled.pop(node_id, None)
+        self._dial_args.pop(node_id, None)
+        pending = self._redials.pop(node_id, None)
+        if pending is not None:
+            pending.cancel()
         self.core.remove_link(node_id, time.monotonic())
         self._flush(time.monotonic())
         if socks is not None:

@@ -113,6 +113,7 @@ def _new_counters() -> dict[str, int]:
         "ttl_expired": 0,
         "peers_refused": 0,
         "peer_key_mismatch": 0,
+        "superseded_hellos": 0,
         "lsas_received": 0,
         "lsas_sent": 0,
         "broadcasts_received": 0,

@@ -48,6 +48,8 @@ from .peers import (
     REFUSED_BACKOFF,
     UP,
     PeerLink,
+    node_of_rid,
+    superseded,
 )
 from .ports import LinkEvents
 
@@ -318,7 +320,7 @@ class PeerLinks:
             ctx.counters["malformed"] += 1
             return  # unverified or broken peer: counted, not answered
         try:
-            node = rid.decode()
+            node = node_of_rid(rid).decode()
         except UnicodeDecodeError:
             ctx.counters["malformed"] += 1
             return
@@ -328,7 +330,8 @@ class PeerLinks:
             return
         link = self.links.get(node)
         if link is None or link.rid != rid or not link.accepted_up:
-            # Not a peer we accepted (or it restarted): ask it to say HELLO.
+            # Not a peer we accepted (or it restarted, or this is a connection
+            # of another dial than the accepted one): ask it to say HELLO.
             ctx.counters["peers_refused"] += 1
             ctx.out.append((cls, [rid, TAG, ctx.header(_BYE, ctx.next_id(), node, cls),
                                   Bye("no session: send HELLO", "no_session").pack()]))
@@ -412,8 +415,8 @@ class PeerLinks:
             refuse(f"bad HELLO: {exc}")
             return
         if hello.node != node:
-            refuse(f"HELLO claims to be '{hello.node}' on a connection whose routing id is"
-                   f" '{node}'")
+            refuse(f"HELLO claims to be '{hello.node}' on a connection whose routing id"
+                   f" names '{node}'")
             return
         if node == ctx.node_id:
             refuse(f"'{node}' is this broker's own node id")
@@ -430,6 +433,11 @@ class PeerLinks:
         if (link is None or not link.up) and up_now >= limits.max_peers:
             refuse(f"this broker already has {up_now} peers (max_peers"
                    f" {limits.max_peers})")
+            return
+        if (link is not None and link.accepted_up and link.rid is not None
+                and superseded(rid, link.rid)):
+            # A late HELLO of a connection the dialler has replaced since.
+            ctx.counters["superseded_hellos"] += 1
             return
         if link is None:
             link = self.links[node] = PeerLink(node)

@@ -5,7 +5,22 @@ A link to a neighbour broker may have two transports:
 * **dialled**: we connected one DEALER per class to the neighbour's class
   ROUTERs (socket indices chosen by the shell); we send through them;
 * **accepted**: the neighbour dialled us; we reach it through our class
-  ROUTERs, addressing its routing id (which is its node id).
+  ROUTERs, addressing the routing id its accepted HELLO came from.
+
+**Dial incarnations.**  A dialler gives its four DEALERs one routing id per
+dial, ``NODE#EPOCH.SEQ`` (:func:`incarnation_id`; EPOCH is random per broker
+run, SEQ counts its dials), and dials afresh (new sockets, new id) whenever
+the connection is lost or the link is declared dead.  libzmq hands a routing
+id to the first connection that presents it and parks a later one under
+the same id, unread, for good (libzmq 4.3.5; libzmq #2019, #4503): a
+reconnect under a fixed id while the far end still holds the old connection
+is a black hole.  With one id per dial two connections never share one; the
+accepting side takes the node id from the part before ``#``, and a newer
+incarnation's authenticated HELLO replaces the older session (an older
+incarnation's late HELLO never replaces a newer one).  As EPOCH is random,
+no other connection can present the accepted routing id, so sends to the
+neighbour reach the connection whose key was checked for it.  A routing id
+without ``#`` (a dialler that predates incarnations) is its node id.
 
 The link is UP when either transport has completed the handshake; sends
 prefer the dialled transport.  Link lifecycle (one table)::
@@ -33,11 +48,15 @@ from dataclasses import dataclass, field
 __all__ = [
     "DOWN",
     "HELLO_SENT",
+    "INCARNATION_SEP",
     "MAX_HELLO_BACKOFF",
     "MIN_HELLO_BACKOFF",
     "REFUSED_BACKOFF",
     "UP",
     "PeerLink",
+    "incarnation_id",
+    "node_of_rid",
+    "superseded",
 ]
 
 DOWN = "down"
@@ -50,6 +69,39 @@ MIN_HELLO_BACKOFF = 0.25
 MAX_HELLO_BACKOFF = 10.0
 #: After a refusal (BYE) the next try waits at least this long (s).
 REFUSED_BACKOFF = 5.0
+
+#: Separates the node id from the dial incarnation in a peer's routing id;
+#: never part of a node id (security.keys.NAME_PATTERN).
+INCARNATION_SEP = b"#"
+
+
+def incarnation_id(node: str, epoch: int, seq: int) -> bytes:
+    """The routing id of dial ``seq`` of the broker run ``epoch``."""
+    return node.encode() + INCARNATION_SEP + f"{epoch:016x}.{seq:x}".encode()
+
+
+def node_of_rid(rid: bytes) -> bytes:
+    """The node id part of a peer's routing id."""
+    return rid.partition(INCARNATION_SEP)[0]
+
+
+def _order(rid: bytes) -> tuple[bytes, int] | None:
+    inc = rid.partition(INCARNATION_SEP)[2]
+    epoch, dot, seq = inc.partition(b".")
+    if not dot:
+        return None
+    try:
+        return epoch, int(seq, 16)
+    except ValueError:
+        return None
+
+
+def superseded(rid: bytes, current: bytes) -> bool:
+    """True when ``rid`` is an older dial of the same broker run than
+    ``current`` (a late message of a connection its dialler replaced)."""
+    a, b = _order(rid), _order(current)
+    return a is not None and b is not None and a[0] == b[0] and a[1] < b[1]
+
 
 #: EWMA weight of a new RTT sample in the link cost.
 RTT_ALPHA = 0.3
@@ -69,7 +121,8 @@ class PeerLink:
     #: Our DEALER socket per class, when we dialled this neighbour.
     dial: list[int] | None = None
     dial_state: str = DOWN
-    #: Its routing id on our class ROUTERs, when it dialled us.
+    #: Its routing id on our class ROUTERs (the accepted incarnation), when it
+    #: dialled us.
     rid: bytes | None = None
     accepted_up: bool = False
     #: The Curve key the neighbour authenticated with (z85), accepted side.
