@@ -52,13 +52,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-import msgpack
-
 from ..errors import BadRequest, JobError, ProtocolError
 from ..jobs.router import RouteDecision, ToolRouter
 from ..protocol.bodies import Cancel, ErrorBody, Query, pack_value
-from ..protocol.codec import TAG, Header, MsgType, decode
-from ..protocol.limits import MAX_HEADER_SIZE
+from ..protocol.codec import TAG, Header, MsgType, best_effort_id, decode
 from ..qos.manager import QoSManager
 from ..routing.dijkstra import RoutingTable
 from ..routing.lsdb import LinkStateDB
@@ -256,7 +253,7 @@ class BrokerCore:
             # The sender passed ZAP, so it hears what was wrong; nothing else changes.
             ctx.count_error(exc.code)
             body = ErrorBody(exc.code, str(exc), None, ctx.node_id, {}).pack()
-            mid = _best_effort_id(frames)
+            mid = best_effort_id(frames, 1)
             ctx.out.append((cls, [rid, TAG, ctx.header(_ERROR, mid, "", cls), body]))
             return
         h = msg.header
@@ -324,9 +321,12 @@ class BrokerCore:
         """The shell could not deliver ``frames`` (the peer is gone)."""
         self._ctx.now = now
         self._ctx.counters["unroutable"] += 1
-        if sock != WORKERS:
-            return  # a client went away; its jobs end at their deadlines
-        self._local.on_unroutable(frames)
+        if sock == WORKERS:
+            self._local.on_unroutable(frames)
+        elif sock < WORKERS and frames and frames[0][:1] != b"\x00":
+            # A neighbour's connection to our ROUTER is gone: the link is down now.
+            self._links.on_unroutable(sock, frames, now)
+        # else a client went away; its jobs end at their deadlines
 
     # =========================================================== peer mesh
     def add_dialled_link(self, node: str, socks: list[int], now: float, *, address: str = "",
@@ -435,14 +435,3 @@ class BrokerCore:
         self._links.bye_all(reason)
         self._local.disconnect_workers(reason)
 
-
-def _best_effort_id(frames: list[bytes]) -> str:
-    """The id of a message we could not decode, when it can be found at all."""
-    if len(frames) >= 3 and len(frames[2]) <= MAX_HEADER_SIZE:
-        try:
-            h = msgpack.unpackb(frames[2], raw=False)
-        except Exception:
-            return "-"
-        if isinstance(h, list | tuple) and len(h) >= 2 and isinstance(h[1], str):
-            return h[1][:64] or "-"
-    return "-"

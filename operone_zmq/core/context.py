@@ -23,6 +23,7 @@ from ..errors import JobError
 from ..protocol.bodies import ErrorBody
 from ..protocol.codec import TAG, Header, MsgType, encode_header
 from ..protocol.limits import DEFAULT_TTL
+from ..routing.lsdb import DEFAULT_DOWN_RETENTION
 
 __all__ = [
     "CLASS_NAMES",
@@ -93,6 +94,9 @@ class BrokerLimits:
     remote_grace: float = 1.0
     #: Seconds a finished remote job's result is kept to answer a repeated attempt.
     result_cache_seconds: float = 300.0
+    #: Seconds a node whose LSA aged out stays known as "down since T" (0:
+    #: forgotten at expiry); configuration ``routing.down_retention_s``.
+    down_retention: float = DEFAULT_DOWN_RETENTION
 
 
 def _new_counters() -> dict[str, int]:
@@ -121,6 +125,8 @@ def _new_counters() -> dict[str, int]:
         "results_from_cache": 0,
         "qos_refused": 0,
         "qos_dropped_link_down": 0,
+        "peers_unroutable": 0,
+        "attempts_resent": 0,
     }
 
 

@@ -25,6 +25,15 @@ Rules:
   attempt is cancelled); an ERROR of an attempt we gave up on is ignored,
   except no_route from a relay.
 * ``in_flight`` counts the attempts per target node (placement weighs it).
+* Each remote attempt remembers the path it was sent on.  When the routes
+  change (:meth:`OriginTable.topology_changed`), an attempt whose target is
+  unreachable has failed (classified as above); an attempt whose target is
+  still reachable but whose path lost a node, or whose first hop is no
+  longer a link, is *re-sent* at once on the new path, same job id: the
+  message (or its answer) may have been lost with the dead relay, and the
+  target runs one attempt once (its dedup answers a repeat from its result
+  cache, or ignores it while it runs), so this is safe for jobs that are
+  not idempotent.  The attempt's deadline starts again.
 """
 
 from __future__ import annotations
@@ -94,6 +103,8 @@ class Origin:
     deadline: float = 0.0  # of the current remote attempt
     retry_at: float | None = None
     placement: str = ""
+    #: The path the current remote attempt was sent on (this node first).
+    path: tuple[str, ...] = ()
 
 
 class OriginTable:
@@ -224,13 +235,27 @@ class OriginTable:
             return
         counters = ctx.counters
         counters["forwarded"] += 1
-        if self._routes.next_hop(target) is None:
-            known = target in self._lsdb
+        route = self._routes.route(target)
+        if route is None:
+            known = self._lsdb.knows(target)
             self._failed(o, NoRoute(
                 f"no route from '{node_id}' to node '{target}'"
                 + (" (it is known but unreachable)" if known else " (unknown node)"),
                 job_id=o.id, node=node_id), now, maybe_started=False)
             return
+        o.path = route.path
+        self._send_attempt(o, now)
+
+    def _send_attempt(self, o: Origin, now: float, *, resend: bool = False) -> None:
+        """Send the JOB of ``o``'s current remote attempt toward ``o.target``,
+        with a fresh deadline; a send that cannot go out fails the attempt
+        (one that may have started already when ``resend``)."""
+        ctx = self._ctx
+        node_id = ctx.node_id
+        counters = ctx.counters
+        req = o.req
+        target = o.target
+        assert target is not None
         timeout = req.timeout if req.timeout is not None else ctx.limits.default_timeout
         o.deadline = now + timeout + ctx.limits.remote_grace
         heapq.heappush(self._deadlines, (o.deadline, o.id))
@@ -247,9 +272,10 @@ class OriginTable:
             else:
                 failure = NoRoute(f"no route from '{node_id}' to node '{target}'",
                                   job_id=o.id, node=node_id)
-            self._failed(o, failure, now, maybe_started=False)
+            self._failed(o, failure, now, maybe_started=resend)
 
     def _release(self, o: Origin) -> None:
+        o.path = ()
         t = o.target
         if t is not None:
             n = self._in_flight.get(t, 0) - 1
@@ -366,16 +392,40 @@ class OriginTable:
             f"job '{jid}' was cancelled" + (f": {reason}" if reason else ""), job_id=jid))
         return True
 
-    def topology_changed(self, reachable: set[str] | frozenset[str], now: float) -> None:
-        """Route costs changed; attempts on nodes now unreachable have failed."""
-        node_id = self._ctx.node_id
+    def topology_changed(self, reachable: set[str] | frozenset[str], now: float,
+                         up: Callable[[str], bool] | None = None) -> None:
+        """Routes changed: attempts on nodes now unreachable have failed;
+        attempts whose path lost a node (or whose first hop ``up`` says is no
+        longer a link) are re-sent on the new path."""
+        ctx = self._ctx
+        node_id = ctx.node_id
         self._remote_cache_version = -1  # route costs changed
         for o in list(self._origins.values()):
             t = o.target
-            if t is not None and t != node_id and t not in reachable:
+            if t is None or t == node_id or t in self._legacy:
+                continue
+            if t not in reachable:
                 self._failed(o, NoRoute(
                     f"node '{t}' became unreachable while running job '{o.id}'",
                     job_id=o.id, node=node_id), now, maybe_started=True)
+                continue
+            path = o.path
+            if not path or o.retry_at is not None:
+                continue
+            broken = any(n not in reachable for n in path[1:-1]) or (
+                up is not None and len(path) > 1 and not up(path[1]))
+            if not broken:
+                continue
+            route = self._routes.route(t)
+            if route is None or route.path == path:
+                continue
+            lost = [n for n in path[1:-1] if n not in reachable]
+            ctx.counters["attempts_resent"] += 1
+            ctx.events.append(("job:rerouted", {
+                "job": o.id, "target": t, "old_path": list(path),
+                "path": list(route.path), "lost": lost}))
+            o.path = route.path
+            self._send_attempt(o, now, resend=True)
 
     # --------------------------------------------------------------- timers
     def tick(self, now: float) -> None:
