@@ -95,6 +95,16 @@ class PeerAddress:
         return cls(node, host.strip("[]"), int(port))
 
 
+#: Fields of a partition event worth a log line: who is lost or back, and
+#: since when (the components, which can list every node, are left out).
+_PARTITION_LOG_FIELDS = ("partitions", "new", "unreachable", "rejoined", "forgotten",
+                         "down_since")
+
+
+def _partition_fields(payload: dict[str, Any]) -> dict[str, Any]:
+    return {k: payload[k] for k in _PARTITION_LOG_FIELDS if k in payload}
+
+
 def _bind_private(sock: zmq.Socket[bytes], endpoint: str) -> None:
     """Bind the workers' endpoint; an ipc:// file is owner-only, and one left
     over by a broker that was killed is replaced."""
@@ -374,6 +384,9 @@ class Broker:
         self._timer_at = float("inf")
         if self._pump is None:
             return
+        # Input that waited while the loop was busy counts before liveness is
+        # judged (a PONG in a socket buffer is not silence).
+        self._pump.drain()
         now = time.monotonic()
         if self._inproc is not None:
             self._inproc.tick()
@@ -485,9 +498,11 @@ class Broker:
                         f.set_exception(Refused(f"peer '{payload['node']}' refused the link:"
                                                 f" {payload['reason']}"))
             elif name.startswith("partition:"):
-                # A broker that died also shows as a split until its LSA ages
-                # out, so this is information, not an alarm.
-                self._log.info(name.replace(":", "_"), **payload)
+                # Names the nodes (unreachable, new, rejoined, forgotten) and
+                # since when: an operator must see a lost part of the mesh.
+                self._log.warning(name.replace(":", "_"), **_partition_fields(payload))
+            elif name == "job:rerouted":
+                self._log.info("job_rerouted", **payload)
             self.events.emit(name, payload)
 
     def _dial(self, node: str, host: str, port: int, token: str | None,

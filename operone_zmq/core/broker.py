@@ -323,9 +323,11 @@ class BrokerCore:
         self._ctx.counters["unroutable"] += 1
         if sock == WORKERS:
             self._local.on_unroutable(frames)
-        elif sock < WORKERS and frames and frames[0][:1] != b"\x00":
-            # A neighbour's connection to our ROUTER is gone: the link is down now.
-            self._links.on_unroutable(sock, frames, now)
+        elif (sock < WORKERS and frames and frames[0][:1] != b"\x00"
+              and self._links.on_unroutable(sock, frames, now)):
+            # A neighbour's connection to our ROUTER is gone: the link is down
+            # now, and a routed message goes again once the routes changed.
+            self._relay.hold(sock, frames[1:], now)
         # else a client went away; its jobs end at their deadlines
 
     # =========================================================== peer mesh
@@ -375,6 +377,7 @@ class BrokerCore:
         """Work that batches up: originate our LSA if it changed, react to
         topology changes.  The shell calls this after each batch of messages."""
         self._linkstate.poll(now)
+        self._relay.release_held(now)
 
     def route_info(self, dest: str) -> dict[str, Any]:
         """The route to ``dest`` as ``operone route`` shows it (NetworkTopology)."""
@@ -421,6 +424,7 @@ class BrokerCore:
         t = self._local.next_deadline()
         t = self._origin.next_deadline(t)
         t = self._links.next_deadline(t)
+        t = self._relay.next_deadline(t)
         return self._linkstate.next_deadline(t)
 
     # ---------------------------------------------------------------- state

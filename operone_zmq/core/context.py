@@ -127,6 +127,8 @@ def _new_counters() -> dict[str, int]:
         "qos_dropped_link_down": 0,
         "peers_unroutable": 0,
         "attempts_resent": 0,
+        "held_resent": 0,
+        "held_dropped": 0,
     }
 
 

@@ -196,28 +196,32 @@ class PeerLinks:
             if was_up and not link.up:
                 self._on_link_down(link, now, "connection lost")
 
-    def on_unroutable(self, cls: int, frames: list[bytes], now: float) -> None:
+    def on_unroutable(self, cls: int, frames: list[bytes], now: float) -> bool:
         """Our ROUTER of class ``cls`` had no connection for routing id
         ``frames[0]`` (a neighbour's node id): its accepted transport is gone.
         The message goes out on the dialled transport when that is up;
         otherwise the link is down now (its silence would take 3 s to say so,
-        and every job routed into it meanwhile would be lost)."""
+        and every job routed into it meanwhile would be lost).  Returns False
+        when the message went out on the dialled transport, True when it is
+        lost (the caller may re-route it)."""
         try:
             node = frames[0].decode()
         except UnicodeDecodeError:
-            return
+            return True
         link = self.links.get(node)
         if link is None or link.rid != frames[0] or not link.accepted_up:
-            return
+            return True
         self._ctx.counters["peers_unroutable"] += 1
         link.accepted_up = False
         if link.up:  # the dialled transport still works: resend on it
             if link.dial is not None and 0 <= cls < len(link.dial):
                 self._ctx.out.append((link.dial[cls], frames[1:]))
-            return
+                return False
+            return True
         self._on_link_down(link, now, "its connection is gone (unroutable send)")
         if link.dial is None:
             del self.links[node]
+        return True
 
     def _send_hello(self, link: PeerLink, now: float) -> None:
         if link.dial is None:

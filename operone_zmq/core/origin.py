@@ -28,8 +28,8 @@ Rules:
 * Each remote attempt remembers the path it was sent on.  When the routes
   change (:meth:`OriginTable.topology_changed`), an attempt whose target is
   unreachable has failed (classified as above); an attempt whose target is
-  still reachable but whose path lost a node, or whose first hop is no
-  longer a link, is *re-sent* at once on the new path, same job id: the
+  still reachable but whose path lost a node or a link (or whose first hop
+  is no longer up) is *re-sent* at once on the new path, same job id: the
   message (or its answer) may have been lost with the dead relay, and the
   target runs one attempt once (its dedup answers a repeat from its result
   cache, or ignores it while it runs), so this is safe for jobs that are
@@ -41,6 +41,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 from ..errors import (
     BadRequest,
@@ -412,8 +413,10 @@ class OriginTable:
             path = o.path
             if not path or o.retry_at is not None:
                 continue
-            broken = any(n not in reachable for n in path[1:-1]) or (
-                up is not None and len(path) > 1 and not up(path[1]))
+            edge = self._routes.graph.edge
+            broken = (any(n not in reachable for n in path[1:-1])
+                      or any(edge(u, v) is None for u, v in pairwise(path))
+                      or (up is not None and len(path) > 1 and not up(path[1])))
             if not broken:
                 continue
             route = self._routes.route(t)
