@@ -13,8 +13,8 @@ Rules:
   the failure of the job's current attempt.
 * A routed message that could not be delivered because its next hop's
   connection was gone (an unroutable send: the link went down at that
-  moment), or whose next hop's link is down while the routes wait to be
-  recomputed, is *held* (at most :data:`MAX_HELD`, for :data:`HOLD_SECONDS`) and
+  moment), or whose next hop's link is already down while the routes still
+  name it, is *held* (at most :data:`MAX_HELD`, for :data:`HOLD_SECONDS`) and
   sent again by its dst once the routes were recomputed without the lost
   neighbour; what still has no route then is dropped (its origin re-sends
   or times out).
@@ -73,12 +73,12 @@ class Relay:
     def send_to_node(self, dst: str, cls: int, frames: list[bytes], t: int) -> bool:
         """Send routed frames toward ``dst`` by its next hop; False if unreachable.
 
-        A next hop whose link is down while the routes wait to be recomputed
-        (it just went down) holds the message until they are."""
-        routes = self._routes
-        nh = routes.next_hop(dst)
+        A next hop whose link is gone or down (it just went: our LSA and the
+        routes will follow within an LSA interval and an SPF run) holds the
+        message until the routes were recomputed."""
+        nh = self._routes.next_hop(dst)
         link = self._links.get(nh) if nh is not None else None
-        if link is not None and not link.up and routes.stale and t in _ROUTED:
+        if nh is not None and (link is None or not link.up) and t in _ROUTED:
             self.hold(cls, frames, self._ctx.now)
             return True
         if link is None or not self._links.send(link, cls, frames):
