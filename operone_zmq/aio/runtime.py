@@ -60,6 +60,7 @@ def broker_from_config(home: Home, config: Config, extra_peers: Iterable[str] = 
         peer_interval=config.broker.heartbeat_interval,
         max_peers=config.mesh.max_peers,
         result_cache_seconds=config.limits.result_cache_seconds,
+        down_retention=config.routing.down_retention_s,
     )
     endpoint = config.broker.worker_endpoint
     if endpoint is None:  # load_config always resolves it
