@@ -418,5 +418,5 @@ def test_down_retention_reaches_the_link_state_database(tmp_path: Path) -> None:
     assert broker_from_config(home, load_config(home)).core.lsdb.retention == 14400.0
     b = broker_from_config(home, load_config(home, {"routing.down_retention_s": 0}))
     assert b.core.lsdb.retention == 0.0
-    with pytest.raises(ConfigError, match="routing.down_retention_s"):
+    with pytest.raises(ConfigError, match=r"routing\.down_retention_s"):
         load_config(home, {"routing.down_retention_s": -1})
