@@ -782,7 +782,14 @@ _OPTION_DOCS: dict[str, tuple[str, str | None]] = {
     ),
     "limits.max_message_size": ("Largest message accepted, in bytes.", None),
     "limits.max_queued_jobs": ("Jobs waiting for a worker before new ones are refused.", None),
-    "limits.max_clients": ("Client connections served at the same time.", None),
+    "limits.max_clients": (
+        "Client connections served at the same time (one per priority class a client "
+        "uses).  A new one past it gets the error too_many_clients; a connection silent "
+        "for 60 s with no job in flight gives its place up.  At start the broker raises "
+        "its open-file limit to the hard limit and refuses to start if that cannot hold "
+        "this many clients, its peers and a reserve.",
+        None,
+    ),
     "limits.result_cache_seconds": (
         "How long finished results are kept by job id, so a retried job is answered "
         "from the cache instead of running twice.",

@@ -32,6 +32,7 @@ __all__ = [
     "Refused",
     "SSHError",
     "SecurityError",
+    "TooManyClients",
     "ToolFailed",
     "ToolNotFound",
     "UnsupportedVersion",
@@ -178,6 +179,13 @@ class Overloaded(JobError):
     code = "overloaded"
 
 
+class TooManyClients(Overloaded):
+    """The broker already serves ``limits.max_clients`` client connections;
+    this one was not served.  Retry later, or use another broker."""
+
+    code = "too_many_clients"
+
+
 class NoRoute(JobError):
     """The destination node is unknown or unreachable."""
 
@@ -220,6 +228,7 @@ _BY_CODE: dict[str, type[JobError]] = {
         Refused,
         PathOutsideRoot,
         Overloaded,
+        TooManyClients,
         NoRoute,
         WorkerLost,
         NotIdempotent,

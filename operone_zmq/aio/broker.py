@@ -28,6 +28,7 @@ from ..core.peers import UP, incarnation_id
 from ..errors import AuthenticationError, ConfigError, NoRoute, OperoneError, Refused
 from ..routing.events import EventEmitter
 from ..tools import ToolRegistry
+from .fdlimit import ensure_fd_budget
 from .inproc import INPROC_RID, InprocWorker
 from .legacy import LegacyHost, LegacyRunner
 from .pump import Pump
@@ -206,6 +207,7 @@ class Broker:
         if self._pump is not None:
             return
         loop = asyncio.get_running_loop()
+        ensure_fd_budget(self._limits.max_clients, self._limits.max_peers)
         self.core = self._new_core()
         ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._ctx = ctx

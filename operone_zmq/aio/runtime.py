@@ -61,6 +61,7 @@ def broker_from_config(home: Home, config: Config, extra_peers: Iterable[str] = 
         max_peers=config.mesh.max_peers,
         result_cache_seconds=config.limits.result_cache_seconds,
         down_retention=config.routing.down_retention_s,
+        max_clients=config.limits.max_clients,
     )
     endpoint = config.broker.worker_endpoint
     if endpoint is None:  # load_config always resolves it

@@ -24,6 +24,7 @@ The parts (each a class with its own state; its rules at the top of its module):
     linkstate.py  LinkState       our LSAs, flooding, SPF scheduling, partitions
     relay.py      Relay           routed messages (ours, a legacy host's, relayed), broadcast
     legacy.py     LegacyHosts     SSH-only hosts served by this broker
+    clients.py    ClientTable     client connections served, bounded by max_clients
     queries.py    Queries         QUERY answers and stats
 
 This face dispatches each input by its source and message type to a part,
@@ -52,7 +53,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import BadRequest, JobError, ProtocolError
+from ..errors import BadRequest, JobError, ProtocolError, TooManyClients
 from ..jobs.router import RouteDecision, ToolRouter
 from ..protocol.bodies import Cancel, ErrorBody, Query, pack_value
 from ..protocol.codec import TAG, Header, MsgType, best_effort_id, decode
@@ -60,6 +61,7 @@ from ..qos.manager import QoSManager
 from ..routing.dijkstra import RoutingTable
 from ..routing.lsdb import LinkStateDB
 from ..routing.topology import NetworkTopology
+from .clients import ClientTable
 from .context import (
     _BROADCAST,
     _CANCEL,
@@ -126,6 +128,7 @@ class BrokerCore:
                                 token_factory=token_factory)
         self._linkstate = LinkState(ctx, wall)
         self._relay = Relay(ctx)
+        self._clients = ClientTable(ctx)
         self._local.wire(self._origin, self._remote, self._legacy, self._linkstate)
         self._origin.wire(self._local, self._legacy, self._relay, self._linkstate.lsdb,
                           self._linkstate.routes, self._links.health)
@@ -246,6 +249,13 @@ class BrokerCore:
         if rid[:1] != b"\x00":
             self._links.on_router(cls, rid, uid, frames, now)
             return
+        if not self._clients.admit(cls, rid, now, self._origin.clients_with_jobs):
+            n = ctx.limits.max_clients
+            ctx.send_error(cls, rid, best_effort_id(frames, 1), "", cls, TooManyClients(
+                f"broker '{ctx.node_id}' serves at most {n} client connection"
+                f"{'s' if n != 1 else ''} at once (limits.max_clients); try again later"),
+                corr=best_effort_id(frames, 1))
+            return
         try:
             msg = decode(frames, 1)
         except ProtocolError as exc:
@@ -328,7 +338,8 @@ class BrokerCore:
             # A neighbour's connection to our ROUTER is gone: the link is down
             # now, and a routed message goes again once the routes changed.
             self._relay.hold(sock, frames[1:], now)
-        # else a client went away; its jobs end at their deadlines
+        elif sock < WORKERS and frames:
+            self._clients.gone(sock, frames[0])  # a client went away
 
     # =========================================================== peer mesh
     def add_dialled_link(self, node: str, socks: list[int], now: float, *, address: str = "",
@@ -417,6 +428,7 @@ class BrokerCore:
         self._linkstate.check_load(now, links.next_ping)
         self._linkstate.check_partition(now)
         links.release_due(now)
+        self._clients.expire(now, self._origin.clients_with_jobs)
         self.poll(now)
 
     def next_deadline(self) -> float:
@@ -425,6 +437,7 @@ class BrokerCore:
         t = self._origin.next_deadline(t)
         t = self._links.next_deadline(t)
         t = self._relay.next_deadline(t)
+        t = self._clients.next_deadline(t)
         return self._linkstate.next_deadline(t)
 
     # ---------------------------------------------------------------- state

@@ -97,6 +97,13 @@ class BrokerLimits:
     #: Seconds a node whose LSA aged out stays known as "down since T" (0:
     #: forgotten at expiry); configuration ``routing.down_retention_s``.
     down_retention: float = DEFAULT_DOWN_RETENTION
+    #: Client connections served at once (configuration ``limits.max_clients``);
+    #: a new one past it is answered ERROR too_many_clients.
+    max_clients: int = 1000
+    #: Seconds a client connection may be silent, with no job in flight,
+    #: before its place is given to another (ZeroMQ does not tell a ROUTER
+    #: that a peer left; a minute outlasts any client's pause between requests).
+    client_idle: float = 60.0
 
 
 def _new_counters() -> dict[str, int]:
@@ -127,6 +134,7 @@ def _new_counters() -> dict[str, int]:
         "qos_dropped_link_down": 0,
         "peers_unroutable": 0,
         "attempts_resent": 0,
+        "clients_refused": 0,
         "held_resent": 0,
         "held_dropped": 0,
     }

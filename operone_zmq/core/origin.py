@@ -141,6 +141,10 @@ class OriginTable:
     def in_flight(self) -> dict[str, int]:
         return dict(self._in_flight)
 
+    def clients_with_jobs(self) -> set[bytes]:
+        """Routing ids of the clients that wait for an answer here."""
+        return {o.client for o in self._origins.values()}
+
     # ------------------------------------------------------------ submission
     def submit(self, cls: int, rid: bytes, h: Header, frames: list[bytes], body: bytes,
                now: float) -> None:
