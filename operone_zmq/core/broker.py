@@ -326,6 +326,8 @@ class BrokerCore:
         """Handle one message from a local worker."""
         self._ctx.now = now
         self._local.on_worker(frames, now)
+        if self._origin.waiting:  # jobs wait for this node's workers (start-up grace)
+            self._origin.release_waiting(now)
 
     def on_unroutable(self, sock: int, frames: list[bytes], now: float) -> None:
         """The shell could not deliver ``frames`` (the peer is gone)."""

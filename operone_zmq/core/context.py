@@ -104,6 +104,13 @@ class BrokerLimits:
     #: before its place is given to another (ZeroMQ does not tell a ROUTER
     #: that a peer left; a minute outlasts any client's pause between requests).
     client_idle: float = 60.0
+    #: Workers this node starts itself ('operone node start'; 0: none known).
+    #: While fewer have registered, within ``worker_grace`` s of the broker's
+    #: start, a job for a tool nobody offers yet waits for them instead of
+    #: failing with ToolNotFound (they re-register within a second or two
+    #: after a restart; 10 s bounds the wait when one never comes).
+    expected_workers: int = 0
+    worker_grace: float = 10.0
 
 
 def _new_counters() -> dict[str, int]:
@@ -135,6 +142,7 @@ def _new_counters() -> dict[str, int]:
         "peers_unroutable": 0,
         "attempts_resent": 0,
         "clients_refused": 0,
+        "jobs_waited_for_workers": 0,
         "held_resent": 0,
         "held_dropped": 0,
     }

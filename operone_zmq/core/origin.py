@@ -25,6 +25,12 @@ Rules:
   attempt is cancelled); an ERROR of an attempt we gave up on is ignored,
   except no_route from a relay.
 * ``in_flight`` counts the attempts per target node (placement weighs it).
+* Start-up grace: within ``limits.worker_grace`` s of the broker's start and
+  while fewer than ``limits.expected_workers`` of this node's workers have
+  registered, a job that would fail with ToolNotFound (nobody offers its
+  tool yet) *waits* (at most :data:`MAX_WAITING_FOR_WORKERS` jobs) and is
+  placed again whenever a worker speaks, and for the last time when the
+  grace ends.
 * Each remote attempt remembers the path it was sent on.  When the routes
   change (:meth:`OriginTable.topology_changed`), an attempt whose target is
   unreachable has failed (classified as above); an attempt whose target is
@@ -82,6 +88,9 @@ MAYBE_STARTED = frozenset({"worker_lost", "timeout", "unreachable"})
 #: Backoff before attempt n+1: RETRY_BASE * 2**(n-1), at most RETRY_MAX (s).
 RETRY_BASE = 0.05
 RETRY_MAX = 2.0
+#: Jobs that may wait for this node's workers during the start-up grace:
+#: a burst of clients reconnecting to a restarted node, not a backlog.
+MAX_WAITING_FOR_WORKERS = 10_000
 
 
 @dataclass(slots=True)
@@ -120,6 +129,9 @@ class OriginTable:
         self.router = ToolRouter()
         self._remote_cache_version = -1
         self._remote_nodes: list[NodeInfo] = []
+        self._started = ctx.now
+        #: Jobs waiting for this node's workers to register (start-up grace).
+        self.waiting: list[str] = []
 
     def wire(self, local: JobTable, legacy: LegacyHostsView, relay: Router,
              lsdb: LinkStateDB, routes: RoutingTable,
@@ -217,6 +229,8 @@ class OriginTable:
                 d = self.decide(req.tool, req.caps, prefer_local=req.prefer_local,
                                 exclude=tuple(o.tried))
                 if d.node is None:
+                    if self._wait_for_workers(o, now):
+                        return
                     err: JobError = ToolNotFound(d.reason, job_id=o.id, node=node_id)
                     self._failed(o, err, now, maybe_started=False, final=True)
                     return
@@ -236,6 +250,8 @@ class OriginTable:
             err2 = self._local.accept(o.client, o.cls, o.src, o.id, req, job_frames, now,
                                       remote=False, origin=True)
             if err2 is not None:
+                if isinstance(err2, ToolNotFound) and self._wait_for_workers(o, now):
+                    return
                 self._failed(o, err2, now, maybe_started=False)
             return
         counters = ctx.counters
@@ -278,6 +294,32 @@ class OriginTable:
                 failure = NoRoute(f"no route from '{node_id}' to node '{target}'",
                                   job_id=o.id, node=node_id)
             self._failed(o, failure, now, maybe_started=resend)
+
+    def _in_grace(self, now: float) -> bool:
+        """Whether this node's own workers are still (re)connecting after start."""
+        limits = self._ctx.limits
+        return (limits.expected_workers > 0 and now < self._started + limits.worker_grace
+                and self._local.info().workers < limits.expected_workers)
+
+    def _wait_for_workers(self, o: Origin, now: float) -> bool:
+        """Park ``o`` until a worker registers, during the start-up grace."""
+        if not self._in_grace(now) or len(self.waiting) >= MAX_WAITING_FOR_WORKERS:
+            return False
+        self._release(o)
+        o.attempts -= 1  # this one did not happen
+        if o.id not in self.waiting:
+            self.waiting.append(o.id)
+            self._ctx.counters["jobs_waited_for_workers"] += 1
+        return True
+
+    def release_waiting(self, now: float) -> None:
+        """Place the jobs that wait for workers again (a worker spoke, or the
+        grace is over)."""
+        ids, self.waiting = self.waiting, []
+        for jid in ids:
+            o = self._origins.get(jid)
+            if o is not None:
+                self._place(o, now)
 
     def _release(self, o: Origin) -> None:
         o.path = ()
@@ -455,6 +497,8 @@ class OriginTable:
             self._deadlines = [(o.deadline, o.id) for o in self._origins.values()
                                if o.deadline]
             heapq.heapify(self._deadlines)
+        if self.waiting and not self._in_grace(now):
+            self.release_waiting(now)
         rq = self._retries
         while rq and rq[0][0] <= now:
             at, jid = heapq.heappop(rq)
@@ -468,6 +512,8 @@ class OriginTable:
             t = self._deadlines[0][0]
         if self._retries and self._retries[0][0] < t:
             t = self._retries[0][0]
+        if self.waiting:
+            t = min(t, self._started + self._ctx.limits.worker_grace)
         return t
 
     def shutdown(self, reason: str) -> None:
