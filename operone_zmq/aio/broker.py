@@ -450,7 +450,8 @@ class Broker:
 
     def on(self, event: str, callback: Callable[..., object]) -> Callable[..., object]:
         """Listen to ``peer:connected``, ``peer:disconnected``, ``message``,
-        ``topology:updated``, ``partition:detected``, ``partition:healed``,
+        ``topology:updated``, ``partition:detected``, ``partition:rejoined``,
+        ``partition:healed``, ``partition:forgotten``, ``job:rerouted``,
         ``peer:refused``."""
         return self.events.on(event, callback)
 
@@ -676,7 +677,7 @@ class Broker:
         try:
             await asyncio.wait_for(fut, timeout)
         except TimeoutError:
-            known = node_id in self.core.lsdb
+            known = self.core.lsdb.knows(node_id)
             raise NoRoute(f"node '{node_id}' is not routable from '{self.node_id}' within"
                           f" {timeout:g} s" + (" (it is known but unreachable)" if known
                                                else " (no LSA of it has arrived)")) from None

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import MeshOfNodes, wait_for
+from helpers import MeshOfNodes, free_base_port, wait_for
 
 from operone_zmq.errors import JobError
 
@@ -66,3 +66,29 @@ def test_killing_the_relay_mid_stream_loses_no_job(tmp_path: Path) -> None:
             assert c.route("d")["path"] == ["a", "c", "d"]
     finally:
         mesh.stop()
+
+
+def test_partition_events_are_logged_at_warning_with_the_nodes(tmp_path: Path) -> None:
+    """The shell logs partition:* at warning, naming the nodes and since when."""
+    import structlog
+
+    from operone_zmq import Broker, CurveKeys
+    from operone_zmq.security import TrustStore, generate_keypair
+
+    kp = generate_keypair(tmp_path / "keys", "node")
+    assert kp.secret is not None
+    b = Broker("a", keys=CurveKeys(kp.public, kp.secret), trust=TrustStore(tmp_path / "t"),
+               base_port=free_base_port(), worker_endpoint=f"ipc://{tmp_path}/a.ipc")
+    b.core.events.append(("partition:detected", {
+        "partitions": 2, "unreachable": ["b", "c"], "new": ["b", "c"],
+        "down_since": {"b": 1.0, "c": 1.0}, "components": [["a"], ["b", "c"]],
+        "local_component": ["a"], "separated": ["b", "c"]}))
+    seen: list[object] = []
+    b.on("partition:detected", seen.append)
+    with structlog.testing.capture_logs() as logs:
+        b._emit_events()
+    (entry,) = [x for x in logs if x["event"] == "partition_detected"]
+    assert entry["log_level"] == "warning"
+    assert entry["unreachable"] == ["b", "c"] and entry["down_since"] == {"b": 1.0, "c": 1.0}
+    assert "components" not in entry
+    assert len(seen) == 1
