@@ -71,8 +71,11 @@ class ClientTable:
             if last + idle > now:
                 break
             if key[1] in in_flight:
-                continue  # it waits for an answer: not idle
-            del seen[key]
+                # It waits for an answer: not idle; look again in client_idle s.
+                seen[key] = now
+                seen.move_to_end(key)
+            else:
+                del seen[key]
 
     def next_deadline(self, t: float) -> float:
         """When the least recently heard connection may expire."""

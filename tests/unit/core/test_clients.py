@@ -59,3 +59,17 @@ def test_a_client_past_max_clients_is_refused_until_a_place_is_free() -> None:
     # A send to a client that left frees its place at once.
     core.on_unroutable(2, [rid4, b"x"], clock())
     assert _ask(core, c5, rid5, clock()) == "served"
+
+
+def test_a_client_waiting_for_its_job_does_not_keep_the_timer_due() -> None:
+    """A connection kept for its job in flight is looked at again only after
+    another client_idle seconds (the broker's timer must not spin on it)."""
+    clock = FakeClock()
+    core = _core(clock)
+    c = ClientCore("c")
+    _, frames = c.job("sleep", {"seconds": 60}, timeout=100.0)
+    core.on_frontend(2, [b"\x00c", *frames], clock())
+    core.out.clear()
+    clock.advance(2.5)
+    core.tick(clock())
+    assert core.next_deadline() > clock()
