@@ -37,6 +37,7 @@ from operone_zmq.security.keys import (
     TrustStore,
     generate_keypair,
     load_keypair,
+    load_signing_seed,
     validate_name,
 )
 from operone_zmq.security.tokens import MIN_SECRET_BYTES
@@ -124,6 +125,11 @@ class Home:
     def node_secret(self) -> Path:
         """This node's secret certificate (mode 0600)."""
         return self.keys_dir / "node.key_secret"
+
+    @property
+    def node_signing(self) -> Path:
+        """The node's Ed25519 signing key (64 hex digits, mode 0600)."""
+        return self.keys_dir / "node.sign_secret"
 
     @property
     def node_public(self) -> Path:
@@ -947,11 +953,17 @@ def init_home(
     home.ensure_dirs()
     write_default_config(home, node_id, force=force, **fields)
     keypair = generate_keypair(home.keys_dir, "node", overwrite=force)
+    if force:
+        home.node_signing.unlink(missing_ok=True)
+    from operone_zmq.protocol.signature import Signer
+
+    signing_key = Signer.from_seed(load_signing_seed(home.node_signing)).public_hex
     store = TrustStore(home.trust_dir)
     if old_key is not None and old_key != keypair.public:
         store.reject(KeyPair(old_key).fingerprint)
     for entry in store.list():
         if entry.status == "trusted" and entry.name == node_id:
             store.reject(entry.name)  # a stale key under our own name
-    store.accept(node_id, keypair.public, source="this node's own key (operone init)")
+    store.accept(node_id, keypair.public, source="this node's own key (operone init)",
+                 signing_key=signing_key)
     return load_config(home, environ={}), keypair
