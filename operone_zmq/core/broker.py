@@ -144,7 +144,7 @@ class BrokerCore:
                                 signing_key=signer.public_hex if signer else "",
                                 learn_key=self._learn_key if signer else None)
         self._linkstate = LinkState(ctx, wall, signer=signer, keyring=keyring)
-        self._relay = Relay(ctx)
+        self._relay = Relay(ctx, signer=signer, keyring=keyring, serving=self._serving)
         self._local.wire(self._origin, self._remote, self._legacy, self._linkstate)
         self._origin.wire(self._local, self._legacy, self._relay, self._linkstate.lsdb,
                           self._linkstate.routes, self._links.health)
@@ -163,6 +163,13 @@ class BrokerCore:
             return self._signer.public_hex
         stored = self._signing_keys(node) if self._signing_keys is not None else None
         return stored or self._learned_keys.get(node)
+
+    def _serving(self, node: str) -> str | None:
+        """The broker that advertises SSH host ``node`` (and signs for it)."""
+        lsa = self._linkstate.lsdb.get(node)
+        if lsa is None or lsa.kind != "ssh" or len(lsa.links) != 1:
+            return None
+        return lsa.links[0].neighbor
 
     def _learn_key(self, node: str, key: str) -> str | None:
         """A neighbour authenticated as ``node`` signs with ``key``: None when

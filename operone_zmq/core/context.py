@@ -119,6 +119,7 @@ def _new_counters() -> dict[str, int]:
         "lsas_unverified": 0,
         "lsa_origination_failed": 0,
         "signatures_refused": 0,
+        "replays_refused": 0,
         "broadcasts_received": 0,
         "retries": 0,
         "results_from_cache": 0,

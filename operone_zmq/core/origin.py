@@ -255,10 +255,12 @@ class OriginTable:
         timeout = req.timeout if req.timeout is not None else ctx.limits.default_timeout
         o.deadline = now + timeout + ctx.limits.remote_grace
         heapq.heappush(self._deadlines, (o.deadline, o.id))
-        header = encode_header(Header(_JOB, o.id, node_id, target, DEFAULT_TTL, o.ts,
-                                      o.cls, None))
+        # Stamped now (each attempt is a new signed message; replay window).
+        header = encode_header(Header(_JOB, o.id, node_id, target, DEFAULT_TTL,
+                                      int(ctx.wall() * 1000), o.cls, None))
         refused = counters["qos_refused"]
-        if not self._relay.send_to_node(target, o.cls, [TAG, header, o.body], _JOB):
+        if not self._relay.send_to_node(target, o.cls, [TAG, header, o.body], _JOB,
+                                        client=(o.grant.fingerprint, o.grant.role)):
             failure: JobError
             if counters["qos_refused"] != refused:
                 failure = Overloaded(
@@ -330,6 +332,11 @@ class OriginTable:
         ctx = self._ctx
         o = self._origins.get(jid)
         if o is None:
+            ctx.counters["late_replies"] += 1
+            return
+        if (from_node != ctx.node_id and from_node != o.target and from_node not in o.tried
+                and from_node not in self._legacy):
+            # Only a node an attempt was sent to answers for it (src is signed).
             ctx.counters["late_replies"] += 1
             return
         if t == _PROGRESS:

@@ -16,9 +16,14 @@ from operone_zmq.aio.client import Client
 from operone_zmq.aio.sockets import CurveKeys
 from operone_zmq.core.client import ClientCore
 from operone_zmq.errors import Refused
-from operone_zmq.protocol.bodies import Hello, pack_lsas
+from operone_zmq.protocol.bodies import Hello, JobRequest, pack_lsas
 from operone_zmq.protocol.codec import Header, MsgType, encode
-from operone_zmq.protocol.signature import Signer, lsa_signed_bytes
+from operone_zmq.protocol.signature import (
+    SigFrame,
+    Signer,
+    lsa_signed_bytes,
+    message_signed_bytes,
+)
 from operone_zmq.routing.lsa import LSA, MAX_SEQ, LinkInfo
 from operone_zmq.security.keys import TrustStore, load_keypair
 
@@ -188,3 +193,57 @@ def test_existing_store_entries_migrate_to_node_and_operator(tmp_path: Path) -> 
     entry = TrustStore(n.home.trust_dir).named("old")
     assert entry is not None and entry.node and entry.role == "operator"
     assert entry.tools == () and entry.signing_key == ""
+
+
+def test_routed_messages_are_verified_and_never_replayed(tmp_path: Path) -> None:
+    """Mallory, a trusted neighbour of a, sends routed JOBs to a: one in b's
+    name (unsigned, then signed with its own key), one whose body it altered
+    after signing, one signed properly, then that one again and one an hour
+    old.  Only the proper one is received; the others are counted refused."""
+    m = MeshOfNodes(tmp_path, ["a", "b"])
+    try:
+        mallory_keys = zmq.curve_keypair()
+        TrustStore(m["a"].home.trust_dir).accept("mallory", mallory_keys[0], node=True,
+                                                 role=None)
+        m.start([("a", "b")])
+        m["a"].start_worker()
+        m.wait_converged()
+        signer = Signer.generate()
+        keys = CurveKeys(mallory_keys[0], mallory_keys[1],
+                         load_keypair(m["a"].home.node_public).public)
+        s = _hello_as(m["a"], "mallory", keys, signer)
+
+        def job(src: str, jid: str, ts_ms: int, body_args: dict[str, int],
+                signed_args: dict[str, int] | None = None, sign: bool = True) -> list[bytes]:
+            body = JobRequest("echo", body_args).pack()
+            h = Header(int(MsgType.JOB), jid, src, "a", 8, ts_ms, 2, None)
+            frames = encode(h, body)
+            if sign:
+                signed = JobRequest("echo", signed_args or body_args).pack()
+                sig = signer.sign(message_signed_bytes(h.type, h.id, h.src, h.dst, h.ts,
+                                                       h.cls, h.corr, None, signed))
+                frames.append(SigFrame(sig).pack())
+            return frames
+
+        now = int(time.time() * 1000)
+        try:
+            with m["a"].client() as c:
+                before = c.stats()["jobs_received"]
+                s.send_multipart(job("b", "f1", now, {"x": 1}, sign=False))
+                s.send_multipart(job("b", "f2", now, {"x": 1}))  # b's name, mallory's key
+                s.send_multipart(job("mallory", "f3", now, {"x": 2}, {"x": 1}))  # altered
+                wait_for(lambda: c.stats()["signatures_refused"] >= 3, 15, "the forgeries")
+                good = job("mallory", "ok1", now, {"x": 3})
+                s.send_multipart(good)
+                wait_for(lambda: c.stats()["jobs_received"] >= before + 1, 15, "the good JOB")
+                s.send_multipart(good)  # a replay
+                s.send_multipart(job("mallory", "old1", now - 3_600_000, {"x": 4}))
+                wait_for(lambda: c.stats()["replays_refused"] >= 2, 15, "the replays")
+                time.sleep(0.3)
+                st = c.stats()
+                assert st["jobs_received"] == before + 1
+                assert st["signatures_refused"] == 3
+        finally:
+            s.close(0)
+    finally:
+        m.stop()
