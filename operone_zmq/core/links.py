@@ -291,6 +291,11 @@ class PeerLinks:
     def allocate_bandwidth(self, peer: str, mb_per_s: float | None) -> None:
         """Limit what this broker sends to neighbour ``peer`` (MB/s; None: no limit)."""
         self.qos.allocate_bandwidth(peer, mb_per_s)
+        # What waits was timed by the old allocation (a tiny one: minutes):
+        # look again now, or it stays stuck after a reset.
+        link = self.links.get(peer)
+        if link is not None and link.queues:
+            self._release_at = min(self._release_at, self._ctx.now)
 
     def qos_metrics(self, peer: str) -> dict[str, Any] | None:
         """The QoS metrics of the link to ``peer`` (the original's getQoSMetrics)."""
