@@ -49,6 +49,7 @@ from .peers import (
     UP,
     PeerLink,
     node_of_rid,
+    unguessable_rid,
     superseded,
 )
 from .ports import LinkEvents
@@ -438,6 +439,12 @@ class PeerLinks:
             return
         if node == ctx.node_id:
             refuse(f"'{node}' is this broker's own node id")
+            return
+        if self._learn_key is not None and not unguessable_rid(rid):
+            # What we send to this neighbour goes to whoever holds its routing
+            # id: it must be one nobody else can present (peers.py).
+            refuse(f"the routing id of '{node}' must be a dial incarnation NODE#EPOCH.SEQ"
+                   " with a random 64-bit EPOCH (a signing broker always dials so)")
             return
         if hello.cluster != ctx.cluster:
             refuse(f"cluster '{hello.cluster}' is not this broker's cluster '{ctx.cluster}'")

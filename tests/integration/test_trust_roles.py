@@ -4,6 +4,7 @@ allow-lists), and LSAs are signed by their origin."""
 
 from __future__ import annotations
 
+import secrets
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from helpers import LocalNode, MeshOfNodes, wait_for
 from operone_zmq.aio.client import Client
 from operone_zmq.aio.sockets import CurveKeys
 from operone_zmq.core.client import ClientCore
+from operone_zmq.core.peers import incarnation_id
 from operone_zmq.errors import Refused
 from operone_zmq.protocol.bodies import Hello, JobRequest, pack_lsas
 from operone_zmq.protocol.codec import Header, MsgType, encode
@@ -128,7 +130,7 @@ def _hello_as(node: LocalNode, me: str, keys: CurveKeys, signer: Signer) -> zmq.
     s = ctx.socket(zmq.DEALER)
     s.linger = 0
     s.curve_publickey, s.curve_secretkey, s.curve_serverkey = keys.public, keys.secret, keys.server
-    s.setsockopt(zmq.ROUTING_ID, me.encode())
+    s.setsockopt(zmq.ROUTING_ID, incarnation_id(me, secrets.randbits(64), 1))
     s.connect(f"tcp://127.0.0.1:{node.base_port}")
     h = Header(int(MsgType.HELLO), "h1", me, node.node_id, 8, int(time.time() * 1000), 0, None)
     s.send_multipart(encode(h, Hello(me, me, "operone", None, signer.public_hex).pack()))
@@ -245,5 +247,53 @@ def test_routed_messages_are_verified_and_never_replayed(tmp_path: Path) -> None
                 assert st["signatures_refused"] == 3
         finally:
             s.close(0)
+    finally:
+        m.stop()
+
+
+def test_a_routing_id_cannot_be_taken_over(tmp_path: Path) -> None:
+    """Outbound takeover: b dialled a; a connection with a trusted key that
+    presents b's plain node id (what a used to send to) or a guessed
+    incarnation receives none of the JOBs a sends to b, and its HELLO under
+    a plain routing id is refused."""
+    m = MeshOfNodes(tmp_path, ["a", "b"])
+    try:
+        m.start([("b", "a")])  # b dials a: a reaches b through b's routing id
+        m["b"].start_worker()
+        m.wait_converged()
+        thief_keys = _client_key(m["a"], "thief", node=True, role="operator")
+        socks = []
+        for rid in (b"b", b"b#0000000000000000.1", b"b#" + b"f" * 16 + b".1"):
+            s = zmq.Context.instance().socket(zmq.DEALER)
+            s.linger = 0
+            s.curve_publickey, s.curve_secretkey = thief_keys.public, thief_keys.secret
+            s.curve_serverkey = thief_keys.server
+            s.setsockopt(zmq.ROUTING_ID, rid)
+            s.connect(f"tcp://127.0.0.1:{m['a'].base_port + 2}")
+            socks.append(s)
+        try:
+            with m["a"].client() as c:
+                for i in range(20):
+                    assert c.run("echo", {"i": i}, on="b", timeout=20) == {"i": i}
+            for s in socks:
+                assert not s.poll(200), "a JOB for b reached the thief"
+            h = Header(int(MsgType.HELLO), "h1", "thief", "a", 8, int(time.time() * 1000), 0,
+                       None)
+            plain = zmq.Context.instance().socket(zmq.DEALER)
+            plain.linger = 0
+            plain.curve_publickey, plain.curve_secretkey = thief_keys.public, thief_keys.secret
+            plain.curve_serverkey = thief_keys.server
+            plain.setsockopt(zmq.ROUTING_ID, b"thief")
+            plain.connect(f"tcp://127.0.0.1:{m['a'].base_port}")
+            socks.append(plain)
+            plain.send_multipart(encode(h, Hello("thief", "thief", "operone", None,
+                                                 Signer.generate().public_hex).pack()))
+            assert plain.poll(10_000)
+            bye = plain.recv_multipart()
+            assert msgpack.unpackb(bye[1])[0] == int(MsgType.BYE)
+            assert b"dial incarnation" in bye[2]
+        finally:
+            for s in socks:
+                s.close(0)
     finally:
         m.stop()
