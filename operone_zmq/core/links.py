@@ -49,8 +49,8 @@ from .peers import (
     UP,
     PeerLink,
     node_of_rid,
-    unguessable_rid,
     superseded,
+    unguessable_rid,
 )
 from .ports import LinkEvents
 

@@ -56,8 +56,8 @@ __all__ = [
     "PeerLink",
     "incarnation_id",
     "node_of_rid",
-    "unguessable_rid",
     "superseded",
+    "unguessable_rid",
 ]
 
 DOWN = "down"
