@@ -258,6 +258,7 @@ class SecurityConfig:
     jwt_secret: str | None = field(default=None, repr=False)
     require_token: bool = False
     token_ttl: float = 3600
+    signatures: bool = True
 
     def __post_init__(self) -> None:
         if self.jwt_secret is not None:
@@ -734,6 +735,13 @@ _OPTION_DOCS: dict[str, tuple[str, str | None]] = {
         "Lifetime of tokens created by 'operone token create', in seconds.",
         None,
     ),
+    "security.signatures": (
+        "Sign LSAs and routed messages with the node's Ed25519 key and verify "
+        "those of others (docs/security.md).  false: neither, and no link to a "
+        "broker that signs (HELLO without a signing key is refused there); only "
+        "for measuring what signing costs, on a whole mesh at once.",
+        None,
+    ),
     "tools.shell_allow": (
         "Executables the 'shell' tool may run (argv lists, never a shell string), as "
         "bare names or absolute paths.  Default: none (the tool is refused).  The "
@@ -931,6 +939,15 @@ def write_default_config(home: Home, node_id: str, *, force: bool = False, **fie
     return path
 
 
+def node_signing_key(home: Home) -> str:
+    """The node's Ed25519 public signing key (64 hex digits), for another
+    node's trust store (``TrustStore.accept(..., signing_key=...)``); the
+    key is made first when the home predates signing keys."""
+    from operone_zmq.protocol.signature import Signer
+
+    return Signer.from_seed(load_signing_seed(home.node_signing)).public_hex
+
+
 def init_home(
     home: Home, node_id: str | None = None, force: bool = False, **fields: Any
 ) -> tuple[Config, KeyPair]:
@@ -955,9 +972,7 @@ def init_home(
     keypair = generate_keypair(home.keys_dir, "node", overwrite=force)
     if force:
         home.node_signing.unlink(missing_ok=True)
-    from operone_zmq.protocol.signature import Signer
-
-    signing_key = Signer.from_seed(load_signing_seed(home.node_signing)).public_hex
+    signing_key = node_signing_key(home)
     store = TrustStore(home.trust_dir)
     if old_key is not None and old_key != keypair.public:
         store.reject(KeyPair(old_key).fingerprint)

@@ -21,9 +21,8 @@ from typing import Any
 
 from operone_zmq.aio.client import Client
 from operone_zmq.aio.sockets import CurveKeys
-from operone_zmq.config import Home, init_home
-from operone_zmq.protocol.signature import Signer
-from operone_zmq.security.keys import TrustStore, load_keypair, load_signing_seed
+from operone_zmq.config import Home, init_home, node_signing_key
+from operone_zmq.security.keys import TrustStore, load_keypair
 
 #: Environment for child processes: quick heartbeats so failure tests are quick.
 FAST_ENV = {
@@ -169,8 +168,7 @@ class LocalNode:
         """Trust ``other``'s node key under its node id (or ``name``), with its
         signing key; ``kinds``: TrustStore.accept's role arguments."""
         store = TrustStore(self.home.trust_dir)
-        signing = Signer.from_seed(load_signing_seed(other.home.node_signing)).public_hex
-        kinds.setdefault("signing_key", signing)
+        kinds.setdefault("signing_key", node_signing_key(other.home))
         store.accept(name or other.node_id, load_keypair(other.home.node_public).public,
                      **kinds)
 

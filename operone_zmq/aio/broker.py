@@ -142,6 +142,7 @@ class Broker:
         discover: bool = False,
         legacy_hosts: list[LegacyHost] | None = None,
         signer: Signer | None = None,
+        signatures: bool = True,
     ) -> None:
         self.node_id = node_id
         self.name = name or node_id
@@ -187,7 +188,8 @@ class Broker:
         self._trust = trust
         #: Our Ed25519 signing key (brokers made without one get a key of
         #: their own for this run: their neighbours learn it from HELLO).
-        self._signer = signer or Signer.generate()
+        #: (``signatures=False``: none, and nothing is verified; benchmarks only.)
+        self._signer = (signer or Signer.generate()) if signatures else None
         self._limits = limits or BrokerLimits()
         self._socket_limits = socket_limits or SocketLimits()
         self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None

@@ -89,6 +89,7 @@ def broker_from_config(home: Home, config: Config, extra_peers: Iterable[str] = 
         discover=config.mesh.discover,
         legacy_hosts=legacy_hosts_from_config(config),
         signer=Signer.from_seed(load_signing_seed(home.node_signing)),
+        signatures=config.security.signatures,
     )
 
 
