@@ -67,6 +67,10 @@ class KeyChecker(Protocol):
         """The trusted entry called ``name`` (a node's signing key), or None."""
         ...
 
+    def by_fingerprint(self, fp: str) -> TrustedKey | None:
+        """The trusted entry whose key has fingerprint ``fp``, or None."""
+        ...
+
     def add_pending(self, name: str, public_key: bytes, source: str = "") -> Any:
         """Remember an untrusted key for ``operone keys accept``."""
         ...
@@ -407,7 +411,16 @@ class Broker:
                           public_key=self._keys.public.decode(), authorize=self._authorize,
                           token_factory=self._own_token if self._jwt_secret else None,
                           grants=self._grant, signer=self._signer,
-                          signing_keys=self._signing_key_of)
+                          signing_keys=self._signing_key_of,
+                          grants_by_fingerprint=self._grant_by_fingerprint)
+
+    def _grant_by_fingerprint(self, fp: str) -> Grant | None:
+        """What our trust store grants the client key with fingerprint ``fp``."""
+        entry = self._trust.by_fingerprint(fp)
+        if entry is None or entry.role is None:
+            return None
+        return Grant(entry.role, frozenset(entry.tools), frozenset(entry.nodes),
+                     entry.fingerprint)
 
     def _signing_key_of(self, node: str) -> str | None:
         """The signing key the trust store binds to node ``node``, if any."""

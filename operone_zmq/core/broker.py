@@ -122,6 +122,7 @@ class BrokerCore:
         grants: GrantLookup | None = None,
         signer: Signer | None = None,
         signing_keys: Callable[[str], str | None] | None = None,
+        grants_by_fingerprint: Callable[[str], Grant | None] | None = None,
     ) -> None:
         ctx = self._ctx = BrokerContext(node_id, limits or BrokerLimits(), now, wall, name,
                                         cluster, public_key)
@@ -144,7 +145,8 @@ class BrokerCore:
                                 signing_key=signer.public_hex if signer else "",
                                 learn_key=self._learn_key if signer else None)
         self._linkstate = LinkState(ctx, wall, signer=signer, keyring=keyring)
-        self._relay = Relay(ctx, signer=signer, keyring=keyring, serving=self._serving)
+        self._relay = Relay(ctx, signer=signer, keyring=keyring, serving=self._serving,
+                            grant_of=grants_by_fingerprint)
         self._local.wire(self._origin, self._remote, self._legacy, self._linkstate)
         self._origin.wire(self._local, self._legacy, self._relay, self._linkstate.lsdb,
                           self._linkstate.routes, self._links.health)

@@ -32,12 +32,13 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import JobError, NoRoute, ProtocolError
-from ..protocol.bodies import ErrorBody, pack_value, unpack_value
+from ..errors import JobError, NoRoute, ProtocolError, Refused
+from ..protocol.bodies import ErrorBody, JobRequest, pack_value, unpack_value
 from ..protocol.codec import TAG, Header, decode_header, encode_header
 from ..protocol.limits import DEFAULT_TTL
 from ..protocol.signature import KeyRing, SigFrame, Signer, message_signed_bytes
 from ..routing.dijkstra import RoutingTable
+from .access import Grant
 from .context import _BROADCAST, _CANCEL, _ERROR, _JOB, _PROGRESS, _REPLY, BrokerContext
 from .peers import PeerLink
 from .ports import LegacyHostsView, LinkSender, OriginAnswers, RoutedHere
@@ -59,8 +60,11 @@ class Relay:
 
     def __init__(self, ctx: BrokerContext, *, signer: Signer | None = None,
                  keyring: KeyRing | None = None,
-                 serving: Callable[[str], str | None] | None = None) -> None:
+                 serving: Callable[[str], str | None] | None = None,
+                 grant_of: Callable[[str], Grant | None] | None = None) -> None:
         self._ctx = ctx
+        #: What this node's trust store grants the client key of a fingerprint.
+        self._grant_of = grant_of or (lambda fp: None)
         self._signer = signer
         self._keyring = keyring
         #: The broker serving an SSH host (from its LSA), which signs for it.
@@ -144,6 +148,28 @@ class Relay:
                 self._replay_floor = max(self._replay_floor, first[3])
         return sf.client
 
+    def _client_may_run(self, h: Header, frames: list[bytes],
+                        client: tuple[str, str] | bool | None) -> bool:
+        """The executing node's own check of a signed JOB's client: a JOB must
+        name one, and a client key this node's trust store knows must be
+        allowed the tool and this node here too (else routed ERROR refused)."""
+        if not isinstance(client, tuple):
+            self.route_error(h.src, h.id, h.cls, Refused(
+                "a routed JOB must carry its client's key fingerprint and role", job_id=h.id))
+            return False
+        grant = self._grant_of(client[0])
+        if grant is None:
+            return True  # a key only its entry broker knows: that broker checked it
+        try:
+            tool = JobRequest.unpack(frames[2]).tool
+        except ProtocolError:
+            return True  # answered bad_request where it is run
+        refusal = grant.tool_refusal(tool) or grant.node_refusal(h.dst)
+        if refusal is not None:
+            self.route_error(h.src, h.id, h.cls, Refused(refusal, job_id=h.id))
+            return False
+        return True
+
     def send_to_node(self, dst: str, cls: int, frames: list[bytes], t: int, *,
                      client: tuple[str, str] | None = None, sign: bool = True) -> bool:
         """Send routed frames toward ``dst`` by its next hop; False if unreachable.
@@ -172,9 +198,12 @@ class Relay:
         """A JOB/RESULT/ERROR/PROGRESS/CANCEL from a neighbour: ours, or relay it."""
         ctx = self._ctx
         if (h.dst == ctx.node_id or h.dst in self._legacy) and self._keyring is not None:
-            if self.verified(h, frames) is False:
+            client = self.verified(h, frames)
+            if client is False:
                 return
             frames = frames[:3]
+            if h.type == _JOB and not self._client_may_run(h, frames, client):
+                return
         if h.dst == ctx.node_id:
             t = h.type
             if t in (_JOB, _CANCEL):

@@ -621,6 +621,8 @@ class TrustStore:
         self._pending = _DirIndex(self.pending_dir, "pending")
         self._last_recheck = float("-inf")
         self._refusals_logged: dict[bytes, float] = {}
+        self._fp_snapshot: _Snapshot | None = None
+        self._fp_index: dict[str, TrustedKey] = {}
         # The first load is synchronous: nobody ever sees an unloaded store.
         self._state = _State(self._load_trusted(_EMPTY), clock() + _REFRESH_INTERVAL)
 
@@ -676,6 +678,14 @@ class TrustStore:
             if e.name == name:
                 return e
         return None
+
+    def by_fingerprint(self, fp: str) -> TrustedKey | None:
+        """The trusted entry whose key has fingerprint ``fp``, or None."""
+        snap = self._current()
+        if snap is not self._fp_snapshot:
+            self._fp_index = {e.fingerprint: e for e in snap.entries.values()}
+            self._fp_snapshot = snap
+        return self._fp_index.get(fp)
 
     def key_of(self, name: str) -> bytes | None:
         """Return the trusted key (Z85) named ``name``, or None."""

@@ -222,9 +222,10 @@ def test_routed_messages_are_verified_and_never_replayed(tmp_path: Path) -> None
             frames = encode(h, body)
             if sign:
                 signed = JobRequest("echo", signed_args or body_args).pack()
+                client = ("f" * 16, "submit")
                 sig = signer.sign(message_signed_bytes(h.type, h.id, h.src, h.dst, h.ts,
-                                                       h.cls, h.corr, None, signed))
-                frames.append(SigFrame(sig).pack())
+                                                       h.cls, h.corr, client, signed))
+                frames.append(SigFrame(sig, client).pack())
             return frames
 
         now = int(time.time() * 1000)
@@ -295,5 +296,25 @@ def test_a_routing_id_cannot_be_taken_over(tmp_path: Path) -> None:
         finally:
             for s in socks:
                 s.close(0)
+    finally:
+        m.stop()
+
+
+def test_the_executing_node_enforces_its_own_limits_on_a_client(tmp_path: Path) -> None:
+    """Carol's key is trusted without limits on a, and on b only for tool
+    sysinfo: her echo on b, submitted at a, is refused by b itself (the
+    signed JOB names her key); sysinfo on b runs."""
+    m = MeshOfNodes(tmp_path, ["a", "b"])
+    try:
+        carol = _client_key(m["a"], "carol", node=False, role="submit")
+        TrustStore(m["b"].home.trust_dir).accept("carol", carol.public, node=False,
+                                                 role="submit", tools=("sysinfo",))
+        m.start([("a", "b")])
+        m["b"].start_worker()
+        m.wait_converged()
+        with Client("127.0.0.1", m["a"].base_port, keys=carol) as c:
+            assert c.run("sysinfo", on="b", timeout=20)["pid"] > 0
+            with pytest.raises(Refused, match="may not run tool 'echo'"):
+                c.run("echo", {"x": 1}, on="b", timeout=20)
     finally:
         m.stop()
