@@ -37,6 +37,7 @@ from operone_zmq.security.keys import (
     TrustStore,
     generate_keypair,
     load_keypair,
+    load_signing_seed,
     validate_name,
 )
 from operone_zmq.security.tokens import MIN_SECRET_BYTES
@@ -125,6 +126,11 @@ class Home:
     def node_secret(self) -> Path:
         """This node's secret certificate (mode 0600)."""
         return self.keys_dir / "node.key_secret"
+
+    @property
+    def node_signing(self) -> Path:
+        """The node's Ed25519 signing key (64 hex digits, mode 0600)."""
+        return self.keys_dir / "node.sign_secret"
 
     @property
     def node_public(self) -> Path:
@@ -253,6 +259,7 @@ class SecurityConfig:
     jwt_secret: str | None = field(default=None, repr=False)
     require_token: bool = False
     token_ttl: float = 3600
+    signatures: bool = True
 
     def __post_init__(self) -> None:
         if self.jwt_secret is not None:
@@ -746,6 +753,13 @@ _OPTION_DOCS: dict[str, tuple[str, str | None]] = {
         "Lifetime of tokens created by 'operone token create', in seconds.",
         None,
     ),
+    "security.signatures": (
+        "Sign LSAs and routed messages with the node's Ed25519 key and verify "
+        "those of others (docs/security.md).  false: neither, and no link to a "
+        "broker that signs (HELLO without a signing key is refused there); only "
+        "for measuring what signing costs, on a whole mesh at once.",
+        None,
+    ),
     "tools.shell_allow": (
         "Executables the 'shell' tool may run (argv lists, never a shell string), as "
         "bare names or absolute paths.  Default: none (the tool is refused).  The "
@@ -957,6 +971,15 @@ def write_default_config(home: Home, node_id: str, *, force: bool = False, **fie
     return path
 
 
+def node_signing_key(home: Home) -> str:
+    """The node's Ed25519 public signing key (64 hex digits), for another
+    node's trust store (``TrustStore.accept(..., signing_key=...)``); the
+    key is made first when the home predates signing keys."""
+    from operone_zmq.protocol.signature import Signer
+
+    return Signer.from_seed(load_signing_seed(home.node_signing)).public_hex
+
+
 def init_home(
     home: Home, node_id: str | None = None, force: bool = False, **fields: Any
 ) -> tuple[Config, KeyPair]:
@@ -979,11 +1002,15 @@ def init_home(
     home.ensure_dirs()
     write_default_config(home, node_id, force=force, **fields)
     keypair = generate_keypair(home.keys_dir, "node", overwrite=force)
+    if force:
+        home.node_signing.unlink(missing_ok=True)
+    signing_key = node_signing_key(home)
     store = TrustStore(home.trust_dir)
     if old_key is not None and old_key != keypair.public:
         store.reject(KeyPair(old_key).fingerprint)
     for entry in store.list():
         if entry.status == "trusted" and entry.name == node_id:
             store.reject(entry.name)  # a stale key under our own name
-    store.accept(node_id, keypair.public, source="this node's own key (operone init)")
+    store.accept(node_id, keypair.public, source="this node's own key (operone init)",
+                 signing_key=signing_key)
     return load_config(home, environ={}), keypair

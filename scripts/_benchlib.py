@@ -153,10 +153,12 @@ class BenchNode:
 
     def trust(self, other: BenchNode) -> None:
         """Trust ``other``'s node key under its node id (for peer links)."""
+        from operone_zmq.config import node_signing_key
         from operone_zmq.security.keys import TrustStore
 
         TrustStore(self.home.trust_dir).accept(other.node_id, other.public,
-                                               source="bench: a node of the same mesh")
+                                               source="bench: a node of the same mesh",
+                                               signing_key=node_signing_key(other.home))
 
     def _argv(self, what: str, *args: str) -> list[str]:
         return [sys.executable, "-m", "operone_zmq", "--home", str(self.dir), what, "start",

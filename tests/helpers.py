@@ -21,7 +21,7 @@ from typing import Any
 
 from operone_zmq.aio.client import Client
 from operone_zmq.aio.sockets import CurveKeys
-from operone_zmq.config import Home, init_home
+from operone_zmq.config import Home, init_home, node_signing_key
 from operone_zmq.security.keys import TrustStore, load_keypair
 
 #: Environment for child processes: quick heartbeats so failure tests are quick.
@@ -164,10 +164,13 @@ class LocalNode:
             p.stop()
         self.procs.clear()
 
-    def trust(self, other: LocalNode, name: str | None = None) -> None:
-        """Trust ``other``'s node key under its node id (or ``name``)."""
+    def trust(self, other: LocalNode, name: str | None = None, **kinds: Any) -> None:
+        """Trust ``other``'s node key under its node id (or ``name``), with its
+        signing key; ``kinds``: TrustStore.accept's role arguments."""
         store = TrustStore(self.home.trust_dir)
-        store.accept(name or other.node_id, load_keypair(other.home.node_public).public)
+        kinds.setdefault("signing_key", node_signing_key(other.home))
+        store.accept(name or other.node_id, load_keypair(other.home.node_public).public,
+                     **kinds)
 
     @property
     def address(self) -> str:

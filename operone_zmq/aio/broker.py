@@ -23,10 +23,13 @@ import zmq
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils.monitor import parse_monitor_message
 
+from ..core.access import Grant
 from ..core.broker import CLASS_NAMES, WORKERS, BrokerCore, BrokerLimits
 from ..core.peers import UP, incarnation_id
 from ..errors import AuthenticationError, ConfigError, NoRoute, OperoneError, Refused
+from ..protocol.signature import Signer
 from ..routing.events import EventEmitter
+from ..security.keys import TrustedKey
 from ..tools import ToolRegistry
 from .fdlimit import ensure_fd_budget
 from .inproc import INPROC_RID, InprocWorker
@@ -55,6 +58,18 @@ class KeyChecker(Protocol):
 
     def key_of(self, name: str) -> bytes | None:
         """The trusted key named ``name`` (to dial that node)."""
+        ...
+
+    def entry_of(self, public_key: bytes) -> TrustedKey | None:
+        """What a trusted key may do (node, client role, allow-lists), or None."""
+        ...
+
+    def named(self, name: str) -> TrustedKey | None:
+        """The trusted entry called ``name`` (a node's signing key), or None."""
+        ...
+
+    def by_fingerprint(self, fp: str) -> TrustedKey | None:
+        """The trusted entry whose key has fingerprint ``fp``, or None."""
         ...
 
     def add_pending(self, name: str, public_key: bytes, source: str = "") -> Any:
@@ -141,6 +156,8 @@ class Broker:
         token_ttl: float = 3600.0,
         discover: bool = False,
         legacy_hosts: list[LegacyHost] | None = None,
+        signer: Signer | None = None,
+        signatures: bool = True,
     ) -> None:
         self.node_id = node_id
         self.name = name or node_id
@@ -184,6 +201,10 @@ class Broker:
         self.worker_endpoint = worker_endpoint
         self._keys = keys
         self._trust = trust
+        #: Our Ed25519 signing key (brokers made without one get a key of
+        #: their own for this run: their neighbours learn it from HELLO).
+        #: (``signatures=False``: none, and nothing is verified; benchmarks only.)
+        self._signer = (signer or Signer.generate()) if signatures else None
         self._limits = limits or BrokerLimits()
         self._socket_limits = socket_limits or SocketLimits()
         self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
@@ -403,7 +424,33 @@ class Broker:
         return BrokerCore(self.node_id, limits=self._limits, now=time.monotonic(),
                           name=self.name, cluster=self.cluster,
                           public_key=self._keys.public.decode(), authorize=self._authorize,
-                          token_factory=self._own_token if self._jwt_secret else None)
+                          token_factory=self._own_token if self._jwt_secret else None,
+                          grants=self._grant, signer=self._signer,
+                          signing_keys=self._signing_key_of,
+                          grants_by_fingerprint=self._grant_by_fingerprint)
+
+    def _grant_by_fingerprint(self, fp: str) -> Grant | None:
+        """What our trust store grants the client key with fingerprint ``fp``."""
+        entry = self._trust.by_fingerprint(fp)
+        if entry is None or entry.role is None:
+            return None
+        return Grant(entry.role, frozenset(entry.tools), frozenset(entry.nodes),
+                     entry.fingerprint)
+
+    def _signing_key_of(self, node: str) -> str | None:
+        """The signing key the trust store binds to node ``node``, if any."""
+        entry = self._trust.named(node)
+        return entry.signing_key or None if entry is not None and entry.node else None
+
+    def _grant(self, key: str | None) -> Grant | None:
+        """What the client with Curve ``key`` may do (None: not trusted as a client)."""
+        if key is None:
+            return None  # not over CurveZMQ: frontends always are, so never reached
+        entry = self._trust.entry_of(key.encode())
+        if entry is None or entry.role is None:
+            return None
+        return Grant(entry.role, frozenset(entry.tools), frozenset(entry.nodes),
+                     entry.fingerprint)
 
     def _own_token(self) -> str | None:
         """A fresh token of ours for a HELLO."""
@@ -416,12 +463,15 @@ class Broker:
         """May ``node``, authenticated by Curve ``key``, be our peer?  None or why not."""
         if key is None:
             return "no CurveZMQ key on this connection"
-        name = self._trust.name_of(key.encode())
-        if name is None:
+        entry = self._trust.entry_of(key.encode())
+        if entry is None:
             return f"the key of '{node}' is not trusted here"
-        if name != node:
-            return (f"the key this connection authenticated with is trusted as '{name}', not"
-                    f" as node '{node}'")
+        if entry.name != node:
+            return (f"the key this connection authenticated with is trusted as '{entry.name}',"
+                    f" not as node '{node}'")
+        if not entry.node:
+            return (f"the key this connection authenticated with is trusted as a client"
+                    f" ('{node}'), not as a node (operone keys accept --node)")
         if token is not None or self._require_token:
             if token is None:
                 return "this broker requires a token (JWT) in HELLO"

@@ -53,9 +53,8 @@ BATCH = 256
 COPY_THRESHOLD = 65536
 
 #: on_message(socket index, frames, now, uid): ``uid`` is the ZAP User-Id
-#: (the peer's Curve key, z85) for messages on sockets added with
-#: ``with_user_id=True`` whose routing id is a claimed one (not starting with a
-#: zero byte), else None.
+#: (the peer's or client's Curve key, z85) for messages on sockets added with
+#: ``with_user_id=True``, else None.
 OnMessage = Callable[[int, list[bytes], float, "str | None"], None]
 OnUnroutable = Callable[[int, list[bytes], float], None]
 
@@ -104,7 +103,7 @@ class Pump:
     # ------------------------------------------------------------ sockets
     def add(self, sock: zmq.Socket[bytes], *, with_user_id: bool = False) -> int:
         """Start serving ``sock``; returns its index.  ``with_user_id``: report
-        the ZAP User-Id of messages with claimed routing ids (ROUTERs)."""
+        the ZAP User-Id of every message (ROUTERs)."""
         fd = int(sock.getsockopt(zmq.FD))
         idx = len(self.sockets)
         self.sockets.append(sock)
@@ -224,11 +223,11 @@ class Pump:
                     f0 = _recv(s, _NOBLOCK, False)
                     rid = f0.bytes
                     frames = [rid]
-                    if rid[:1] != b"\x00":
-                        try:
-                            uid = str(f0.get("User-Id"))
-                        except zmq.ZMQError:
-                            uid = None
+                    # Clients too: their key's role decides what they may do.
+                    try:
+                        uid = str(f0.get("User-Id"))
+                    except zmq.ZMQError:
+                        uid = None
                 else:
                     frames = [_recv(s, _NOBLOCK)]
                 while _get(s, _RCVMORE):

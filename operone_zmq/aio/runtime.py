@@ -19,7 +19,14 @@ from typing import Any
 from ..config import Config, Home, load_config, parse_ssh_host
 from ..core.broker import BrokerLimits
 from ..errors import ConfigError
-from ..security.keys import KeyPair, TrustStore, load_keypair, parse_public_key
+from ..protocol.signature import Signer
+from ..security.keys import (
+    KeyPair,
+    TrustStore,
+    load_keypair,
+    load_signing_seed,
+    parse_public_key,
+)
 from ..tools import ToolRegistry, ToolsConfig, builtin_registry
 from .broker import Broker, PeerAddress
 from .client import AsyncClient, Client
@@ -86,6 +93,8 @@ def broker_from_config(home: Home, config: Config, extra_peers: Iterable[str] = 
         token_ttl=config.security.token_ttl,
         discover=config.mesh.discover,
         legacy_hosts=legacy_hosts_from_config(config),
+        signer=Signer.from_seed(load_signing_seed(home.node_signing)),
+        signatures=config.security.signatures,
     )
 
 

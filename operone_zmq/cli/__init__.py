@@ -793,16 +793,35 @@ def keys_list(obj: Obj) -> None:
 
     for k in TrustStore(obj.home.trust_dir).list():
         src = f"  ({k.source})" if k.source else ""
-        click.echo(f"{k.status:<8} {k.name:<24} {k.fingerprint}  {k.public_key.decode()}{src}")
+        kinds = ",".join([*(["node"] if k.node else []), *([k.role] if k.role else [])])
+        limits = "".join([f" tools={','.join(k.tools)}" if k.tools else "",
+                          f" nodes={','.join(k.nodes)}" if k.nodes else "",
+                          " signed" if k.signing_key else ""])
+        click.echo(f"{k.status:<8} {k.name:<24} {k.fingerprint}  {k.public_key.decode()}"
+                   f"  [{kinds or '-'}{limits}]{src}")
 
 
 @keys.command("accept")
 @click.argument("name")
 @click.argument("key", required=False)
+@click.option("--node", "as_node", is_flag=True,
+              help="Trust it as a node: it may join the mesh under NAME as its node id.")
+@click.option("--client", "as_client", is_flag=True,
+              help="Trust it as a client (with --role; default role: submit).")
+@click.option("--role", type=click.Choice(["operator", "submit"]),
+              help="A client's role: operator (state-changing queries, cancel any job,"
+                   " broadcast) or submit (its own jobs, read-only queries).")
+@click.option("--tools", metavar="T1,T2", help="Tools the client may run (fs.* = a prefix).")
+@click.option("--nodes", metavar="N1,N2", help="Nodes the client's jobs may run on.")
+@click.option("--signing-key", metavar="HEX",
+              help="The node's Ed25519 signing key (operone keys show prints it).")
 @click.pass_obj
-def keys_accept(obj: Obj, name: str, key: str | None) -> None:
+def keys_accept(obj: Obj, name: str, key: str | None, as_node: bool, as_client: bool,
+                role: str | None, tools: str | None, nodes: str | None,
+                signing_key: str | None) -> None:
     """Trust KEY (z85 text or a .key file) under NAME; without KEY, accept the
-    pending key NAME."""
+    pending key NAME.  Without --node or --client the key is both a node and
+    an operator client (as every key was before roles; docs/security.md)."""
     from ..security.keys import TrustStore, parse_public_key
 
     store = TrustStore(obj.home.trust_dir)
@@ -813,14 +832,28 @@ def keys_accept(obj: Obj, name: str, key: str | None) -> None:
         pub = pending[0].public_key
     else:
         pub = parse_public_key(Path(key) if os.path.exists(key) else key)
+    kinds: dict[str, Any] = {}
+    if as_node or as_client:
+        kinds["node"] = as_node
+        kinds["role"] = (role or "submit") if as_client else None
+    elif role is not None:
+        kinds["role"] = role
+    if tools is not None:
+        kinds["tools"] = tuple(t.strip() for t in tools.split(",") if t.strip())
+    if nodes is not None:
+        kinds["nodes"] = tuple(n.strip() for n in nodes.split(",") if n.strip())
+    if signing_key is not None:
+        kinds["signing_key"] = signing_key
     known = store.trusted_as(pub)
-    k = store.accept(name, pub)
+    k = store.accept(name, pub, **kinds)
     if known is not None and known.name != name:
         click.echo(f"warning: this key ({known.fingerprint}) is already trusted as"
                    f" '{known.name}'; it was not added again as '{name}' (to rename it:"
                    f" operone keys reject {known.name}, then accept it again)", err=True)
         return
-    click.echo(f"trusted {k.name} {k.fingerprint}")
+    what = ", ".join([*(["node"] if k.node else []),
+                      *([f"client ({k.role})"] if k.role else [])]) or "nothing"
+    click.echo(f"trusted {k.name} {k.fingerprint} as {what}")
 
 
 @keys.command("reject")
@@ -842,19 +875,24 @@ def keys_show(obj: Obj, as_json: bool) -> None:
     """Print this node's public key, its fingerprint, and the command that
     trusts it on another node (give them to that node's operator)."""
     from ..aio.runtime import node_keys
+    from ..protocol.signature import Signer
+    from ..security.keys import load_signing_seed
 
     node_id = obj.config().node.id
     kp = node_keys(obj.home)
     key = kp.public.decode()
+    signing = Signer.from_seed(load_signing_seed(obj.home.node_signing)).public_hex
     # Z85 has no single quote, so '...' quotes every key for a POSIX shell, and
     # "--" keeps a key that starts with '-' from being read as an option.
-    command = f"operone keys accept -- {node_id} '{key}'"
+    command = f"operone keys accept --node --signing-key {signing} -- {node_id} '{key}'"
     if as_json:
         click.echo(json.dumps({"node": node_id, "public_key": key,
-                               "fingerprint": kp.fingerprint, "accept_command": command}))
+                               "fingerprint": kp.fingerprint, "signing_key": signing,
+                               "accept_command": command}))
         return
     click.echo(key)
     click.echo(f"fingerprint {kp.fingerprint}")
+    click.echo(f"signing key {signing}")
     click.echo(f"to trust it on another node: {command}")
 
 

@@ -53,14 +53,16 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import BadRequest, JobError, ProtocolError, TooManyClients
+from ..errors import BadRequest, JobError, ProtocolError, Refused, TooManyClients
 from ..jobs.router import RouteDecision, ToolRouter
 from ..protocol.bodies import Cancel, ErrorBody, Query, pack_value
 from ..protocol.codec import TAG, Header, MsgType, best_effort_id, decode
+from ..protocol.signature import KeyRing, Signer
 from ..qos.manager import QoSManager
 from ..routing.dijkstra import RoutingTable
 from ..routing.lsdb import LinkStateDB
 from ..routing.topology import NetworkTopology
+from .access import OPERATOR, Grant, GrantLookup, query_refusal
 from .clients import ClientTable
 from .context import (
     _BROADCAST,
@@ -116,18 +118,34 @@ class BrokerCore:
         public_key: str = "",
         authorize: Authorizer | None = None,
         token_factory: Callable[[], str | None] | None = None,
+        grants: GrantLookup | None = None,
+        signer: Signer | None = None,
+        signing_keys: Callable[[str], str | None] | None = None,
+        grants_by_fingerprint: Callable[[str], Grant | None] | None = None,
     ) -> None:
         ctx = self._ctx = BrokerContext(node_id, limits or BrokerLimits(), now, wall, name,
                                         cluster, public_key)
         self.started = now
+        #: The role and allow-lists of a client key (None: every client is an operator).
+        self._grants = grants
+        #: Our Ed25519 key (None: this core neither signs nor verifies) and the
+        #: trust store's signing keys by node id; a neighbour whose key the
+        #: store lacks is learned from its authenticated HELLO/WELCOME.
+        self._signer = signer
+        self._signing_keys = signing_keys
+        self._learned_keys: dict[str, str] = {}
+        keyring = KeyRing(self._signing_key_of) if signer is not None else None
         self._local = LocalJobs(ctx)
         self._origin = OriginTable(ctx)
         self._remote = RemoteJobs(ctx, self._local)
         self._legacy = LegacyHosts(ctx, self._local)
         self._links = PeerLinks(ctx, self._on_peer_msg, authorize=authorize,
-                                token_factory=token_factory)
-        self._linkstate = LinkState(ctx, wall)
-        self._relay = Relay(ctx)
+                                token_factory=token_factory,
+                                signing_key=signer.public_hex if signer else "",
+                                learn_key=self._learn_key if signer else None)
+        self._linkstate = LinkState(ctx, wall, signer=signer, keyring=keyring)
+        self._relay = Relay(ctx, signer=signer, keyring=keyring, serving=self._serving,
+                            grant_of=grants_by_fingerprint)
         self._clients = ClientTable(ctx)
         self._local.wire(self._origin, self._remote, self._legacy, self._linkstate)
         self._origin.wire(self._local, self._legacy, self._relay, self._linkstate.lsdb,
@@ -140,6 +158,37 @@ class BrokerCore:
                          self._legacy)
         self._queries = Queries(ctx, self._local, self._links, self._linkstate, self._origin,
                                 self._legacy, self._relay, now)
+
+    # ------------------------------------------------------------ signing
+    def _signing_key_of(self, node: str) -> str | None:
+        if node == self._ctx.node_id and self._signer is not None:
+            return self._signer.public_hex
+        stored = self._signing_keys(node) if self._signing_keys is not None else None
+        return stored or self._learned_keys.get(node)
+
+    def _serving(self, node: str) -> str | None:
+        """The broker that advertises SSH host ``node`` (and signs for it)."""
+        lsa = self._linkstate.lsdb.get(node)
+        if lsa is None or lsa.kind != "ssh" or len(lsa.links) != 1:
+            return None
+        return lsa.links[0].neighbor
+
+    def _learn_key(self, node: str, key: str) -> str | None:
+        """A neighbour authenticated as ``node`` signs with ``key``: None when
+        that is acceptable (remembered if the trust store has no key for it),
+        else why the link is refused."""
+        if not key:
+            return (f"'{node}' does not sign its messages (a broker older than revision 3"
+                    " of protocol v1); this broker requires signatures: upgrade it")
+        stored = self._signing_keys(node) if self._signing_keys is not None else None
+        if stored and stored != key:
+            return (f"'{node}' presented signing key {key[:16]}..., not the one trusted"
+                    f" here for it ({stored[:16]}...)")
+        if not stored:
+            if node not in self._learned_keys and len(self._learned_keys) >= MAX_LEARNED_KEYS:
+                self._learned_keys.pop(next(iter(self._learned_keys)))
+            self._learned_keys[node] = key
+        return None
 
     # ------------------------------------------------ the shell's interface
     @property
@@ -268,10 +317,19 @@ class BrokerCore:
             return
         h = msg.header
         t = h.type
-        if t == _JOB:
-            self._origin.submit(cls, rid, h, frames, msg.body, now)
+        grant = OPERATOR if self._grants is None else self._grants(uid)
+        if grant is None:
+            # Trusted by ZAP (as a node only, say), but not as a client.
+            if t == _PING:
+                ctx.out.append((cls, [rid, TAG, ctx.header(_PONG, h.id, h.src, cls, h.id), b""]))
+                return
+            ctx.send_error(cls, rid, h.id, h.src, cls, Refused(
+                "this key is not trusted as a client here (operone keys accept --client)",
+                job_id=h.id), corr=None if t == _JOB else h.id)
+        elif t == _JOB:
+            self._origin.submit(cls, rid, h, frames, msg.body, now, grant)
         elif t == _QUERY:
-            self._on_query(cls, rid, h, msg.body, now)
+            self._on_query(cls, rid, h, msg.body, now, grant)
         elif t == _CANCEL:
             try:
                 reason = Cancel.unpack(msg.body).reason
@@ -279,6 +337,11 @@ class BrokerCore:
                 reason = ""
             self._origin.cancel(h.id, reason, client=rid)
         elif t == _BROADCAST:
+            if not grant.operator:
+                ctx.send_error(cls, rid, h.id, h.src, cls, Refused(
+                    f"broadcast needs role 'operator'; this client key has role"
+                    f" '{grant.role}'"), corr=h.id)
+                return
             self._relay.on_client_broadcast(cls, rid, h, msg.body, now)
         elif t == _PING:
             ctx.out.append((cls, [rid, TAG, ctx.header(_PONG, h.id, h.src, cls, h.id), b""]))
@@ -288,7 +351,8 @@ class BrokerCore:
                 BadRequest(f"message type {MsgType(t).name} is not accepted from a client"),
             )
 
-    def _on_query(self, cls: int, rid: bytes, h: Header, body: bytes, now: float) -> None:
+    def _on_query(self, cls: int, rid: bytes, h: Header, body: bytes, now: float,
+                  grant: Grant = OPERATOR) -> None:
         ctx = self._ctx
         ctx.counters["queries"] += 1
         try:
@@ -296,7 +360,13 @@ class BrokerCore:
         except ProtocolError as exc:
             ctx.send_error(cls, rid, h.id, h.src, cls, BadRequest(str(exc)), corr=h.id)
             return
-        answer = self._queries.answer(q, now)
+        refusal = query_refusal(grant, q.what, q.args.get("allocate") is not None)
+        if refusal is not None:
+            ctx.send_error(cls, rid, h.id, h.src, cls, Refused(refusal), corr=h.id)
+            return
+        # A non-operator cancels only the jobs submitted with its own key.
+        answer = self._queries.answer(q, now,
+                                      owner=None if grant.operator else grant.fingerprint)
         if answer is None:
             ctx.send_error(cls, rid, h.id, h.src, cls,
                            BadRequest(f"unknown query '{q.what}'"), corr=h.id)
@@ -453,4 +523,9 @@ class BrokerCore:
         self._origin.shutdown(reason)
         self._links.bye_all(reason)
         self._local.disconnect_workers(reason)
+
+
+#: Signing keys learned from neighbours' HELLOs (the trust store had none):
+#: one per neighbour, and far above max_peers.
+MAX_LEARNED_KEYS = 4096
 

@@ -61,6 +61,7 @@ from .peers import (
     PeerLink,
     node_of_rid,
     superseded,
+    unguessable_rid,
 )
 from .ports import LinkEvents
 
@@ -96,8 +97,14 @@ class PeerLinks:
 
     def __init__(self, ctx: BrokerContext, deliver: Deliver, *,
                  authorize: Authorizer | None = None,
-                 token_factory: Callable[[], str | None] | None = None) -> None:
+                 token_factory: Callable[[], str | None] | None = None,
+                 signing_key: str = "",
+                 learn_key: Callable[[str, str], str | None] | None = None) -> None:
         self._ctx = ctx
+        #: Our Ed25519 public key, sent in HELLO and WELCOME; and the check of a
+        #: neighbour's (None: signatures are off in this core).
+        self._signing_key = signing_key
+        self._learn_key = learn_key
         self._deliver = deliver
         self._authorize = authorize or _refuse_all
         #: Mints a fresh token for each HELLO (tokens expire; links outlive them).
@@ -230,7 +237,7 @@ class PeerLinks:
         token = link.token
         if token is None and self._token_factory is not None:
             token = self._token_factory()
-        body = Hello(ctx.node_id, ctx.name, ctx.cluster, token).pack()
+        body = Hello(ctx.node_id, ctx.name, ctx.cluster, token, self._signing_key).pack()
         ctx.out.append((link.dial[0], [TAG, ctx.header(_HELLO, ctx.next_id(), link.node, 0),
                                        body]))
         if link.dial_state == DOWN:
@@ -327,6 +334,11 @@ class PeerLinks:
     def allocate_bandwidth(self, peer: str, mb_per_s: float | None) -> None:
         """Limit what this broker sends to neighbour ``peer`` (MB/s; None: no limit)."""
         self.qos.allocate_bandwidth(peer, mb_per_s)
+        # What waits was timed by the old allocation (a tiny one: minutes):
+        # look again now, or it stays stuck after a reset.
+        link = self.links.get(peer)
+        if link is not None and link.queues:
+            self._release_at = min(self._release_at, self._ctx.now)
 
     def qos_metrics(self, peer: str) -> dict[str, Any] | None:
         """The QoS metrics of the link to ``peer`` (the original's getQoSMetrics)."""
@@ -407,6 +419,13 @@ class PeerLinks:
                                    f" '{w.node}' of cluster '{w.cluster}' answered")
                 link.dial_state = DOWN
                 return
+            if self._learn_key is not None:
+                refusal = self._learn_key(link.node, w.signing_key)
+                if refusal is not None:
+                    link.last_error = refusal
+                    link.dial_state = DOWN
+                    ctx.events.append(("peer:refused", {"node": link.node, "reason": refusal}))
+                    return
             was_up = link.up
             link.dial_state = UP
             link.name = w.name
@@ -461,10 +480,18 @@ class PeerLinks:
         if node == ctx.node_id:
             refuse(f"'{node}' is this broker's own node id")
             return
+        if self._learn_key is not None and not unguessable_rid(rid):
+            # What we send to this neighbour goes to whoever holds its routing
+            # id: it must be one nobody else can present (peers.py).
+            refuse(f"the routing id of '{node}' must be a dial incarnation NODE#EPOCH.SEQ"
+                   " with a random 64-bit EPOCH (a signing broker always dials so)")
+            return
         if hello.cluster != ctx.cluster:
             refuse(f"cluster '{hello.cluster}' is not this broker's cluster '{ctx.cluster}'")
             return
         reason = self._authorize(node, uid, hello.token)
+        if reason is None and self._learn_key is not None:
+            reason = self._learn_key(node, hello.signing_key)
         if reason is not None:
             refuse(reason)
             return
@@ -487,7 +514,8 @@ class PeerLinks:
         link.accepted_up = True
         link.name = hello.name
         ctx.out.append((cls, [rid, TAG, ctx.header(_WELCOME, h.id, node, cls, h.id),
-                              Welcome(ctx.node_id, ctx.name, ctx.cluster).pack()]))
+                              Welcome(ctx.node_id, ctx.name, ctx.cluster,
+                                      self._signing_key).pack()]))
         if not was_up:
             self._on_link_up(link, now)
         else:

@@ -20,6 +20,14 @@ Rules:
   (the place to verify their signatures): newer ones are installed and
   flooded to every other up link; a sender that is behind gets our newer
   copies back.  A new neighbour gets our whole database.
+* With a key ring (the trust store's signing keys), every LSA is verified
+  before it is stored or flooded: a broker's LSA must carry its origin's
+  signature, an SSH host's that of the one broker it links to (and the
+  host's name must not be a node of the trust store); anything else is
+  dropped and counted (``lsas_unverified``).  Each broker may advertise at
+  most :data:`MAX_SSH_HOSTS_PER_BROKER` SSH hosts.  Our own LSAs are signed
+  as they are originated; an origination that fails (the sequence space ran
+  out, the database is full) is logged and counted, never raised.
 * Routes are recomputed (SPF) as :class:`~operone_zmq.routing.damping.
   SpfThrottle` allows: 50 ms after the first change, then with a hold that
   doubles under sustained churn up to 2 s; a change of adjacency (a node or
@@ -37,11 +45,13 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from ..errors import ProtocolError
 from ..protocol.bodies import MAX_LSAS_PER_MESSAGE, pack_lsas, unpack_lsas
 from ..protocol.codec import TAG
+from ..protocol.signature import KeyRing, Signer, lsa_signed_bytes
 from ..routing.damping import SPF_START, URGENT_LS_INTERVAL, LsaPacer, SpfThrottle
 from ..routing.dijkstra import RoutingTable
 from ..routing.events import Event
@@ -52,7 +62,8 @@ from .context import _LSA, BrokerContext
 from .peers import PeerLink
 from .ports import Advertiser, LegacyHostsView, LinkAdverts, TopologyWatcher
 
-__all__ = ["LOAD_CHANGE", "LSA_MIN_INTERVAL", "PARTITION_HOLD", "SPF_DELAY", "LinkState"]
+__all__ = ["LOAD_CHANGE", "LSA_MIN_INTERVAL", "MAX_SSH_HOSTS_PER_BROKER", "PARTITION_HOLD",
+           "SPF_DELAY", "LinkState"]
 
 #: Seconds between a topology change and our reaction to it (events, failing
 #: jobs to nodes that became unreachable) after a quiet period: batches a
@@ -66,6 +77,11 @@ PARTITION_HOLD = 1.0
 #: Change of our load (busy fraction of worker slots) that is worth a new LSA.
 LOAD_CHANGE = 0.2
 
+#: SSH hosts one broker may advertise (each is an LSA signed by it): far above
+#: a real site's legacy hosts, and it bounds the database share one trusted
+#: but hostile broker can take.
+MAX_SSH_HOSTS_PER_BROKER = 256
+
 #: At most one LSA of ours per this many seconds for urgent changes: a burst
 #: of link changes is advertised once (non-urgent ones: MIN_LS_INTERVAL).
 LSA_MIN_INTERVAL = URGENT_LS_INTERVAL
@@ -74,11 +90,17 @@ LSA_MIN_INTERVAL = URGENT_LS_INTERVAL
 class LinkState:
     """Origination, flooding and the reaction to topology changes."""
 
-    def __init__(self, ctx: BrokerContext, wall: Callable[[], float]) -> None:
+    def __init__(self, ctx: BrokerContext, wall: Callable[[], float], *,
+                 signer: Signer | None = None, keyring: KeyRing | None = None) -> None:
         self._ctx = ctx
         self._wall = wall
         self.lsdb = LinkStateDB(ctx.node_id, initial_seq(wall()),
                                 retention=ctx.limits.down_retention)
+        self._keyring = keyring
+        if signer is not None:
+            def seal(lsa: LSA) -> LSA:
+                return replace(lsa, sig=signer.sign(lsa_signed_bytes(lsa.to_wire())))
+            self.lsdb.seal = seal
         self.routes = RoutingTable(self.lsdb, auto=False)
         self.pacer = LsaPacer()
         self.pacer.request(ctx.now, urgent=True)
@@ -122,17 +144,52 @@ class LinkState:
         running, slots = local.load()
         load = round(running / slots, 3) if slots else 0.0
         self._advertised_load = load
-        lsa = self.lsdb.originate(
-            self._our_links(), local.tools(), local.caps(), load, local.worker_count(),
-            now, public_key=ctx.public_key, name=ctx.name)
-        wire = [lsa.to_wire()]
+        wire = []
+        try:
+            lsa = self.lsdb.originate(
+                self._our_links(), local.tools(), local.caps(), load, local.worker_count(),
+                now, public_key=ctx.public_key, name=ctx.name)
+            wire.append(lsa.to_wire())
+        except ProtocolError as exc:
+            self._origination_failed(ctx.node_id, exc)
         for name, lg_load, lg_slots in self._legacy.loads():
-            llsa = self.lsdb.originate(
-                [LinkInfo(ctx.node_id, 1.0)], self._legacy.tools, ("ssh",),
-                lg_load, lg_slots, now, origin=name,
-                kind="ssh", name=f"{name} (ssh via {ctx.node_id})")
+            try:
+                llsa = self.lsdb.originate(
+                    [LinkInfo(ctx.node_id, 1.0)], self._legacy.tools, ("ssh",),
+                    lg_load, lg_slots, now, origin=name,
+                    kind="ssh", name=f"{name} (ssh via {ctx.node_id})")
+            except ProtocolError as exc:
+                self._origination_failed(name, exc)
+                continue
             wire.append(llsa.to_wire())
-        self._flood(wire, None)
+        if wire:
+            self._flood(wire, None)
+
+    def _origination_failed(self, origin: str, exc: ProtocolError) -> None:
+        ctx = self._ctx
+        ctx.counters["lsa_origination_failed"] += 1
+        ctx.events.append(("lsa:origination_failed", {"origin": origin, "error": str(exc)}))
+
+    def _verified(self, lsa: LSA) -> bool:
+        """Is ``lsa`` signed by whoever may author it (see the rules above)?"""
+        ring = self._keyring
+        if ring is None:
+            return True
+        if lsa.kind == "ssh":
+            if len(lsa.links) != 1 or (ring.knows(lsa.origin)
+                                       and lsa.origin not in self.lsdb.owned):
+                return False
+            signer = lsa.links[0].neighbor
+            cur = self.lsdb.get(lsa.origin)
+            if cur is None and sum(
+                    1 for x in self.lsdb.lsas() if x.kind == "ssh" and x.links
+                    and x.links[0].neighbor == signer) >= MAX_SSH_HOSTS_PER_BROKER:
+                return False
+        else:
+            signer = lsa.origin
+        # A copy of one of ours (from our previous run: the database then
+        # raises our seq past it) is verified with our own key like any other.
+        return bool(lsa.sig) and ring.verify(signer, lsa.sig, lsa_signed_bytes(lsa.to_wire()))
 
     # -------------------------------------------------------------- flooding
     def _flood(self, wire: list[dict[str, Any]], except_node: str | None) -> None:
@@ -180,9 +237,16 @@ class LinkState:
                         newer.append(cur.to_wire())  # the sender is behind
                     continue
             try:
-                lsas.append(LSA.from_wire(x))
+                lsa = LSA.from_wire(x)
             except ProtocolError:
                 ctx.counters["malformed"] += 1
+                continue
+            if self._verified(lsa):
+                lsas.append(lsa)
+            else:
+                ctx.counters["lsas_unverified"] += 1
+                ctx.events.append(("security:lsa_unverified",
+                                   {"origin": lsa.origin, "from": link.node}))
         result = self.lsdb.install_many(lsas, now, link.node)
         if result.accepted:
             self._flood([x.to_wire() for x in result.accepted], link.node)

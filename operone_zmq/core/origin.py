@@ -58,6 +58,7 @@ from ..errors import (
     NotIdempotent,
     Overloaded,
     ProtocolError,
+    Refused,
     ToolNotFound,
     error_from_wire,
 )
@@ -68,6 +69,7 @@ from ..protocol.limits import DEFAULT_TTL
 from ..routing.dijkstra import RoutingTable
 from ..routing.lsdb import LinkStateDB
 from . import links as links_module
+from .access import OPERATOR, Grant
 from .context import _CANCEL, _JOB, _PROGRESS, _RESULT, CLASS_NAMES, BrokerContext
 from .ports import JobTable, LegacyHostsView, Router
 
@@ -113,6 +115,8 @@ class Origin:
     deadline: float = 0.0  # of the current remote attempt
     retry_at: float | None = None
     placement: str = ""
+    #: What the submitting client key may do (its role travels with the job).
+    grant: Grant = OPERATOR
     #: The path the current remote attempt was sent on (this node first).
     path: tuple[str, ...] = ()
 
@@ -159,8 +163,9 @@ class OriginTable:
 
     # ------------------------------------------------------------ submission
     def submit(self, cls: int, rid: bytes, h: Header, frames: list[bytes], body: bytes,
-               now: float) -> None:
-        """A client's JOB (frames: routing id, tag, header, body)."""
+               now: float, grant: Grant = OPERATOR) -> None:
+        """A client's JOB (frames: routing id, tag, header, body), from a key
+        that may do what ``grant`` says (core/access.py)."""
         ctx = self._ctx
         ctx.counters["jobs_received"] += 1
         jid = h.id
@@ -174,7 +179,12 @@ class OriginTable:
         except ProtocolError as exc:
             ctx.send_error(cls, rid, jid, h.src, cls, BadRequest(str(exc), job_id=jid))
             return
-        o = Origin(jid, rid, cls, h.src, req, body, h.ts, now, req.retries)
+        refusal = grant.tool_refusal(req.tool) or (
+            grant.node_refusal(req.on) if req.on is not None else None)
+        if refusal is not None:
+            ctx.send_error(cls, rid, jid, h.src, cls, Refused(refusal, job_id=jid))
+            return
+        o = Origin(jid, rid, cls, h.src, req, body, h.ts, now, req.retries, grant=grant)
         self._origins[jid] = o
         self._place(o, now, frames[1:])
 
@@ -226,8 +236,14 @@ class OriginTable:
                 target = node_id
                 o.placement = "only this node offers it"
             else:
+                exclude = tuple(o.tried)
+                if o.grant.nodes:  # only where the client key may run jobs
+                    exclude += tuple(n.node for n in self._remote_infos()
+                                     if n.node not in o.grant.nodes)
+                    if node_id not in o.grant.nodes:
+                        exclude += (node_id,)
                 d = self.decide(req.tool, req.caps, prefer_local=req.prefer_local,
-                                exclude=tuple(o.tried))
+                                exclude=exclude)
                 if d.node is None:
                     if self._wait_for_workers(o, now):
                         return
@@ -235,6 +251,11 @@ class OriginTable:
                     self._failed(o, err, now, maybe_started=False, final=True)
                     return
                 target, o.placement = d.node, d.reason
+        refusal = o.grant.node_refusal(target)
+        if refusal is not None:
+            self._failed(o, Refused(refusal, job_id=o.id, node=node_id), now,
+                         maybe_started=False, final=True)
+            return
         o.target = target
         self._in_flight[target] = self._in_flight.get(target, 0) + 1
         if target in self._legacy:
@@ -280,10 +301,12 @@ class OriginTable:
         timeout = req.timeout if req.timeout is not None else ctx.limits.default_timeout
         o.deadline = now + timeout + ctx.limits.remote_grace
         heapq.heappush(self._deadlines, (o.deadline, o.id))
-        header = encode_header(Header(_JOB, o.id, node_id, target, DEFAULT_TTL, o.ts,
-                                      o.cls, None))
+        # Stamped now (each attempt is a new signed message; replay window).
+        header = encode_header(Header(_JOB, o.id, node_id, target, DEFAULT_TTL,
+                                      int(ctx.wall() * 1000), o.cls, None))
         refused = counters["qos_refused"]
-        if not self._relay.send_to_node(target, o.cls, [TAG, header, o.body], _JOB):
+        if not self._relay.send_to_node(target, o.cls, [TAG, header, o.body], _JOB,
+                                        client=(o.grant.fingerprint, o.grant.role)):
             failure: JobError
             if counters["qos_refused"] != refused:
                 failure = Overloaded(
@@ -384,6 +407,11 @@ class OriginTable:
         if o is None:
             ctx.counters["late_replies"] += 1
             return
+        if (from_node != ctx.node_id and from_node != o.target and from_node not in o.tried
+                and from_node not in self._legacy):
+            # Only a node an attempt was sent to answers for it (src is signed).
+            ctx.counters["late_replies"] += 1
+            return
         if t == _PROGRESS:
             ctx.out.append((o.cls, [o.client, *frames]))
             return
@@ -424,12 +452,15 @@ class OriginTable:
                                           int(ctx.wall() * 1000), o.cls, None)),
                 Cancel("cancelled by its origin").pack()], _CANCEL)
 
-    def cancel(self, jid: str, reason: str = "", *, client: bytes | None = None) -> bool:
-        """Cancel origin job ``jid`` (of ``client``, when given) wherever it
-        runs; its submitter gets JobCancelled.  False when there is no such job."""
+    def cancel(self, jid: str, reason: str = "", *, client: bytes | None = None,
+               owner: str | None = None) -> bool:
+        """Cancel origin job ``jid`` (of ``client``, or submitted with the key
+        of fingerprint ``owner``, when given) wherever it runs; its submitter
+        gets JobCancelled.  False when there is no such job."""
         ctx = self._ctx
         o = self._origins.get(jid)
-        if o is None or (client is not None and o.client != client):
+        if o is None or (client is not None and o.client != client) or (
+                owner is not None and o.grant.fingerprint != owner):
             return False  # finished already (its reply is on the way) or not ours
         ctx.counters["jobs_cancelled"] += 1
         self._cancel_attempt(o)

@@ -62,6 +62,7 @@ __all__ = [
     "incarnation_id",
     "node_of_rid",
     "superseded",
+    "unguessable_rid",
 ]
 
 DOWN = "down"
@@ -83,6 +84,14 @@ INCARNATION_SEP = b"#"
 def incarnation_id(node: str, epoch: int, seq: int) -> bytes:
     """The routing id of dial ``seq`` of the broker run ``epoch``."""
     return node.encode() + INCARNATION_SEP + f"{epoch:016x}.{seq:x}".encode()
+
+
+def unguessable_rid(rid: bytes) -> bool:
+    """Is ``rid`` a dial incarnation with a 64-bit epoch (16 hex digits)?
+    Only its holder and we know it: nobody can take it over (issue 11)."""
+    epoch, dot, seq = rid.partition(INCARNATION_SEP)[2].partition(b".")
+    return (len(epoch) == 16 and bool(dot) and bool(seq)
+            and not epoch.strip(b"0123456789abcdef") and not seq.strip(b"0123456789abcdef"))
 
 
 def node_of_rid(rid: bytes) -> bytes:

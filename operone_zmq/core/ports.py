@@ -114,7 +114,8 @@ class LegacyRuns(Protocol):
 class Router(Protocol):
     """Routed sending, as the parts that answer other nodes see it."""
 
-    def send_to_node(self, dst: str, cls: int, frames: list[bytes], t: int) -> bool: ...
+    def send_to_node(self, dst: str, cls: int, frames: list[bytes], t: int, *,
+                     client: tuple[str, str] | None = None, sign: bool = True) -> bool: ...
 
     def route_error(self, dst: str, mid: str, cls: int, err: JobError,
                     src: str | None = None) -> None: ...

@@ -66,8 +66,9 @@ class Queries:
             "errors": dict(ctx.errors),
         }
 
-    def answer(self, q: Query, now: float) -> Any:
-        """The answer to a QUERY, or None when the query is unknown."""
+    def answer(self, q: Query, now: float, *, owner: str | None = None) -> Any:
+        """The answer to a QUERY, or None when the query is unknown; ``owner``
+        (a client key's fingerprint): "cancel" cancels only that key's jobs."""
         what = q.what
         if what == "stats":
             return self.stats(now)
@@ -105,7 +106,7 @@ class Queries:
             reason = q.args.get("reason")
             self._ctx.now = now
             return {"job": jid, "cancelled": self._origin.cancel(
-                jid, reason if isinstance(reason, str) else "")}
+                jid, reason if isinstance(reason, str) else "", owner=owner)}
         if what == "placement":
             tool, caps = q.args.get("tool"), q.args.get("caps", [])
             if not isinstance(tool, str) or not isinstance(caps, list):

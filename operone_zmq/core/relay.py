@@ -6,8 +6,18 @@ Rules:
   is received in one place, :meth:`Relay.on_routed`: for this node it goes to
   :class:`~.remote.RemoteJobs` (JOB, CANCEL) or the origin table (answers);
   for one of our legacy hosts to :class:`~.legacy.LegacyHosts`; otherwise it
-  is relayed by its dst with the TTL lowered by one.  (Verifying a routed
-  message's signature belongs at the top of :meth:`Relay.on_routed`.)
+  is relayed by its dst with the TTL lowered by one.
+* With a signer, every routed message we originate (:meth:`send_to_node`)
+  and every broadcast of our clients is signed (the fourth frame,
+  :class:`~..protocol.signature.SigFrame`; a client's JOB carries its key's
+  fingerprint and role); relays pass the frame on untouched.  At the
+  destination the signature is verified against the trust store's key of
+  the header's src (or of the broker serving src, an SSH host) before
+  anything else, and the message must be new: its ``ts`` within
+  :data:`REPLAY_WINDOW` of our clock and its (src, type, id, ts) not seen
+  within the window.  Anything else is dropped and counted
+  (``signatures_refused``, ``replays_refused``); the signature frame is
+  removed before a message goes on to a worker or a client.
 * A JOB that cannot go on (no route, TTL out) is answered to its src with
   NoRoute; other types are dropped: an ERROR for a lost CANCEL would read as
   the failure of the job's current attempt.
@@ -26,18 +36,39 @@ Rules:
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
-from ..errors import JobError, NoRoute, ProtocolError
-from ..protocol.bodies import ErrorBody, pack_value, unpack_value
+from ..errors import JobError, NoRoute, ProtocolError, Refused
+from ..protocol.bodies import ErrorBody, JobRequest, pack_value, unpack_value
 from ..protocol.codec import TAG, Header, decode_header, encode_header
 from ..protocol.limits import DEFAULT_TTL
+from ..protocol.signature import KeyRing, SigFrame, Signer, message_signed_bytes
 from ..routing.dijkstra import RoutingTable
-from .context import _BROADCAST, _CANCEL, _ERROR, _JOB, _REPLY, _ROUTED, BrokerContext
+from .access import Grant
+from .context import (
+    _BROADCAST,
+    _CANCEL,
+    _ERROR,
+    _JOB,
+    _PROGRESS,
+    _REPLY,
+    _ROUTED,
+    BrokerContext,
+)
 from .peers import PeerLink
 from .ports import LegacyHostsView, LinkSender, OriginAnswers, RoutedHere
 
-__all__ = ["HOLD_SECONDS", "MAX_HELD", "Relay"]
+__all__ = ["HOLD_SECONDS", "MAX_HELD", "MAX_REPLAY_ENTRIES", "REPLAY_WINDOW", "Relay"]
+
+#: A signed message is accepted this many seconds (of wall clock) either side
+#: of our clock: the clock-skew tolerance between brokers (docs/security.md).
+REPLAY_WINDOW = 300.0
+
+#: Signed messages remembered to refuse a second copy within the window; at
+#: 100,000 jobs a minute this covers the window.  When it is full the oldest
+#: is forgotten and nothing at or before its timestamp is accepted any more.
+MAX_REPLAY_ENTRIES = 500_000
 
 #: Routed messages kept for re-routing after their next hop vanished: one
 #: burst of a busy link (its QoS queue is bounded by MAX_LINK_QUEUE too).
@@ -50,8 +81,20 @@ HOLD_SECONDS = 2.0
 class Relay:
     """Hop-by-hop forwarding by the routing table, and broadcast flooding."""
 
-    def __init__(self, ctx: BrokerContext) -> None:
+    def __init__(self, ctx: BrokerContext, *, signer: Signer | None = None,
+                 keyring: KeyRing | None = None,
+                 serving: Callable[[str], str | None] | None = None,
+                 grant_of: Callable[[str], Grant | None] | None = None) -> None:
         self._ctx = ctx
+        #: What this node's trust store grants the client key of a fingerprint.
+        self._grant_of = grant_of or (lambda fp: None)
+        self._signer = signer
+        self._keyring = keyring
+        #: The broker serving an SSH host (from its LSA), which signs for it.
+        self._serving = serving or (lambda node: None)
+        #: (src, type, id, ts) of signed messages accepted, oldest first.
+        self._seen_signed: dict[tuple[str, int, str, int], None] = {}
+        self._replay_floor = -1  # ts (ms) at or before which nothing is accepted
         self._seen_bc: dict[tuple[str, str], None] = {}
         self.broadcasts: deque[dict[str, Any]] = deque(maxlen=ctx.limits.max_kept_broadcasts)
         # (held at, routes.computations then, dst, cls, type, frames from the tag on)
@@ -70,12 +113,98 @@ class Relay:
         return list(self.broadcasts)
 
     # ------------------------------------------------------------- routing
-    def send_to_node(self, dst: str, cls: int, frames: list[bytes], t: int) -> bool:
+    def sign(self, frames: list[bytes], client: tuple[str, str] | None = None) -> list[bytes]:
+        """``[tag, header, body]`` with our signature frame added (unchanged
+        without a signer)."""
+        signer = self._signer
+        if signer is None:
+            return frames
+        h = decode_header(frames[1])
+        data = message_signed_bytes(h.type, h.id, h.src, h.dst, h.ts, h.cls, h.corr, client,
+                                    frames[2])
+        me = self._ctx.node_id
+        return [frames[0], frames[1], frames[2],
+                SigFrame(signer.sign(data), client, None if h.src == me else me).pack()]
+
+    def verified(self, h: Header, frames: list[bytes]) -> tuple[str, str] | bool | None:
+        """Check the signature and freshness of a message for us: False when
+        refused (counted), else the client it was signed for (None if none)."""
+        ring = self._keyring
+        if ring is None:
+            return None
+        ctx = self._ctx
+        try:
+            if len(frames) < 4:
+                raise ProtocolError("unsigned")
+            sf = SigFrame.unpack(frames[3])
+        except ProtocolError:
+            ctx.counters["signatures_refused"] += 1
+            ctx.events.append(("security:signature_refused", {"src": h.src, "id": h.id}))
+            return False
+        signer = h.src if sf.signer is None else sf.signer
+        if signer != h.src and self._serving(h.src) != signer:
+            ok = False  # only the broker serving an SSH host signs in its name
+        else:
+            ok = ring.verify(signer, sf.sig, message_signed_bytes(
+                h.type, h.id, h.src, h.dst, h.ts, h.cls, h.corr, sf.client, frames[2]))
+        if not ok:
+            ctx.counters["signatures_refused"] += 1
+            ctx.events.append(("security:signature_refused", {"src": h.src, "id": h.id}))
+            return False
+        wall_ms = int(ctx.wall() * 1000)
+        key = (h.src, h.type, h.id, h.ts)
+        if (abs(wall_ms - h.ts) > REPLAY_WINDOW * 1000 or h.ts <= self._replay_floor
+                or key in self._seen_signed):
+            ctx.counters["replays_refused"] += 1
+            ctx.events.append(("security:replay_refused", {
+                "src": h.src, "id": h.id, "skew_s": round((wall_ms - h.ts) / 1000, 3)}))
+            return False
+        if h.type == _PROGRESS:
+            return sf.client  # output chunks share id and ms: the window is their check
+        seen = self._seen_signed
+        seen[key] = None
+        cutoff = wall_ms - int(REPLAY_WINDOW * 1000)
+        while seen:
+            first = next(iter(seen))
+            if first[3] >= cutoff and len(seen) <= MAX_REPLAY_ENTRIES:
+                break
+            del seen[first]
+            if first[3] >= cutoff:
+                self._replay_floor = max(self._replay_floor, first[3])
+        return sf.client
+
+    def _client_may_run(self, h: Header, frames: list[bytes],
+                        client: tuple[str, str] | bool | None) -> bool:
+        """The executing node's own check of a signed JOB's client: a JOB must
+        name one, and a client key this node's trust store knows must be
+        allowed the tool and this node here too (else routed ERROR refused)."""
+        if not isinstance(client, tuple):
+            self.route_error(h.src, h.id, h.cls, Refused(
+                "a routed JOB must carry its client's key fingerprint and role", job_id=h.id))
+            return False
+        grant = self._grant_of(client[0])
+        if grant is None:
+            return True  # a key only its entry broker knows: that broker checked it
+        try:
+            tool = JobRequest.unpack(frames[2]).tool
+        except ProtocolError:
+            return True  # answered bad_request where it is run
+        refusal = grant.tool_refusal(tool) or grant.node_refusal(h.dst)
+        if refusal is not None:
+            self.route_error(h.src, h.id, h.cls, Refused(refusal, job_id=h.id))
+            return False
+        return True
+
+    def send_to_node(self, dst: str, cls: int, frames: list[bytes], t: int, *,
+                     client: tuple[str, str] | None = None, sign: bool = True) -> bool:
         """Send routed frames toward ``dst`` by its next hop; False if unreachable.
+        Frames we originate (``sign``) are signed, for ``client`` when given.
 
         A next hop whose link is gone or down (it just went: our LSA and the
         routes will follow within an LSA interval and an SPF run) holds the
         message until the routes were recomputed."""
+        if sign and self._signer is not None:
+            frames = self.sign(frames[:3], client)
         nh = self._routes.next_hop(dst)
         link = self._links.get(nh) if nh is not None else None
         if nh is not None and (link is None or not link.up) and t in _ROUTED:
@@ -117,7 +246,7 @@ class Relay:
                 counters["held_dropped"] += 1
             elif version == computed:
                 keep.append(item)
-            elif self.send_to_node(dst, cls, frames, t):
+            elif self.send_to_node(dst, cls, frames, t, sign=False):
                 counters["held_resent"] += 1
             else:
                 counters["held_dropped"] += 1
@@ -143,6 +272,13 @@ class Relay:
     def on_routed(self, link: PeerLink, h: Header, frames: list[bytes], now: float) -> None:
         """A JOB/RESULT/ERROR/PROGRESS/CANCEL from a neighbour: ours, or relay it."""
         ctx = self._ctx
+        if (h.dst == ctx.node_id or h.dst in self._legacy) and self._keyring is not None:
+            client = self.verified(h, frames)
+            if client is False:
+                return
+            frames = frames[:3]
+            if h.type == _JOB and not self._client_may_run(h, frames, client):
+                return
         if h.dst == ctx.node_id:
             t = h.type
             if t in (_JOB, _CANCEL):
@@ -162,7 +298,7 @@ class Relay:
                     job_id=h.id, node=ctx.node_id))
             return
         header = encode_header(h._replace(ttl=h.ttl - 1))
-        if self.send_to_node(h.dst, h.cls, [TAG, header, *frames[2:]], h.type):
+        if self.send_to_node(h.dst, h.cls, [TAG, header, *frames[2:]], h.type, sign=False):
             ctx.counters["relayed"] += 1
             return
         # Only a JOB is answered: an ERROR for a lost CANCEL would read as the
@@ -177,8 +313,9 @@ class Relay:
                             now: float) -> None:
         """A client's BROADCAST: flood it, answer how many neighbours it reached."""
         ctx = self._ctx
-        bh = Header(_BROADCAST, h.id, ctx.node_id, "", DEFAULT_TTL, h.ts, cls, None)
-        reached = self.on_broadcast(None, bh, [TAG, encode_header(bh), body], now)
+        bh = Header(_BROADCAST, h.id, ctx.node_id, "", DEFAULT_TTL, int(ctx.wall() * 1000),
+                    cls, None)
+        reached = self.on_broadcast(None, bh, self.sign([TAG, encode_header(bh), body]), now)
         ctx.out.append((cls, [rid, TAG, ctx.header(_REPLY, h.id, h.src, cls, h.id),
                               pack_value({"id": h.id, "neighbours": reached})]))
 
@@ -189,6 +326,9 @@ class Relay:
         key = (h.src, h.id)
         if key in self._seen_bc:
             return 0
+        if (from_node is not None and self._keyring is not None
+                and self.verified(h, frames) is False):
+            return 0  # forged or altered: neither delivered nor flooded
         self._seen_bc[key] = None
         while len(self._seen_bc) > ctx.limits.max_seen_broadcasts:
             del self._seen_bc[next(iter(self._seen_bc))]

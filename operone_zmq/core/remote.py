@@ -94,8 +94,10 @@ class RemoteJobs:
                                         frames)
             while len(cache) > MAX_CACHED_RESULTS:
                 cache.popitem(last=False)
+        # Stamped now: a signed answer is fresh (a cached one is sent again).
         header = encode_header(Header(h.type, h.id, job.legacy or self._ctx.node_id, job.src,
-                                      DEFAULT_TTL, h.ts, job.cls, h.corr))
+                                      DEFAULT_TTL, int(self._ctx.wall() * 1000), job.cls,
+                                      h.corr))
         self._relay.send_to_node(job.src, job.cls, [TAG, header, *frames[3:]], h.type)
 
     def failed(self, job: Job, err: JobError) -> None:

@@ -611,11 +611,15 @@ class Hello:
     name: str = ""
     cluster: str = "operone"
     token: str | None = None
+    #: The sender's Ed25519 signing key (64 hex digits; "" = it does not sign).
+    signing_key: str = ""
 
     def pack(self) -> bytes:
         m: dict[str, Any] = {"node": self.node, "name": self.name, "cluster": self.cluster}
         if self.token is not None:
             m["token"] = self.token
+        if self.signing_key:
+            m["sk"] = self.signing_key
         return pack_value(m)
 
     @classmethod
@@ -629,7 +633,16 @@ class Hello:
             name=_text(m, "name", "HELLO", limit=256),
             cluster=_req(m, "cluster", "HELLO"),
             token=token,
+            signing_key=_signing_key(m, "HELLO"),
         )
+
+
+def _signing_key(m: dict[str, Any], what: str) -> str:
+    sk = m.get("sk", "")
+    if type(sk) is not str or (sk and (len(sk) != 64 or sk.strip("0123456789abcdef"))):
+        raise ProtocolError(f"{what}: 'sk' must be an Ed25519 public key in 64 lowercase hex"
+                            " digits")
+    return sk
 
 
 @dataclass(frozen=True, slots=True)
@@ -639,9 +652,14 @@ class Welcome:
     node: str
     name: str = ""
     cluster: str = "operone"
+    #: The answering broker's Ed25519 signing key (as in HELLO).
+    signing_key: str = ""
 
     def pack(self) -> bytes:
-        return pack_value({"node": self.node, "name": self.name, "cluster": self.cluster})
+        m: dict[str, Any] = {"node": self.node, "name": self.name, "cluster": self.cluster}
+        if self.signing_key:
+            m["sk"] = self.signing_key
+        return pack_value(m)
 
     @classmethod
     def unpack(cls, raw: bytes) -> Welcome:
@@ -650,6 +668,7 @@ class Welcome:
             node=_req(m, "node", "WELCOME"),
             name=_text(m, "name", "WELCOME", limit=256),
             cluster=_req(m, "cluster", "WELCOME"),
+            signing_key=_signing_key(m, "WELCOME"),
         )
 
 

@@ -18,6 +18,8 @@ kind       ``"broker"``, or ``"ssh"`` for a legacy SSH host that a broker
            advertises on its behalf (the broker originates both LSAs)
 name       human-readable node name (may be empty)
 max_age    seconds the LSA lives in a database if it is not refreshed
+sig        the origin's Ed25519 signature over the other fields (64 bytes;
+           empty when unsigned), see :mod:`operone_zmq.protocol.signature`
 ========== ===================================================================
 
 Wire form (:meth:`LSA.to_wire` / :meth:`LSA.from_wire`) is a plain dict of
@@ -28,7 +30,8 @@ link is a 4-element list ``[neighbor, cost, bandwidth, loss]`` to keep a
 * the value must be a dict with string keys, at most :data:`MAX_WIRE_KEYS`;
 * ``origin``, ``seq``, ``links``, ``tools``, ``capabilities``, ``load`` and
   ``workers`` are required; ``public_key``, ``kind``, ``name`` and
-  ``max_age`` are optional and take their defaults;
+  ``max_age`` are optional and take their defaults; so is ``sig`` (bytes,
+  empty or exactly 64);
 * unknown keys are ignored, so a later version may add an optional field
   without breaking older brokers (a mesh is never upgraded all at once);
 * every value is type-checked (``bool`` is not an ``int``; ints are accepted
@@ -118,6 +121,9 @@ DEFAULT_MAX_AGE = 60.0
 #: Top-level keys accepted in a wire LSA (known ones plus future optional
 #: ones); bounds the work spent on a hostile dict.
 MAX_WIRE_KEYS = 32
+
+#: Length of an Ed25519 signature (the ``sig`` field).
+_SIG_LEN = 64
 
 #: The kinds of node an LSA may describe.
 KINDS = frozenset({"broker", "ssh"})
@@ -232,6 +238,9 @@ class LSA:
     kind: str = "broker"
     name: str = ""
     max_age: float = DEFAULT_MAX_AGE
+    #: The origin's signature (not part of equality: the same content signed
+    #: twice is the same LSA).
+    sig: bytes = field(default=b"", compare=False, repr=False)
     # Derived, not part of equality or hashing: neighbour -> link, for the
     # both-ends rule (looked up once per link when a graph is built).
     _by_neighbor: dict[str, LinkInfo] = field(
@@ -312,6 +321,7 @@ class LSA:
             "kind": self.kind,
             "name": self.name,
             "max_age": self.max_age,
+            **({"sig": self.sig} if self.sig else {}),
         }
 
     @classmethod
@@ -334,6 +344,9 @@ class LSA:
             raise _bad(f"{len(links)} links, more than {MAX_LINKS_PER_LSA}")
         kind = value.get("kind", "broker")
         _check_text(kind, "kind", MAX_NAME_LEN)
+        sig = value.get("sig", b"")
+        if type(sig) is not bytes or len(sig) not in (0, _SIG_LEN):
+            raise _bad(f"sig must be {_SIG_LEN} bytes")
         return cls(
             origin=_check_id(value["origin"], "origin"),
             seq=_check_int(value["seq"], "seq", 0, MAX_SEQ),
@@ -350,4 +363,5 @@ class LSA:
             max_age=_check_number(
                 value.get("max_age", DEFAULT_MAX_AGE), "max_age", MIN_MAX_AGE, MAX_MAX_AGE
             ),
+            sig=sig,
         )

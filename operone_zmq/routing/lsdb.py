@@ -83,7 +83,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import compress, repeat
 from operator import attrgetter, is_, is_not, ne, not_
 from typing import NamedTuple
@@ -93,6 +93,7 @@ from operone_zmq.routing.lsa import (
     DEFAULT_MAX_AGE,
     LSA,
     MAX_LINKS_PER_LSA,
+    MAX_MAX_AGE,
     MAX_SEQ,
     LinkInfo,
 )
@@ -219,6 +220,11 @@ class LinkStateDB:
         # Owned origins for which a stale copy from a previous incarnation was seen.
         self._stale: set[str] = set()
         self._seq_floor: dict[str, int] = {}
+        #: Owned origins whose sequence space ran out: when their numbering
+        #: restarts (OSPF's wrap: the old copies age out first, everywhere).
+        self._wrap_at: dict[str, float] = {}
+        #: Applied to every LSA we originate before it is stored (signing).
+        self.seal: Callable[[LSA], LSA] | None = None
         #: The neighbour that last sent us a stale copy of one of our own LSAs.
         self.last_stale_from: str | None = None
         # Expiry index: bucket number -> LSAs installed into it; heap of bucket numbers.
@@ -538,11 +544,28 @@ class LinkStateDB:
         origin = self.self_id if origin is None else origin
         if origin not in self._next_seq:
             self._next_seq[origin] = self._next_seq[self.self_id]
+        wrap_at = self._wrap_at.get(origin)
+        if wrap_at is not None:
+            if now < wrap_at:
+                raise ProtocolError(
+                    f"sequence number space of {origin!r} exhausted: numbering restarts"
+                    f" in {wrap_at - now:.0f} s, when the old copies have aged out")
+            # The old copies have aged out everywhere: start again from 1.
+            del self._wrap_at[origin]
+            self._next_seq[origin] = 1
+            self._seq_floor.pop(origin, None)
+            if self._entries.get(origin) is not None and self._entries[origin].seq > 1:
+                del self._entries[origin]
         seq = max(self._next_seq[origin], self._seq_floor.get(origin, -1) + 1)
         cur = self._entries.get(origin)
         if cur is not None:
             seq = max(seq, cur.seq + 1)
         if seq > MAX_SEQ:
+            # OSPF's way: stop refreshing, let every copy age out (max_age of
+            # the newest one, from when it was last installed anywhere), then
+            # start again; never a permanent lockout.
+            self._wrap_at[origin] = now + max(MAX_MAX_AGE, cur.max_age if cur else 0.0)
+            self._refresh_at.pop(origin, None)
             raise ProtocolError(f"sequence number space of {origin!r} exhausted")
         lsa = LSA(
             origin=origin,
@@ -557,6 +580,8 @@ class LinkStateDB:
             name=name,
             max_age=max_age,
         )
+        if self.seal is not None:
+            lsa = self.seal(lsa)
         if cur is None and len(self._entries) >= self.max_entries:
             raise ProtocolError(f"link-state database full ({self.max_entries} origins)")
         if self._store(lsa, cur):

@@ -28,7 +28,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -40,6 +40,7 @@ from zmq.utils import z85
 from operone_zmq.errors import ConfigError, SecurityError
 
 __all__ = [
+    "CLIENT_ROLES",
     "MAX_PENDING_KEYS",
     "NAME_PATTERN",
     "KeyPair",
@@ -48,6 +49,7 @@ __all__ = [
     "fingerprint",
     "generate_keypair",
     "load_keypair",
+    "load_signing_seed",
     "parse_public_key",
     "validate_name",
 ]
@@ -213,22 +215,109 @@ def parse_public_key(value: str | bytes | Path) -> bytes:
     raise ConfigError(f"not a Curve public key: {type(value).__name__}")
 
 
+# ------------------------------------------------------------- signing keys
+def load_signing_seed(path: Path, *, create: bool = True) -> bytes:
+    """The node's Ed25519 private key (32-byte seed) from ``path`` (64 hex
+    digits, mode 0600), made there first when missing and ``create``: every
+    node gets one at ``operone init``, an older home at its broker's first start."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        if not create:
+            raise ConfigError(f"no signing key at {path}: run 'operone init'") from None
+        seed = os.urandom(32)
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".sign.", suffix=".tmp", dir=path.parent)
+            try:
+                with os.fdopen(fd, "w", encoding="ascii") as f:
+                    f.write(seed.hex() + "\n")
+                os.chmod(tmp, 0o600)
+                os.link(tmp, path)  # never replaces a key made meanwhile
+            finally:
+                Path(tmp).unlink(missing_ok=True)
+        except FileExistsError:
+            return load_signing_seed(path, create=False)
+        except OSError as exc:
+            raise ConfigError(f"cannot write the signing key {path}: {exc}") from exc
+        return seed
+    except (OSError, UnicodeError) as exc:
+        raise ConfigError(f"cannot read the signing key {path}: {exc}") from exc
+    if not _HEX_SIGNING_KEY_RE.fullmatch(text):
+        raise ConfigError(f"{path} is not an Ed25519 signing key (64 hex digits)")
+    return bytes.fromhex(text)
+
+
 # --------------------------------------------------------------- trust store
+#: The roles a client key may have (core/access.py says what each may do).
+CLIENT_ROLES = ("operator", "submit")
+
+_HEX_SIGNING_KEY_RE = re.compile(r"[0-9a-f]{64}")
+
+
 @dataclass(frozen=True)
 class TrustedKey:
-    """One entry of the trust store: a named public key, trusted or pending review."""
+    """One entry of the trust store: a named public key, trusted or pending review.
+
+    What the key may do: ``node`` -- it may join the mesh (HELLO) under
+    exactly ``name`` as its node id; ``role`` -- it may connect as a client
+    with that role (None: not as a client); ``tools``/``nodes`` -- what a
+    client may run and where (empty: no limit); ``signing_key`` -- the node's
+    Ed25519 public key (64 hex digits), which its LSAs and routed messages
+    are verified with ("" = not known yet).  An entry written before roles
+    existed (no ``node`` or ``role`` metadata) is a node and an operator
+    client: everything such a key could do before (docs/security.md).
+    """
 
     name: str
     public_key: bytes
     fingerprint: str
     status: Literal["trusted", "pending"]
     source: str = ""
+    node: bool = True
+    role: str | None = "operator"
+    tools: tuple[str, ...] = ()
+    nodes: tuple[str, ...] = ()
+    signing_key: str = ""
+
+    def metadata(self) -> dict[str, str]:
+        """The certificate's ``metadata`` section for this entry."""
+        meta = {"name": self.name, "source": self.source,
+                "node": "yes" if self.node else "no", "role": self.role or "none"}
+        if self.tools:
+            meta["tools"] = ",".join(self.tools)
+        if self.nodes:
+            meta["nodes"] = ",".join(self.nodes)
+        if self.signing_key:
+            meta["signing-key"] = self.signing_key
+        return meta
+
+
+def _split_list(value: str) -> tuple[str, ...]:
+    return tuple(sorted({v.strip() for v in value.split(",") if v.strip()}))
+
+
+def _entry_of(name: str, key: bytes, status: Literal["trusted", "pending"],
+              meta: dict[str, str]) -> TrustedKey:
+    """The entry of a key file from its metadata (the migration default for
+    files without ``node``/``role``: a node and an operator client)."""
+    node = meta.get("node", "yes") != "no"
+    role: str | None = meta.get("role", "operator")
+    if role not in CLIENT_ROLES:
+        role = None  # "none", or a role this version does not know: not a client
+    sk = meta.get("signing-key", "").lower()
+    return TrustedKey(name, key, fingerprint(key), status,
+                      _clean_metadata(meta.get("source", "")), node, role,
+                      _split_list(meta.get("tools", "")), _split_list(meta.get("nodes", "")),
+                      sk if _HEX_SIGNING_KEY_RE.fullmatch(sk) else "")
 
 
 @dataclass(frozen=True)
 class _Snapshot:
     keys: frozenset[bytes]
     names: dict[bytes, str]
+    entries: dict[bytes, TrustedKey] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -258,6 +347,10 @@ _MAX_INDEX_BYTES = 16 * 1024 * 1024
 #: knocking in a loop, or with fresh keys, cannot flood the log or the memory.
 _REFUSAL_LOG_INTERVAL = 10.0
 _MAX_REFUSALS_REMEMBERED = 1000
+
+#: The parse index's format: 2 keeps each file's whole metadata (roles,
+#: allow-lists, signing key); an index of another version is rebuilt.
+_INDEX_VERSION = 2
 
 #: ``(st_ino, st_mtime_ns, st_ctime_ns, st_size)`` of a key file.
 _FileSig = tuple[int, int, int, int]
@@ -325,8 +418,8 @@ def _parse_certificate(text: str) -> tuple[bytes | None, dict[str, str]]:
     return public, meta
 
 
-def _read_key_file(path: str) -> tuple[_FileSig, bytes | None, str] | None:
-    """Read one key file: its signature, its key (None if invalid) and its source note.
+def _read_key_file(path: str) -> tuple[_FileSig, bytes | None, dict[str, str]] | None:
+    """Read one key file: its signature, its key (None if invalid) and its metadata.
 
     Returns None if the file vanished; any other OSError (EMFILE, EACCES, EIO)
     propagates: it says nothing about the file, so the scan as a whole failed.
@@ -339,7 +432,7 @@ def _read_key_file(path: str) -> tuple[_FileSig, bytes | None, str] | None:
         return None
     public, meta = _parse_certificate(data.decode("utf-8", "replace"))
     key = _z85_key(public) if public is not None and len(public) == _Z85_KEY_LEN else None
-    return sig, key, meta.get("source", "") if key is not None else ""
+    return sig, key, meta if key is not None else {}
 
 
 class _DirIndex:
@@ -405,14 +498,13 @@ class _DirIndex:
                 if read is None:
                     continue
                 self._dirty = True
-                sig, key, source = read
+                sig, key, meta = read
                 settled = _settled(sig)
                 if key is None:
                     _log.warning("trust_file_invalid", path=path)
                     files[name] = (sig, None, settled)
                 else:
-                    files[name] = (sig, TrustedKey(name, key, fingerprint(key), self.status,
-                                                   source), settled)
+                    files[name] = (sig, _entry_of(name, key, self.status, meta), settled)
         if files.keys() != self._files.keys():
             self._dirty = True
         self._files = files
@@ -426,9 +518,9 @@ class _DirIndex:
         try:
             with open(self.index_file, "rb") as f:
                 data = json.loads(f.read(_MAX_INDEX_BYTES))
-            rows = data["files"] if data.get("v") == 1 else {}
+            rows = data["files"] if data.get("v") == _INDEX_VERSION else {}
             files: dict[str, tuple[_FileSig, TrustedKey | None, bool]] = {}
-            for name, (ino, mtime, ctime, size, key, source) in rows.items():
+            for name, (ino, mtime, ctime, size, key, meta) in rows.items():
                 sig = (int(ino), int(mtime), int(ctime), int(size))
                 z = None if key is None else str(key).encode("ascii")
                 if z is not None and (len(z) != _Z85_KEY_LEN or not _Z85_CHARS.issuperset(z)):
@@ -437,8 +529,8 @@ class _DirIndex:
                     key is not None and z is None
                 ):
                     continue
-                entry = None if z is None else TrustedKey(
-                    name, z, fingerprint(z), self.status, _clean_metadata(str(source)))
+                entry = None if z is None else _entry_of(
+                    name, z, self.status, {str(k): str(v) for k, v in dict(meta).items()})
                 files[name] = (sig, entry, True)  # only settled ones are saved
             self._saved_rows = {name: list(row) for name, row in rows.items()}
             return files
@@ -451,7 +543,7 @@ class _DirIndex:
             return
         rows: dict[str, list[object]] = {
             name: [*sig, None if e is None else e.public_key.decode("ascii"),
-                   "" if e is None else e.source]
+                   {} if e is None else e.metadata()]
             for name, (sig, e, settled) in self._files.items()
             if settled
         }
@@ -462,7 +554,7 @@ class _DirIndex:
             fd, tmp = tempfile.mkstemp(prefix=".index.", suffix=".tmp", dir=self.index_file.parent)
             try:
                 with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    f.write(json.dumps({"v": 1, "files": rows}, separators=(",", ":")))
+                    f.write(json.dumps({"v": _INDEX_VERSION, "files": rows}, separators=(",", ":")))
                 os.replace(tmp, self.index_file)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
@@ -491,9 +583,13 @@ class _DirIndex:
 
 def _snapshot_of(entries: dict[str, TrustedKey]) -> _Snapshot:
     names: dict[bytes, str] = {}
+    by_key: dict[bytes, TrustedKey] = {}
     for name in sorted(entries):
-        names.setdefault(entries[name].public_key, name)
-    return _Snapshot(frozenset(names), names)
+        e = entries[name]
+        if e.public_key not in names:
+            names[e.public_key] = name
+            by_key[e.public_key] = e
+    return _Snapshot(frozenset(names), names, by_key)
 
 
 class TrustStore:
@@ -525,6 +621,8 @@ class TrustStore:
         self._pending = _DirIndex(self.pending_dir, "pending")
         self._last_recheck = float("-inf")
         self._refusals_logged: dict[bytes, float] = {}
+        self._fp_snapshot: _Snapshot | None = None
+        self._fp_index: dict[str, TrustedKey] = {}
         # The first load is synchronous: nobody ever sees an unloaded store.
         self._state = _State(self._load_trusted(_EMPTY), clock() + _REFRESH_INTERVAL)
 
@@ -568,6 +666,26 @@ class TrustStore:
         """Return the name under which this key is trusted, or None if it is not trusted."""
         key = _z85_key(public_key) if isinstance(public_key, bytes) else None
         return None if key is None else self._current().names.get(key)
+
+    def entry_of(self, public_key: bytes) -> TrustedKey | None:
+        """The trusted entry of this key (what it may do), or None."""
+        key = _z85_key(public_key) if isinstance(public_key, bytes) else None
+        return None if key is None else self._current().entries.get(key)
+
+    def named(self, name: str) -> TrustedKey | None:
+        """The trusted entry called ``name``, or None."""
+        for e in self._current().entries.values():
+            if e.name == name:
+                return e
+        return None
+
+    def by_fingerprint(self, fp: str) -> TrustedKey | None:
+        """The trusted entry whose key has fingerprint ``fp``, or None."""
+        snap = self._current()
+        if snap is not self._fp_snapshot:
+            self._fp_index = {e.fingerprint: e for e in snap.entries.values()}
+            self._fp_snapshot = snap
+        return self._fp_index.get(fp)
 
     def key_of(self, name: str) -> bytes | None:
         """Return the trusted key (Z85) named ``name``, or None."""
@@ -635,16 +753,18 @@ class TrustStore:
         name: str,
         key: bytes,
         source: str,
+        template: TrustedKey | None = None,
     ) -> TrustedKey:
+        entry = TrustedKey(name, key, fingerprint(key), index.status, _clean_metadata(source))
+        if template is not None:
+            entry = replace(template, name=name, public_key=key, fingerprint=fingerprint(key),
+                            status=index.status, source=_clean_metadata(source))
         directory = index.directory
         try:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            _write_public_certificate(
-                directory / f"{name}.key", key, {"name": name, "source": source}
-            )
+            _write_public_certificate(directory / f"{name}.key", key, entry.metadata())
         except OSError as exc:
             raise ConfigError(f"cannot write {directory / (name + '.key')}: {exc}") from exc
-        entry = TrustedKey(name, key, fingerprint(key), index.status, _clean_metadata(source))
         index.wrote(entry)
         return entry
 
@@ -676,7 +796,10 @@ class TrustStore:
                          if e.public_key == key), None)
 
     def accept(
-        self, name: str, public_key: str | bytes | Path | None = None, *, source: str = ""
+        self, name: str, public_key: str | bytes | Path | None = None, *, source: str = "",
+        node: bool | None = None, role: str | Literal["keep"] | None = "keep",
+        tools: tuple[str, ...] | None = None, nodes: tuple[str, ...] | None = None,
+        signing_key: str | None = None,
     ) -> TrustedKey:
         """Trust ``public_key`` under ``name`` (moving it out of pending) and return the entry.
 
@@ -684,7 +807,37 @@ class TrustStore:
         fingerprint) is accepted.  A key trusted already under another name is
         returned as it is; a name trusted already for a different key is an error.
         ``source`` (default: the pending entry's) is kept as a note in the file.
+
+        What the key may do (:class:`TrustedKey`): ``node`` (may it HELLO as
+        node ``name``), ``role`` (``"operator"``, ``"submit"`` or None: not a
+        client), ``tools``/``nodes`` allow-lists and the node's Ed25519
+        ``signing_key`` (64 hex digits).  Arguments left out keep what the
+        entry says already, and for a new entry take the default: a node and
+        an operator client without allow-lists (what every key was before
+        roles existed).  Accepting a trusted key again under its own name
+        with any of these changes the entry.
         """
+        if role != "keep" and role is not None and role not in CLIENT_ROLES:
+            raise ConfigError(f"unknown client role {role!r}: use one of {', '.join(CLIENT_ROLES)}")
+        if signing_key is not None:
+            signing_key = signing_key.strip().lower()
+            if signing_key and not _HEX_SIGNING_KEY_RE.fullmatch(signing_key):
+                raise ConfigError("a signing key is an Ed25519 public key: 64 hex digits")
+        for what, values in (("tool", tools), ("node", nodes)):
+            for v in values or ():
+                if not v or "," in v or not v.isprintable():
+                    raise ConfigError(f"invalid {what} name {v!r} in an allow-list")
+        changes: dict[str, object] = {}
+        if node is not None:
+            changes["node"] = node
+        if role != "keep":
+            changes["role"] = role
+        if tools is not None:
+            changes["tools"] = tuple(sorted(set(tools)))
+        if nodes is not None:
+            changes["nodes"] = tuple(sorted(set(nodes)))
+        if signing_key is not None:
+            changes["signing_key"] = signing_key
         with self._lock:
             pending = self._sync(self._pending)
             if public_key is None:
@@ -708,7 +861,14 @@ class TrustStore:
                     )
                 if not source and same_key:
                     source = same_key[0].source
-                existing = self._write(self._trusted, name, key, source)
+                template = replace(TrustedKey(name, key, fingerprint(key), "trusted"),
+                                   **changes)  # type: ignore[arg-type]
+                existing = self._write(self._trusted, name, key, source, template)
+            elif existing.name == name and changes:
+                updated = replace(existing, **changes)  # type: ignore[arg-type]
+                if updated != existing:
+                    existing = self._write(self._trusted, name, key, source or existing.source,
+                                           updated)
             for entry in same_key:
                 self._remove(entry)
             self._publish()

@@ -9,6 +9,7 @@
     mesh.py         set "mesh": per-hop cost on a line of four brokers
     distributed.py  set "distributed": map over 3 nodes vs 1, failover times
     scripted.py     sets "qos" and "inproc": the stand-alone bench_*.py scripts
+    signing.py      set "signing": end-to-end signatures on against off
 
 A set is ``async fn(args, work_dir) -> Result``, listed in :data:`BENCHMARKS`;
 child processes and meshes of real nodes come from ``scripts/_benchlib.py``.
@@ -28,6 +29,7 @@ from .harness import Result
 from .mesh import bench_mesh
 from .routing import bench_routing
 from .scripted import bench_inproc, bench_qos
+from .signing import bench_signing
 
 #: Every benchmark set, by name: ``async fn(args, work_dir) -> Result``.
 BENCHMARKS: dict[str, Callable[[argparse.Namespace, Path], Awaitable[Result]]] = {
@@ -37,6 +39,7 @@ BENCHMARKS: dict[str, Callable[[argparse.Namespace, Path], Awaitable[Result]]] =
     "distributed": bench_distributed,
     "qos": bench_qos,
     "inproc": bench_inproc,
+    "signing": bench_signing,
 }
 
 __all__ = ["BENCHMARKS"]

@@ -38,13 +38,18 @@ def test_keys_show_prints_a_ready_accept_command(tmp_path: Path) -> None:
     assert lines[0] == key
     assert f"fingerprint {fingerprint(key.encode())}" in lines
     command = lines[-1].split(": ", 1)[1]
-    assert command == f"operone keys accept -- pc1 '{key}'"
+    signing = lines[2].split()[-1]
+    assert lines[2] == f"signing key {signing}" and len(signing) == 64
+    assert command == f"operone keys accept --node --signing-key {signing} -- pc1 '{key}'"
     # The printed line, run by a shell, with `operone` standing for this CLI.
     prefix = f"{shlex.quote(sys.executable)} -m operone_zmq --home {shlex.quote(str(b.path))}"
     r = subprocess.run(["sh", "-c", command.replace("operone", prefix, 1)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert TrustStore(b.trust_dir).name_of(key.encode()) == "pc1"
+    entry = TrustStore(b.trust_dir).named("pc1")
+    assert entry is not None and entry.node and entry.role is None
+    assert entry.signing_key == signing
     # A key that starts with '-' and holds `> & $ ( {`: the same quoting works.
     while True:
         odd = zmq.curve_keypair()[0].decode()

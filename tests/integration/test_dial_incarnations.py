@@ -47,8 +47,12 @@ def test_incarnations_and_a_neighbour_that_predates_them(tmp_path: Path) -> None
         old.curve_server = True
         old.curve_publickey, old.curve_secretkey = kb.public, kb.secret
         old.bind(f"tcp://127.0.0.1:{port_b}")
+        # A first-revision neighbour does not sign: a signing broker refuses it
+        # (revision 3, docs/protocol.md §11), so the fallback is a's with
+        # signatures off.
         a = Broker("a", keys=CurveKeys(ka.public, ka.secret or b""), trust=trust,
-                   base_port=free_base_port(), worker_endpoint=f"ipc://{tmp_path}/a.ipc")
+                   base_port=free_base_port(), worker_endpoint=f"ipc://{tmp_path}/a.ipc",
+                   signatures=False)
         rids: list[bytes] = []
         try:
             async with a:

@@ -14,6 +14,7 @@ import pytest
 from helpers import FAST_ENV, Proc, make_home, wait_for
 from netns_hosts import Lan, lan_or_skip
 
+from operone_zmq.config import node_signing_key
 from operone_zmq.security.keys import TrustStore, load_keypair
 
 pytestmark = pytest.mark.multihost
@@ -31,7 +32,8 @@ def test_brokers_discover_and_link(lan: Lan, tmp_path: Path) -> None:
     hosts = {"a": 1, "b": 2, "c": 3}
     homes = {n: make_home(tmp_path / n, n, 7700, host=lan.addr[i]) for n, i in hosts.items()}
     for x, y in (("a", "b"), ("b", "a")):
-        TrustStore(homes[x].trust_dir).accept(y, load_keypair(homes[y].node_public).public)
+        TrustStore(homes[x].trust_dir).accept(y, load_keypair(homes[y].node_public).public,
+                                              signing_key=node_signing_key(homes[y]))
     env = {**os.environ, **FAST_ENV}
     procs: dict[str, Proc] = {}
 

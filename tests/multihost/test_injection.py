@@ -16,6 +16,7 @@ import pytest
 from helpers import FAST_ENV, Proc, make_home, wait_for
 from netns_hosts import Diamond, diamond_or_skip
 
+from operone_zmq.config import node_signing_key
 from operone_zmq.security.keys import TrustStore, load_keypair
 
 pytestmark = pytest.mark.multihost
@@ -77,7 +78,8 @@ def test_the_relay_delays_a_broker_link(net: Diamond, tmp_path: Path) -> None:
     the link's RTT above 60 ms; without the delay it drops back."""
     homes = {h: make_home(tmp_path / h, h, 7700, host="0.0.0.0") for h in "ab"}
     for x, y in (("a", "b"), ("b", "a")):
-        TrustStore(homes[x].trust_dir).accept(y, load_keypair(homes[y].node_public).public)
+        TrustStore(homes[x].trust_dir).accept(y, load_keypair(homes[y].node_public).public,
+                                              signing_key=node_signing_key(homes[y]))
     env = {**os.environ, **FAST_ENV}
     control = tmp_path / "delay"
     control.write_text("40 0\n")

@@ -12,6 +12,7 @@ import pytest
 from helpers import FAST_ENV, Proc, make_home, wait_for
 from netns_hosts import Hosts
 
+from operone_zmq.config import node_signing_key
 from operone_zmq.security.keys import TrustStore, load_keypair
 
 pytestmark = pytest.mark.multihost
@@ -25,7 +26,8 @@ def test_job_from_a_runs_on_c_through_b(hosts: Hosts, tmp_path: Path) -> None:
         store = TrustStore(homes[x].trust_dir)
         for y in "abc":
             if x != y:
-                store.accept(y, load_keypair(homes[y].node_public).public)
+                store.accept(y, load_keypair(homes[y].node_public).public,
+                             signing_key=node_signing_key(homes[y]))
     env = {**os.environ, **FAST_ENV}
     procs: list[Proc] = []
 

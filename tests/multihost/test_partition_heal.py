@@ -19,6 +19,7 @@ import pytest
 from helpers import FAST_ENV, Proc, make_home, wait_for
 from netns_hosts import Diamond, diamond_or_skip
 
+from operone_zmq.config import node_signing_key
 from operone_zmq.security.keys import TrustStore, load_keypair
 
 pytestmark = [pytest.mark.multihost, pytest.mark.slow]
@@ -47,7 +48,8 @@ class Mesh:
             store = TrustStore(self.homes[x].trust_dir)
             for y in "abcd":
                 if x != y:
-                    store.accept(y, load_keypair(self.homes[y].node_public).public)
+                    store.accept(y, load_keypair(self.homes[y].node_public).public,
+                                 signing_key=node_signing_key(self.homes[y]))
         self.procs: list[Proc] = []
         self.load_out = tmp / "load.jsonl"
 

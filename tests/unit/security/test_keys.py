@@ -536,3 +536,27 @@ def test_the_index_never_hides_a_changed_file(tmp_path: Path) -> None:
     assert TrustStore(tmp_path).key_of("x") == b
     (tmp_path / ".trusted.index").unlink()
     assert TrustStore(tmp_path).key_of("x") == b
+
+
+def test_roles_are_stored_read_back_and_changed(tmp_path: Path) -> None:
+    """Issue 11: an entry says whether the key is a node, its client role and
+    allow-lists and the node's signing key; another process reads the same;
+    accepting the key again under its name changes them."""
+    pub = zmq.curve_keypair()[0]
+    store = TrustStore(tmp_path)
+    e = store.accept("alice", pub, node=False, role="submit", tools=("fs.*", "echo"),
+                     nodes=("pc2",))
+    assert (e.node, e.role, e.tools, e.nodes) == (False, "submit", ("echo", "fs.*"), ("pc2",))
+    again = TrustStore(tmp_path).entry_of(pub)
+    assert again == e
+    e2 = store.accept("alice", pub, role="operator", signing_key="ab" * 32)
+    assert (e2.node, e2.role, e2.tools, e2.signing_key) == (False, "operator",
+                                                            ("echo", "fs.*"), "ab" * 32)
+    assert TrustStore(tmp_path).named("alice") == e2
+    assert TrustStore(tmp_path).by_fingerprint(e2.fingerprint) == e2
+    with pytest.raises(ConfigError, match="unknown client role"):
+        store.accept("bob", zmq.curve_keypair()[0], role="root")
+    with pytest.raises(ConfigError, match="64 hex digits"):
+        store.accept("bob", zmq.curve_keypair()[0], signing_key="xyz")
+    plain = store.accept("carol", zmq.curve_keypair()[0])
+    assert plain.node and plain.role == "operator"  # the documented default
