@@ -15,6 +15,7 @@ Rules:
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -125,6 +126,10 @@ def _new_counters() -> dict[str, int]:
         "results_from_cache": 0,
         "qos_refused": 0,
         "qos_dropped_link_down": 0,
+        "peer_restarts": 0,
+        "attempts_restarted": 0,
+        "orphans_joined": 0,
+        "orphans_answered": 0,
     }
 
 
@@ -138,6 +143,7 @@ class BrokerContext:
         "counters",
         "errors",
         "events",
+        "incarnation",
         "limits",
         "name",
         "node_id",
@@ -148,8 +154,13 @@ class BrokerContext:
     )
 
     def __init__(self, node_id: str, limits: BrokerLimits, now: float,
-                 wall: Callable[[], float], name: str, cluster: str, public_key: str) -> None:
+                 wall: Callable[[], float], name: str, cluster: str, public_key: str,
+                 incarnation: int = 0) -> None:
         self.node_id = node_id
+        #: This broker run (in HELLO, WELCOME, PONG and our LSAs): random, new
+        #: at each start, so a neighbour or client tells a restart from a
+        #: reconnect (SWIM/memberlist's incarnation; never 0, which means "not said").
+        self.incarnation = incarnation or secrets.randbits(62) + 1
         self.name = name or node_id
         self.cluster = cluster
         self.public_key = public_key

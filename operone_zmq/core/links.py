@@ -201,7 +201,8 @@ class PeerLinks:
         token = link.token
         if token is None and self._token_factory is not None:
             token = self._token_factory()
-        body = Hello(ctx.node_id, ctx.name, ctx.cluster, token, self._signing_key).pack()
+        body = Hello(ctx.node_id, ctx.name, ctx.cluster, token, self._signing_key,
+                     incarnation=ctx.incarnation).pack()
         ctx.out.append((link.dial[0], [TAG, ctx.header(_HELLO, ctx.next_id(), link.node, 0),
                                        body]))
         if link.dial_state == DOWN:
@@ -389,6 +390,7 @@ class PeerLinks:
             was_up = link.up
             link.dial_state = UP
             link.name = w.name
+            self._linkstate.incarnation_seen(link.node, w.incarnation, now)
             if not was_up:
                 self._on_link_up(link, now)
             link.heard = now
@@ -475,7 +477,9 @@ class PeerLinks:
         link.name = hello.name
         ctx.out.append((cls, [rid, TAG, ctx.header(_WELCOME, h.id, node, cls, h.id),
                               Welcome(ctx.node_id, ctx.name, ctx.cluster,
-                                      self._signing_key).pack()]))
+                                      self._signing_key,
+                                      incarnation=ctx.incarnation).pack()]))
+        self._linkstate.incarnation_seen(node, hello.incarnation, now)
         if not was_up:
             self._on_link_up(link, now)
         else:

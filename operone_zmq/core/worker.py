@@ -11,11 +11,13 @@ Broker session lifecycle::
     CONNECTED|CONNECTING --silence for liveness x interval--> LOST:
         tick() returns True; the shell reconnects its socket and calls start()
     any --DISCONNECT from the broker--> READY sent again (the broker forgot us
-        or restarted); running jobs go on and report when done
+        or restarted), listing the jobs still running; they go on and report
+        when done
 
 Job lifecycle in the worker::
 
     JOB --> RUNNING --done(value)--> RESULT    | --fail(err)--> ERROR
+    JOB with the id of a running job --> joins it (nothing new runs)
     RUNNING --deadline passes--> ERROR timeout, the job is told to stop;
         whatever it returns later is dropped
     RUNNING --CANCEL--> ERROR cancelled, same
@@ -23,6 +25,7 @@ Job lifecycle in the worker::
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import time
 from collections.abc import Callable
@@ -90,7 +93,7 @@ class WorkerCore:
     ) -> None:
         self.name = name
         self.node = ""
-        self._ready = Ready(name, tuple(tools), caps, slots, pid).pack()
+        self._registration = Ready(name, tuple(tools), caps, slots, pid)
         self.tool_names = frozenset(t.name for t in tools)
         self.interval = heartbeat_interval
         self.liveness = liveness
@@ -105,7 +108,7 @@ class WorkerCore:
         self.connected = False
         self._ready_at: float | None = None
         self.counters = {"jobs": 0, "results": 0, "errors": 0, "timeouts": 0, "cancelled": 0,
-                         "malformed": 0, "reconnects": 0}
+                         "malformed": 0, "reconnects": 0, "joined": 0}
 
     def _header(self, t: int, mid: str, cls: int = 0) -> bytes:
         return encode_header(Header(t, mid, self.name, self.node, 1, int(self._wall() * 1000),
@@ -117,7 +120,12 @@ class WorkerCore:
 
     def start(self, now: float) -> None:
         """(Re)register with the broker."""
-        self.out.append([TAG, self._header(int(MsgType.READY), self._mid()), self._ready])
+        # The jobs still running are listed: a broker that restarted learns
+        # them, and a retry of one joins it instead of running it twice.
+        ready = self._registration
+        if self.running:
+            ready = dataclasses.replace(ready, running=tuple(self.running))
+        self.out.append([TAG, self._header(int(MsgType.READY), self._mid()), ready.pack()])
         self._broker_expires = now + self.liveness * self.interval
         self._next_heartbeat = now + self.interval
 
@@ -173,7 +181,10 @@ class WorkerCore:
             self._error(h.id, h.cls, BadRequest(str(exc), job_id=h.id))
             return None
         if h.id in self.running:
-            self._error(h.id, h.cls, BadRequest(f"job id '{h.id}' is already running"))
+            # A retry of a job we still run (our broker restarted and its
+            # origin tried again): it joins the running one, whose answer
+            # goes out when it ends.
+            self.counters["joined"] += 1
             return None
         timeout = req.timeout if req.timeout is not None else self.default_timeout
         deadline = now + timeout
