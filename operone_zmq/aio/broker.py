@@ -534,6 +534,13 @@ class Broker:
                     if not f.done():
                         f.set_exception(Refused(f"peer '{payload['node']}' refused the link:"
                                                 f" {payload['reason']}"))
+            elif name == "qos:violation":
+                log = (self._log.warning if payload.get("state") == "violated"
+                       else self._log.info)
+                log("qos_violation" if payload.get("state") == "violated"
+                    else "qos_recovered", **payload)
+            elif name == "peer:restarted":
+                self._log.info("peer_restarted", peer=payload["node"])
             elif name.startswith("partition:"):
                 # A broker that died also shows as a split until its LSA ages
                 # out, so this is information, not an alarm.

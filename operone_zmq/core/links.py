@@ -54,7 +54,7 @@ from .peers import (
 )
 from .ports import LinkEvents
 
-__all__ = ["MAX_LINK_QUEUE", "QOS_CLASS_TYPES", "Deliver", "PeerLinks"]
+__all__ = ["LOSS_CHANGE", "MAX_LINK_QUEUE", "QOS_CLASS_TYPES", "Deliver", "PeerLinks"]
 
 #: QoS message type whose policy shapes each class on peer links: heartbeats
 #: and handshakes are critical (never throttled), jobs and results high, other
@@ -68,6 +68,10 @@ MAX_LINK_QUEUE = 10_000
 
 #: Messages of the session protocol, handled here; all others are delivered.
 _SESSION = frozenset({_PING, _PONG, _BYE, _WELCOME})
+
+#: Change of a link's measured loss (fraction) that is worth a new LSA: 2 %
+#: is two heartbeats of a 100-ping window, well above a quiet link's noise.
+LOSS_CHANGE = 0.02
 
 #: Pings remembered per link awaiting their PONG.
 _MAX_PINGS = 64
@@ -101,12 +105,16 @@ class PeerLinks:
         self.links: dict[str, PeerLink] = {}
         self._link_by_sock: dict[int, PeerLink] = {}
         self.qos = QoSManager(clock=lambda: ctx.now)
-        self.qos.on("violation:latency", lambda d: ctx.events.append(
-            ("qos:violation", {"kind": "latency", **d})))
-        self.qos.on("violation:packet-loss", lambda d: ctx.events.append(
-            ("qos:violation", {"kind": "packet-loss", **d})))
+        # Edges only (qos/manager.py): once when a link crosses a threshold,
+        # once when it recovers.
+        for kind in ("latency", "packet-loss"):
+            for state, prefix in (("violated", "violation"), ("recovered", "recovered")):
+                self.qos.on(f"{prefix}:{kind}", lambda d, k=kind, st=state: ctx.events.append(
+                    ("qos:violation", {"kind": k, "state": st, **d})))
         self._release_at = float("inf")
         self.next_ping = ctx.now + ctx.limits.peer_interval
+        #: node -> the loss our LSA advertises for the link (one per link).
+        self._advertised_loss: dict[str, float] = {}
 
     def wire(self, linkstate: LinkEvents) -> None:
         self._linkstate = linkstate
@@ -127,6 +135,21 @@ class PeerLinks:
                 link.advertised_cost = link.cost
                 out.append((link.node, link.cost))
         return out
+
+    def link_loss(self, node: str) -> float:
+        """The measured loss (fraction) of the link to ``node``, for our LSA
+        (qos/metrics.py: unanswered or retransmitted heartbeats); remembered
+        as advertised."""
+        m = self.qos.get_metrics(node)
+        loss = round(m.packet_loss, 3) if m is not None else 0.0
+        self._advertised_loss[node] = loss
+        return loss
+
+    def _loss_moved(self, node: str) -> None:
+        m = self.qos.get_metrics(node)
+        if m is not None and abs(m.packet_loss - self._advertised_loss.get(node, 0.0)) \
+                >= LOSS_CHANGE:
+            self._linkstate.mark_dirty()
 
     def up_nodes(self) -> list[str]:
         return sorted(n for n, link in self.links.items() if link.up)
@@ -223,6 +246,7 @@ class PeerLinks:
     def _on_link_down(self, link: PeerLink, now: float, reason: str) -> None:
         link.last_error = reason
         link.pings.clear()
+        self._advertised_loss.pop(link.node, None)
         self._linkstate.mark_dirty()
         self._ctx.events.append(("peer:disconnected", {"node": link.node, "reason": reason}))
 
@@ -512,6 +536,7 @@ class PeerLinks:
             return
         sent = link.pings.pop(seq, None)
         self.qos.pong_received(link.node, seq, now)
+        self._loss_moved(link.node)
         if sent is not None:
             link.pongs += 1
             link.record_rtt((now - sent) * 1000.0)
@@ -570,7 +595,10 @@ class PeerLinks:
 
     def expire_pings(self, now: float) -> None:
         limits = self._ctx.limits
-        self.qos.expire_pings(now, timeout=limits.peer_liveness * limits.peer_interval)
+        lost = self.qos.expire_pings(now, timeout=limits.peer_liveness * limits.peer_interval)
+        for node in lost:
+            if node in self.links:
+                self._loss_moved(node)
 
     def next_deadline(self, t: float) -> float:
         """The earlier of ``t`` and when :meth:`tick` or a release is next due."""

@@ -118,7 +118,7 @@ class LinkState:
     def _our_links(self) -> list[LinkInfo]:
         out = [LinkInfo(name, 1.0) for name in self._legacy.names()]
         for node, cost in self._links.advertise_costs():
-            out.append(LinkInfo(node, round(cost, 3)))
+            out.append(LinkInfo(node, round(cost, 3), loss=self._links.link_loss(node)))
         return out
 
     def _originate(self, now: float) -> None:
