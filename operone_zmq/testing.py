@@ -170,7 +170,9 @@ class CoreMesh:
     # ------------------------------------------------------------ running
     def _collect(self, node: str) -> None:
         core = self.nodes[node]
-        out, core.out = core.out, []
+        out = core.urgent + core.out  # heartbeats first, as the shell sends them
+        core.urgent, core.out = [], []
+        core.stamp_pings(self.clock())
         for sock, frames in out:
             self._route_out(node, sock, frames)
         self._collect_worker(node)

@@ -228,6 +228,20 @@ class BrokerCore:
         self._ctx.out = value
 
     @property
+    def urgent(self) -> list[tuple[int, list[bytes]]]:
+        """Heartbeat frames to send before ``out``, at once (the shell then
+        calls :meth:`stamp_pings`); ``(socket index, frames)`` as in ``out``."""
+        return self._ctx.urgent
+
+    @urgent.setter
+    def urgent(self, value: list[tuple[int, list[bytes]]]) -> None:
+        self._ctx.urgent = value
+
+    def stamp_pings(self, sent_at: float) -> None:
+        """The shell sent ``urgent`` at ``sent_at`` (monotonic s)."""
+        self._links.stamp_pings(sent_at)
+
+    @property
     def events(self) -> list[tuple[str, Any]]:
         """Events for the shell to emit: (name, payload)."""
         return self._ctx.events

@@ -150,6 +150,7 @@ class BrokerContext:
         "now",
         "out",
         "public_key",
+        "urgent",
         "wall",
     )
 
@@ -169,6 +170,10 @@ class BrokerContext:
         self.now = now
         #: Frames to send: (socket index, frames including the routing id).
         self.out: list[tuple[int, list[bytes]]] = []
+        #: Heartbeats (PING, PONG between brokers): the shell sends these
+        #: before ``out`` and as soon as the input that made them is handled,
+        #: then calls ``BrokerCore.stamp_pings`` with the time.
+        self.urgent: list[tuple[int, list[bytes]]] = []
         #: Events for the shell to emit: (name, payload).
         self.events: list[tuple[str, Any]] = []
         #: Things only the shell can do (open sockets): ("dial", node, host, port).

@@ -113,6 +113,8 @@ class PeerLinks:
                     ("qos:violation", {"kind": k, "state": st, **d})))
         self._release_at = float("inf")
         self.next_ping = ctx.now + ctx.limits.peer_interval
+        #: PINGs put in ``ctx.urgent`` whose send time the shell has not given.
+        self._unstamped: list[tuple[str, int]] = []
         #: node -> the loss our LSA advertises for the link (one per link).
         self._advertised_loss: dict[str, float] = {}
 
@@ -251,9 +253,12 @@ class PeerLinks:
         self._ctx.events.append(("peer:disconnected", {"node": link.node, "reason": reason}))
 
     # ------------------------------------------------------------- sending
-    def send(self, link: PeerLink, cls: int, frames: list[bytes]) -> bool:
+    def send(self, link: PeerLink, cls: int, frames: list[bytes], *,
+             urgent: bool = False) -> bool:
         """Send on the link's preferred transport, shaped by QoS; False when it
-        has no transport up or its queue for the class is full."""
+        has no transport up or its queue for the class is full.  ``urgent``
+        (heartbeats): when nothing of the class waits, it goes to
+        ``ctx.urgent``, which the shell sends before anything else, at once."""
         if not link.up:
             return False
         q = link.queues.get(cls)
@@ -274,14 +279,16 @@ class PeerLinks:
             self._release_at = min(self._release_at, now + self.qos.time_until(
                 link.node, QOS_CLASS_TYPES[cls], size, now))
             return True
-        self._put_on_wire(link, cls, frames)
+        self._put_on_wire(link, cls, frames, urgent)
         return True
 
-    def _put_on_wire(self, link: PeerLink, cls: int, frames: list[bytes]) -> None:
+    def _put_on_wire(self, link: PeerLink, cls: int, frames: list[bytes],
+                     urgent: bool = False) -> None:
+        out = self._ctx.urgent if urgent else self._ctx.out
         if link.dial is not None and link.dial_state == UP:
-            self._ctx.out.append((link.dial[cls], frames))
+            out.append((link.dial[cls], frames))
         elif link.rid is not None:
-            self._ctx.out.append((cls, [link.rid, *frames]))
+            out.append((cls, [link.rid, *frames]))
         link.sent += 1
 
     def release_due(self, now: float) -> None:
@@ -521,8 +528,10 @@ class PeerLinks:
             self._deliver(link, cls, msg, frames, now)
         elif t == _PING:
             h = msg.header
+            # Urgent: the shell sends it before the rest of this batch is
+            # handled, so our own loop's work is not in the neighbour's RTT.
             self.send(link, 0, [TAG, self._ctx.header(_PONG, h.id, link.node, 0, h.id),
-                                msg.body])
+                                msg.body], urgent=True)
         elif t == _PONG:
             self._on_pong(link, msg.body, now)
         elif t == _BYE:
@@ -585,13 +594,25 @@ class PeerLinks:
                 if len(link.pings) > _MAX_PINGS:
                     del link.pings[min(link.pings)]
                 self.send(link, 0, [TAG, ctx.header(_PING, ctx.next_id(), link.node, 0),
-                                    Ping(link.ping_seq).pack()])
+                                    Ping(link.ping_seq).pack()], urgent=True)
+                self._unstamped.append((link.node, link.ping_seq))
         for link in self.links.values():
             if link.dial is not None and link.dial_state != UP and now >= link.next_hello:
                 if link.dial_state == HELLO_SENT and link.accepted_up:
                     link.next_hello = now + MAX_HELLO_BACKOFF
                     continue
                 self._send_hello(link, now)
+
+    def stamp_pings(self, sent_at: float) -> None:
+        """The shell sent ``ctx.urgent`` at ``sent_at``: that, not the tick
+        that made them, is when the PINGs in it left (RTT = PONG received -
+        this)."""
+        for node, seq in self._unstamped:
+            link = self.links.get(node)
+            if link is not None and seq in link.pings:
+                link.pings[seq] = sent_at
+                self.qos.ping_restamped(node, seq, sent_at)
+        self._unstamped.clear()
 
     def expire_pings(self, now: float) -> None:
         limits = self._ctx.limits

@@ -380,11 +380,11 @@ class LocalJobs:
                 w.running.discard(h.id)
                 w.done += 1
             job = self._jobs.get(h.id)
-            if (job is None and t == _RESULT
-                    and (self._orphans.pop(h.id, None) is not None or w is None)):
-                # An orphan's result (or one from a worker that has not
-                # registered again yet, after our restart): kept for the
+            if job is None and t == _RESULT:
+                # An orphan's result, or one a worker sends again after our
+                # restart (or before it registered again): kept for the
                 # retry that will ask for it.
+                self._orphans.pop(h.id, None)
                 cache = self._orphan_results
                 cache[h.id] = (now + limits.result_cache_seconds, frames)
                 while len(cache) > MAX_ORPHAN_RESULTS:

@@ -11,8 +11,9 @@ Broker session lifecycle::
     CONNECTED|CONNECTING --silence for liveness x interval--> LOST:
         tick() returns True; the shell reconnects its socket and calls start()
     any --DISCONNECT from the broker--> READY sent again (the broker forgot us
-        or restarted), listing the jobs still running; they go on and report
-        when done
+        or restarted), listing the jobs still running (they go on and report
+        when done), then the RESULTs sent in the last 2 liveness periods
+        again (the old broker may have died with them)
 
 Job lifecycle in the worker::
 
@@ -45,7 +46,12 @@ from ..protocol.bodies import (
 )
 from ..protocol.codec import TAG, Header, MsgType, decode, encode_header
 
-__all__ = ["JobStart", "WorkerCore"]
+__all__ = ["MAX_RECENT_RESULTS", "JobStart", "WorkerCore"]
+
+#: RESULTs remembered to send again when we register again (our broker may
+#: have died with them unread); a broker restart takes a few heartbeats, and
+#: a worker finishes at most a few hundred jobs meanwhile.
+MAX_RECENT_RESULTS = 1024
 
 _JOB = int(MsgType.JOB)
 _CANCEL = int(MsgType.CANCEL)
@@ -107,6 +113,9 @@ class WorkerCore:
         self._seq = 0
         self.connected = False
         self._ready_at: float | None = None
+        self._registered_once = False
+        #: job id -> (sent at, frames) of RESULTs of the last liveness period x 2.
+        self._recent: dict[str, tuple[float, list[bytes]]] = {}
         self.counters = {"jobs": 0, "results": 0, "errors": 0, "timeouts": 0, "cancelled": 0,
                          "malformed": 0, "reconnects": 0, "joined": 0}
 
@@ -126,6 +135,16 @@ class WorkerCore:
         if self.running:
             ready = dataclasses.replace(ready, running=tuple(self.running))
         self.out.append([TAG, self._header(int(MsgType.READY), self._mid()), ready.pack()])
+        if self._registered_once:
+            # Answers our previous broker may have died with: it keeps them
+            # for the retry that will ask (core/local.py, orphans).
+            keep = now - 2 * self.liveness * self.interval
+            for jid, (at, frames) in list(self._recent.items()):
+                if at < keep:
+                    del self._recent[jid]
+                else:
+                    self.out.append(frames)
+        self._registered_once = True
         self._broker_expires = now + self.liveness * self.interval
         self._next_heartbeat = now + self.interval
 
@@ -206,7 +225,11 @@ class WorkerCore:
                 remote_type="TypeError", node=self.node))
             return
         self.counters["results"] += 1
-        self.out.append([TAG, self._header(int(MsgType.RESULT), jid, job.cls), body])
+        frames = [TAG, self._header(int(MsgType.RESULT), jid, job.cls), body]
+        self.out.append(frames)
+        self._recent[jid] = (now, frames)
+        while len(self._recent) > MAX_RECENT_RESULTS:
+            del self._recent[next(iter(self._recent))]
 
     def fail(self, jid: str, exc: BaseException, now: float) -> None:
         """The job raised ``exc``."""

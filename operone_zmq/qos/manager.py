@@ -330,6 +330,12 @@ class QoSManager(EventEmitter):
         now = self._now(now)
         self._peer(peer_id, now).link.ping_sent(seq, now)
 
+    def ping_restamped(self, peer_id: str, seq: int, sent_at: float) -> None:
+        """Heartbeat *seq* really left at *sent_at* (the socket layer's time)."""
+        state = self._peers.get(peer_id)
+        if state is not None:
+            state.link.restamp(seq, sent_at)
+
     def pong_received(self, peer_id: str, seq: int, now: float | None = None) -> float | None:
         """Answer heartbeat *seq* of *peer_id*: record its RTT and loss; return the RTT in ms."""
         state = self._peers.get(peer_id)

@@ -243,6 +243,11 @@ class LinkMetrics:
         self._outstanding[seq] = float(now)
         self._sent_total += 1
 
+    def restamp(self, seq: int, sent_at: float) -> None:
+        """Ping *seq* really left at *sent_at* (stamped at the socket)."""
+        if seq in self._outstanding:
+            self._outstanding[seq] = float(sent_at)
+
     def pong_received(self, seq: int, now: float) -> float | None:
         """Answer heartbeat *seq*; return its RTT in ms and record it, or ``None`` if unknown."""
         if seq not in self._outstanding:
