@@ -19,6 +19,7 @@ __all__ = [
     "TRANSIENT_CODES",
     "AuthenticationError",
     "BadRequest",
+    "BrokerRestarted",
     "BrokerUnreachable",
     "ConfigError",
     "JobCancelled",
@@ -198,6 +199,14 @@ class NotIdempotent(JobError):
     was not run again."""
 
     code = "not_idempotent"
+
+
+class BrokerRestarted(JobError):
+    """The client's own broker restarted (a new incarnation) while the job
+    was pending there: the job is lost with it.  Raised by the client, never
+    sent on the wire; an idempotent job is submitted again instead."""
+
+    code = "broker_restarted"
 
 
 class JobCancelled(JobError):

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from helpers import MeshOfNodes, wait_for
 
-from operone_zmq.errors import JobError
+from operone_zmq.errors import BrokerRestarted, JobError
 
 pytestmark = pytest.mark.integration
 
@@ -79,3 +79,49 @@ def test_target_broker_killed_and_restarted_at_once_no_job_waits_its_deadline(
     assert took < TIMEOUT / 2, took  # none waited out its deadline
     runs = Counter(side.read_text().split())
     assert len(runs) == JOBS and max(runs.values()) == 1, runs.most_common(3)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+def test_origin_broker_killed_and_restarted_idempotent_jobs_resubmitted(
+        tmp_path: Path) -> None:
+    """The client's own broker is SIGKILLed and restarted at once while its
+    jobs run on a worker that survives it: the client sees the new
+    incarnation in a PONG, submits the idempotent jobs again (they join the
+    jobs the worker still runs: none runs twice) and fails the one that is
+    not idempotent at once with BrokerRestarted, instead of JobTimeout at its
+    deadline."""
+    side = tmp_path / "side-effects.txt"
+    m = MeshOfNodes(tmp_path, ["a"])
+    a = m["a"]
+    a.env["OPERONE_TEST_SIDE_EFFECTS"] = str(side)
+    try:
+        m.start([])
+        a.start_worker(None, "--tools", TOOLS)
+        a.wait_workers(1)
+        with a.client() as c:
+            futs = [c.submit("chaos.record", {"key": f"o{i}", "seconds": 3.0, "once": False},
+                             retries=1, timeout=TIMEOUT) for i in range(6)]
+            lone = c.submit("chaos.record", {"key": "lone", "seconds": 3.0, "once": False},
+                            timeout=TIMEOUT, idempotent=False)
+            wait_for(lambda: side.exists() and len(side.read_text().split()) >= 7, 20,
+                     "the jobs to start")
+            broker = a.procs[0]
+            os.kill(broker.pid, signal.SIGKILL)
+            broker.p.wait(5)
+            broker.stop()
+            a.procs.remove(broker)
+            t0 = time.monotonic()
+            a.start_broker()
+            with pytest.raises(BrokerRestarted):
+                lone.result(TIMEOUT)
+            lone_took = time.monotonic() - t0
+            results = [f.result(TIMEOUT) for f in futs]
+            took = time.monotonic() - t0
+        print(f"origin restart: non-idempotent failed after {lone_took:.2f} s,"
+              f" {len(results)} idempotent ended {took:.2f} s after the restart")
+    finally:
+        m.stop()
+    assert lone_took < TIMEOUT / 2 and took < TIMEOUT / 2
+    assert sorted(r.value for r in results) == sorted(f"o{i}" for i in range(6))
+    runs = Counter(side.read_text().split())
+    assert max(runs.values()) == 1, runs.most_common(3)

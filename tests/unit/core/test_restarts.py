@@ -179,3 +179,18 @@ def test_worker_lost_on_restart_names_the_cause() -> None:
     err = m.replies("a")[jid]
     assert isinstance(err, WorkerLost) and err.details["cause"] == "restarted"
     assert not isinstance(err, NoRoute)
+
+
+def test_a_client_reads_the_incarnation_from_a_pong() -> None:
+    """A broker's PONG to a client says its incarnation (a v1 empty PONG
+    reads as 0); two runs of a broker say different ones."""
+    m = CoreMesh()
+    a = m.add("a")
+    c = m.client("a")
+    pid, frames = c.ping()
+    m.send_client("a", frames)
+    m.run()
+    pongs = [r for r in m.client_inbox["a"] if r.kind == "pong"]
+    assert [(r.id, r.value) for r in pongs] == [(pid, a.incarnation)]
+    b = m.restart("a")
+    assert b.incarnation != a.incarnation
