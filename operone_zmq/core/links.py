@@ -584,6 +584,7 @@ class PeerLinks:
                     del self.links[link.node]
         if now >= self.next_ping:
             self.next_ping = now + limits.peer_interval
+            self._unstamped.clear()  # a shell that never stamps: keep it bounded
             for link in list(self.links.values()):
                 if not link.up:
                     continue
