@@ -454,7 +454,7 @@ class Ready:
     slots: int = 64
     pid: int = 0
     #: Ids of jobs the worker is still running (it registers again after its
-    #: broker restarted; additive, v1 revision 3).
+    #: broker restarted; additive, v1 revision 4).
     running: tuple[str, ...] = ()
 
     def pack(self) -> bytes:
@@ -636,7 +636,7 @@ class Hello:
     token: str | None = None
     #: The sender's Ed25519 signing key (64 hex digits; "" = it does not sign).
     signing_key: str = ""
-    #: The sender's broker run (additive, v1 revision 3; 0: not said).
+    #: The sender's broker run (additive, v1 revision 4; 0: not said).
     incarnation: int = 0
 
     def pack(self) -> bytes:
@@ -682,7 +682,7 @@ class Welcome:
     cluster: str = "operone"
     #: The answering broker's Ed25519 signing key (as in HELLO).
     signing_key: str = ""
-    #: The answering broker's run (additive, v1 revision 3; 0: not said).
+    #: The answering broker's run (additive, v1 revision 4; 0: not said).
     incarnation: int = 0
 
     def pack(self) -> bytes:
@@ -727,7 +727,7 @@ class Bye:
 class Ping:
     """Body of PING and PONG: a heartbeat sequence number (PONG echoes it).
 
-    Additive (v1 revision 3): a broker's PONG says its ``incarnation``; a
+    Additive (v1 revision 4): a broker's PONG says its ``incarnation``; a
     PONG also says ``held``, the microseconds between the PING's receipt and
     the PONG's sending at the answering broker (subtracted from the RTT)."""
 
