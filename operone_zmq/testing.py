@@ -140,6 +140,25 @@ class CoreMesh:
         """The broker dies: it neither sends nor receives any more."""
         self.dead.add(node)
 
+    def restart(self, node: str) -> BrokerCore:
+        """The broker of ``node`` is killed and started again at once: a new
+        core (a new incarnation) that knows nothing; the dials it made are
+        gone (dial again), its workers survive and register again."""
+        self.dead.discard(node)
+        old = self.nodes.pop(node)
+        for key in [k for k in self._dialled if k[0] == node]:
+            del self._dialled[key]
+        for pair in [k for k in self._dial_socks if k[0] == node]:
+            del self._dial_socks[pair]
+        workers = self.workers[node]
+        started = self.started[node]
+        impostor = self._impostors.get(node)
+        core = self.add(node, impostor)
+        self.workers[node] = workers
+        self.started[node] = started
+        assert core.incarnation != old.incarnation
+        return core
+
     def cut(self, a: str, b: str) -> None:
         """Messages between ``a`` and ``b`` are lost (both directions)."""
         self.cut_pairs.add(frozenset((a, b)))
@@ -151,7 +170,9 @@ class CoreMesh:
     # ------------------------------------------------------------ running
     def _collect(self, node: str) -> None:
         core = self.nodes[node]
-        out, core.out = core.out, []
+        out = core.urgent + core.out  # heartbeats first, as the shell sends them
+        core.urgent, core.out = [], []
+        core.stamp_pings(self.clock())
         for sock, frames in out:
             self._route_out(node, sock, frames)
         self._collect_worker(node)

@@ -346,6 +346,21 @@ class Broker:
             self._on_monitor(self._monitors[idx], frames, now)
         else:
             self.core.on_dealer(idx, frames, now)
+        if self.core.urgent:
+            # A PONG: out now, not after the rest of the batch (and SPF),
+            # so this loop's work is not in the neighbour's RTT.
+            self._flush_urgent()
+
+    def _flush_urgent(self) -> None:
+        """Send the core's heartbeats at once and tell it when they left."""
+        pump = self._pump
+        urgent = self.core.urgent
+        self.core.urgent = []
+        if pump is None:
+            return
+        for idx, frames in urgent:
+            pump.send(idx, frames)
+        self.core.stamp_pings(time.monotonic())
 
     def core_unroutable(self, idx: int, frames: list[bytes], now: float) -> None:
         """A send found no such peer: let the core decide what that means."""
@@ -355,7 +370,10 @@ class Broker:
         pump = self._pump
         if pump is None:
             self.core.out.clear()
+            self.core.urgent = []
             return
+        if self.core.urgent:
+            self._flush_urgent()
         out = self.core.out
         inproc = self._inproc
         # Handling an unroutable send (or an in-process tool's answer) may add
@@ -534,6 +552,13 @@ class Broker:
                     if not f.done():
                         f.set_exception(Refused(f"peer '{payload['node']}' refused the link:"
                                                 f" {payload['reason']}"))
+            elif name == "qos:violation":
+                log = (self._log.warning if payload.get("state") == "violated"
+                       else self._log.info)
+                log("qos_violation" if payload.get("state") == "violated"
+                    else "qos_recovered", **payload)
+            elif name == "peer:restarted":
+                self._log.info("peer_restarted", peer=payload["node"])
             elif name.startswith("partition:"):
                 # A broker that died also shows as a split until its LSA ages
                 # out, so this is information, not an alarm.

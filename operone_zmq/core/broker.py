@@ -56,7 +56,7 @@ import msgpack
 
 from ..errors import BadRequest, JobError, ProtocolError, Refused
 from ..jobs.router import RouteDecision, ToolRouter
-from ..protocol.bodies import Cancel, ErrorBody, Query, pack_value
+from ..protocol.bodies import Cancel, ErrorBody, Ping, Query, pack_value
 from ..protocol.codec import TAG, Header, MsgType, decode
 from ..protocol.limits import MAX_HEADER_SIZE
 from ..protocol.signature import KeyRing, Signer
@@ -123,9 +123,10 @@ class BrokerCore:
         signer: Signer | None = None,
         signing_keys: Callable[[str], str | None] | None = None,
         grants_by_fingerprint: Callable[[str], Grant | None] | None = None,
+        incarnation: int = 0,
     ) -> None:
         ctx = self._ctx = BrokerContext(node_id, limits or BrokerLimits(), now, wall, name,
-                                        cluster, public_key)
+                                        cluster, public_key, incarnation)
         self.started = now
         #: The role and allow-lists of a client key (None: every client is an operator).
         self._grants = grants
@@ -149,7 +150,8 @@ class BrokerCore:
                             grant_of=grants_by_fingerprint)
         self._local.wire(self._origin, self._remote, self._legacy, self._linkstate)
         self._origin.wire(self._local, self._legacy, self._relay, self._linkstate.lsdb,
-                          self._linkstate.routes, self._links.health)
+                          self._linkstate.routes, self._links.health,
+                          self._linkstate.incarnation_of)
         self._remote.wire(self._relay)
         self._legacy.wire(self._relay, self._linkstate)
         self._links.wire(self._linkstate)
@@ -208,6 +210,11 @@ class BrokerCore:
         return self._ctx.public_key
 
     @property
+    def incarnation(self) -> int:
+        """This broker run (random, new at each start; see docs/protocol.md §15)."""
+        return self._ctx.incarnation
+
+    @property
     def limits(self) -> BrokerLimits:
         return self._ctx.limits
 
@@ -219,6 +226,20 @@ class BrokerCore:
     @out.setter
     def out(self, value: list[tuple[int, list[bytes]]]) -> None:
         self._ctx.out = value
+
+    @property
+    def urgent(self) -> list[tuple[int, list[bytes]]]:
+        """Heartbeat frames to send before ``out``, at once (the shell then
+        calls :meth:`stamp_pings`); ``(socket index, frames)`` as in ``out``."""
+        return self._ctx.urgent
+
+    @urgent.setter
+    def urgent(self, value: list[tuple[int, list[bytes]]]) -> None:
+        self._ctx.urgent = value
+
+    def stamp_pings(self, sent_at: float) -> None:
+        """The shell sent ``urgent`` at ``sent_at`` (monotonic s)."""
+        self._links.stamp_pings(sent_at)
 
     @property
     def events(self) -> list[tuple[str, Any]]:
@@ -337,7 +358,10 @@ class BrokerCore:
                 return
             self._relay.on_client_broadcast(cls, rid, h, msg.body, now)
         elif t == _PING:
-            ctx.out.append((cls, [rid, TAG, ctx.header(_PONG, h.id, h.src, cls, h.id), b""]))
+            # The body says which broker run answers (a client tells a restart
+            # by it); a v1 client ignores it.
+            ctx.out.append((cls, [rid, TAG, ctx.header(_PONG, h.id, h.src, cls, h.id),
+                                  Ping(0, ctx.incarnation).pack()]))
         else:
             ctx.send_error(
                 cls, rid, h.id, h.src, cls,

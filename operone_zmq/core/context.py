@@ -15,6 +15,7 @@ Rules:
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -125,6 +126,10 @@ def _new_counters() -> dict[str, int]:
         "results_from_cache": 0,
         "qos_refused": 0,
         "qos_dropped_link_down": 0,
+        "peer_restarts": 0,
+        "attempts_restarted": 0,
+        "orphans_joined": 0,
+        "orphans_answered": 0,
     }
 
 
@@ -138,18 +143,25 @@ class BrokerContext:
         "counters",
         "errors",
         "events",
+        "incarnation",
         "limits",
         "name",
         "node_id",
         "now",
         "out",
         "public_key",
+        "urgent",
         "wall",
     )
 
     def __init__(self, node_id: str, limits: BrokerLimits, now: float,
-                 wall: Callable[[], float], name: str, cluster: str, public_key: str) -> None:
+                 wall: Callable[[], float], name: str, cluster: str, public_key: str,
+                 incarnation: int = 0) -> None:
         self.node_id = node_id
+        #: This broker run (in HELLO, WELCOME, PONG and our LSAs): random, new
+        #: at each start, so a neighbour or client tells a restart from a
+        #: reconnect (SWIM/memberlist's incarnation; never 0, which means "not said").
+        self.incarnation = incarnation or secrets.randbits(62) + 1
         self.name = name or node_id
         self.cluster = cluster
         self.public_key = public_key
@@ -158,6 +170,10 @@ class BrokerContext:
         self.now = now
         #: Frames to send: (socket index, frames including the routing id).
         self.out: list[tuple[int, list[bytes]]] = []
+        #: Heartbeats (PING, PONG between brokers): the shell sends these
+        #: before ``out`` and as soon as the input that made them is handled,
+        #: then calls ``BrokerCore.stamp_pings`` with the time.
+        self.urgent: list[tuple[int, list[bytes]]] = []
         #: Events for the shell to emit: (name, payload).
         self.events: list[tuple[str, Any]] = []
         #: Things only the shell can do (open sockets): ("dial", node, host, port).

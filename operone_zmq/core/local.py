@@ -9,6 +9,11 @@ Worker session lifecycle (one table, all transitions here)::
 
     (unknown) --READY--> READY --(no message for liveness x interval)--> gone
     READY --READY--> READY (re-registration: jobs it was running are lost)
+    (unknown) --READY listing running jobs--> READY, those jobs kept as
+        *orphans* (their slots taken): after our restart, a worker that
+        survived us still runs them; a JOB with such an id joins the running
+        one (no second run), and an orphan's RESULT is kept for
+        ``result_cache_seconds`` for the retry that will ask for it
     READY --DISCONNECT--> gone
     any message from an unknown worker other than READY --> we answer
         DISCONNECT("unknown worker"), and the worker registers again.
@@ -33,12 +38,16 @@ Rules:
   run.  A job whose tool nobody offers any more fails at once (NoRoute: it
   never started, so its origin may place it elsewhere).
 * A change of workers marks our LSA dirty (tools, caps and load are in it).
+* For :data:`WORKER_GRACE_INTERVALS` heartbeat liveness periods after this
+  broker started, a remote job for a tool no worker offers is answered
+  NoRoute (transient: workers register again after our restart), not
+  ``tool_not_found``.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,7 +78,24 @@ from .context import (
 )
 from .ports import QUEUED, RUNNING, Advertised, Job, LegacyRuns, OriginAnswers, RemoteAnswers
 
-__all__ = ["QUEUED", "RUNNING", "Job", "LocalJobs", "WorkerSession"]
+__all__ = [
+    "MAX_ORPHAN_RESULTS",
+    "QUEUED",
+    "RUNNING",
+    "WORKER_GRACE_INTERVALS",
+    "Job",
+    "LocalJobs",
+    "WorkerSession",
+]
+
+#: Worker liveness periods (liveness x heartbeat interval) after our start in
+#: which a missing tool is transient: a worker that survived our restart needs
+#: about one to notice and register again.
+WORKER_GRACE_INTERVALS = 2
+
+#: Results of orphan jobs (run by a worker for our previous incarnation) kept
+#: for the retry that asks for them; oldest out first.
+MAX_ORPHAN_RESULTS = 10_000
 
 
 
@@ -106,6 +132,11 @@ class LocalJobs:
         self._next_heartbeat = ctx.now + ctx.limits.heartbeat_interval
         self._local_tools: frozenset[str] = frozenset()
         self._local_caps: frozenset[str] = frozenset()
+        self._started = ctx.now
+        #: job id -> the worker still running it for our previous incarnation.
+        self._orphans: dict[str, bytes] = {}
+        #: job id -> (expiry, RESULT frames) of orphans that finished.
+        self._orphan_results: OrderedDict[str, tuple[float, list[bytes]]] = OrderedDict()
 
     def wire(self, origin: OriginAnswers, remote: RemoteAnswers, legacy: LegacyRuns,
              linkstate: Advertised) -> None:
@@ -186,8 +217,18 @@ class LocalJobs:
         node_id = self._ctx.node_id
         limits = self._ctx.limits
         caps = frozenset(req.caps)
+        orphan = self._join_orphan(client, cls, src, jid, req, job_frames, now, remote,
+                                   origin)
+        if orphan:
+            return None
         candidates = self._by_tool.get(req.tool)
         if not candidates:
+            grace = (WORKER_GRACE_INTERVALS * limits.liveness * limits.heartbeat_interval)
+            if remote and now - self._started < grace:
+                return NoRoute(
+                    f"node '{node_id}' started {now - self._started:.1f} s ago and no worker"
+                    f" offering tool '{req.tool}' has registered yet", job_id=jid,
+                    node=node_id, details={"transient": "starting"})
             return ToolNotFound(
                 f"no worker on node '{node_id}' offers tool '{req.tool}'", job_id=jid,
                 node=node_id)
@@ -220,6 +261,31 @@ class LocalJobs:
         self._jobs[jid] = job
         heapq.heappush(self._deadlines, (job.deadline, jid))
         return None
+
+    def _join_orphan(self, client: bytes, cls: int, src: str, jid: str, req: JobRequest,
+                     job_frames: list[bytes], now: float, remote: bool,
+                     origin: bool) -> bool:
+        """A job this node's previous incarnation ran: join the worker still
+        running it, or answer it from the orphan's result.  True when done."""
+        limits = self._ctx.limits
+        timeout = req.timeout if req.timeout is not None else limits.default_timeout
+        cached = self._orphan_results.pop(jid, None)
+        if cached is not None and cached[0] > now:
+            job = Job(jid, client, cls, req.tool, frozenset(req.caps), job_frames,
+                      now + timeout, now, src, remote=remote, origin=origin)
+            self._ctx.counters["orphans_answered"] += 1
+            self.reply(job, cached[1], decode_header(cached[1][2]))
+            return True
+        rid = self._orphans.pop(jid, None)
+        w = self.workers.get(rid) if rid is not None else None
+        if w is None or jid not in w.running:
+            return False
+        job = Job(jid, client, cls, req.tool, frozenset(req.caps), job_frames, now + timeout,
+                  now, src, state=RUNNING, worker=w.rid, remote=remote, origin=origin)
+        self._jobs[jid] = job
+        heapq.heappush(self._deadlines, (job.deadline, jid))
+        self._ctx.counters["orphans_joined"] += 1
+        return True
 
     @staticmethod
     def _pick(candidates: list[WorkerSession], caps: frozenset[str]) -> WorkerSession | None:
@@ -314,6 +380,15 @@ class LocalJobs:
                 w.running.discard(h.id)
                 w.done += 1
             job = self._jobs.get(h.id)
+            if job is None and t == _RESULT:
+                # An orphan's result, or one a worker sends again after our
+                # restart (or before it registered again): kept for the
+                # retry that will ask for it.
+                self._orphans.pop(h.id, None)
+                cache = self._orphan_results
+                cache[h.id] = (now + limits.result_cache_seconds, frames)
+                while len(cache) > MAX_ORPHAN_RESULTS:
+                    cache.popitem(last=False)
             if job is not None and job.worker == rid:
                 del self._jobs[h.id]
                 if not job.origin:
@@ -382,6 +457,11 @@ class LocalJobs:
             pid=ready.pid,
             expires=now + ctx.limits.liveness * ctx.limits.heartbeat_interval,
         )
+        for jid in ready.running[:w.slots]:
+            if jid not in self._jobs:
+                # Running for our previous incarnation (we restarted, it did not).
+                w.running.add(jid)
+                self._orphans[jid] = rid
         self.workers[rid] = w
         for tool in w.tools:
             self._by_tool.setdefault(tool, []).append(w)
@@ -415,6 +495,8 @@ class LocalJobs:
                     del self._by_tool[tool]
         self._local_changed()
         for jid in sorted(w.running):
+            if self._orphans.get(jid) == w.rid:
+                del self._orphans[jid]
             job = self._jobs.get(jid)
             if job is not None and job.worker == w.rid:
                 self.fail(job, WorkerLost(
@@ -490,6 +572,9 @@ class LocalJobs:
                 ctx.out.append((WORKERS, [w.rid, TAG,
                                           ctx.header(_HEARTBEAT, ctx.next_id(), "", 0),
                                           b""]))
+        cache = self._orphan_results
+        while cache and next(iter(cache.values()))[0] <= now:
+            cache.popitem(last=False)
         dl = self._deadlines
         while dl and dl[0][0] <= now:
             deadline, jid = heapq.heappop(dl)

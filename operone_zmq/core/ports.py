@@ -79,6 +79,8 @@ class LinkEvents(Advertised, Protocol):
 
     def send_database(self, link: PeerLink) -> None: ...
 
+    def incarnation_seen(self, node: str, incarnation: int, now: float) -> None: ...
+
 
 class OriginAnswers(Protocol):
     """The origin table, as the job table sees it (answers of its attempts)."""
@@ -93,6 +95,8 @@ class TopologyWatcher(Protocol):
     """The origin table, as link state sees it."""
 
     def topology_changed(self, reachable: set[str] | frozenset[str], now: float) -> None: ...
+
+    def node_restarted(self, node: str, incarnation: int, now: float) -> None: ...
 
 
 class RemoteAnswers(Protocol):
@@ -194,3 +198,5 @@ class LinkAdverts(LinkSender, Protocol):
     """The peer links, as link state sees them."""
 
     def advertise_costs(self) -> list[tuple[str, float]]: ...
+
+    def link_loss(self, node: str) -> float: ...

@@ -427,6 +427,23 @@ def _signature(v: Any, tool: str) -> tuple[tuple[ParamInfo, ...], bool]:
     return tuple(ParamInfo.from_wire(p) for p in params), _bool(v, "kwargs", "READY", False)
 
 
+#: Running job ids one READY may list: a worker runs at most its slots
+#: (<= 100,000) jobs at once.
+MAX_RUNNING_IDS = 100_000
+
+
+def _ids(m: dict[str, Any], key: str, what: str, limit: int) -> tuple[str, ...]:
+    v = m.get(key)
+    if v is None:
+        return ()
+    if type(v) is not list or len(v) > limit:
+        raise ProtocolError(f"{what}: '{key}' must be a list of at most {limit} job ids")
+    for x in v:
+        if type(x) is not str or not 0 < len(x) <= 64:
+            raise ProtocolError(f"{what}: '{key}' entries must be job ids of 1..64 characters")
+    return tuple(v)
+
+
 @dataclass(frozen=True, slots=True)
 class Ready:
     """Body of READY: a worker registers its tools, capabilities and slots."""
@@ -436,6 +453,9 @@ class Ready:
     caps: tuple[str, ...] = ()
     slots: int = 64
     pid: int = 0
+    #: Ids of jobs the worker is still running (it registers again after its
+    #: broker restarted; additive, v1 revision 4).
+    running: tuple[str, ...] = ()
 
     def pack(self) -> bytes:
         m: dict[str, Any] = {
@@ -452,6 +472,8 @@ class Ready:
         }
         if sigs:
             m["signatures"] = sigs
+        if self.running:
+            m["running"] = list(self.running)
         return pack_value(m)
 
     @classmethod
@@ -488,6 +510,7 @@ class Ready:
             caps=_names(m, "caps", "READY", MAX_CAPABILITIES),
             slots=_int(m, "slots", "READY", 1, 100_000, 64),
             pid=_int(m, "pid", "READY", 0, 2**31, 0),
+            running=_ids(m, "running", "READY", MAX_RUNNING_IDS),
         )
 
 
@@ -613,6 +636,8 @@ class Hello:
     token: str | None = None
     #: The sender's Ed25519 signing key (64 hex digits; "" = it does not sign).
     signing_key: str = ""
+    #: The sender's broker run (additive, v1 revision 4; 0: not said).
+    incarnation: int = 0
 
     def pack(self) -> bytes:
         m: dict[str, Any] = {"node": self.node, "name": self.name, "cluster": self.cluster}
@@ -620,6 +645,8 @@ class Hello:
             m["token"] = self.token
         if self.signing_key:
             m["sk"] = self.signing_key
+        if self.incarnation:
+            m["incarnation"] = self.incarnation
         return pack_value(m)
 
     @classmethod
@@ -634,6 +661,7 @@ class Hello:
             cluster=_req(m, "cluster", "HELLO"),
             token=token,
             signing_key=_signing_key(m, "HELLO"),
+            incarnation=_int(m, "incarnation", "HELLO", 0, 2**63 - 1, 0),
         )
 
 
@@ -654,11 +682,15 @@ class Welcome:
     cluster: str = "operone"
     #: The answering broker's Ed25519 signing key (as in HELLO).
     signing_key: str = ""
+    #: The answering broker's run (additive, v1 revision 4; 0: not said).
+    incarnation: int = 0
 
     def pack(self) -> bytes:
         m: dict[str, Any] = {"node": self.node, "name": self.name, "cluster": self.cluster}
         if self.signing_key:
             m["sk"] = self.signing_key
+        if self.incarnation:
+            m["incarnation"] = self.incarnation
         return pack_value(m)
 
     @classmethod
@@ -669,6 +701,7 @@ class Welcome:
             name=_text(m, "name", "WELCOME", limit=256),
             cluster=_req(m, "cluster", "WELCOME"),
             signing_key=_signing_key(m, "WELCOME"),
+            incarnation=_int(m, "incarnation", "WELCOME", 0, 2**63 - 1, 0),
         )
 
 
@@ -692,16 +725,30 @@ class Bye:
 
 @dataclass(frozen=True, slots=True)
 class Ping:
-    """Body of PING and PONG: a heartbeat sequence number (PONG echoes it)."""
+    """Body of PING and PONG: a heartbeat sequence number (PONG echoes it).
+
+    Additive (v1 revision 4): a broker's PONG says its ``incarnation``; a
+    PONG also says ``held``, the microseconds between the PING's receipt and
+    the PONG's sending at the answering broker (subtracted from the RTT)."""
 
     seq: int
+    incarnation: int = 0
+    held: int = 0
 
     def pack(self) -> bytes:
-        return pack_value({"seq": self.seq})
+        m: dict[str, Any] = {"seq": self.seq}
+        if self.incarnation:
+            m["incarnation"] = self.incarnation
+        if self.held:
+            m["held"] = self.held
+        return pack_value(m)
 
     @classmethod
     def unpack(cls, raw: bytes) -> Ping:
-        return cls(_int(unpack_map(raw, "PING"), "seq", "PING", 0, 2**63 - 1, 0))
+        m = unpack_map(raw, "PING")
+        return cls(_int(m, "seq", "PING", 0, 2**63 - 1, 0),
+                   _int(m, "incarnation", "PING", 0, 2**63 - 1, 0),
+                   _int(m, "held", "PING", 0, 2**63 - 1, 0))
 
 
 #: LSAs per LSA message: a database exchange with a new neighbour is split in
