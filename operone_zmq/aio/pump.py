@@ -95,7 +95,6 @@ class Pump:
         #: Sockets to look at in the next run (signalled, or sent on).
         self._ready: set[int] = set()
         self._scheduled = False
-        self._running = False
         self._closed = False
         self.dropped = 0
         self.handler_errors = 0
@@ -110,7 +109,7 @@ class Pump:
         self._fds.append(fd)
         self._pending.append(deque())
         self._with_uid.append(with_user_id)
-        self._loop.add_reader(fd, self._on_fd, idx)
+        self._loop.add_reader(fd, self._signal, idx)
         self._signal(idx)
         return idx
 
@@ -124,7 +123,7 @@ class Pump:
         self.sockets[idx] = sock
         self._fds[idx] = fd
         self._pending[idx].clear()
-        self._loop.add_reader(fd, self._on_fd, idx)
+        self._loop.add_reader(fd, self._signal, idx)
         self._signal(idx)
 
     def remove(self, idx: int) -> None:
@@ -165,16 +164,6 @@ class Pump:
         self._ready.add(idx)
         self.kick()
 
-    def _on_fd(self, idx: int) -> None:
-        """The loop saw socket ``idx``'s FD readable: run now, not one loop
-        iteration later (lower latency one message at a time); a run already
-        scheduled finds little left to do."""
-        self._ready.add(idx)
-        if self._running or self._closed:
-            self.kick()
-        else:
-            self._run()
-
     def kick(self) -> None:
         """Schedule a run soon (coalesced)."""
         if not self._scheduled and not self._closed:
@@ -185,13 +174,6 @@ class Pump:
         self._scheduled = False
         if self._closed:
             return
-        self._running = True
-        try:
-            self._run_once()
-        finally:
-            self._running = False
-
-    def _run_once(self) -> None:
         now = self._clock()
         batch = self._batch
         on_message = self._on_message
