@@ -46,7 +46,11 @@ async def main():
     async with b:
         (d / "ready").write_text("ok")
         await asyncio.sleep(3600)
-asyncio.run(main())
+if len(sys.argv) > 3 and sys.argv[3] == "uvloop":
+    import uvloop
+    uvloop.run(main())
+else:
+    asyncio.run(main())
 """
 
 
@@ -95,12 +99,19 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=30000)
     ap.add_argument("--port", type=int, default=27840)
     ap.add_argument("--reps", type=int, default=3, help="repetitions, of which the median")
+    ap.add_argument("--uvloop", action="store_true",
+                    help="run the broker and the client on uvloop (pip install uvloop)")
     opts = ap.parse_args()
     d = Path(tempfile.mkdtemp(prefix="operone-bench-inproc-"))
     kp = generate_keypair(d / "keys", "node")
     assert kp.secret is not None
     TrustStore(d / "trust").accept("self", kp.public)
-    p = subprocess.Popen([sys.executable, "-c", BROKER, str(d), str(opts.port)])
+    p = subprocess.Popen([sys.executable, "-c", BROKER, str(d), str(opts.port),
+                          "uvloop" if opts.uvloop else "asyncio"])
+    if opts.uvloop:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     try:
         deadline = time.monotonic() + 20
         while not (d / "ready").exists():
