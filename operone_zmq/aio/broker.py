@@ -31,7 +31,7 @@ from ..protocol.signature import Signer
 from ..routing.events import EventEmitter
 from ..security.keys import TrustedKey
 from ..tools import ToolRegistry
-from .inproc import INPROC_RID, InprocWorker
+from .inproc import InprocTools
 from .legacy import LegacyHost, LegacyRunner
 from .pump import Pump
 from .sockets import CurveKeys, SocketLimits, make_socket
@@ -178,7 +178,8 @@ class Broker:
         self._routable_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._self_client: Any = None
         self._discover = discover
-        self._inproc: InprocWorker | None = None
+        self._inproc: InprocTools | None = None
+        self._flushing = False
         self._inproc_registry: ToolRegistry | None = None
         self._legacy_hosts = list(legacy_hosts or [])
         self._legacy: LegacyRunner | None = None
@@ -376,18 +377,23 @@ class Broker:
             self._flush_urgent()
         out = self.core.out
         inproc = self._inproc
+        send = pump.send
         # Handling an unroutable send (or an in-process tool's answer) may add
-        # messages: loop until empty.
-        while out:
-            batch = out[:]
-            out.clear()
-            send = pump.send
-            for idx, frames in batch:
-                if idx == WORKERS and inproc is not None and frames[0] == INPROC_RID:
-                    inproc.deliver(frames[1:])
-                    inproc.flush()
-                else:
+        # messages, and answers may start queued in-process jobs: loop until
+        # both are empty.
+        self._flushing = True
+        try:
+            while True:
+                if inproc is not None and inproc.due:
+                    inproc.run_due()
+                if not out:
+                    break
+                batch = out[:]
+                out.clear()
+                for idx, frames in batch:
                     send(idx, frames, now)
+        finally:
+            self._flushing = False
 
     def _after_run(self, now: float) -> None:
         if now >= self._timer_at:
@@ -414,9 +420,6 @@ class Broker:
         if self._pump is None:
             return
         now = time.monotonic()
-        if self._inproc is not None:
-            self._inproc.tick()
-            self._inproc.flush()
         self.core.tick(now)
         self._flush(now)
         self._emit_events()
@@ -779,21 +782,21 @@ class Broker:
         self._inproc_registry.register(func)
 
     def _start_inproc(self) -> None:
-        if self._inproc_registry is None or not len(self._inproc_registry):
+        registry = self._inproc_registry
+        if registry is None or not len(registry):
             return
+        tools = self._inproc = InprocTools(self.node_id, registry, self._inproc_done)
+        self.core.add_virtual_worker(f"{self.node_id[:50]}.inproc", tools.names, tools.run,
+                                     tools.stop, pid=os.getpid())
+        self._flush(time.monotonic())
+
+    def _inproc_done(self, jid: str, value: Any, error: Any, duration: float) -> None:
+        """An in-process tool finished: inline ones inside :meth:`_flush` (whose
+        loop sends the answer), the others from a done callback."""
         now = time.monotonic()
-
-        def to_broker(frames: list[bytes]) -> None:
-            self.core.on_worker(frames, time.monotonic())
-            if self._pump is not None:
-                self._pump.kick()  # the run's after_run flushes what this produced
-
-        self._inproc = InprocWorker(f"{self.node_id[:50]}.inproc", self._inproc_registry,
-                                    to_broker,
-                                    heartbeat_interval=self._limits.heartbeat_interval,
-                                    liveness=self._limits.liveness)
-        self._inproc.flush()
-        self._flush(now)
+        self.core.virtual_done(jid, value, error, duration, now)
+        if not self._flushing:
+            self._after_run(now)
 
     def _legacy_done(self, jid: str, value: Any, error: Any, duration: float) -> None:
         now = time.monotonic()

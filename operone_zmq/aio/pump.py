@@ -63,7 +63,6 @@ _get: Callable[[Any, int], int] = cast(Any, zmq.backend.Socket.get)
 _send: Callable[[Any, bytes, int, bool], None] = cast(Any, zmq.backend.Socket.send)
 _recv: Callable[..., Any] = cast(Any, zmq.backend.Socket.recv)
 _EVENTS = int(zmq.EVENTS)
-_RCVMORE = int(zmq.RCVMORE)
 _POLLIN = int(zmq.POLLIN)
 _NOBLOCK = int(zmq.NOBLOCK)
 _MORE = int(zmq.NOBLOCK) | int(zmq.SNDMORE)
@@ -194,21 +193,22 @@ class Pump:
                         again.add(idx)
                         break
                     uid: str | None = None
+                    # Frames as zmq.Frame: ``more`` is read in C with the frame
+                    # (an RCVMORE option read per frame goes through pyzmq's
+                    # Python-level option lookup, about twice the cost).
+                    f = _recv(s, _NOBLOCK, False)
+                    frames = [f.bytes]
                     if with_uid:
-                        # First frame as a zmq.Frame: it carries the message's
-                        # metadata (ZAP User-Id); the rest as bytes.
-                        f0 = _recv(s, _NOBLOCK, False)
-                        rid = f0.bytes
-                        frames = [rid]
-                        # Clients too: their key's role decides what they may do.
+                        # The first frame carries the message's metadata (ZAP
+                        # User-Id); clients too: their key's role decides what
+                        # they may do.
                         try:
-                            uid = str(f0.get("User-Id"))
+                            uid = str(f.get("User-Id"))
                         except zmq.ZMQError:
                             uid = None
-                    else:
-                        frames = [_recv(s, _NOBLOCK)]
-                    while _get(s, _RCVMORE):
-                        frames.append(_recv(s, _NOBLOCK))
+                    while f.more:
+                        f = _recv(s, _NOBLOCK, False)
+                        frames.append(f.bytes)
                     n += 1
                     try:
                         on_message(idx, frames, now, uid)

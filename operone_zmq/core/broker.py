@@ -86,7 +86,7 @@ from .context import (
 from .legacy import LegacyHost, LegacyHosts
 from .links import PeerLinks
 from .linkstate import LinkState
-from .local import LocalJobs, WorkerSession
+from .local import LocalJobs, RunLocal, StopLocal, WorkerSession
 from .origin import OriginTable
 from .peers import PeerLink
 from .queries import Queries
@@ -413,6 +413,20 @@ class BrokerCore:
         """Handle one message from a local worker."""
         self._ctx.now = now
         self._local.on_worker(frames, now)
+
+    def add_virtual_worker(self, name: str, tools: frozenset[str], run: RunLocal,
+                           stop: StopLocal, *, slots: int = 1024, pid: int = 0) -> None:
+        """Serve ``tools`` in the shell's own process (``Broker.register_tool``):
+        their jobs start with ``run(job id, tool, args, deadline, cls)``, are
+        stopped with ``stop(job id)``, and end with :meth:`virtual_done`.
+        Neither callback may call back into the core."""
+        self._local.add_virtual_worker(name, tools, slots, pid, run, stop)
+
+    def virtual_done(self, jid: str, value: Any, error: JobError | None, duration: float,
+                     now: float) -> None:
+        """An in-process tool's job ``jid`` ended (``error`` None: it returned ``value``)."""
+        self._ctx.now = now
+        self._local.virtual_done(jid, value, error, duration)
 
     def on_unroutable(self, sock: int, frames: list[bytes], now: float) -> None:
         """The shell could not deliver ``frames`` (the peer is gone)."""

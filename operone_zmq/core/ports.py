@@ -63,7 +63,8 @@ class Job:
     remote: bool = False  # submitted by another node (src), not a local client
     origin: bool = False  # submitted through this broker's origin table
     legacy: str | None = None  # runs on this legacy (SSH) host, not on a worker
-    request: JobRequest | None = None  # a legacy job's request (no worker frames)
+    request: JobRequest | None = None  # its request (decoded once; legacy and in-process
+    # tools run from it, workers from ``frames``)
 
 
 class Advertised(Protocol):

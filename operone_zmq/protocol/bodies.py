@@ -267,6 +267,13 @@ class JobRequest:
             m = _unpackb(raw, False)
         except Exception as exc:
             raise ProtocolError(decode_failure("JOB body", exc)) from exc
+        if type(m) is dict and len(m) == 2:
+            # The common body, {"tool", "args"} only: the checks below, inlined.
+            tool = m.get("tool")
+            args = m.get("args")
+            if (type(tool) is str and 0 < len(tool) <= MAX_ID_LEN and type(args) is dict
+                    and all(type(k) is str for k in args)):
+                return cls(tool, args)
         if type(m) is not dict or any(type(k) is not str for k in m):
             raise ProtocolError("JOB body must be a msgpack map with string keys")
         tool = _req(m, "tool", "JOB")
