@@ -20,10 +20,13 @@ from .limits import (
     EXT_BIGINT,
     MAX_BIGINT_BYTES,
     MAX_CAPABILITIES,
+    MAX_CONTAINER_LEN,
     MAX_ID_LEN,
+    MAX_JOB_ARGS,
     MAX_JOB_TIMEOUT,
     MAX_TOOLS_PER_WORKER,
 )
+from .limits import ENVELOPE_THRESHOLD as _ENVELOPE_THRESHOLD
 
 __all__ = [
     "MAX_LSAS_PER_MESSAGE",
@@ -97,7 +100,42 @@ def _ext_hook(code: int, data: bytes) -> Any:
 
 
 def _unpackb(raw: bytes, strict_map_key: bool) -> Any:
-    return msgpack.unpackb(raw, raw=False, strict_map_key=strict_map_key, ext_hook=_ext_hook)
+    # Container lengths are checked at each container's header, before any
+    # allocation (limits.MAX_CONTAINER_LEN); strings and bins are bounded by
+    # the frame itself.
+    return msgpack.unpackb(raw, raw=False, strict_map_key=strict_map_key, ext_hook=_ext_hook,
+                           max_array_len=MAX_CONTAINER_LEN, max_map_len=MAX_CONTAINER_LEN)
+
+
+def _unpack_envelope(raw: bytes) -> dict[str, Any]:
+    """A JOB body's top-level map with each ``args`` value stepped over in C
+    (never built; its names are checked): ``args`` is returned as ``{}``."""
+    u = msgpack.Unpacker(None, raw=False, strict_map_key=False, ext_hook=_ext_hook,
+                         max_buffer_size=len(raw), max_array_len=MAX_CONTAINER_LEN,
+                         max_map_len=MAX_CONTAINER_LEN)
+    u.feed(raw)
+    m: dict[str, Any] = {}
+    n = u.read_map_header()
+    for _ in range(n):
+        k = u.unpack()
+        if type(k) is not str:
+            raise ProtocolError("JOB body must be a msgpack map with string keys")
+        if k == "args":
+            nargs = u.read_map_header()  # raises unless a map
+            if nargs > MAX_JOB_ARGS:
+                raise ProtocolError(f"JOB: more than {MAX_JOB_ARGS} arguments")
+            for _ in range(nargs):
+                if type(u.unpack()) is not str:
+                    raise ProtocolError("JOB: argument names must be strings")
+                u.skip()
+            m["args"] = {}
+        else:
+            m[k] = u.unpack()
+    try:
+        u.unpack()
+    except msgpack.OutOfData:
+        return m
+    raise msgpack.ExtraData(m, b"")
 
 
 #: The reasons a ``... is not valid msgpack: <reason>`` error gives, the same
@@ -240,6 +278,9 @@ class JobRequest:
     idempotent: bool = True
     prefer_local: bool = False
     stream: bool = False  # send the tool's output as PROGRESS while it runs
+    #: Decoded as an envelope (``unpack(..., envelope=True)`` of a big body):
+    #: ``args`` is empty here and still in the raw body.
+    args_skipped: bool = field(default=False, compare=False)
 
     def pack(self) -> bytes:
         m: dict[str, Any] = {"tool": self.tool, "args": self.args}
@@ -260,11 +301,17 @@ class JobRequest:
         return pack_value(m)
 
     @classmethod
-    def unpack(cls, raw: bytes) -> JobRequest:
+    def unpack(cls, raw: bytes, *, envelope: bool = False) -> JobRequest:
+        """Decode a JOB body.  ``envelope`` (a broker): a body larger than
+        ENVELOPE_THRESHOLD has its argument values stepped over, not built
+        (``args`` is then empty and ``args_skipped`` true)."""
         # Argument values may be maps with any keys (as RESULT values may);
         # only the top-level keys are checked to be strings.
+        skipped = envelope and len(raw) > _ENVELOPE_THRESHOLD
         try:
-            m = _unpackb(raw, False)
+            m = _unpack_envelope(raw) if skipped else _unpackb(raw, False)
+        except ProtocolError:
+            raise
         except Exception as exc:
             raise ProtocolError(decode_failure("JOB body", exc)) from exc
         if type(m) is not dict or any(type(k) is not str for k in m):
@@ -273,6 +320,8 @@ class JobRequest:
         args = m.get("args", {})
         if type(args) is not dict:
             raise ProtocolError("JOB: 'args' must be a map of argument names to values")
+        if len(args) > MAX_JOB_ARGS:
+            raise ProtocolError(f"JOB: more than {MAX_JOB_ARGS} arguments")
         for k in args:
             if type(k) is not str:
                 raise ProtocolError("JOB: argument names must be strings")
@@ -289,6 +338,7 @@ class JobRequest:
             idempotent=_bool(m, "idem", "JOB", True),
             prefer_local=_bool(m, "local", "JOB", False),
             stream=_bool(m, "stream", "JOB", False),
+            args_skipped=skipped,
         )
 
 
