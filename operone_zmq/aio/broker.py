@@ -224,7 +224,9 @@ class Broker:
         auth.start()
         auth.configure_curve_callback(ZAP_DOMAIN, credentials_provider=self._trust)
         self._auth = auth
-        pump = Pump(loop, self._on_message, self._after_run, on_unroutable=self.core_unroutable)
+        pump = Pump(loop, self._on_message, self._after_run, on_unroutable=self.core_unroutable,
+                    on_oversize=self.core_oversize,
+                    max_bytes=self._socket_limits.max_message_size)
         socks: list[zmq.Socket[bytes]] = []
         try:
             for ep in self.endpoints:
@@ -346,6 +348,11 @@ class Broker:
             self._on_monitor(self._monitors[idx], frames, now)
         else:
             self.core.on_dealer(idx, frames, now)
+
+    def core_oversize(self, idx: int, head: list[bytes], nframes: int, nbytes: int,
+                      now: float) -> None:
+        """A message past the whole-message limits was read and dropped."""
+        self.core.on_oversize(idx, head, nframes, nbytes, now)
 
     def core_unroutable(self, idx: int, frames: list[bytes], now: float) -> None:
         """A send found no such peer: let the core decide what that means."""

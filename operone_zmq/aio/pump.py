@@ -36,6 +36,8 @@ import structlog
 import zmq
 import zmq.backend
 
+from ..protocol.limits import DEFAULT_MAX_MESSAGE_SIZE, MAX_MESSAGE_FRAMES
+
 __all__ = ["MAX_PENDING", "Pump"]
 
 log = structlog.get_logger("operone.pump")
@@ -57,6 +59,14 @@ COPY_THRESHOLD = 65536
 #: ``with_user_id=True``, else None.
 OnMessage = Callable[[int, list[bytes], float, "str | None"], None]
 OnUnroutable = Callable[[int, list[bytes], float], None]
+#: on_oversize(socket index, first frames (each clipped to 1 KiB), frames,
+#: bytes, now): a message past the frame or byte limit, read and dropped.
+OnOversize = Callable[[int, list[bytes], int, int, float], None]
+
+#: The first frames of an oversize message kept for its ERROR (routing id,
+#: tag, header), each clipped: enough for best_effort_id.
+_HEAD_FRAMES = 3
+_HEAD_BYTES = 1024
 
 # The Cython methods, typed for what we call them with.
 _get: Callable[[Any, int], int] = cast(Any, zmq.backend.Socket.get)
@@ -80,13 +90,24 @@ class Pump:
         after_run: Callable[[float], None],
         *,
         on_unroutable: OnUnroutable | None = None,
+        on_oversize: OnOversize | None = None,
         batch: int = BATCH,
         clock: Callable[[], float] = time.monotonic,
+        max_frames: int = MAX_MESSAGE_FRAMES,
+        max_bytes: int = DEFAULT_MAX_MESSAGE_SIZE,
     ) -> None:
+        """``max_frames`` / ``max_bytes``: a whole message (routing id
+        included) past either is read frame by frame and dropped without
+        being kept (ZMQ_MAXMSGSIZE bounds only each frame), and reported to
+        ``on_oversize``."""
         self._loop = loop
         self._on_message = on_message
         self._after_run = after_run
         self._on_unroutable = on_unroutable
+        self._on_oversize = on_oversize
+        self._max_frames = max_frames
+        self._max_bytes = max_bytes
+        self.oversize = 0
         self._batch = batch
         self._clock = clock
         self.sockets: list[zmq.Socket[bytes] | None] = []
@@ -178,6 +199,8 @@ class Pump:
         now = self._clock()
         batch = self._batch
         on_message = self._on_message
+        max_frames = self._max_frames
+        max_bytes = self._max_bytes
         ready, self._ready = self._ready, set()
         again: set[int] = set()
         for idx in sorted(ready):  # lower index first: critical before low
@@ -207,14 +230,23 @@ class Pump:
                             uid = None
                     else:
                         frames = [_recv(s, _NOBLOCK)]
+                    size = len(frames[0])
                     while _get(s, _RCVMORE):
-                        frames.append(_recv(s, _NOBLOCK))
+                        f = _recv(s, _NOBLOCK)
+                        frames.append(f)
+                        size += len(f)
+                        if size > max_bytes or len(frames) > max_frames:
+                            break
+                    else:
+                        n += 1
+                        try:
+                            on_message(idx, frames, now, uid)
+                        except Exception:
+                            self.handler_errors += 1
+                            log.exception("handler_failed", socket=idx)
+                        continue
                     n += 1
-                    try:
-                        on_message(idx, frames, now, uid)
-                    except Exception:
-                        self.handler_errors += 1
-                        log.exception("handler_failed", socket=idx)
+                    self._drop_rest(idx, s, frames, size, now)
             except zmq.Again:
                 pass
             except zmq.ZMQError as exc:
@@ -238,6 +270,26 @@ class Pump:
         if again:
             self._ready |= again
             self.kick()
+
+    def _drop_rest(self, idx: int, s: zmq.Socket[bytes], frames: list[bytes], size: int,
+                   now: float) -> None:
+        """Read the rest of an oversize message without keeping it (zero-copy
+        frames, each freed at once) and report it."""
+        nframes = len(frames)
+        head = [f[:_HEAD_BYTES] for f in frames[:_HEAD_FRAMES]]
+        del frames[:]
+        while _get(s, _RCVMORE):
+            size += len(_recv(s, _NOBLOCK, False))
+            nframes += 1
+        self.oversize += 1
+        if self._on_oversize is None:
+            log.warning("message_too_large", socket=idx, frames=nframes, bytes=size)
+            return
+        try:
+            self._on_oversize(idx, head, nframes, size, now)
+        except Exception:
+            self.handler_errors += 1
+            log.exception("handler_failed", socket=idx)
 
     # -------------------------------------------------------------- sending
     def send(self, idx: int, frames: list[bytes], now: float | None = None) -> bool:

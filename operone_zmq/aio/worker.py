@@ -112,7 +112,8 @@ class Worker:
             max_workers=self._threads, thread_name_prefix=f"{self.name}-tool")
         now = time.monotonic()
         self.core = self._new_core(now)
-        self._pump = Pump(loop, self._on_message, self._after_run)
+        self._pump = Pump(loop, self._on_message, self._after_run,
+                          max_bytes=self._socket_limits.max_message_size)
         self._pump.add(self._socket())
         self._stopped = asyncio.Event()
         self.core.start(now)
