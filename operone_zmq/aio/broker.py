@@ -254,7 +254,7 @@ class Broker:
                 f" {self.worker_endpoint}: {exc}"
             ) from exc
         for i, s in enumerate(socks):
-            pump.add(s, with_user_id=i < WORKERS)
+            pump.add(s, with_user_id=i < WORKERS, drop_full=i < WORKERS)
         self._pump = pump
         self._stopped = asyncio.Event()
         self._schedule(time.monotonic())
@@ -916,4 +916,5 @@ class Broker:
                 name: pump.pending(i) for i, name in enumerate((*CLASS_NAMES, "workers"))
             }
             s["dropped_sends"] = pump.dropped
+            s["dropped_replies"] = pump.dropped_full
         return s

@@ -114,23 +114,32 @@ class Pump:
         self._fds: list[int] = []
         self._pending: list[deque[list[bytes]]] = []
         self._with_uid: list[bool] = []
+        self._drop_full: list[bool] = []
         #: Sockets to look at in the next run (signalled, or sent on).
         self._ready: set[int] = set()
         self._scheduled = False
         self._closed = False
         self.dropped = 0
+        #: Messages to a client whose pipe was full, dropped (drop_full sockets).
+        self.dropped_full = 0
         self.handler_errors = 0
 
     # ------------------------------------------------------------ sockets
-    def add(self, sock: zmq.Socket[bytes], *, with_user_id: bool = False) -> int:
+    def add(self, sock: zmq.Socket[bytes], *, with_user_id: bool = False,
+            drop_full: bool = False) -> int:
         """Start serving ``sock``; returns its index.  ``with_user_id``: report
-        the ZAP User-Id of every message (ROUTERs)."""
+        the ZAP User-Id of every message (ROUTERs).
+        ``drop_full`` (a ROUTER with ROUTER_MANDATORY): a message to a client
+        routing id (a leading zero byte) whose pipe is full is dropped and
+        counted, never queued: queued, it would hold back every message behind
+        it on this socket, to every other client."""
         fd = int(sock.getsockopt(zmq.FD))
         idx = len(self.sockets)
         self.sockets.append(sock)
         self._fds.append(fd)
         self._pending.append(deque())
         self._with_uid.append(with_user_id)
+        self._drop_full.append(drop_full)
         self._loop.add_reader(fd, self._signal, idx)
         self._signal(idx)
         return idx
@@ -309,7 +318,10 @@ class Pump:
         try:
             _send_frames(s, frames)
         except zmq.Again:
-            q.append(frames)
+            if self._drop_full[idx] and frames[0][:1] == b"\x00":
+                self.dropped_full += 1
+            else:
+                q.append(frames)
         except zmq.ZMQError as exc:
             if exc.errno == _EHOSTUNREACH:
                 if self._on_unroutable is not None:
@@ -333,6 +345,10 @@ class Pump:
             try:
                 _send_frames(s, frames)
             except zmq.Again:
+                if self._drop_full[idx] and frames[0][:1] == b"\x00":
+                    q.popleft()
+                    self.dropped_full += 1
+                    continue
                 return
             except zmq.ZMQError as exc:
                 q.popleft()

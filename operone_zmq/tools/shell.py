@@ -157,6 +157,14 @@ class _Capture:
                 chunk = os.read(fd, _CHUNK)
                 if not chunk:
                     break
+                room = self._limit - len(self._buf)
+                if len(chunk) > room:
+                    self.truncated = True
+                    chunk = chunk[: max(room, 0)]
+                if not chunk:
+                    continue  # drain, keep nothing, stream nothing
+                self._buf += chunk
+                # Only what is kept is streamed: the same max_output cap.
                 if self._on_text is not None:
                     text = self._decoder.decode(chunk)
                     if text:
@@ -164,12 +172,6 @@ class _Capture:
                             self._on_text(self._label, text)
                         except Exception:  # a broken listener must not stop the drain
                             self._on_text = None
-                room = self._limit - len(self._buf)
-                if len(chunk) > room:
-                    self.truncated = True
-                    chunk = chunk[: max(room, 0)]
-                if chunk:
-                    self._buf += chunk
         except (OSError, ValueError):
             pass
         finally:
