@@ -331,7 +331,7 @@ class Worker:
                 return
             data = data[: 1 << 20]
             with lock:
-                sent = state[0]
+                sent = int(state[0])
                 if sent >= MAX_STREAM_BYTES:
                     return
                 left = MAX_STREAM_BYTES - sent

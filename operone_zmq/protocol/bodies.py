@@ -16,6 +16,7 @@ from typing import Any
 import msgpack
 
 from ..errors import ProtocolError
+from .limits import ENVELOPE_THRESHOLD as _ENVELOPE_THRESHOLD
 from .limits import (
     EXT_BIGINT,
     MAX_BIGINT_BYTES,
@@ -26,7 +27,6 @@ from .limits import (
     MAX_JOB_TIMEOUT,
     MAX_TOOLS_PER_WORKER,
 )
-from .limits import ENVELOPE_THRESHOLD as _ENVELOPE_THRESHOLD
 
 __all__ = [
     "MAX_LSAS_PER_MESSAGE",
