@@ -27,6 +27,8 @@ def run(config: ToolsConfig, ctx: ToolContext | None = None, **args: Any) -> Any
 
 
 def allow(*names: str, **kw: Any) -> ToolsConfig:
+    # These tests run the Python interpreter: an unsafe entry, allowed knowingly.
+    kw.setdefault("shell_allow_unsafe", True)
     return ToolsConfig(shell_allow=frozenset(names), **kw)
 
 
