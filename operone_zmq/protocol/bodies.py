@@ -99,12 +99,30 @@ def _ext_hook(code: int, data: bytes) -> Any:
     return msgpack.ExtType(code, data)
 
 
+class _TooLong(ValueError):
+    """A container longer than MAX_CONTAINER_LEN that the data could hold."""
+
+
+def _too_long(exc: ValueError, size: int) -> ValueError:
+    """``exc`` (msgpack's "N exceeds max_array_len(M)") as _TooLong when the
+    data could really hold N elements; a length beyond the data stays what it
+    was (the data ends too early)."""
+    head = str(exc).split(" ", 1)[0]
+    if head.isdigit() and int(head) <= size and " exceeds max_" in str(exc):
+        return _TooLong(str(exc))
+    return exc
+
+
 def _unpackb(raw: bytes, strict_map_key: bool) -> Any:
     # Container lengths are checked at each container's header, before any
     # allocation (limits.MAX_CONTAINER_LEN); strings and bins are bounded by
     # the frame itself.
-    return msgpack.unpackb(raw, raw=False, strict_map_key=strict_map_key, ext_hook=_ext_hook,
-                           max_array_len=MAX_CONTAINER_LEN, max_map_len=MAX_CONTAINER_LEN)
+    try:
+        return msgpack.unpackb(raw, raw=False, strict_map_key=strict_map_key,
+                               ext_hook=_ext_hook, max_array_len=MAX_CONTAINER_LEN,
+                               max_map_len=MAX_CONTAINER_LEN)
+    except ValueError as exc:
+        raise _too_long(exc, len(raw)) from None
 
 
 def _unpack_envelope(raw: bytes) -> dict[str, Any]:
@@ -115,6 +133,14 @@ def _unpack_envelope(raw: bytes) -> dict[str, Any]:
                          max_map_len=MAX_CONTAINER_LEN)
     u.feed(raw)
     m: dict[str, Any] = {}
+    try:
+        _read_envelope(u, m)
+    except ValueError as exc:
+        raise _too_long(exc, len(raw)) from None
+    return m
+
+
+def _read_envelope(u: msgpack.Unpacker, m: dict[str, Any]) -> None:
     n = u.read_map_header()
     for _ in range(n):
         k = u.unpack()
@@ -134,7 +160,7 @@ def _unpack_envelope(raw: bytes) -> dict[str, Any]:
     try:
         u.unpack()
     except msgpack.OutOfData:
-        return m
+        return
     raise msgpack.ExtraData(m, b"")
 
 
@@ -146,6 +172,7 @@ WHY_UTF8 = "a string is not valid UTF-8"
 WHY_MAP_KEY = "a map key is not a string"
 WHY_DEPTH = "nested too deeply"
 WHY_MALFORMED = "malformed data"
+WHY_TOO_LONG = f"an array or map has more than {MAX_CONTAINER_LEN} elements"
 _BIGINT_TEXT = "big integer extension must hold"
 
 
@@ -157,6 +184,8 @@ def _why(exc: BaseException) -> str:
         return WHY_UTF8
     if isinstance(exc, msgpack.StackError):
         return WHY_DEPTH
+    if isinstance(exc, _TooLong):
+        return WHY_TOO_LONG
     text = str(exc)
     if isinstance(exc, msgpack.OutOfData) or "incomplete input" in text or " exceeds max_" in text:
         return WHY_TRUNCATED
