@@ -319,7 +319,7 @@ class Pump:
             _send_frames(s, frames)
         except zmq.Again:
             if self._drop_full[idx] and frames[0][:1] == b"\x00":
-                self.dropped_full += 1
+                self._full(idx, frames, now)
             else:
                 q.append(frames)
         except zmq.ZMQError as exc:
@@ -332,6 +332,13 @@ class Pump:
                 self.dropped += 1
                 log.warning("send_failed", socket=idx, error=str(exc))
         return True
+
+    def _full(self, idx: int, frames: list[bytes], now: float | None) -> None:
+        """A message to a client whose pipe is full: dropped, and reported
+        as unroutable (the owner counts it; the client is not reading)."""
+        self.dropped_full += 1
+        if self._on_unroutable is not None:
+            self._on_unroutable(idx, frames, self._clock() if now is None else now)
 
     def _retry(self, idx: int, now: float) -> None:
         s = self.sockets[idx]
@@ -347,7 +354,7 @@ class Pump:
             except zmq.Again:
                 if self._drop_full[idx] and frames[0][:1] == b"\x00":
                     q.popleft()
-                    self.dropped_full += 1
+                    self._full(idx, frames, now)
                     continue
                 return
             except zmq.ZMQError as exc:

@@ -357,9 +357,9 @@ class BrokerCore:
         if sock >= WORKERS or rid[:1] != b"\x00":
             return
         err = MessageTooLarge(
-            f"message of {nframes} frames and {nbytes} bytes dropped; the limits are"
-            f" {MAX_MESSAGE_FRAMES} frames (routing id included) and the node's"
-            " limits.max_message_size for the whole message")
+            f"message of {nframes - 1} frames and {nbytes - len(rid)} bytes dropped unread:"
+            f" a message has at most {MAX_MESSAGE_FRAMES - 1} frames, and all of them"
+            " together at most the node's limits.max_message_size bytes")
         body = ErrorBody(err.code, str(err), None, ctx.node_id, {}).pack()
         ctx.out.append((sock, [rid, TAG, ctx.header(_ERROR, best_effort_id(head, 1), "",
                                                     sock), body]))
