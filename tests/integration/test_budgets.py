@@ -222,7 +222,7 @@ def test_broadcast_history_is_bounded_in_bytes(tmp_path: Path, zctx: Any) -> Non
         print(f"8 x 20 MB broadcasts: VmRSS {before['VmRSS'] >> 20} ->"
               f" {after['VmRSS'] >> 20} MiB")
         q = attacker.send(MsgType.QUERY, pack_value({"what": "broadcasts"}))
-        h, body = attacker.answer(q)
+        _, body = attacker.answer(q)
         kept = msgpack.unpackb(body, raw=False)
         assert [b["size"] for b in kept[-9:-1]] == [20 * MiB + 5] * 8
         assert all(b["data"] is None for b in kept[-9:-1])
