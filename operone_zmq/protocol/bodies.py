@@ -117,7 +117,12 @@ def _unpackb(raw: bytes, strict_map_key: bool) -> Any:
     # Container lengths are checked at each container's header, before any
     # allocation (limits.MAX_CONTAINER_LEN); strings and bins are bounded by
     # the frame itself.
+    # unpackb's own limits are len(raw): below MAX_CONTAINER_LEN bytes no
+    # container can pass it, and the call stays as cheap as it was.
     try:
+        if len(raw) <= MAX_CONTAINER_LEN:
+            return msgpack.unpackb(raw, raw=False, strict_map_key=strict_map_key,
+                                   ext_hook=_ext_hook)
         return msgpack.unpackb(raw, raw=False, strict_map_key=strict_map_key,
                                ext_hook=_ext_hook, max_array_len=MAX_CONTAINER_LEN,
                                max_map_len=MAX_CONTAINER_LEN)
