@@ -164,7 +164,8 @@ class Relay:
         if grant is None:
             return True  # a key only its entry broker knows: that broker checked it
         try:
-            tool = JobRequest.unpack(frames[2]).tool
+            # An envelope: a big body's arguments are not built in the loop.
+            tool = JobRequest.unpack(frames[2], envelope=True).tool
         except ProtocolError:
             return True  # answered bad_request where it is run
         refusal = grant.tool_refusal(tool) or grant.node_refusal(h.dst)
