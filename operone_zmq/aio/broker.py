@@ -225,7 +225,9 @@ class Broker:
         auth.start()
         auth.configure_curve_callback(ZAP_DOMAIN, credentials_provider=self._trust)
         self._auth = auth
-        pump = Pump(loop, self._on_message, self._after_run, on_unroutable=self.core_unroutable)
+        pump = Pump(loop, self._on_message, self._after_run, on_unroutable=self.core_unroutable,
+                    on_oversize=self.core_oversize,
+                    max_bytes=self._socket_limits.max_message_size)
         socks: list[zmq.Socket[bytes]] = []
         try:
             for ep in self.endpoints:
@@ -253,7 +255,7 @@ class Broker:
                 f" {self.worker_endpoint}: {exc}"
             ) from exc
         for i, s in enumerate(socks):
-            pump.add(s, with_user_id=i < WORKERS)
+            pump.add(s, with_user_id=i < WORKERS, drop_full=i < WORKERS)
         self._pump = pump
         self._stopped = asyncio.Event()
         self._schedule(time.monotonic())
@@ -362,6 +364,11 @@ class Broker:
         for idx, frames in urgent:
             pump.send(idx, frames)
         self.core.stamp_pings(time.monotonic())
+
+    def core_oversize(self, idx: int, head: list[bytes], nframes: int, nbytes: int,
+                      now: float) -> None:
+        """A message past the whole-message limits was read and dropped."""
+        self.core.on_oversize(idx, head, nframes, nbytes, now)
 
     def core_unroutable(self, idx: int, frames: list[bytes], now: float) -> None:
         """A send found no such peer: let the core decide what that means."""
@@ -937,4 +944,5 @@ class Broker:
                 name: pump.pending(i) for i, name in enumerate((*CLASS_NAMES, "workers"))
             }
             s["dropped_sends"] = pump.dropped
+            s["dropped_replies"] = pump.dropped_full
         return s

@@ -143,7 +143,8 @@ class AsyncClient:
         if self._pump is None:
             self._loop = asyncio.get_running_loop()
             self._ctx = zmq.Context()
-            self._pump = Pump(self._loop, self._on_message, self._after_run)
+            self._pump = Pump(self._loop, self._on_message, self._after_run,
+                              max_bytes=self._socket_limits.max_message_size)
         return self
 
     async def close(self) -> None:

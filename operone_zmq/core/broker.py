@@ -54,11 +54,11 @@ from typing import Any
 
 import msgpack
 
-from ..errors import BadRequest, JobError, ProtocolError, Refused
+from ..errors import BadRequest, JobError, MessageTooLarge, ProtocolError, Refused
 from ..jobs.router import RouteDecision, ToolRouter
 from ..protocol.bodies import Cancel, ErrorBody, Ping, Query, pack_value
-from ..protocol.codec import TAG, Header, MsgType, decode
-from ..protocol.limits import MAX_HEADER_SIZE
+from ..protocol.codec import TAG, Header, MsgType, best_effort_id, decode
+from ..protocol.limits import MAX_HEADER_SIZE, MAX_MESSAGE_FRAMES
 from ..protocol.signature import KeyRing, Signer
 from ..qos.manager import QoSManager
 from ..routing.dijkstra import RoutingTable
@@ -367,6 +367,26 @@ class BrokerCore:
                 cls, rid, h.id, h.src, cls,
                 BadRequest(f"message type {MsgType(t).name} is not accepted from a client"),
             )
+
+    def on_oversize(self, sock: int, head: list[bytes], nframes: int, nbytes: int,
+                    now: float) -> None:
+        """The shell read and dropped a message past the whole-message limits
+        (``head``: its first frames, clipped).  A client hears ``too_large``;
+        anything else is only counted."""
+        ctx = self._ctx
+        ctx.now = now
+        ctx.counters["malformed"] += 1
+        ctx.count_error("too_large")
+        rid = head[0] if head else b""
+        if sock >= WORKERS or rid[:1] != b"\x00":
+            return
+        err = MessageTooLarge(
+            f"message of {nframes - 1} frames and {nbytes - len(rid)} bytes dropped unread:"
+            f" a message has at most {MAX_MESSAGE_FRAMES - 1} frames, and all of them"
+            " together at most the node's limits.max_message_size bytes")
+        body = ErrorBody(err.code, str(err), None, ctx.node_id, {}).pack()
+        ctx.out.append((sock, [rid, TAG, ctx.header(_ERROR, best_effort_id(head, 1), "",
+                                                    sock), body]))
 
     def _on_query(self, cls: int, rid: bytes, h: Header, body: bytes, now: float,
                   grant: Grant = OPERATOR) -> None:

@@ -74,6 +74,18 @@ class BrokerLimits:
     max_queued_jobs: int = 10_000
     #: Jobs accepted and not yet finished (queued + running).
     max_jobs: int = 100_000
+    #: Jobs one client connection may have in flight (submitted, not yet
+    #: answered); past it, Overloaded.  Below the 10,000-message SNDHWM of
+    #: the connection, so the final answers of a client that stops reading
+    #: fit in its pipe with room for PONGs and REPLYs (docs/protocol.md 10.3).
+    max_client_jobs: int = 5_000
+    #: Body bytes of the jobs one client connection has in flight; past it,
+    #: Overloaded.  Two maximum-size (64 MiB) messages: one client cannot make
+    #: the broker hold much more than it could send in two messages.
+    max_client_bytes: int = 128 * 1024 * 1024
+    #: Body bytes of the jobs run here for one other origin node (all of its
+    #: clients together); past it, Overloaded.  Four clients' worth.
+    max_origin_bytes: int = 512 * 1024 * 1024
     #: Timeout for a job that names none.
     default_timeout: float = 300.0
     #: Seconds between heartbeats to each worker.
@@ -90,6 +102,10 @@ class BrokerLimits:
     max_seen_broadcasts: int = 10_000
     #: Received broadcasts kept for QUERY "broadcasts".
     max_kept_broadcasts: int = 1000
+    #: Body bytes of the broadcasts kept for QUERY "broadcasts" (oldest out
+    #: first); a body above 1/16 of it is kept without its data.  16 MiB:
+    #: the history is a debugging view, not a store.
+    max_kept_broadcast_bytes: int = 16 * 1024 * 1024
     #: Extra seconds a forwarded job waits past its timeout for the remote answer.
     remote_grace: float = 1.0
     #: Seconds a finished remote job's result is kept to answer a repeated attempt.

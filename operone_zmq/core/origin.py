@@ -130,6 +130,8 @@ class OriginTable:
         self._deadlines: list[tuple[float, str]] = []
         self._retries: list[tuple[float, str]] = []
         self._in_flight: dict[str, int] = {}
+        #: Per client connection (routing id): [jobs in flight, body bytes].
+        self._use: dict[bytes, list[int]] = {}
         self.router = ToolRouter()
         self._remote_cache_version = -1
         self._remote_nodes: list[NodeInfo] = []
@@ -170,8 +172,20 @@ class OriginTable:
                            BadRequest(f"job id '{jid}' is already in use", job_id=jid,
                                       details={"duplicate": True}))
             return
+        limits = ctx.limits
+        use = self._use.get(rid)
+        size = len(body)
+        if use is None:
+            use = [0, 0]
+        if use[0] >= limits.max_client_jobs or use[1] + size > limits.max_client_bytes:
+            ctx.send_error(cls, rid, jid, h.src, cls, Overloaded(
+                f"this connection has {use[0]} jobs ({use[1]} body bytes) in flight; the"
+                f" limits are {limits.max_client_jobs} jobs and {limits.max_client_bytes}"
+                f" bytes (this job: {size}): read the answers, then retry",
+                job_id=jid, node=ctx.node_id))
+            return
         try:
-            req = JobRequest.unpack(body)
+            req = JobRequest.unpack(body, envelope=True)
         except ProtocolError as exc:
             ctx.send_error(cls, rid, jid, h.src, cls, BadRequest(str(exc), job_id=jid))
             return
@@ -182,7 +196,20 @@ class OriginTable:
             return
         o = Origin(jid, rid, cls, h.src, req, body, h.ts, now, req.retries, grant=grant)
         self._origins[jid] = o
+        use[0] += 1
+        use[1] += size
+        self._use[rid] = use
         self._place(o, now, frames[1:])
+
+    def _forget(self, o: Origin) -> None:
+        """Drop ``o`` (answered) and give its client's budget back."""
+        del self._origins[o.id]
+        use = self._use.get(o.client)
+        if use is not None:
+            use[0] -= 1
+            use[1] -= len(o.body)
+            if use[0] <= 0:
+                del self._use[o.client]
 
     # ------------------------------------------------------------- placement
     def _remote_infos(self) -> list[NodeInfo]:
@@ -261,6 +288,13 @@ class OriginTable:
         o.incarnation = self._incarnation_of(target) if target != node_id else 0
         self._in_flight[target] = self._in_flight.get(target, 0) + 1
         if target in self._legacy:
+            if req.args_skipped:  # a legacy host needs the arguments themselves
+                try:
+                    req = o.req = JobRequest.unpack(o.body)
+                except ProtocolError as exc:
+                    self._failed(o, BadRequest(str(exc), job_id=o.id), now,
+                                 maybe_started=False, final=True)
+                    return
             err3 = self._legacy.accept(target, o.client, o.cls, o.src, o.id, req, now,
                                        remote=False, origin=True)
             if err3 is not None:
@@ -345,7 +379,7 @@ class OriginTable:
                 f"job '{o.id}' ({o.req.tool}) may have started on node '{target}', which then"
                 f" failed ({err.code}: {err.message}); it is not idempotent, so it was not run"
                 " again", job_id=o.id, node=target, details={"cause": err.code})
-        del self._origins[o.id]
+        self._forget(o)
         ctx.counters["jobs_failed"] += 1
         if o.attempts > 1:
             err.details.setdefault("attempts", o.attempts)
@@ -392,7 +426,7 @@ class OriginTable:
                 # A result of an earlier attempt: still the job's result.
                 self._cancel_attempt(o)
             self._release(o)
-            del self._origins[jid]
+            self._forget(o)
             ctx.counters["jobs_completed"] += 1
             if o.attempts > 1:
                 frames = [frames[0], frames[1], _with_attempts(frames[2], o.attempts)]
@@ -441,7 +475,7 @@ class OriginTable:
         ctx.counters["jobs_cancelled"] += 1
         self._cancel_attempt(o)
         self._release(o)
-        del self._origins[jid]
+        self._forget(o)
         ctx.send_error(o.cls, o.client, jid, o.src, o.cls, JobCancelled(
             f"job '{jid}' was cancelled" + (f": {reason}" if reason else ""), job_id=jid))
         return True
