@@ -289,6 +289,8 @@ class ToolsSection:
     shell_allow: tuple[str, ...] = _DEFAULT_SHELL_ALLOW
     fs_root: str | None = None
     modules: tuple[str, ...] = ()
+    shell_allow_unsafe: bool = False
+    shell_user: str | None = None
 
     def __post_init__(self) -> None:
         _freeze_lists(self)
@@ -348,11 +350,17 @@ class LimitsConfig:
     max_queued_jobs: int = 10_000
     max_clients: int = 1000
     result_cache_seconds: float = 300
+    max_client_jobs: int = 5_000
+    max_client_bytes: int = 128 * 1024 * 1024
+    max_origin_bytes: int = 512 * 1024 * 1024
 
     def __post_init__(self) -> None:
         _in_range(self.max_message_size, 1024, 2**31 - 1, "limits.max_message_size")
         _in_range(self.max_queued_jobs, 1, 10_000_000, "limits.max_queued_jobs")
         _in_range(self.max_clients, 1, 1_000_000, "limits.max_clients")
+        _in_range(self.max_client_jobs, 1, 100_000, "limits.max_client_jobs")
+        _in_range(self.max_client_bytes, 1024, 2**40, "limits.max_client_bytes")
+        _in_range(self.max_origin_bytes, 1024, 2**40, "limits.max_origin_bytes")
         _need(
             math.isfinite(self.result_cache_seconds) and self.result_cache_seconds >= 0,
             "limits.result_cache_seconds",
@@ -768,6 +776,19 @@ _OPTION_DOCS: dict[str, tuple[str, str | None]] = {
         "trusted client run, never cat, ls or an interpreter.  Use fs.* to read files.",
         None,
     ),
+    "tools.shell_allow_unsafe": (
+        "Allow shell_allow entries that run any program their arguments name (env, "
+        "find, xargs, nice, timeout, setsid, sudo, ssh, shells, interpreters, ...).  "
+        "Without it such entries are refused at startup; with it each start logs a "
+        "warning naming them.",
+        None,
+    ),
+    "tools.shell_user": (
+        "Run shell children as this user (name or uid), with its primary group and no "
+        "supplementary groups, so a job cannot read the operone home (mode 0700).  "
+        "Needs the worker to run as root; unset: the worker's own user.",
+        "nobody",
+    ),
     "tools.fs_root": (
         "Absolute directory that the file tools are confined to.  Unset: file tools are disabled.",
         "/srv/operone/files",
@@ -802,6 +823,22 @@ _OPTION_DOCS: dict[str, tuple[str, str | None]] = {
         "for 60 s with no job in flight gives its place up.  At start the broker raises "
         "its open-file limit to the hard limit and refuses to start if that cannot hold "
         "this many clients, its peers and a reserve.",
+        None,
+    ),
+    "limits.max_client_jobs": (
+        "Jobs one client connection may have in flight (not yet answered) before new "
+        "ones are refused with overloaded; kept below the 10,000-message send "
+        "high-water mark so the answers of a client that stops reading fit its pipe.",
+        None,
+    ),
+    "limits.max_client_bytes": (
+        "Body bytes of the jobs one client connection has in flight before new ones "
+        "are refused with overloaded (two maximum-size messages by default).",
+        None,
+    ),
+    "limits.max_origin_bytes": (
+        "Body bytes of the jobs this node runs for one other node before more are "
+        "refused with overloaded.",
         None,
     ),
     "limits.result_cache_seconds": (

@@ -15,8 +15,11 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 __all__ = [
+    "MAYBE_STARTED_CODES",
+    "TRANSIENT_CODES",
     "AuthenticationError",
     "BadRequest",
+    "BrokerRestarted",
     "BrokerUnreachable",
     "ConfigError",
     "JobCancelled",
@@ -38,6 +41,7 @@ __all__ = [
     "UnsupportedVersion",
     "WorkerLost",
     "error_from_wire",
+    "is_transient",
 ]
 
 
@@ -205,6 +209,14 @@ class NotIdempotent(JobError):
     code = "not_idempotent"
 
 
+class BrokerRestarted(JobError):
+    """The client's own broker restarted (a new incarnation) while the job
+    was pending there: the job is lost with it.  Raised by the client, never
+    sent on the wire; an idempotent job is submitted again instead."""
+
+    code = "broker_restarted"
+
+
 class JobCancelled(JobError):
     """The job was cancelled before it finished."""
 
@@ -235,6 +247,22 @@ _BY_CODE: dict[str, type[JobError]] = {
         JobCancelled,
     )
 }
+
+
+#: Codes of failures that another attempt (later, or on another node) may not
+#: meet: the node, its worker or the path to it failed, not the job.  An
+#: origin broker retries these while the job has retries left.
+TRANSIENT_CODES = frozenset({"worker_lost", "no_route", "overloaded", "timeout", "unreachable"})
+#: Transient codes after which the job may have started (it is then not run
+#: again unless it is idempotent).
+MAYBE_STARTED_CODES = frozenset({"worker_lost", "timeout", "unreachable"})
+
+
+def is_transient(err: JobError) -> bool:
+    """Whether another attempt of the job may succeed: a transient code, or an
+    error that says so (``details["transient"]``: a node that just started
+    and whose workers have not registered yet answers ``tool_not_found`` so)."""
+    return err.code in TRANSIENT_CODES or bool(err.details.get("transient"))
 
 
 def error_from_wire(

@@ -155,6 +155,25 @@ class CoreMesh:
                 self.nodes[a].transport_lost(node, now)
                 self._collect(a)
 
+    def restart(self, node: str) -> BrokerCore:
+        """The broker of ``node`` is killed and started again at once: a new
+        core (a new incarnation) that knows nothing; the dials it made are
+        gone (dial again), its workers survive and register again."""
+        self.dead.discard(node)
+        old = self.nodes.pop(node)
+        for key in [k for k in self._dialled if k[0] == node]:
+            del self._dialled[key]
+        for pair in [k for k in self._dial_socks if k[0] == node]:
+            del self._dial_socks[pair]
+        workers = self.workers[node]
+        started = self.started[node]
+        impostor = self._impostors.get(node)
+        core = self.add(node, impostor)
+        self.workers[node] = workers
+        self.started[node] = started
+        assert core.incarnation != old.incarnation
+        return core
+
     def cut(self, a: str, b: str) -> None:
         """Messages between ``a`` and ``b`` are lost (both directions)."""
         self.cut_pairs.add(frozenset((a, b)))
@@ -166,8 +185,10 @@ class CoreMesh:
     # ------------------------------------------------------------ running
     def _collect(self, node: str) -> None:
         core = self.nodes[node]
-        while core.out:  # an unroutable send may add messages
-            out, core.out = core.out, []
+        while core.out or core.urgent:  # an unroutable send may add messages
+            out = core.urgent + core.out  # heartbeats first, as the shell sends them
+            core.urgent, core.out = [], []
+            core.stamp_pings(self.clock())
             for sock, frames in out:
                 self._route_out(node, sock, frames)
         self._collect_worker(node)

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchsets.harness import cpu_seconds
 
 from operone_zmq import AsyncClient, CurveKeys
 from operone_zmq.security import TrustStore, generate_keypair
@@ -43,11 +46,18 @@ async def main():
     async with b:
         (d / "ready").write_text("ok")
         await asyncio.sleep(3600)
-asyncio.run(main())
+if len(sys.argv) > 3 and sys.argv[3] == "uvloop":
+    import uvloop
+    uvloop.run(main())
+else:
+    asyncio.run(main())
 """
 
 
-async def measure(port: int, keys: CurveKeys, jobs: int) -> tuple[float, float, float]:
+async def measure(port: int, keys: CurveKeys, jobs: int,
+                  broker_pid: int) -> tuple[float, float, float, float, float]:
+    """jobs/s, p50 and p99 (us), and CPU us per job of the broker and the client
+    during the throughput phase (every thread, from /proc)."""
     async with AsyncClient("127.0.0.1", port, keys=keys) as c:
         for _ in range(500):
             await c.run("echo", {})
@@ -72,25 +82,36 @@ async def measure(port: int, keys: CurveKeys, jobs: int) -> tuple[float, float, 
             elif sent[0] < jobs:
                 fire()
 
+        cpu0 = (cpu_seconds(broker_pid) or 0.0, cpu_seconds(os.getpid()) or 0.0)
         t0 = time.perf_counter()
         for _ in range(min(100, jobs)):
             fire()
         await done
         rate = jobs / (time.perf_counter() - t0)
+        cpu1 = (cpu_seconds(broker_pid) or 0.0, cpu_seconds(os.getpid()) or 0.0)
     lat.sort()
-    return rate, statistics.median(lat), lat[int(0.99 * len(lat))]
+    return (rate, statistics.median(lat), lat[int(0.99 * len(lat))],
+            (cpu1[0] - cpu0[0]) / jobs * 1e6, (cpu1[1] - cpu0[1]) / jobs * 1e6)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=30000)
     ap.add_argument("--port", type=int, default=27840)
+    ap.add_argument("--reps", type=int, default=3, help="repetitions, of which the median")
+    ap.add_argument("--uvloop", action="store_true",
+                    help="run the broker and the client on uvloop (pip install uvloop)")
     opts = ap.parse_args()
     d = Path(tempfile.mkdtemp(prefix="operone-bench-inproc-"))
     kp = generate_keypair(d / "keys", "node")
     assert kp.secret is not None
     TrustStore(d / "trust").accept("self", kp.public)
-    p = subprocess.Popen([sys.executable, "-c", BROKER, str(d), str(opts.port)])
+    p = subprocess.Popen([sys.executable, "-c", BROKER, str(d), str(opts.port),
+                          "uvloop" if opts.uvloop else "asyncio"])
+    if opts.uvloop:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     try:
         deadline = time.monotonic() + 20
         while not (d / "ready").exists():
@@ -98,13 +119,15 @@ def main() -> int:
                 print("the broker did not start", file=sys.stderr)
                 return 1
             time.sleep(0.05)
-        rates, p50s, p99s = [], [], []
-        for _ in range(3):
-            r, p50, p99 = asyncio.run(measure(opts.port, CurveKeys(kp.public, kp.secret,
-                                                                    kp.public), opts.jobs))
+        rates, p50s, p99s, bcpu, ccpu = [], [], [], [], []
+        for _ in range(opts.reps):
+            r, p50, p99, b_us, c_us = asyncio.run(measure(
+                opts.port, CurveKeys(kp.public, kp.secret, kp.public), opts.jobs, p.pid))
             rates.append(r)
             p50s.append(p50)
             p99s.append(p99)
+            bcpu.append(b_us)
+            ccpu.append(c_us)
     finally:
         p.terminate()
         try:
@@ -118,6 +141,9 @@ def main() -> int:
     print(f"p50, 1 in flight          {statistics.median(p50s):>10.0f} us (original: 92-132 us"
           " signed)")
     print(f"p99, 1 in flight          {statistics.median(p99s):>10.0f} us")
+    print(f"broker CPU per job        {statistics.median(bcpu):>10.1f} us (target <= ~20;"
+          " user+sys, every thread)")
+    print(f"client CPU per job        {statistics.median(ccpu):>10.1f} us")
     return 0
 
 

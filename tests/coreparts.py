@@ -34,7 +34,8 @@ class Parts:
         self.queries = self.core._queries
 
     def take(self) -> list[tuple[int, list[bytes]]]:
-        out, self.core.out = self.core.out, []
+        out = self.core.urgent + self.core.out
+        self.core.urgent, self.core.out = [], []
         return out
 
     def ready(self, rid: bytes, tools: list[str], slots: int = 1,

@@ -32,7 +32,7 @@ from ..routing.events import EventEmitter
 from ..security.keys import TrustedKey
 from ..tools import ToolRegistry
 from .fdlimit import ensure_fd_budget
-from .inproc import INPROC_RID, InprocWorker
+from .inproc import InprocTools
 from .legacy import LegacyHost, LegacyRunner
 from .pump import Pump
 from .sockets import CurveKeys, SocketLimits, make_socket
@@ -189,7 +189,8 @@ class Broker:
         self._routable_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._self_client: Any = None
         self._discover = discover
-        self._inproc: InprocWorker | None = None
+        self._inproc: InprocTools | None = None
+        self._flushing = False
         self._inproc_registry: ToolRegistry | None = None
         self._legacy_hosts = list(legacy_hosts or [])
         self._legacy: LegacyRunner | None = None
@@ -236,7 +237,9 @@ class Broker:
         auth.start()
         auth.configure_curve_callback(ZAP_DOMAIN, credentials_provider=self._trust)
         self._auth = auth
-        pump = Pump(loop, self._on_message, self._after_run, on_unroutable=self.core_unroutable)
+        pump = Pump(loop, self._on_message, self._after_run, on_unroutable=self.core_unroutable,
+                    on_oversize=self.core_oversize,
+                    max_bytes=self._socket_limits.max_message_size)
         socks: list[zmq.Socket[bytes]] = []
         try:
             for ep in self.endpoints:
@@ -264,7 +267,7 @@ class Broker:
                 f" {self.worker_endpoint}: {exc}"
             ) from exc
         for i, s in enumerate(socks):
-            pump.add(s, with_user_id=i < WORKERS)
+            pump.add(s, with_user_id=i < WORKERS, drop_full=i < WORKERS)
         self._pump = pump
         self._stopped = asyncio.Event()
         self._schedule(time.monotonic())
@@ -358,6 +361,26 @@ class Broker:
             self._on_monitor(self._monitors[idx], frames, now)
         else:
             self.core.on_dealer(idx, frames, now)
+        if self.core.urgent:
+            # A PONG: out now, not after the rest of the batch (and SPF),
+            # so this loop's work is not in the neighbour's RTT.
+            self._flush_urgent()
+
+    def _flush_urgent(self) -> None:
+        """Send the core's heartbeats at once and tell it when they left."""
+        pump = self._pump
+        urgent = self.core.urgent
+        self.core.urgent = []
+        if pump is None:
+            return
+        for idx, frames in urgent:
+            pump.send(idx, frames)
+        self.core.stamp_pings(time.monotonic())
+
+    def core_oversize(self, idx: int, head: list[bytes], nframes: int, nbytes: int,
+                      now: float) -> None:
+        """A message past the whole-message limits was read and dropped."""
+        self.core.on_oversize(idx, head, nframes, nbytes, now)
 
     def core_unroutable(self, idx: int, frames: list[bytes], now: float) -> None:
         """A send found no such peer: let the core decide what that means."""
@@ -367,21 +390,29 @@ class Broker:
         pump = self._pump
         if pump is None:
             self.core.out.clear()
+            self.core.urgent = []
             return
+        if self.core.urgent:
+            self._flush_urgent()
         out = self.core.out
         inproc = self._inproc
+        send = pump.send
         # Handling an unroutable send (or an in-process tool's answer) may add
-        # messages: loop until empty.
-        while out:
-            batch = out[:]
-            out.clear()
-            send = pump.send
-            for idx, frames in batch:
-                if idx == WORKERS and inproc is not None and frames[0] == INPROC_RID:
-                    inproc.deliver(frames[1:])
-                    inproc.flush()
-                else:
+        # messages, and answers may start queued in-process jobs: loop until
+        # both are empty.
+        self._flushing = True
+        try:
+            while True:
+                if inproc is not None and inproc.due:
+                    inproc.run_due()
+                if not out:
+                    break
+                batch = out[:]
+                out.clear()
+                for idx, frames in batch:
                     send(idx, frames, now)
+        finally:
+            self._flushing = False
 
     def _after_run(self, now: float) -> None:
         if now >= self._timer_at:
@@ -411,9 +442,6 @@ class Broker:
         # judged (a PONG in a socket buffer is not silence).
         self._pump.drain()
         now = time.monotonic()
-        if self._inproc is not None:
-            self._inproc.tick()
-            self._inproc.flush()
         self.core.tick(now)
         self._flush(now)
         self._emit_events()
@@ -550,6 +578,13 @@ class Broker:
                     if not f.done():
                         f.set_exception(Refused(f"peer '{payload['node']}' refused the link:"
                                                 f" {payload['reason']}"))
+            elif name == "qos:violation":
+                log = (self._log.warning if payload.get("state") == "violated"
+                       else self._log.info)
+                log("qos_violation" if payload.get("state") == "violated"
+                    else "qos_recovered", **payload)
+            elif name == "peer:restarted":
+                self._log.info("peer_restarted", peer=payload["node"])
             elif name.startswith("partition:"):
                 # Names the nodes (unreachable, new, rejoined, forgotten) and
                 # since when: an operator must see a lost part of the mesh.
@@ -772,21 +807,21 @@ class Broker:
         self._inproc_registry.register(func)
 
     def _start_inproc(self) -> None:
-        if self._inproc_registry is None or not len(self._inproc_registry):
+        registry = self._inproc_registry
+        if registry is None or not len(registry):
             return
+        tools = self._inproc = InprocTools(self.node_id, registry, self._inproc_done)
+        self.core.add_virtual_worker(f"{self.node_id[:50]}.inproc", tools.names, tools.run,
+                                     tools.stop, pid=os.getpid())
+        self._flush(time.monotonic())
+
+    def _inproc_done(self, jid: str, value: Any, error: Any, duration: float) -> None:
+        """An in-process tool finished: inline ones inside :meth:`_flush` (whose
+        loop sends the answer), the others from a done callback."""
         now = time.monotonic()
-
-        def to_broker(frames: list[bytes]) -> None:
-            self.core.on_worker(frames, time.monotonic())
-            if self._pump is not None:
-                self._pump.kick()  # the run's after_run flushes what this produced
-
-        self._inproc = InprocWorker(f"{self.node_id[:50]}.inproc", self._inproc_registry,
-                                    to_broker,
-                                    heartbeat_interval=self._limits.heartbeat_interval,
-                                    liveness=self._limits.liveness)
-        self._inproc.flush()
-        self._flush(now)
+        self.core.virtual_done(jid, value, error, duration, now)
+        if not self._flushing:
+            self._after_run(now)
 
     def _legacy_done(self, jid: str, value: Any, error: Any, duration: float) -> None:
         now = time.monotonic()
@@ -927,4 +962,5 @@ class Broker:
                 name: pump.pending(i) for i, name in enumerate((*CLASS_NAMES, "workers"))
             }
             s["dropped_sends"] = pump.dropped
+            s["dropped_replies"] = pump.dropped_full
         return s

@@ -30,6 +30,7 @@ from ..core.broker import CLASS_NAMES
 from ..core.client import ClientCore, JobResult
 from ..errors import (
     AuthenticationError,
+    BrokerRestarted,
     BrokerUnreachable,
     JobCancelled,
     JobTimeout,
@@ -73,10 +74,34 @@ class _Pending:
     is_job: bool
     on_progress: Callable[[Progress], None] | None
     sent: float
+    #: The JOB's frames, kept to submit it again when the broker restarts
+    #: (idempotent jobs only; None otherwise).
+    frames: list[bytes] | None = None
+    resubmitted: int = 0
+
+
+#: Seconds between the PINGs a client with jobs in flight sends its broker:
+#: the PONG says the broker's incarnation, so a restart is seen within this.
+WATCH_INTERVAL = 1.0
+
+#: Times one job is submitted again after restarts of the broker.
+MAX_RESUBMITS = 3
+
+#: Times a resubmitted job is sent again, a watch interval apart, while the
+#: restarted broker says no worker offers its tool (they register again
+#: within liveness x heartbeat interval: 3 s by default).
+MAX_STARTING_RESENDS = 10
 
 
 class AsyncClient:
-    """Asyncio client of one broker."""
+    """Asyncio client of one broker.
+
+    While jobs are in flight it PINGs the broker every
+    :data:`WATCH_INTERVAL`; a PONG (or any PONG) naming another incarnation
+    than before means the broker restarted and forgot them: an idempotent
+    job is submitted again with the same id (a target that finished it
+    answers from its result cache), others fail at once with
+    :class:`~operone_zmq.errors.BrokerRestarted`."""
 
     def __init__(
         self,
@@ -107,6 +132,10 @@ class AsyncClient:
         self._deadlines: list[tuple[float, str]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
+        self._watch: asyncio.TimerHandle | None = None
+        #: The broker's incarnation, from its PONGs (None: not heard yet).
+        self.broker_incarnation: int | None = None
+        self.restarts_seen = 0
 
     # ------------------------------------------------------------ lifecycle
     async def connect(self) -> AsyncClient:
@@ -114,7 +143,8 @@ class AsyncClient:
         if self._pump is None:
             self._loop = asyncio.get_running_loop()
             self._ctx = zmq.Context()
-            self._pump = Pump(self._loop, self._on_message, self._after_run)
+            self._pump = Pump(self._loop, self._on_message, self._after_run,
+                              max_bytes=self._socket_limits.max_message_size)
         return self
 
     async def close(self) -> None:
@@ -125,6 +155,9 @@ class AsyncClient:
         self._pump = None
         if self._timer is not None:
             self._timer.cancel()
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         for p in self._pending.values():
             if not p.fut.done():
                 p.fut.set_exception(BrokerUnreachable("the client was closed"))
@@ -197,6 +230,9 @@ class AsyncClient:
         # between attempts: the local deadline covers them all.
         budget = t * (retries + 1) + 2.0 * retries
         fut = self._send(jid, cls, frames, budget, is_job=True, on_progress=on_progress)
+        p = self._pending.get(jid)
+        if p is not None and idempotent:
+            p.frames = frames
         return fut
 
     async def run(self, tool: str, args: Mapping[str, Any] | None = None, **kw: Any) -> Any:
@@ -394,6 +430,12 @@ class AsyncClient:
             self._arm(deadline, now)
         if is_job:
             fut.add_done_callback(functools.partial(self._on_future_done, rid, cls))
+            if self._watch is None:
+                # The first PING goes at once: a restart is a change from
+                # the incarnation seen before it.
+                first = self.broker_incarnation is None
+                self._watch = loop.call_later(0.0 if first else WATCH_INTERVAL,
+                                              self._watchdog)
         pump.kick()
         return fut
 
@@ -402,6 +444,52 @@ class AsyncClient:
         if fut.cancelled() and p is not None and self._pump is not None:
             self._pump.send(self._sock_index(cls), self.core.cancel(rid, cls=cls))
             self._pump.kick()
+
+    def _watchdog(self) -> None:
+        """PING the broker on each class with jobs in flight."""
+        self._watch = None
+        pump, loop = self._pump, self._loop
+        if pump is None or loop is None:
+            return
+        classes = {p.cls for p in self._pending.values() if p.is_job}
+        if not classes:
+            return
+        for cls in classes:
+            pump.send(self._sock_index(cls), self.core.ping(cls)[1])
+        pump.kick()
+        self._watch = loop.call_later(WATCH_INTERVAL, self._watchdog)
+
+    def _resend(self, rid: str) -> None:
+        p = self._pending.get(rid)
+        if p is not None and p.frames is not None and self._pump is not None \
+                and not p.fut.done():
+            self._pump.send(self._sock_index(p.cls), p.frames)
+            self._pump.kick()
+
+    def _on_incarnation(self, inc: int) -> None:
+        """A PONG named the broker's incarnation ``inc``."""
+        if not inc:
+            return
+        old = self.broker_incarnation
+        self.broker_incarnation = inc
+        if old is None or old == inc:
+            return
+        self.restarts_seen += 1
+        pump = self._pump
+        for rid, p in list(self._pending.items()):
+            if not p.is_job or p.fut.done():
+                continue
+            if p.frames is not None and p.resubmitted < MAX_RESUBMITS and pump is not None:
+                p.resubmitted += 1
+                pump.send(self._sock_index(p.cls), p.frames)
+                continue
+            del self._pending[rid]
+            p.fut.set_exception(BrokerRestarted(
+                f"the broker at {self._endpoint(p.cls)} restarted while job '{rid}' was"
+                " in progress there; the job is lost (it was not idempotent, so it was not"
+                " submitted again)", job_id=rid))
+        if pump is not None:
+            pump.kick()
 
     def _arm(self, at: float, now: float) -> None:
         loop = self._loop
@@ -449,9 +537,24 @@ class AsyncClient:
         reply = self.core.on_message(frames)
         if reply is None:
             return
+        if reply.kind == "pong":
+            self._on_incarnation(reply.value)
+            return
         p = self._pending.get(reply.id)
         if p is None:
             return
+        if reply.kind == "error" and p.resubmitted:
+            if reply.value.details.get("duplicate"):
+                return  # our resubmission met the job itself: its answer comes
+            if (reply.value.code in ("tool_not_found", "no_route")
+                    and p.resubmitted < MAX_RESUBMITS + MAX_STARTING_RESENDS
+                    and p.frames is not None
+                    and self._loop is not None):
+                # The restarted broker's workers have not registered again
+                # yet: submit once more a watch interval later.
+                p.resubmitted += 1
+                self._loop.call_later(WATCH_INTERVAL, self._resend, reply.id)
+                return
         self._heard.add(p.cls)
         kind = reply.kind
         if kind == "progress":

@@ -1,94 +1,98 @@
 """Tools served inside the broker's own process (``Broker.register_tool``).
 
 The original package answered ``tool:remote-request`` in the peer process
-itself; DESIGN.md keeps that for light tools.  Here such tools sit behind a
-:class:`~operone_zmq.core.worker.WorkerCore` like any worker, so the broker
-core places, times out and cancels their jobs exactly as it does for worker
-processes; only the transport differs: frames are handed over in memory
-instead of through a socket.  Cheap ``inline`` tools run at once, async
-tools as tasks, other sync tools in the loop's default thread pool (heavy
-tools belong in worker processes).
+itself; DESIGN.md keeps that for light tools.  The broker core serves them as
+one *virtual worker* (:meth:`~operone_zmq.core.broker.BrokerCore.add_virtual_worker`),
+so it places, queues, times out and cancels their jobs exactly as it does for
+worker processes, but no frames are built or parsed for them: the core hands
+over the decoded request and takes the tool's value back, packing the
+RESULT once.  This module runs the tools: cheap ``inline`` tools at once
+(after the core call that started them returns), async tools as tasks, other
+sync tools in the loop's default thread pool (heavy tools belong in worker
+processes).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import os
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from ..core.worker import JobStart, WorkerCore
-from ..errors import JobError, ToolNotFound
+from ..errors import JobError, ToolFailed, ToolNotFound
 from ..tools import ToolContext, ToolRegistry, ToolsConfig
 
-__all__ = ["INPROC_RID", "InprocWorker"]
+__all__ = ["InprocTools"]
 
-#: Routing id of the in-process worker on the broker's worker socket (a zero
-#: first byte: no socket peer can ever have it).
-INPROC_RID = b"\x00inproc"
+#: done(job id, value, error or None, duration in seconds)
+Done = Callable[[str, Any, "JobError | None", float], None]
 
 
-class InprocWorker:
-    """A worker without a socket: ``deliver`` takes the broker's frames, and
-    frames for the broker go to ``to_broker``."""
+class InprocTools:
+    """Runs the jobs the core starts on its virtual worker; reports each
+    outcome to ``done`` (which hands it to the core)."""
 
-    def __init__(self, name: str, registry: ToolRegistry,
-                 to_broker: Callable[[list[bytes]], None], *,
-                 heartbeat_interval: float = 1.0, liveness: int = 3) -> None:
+    def __init__(self, node: str, registry: ToolRegistry, done: Done) -> None:
         self.registry = registry
-        self._to_broker = to_broker
+        self._node = node
+        self._done = done
         self._config = ToolsConfig()
         self._tasks: dict[str, asyncio.Future[Any]] = {}
-        now = time.monotonic()
-        infos = registry.infos()
-        self.core = WorkerCore(name, infos, slots=1024, pid=os.getpid(),
-                               heartbeat_interval=heartbeat_interval, liveness=liveness,
-                               now=now)
-        self.core.start(now)
+        #: Jobs the core started and that have not been run yet (bounded by the
+        #: virtual worker's slots: the core starts no more than that at once).
+        self._due: deque[tuple[str, str, dict[str, Any], float]] = deque()
+        self._stopped: set[str] = set()
 
-    def flush(self) -> None:
-        """Hand what the worker core has for the broker over."""
-        out = self.core.out
-        while out:
-            frames = out.pop(0)
-            self._to_broker([INPROC_RID, *frames])
+    @property
+    def names(self) -> frozenset[str]:
+        return frozenset(i.name for i in self.registry.infos())
 
-    def deliver(self, frames: list[bytes]) -> None:
-        """A message from the broker (without the routing id)."""
-        now = time.monotonic()
-        action = self.core.on_broker(frames, now)
-        if isinstance(action, JobStart):
-            self._start(action, now)
-        elif isinstance(action, str):
-            fut = self._tasks.pop(action, None)
-            if fut is not None:
-                fut.cancel()
+    # ----------------------------------------------------- the core's callbacks
+    def run(self, jid: str, tool: str, args: dict[str, Any], deadline: float,
+            cls: int) -> None:
+        """The core starts a job (runs later, in :meth:`run_due`: no re-entry)."""
+        self._due.append((jid, tool, args, deadline))
 
-    def tick(self) -> None:
-        """Heartbeats and per-job deadlines."""
-        stop, lost = self.core.tick(time.monotonic())
-        for jid in stop:
-            fut = self._tasks.pop(jid, None)
-            if fut is not None:
-                fut.cancel()
-        if lost:
-            self.core.start(time.monotonic())
+    def stop(self, jid: str) -> None:
+        """The core gave up on a job (timeout, cancel): stop it if it runs."""
+        fut = self._tasks.pop(jid, None)
+        if fut is not None:
+            fut.cancel()
+        elif self._due:
+            self._stopped.add(jid)
 
-    def _start(self, job: JobStart, now: float) -> None:
-        core = self.core
+    # --------------------------------------------------------------- running
+    @property
+    def due(self) -> bool:
+        """Whether jobs wait for :meth:`run_due`."""
+        return bool(self._due)
+
+    def run_due(self) -> None:
+        """Start every job the core has handed over (inline tools finish here)."""
+        due = self._due
+        stopped = self._stopped
+        while due:
+            jid, tool, args, deadline = due.popleft()
+            if stopped and jid in stopped:
+                stopped.discard(jid)
+                continue
+            self._start(jid, tool, args, deadline)
+        stopped.clear()
+
+    def _start(self, jid: str, tool: str, args: dict[str, Any], deadline: float) -> None:
+        started = time.monotonic()
         try:
-            spec = self.registry.get(job.tool)
+            spec = self.registry.get(tool)
         except ToolNotFound as exc:
-            core.fail(job.id, exc, now)
+            self._done(jid, None, exc, 0.0)
             return
-        ctx = ToolContext(job_id=job.id, node=core.node, config=self._config,
-                          deadline=job.deadline)
+        ctx = ToolContext(job_id=jid, node=self._node, config=self._config, deadline=deadline)
         try:
-            call = spec.prepare(job.args, ctx)
+            call = spec.prepare(args, ctx)
         except JobError as exc:
-            core.fail(job.id, exc, now)
+            self._done(jid, None, exc, 0.0)
             return
         if spec.is_async:
             fut: asyncio.Future[Any] = asyncio.get_running_loop().create_task(call())
@@ -96,29 +100,35 @@ class InprocWorker:
             try:
                 value = call()
             except Exception as exc:
-                core.fail(job.id, exc, now)
+                self._done(jid, None, self._error(jid, exc), time.monotonic() - started)
             else:
-                core.done(job.id, value, now)
+                self._done(jid, value, None, time.monotonic() - started)
             return
         else:
             fut = asyncio.get_running_loop().run_in_executor(None, call)
-        self._tasks[job.id] = fut
-        fut.add_done_callback(functools.partial(self._finished, job.id))
+        self._tasks[jid] = fut
+        fut.add_done_callback(functools.partial(self._finished, jid, started))
 
-    def _finished(self, jid: str, fut: asyncio.Future[Any]) -> None:
+    def _error(self, jid: str, exc: BaseException) -> JobError:
+        if isinstance(exc, JobError):
+            return exc
+        return ToolFailed(f"{type(exc).__name__}: {exc}", job_id=jid,
+                          remote_type=type(exc).__name__, node=self._node)
+
+    def _finished(self, jid: str, started: float, fut: asyncio.Future[Any]) -> None:
         self._tasks.pop(jid, None)
         if fut.cancelled():
             return
-        now = time.monotonic()
+        duration = time.monotonic() - started
         exc = fut.exception()
         if exc is not None:
-            self.core.fail(jid, exc, now)
+            self._done(jid, None, self._error(jid, exc), duration)
         else:
-            self.core.done(jid, fut.result(), now)
-        self.flush()
+            self._done(jid, fut.result(), None, duration)
 
     def close(self) -> None:
         """Stop whatever runs."""
         for fut in self._tasks.values():
             fut.cancel()
         self._tasks.clear()
+        self._due.clear()

@@ -36,6 +36,8 @@ import structlog
 import zmq
 import zmq.backend
 
+from ..protocol.limits import DEFAULT_MAX_MESSAGE_SIZE, MAX_MESSAGE_FRAMES
+
 __all__ = ["MAX_PENDING", "Pump"]
 
 log = structlog.get_logger("operone.pump")
@@ -57,14 +59,22 @@ COPY_THRESHOLD = 65536
 #: ``with_user_id=True``, else None.
 OnMessage = Callable[[int, list[bytes], float, "str | None"], None]
 OnUnroutable = Callable[[int, list[bytes], float], None]
+#: on_oversize(socket index, first frames (each clipped to 1 KiB), frames,
+#: bytes, now): a message past the frame or byte limit, read and dropped.
+OnOversize = Callable[[int, list[bytes], int, int, float], None]
+
+#: The first frames of an oversize message kept for its ERROR (routing id,
+#: tag, header), each clipped: enough for best_effort_id.
+_HEAD_FRAMES = 3
+_HEAD_BYTES = 1024
 
 # The Cython methods, typed for what we call them with.
 _get: Callable[[Any, int], int] = cast(Any, zmq.backend.Socket.get)
 _send: Callable[[Any, bytes, int, bool], None] = cast(Any, zmq.backend.Socket.send)
 _recv: Callable[..., Any] = cast(Any, zmq.backend.Socket.recv)
 _EVENTS = int(zmq.EVENTS)
-_RCVMORE = int(zmq.RCVMORE)
 _POLLIN = int(zmq.POLLIN)
+_RCVMORE = int(zmq.RCVMORE)  # only on the oversize path (_drop_rest)
 _NOBLOCK = int(zmq.NOBLOCK)
 _MORE = int(zmq.NOBLOCK) | int(zmq.SNDMORE)
 _EHOSTUNREACH = zmq.EHOSTUNREACH
@@ -80,36 +90,56 @@ class Pump:
         after_run: Callable[[float], None],
         *,
         on_unroutable: OnUnroutable | None = None,
+        on_oversize: OnOversize | None = None,
         batch: int = BATCH,
         clock: Callable[[], float] = time.monotonic,
+        max_frames: int = MAX_MESSAGE_FRAMES,
+        max_bytes: int = DEFAULT_MAX_MESSAGE_SIZE,
     ) -> None:
+        """``max_frames`` / ``max_bytes``: a whole message (routing id
+        included) past either is read frame by frame and dropped without
+        being kept (ZMQ_MAXMSGSIZE bounds only each frame), and reported to
+        ``on_oversize``."""
         self._loop = loop
         self._on_message = on_message
         self._after_run = after_run
         self._on_unroutable = on_unroutable
+        self._on_oversize = on_oversize
+        self._max_frames = max_frames
+        self._max_bytes = max_bytes
+        self.oversize = 0
         self._batch = batch
         self._clock = clock
         self.sockets: list[zmq.Socket[bytes] | None] = []
         self._fds: list[int] = []
         self._pending: list[deque[list[bytes]]] = []
         self._with_uid: list[bool] = []
+        self._drop_full: list[bool] = []
         #: Sockets to look at in the next run (signalled, or sent on).
         self._ready: set[int] = set()
         self._scheduled = False
         self._closed = False
         self.dropped = 0
+        #: Messages to a client whose pipe was full, dropped (drop_full sockets).
+        self.dropped_full = 0
         self.handler_errors = 0
 
     # ------------------------------------------------------------ sockets
-    def add(self, sock: zmq.Socket[bytes], *, with_user_id: bool = False) -> int:
+    def add(self, sock: zmq.Socket[bytes], *, with_user_id: bool = False,
+            drop_full: bool = False) -> int:
         """Start serving ``sock``; returns its index.  ``with_user_id``: report
-        the ZAP User-Id of every message (ROUTERs)."""
+        the ZAP User-Id of every message (ROUTERs).
+        ``drop_full`` (a ROUTER with ROUTER_MANDATORY): a message to a client
+        routing id (a leading zero byte) whose pipe is full is dropped and
+        counted, never queued: queued, it would hold back every message behind
+        it on this socket, to every other client."""
         fd = int(sock.getsockopt(zmq.FD))
         idx = len(self.sockets)
         self.sockets.append(sock)
         self._fds.append(fd)
         self._pending.append(deque())
         self._with_uid.append(with_user_id)
+        self._drop_full.append(drop_full)
         self._loop.add_reader(fd, self._signal, idx)
         self._signal(idx)
         return idx
@@ -204,40 +234,53 @@ class Pump:
     def _read(self, idx: int, now: float) -> bool:
         """Take up to one batch from socket ``idx`` (``now``: the time it was
         received); True when the batch was full (more may wait)."""
+        batch = self._batch
+        on_message = self._on_message
+        max_frames = self._max_frames
+        max_bytes = self._max_bytes
         s = self.sockets[idx]
         if s is None:
             return False
-        on_message = self._on_message
         with_uid = self._with_uid[idx]
         n = 0
         try:
             # Until EAGAIN: a socket drained to EAGAIN has had its
             # commands processed and will signal its FD again.
             while True:
-                if n == self._batch:
+                if n == batch:
                     return True
                 uid: str | None = None
+                # Frames as zmq.Frame: ``more`` is read in C with the frame
+                # (an RCVMORE option read per frame goes through pyzmq's
+                # Python-level option lookup, about twice the cost).
+                f = _recv(s, _NOBLOCK, False)
+                frames = [f.bytes]
                 if with_uid:
-                    # First frame as a zmq.Frame: it carries the message's
-                    # metadata (ZAP User-Id); the rest as bytes.
-                    f0 = _recv(s, _NOBLOCK, False)
-                    rid = f0.bytes
-                    frames = [rid]
-                    # Clients too: their key's role decides what they may do.
+                    # The first frame carries the message's metadata (ZAP
+                    # User-Id); clients too: their key's role decides what
+                    # they may do.
                     try:
-                        uid = str(f0.get("User-Id"))
+                        uid = str(f.get("User-Id"))
                     except zmq.ZMQError:
                         uid = None
+                size = len(frames[0])
+                while f.more:
+                    f = _recv(s, _NOBLOCK, False)
+                    b = f.bytes
+                    frames.append(b)
+                    size += len(b)
+                    if size > max_bytes or len(frames) > max_frames:
+                        break
                 else:
-                    frames = [_recv(s, _NOBLOCK)]
-                while _get(s, _RCVMORE):
-                    frames.append(_recv(s, _NOBLOCK))
+                    n += 1
+                    try:
+                        on_message(idx, frames, now, uid)
+                    except Exception:
+                        self.handler_errors += 1
+                        log.exception("handler_failed", socket=idx)
+                    continue
                 n += 1
-                try:
-                    on_message(idx, frames, now, uid)
-                except Exception:
-                    self.handler_errors += 1
-                    log.exception("handler_failed", socket=idx)
+                self._drop_rest(idx, s, frames, size, now)
         except zmq.Again:
             pass
         except zmq.ZMQError as exc:
@@ -268,6 +311,25 @@ class Pump:
                 self._ready.add(idx)  # the rest in the next run
                 self.kick()
         return read
+    def _drop_rest(self, idx: int, s: zmq.Socket[bytes], frames: list[bytes], size: int,
+                   now: float) -> None:
+        """Read the rest of an oversize message without keeping it (zero-copy
+        frames, each freed at once) and report it."""
+        nframes = len(frames)
+        head = [f[:_HEAD_BYTES] for f in frames[:_HEAD_FRAMES]]
+        del frames[:]
+        while _get(s, _RCVMORE):
+            size += len(_recv(s, _NOBLOCK, False))
+            nframes += 1
+        self.oversize += 1
+        if self._on_oversize is None:
+            log.warning("message_too_large", socket=idx, frames=nframes, bytes=size)
+            return
+        try:
+            self._on_oversize(idx, head, nframes, size, now)
+        except Exception:
+            self.handler_errors += 1
+            log.exception("handler_failed", socket=idx)
 
     # -------------------------------------------------------------- sending
     def send(self, idx: int, frames: list[bytes], now: float | None = None) -> bool:
@@ -287,7 +349,10 @@ class Pump:
         try:
             _send_frames(s, frames)
         except zmq.Again:
-            q.append(frames)
+            if self._drop_full[idx] and frames[0][:1] == b"\x00":
+                self._full(idx, frames, now)
+            else:
+                q.append(frames)
         except zmq.ZMQError as exc:
             if exc.errno == _EHOSTUNREACH:
                 if self._on_unroutable is not None:
@@ -298,6 +363,13 @@ class Pump:
                 self.dropped += 1
                 log.warning("send_failed", socket=idx, error=str(exc))
         return True
+
+    def _full(self, idx: int, frames: list[bytes], now: float | None) -> None:
+        """A message to a client whose pipe is full: dropped, and reported
+        as unroutable (the owner counts it; the client is not reading)."""
+        self.dropped_full += 1
+        if self._on_unroutable is not None:
+            self._on_unroutable(idx, frames, self._clock() if now is None else now)
 
     def _retry(self, idx: int, now: float) -> None:
         s = self.sockets[idx]
@@ -311,6 +383,10 @@ class Pump:
             try:
                 _send_frames(s, frames)
             except zmq.Again:
+                if self._drop_full[idx] and frames[0][:1] == b"\x00":
+                    q.popleft()
+                    self._full(idx, frames, now)
+                    continue
                 return
             except zmq.ZMQError as exc:
                 q.popleft()

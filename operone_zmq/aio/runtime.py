@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from ..config import Config, Home, load_config, parse_ssh_host
 from ..core.broker import BrokerLimits
 from ..errors import ConfigError
@@ -28,6 +30,7 @@ from ..security.keys import (
     parse_public_key,
 )
 from ..tools import ToolRegistry, ToolsConfig, builtin_registry
+from ..tools.spec import unsafe_shell_entries
 from .broker import Broker, PeerAddress
 from .client import AsyncClient, Client
 from .legacy import LegacyHost
@@ -64,6 +67,9 @@ def broker_from_config(home: Home, config: Config, extra_peers: Iterable[str] = 
     assert kp.secret is not None  # checked by node_keys
     limits = BrokerLimits(
         max_queued_jobs=config.limits.max_queued_jobs,
+        max_client_jobs=config.limits.max_client_jobs,
+        max_client_bytes=config.limits.max_client_bytes,
+        max_origin_bytes=config.limits.max_origin_bytes,
         heartbeat_interval=config.workers.heartbeat_interval,
         liveness=config.workers.heartbeat_liveness,
         peer_interval=config.broker.heartbeat_interval,
@@ -112,8 +118,17 @@ def legacy_hosts_from_config(config: Config) -> list[LegacyHost]:
 def tools_config(config: Config) -> ToolsConfig:
     """The built-in tools' policy from the [tools] section."""
     root = config.tools.fs_root
-    return ToolsConfig(shell_allow=frozenset(config.tools.shell_allow),
-                       fs_root=Path(root).expanduser() if root else None)
+    tc = ToolsConfig(shell_allow=frozenset(config.tools.shell_allow),
+                     fs_root=Path(root).expanduser() if root else None,
+                     shell_allow_unsafe=config.tools.shell_allow_unsafe,
+                     shell_user=config.tools.shell_user)
+    unsafe = unsafe_shell_entries(tc.shell_allow)
+    if unsafe:
+        structlog.get_logger("operone.tools").warning(
+            "shell_allow_unsafe", entries=unsafe,
+            warning="these shell_allow entries let every trusted client run ANY program"
+                    " on this node (tools.shell_allow_unsafe is set)")
+    return tc
 
 
 def registry_from_config(config: Config, extra_modules: Iterable[str] = ()) -> ToolRegistry:

@@ -19,6 +19,7 @@ import asyncio
 import concurrent.futures
 import functools
 import os
+import threading
 import time
 from typing import Any
 
@@ -40,6 +41,20 @@ log = structlog.get_logger("operone.worker")
 #: Seconds between ``broker_still_lost`` warnings while the broker stays away:
 #: a worker without a broker for a day logs about 1,440 lines, not 86,400.
 LOST_LOG_INTERVAL = 60.0
+
+#: Bytes of streamed output (PROGRESS ``data``) one job may send: the 4 MiB a
+#: shell job keeps of each stream (``tools.max_output``' default), so asking
+#: for streaming never moves more than asking for the result (a streamed
+#: ``cat /dev/zero`` pushed 574-768 MB in 1.5 s).  Past it, one PROGRESS says
+#: so and the rest is not streamed.
+MAX_STREAM_BYTES = 4 * 1024 * 1024
+#: Streamed bytes per second per job, and the burst allowed above it.  1 MiB/s
+#: is far more than anyone reads as it scrolls, and bounds what a job streams
+#: into the broker's and the client's queues.  A tool thread that streams
+#: faster waits (its child blocks on a full pipe: nothing is lost); a stream
+#: from the event loop's own thread past the rate is dropped instead.
+STREAM_RATE = 1024 * 1024
+STREAM_BURST = 256 * 1024
 
 
 class Worker:
@@ -112,7 +127,8 @@ class Worker:
             max_workers=self._threads, thread_name_prefix=f"{self.name}-tool")
         now = time.monotonic()
         self.core = self._new_core(now)
-        self._pump = Pump(loop, self._on_message, self._after_run)
+        self._pump = Pump(loop, self._on_message, self._after_run,
+                          max_bytes=self._socket_limits.max_message_size)
         self._pump.add(self._socket())
         self._stopped = asyncio.Event()
         self.core.start(now)
@@ -305,12 +321,43 @@ class Worker:
 
     def _stream_hook(self, jid: str) -> Any:
         loop = self._loop
+        loop_thread = threading.get_ident()
+        lock = threading.Lock()
+        # [bytes streamed, tokens, time of the last refill]
+        state = [0, float(STREAM_BURST), time.monotonic()]
 
         def stream(name: str, data: str) -> None:
             if loop is None or loop.is_closed() or name not in ("stdout", "stderr"):
                 return
+            data = data[: 1 << 20]
+            with lock:
+                sent = int(state[0])
+                if sent >= MAX_STREAM_BYTES:
+                    return
+                left = MAX_STREAM_BYTES - sent
+                if len(data) >= left:
+                    data = data[:left]
+                size = len(data.encode("utf-8", "replace"))
+                now = time.monotonic()
+                tokens = min(float(STREAM_BURST), state[1] + (now - state[2]) * STREAM_RATE)
+                state[2] = now
+                wait = (size - tokens) / STREAM_RATE if size > tokens else 0.0
+                if wait and threading.get_ident() == loop_thread:
+                    state[1] = tokens
+                    return  # never sleep on the loop: drop this piece
+                state[1] = tokens - size
+                state[0] = sent + size
+                capped = state[0] >= MAX_STREAM_BYTES
+            if wait:
+                time.sleep(wait)  # a tool thread: pace it
+            if loop.is_closed():
+                return
             loop.call_soon_threadsafe(self._send_progress, jid,
-                                      Progress(stream=name, data=data[: 1 << 20]))
+                                      Progress(stream=name, data=data))
+            if capped:
+                loop.call_soon_threadsafe(self._send_progress, jid, Progress(
+                    message=f"streamed output stopped at {MAX_STREAM_BYTES} bytes"
+                            " (the limit per job); the rest is not streamed"))
 
         return stream
 

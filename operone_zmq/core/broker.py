@@ -53,10 +53,18 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import BadRequest, JobError, ProtocolError, Refused, TooManyClients
+from ..errors import (
+    BadRequest,
+    JobError,
+    MessageTooLarge,
+    ProtocolError,
+    Refused,
+    TooManyClients,
+)
 from ..jobs.router import RouteDecision, ToolRouter
-from ..protocol.bodies import Cancel, ErrorBody, Query, pack_value
+from ..protocol.bodies import Cancel, ErrorBody, Ping, Query, pack_value
 from ..protocol.codec import TAG, Header, MsgType, best_effort_id, decode
+from ..protocol.limits import MAX_MESSAGE_FRAMES
 from ..protocol.signature import KeyRing, Signer
 from ..qos.manager import QoSManager
 from ..routing.dijkstra import RoutingTable
@@ -85,7 +93,7 @@ from .context import (
 from .legacy import LegacyHost, LegacyHosts
 from .links import PeerLinks
 from .linkstate import LinkState
-from .local import LocalJobs, WorkerSession
+from .local import LocalJobs, RunLocal, StopLocal, WorkerSession
 from .origin import OriginTable
 from .peers import PeerLink
 from .queries import Queries
@@ -122,9 +130,10 @@ class BrokerCore:
         signer: Signer | None = None,
         signing_keys: Callable[[str], str | None] | None = None,
         grants_by_fingerprint: Callable[[str], Grant | None] | None = None,
+        incarnation: int = 0,
     ) -> None:
         ctx = self._ctx = BrokerContext(node_id, limits or BrokerLimits(), now, wall, name,
-                                        cluster, public_key)
+                                        cluster, public_key, incarnation)
         self.started = now
         #: The role and allow-lists of a client key (None: every client is an operator).
         self._grants = grants
@@ -149,7 +158,8 @@ class BrokerCore:
         self._clients = ClientTable(ctx)
         self._local.wire(self._origin, self._remote, self._legacy, self._linkstate)
         self._origin.wire(self._local, self._legacy, self._relay, self._linkstate.lsdb,
-                          self._linkstate.routes, self._links.health)
+                          self._linkstate.routes, self._links.health,
+                          self._linkstate.incarnation_of)
         self._remote.wire(self._relay)
         self._legacy.wire(self._relay, self._linkstate)
         self._links.wire(self._linkstate)
@@ -208,6 +218,11 @@ class BrokerCore:
         return self._ctx.public_key
 
     @property
+    def incarnation(self) -> int:
+        """This broker run (random, new at each start; see docs/protocol.md §15)."""
+        return self._ctx.incarnation
+
+    @property
     def limits(self) -> BrokerLimits:
         return self._ctx.limits
 
@@ -219,6 +234,20 @@ class BrokerCore:
     @out.setter
     def out(self, value: list[tuple[int, list[bytes]]]) -> None:
         self._ctx.out = value
+
+    @property
+    def urgent(self) -> list[tuple[int, list[bytes]]]:
+        """Heartbeat frames to send before ``out``, at once (the shell then
+        calls :meth:`stamp_pings`); ``(socket index, frames)`` as in ``out``."""
+        return self._ctx.urgent
+
+    @urgent.setter
+    def urgent(self, value: list[tuple[int, list[bytes]]]) -> None:
+        self._ctx.urgent = value
+
+    def stamp_pings(self, sent_at: float) -> None:
+        """The shell sent ``urgent`` at ``sent_at`` (monotonic s)."""
+        self._links.stamp_pings(sent_at)
 
     @property
     def events(self) -> list[tuple[str, Any]]:
@@ -344,12 +373,35 @@ class BrokerCore:
                 return
             self._relay.on_client_broadcast(cls, rid, h, msg.body, now)
         elif t == _PING:
-            ctx.out.append((cls, [rid, TAG, ctx.header(_PONG, h.id, h.src, cls, h.id), b""]))
+            # The body says which broker run answers (a client tells a restart
+            # by it); a v1 client ignores it.
+            ctx.out.append((cls, [rid, TAG, ctx.header(_PONG, h.id, h.src, cls, h.id),
+                                  Ping(0, ctx.incarnation).pack()]))
         else:
             ctx.send_error(
                 cls, rid, h.id, h.src, cls,
                 BadRequest(f"message type {MsgType(t).name} is not accepted from a client"),
             )
+
+    def on_oversize(self, sock: int, head: list[bytes], nframes: int, nbytes: int,
+                    now: float) -> None:
+        """The shell read and dropped a message past the whole-message limits
+        (``head``: its first frames, clipped).  A client hears ``too_large``;
+        anything else is only counted."""
+        ctx = self._ctx
+        ctx.now = now
+        ctx.counters["malformed"] += 1
+        ctx.count_error("too_large")
+        rid = head[0] if head else b""
+        if sock >= WORKERS or rid[:1] != b"\x00":
+            return
+        err = MessageTooLarge(
+            f"message of {nframes - 1} frames and {nbytes - len(rid)} bytes dropped unread:"
+            f" a message has at most {MAX_MESSAGE_FRAMES - 1} frames, and all of them"
+            " together at most the node's limits.max_message_size bytes")
+        body = ErrorBody(err.code, str(err), None, ctx.node_id, {}).pack()
+        ctx.out.append((sock, [rid, TAG, ctx.header(_ERROR, best_effort_id(head, 1), "",
+                                                    sock), body]))
 
     def _on_query(self, cls: int, rid: bytes, h: Header, body: bytes, now: float,
                   grant: Grant = OPERATOR) -> None:
@@ -398,6 +450,20 @@ class BrokerCore:
         self._local.on_worker(frames, now)
         if self._origin.waiting:  # jobs wait for this node's workers (start-up grace)
             self._origin.release_waiting(now)
+
+    def add_virtual_worker(self, name: str, tools: frozenset[str], run: RunLocal,
+                           stop: StopLocal, *, slots: int = 1024, pid: int = 0) -> None:
+        """Serve ``tools`` in the shell's own process (``Broker.register_tool``):
+        their jobs start with ``run(job id, tool, args, deadline, cls)``, are
+        stopped with ``stop(job id)``, and end with :meth:`virtual_done`.
+        Neither callback may call back into the core."""
+        self._local.add_virtual_worker(name, tools, slots, pid, run, stop)
+
+    def virtual_done(self, jid: str, value: Any, error: JobError | None, duration: float,
+                     now: float) -> None:
+        """An in-process tool's job ``jid`` ended (``error`` None: it returned ``value``)."""
+        self._ctx.now = now
+        self._local.virtual_done(jid, value, error, duration)
 
     def on_unroutable(self, sock: int, frames: list[bytes], now: float) -> None:
         """The shell could not deliver ``frames`` (the peer is gone)."""

@@ -20,6 +20,7 @@ from ..protocol.bodies import (
     Cancel,
     ErrorBody,
     JobRequest,
+    Ping,
     Progress,
     Query,
     ResultBody,
@@ -51,7 +52,8 @@ class JobResult:
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """A decoded reply: ``kind`` is "result", "error", "progress" or "reply"."""
+    """A decoded reply: ``kind`` is "result", "error", "progress", "reply" or
+    "pong" (value: the broker's incarnation, 0 when it does not say)."""
 
     kind: str
     id: str
@@ -113,6 +115,11 @@ class ClientCore:
         bid = self.next_id()
         return bid, [TAG, self._header(int(MsgType.BROADCAST), bid, "", cls), pack_value(data)]
 
+    def ping(self, cls: int = 0) -> tuple[str, list[bytes]]:
+        """Frames of a PING and its id (the PONG says the broker's incarnation)."""
+        pid = self.next_id()
+        return pid, [TAG, self._header(int(MsgType.PING), pid, "", cls), b""]
+
     def cancel(self, jid: str, reason: str = "", cls: int = 2) -> list[bytes]:
         """Frames of a CANCEL for job ``jid``."""
         return [TAG, self._header(int(MsgType.CANCEL), jid, "", cls), Cancel(reason).pack()]
@@ -138,7 +145,10 @@ class ClientCore:
             if t == _REPLY:
                 return Reply("reply", h.corr or h.id, unpack_value(msg.body))
             if t == _PONG:
-                return Reply("reply", h.corr or h.id, None)
+                # value: the broker's incarnation (0 from a broker that does
+                # not say it, or an empty first-revision body).
+                inc = Ping.unpack(msg.body).incarnation if msg.body else 0
+                return Reply("pong", h.corr or h.id, inc)
         except ProtocolError:
             pass
         self.malformed += 1

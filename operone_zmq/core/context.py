@@ -15,6 +15,7 @@ Rules:
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -74,6 +75,18 @@ class BrokerLimits:
     max_queued_jobs: int = 10_000
     #: Jobs accepted and not yet finished (queued + running).
     max_jobs: int = 100_000
+    #: Jobs one client connection may have in flight (submitted, not yet
+    #: answered); past it, Overloaded.  Below the 10,000-message SNDHWM of
+    #: the connection, so the final answers of a client that stops reading
+    #: fit in its pipe with room for PONGs and REPLYs (docs/protocol.md 10.3).
+    max_client_jobs: int = 5_000
+    #: Body bytes of the jobs one client connection has in flight; past it,
+    #: Overloaded.  Two maximum-size (64 MiB) messages: one client cannot make
+    #: the broker hold much more than it could send in two messages.
+    max_client_bytes: int = 128 * 1024 * 1024
+    #: Body bytes of the jobs run here for one other origin node (all of its
+    #: clients together); past it, Overloaded.  Four clients' worth.
+    max_origin_bytes: int = 512 * 1024 * 1024
     #: Timeout for a job that names none.
     default_timeout: float = 300.0
     #: Seconds between heartbeats to each worker.
@@ -90,6 +103,10 @@ class BrokerLimits:
     max_seen_broadcasts: int = 10_000
     #: Received broadcasts kept for QUERY "broadcasts".
     max_kept_broadcasts: int = 1000
+    #: Body bytes of the broadcasts kept for QUERY "broadcasts" (oldest out
+    #: first); a body above 1/16 of it is kept without its data.  16 MiB:
+    #: the history is a debugging view, not a store.
+    max_kept_broadcast_bytes: int = 16 * 1024 * 1024
     #: Extra seconds a forwarded job waits past its timeout for the remote answer.
     remote_grace: float = 1.0
     #: Seconds a finished remote job's result is kept to answer a repeated attempt.
@@ -149,6 +166,10 @@ def _new_counters() -> dict[str, int]:
         "jobs_waited_for_workers": 0,
         "held_resent": 0,
         "held_dropped": 0,
+        "peer_restarts": 0,
+        "attempts_restarted": 0,
+        "orphans_joined": 0,
+        "orphans_answered": 0,
     }
 
 
@@ -162,18 +183,25 @@ class BrokerContext:
         "counters",
         "errors",
         "events",
+        "incarnation",
         "limits",
         "name",
         "node_id",
         "now",
         "out",
         "public_key",
+        "urgent",
         "wall",
     )
 
     def __init__(self, node_id: str, limits: BrokerLimits, now: float,
-                 wall: Callable[[], float], name: str, cluster: str, public_key: str) -> None:
+                 wall: Callable[[], float], name: str, cluster: str, public_key: str,
+                 incarnation: int = 0) -> None:
         self.node_id = node_id
+        #: This broker run (in HELLO, WELCOME, PONG and our LSAs): random, new
+        #: at each start, so a neighbour or client tells a restart from a
+        #: reconnect (SWIM/memberlist's incarnation; never 0, which means "not said").
+        self.incarnation = incarnation or secrets.randbits(62) + 1
         self.name = name or node_id
         self.cluster = cluster
         self.public_key = public_key
@@ -182,6 +210,10 @@ class BrokerContext:
         self.now = now
         #: Frames to send: (socket index, frames including the routing id).
         self.out: list[tuple[int, list[bytes]]] = []
+        #: Heartbeats (PING, PONG between brokers): the shell sends these
+        #: before ``out`` and as soon as the input that made them is handled,
+        #: then calls ``BrokerCore.stamp_pings`` with the time.
+        self.urgent: list[tuple[int, list[bytes]]] = []
         #: Events for the shell to emit: (name, payload).
         self.events: list[tuple[str, Any]] = []
         #: Things only the shell can do (open sockets): ("dial", node, host, port).

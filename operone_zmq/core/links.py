@@ -65,7 +65,7 @@ from .peers import (
 )
 from .ports import LinkEvents
 
-__all__ = ["MAX_LINK_QUEUE", "QOS_CLASS_TYPES", "Deliver", "PeerLinks"]
+__all__ = ["LOSS_CHANGE", "MAX_LINK_QUEUE", "QOS_CLASS_TYPES", "Deliver", "PeerLinks"]
 
 #: QoS message type whose policy shapes each class on peer links: heartbeats
 #: and handshakes are critical (never throttled), jobs and results high, other
@@ -79,6 +79,10 @@ MAX_LINK_QUEUE = 10_000
 
 #: Messages of the session protocol, handled here; all others are delivered.
 _SESSION = frozenset({_PING, _PONG, _BYE, _WELCOME})
+
+#: Change of a link's measured loss (fraction) that is worth a new LSA: 2 %
+#: is two heartbeats of a 100-ping window, well above a quiet link's noise.
+LOSS_CHANGE = 0.02
 
 #: Pings remembered per link awaiting their PONG.
 _MAX_PINGS = 64
@@ -112,16 +116,22 @@ class PeerLinks:
         self.links: dict[str, PeerLink] = {}
         self._link_by_sock: dict[int, PeerLink] = {}
         self.qos = QoSManager(clock=lambda: ctx.now)
-        self.qos.on("violation:latency", lambda d: ctx.events.append(
-            ("qos:violation", {"kind": "latency", **d})))
-        self.qos.on("violation:packet-loss", lambda d: ctx.events.append(
-            ("qos:violation", {"kind": "packet-loss", **d})))
+        # Edges only (qos/manager.py): once when a link crosses a threshold,
+        # once when it recovers.
+        for kind in ("latency", "packet-loss"):
+            for state, prefix in (("violated", "violation"), ("recovered", "recovered")):
+                self.qos.on(f"{prefix}:{kind}", lambda d, k=kind, st=state: ctx.events.append(
+                    ("qos:violation", {"kind": k, "state": st, **d})))
         self._release_at = float("inf")
         self.next_ping = ctx.now + ctx.limits.peer_interval
         limits = ctx.limits
         #: Which neighbours are silent, counting only time we were listening.
         self.liveness = PeerLiveness(limits.peer_liveness * limits.peer_interval,
                                      limits.peer_interval)
+        #: PINGs put in ``ctx.urgent`` whose send time the shell has not given.
+        self._unstamped: list[tuple[str, int]] = []
+        #: node -> the loss our LSA advertises for the link (one per link).
+        self._advertised_loss: dict[str, float] = {}
 
     def wire(self, linkstate: LinkEvents) -> None:
         self._linkstate = linkstate
@@ -136,6 +146,21 @@ class PeerLinks:
     def advertise_costs(self) -> list[tuple[str, float]]:
         """(node, cost band) of every up link, for our LSA."""
         return [(link.node, link.cost) for link in self.links.values() if link.up]
+
+    def link_loss(self, node: str) -> float:
+        """The measured loss (fraction) of the link to ``node``, for our LSA
+        (qos/metrics.py: unanswered or retransmitted heartbeats); remembered
+        as advertised."""
+        m = self.qos.get_metrics(node)
+        loss = round(m.packet_loss, 3) if m is not None else 0.0
+        self._advertised_loss[node] = loss
+        return loss
+
+    def _loss_moved(self, node: str) -> None:
+        m = self.qos.get_metrics(node)
+        if m is not None and abs(m.packet_loss - self._advertised_loss.get(node, 0.0)) \
+                >= LOSS_CHANGE:
+            self._linkstate.mark_dirty()
 
     def up_nodes(self) -> list[str]:
         return sorted(n for n, link in self.links.items() if link.up)
@@ -237,7 +262,8 @@ class PeerLinks:
         token = link.token
         if token is None and self._token_factory is not None:
             token = self._token_factory()
-        body = Hello(ctx.node_id, ctx.name, ctx.cluster, token, self._signing_key).pack()
+        body = Hello(ctx.node_id, ctx.name, ctx.cluster, token, self._signing_key,
+                     incarnation=ctx.incarnation).pack()
         ctx.out.append((link.dial[0], [TAG, ctx.header(_HELLO, ctx.next_id(), link.node, 0),
                                        body]))
         if link.dial_state == DOWN:
@@ -264,13 +290,17 @@ class PeerLinks:
         link.pings.clear()
         link.reset_band()
         self.liveness.forget(link.node)
+        self._advertised_loss.pop(link.node, None)
         self._linkstate.mark_dirty()
         self._ctx.events.append(("peer:disconnected", {"node": link.node, "reason": reason}))
 
     # ------------------------------------------------------------- sending
-    def send(self, link: PeerLink, cls: int, frames: list[bytes]) -> bool:
+    def send(self, link: PeerLink, cls: int, frames: list[bytes], *,
+             urgent: bool = False) -> bool:
         """Send on the link's preferred transport, shaped by QoS; False when it
-        has no transport up or its queue for the class is full."""
+        has no transport up or its queue for the class is full.  ``urgent``
+        (heartbeats): when nothing of the class waits, it goes to
+        ``ctx.urgent``, which the shell sends before anything else, at once."""
         if not link.up:
             return False
         q = link.queues.get(cls)
@@ -291,14 +321,16 @@ class PeerLinks:
             self._release_at = min(self._release_at, now + self.qos.time_until(
                 link.node, QOS_CLASS_TYPES[cls], size, now))
             return True
-        self._put_on_wire(link, cls, frames)
+        self._put_on_wire(link, cls, frames, urgent)
         return True
 
-    def _put_on_wire(self, link: PeerLink, cls: int, frames: list[bytes]) -> None:
+    def _put_on_wire(self, link: PeerLink, cls: int, frames: list[bytes],
+                     urgent: bool = False) -> None:
+        out = self._ctx.urgent if urgent else self._ctx.out
         if link.dial is not None and link.dial_state == UP:
-            self._ctx.out.append((link.dial[cls], frames))
+            out.append((link.dial[cls], frames))
         elif link.rid is not None:
-            self._ctx.out.append((cls, [link.rid, *frames]))
+            out.append((cls, [link.rid, *frames]))
         link.sent += 1
 
     def release_due(self, now: float) -> None:
@@ -429,6 +461,7 @@ class PeerLinks:
             was_up = link.up
             link.dial_state = UP
             link.name = w.name
+            self._linkstate.incarnation_seen(link.node, w.incarnation, now)
             if not was_up:
                 self._on_link_up(link, now)
             self._heard(link, now)
@@ -515,7 +548,9 @@ class PeerLinks:
         link.name = hello.name
         ctx.out.append((cls, [rid, TAG, ctx.header(_WELCOME, h.id, node, cls, h.id),
                               Welcome(ctx.node_id, ctx.name, ctx.cluster,
-                                      self._signing_key).pack()]))
+                                      self._signing_key,
+                                      incarnation=ctx.incarnation).pack()]))
+        self._linkstate.incarnation_seen(node, hello.incarnation, now)
         if not was_up:
             self._on_link_up(link, now)
         else:
@@ -533,8 +568,10 @@ class PeerLinks:
             self._deliver(link, cls, msg, frames, now)
         elif t == _PING:
             h = msg.header
+            # Urgent: the shell sends it before the rest of this batch is
+            # handled, so our own loop's work is not in the neighbour's RTT.
             self.send(link, 0, [TAG, self._ctx.header(_PONG, h.id, link.node, 0, h.id),
-                                msg.body])
+                                msg.body], urgent=True)
         elif t == _PONG:
             self._on_pong(link, msg.body, now)
         elif t == _BYE:
@@ -548,6 +585,7 @@ class PeerLinks:
             return
         sent = link.pings.pop(seq, None)
         self.qos.pong_received(link.node, seq, now)
+        self._loss_moved(link.node)
         if sent is not None:
             link.pongs += 1
             if link.record_rtt((now - sent) * 1000.0):
@@ -585,6 +623,7 @@ class PeerLinks:
                     del self.links[link.node]
         if now >= self.next_ping:
             self.next_ping = now + limits.peer_interval
+            self._unstamped.clear()  # a shell that never stamps: keep it bounded
             for link in list(self.links.values()):
                 if not link.up:
                     continue
@@ -595,7 +634,8 @@ class PeerLinks:
                 if len(link.pings) > _MAX_PINGS:
                     del link.pings[min(link.pings)]
                 self.send(link, 0, [TAG, ctx.header(_PING, ctx.next_id(), link.node, 0),
-                                    Ping(link.ping_seq).pack()])
+                                    Ping(link.ping_seq).pack()], urgent=True)
+                self._unstamped.append((link.node, link.ping_seq))
         for link in self.links.values():
             if link.dial is not None and link.dial_state != UP and now >= link.next_hello:
                 if link.dial_state == HELLO_SENT and link.accepted_up:
@@ -603,9 +643,23 @@ class PeerLinks:
                     continue
                 self._send_hello(link, now)
 
+    def stamp_pings(self, sent_at: float) -> None:
+        """The shell sent ``ctx.urgent`` at ``sent_at``: that, not the tick
+        that made them, is when the PINGs in it left (RTT = PONG received -
+        this)."""
+        for node, seq in self._unstamped:
+            link = self.links.get(node)
+            if link is not None and seq in link.pings:
+                link.pings[seq] = sent_at
+                self.qos.ping_restamped(node, seq, sent_at)
+        self._unstamped.clear()
+
     def expire_pings(self, now: float) -> None:
         limits = self._ctx.limits
-        self.qos.expire_pings(now, timeout=limits.peer_liveness * limits.peer_interval)
+        lost = self.qos.expire_pings(now, timeout=limits.peer_liveness * limits.peer_interval)
+        for node in lost:
+            if node in self.links:
+                self._loss_moved(node)
 
     def next_deadline(self, t: float) -> float:
         """The earlier of ``t`` and when :meth:`tick` or a release is next due."""

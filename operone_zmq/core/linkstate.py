@@ -62,8 +62,13 @@ from .context import _LSA, BrokerContext
 from .peers import PeerLink
 from .ports import Advertiser, LegacyHostsView, LinkAdverts, TopologyWatcher
 
-__all__ = ["LOAD_CHANGE", "LSA_MIN_INTERVAL", "MAX_SSH_HOSTS_PER_BROKER", "PARTITION_HOLD",
-           "SPF_DELAY", "LinkState"]
+__all__ = ["LOAD_CHANGE", "LSA_MIN_INTERVAL", "MAX_INCARNATIONS", "MAX_SSH_HOSTS_PER_BROKER",
+           "PARTITION_HOLD", "SPF_DELAY", "LinkState"]
+
+#: Nodes whose incarnation (broker run) we remember: as many as a link-state
+#: database holds origins by default, so every node we route to is covered;
+#: the oldest entry goes first past it.
+MAX_INCARNATIONS = 100_000
 
 #: Seconds between a topology change and our reaction to it (events, failing
 #: jobs to nodes that became unreachable) after a quiet period: batches a
@@ -112,6 +117,8 @@ class LinkState:
         self.topology = NetworkTopology(ctx.node_id, clock=lambda: ctx.now, lsdb=self.lsdb)
         self.topology.partitions = self.tracker
         self._advertised_load = 0.0
+        #: node -> the incarnation last seen in its HELLO/WELCOME or LSA.
+        self._incarnations: dict[str, int] = {}
 
     def wire(self, links: LinkAdverts, local: Advertiser, legacy: LegacyHostsView,
              origin: TopologyWatcher) -> None:
@@ -134,7 +141,7 @@ class LinkState:
     def _our_links(self) -> list[LinkInfo]:
         out = [LinkInfo(name, 1.0) for name in self._legacy.names()]
         for node, cost in self._links.advertise_costs():
-            out.append(LinkInfo(node, round(cost, 3)))
+            out.append(LinkInfo(node, round(cost, 3), loss=self._links.link_loss(node)))
         return out
 
     def _originate(self, now: float) -> None:
@@ -148,7 +155,8 @@ class LinkState:
         try:
             lsa = self.lsdb.originate(
                 self._our_links(), local.tools(), local.caps(), load, local.worker_count(),
-                now, public_key=ctx.public_key, name=ctx.name)
+                now, public_key=ctx.public_key, name=ctx.name,
+                incarnation=ctx.incarnation)
             wire.append(lsa.to_wire())
         except ProtocolError as exc:
             self._origination_failed(ctx.node_id, exc)
@@ -157,7 +165,8 @@ class LinkState:
                 llsa = self.lsdb.originate(
                     [LinkInfo(ctx.node_id, 1.0)], self._legacy.tools, ("ssh",),
                     lg_load, lg_slots, now, origin=name,
-                    kind="ssh", name=f"{name} (ssh via {ctx.node_id})")
+                    kind="ssh", name=f"{name} (ssh via {ctx.node_id})",
+                    incarnation=ctx.incarnation)
             except ProtocolError as exc:
                 self._origination_failed(name, exc)
                 continue
@@ -250,12 +259,37 @@ class LinkState:
         result = self.lsdb.install_many(lsas, now, link.node)
         if result.accepted:
             self._flood([x.to_wire() for x in result.accepted], link.node)
+            for x in result.accepted:
+                if x.incarnation:
+                    self.incarnation_seen(x.origin, x.incarnation, now)
         newer += [cur.to_wire() for x in result.older
                   if (cur := self.lsdb.get(x.origin)) is not None]
         if newer:
             self._send_lsas(link, newer)
         if self.lsdb.needs_reorigination:
             self.mark_dirty()
+
+    # ---------------------------------------------------------- incarnations
+    def incarnation_of(self, node: str) -> int:
+        """The incarnation last seen of ``node`` (0: not known)."""
+        return self._incarnations.get(node, 0)
+
+    def incarnation_seen(self, node: str, incarnation: int, now: float) -> None:
+        """``node`` said (HELLO, WELCOME) or advertised (a newer LSA) that it
+        runs as ``incarnation``; a different one than before means it
+        restarted: what it ran before is gone (the origin table re-places it)."""
+        if not incarnation or node == self._ctx.node_id:
+            return
+        known = self._incarnations
+        old = known.pop(node, None)
+        known[node] = incarnation  # (re)inserted last: the dict is oldest-first
+        if len(known) > MAX_INCARNATIONS:
+            del known[next(iter(known))]
+        if old is not None and old != incarnation:
+            ctx = self._ctx
+            ctx.counters["peer_restarts"] += 1
+            ctx.events.append(("peer:restarted", {"node": node}))
+            self._origin.node_restarted(node, incarnation, now)
 
     # ------------------------------------------------------- SPF scheduling
     def poll(self, now: float) -> None:

@@ -9,6 +9,11 @@ Worker session lifecycle (one table, all transitions here)::
 
     (unknown) --READY--> READY --(no message for liveness x interval)--> gone
     READY --READY--> READY (re-registration: jobs it was running are lost)
+    (unknown) --READY listing running jobs--> READY, those jobs kept as
+        *orphans* (their slots taken): after our restart, a worker that
+        survived us still runs them; a JOB with such an id joins the running
+        one (no second run), and an orphan's RESULT is kept for
+        ``result_cache_seconds`` for the retry that will ask for it
     READY --DISCONNECT--> gone
     any message from an unknown worker other than READY --> we answer
         DISCONNECT("unknown worker"), and the worker registers again.
@@ -33,12 +38,25 @@ Rules:
   run.  A job whose tool nobody offers any more fails at once (NoRoute: it
   never started, so its origin may place it elsewhere).
 * A change of workers marks our LSA dirty (tools, caps and load are in it).
+* For :data:`WORKER_GRACE_INTERVALS` heartbeat liveness periods after this
+  broker started, a remote job for a tool no worker offers is answered
+  NoRoute (transient: workers register again after our restart), not
+  ``tool_not_found``.
+* Tools served in the broker's own process (``Broker.register_tool``) are one
+  *virtual worker* (:meth:`LocalJobs.add_virtual_worker`): a session like any
+  other (slots, placement, queue, deadlines, cancel), but its jobs start
+  through the shell's ``run`` callback with the request already decoded, and
+  its outcome comes back through :meth:`LocalJobs.virtual_done`, which packs
+  the RESULT/ERROR once.  It sends and gets no frames and never expires.
+  ``run`` and ``stop`` must not call back into the core: the shell runs the
+  tool after the core call returns.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections import deque
+from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,12 +67,21 @@ from ..errors import (
     NoRoute,
     Overloaded,
     ProtocolError,
+    ToolFailed,
     ToolNotFound,
     WorkerLost,
 )
 from ..jobs.router import NodeInfo
-from ..protocol.bodies import Cancel, Disconnect, ErrorBody, Heartbeat, JobRequest, Ready
-from ..protocol.codec import TAG, Header, decode, decode_header
+from ..protocol.bodies import (
+    Cancel,
+    Disconnect,
+    ErrorBody,
+    Heartbeat,
+    JobRequest,
+    Ready,
+    ResultBody,
+)
+from ..protocol.codec import TAG, Header, decode, decode_header, encode_header
 from .context import (
     _CANCEL,
     _DISCONNECT,
@@ -69,8 +96,36 @@ from .context import (
 )
 from .ports import QUEUED, RUNNING, Advertised, Job, LegacyRuns, OriginAnswers, RemoteAnswers
 
-__all__ = ["QUEUED", "RUNNING", "Job", "LocalJobs", "WorkerSession"]
+__all__ = [
+    "MAX_ORPHAN_RESULTS",
+    "QUEUED",
+    "RUNNING",
+    "VIRTUAL_RID",
+    "WORKER_GRACE_INTERVALS",
+    "Job",
+    "LocalJobs",
+    "RunLocal",
+    "StopLocal",
+    "WorkerSession",
+]
 
+#: Worker liveness periods (liveness x heartbeat interval) after our start in
+#: which a missing tool is transient: a worker that survived our restart needs
+#: about one to notice and register again.
+WORKER_GRACE_INTERVALS = 2
+
+#: Results of orphan jobs (run by a worker for our previous incarnation) kept
+#: for the retry that asks for them; oldest out first.
+MAX_ORPHAN_RESULTS = 10_000
+
+#: Routing id of the virtual worker (a zero first byte: no socket peer can
+#: ever have it, since ZeroMQ-chosen ids start with one and workers get those).
+VIRTUAL_RID = b"\x00inproc"
+
+#: run(job id, tool, args, deadline, cls): start a job of the virtual worker.
+RunLocal = Callable[[str, str, dict[str, Any], float, int], None]
+#: stop(job id): the job of the virtual worker is cancelled or timed out.
+StopLocal = Callable[[str], None]
 
 
 @dataclass(slots=True)
@@ -106,6 +161,13 @@ class LocalJobs:
         self._next_heartbeat = ctx.now + ctx.limits.heartbeat_interval
         self._local_tools: frozenset[str] = frozenset()
         self._local_caps: frozenset[str] = frozenset()
+        self._started = ctx.now
+        #: job id -> the worker still running it for our previous incarnation.
+        self._orphans: dict[str, bytes] = {}
+        #: job id -> (expiry, RESULT frames) of orphans that finished.
+        self._orphan_results: OrderedDict[str, tuple[float, list[bytes]]] = OrderedDict()
+        self._run_local: RunLocal | None = None
+        self._stop_local: StopLocal | None = None
 
     def wire(self, origin: OriginAnswers, remote: RemoteAnswers, legacy: LegacyRuns,
              linkstate: Advertised) -> None:
@@ -186,8 +248,18 @@ class LocalJobs:
         node_id = self._ctx.node_id
         limits = self._ctx.limits
         caps = frozenset(req.caps)
+        orphan = self._join_orphan(client, cls, src, jid, req, job_frames, now, remote,
+                                   origin)
+        if orphan:
+            return None
         candidates = self._by_tool.get(req.tool)
         if not candidates:
+            grace = (WORKER_GRACE_INTERVALS * limits.liveness * limits.heartbeat_interval)
+            if remote and now - self._started < grace:
+                return NoRoute(
+                    f"node '{node_id}' started {now - self._started:.1f} s ago and no worker"
+                    f" offering tool '{req.tool}' has registered yet", job_id=jid,
+                    node=node_id, details={"transient": "starting"})
             return ToolNotFound(
                 f"no worker on node '{node_id}' offers tool '{req.tool}'", job_id=jid,
                 node=node_id)
@@ -201,7 +273,7 @@ class LocalJobs:
                 f" {limits.max_jobs})", job_id=jid, node=node_id)
         timeout = req.timeout if req.timeout is not None else limits.default_timeout
         job = Job(jid, client, cls, req.tool, caps, job_frames, now + timeout, now, src,
-                  remote=remote, origin=origin)
+                  remote=remote, origin=origin, request=req)
         worker = self._pick(candidates, caps)
         if worker is None:
             if self._queued >= limits.max_queued_jobs:
@@ -221,6 +293,31 @@ class LocalJobs:
         heapq.heappush(self._deadlines, (job.deadline, jid))
         return None
 
+    def _join_orphan(self, client: bytes, cls: int, src: str, jid: str, req: JobRequest,
+                     job_frames: list[bytes], now: float, remote: bool,
+                     origin: bool) -> bool:
+        """A job this node's previous incarnation ran: join the worker still
+        running it, or answer it from the orphan's result.  True when done."""
+        limits = self._ctx.limits
+        timeout = req.timeout if req.timeout is not None else limits.default_timeout
+        cached = self._orphan_results.pop(jid, None)
+        if cached is not None and cached[0] > now:
+            job = Job(jid, client, cls, req.tool, frozenset(req.caps), job_frames,
+                      now + timeout, now, src, remote=remote, origin=origin)
+            self._ctx.counters["orphans_answered"] += 1
+            self.reply(job, cached[1], decode_header(cached[1][2]))
+            return True
+        rid = self._orphans.pop(jid, None)
+        w = self.workers.get(rid) if rid is not None else None
+        if w is None or jid not in w.running:
+            return False
+        job = Job(jid, client, cls, req.tool, frozenset(req.caps), job_frames, now + timeout,
+                  now, src, state=RUNNING, worker=w.rid, remote=remote, origin=origin)
+        self._jobs[jid] = job
+        heapq.heappush(self._deadlines, (job.deadline, jid))
+        self._ctx.counters["orphans_joined"] += 1
+        return True
+
     @staticmethod
     def _pick(candidates: list[WorkerSession], caps: frozenset[str]) -> WorkerSession | None:
         best: WorkerSession | None = None
@@ -235,6 +332,11 @@ class LocalJobs:
         job.state = RUNNING
         job.worker = worker.rid
         worker.running.add(job.id)
+        if worker.rid == VIRTUAL_RID and self._run_local is not None:
+            req = job.request
+            if req is not None:
+                self._run_local(job.id, req.tool, req.args, job.deadline, job.cls)
+                return
         self._ctx.out.append((WORKERS, [worker.rid, *job.frames]))
 
     # ------------------------------------------------------------- answering
@@ -269,6 +371,7 @@ class LocalJobs:
     def abort(self, job: Job, err: JobError, silent: bool = False) -> None:
         """Stop ``job`` wherever it is and answer its submitter with ``err``
         (``silent``: answer nobody)."""
+        refill: WorkerSession | None = None
         if job.state == QUEUED:
             q = self._queues.get((job.tool, job.caps))
             if q is not None:
@@ -279,12 +382,20 @@ class LocalJobs:
                     pass
         elif job.legacy is not None:
             self._ctx.actions.append(("ssh-cancel", job.legacy, job.id))
+        elif job.worker == VIRTUAL_RID and self._stop_local is not None:
+            # Its slot frees now: whatever it returns later is dropped.
+            refill = self.workers.get(VIRTUAL_RID)
+            if refill is not None:
+                refill.running.discard(job.id)
+            self._stop_local(job.id)
         elif job.worker is not None and job.worker in self.workers:
             # The slot stays taken until the worker answers the CANCEL.
             self._ctx.out.append((WORKERS, [job.worker, TAG,
                                             self._ctx.header(_CANCEL, job.id, "", job.cls),
                                             Cancel(err.code).pack()]))
         self.fail(job, err, silent)
+        if refill is not None and self._queued:
+            self._fill(refill)
 
     def supersede(self, jid: str) -> None:
         """Stop the origin table's attempt ``jid`` here without answering it."""
@@ -311,20 +422,7 @@ class LocalJobs:
         if t in (_RESULT, _ERROR):
             if w is not None:
                 w.expires = now + limits.liveness * limits.heartbeat_interval
-                w.running.discard(h.id)
-                w.done += 1
-            job = self._jobs.get(h.id)
-            if job is not None and job.worker == rid:
-                del self._jobs[h.id]
-                if not job.origin:
-                    ctx.counters["jobs_completed" if t == _RESULT else "jobs_failed"] += 1
-                    if t == _ERROR:
-                        self._count_error(msg.body)
-                self.reply(job, frames, h)
-            else:
-                ctx.counters["late_replies"] += 1
-            if w is not None and self._queued:
-                self._fill(w)
+            self._answered(w, rid, h, frames, msg.body)
             if w is None:
                 self._unknown_worker(rid, h)
             return
@@ -357,6 +455,73 @@ class LocalJobs:
             return
         ctx.counters["malformed"] += 1
 
+    def _answered(self, w: WorkerSession | None, rid: bytes, h: Header, frames: list[bytes],
+                  body: bytes) -> None:
+        """RESULT/ERROR ``h`` (frames: routing id, tag, header, body) from worker
+        ``rid`` (its session ``w``, when registered)."""
+        ctx = self._ctx
+        t = h.type
+        if w is not None:
+            w.running.discard(h.id)
+            w.done += 1
+        job = self._jobs.get(h.id)
+        if job is None and t == _RESULT:
+            # An orphan's result, or one a worker sends again after our
+            # restart (or before it registered again): kept for the
+            # retry that will ask for it.
+            self._orphans.pop(h.id, None)
+            cache = self._orphan_results
+            cache[h.id] = (ctx.now + ctx.limits.result_cache_seconds, frames)
+            while len(cache) > MAX_ORPHAN_RESULTS:
+                cache.popitem(last=False)
+        if job is not None and job.worker == rid:
+            del self._jobs[h.id]
+            if not job.origin:
+                ctx.counters["jobs_completed" if t == _RESULT else "jobs_failed"] += 1
+                if t == _ERROR:
+                    self._count_error(body)
+            self.reply(job, frames, h)
+        else:
+            ctx.counters["late_replies"] += 1
+        if w is not None and self._queued:
+            self._fill(w)
+
+    # ------------------------------------------------------- virtual worker
+    def add_virtual_worker(self, name: str, tools: frozenset[str], slots: int, pid: int,
+                           run: RunLocal, stop: StopLocal) -> None:
+        """Serve ``tools`` in the broker's own process: jobs start through
+        ``run`` and end with :meth:`virtual_done` (see the rules above)."""
+        self._run_local, self._stop_local = run, stop
+        ready = Ready(name, (), (), slots, pid)
+        self._register(VIRTUAL_RID, ready, self._ctx.now, tools=tools)
+
+    def virtual_done(self, jid: str, value: Any, error: JobError | None,
+                     duration: float) -> None:
+        """The virtual worker's job ``jid`` returned ``value`` or failed with
+        ``error``; a job answered meanwhile (timed out, cancelled) is ignored
+        as a late reply."""
+        ctx = self._ctx
+        w = self.workers.get(VIRTUAL_RID)
+        job = self._jobs.get(jid)
+        if w is None or job is None or job.worker != VIRTUAL_RID or jid not in w.running:
+            ctx.counters["late_replies"] += 1
+            return
+        if error is None:
+            try:
+                body = ResultBody(value, ctx.node_id, duration).pack()
+                t = _RESULT
+            except ProtocolError as exc:
+                error = ToolFailed(
+                    f"tool '{job.tool}' returned a value that cannot be sent: {exc}",
+                    job_id=jid, remote_type="TypeError", node=ctx.node_id)
+        if error is not None:
+            t = _ERROR
+            body = ErrorBody(error.code, error.message, error.remote_type,
+                             error.node or ctx.node_id, error.details).pack()
+        # The header a worker would have sent: from the worker, to this broker.
+        h = Header(t, jid, w.name, ctx.node_id, 1, int(ctx.wall() * 1000), job.cls, None)
+        self._answered(w, VIRTUAL_RID, h, [VIRTUAL_RID, TAG, encode_header(h), body], body)
+
     def _count_error(self, body: bytes) -> None:
         try:
             code = ErrorBody.unpack(body).code
@@ -368,28 +533,37 @@ class LocalJobs:
         self._ctx.out.append((WORKERS, [rid, TAG, self._ctx.header(_DISCONNECT, h.id, "", 0),
                                         Disconnect("unknown worker; send READY").pack()]))
 
-    def _register(self, rid: bytes, ready: Ready, now: float) -> None:
+    def _register(self, rid: bytes, ready: Ready, now: float,
+                  tools: frozenset[str] | None = None) -> None:
         ctx = self._ctx
         old = self.workers.get(rid)
         if old is not None:
             self._remove_worker(old, "the worker registered again (it restarted)")
+        virtual = rid == VIRTUAL_RID
         w = WorkerSession(
             rid=rid,
             name=ready.worker,
-            tools=frozenset(t.name for t in ready.tools),
+            tools=tools if tools is not None else frozenset(t.name for t in ready.tools),
             caps=frozenset(ready.caps),
             slots=ready.slots,
             pid=ready.pid,
-            expires=now + ctx.limits.liveness * ctx.limits.heartbeat_interval,
+            expires=(float("inf") if virtual
+                     else now + ctx.limits.liveness * ctx.limits.heartbeat_interval),
         )
+        for jid in ready.running[:w.slots]:
+            if jid not in self._jobs:
+                # Running for our previous incarnation (we restarted, it did not).
+                w.running.add(jid)
+                self._orphans[jid] = rid
         self.workers[rid] = w
         for tool in w.tools:
             self._by_tool.setdefault(tool, []).append(w)
         self._linkstate.mark_dirty()
         self._local_changed()
-        # Tell the worker who we are (src) and that it is registered.
-        ctx.out.append((WORKERS, [rid, TAG, ctx.header(_HEARTBEAT, ctx.next_id(), "", 0),
-                                  Heartbeat(0).pack()]))
+        if not virtual:
+            # Tell the worker who we are (src) and that it is registered.
+            ctx.out.append((WORKERS, [rid, TAG, ctx.header(_HEARTBEAT, ctx.next_id(), "", 0),
+                                      Heartbeat(0).pack()]))
         if self._queued:
             self._fill(w)
 
@@ -415,6 +589,8 @@ class LocalJobs:
                     del self._by_tool[tool]
         self._local_changed()
         for jid in sorted(w.running):
+            if self._orphans.get(jid) == w.rid:
+                del self._orphans[jid]
             job = self._jobs.get(jid)
             if job is not None and job.worker == w.rid:
                 self.fail(job, WorkerLost(
@@ -487,9 +663,14 @@ class LocalJobs:
                     silence = limits.liveness * limits.heartbeat_interval
                     self._remove_worker(w, f"no heartbeat within {silence:g} s")
                     continue
+                if w.rid == VIRTUAL_RID:
+                    continue
                 ctx.out.append((WORKERS, [w.rid, TAG,
                                           ctx.header(_HEARTBEAT, ctx.next_id(), "", 0),
                                           b""]))
+        cache = self._orphan_results
+        while cache and next(iter(cache.values()))[0] <= now:
+            cache.popitem(last=False)
         dl = self._deadlines
         while dl and dl[0][0] <= now:
             deadline, jid = heapq.heappop(dl)
@@ -529,6 +710,8 @@ class LocalJobs:
         """Tell every worker to go."""
         ctx = self._ctx
         for w in self.workers.values():
+            if w.rid == VIRTUAL_RID:
+                continue
             ctx.out.append((WORKERS, [w.rid, TAG,
                                       ctx.header(_DISCONNECT, ctx.next_id(), "", 0),
                                       Disconnect(reason).pack()]))

@@ -5,7 +5,8 @@ ERROR the client gets, over one or more *attempts*, each placed on a node:
 
     JOB --place--> attempt on this node | a legacy host of ours | a remote node
     attempt --RESULT--> answer (with "attempts" when there were several)
-    attempt --ERROR / timeout / target unreachable--> classified (_failed):
+    attempt --ERROR / timeout / target unreachable / target restarted-->
+                                                    classified (_failed):
         retryable and retries left     --> backoff, place again elsewhere
         it may have started, not idempotent --> NotIdempotent answer
         otherwise                      --> the error is the answer
@@ -18,9 +19,22 @@ Rules:
   ToolRouter` picks among the reachable nodes advertising it (legacy SSH hosts
   only for jobs that require "ssh"), excluding nodes already tried.
 * An attempt's outcome is classified in one place, :meth:`OriginTable._failed`:
-  codes in :data:`RETRYABLE` may be retried after ``RETRY_BASE * 2**(n-1)``
-  (at most :data:`RETRY_MAX`) seconds; those in :data:`MAYBE_STARTED` are not
-  retried for a job that is not idempotent.
+  transient errors (:func:`~operone_zmq.errors.is_transient`: codes in
+  :data:`RETRYABLE`, and a ``tool_not_found`` from another node, whose offer
+  changed since its LSA) may be retried; those in :data:`MAYBE_STARTED` are
+  not retried for a job that is not idempotent.  Placement that finds the
+  tool only on unreachable nodes is transient too (NoRoute), not
+  ``tool_not_found``.
+* Retry schedule (docs/protocol.md §18.4): retry ``n`` waits
+  ``min(RETRY_MAX, RETRY_BASE * 2**(n-1))`` when a node not tried yet can
+  take it; when it can only go back to a node already tried (the job names
+  its node, or every qualifying node was tried), it waits at least the
+  failure detection time, ``peer_liveness x peer_interval`` (3 s by
+  default): sooner, the node is still the one that failed.
+* Incarnations: an attempt on another node records that node's incarnation
+  (its broker run); when the node shows a new one (HELLO/WELCOME or a newer
+  LSA, :meth:`OriginTable.node_restarted`), the attempt failed at once
+  (``worker_lost``, may have started), instead of at its deadline.
 * A RESULT of an earlier attempt is still the job's result (the current
   attempt is cancelled); an ERROR of an attempt we gave up on is ignored,
   except no_route from a relay.
@@ -50,6 +64,8 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 
 from ..errors import (
+    MAYBE_STARTED_CODES,
+    TRANSIENT_CODES,
     BadRequest,
     JobCancelled,
     JobError,
@@ -60,7 +76,9 @@ from ..errors import (
     ProtocolError,
     Refused,
     ToolNotFound,
+    WorkerLost,
     error_from_wire,
+    is_transient,
 )
 from ..jobs.router import NodeInfo, RouteDecision, ToolRouter
 from ..protocol.bodies import Cancel, ErrorBody, JobRequest, ResultBody
@@ -83,11 +101,12 @@ __all__ = [
 ]
 
 #: Error codes after which another attempt may succeed elsewhere.
-RETRYABLE = frozenset({"worker_lost", "no_route", "overloaded", "timeout", "unreachable"})
+RETRYABLE = TRANSIENT_CODES
 #: Error codes after which the job may have started (matters when it is not
 #: idempotent: it is then not run again).
-MAYBE_STARTED = frozenset({"worker_lost", "timeout", "unreachable"})
-#: Backoff before attempt n+1: RETRY_BASE * 2**(n-1), at most RETRY_MAX (s).
+MAYBE_STARTED = MAYBE_STARTED_CODES
+#: Backoff before attempt n+1: RETRY_BASE * 2**(n-1), at most RETRY_MAX (s);
+#: at least the failure detection time when it goes back to a node tried.
 RETRY_BASE = 0.05
 RETRY_MAX = 2.0
 #: Jobs that may wait for this node's workers during the start-up grace:
@@ -119,6 +138,8 @@ class Origin:
     grant: Grant = OPERATOR
     #: The path the current remote attempt was sent on (this node first).
     path: tuple[str, ...] = ()
+    #: The incarnation of ``target`` when the attempt was sent (0: unknown).
+    incarnation: int = 0
 
 
 class OriginTable:
@@ -130,6 +151,8 @@ class OriginTable:
         self._deadlines: list[tuple[float, str]] = []
         self._retries: list[tuple[float, str]] = []
         self._in_flight: dict[str, int] = {}
+        #: Per client connection (routing id): [jobs in flight, body bytes].
+        self._use: dict[bytes, list[int]] = {}
         self.router = ToolRouter()
         self._remote_cache_version = -1
         self._remote_nodes: list[NodeInfo] = []
@@ -139,8 +162,11 @@ class OriginTable:
 
     def wire(self, local: JobTable, legacy: LegacyHostsView, relay: Router,
              lsdb: LinkStateDB, routes: RoutingTable,
-             health: Callable[[str], float]) -> None:
-        """``health``: 0-100, the QoS health of a first hop (for placement)."""
+             health: Callable[[str], float],
+             incarnation_of: Callable[[str], int] = lambda node: 0) -> None:
+        """``health``: 0-100, the QoS health of a first hop (for placement);
+        ``incarnation_of``: the incarnation last seen of a node (0: unknown)."""
+        self._incarnation_of = incarnation_of
         self._local = local
         self._legacy = legacy
         self._relay = relay
@@ -174,8 +200,20 @@ class OriginTable:
                            BadRequest(f"job id '{jid}' is already in use", job_id=jid,
                                       details={"duplicate": True}))
             return
+        limits = ctx.limits
+        use = self._use.get(rid)
+        size = len(body)
+        if use is None:
+            use = [0, 0]
+        if use[0] >= limits.max_client_jobs or use[1] + size > limits.max_client_bytes:
+            ctx.send_error(cls, rid, jid, h.src, cls, Overloaded(
+                f"this connection has {use[0]} jobs ({use[1]} body bytes) in flight; the"
+                f" limits are {limits.max_client_jobs} jobs and {limits.max_client_bytes}"
+                f" bytes (this job: {size}): read the answers, then retry",
+                job_id=jid, node=ctx.node_id))
+            return
         try:
-            req = JobRequest.unpack(body)
+            req = JobRequest.unpack(body, envelope=True)
         except ProtocolError as exc:
             ctx.send_error(cls, rid, jid, h.src, cls, BadRequest(str(exc), job_id=jid))
             return
@@ -186,7 +224,20 @@ class OriginTable:
             return
         o = Origin(jid, rid, cls, h.src, req, body, h.ts, now, req.retries, grant=grant)
         self._origins[jid] = o
+        use[0] += 1
+        use[1] += size
+        self._use[rid] = use
         self._place(o, now, frames[1:])
+
+    def _forget(self, o: Origin) -> None:
+        """Drop ``o`` (answered) and give its client's budget back."""
+        del self._origins[o.id]
+        use = self._use.get(o.client)
+        if use is not None:
+            use[0] -= 1
+            use[1] -= len(o.body)
+            if use[0] <= 0:
+                del self._use[o.client]
 
     # ------------------------------------------------------------- placement
     def _remote_infos(self) -> list[NodeInfo]:
@@ -245,10 +296,17 @@ class OriginTable:
                 d = self.decide(req.tool, req.caps, prefer_local=req.prefer_local,
                                 exclude=exclude)
                 if d.node is None:
-                    if self._wait_for_workers(o, now):
+                    err: JobError
+                    if d.reason.startswith("the nodes offering"):
+                        # Offered, by nodes we cannot reach now: transient.
+                        err = NoRoute(d.reason, job_id=o.id, node=node_id,
+                                      details={"transient": "unreachable"})
+                        self._failed(o, err, now, maybe_started=False)
+                    elif self._wait_for_workers(o, now):
                         return
-                    err: JobError = ToolNotFound(d.reason, job_id=o.id, node=node_id)
-                    self._failed(o, err, now, maybe_started=False, final=True)
+                    else:
+                        err = ToolNotFound(d.reason, job_id=o.id, node=node_id)
+                        self._failed(o, err, now, maybe_started=False, final=True)
                     return
                 target, o.placement = d.node, d.reason
         refusal = o.grant.node_refusal(target)
@@ -257,8 +315,16 @@ class OriginTable:
                          maybe_started=False, final=True)
             return
         o.target = target
+        o.incarnation = self._incarnation_of(target) if target != node_id else 0
         self._in_flight[target] = self._in_flight.get(target, 0) + 1
         if target in self._legacy:
+            if req.args_skipped:  # a legacy host needs the arguments themselves
+                try:
+                    req = o.req = JobRequest.unpack(o.body)
+                except ProtocolError as exc:
+                    self._failed(o, BadRequest(str(exc), job_id=o.id), now,
+                                 maybe_started=False, final=True)
+                    return
             err3 = self._legacy.accept(target, o.client, o.cls, o.src, o.id, req, now,
                                        remote=False, origin=True)
             if err3 is not None:
@@ -368,7 +434,7 @@ class OriginTable:
             o.tried.append(target)
         if o.id not in self._origins:
             return
-        if not final and err.code in RETRYABLE and o.retries_left > 0:
+        if not final and is_transient(err) and o.retries_left > 0:
             if maybe_started and not o.req.idempotent:
                 err = NotIdempotent(
                     f"job '{o.id}' ({o.req.tool}) may have started on node '{target}', which"
@@ -378,7 +444,7 @@ class OriginTable:
             else:
                 o.retries_left -= 1
                 ctx.counters["retries"] += 1
-                o.retry_at = now + min(RETRY_MAX, RETRY_BASE * 2 ** (o.attempts - 1))
+                o.retry_at = now + self.retry_delay(o)
                 heapq.heappush(self._retries, (o.retry_at, o.id))
                 return
         elif maybe_started and not o.req.idempotent and err.code in RETRYABLE and o.req.retries:
@@ -386,11 +452,24 @@ class OriginTable:
                 f"job '{o.id}' ({o.req.tool}) may have started on node '{target}', which then"
                 f" failed ({err.code}: {err.message}); it is not idempotent, so it was not run"
                 " again", job_id=o.id, node=target, details={"cause": err.code})
-        del self._origins[o.id]
+        self._forget(o)
         ctx.counters["jobs_failed"] += 1
         if o.attempts > 1:
             err.details.setdefault("attempts", o.attempts)
         ctx.send_error(o.cls, o.client, o.id, o.src, o.cls, err)
+
+    def retry_delay(self, o: Origin) -> float:
+        """Seconds before the next attempt of ``o`` (docs/protocol.md §18.4)."""
+        delay: float = min(RETRY_MAX, RETRY_BASE * 2.0 ** (o.attempts - 1))
+        if o.req.on is not None or not self._untried_candidate(o):
+            limits = self._ctx.limits
+            delay = max(delay, limits.peer_liveness * limits.peer_interval)
+        return delay
+
+    def _untried_candidate(self, o: Origin) -> bool:
+        """Whether a reachable node not tried yet can take ``o``."""
+        d = self.decide(o.req.tool, o.req.caps, exclude=tuple(o.tried))
+        return d.node is not None and d.node not in o.tried
 
     def attempt_failed(self, jid: str, err: JobError) -> None:
         """The attempt of ``jid`` that ran on this node (or a legacy host of
@@ -420,7 +499,7 @@ class OriginTable:
                 # A result of an earlier attempt: still the job's result.
                 self._cancel_attempt(o)
             self._release(o)
-            del self._origins[jid]
+            self._forget(o)
             ctx.counters["jobs_completed"] += 1
             if o.attempts > 1:
                 frames = [frames[0], frames[1], _with_attempts(frames[2], o.attempts)]
@@ -436,6 +515,10 @@ class OriginTable:
         ctx.count_error(e.code)
         err = error_from_wire(e.code, e.message, job_id=jid, remote_type=e.type, node=e.node,
                               details=e.details)
+        if e.code == "tool_not_found" and from_node != ctx.node_id:
+            # Its LSA offered the tool: its workers changed (or have not
+            # registered again yet); another attempt may find one.
+            err.details.setdefault("transient", "offer changed")
         self._failed(o, err, now, maybe_started=e.code in MAYBE_STARTED)
 
     def _cancel_attempt(self, o: Origin) -> None:
@@ -465,7 +548,7 @@ class OriginTable:
         ctx.counters["jobs_cancelled"] += 1
         self._cancel_attempt(o)
         self._release(o)
-        del self._origins[jid]
+        self._forget(o)
         ctx.send_error(o.cls, o.client, jid, o.src, o.cls, JobCancelled(
             f"job '{jid}' was cancelled" + (f": {reason}" if reason else ""), job_id=jid))
         return True
@@ -506,6 +589,18 @@ class OriginTable:
                 "path": list(route.path), "lost": lost}))
             o.path = route.path
             self._send_attempt(o, now, resend=True)
+
+    def node_restarted(self, node: str, incarnation: int, now: float) -> None:
+        """``node`` runs as a new ``incarnation``: attempts sent to an earlier
+        one are gone with it; they failed now (may have started), not at
+        their deadline."""
+        for o in list(self._origins.values()):
+            if o.target == node and o.incarnation and o.incarnation != incarnation:
+                self._ctx.counters["attempts_restarted"] += 1
+                self._failed(o, WorkerLost(
+                    f"node '{node}' restarted while running job '{o.id}' (a new"
+                    " incarnation)", job_id=o.id, node=node,
+                    details={"cause": "restarted"}), now, maybe_started=True)
 
     # --------------------------------------------------------------- timers
     def tick(self, now: float) -> None:

@@ -64,7 +64,8 @@ class Job:
     remote: bool = False  # submitted by another node (src), not a local client
     origin: bool = False  # submitted through this broker's origin table
     legacy: str | None = None  # runs on this legacy (SSH) host, not on a worker
-    request: JobRequest | None = None  # a legacy job's request (no worker frames)
+    request: JobRequest | None = None  # its request (decoded once; legacy and in-process
+    # tools run from it, workers from ``frames``)
 
 
 class Advertised(Protocol):
@@ -79,6 +80,8 @@ class LinkEvents(Advertised, Protocol):
     def link_up(self, link: PeerLink) -> None: ...
 
     def send_database(self, link: PeerLink) -> None: ...
+
+    def incarnation_seen(self, node: str, incarnation: int, now: float) -> None: ...
 
 
 class OriginAnswers(Protocol):
@@ -95,6 +98,8 @@ class TopologyWatcher(Protocol):
 
     def topology_changed(self, reachable: set[str] | frozenset[str], now: float,
                          up: Callable[[str], bool] | None = None) -> None: ...
+
+    def node_restarted(self, node: str, incarnation: int, now: float) -> None: ...
 
 
 class RemoteAnswers(Protocol):
@@ -196,3 +201,5 @@ class LinkAdverts(LinkSender, Protocol):
     """The peer links, as link state sees them."""
 
     def advertise_costs(self) -> list[tuple[str, float]]: ...
+
+    def link_loss(self, node: str) -> float: ...

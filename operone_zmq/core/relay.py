@@ -96,7 +96,10 @@ class Relay:
         self._seen_signed: dict[tuple[str, int, str, int], None] = {}
         self._replay_floor = -1  # ts (ms) at or before which nothing is accepted
         self._seen_bc: dict[tuple[str, str], None] = {}
-        self.broadcasts: deque[dict[str, Any]] = deque(maxlen=ctx.limits.max_kept_broadcasts)
+        self.broadcasts: deque[dict[str, Any]] = deque()
+        #: Body bytes of the kept broadcasts (bounded by max_kept_broadcast_bytes).
+        self._kept_bytes = 0
+        self._kept_sizes: deque[int] = deque()  # parallel to broadcasts
         # (held at, routes.computations then, dst, cls, type, frames from the tag on)
         self._held: deque[tuple[float, int, str, int, int, list[bytes]]] = deque()
 
@@ -186,7 +189,8 @@ class Relay:
         if grant is None:
             return True  # a key only its entry broker knows: that broker checked it
         try:
-            tool = JobRequest.unpack(frames[2]).tool
+            # An envelope: a big body's arguments are not built in the loop.
+            tool = JobRequest.unpack(frames[2], envelope=True).tool
         except ProtocolError:
             return True  # answered bad_request where it is run
         refusal = grant.tool_refusal(tool) or grant.node_refusal(h.dst)
@@ -333,12 +337,29 @@ class Relay:
         while len(self._seen_bc) > ctx.limits.max_seen_broadcasts:
             del self._seen_bc[next(iter(self._seen_bc))]
         ctx.counters["broadcasts_received"] += 1
-        try:
-            data = unpack_value(frames[2])
-        except ProtocolError:
-            data = None
-        record = {"id": h.id, "src": h.src, "via": from_node, "data": data}
-        self.broadcasts.append(record)
+        body = frames[2]
+        size = len(body)
+        limits = ctx.limits
+        data = None
+        kept = 0
+        # A big body is neither decoded in the loop nor kept: the record says
+        # its size, with data nil (docs/protocol.md 10.1).
+        if size <= limits.max_kept_broadcast_bytes // 16:
+            try:
+                data = unpack_value(body)
+                kept = size
+            except ProtocolError:
+                data = None
+        record = {"id": h.id, "src": h.src, "via": from_node, "data": data, "size": size}
+        kept_q = self.broadcasts
+        sizes = self._kept_sizes
+        kept_q.append(record)
+        sizes.append(kept)
+        self._kept_bytes += kept
+        while kept_q and (len(kept_q) > limits.max_kept_broadcasts
+                          or self._kept_bytes > limits.max_kept_broadcast_bytes):
+            kept_q.popleft()
+            self._kept_bytes -= sizes.popleft()
         ctx.events.append(("message", record))
         if h.ttl <= 1:
             return 0

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from ..errors import BadRequest, JobCancelled, JobError, ProtocolError
+from ..errors import BadRequest, JobCancelled, JobError, Overloaded, ProtocolError
 from ..protocol.bodies import JobRequest
 from ..protocol.codec import TAG, Header, decode_header, encode_header
 from ..protocol.limits import DEFAULT_TTL
-from .context import _CANCEL, _JOB, _RESULT, BrokerContext
+from .context import _CANCEL, _ERROR, _JOB, _RESULT, BrokerContext
 from .ports import Job, JobTable, Router
 
 __all__ = ["MAX_CACHED_RESULTS", "RemoteJobs"]
@@ -32,6 +32,10 @@ __all__ = ["MAX_CACHED_RESULTS", "RemoteJobs"]
 #: Finished results kept per origin job id, so a repeated attempt is answered
 #: from here instead of running the tool twice.
 MAX_CACHED_RESULTS = 10_000
+#: Bytes of all cached results together (oldest out first); a result larger
+#: than a sixteenth of it is not cached (a retry of that job runs again).
+#: 64 MiB: the cache answers retries after a lost answer, which are rare.
+MAX_CACHED_RESULT_BYTES = 64 * 1024 * 1024
 
 
 class RemoteJobs:
@@ -41,6 +45,10 @@ class RemoteJobs:
         self._ctx = ctx
         self._jobs = jobs
         self._results: OrderedDict[tuple[str, str], tuple[float, list[bytes]]] = OrderedDict()
+        self._cached_bytes = 0
+        #: Body bytes of the jobs running here, per origin node, and per job.
+        self._use: dict[str, int] = {}
+        self._sizes: dict[tuple[str, str], int] = {}
 
     def wire(self, relay: Router) -> None:
         self._relay = relay
@@ -68,8 +76,18 @@ class RemoteJobs:
                 self._relay.route_error(h.src, jid, h.cls, BadRequest(
                     f"job id '{jid}' is already in use on '{ctx.node_id}'", job_id=jid))
                 return
+            size = len(frames[2])
+            used = self._use.get(h.src, 0)
+            if used + size > ctx.limits.max_origin_bytes:
+                err0 = Overloaded(
+                    f"node '{ctx.node_id}' runs jobs of {used} body bytes for '{h.src}'"
+                    f" (limit {ctx.limits.max_origin_bytes}; this job: {size})",
+                    job_id=jid, node=ctx.node_id)
+                ctx.count_error(err0.code)
+                self._relay.route_error(h.src, jid, h.cls, err0)
+                return
             try:
-                req = JobRequest.unpack(frames[2])
+                req = JobRequest.unpack(frames[2], envelope=True)
             except ProtocolError as exc:
                 self._relay.route_error(h.src, jid, h.cls, BadRequest(str(exc), job_id=jid))
                 return
@@ -77,6 +95,9 @@ class RemoteJobs:
             if err is not None:
                 ctx.count_error(err.code)
                 self._relay.route_error(h.src, jid, h.cls, err)
+                return
+            self._use[h.src] = used + size
+            self._sizes[(h.src, jid)] = size
             return
         if h.type == _CANCEL:
             victim = self._jobs.get(h.id)
@@ -88,20 +109,43 @@ class RemoteJobs:
     def reply(self, job: Job, frames: list[bytes], h: Header) -> None:
         """Route a RESULT/ERROR/PROGRESS of ``job`` (frames: routing id, tag,
         header, body) back to its origin; results are cached."""
+        if h.type == _RESULT or h.type == _ERROR:
+            self._release(job)
         if h.type == _RESULT:
-            cache = self._results
-            cache[(job.src, job.id)] = (self._ctx.now + self._ctx.limits.result_cache_seconds,
-                                        frames)
-            while len(cache) > MAX_CACHED_RESULTS:
-                cache.popitem(last=False)
+            self._cache(job, frames)
         # Stamped now: a signed answer is fresh (a cached one is sent again).
         header = encode_header(Header(h.type, h.id, job.legacy or self._ctx.node_id, job.src,
                                       DEFAULT_TTL, int(self._ctx.wall() * 1000), job.cls,
                                       h.corr))
         self._relay.send_to_node(job.src, job.cls, [TAG, header, *frames[3:]], h.type)
 
+    def _release(self, job: Job) -> None:
+        size = self._sizes.pop((job.src, job.id), None)
+        if size is not None:
+            left = self._use.get(job.src, 0) - size
+            if left > 0:
+                self._use[job.src] = left
+            else:
+                self._use.pop(job.src, None)
+
+    def _cache(self, job: Job, frames: list[bytes]) -> None:
+        size = _size(frames)
+        if size > MAX_CACHED_RESULT_BYTES // 16:
+            return
+        cache = self._results
+        key = (job.src, job.id)
+        old = cache.pop(key, None)
+        if old is not None:
+            self._cached_bytes -= _size(old[1])
+        cache[key] = (self._ctx.now + self._ctx.limits.result_cache_seconds, frames)
+        self._cached_bytes += size
+        while len(cache) > MAX_CACHED_RESULTS or self._cached_bytes > MAX_CACHED_RESULT_BYTES:
+            _, (_, dropped) = cache.popitem(last=False)
+            self._cached_bytes -= _size(dropped)
+
     def failed(self, job: Job, err: JobError) -> None:
         """Route ERROR ``err`` of ``job`` back to its origin."""
+        self._release(job)
         self._ctx.count_error(err.code)
         self._relay.route_error(job.src, job.id, job.cls, err, job.legacy)
 
@@ -112,4 +156,8 @@ class RemoteJobs:
             key, (exp, _) = next(iter(cache.items()))
             if exp > now:
                 break
-            del cache[key]
+            self._cached_bytes -= _size(cache.pop(key)[1])
+
+
+def _size(frames: list[bytes]) -> int:
+    return sum(len(f) for f in frames)

@@ -11,11 +11,14 @@ Broker session lifecycle::
     CONNECTED|CONNECTING --silence for liveness x interval--> LOST:
         tick() returns True; the shell reconnects its socket and calls start()
     any --DISCONNECT from the broker--> READY sent again (the broker forgot us
-        or restarted); running jobs go on and report when done
+        or restarted), listing the jobs still running (they go on and report
+        when done), then the RESULTs sent in the last 2 liveness periods
+        again (the old broker may have died with them)
 
 Job lifecycle in the worker::
 
     JOB --> RUNNING --done(value)--> RESULT    | --fail(err)--> ERROR
+    JOB with the id of a running job --> joins it (nothing new runs)
     RUNNING --deadline passes--> ERROR timeout, the job is told to stop;
         whatever it returns later is dropped
     RUNNING --CANCEL--> ERROR cancelled, same
@@ -23,6 +26,7 @@ Job lifecycle in the worker::
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import time
 from collections.abc import Callable
@@ -42,7 +46,12 @@ from ..protocol.bodies import (
 )
 from ..protocol.codec import TAG, Header, MsgType, decode, encode_header
 
-__all__ = ["JobStart", "WorkerCore"]
+__all__ = ["MAX_RECENT_RESULTS", "JobStart", "WorkerCore"]
+
+#: RESULTs remembered to send again when we register again (our broker may
+#: have died with them unread); a broker restart takes a few heartbeats, and
+#: a worker finishes at most a few hundred jobs meanwhile.
+MAX_RECENT_RESULTS = 1024
 
 _JOB = int(MsgType.JOB)
 _CANCEL = int(MsgType.CANCEL)
@@ -90,7 +99,7 @@ class WorkerCore:
     ) -> None:
         self.name = name
         self.node = ""
-        self._ready = Ready(name, tuple(tools), caps, slots, pid).pack()
+        self._registration = Ready(name, tuple(tools), caps, slots, pid)
         self.tool_names = frozenset(t.name for t in tools)
         self.interval = heartbeat_interval
         self.liveness = liveness
@@ -104,8 +113,11 @@ class WorkerCore:
         self._seq = 0
         self.connected = False
         self._ready_at: float | None = None
+        self._registered_once = False
+        #: job id -> (sent at, frames) of RESULTs of the last liveness period x 2.
+        self._recent: dict[str, tuple[float, list[bytes]]] = {}
         self.counters = {"jobs": 0, "results": 0, "errors": 0, "timeouts": 0, "cancelled": 0,
-                         "malformed": 0, "reconnects": 0}
+                         "malformed": 0, "reconnects": 0, "joined": 0}
 
     def _header(self, t: int, mid: str, cls: int = 0) -> bytes:
         return encode_header(Header(t, mid, self.name, self.node, 1, int(self._wall() * 1000),
@@ -117,7 +129,22 @@ class WorkerCore:
 
     def start(self, now: float) -> None:
         """(Re)register with the broker."""
-        self.out.append([TAG, self._header(int(MsgType.READY), self._mid()), self._ready])
+        # The jobs still running are listed: a broker that restarted learns
+        # them, and a retry of one joins it instead of running it twice.
+        ready = self._registration
+        if self.running:
+            ready = dataclasses.replace(ready, running=tuple(self.running))
+        self.out.append([TAG, self._header(int(MsgType.READY), self._mid()), ready.pack()])
+        if self._registered_once:
+            # Answers our previous broker may have died with: it keeps them
+            # for the retry that will ask (core/local.py, orphans).
+            keep = now - 2 * self.liveness * self.interval
+            for jid, (at, frames) in list(self._recent.items()):
+                if at < keep:
+                    del self._recent[jid]
+                else:
+                    self.out.append(frames)
+        self._registered_once = True
         self._broker_expires = now + self.liveness * self.interval
         self._next_heartbeat = now + self.interval
 
@@ -173,7 +200,10 @@ class WorkerCore:
             self._error(h.id, h.cls, BadRequest(str(exc), job_id=h.id))
             return None
         if h.id in self.running:
-            self._error(h.id, h.cls, BadRequest(f"job id '{h.id}' is already running"))
+            # A retry of a job we still run (our broker restarted and its
+            # origin tried again): it joins the running one, whose answer
+            # goes out when it ends.
+            self.counters["joined"] += 1
             return None
         timeout = req.timeout if req.timeout is not None else self.default_timeout
         deadline = now + timeout
@@ -195,7 +225,11 @@ class WorkerCore:
                 remote_type="TypeError", node=self.node))
             return
         self.counters["results"] += 1
-        self.out.append([TAG, self._header(int(MsgType.RESULT), jid, job.cls), body])
+        frames = [TAG, self._header(int(MsgType.RESULT), jid, job.cls), body]
+        self.out.append(frames)
+        self._recent[jid] = (now, frames)
+        while len(self._recent) > MAX_RECENT_RESULTS:
+            del self._recent[next(iter(self._recent))]
 
     def fail(self, jid: str, exc: BaseException, now: float) -> None:
         """The job raised ``exc``."""

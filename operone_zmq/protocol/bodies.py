@@ -16,11 +16,14 @@ from typing import Any
 import msgpack
 
 from ..errors import ProtocolError
+from .limits import ENVELOPE_THRESHOLD as _ENVELOPE_THRESHOLD
 from .limits import (
     EXT_BIGINT,
     MAX_BIGINT_BYTES,
     MAX_CAPABILITIES,
+    MAX_CONTAINER_LEN,
     MAX_ID_LEN,
+    MAX_JOB_ARGS,
     MAX_JOB_TIMEOUT,
     MAX_TOOLS_PER_WORKER,
 )
@@ -96,8 +99,74 @@ def _ext_hook(code: int, data: bytes) -> Any:
     return msgpack.ExtType(code, data)
 
 
+class _TooLong(ValueError):
+    """A container longer than MAX_CONTAINER_LEN that the data could hold."""
+
+
+def _too_long(exc: ValueError, size: int) -> ValueError:
+    """``exc`` (msgpack's "N exceeds max_array_len(M)") as _TooLong when the
+    data could really hold N elements; a length beyond the data stays what it
+    was (the data ends too early)."""
+    head = str(exc).split(" ", 1)[0]
+    if head.isdigit() and int(head) <= size and " exceeds max_" in str(exc):
+        return _TooLong(str(exc))
+    return exc
+
+
 def _unpackb(raw: bytes, strict_map_key: bool) -> Any:
-    return msgpack.unpackb(raw, raw=False, strict_map_key=strict_map_key, ext_hook=_ext_hook)
+    # Container lengths are checked at each container's header, before any
+    # allocation (limits.MAX_CONTAINER_LEN); strings and bins are bounded by
+    # the frame itself.
+    # unpackb's own limits are len(raw): below MAX_CONTAINER_LEN bytes no
+    # container can pass it, and the call stays as cheap as it was.
+    try:
+        if len(raw) <= MAX_CONTAINER_LEN:
+            return msgpack.unpackb(raw, raw=False, strict_map_key=strict_map_key,
+                                   ext_hook=_ext_hook)
+        return msgpack.unpackb(raw, raw=False, strict_map_key=strict_map_key,
+                               ext_hook=_ext_hook, max_array_len=MAX_CONTAINER_LEN,
+                               max_map_len=MAX_CONTAINER_LEN)
+    except ValueError as exc:
+        raise _too_long(exc, len(raw)) from None
+
+
+def _unpack_envelope(raw: bytes) -> dict[str, Any]:
+    """A JOB body's top-level map with each ``args`` value stepped over in C
+    (never built; its names are checked): ``args`` is returned as ``{}``."""
+    u = msgpack.Unpacker(None, raw=False, strict_map_key=False, ext_hook=_ext_hook,
+                         max_buffer_size=len(raw), max_array_len=MAX_CONTAINER_LEN,
+                         max_map_len=MAX_CONTAINER_LEN)
+    u.feed(raw)
+    m: dict[str, Any] = {}
+    try:
+        _read_envelope(u, m)
+    except ValueError as exc:
+        raise _too_long(exc, len(raw)) from None
+    return m
+
+
+def _read_envelope(u: msgpack.Unpacker, m: dict[str, Any]) -> None:
+    n = u.read_map_header()
+    for _ in range(n):
+        k = u.unpack()
+        if type(k) is not str:
+            raise ProtocolError("JOB body must be a msgpack map with string keys")
+        if k == "args":
+            nargs = u.read_map_header()  # raises unless a map
+            if nargs > MAX_JOB_ARGS:
+                raise ProtocolError(f"JOB: more than {MAX_JOB_ARGS} arguments")
+            for _ in range(nargs):
+                if type(u.unpack()) is not str:
+                    raise ProtocolError("JOB: argument names must be strings")
+                u.skip()
+            m["args"] = {}
+        else:
+            m[k] = u.unpack()
+    try:
+        u.unpack()
+    except msgpack.OutOfData:
+        return
+    raise msgpack.ExtraData(m, b"")
 
 
 #: The reasons a ``... is not valid msgpack: <reason>`` error gives, the same
@@ -108,6 +177,7 @@ WHY_UTF8 = "a string is not valid UTF-8"
 WHY_MAP_KEY = "a map key is not a string"
 WHY_DEPTH = "nested too deeply"
 WHY_MALFORMED = "malformed data"
+WHY_TOO_LONG = f"an array or map has more than {MAX_CONTAINER_LEN} elements"
 _BIGINT_TEXT = "big integer extension must hold"
 
 
@@ -119,6 +189,8 @@ def _why(exc: BaseException) -> str:
         return WHY_UTF8
     if isinstance(exc, msgpack.StackError):
         return WHY_DEPTH
+    if isinstance(exc, _TooLong):
+        return WHY_TOO_LONG
     text = str(exc)
     if isinstance(exc, msgpack.OutOfData) or "incomplete input" in text or " exceeds max_" in text:
         return WHY_TRUNCATED
@@ -240,6 +312,9 @@ class JobRequest:
     idempotent: bool = True
     prefer_local: bool = False
     stream: bool = False  # send the tool's output as PROGRESS while it runs
+    #: Decoded as an envelope (``unpack(..., envelope=True)`` of a big body):
+    #: ``args`` is empty here and still in the raw body.
+    args_skipped: bool = field(default=False, compare=False)
 
     def pack(self) -> bytes:
         m: dict[str, Any] = {"tool": self.tool, "args": self.args}
@@ -260,19 +335,34 @@ class JobRequest:
         return pack_value(m)
 
     @classmethod
-    def unpack(cls, raw: bytes) -> JobRequest:
+    def unpack(cls, raw: bytes, *, envelope: bool = False) -> JobRequest:
+        """Decode a JOB body.  ``envelope`` (a broker): a body larger than
+        ENVELOPE_THRESHOLD has its argument values stepped over, not built
+        (``args`` is then empty and ``args_skipped`` true)."""
         # Argument values may be maps with any keys (as RESULT values may);
         # only the top-level keys are checked to be strings.
+        skipped = envelope and len(raw) > _ENVELOPE_THRESHOLD
         try:
-            m = _unpackb(raw, False)
+            m = _unpack_envelope(raw) if skipped else _unpackb(raw, False)
+        except ProtocolError:
+            raise
         except Exception as exc:
             raise ProtocolError(decode_failure("JOB body", exc)) from exc
+        if not skipped and type(m) is dict and len(m) == 2:
+            # The common body, {"tool", "args"} only: the checks below, inlined.
+            tool = m.get("tool")
+            args = m.get("args")
+            if (type(tool) is str and 0 < len(tool) <= MAX_ID_LEN and type(args) is dict
+                    and len(args) <= MAX_JOB_ARGS and all(type(k) is str for k in args)):
+                return cls(tool, args)
         if type(m) is not dict or any(type(k) is not str for k in m):
             raise ProtocolError("JOB body must be a msgpack map with string keys")
         tool = _req(m, "tool", "JOB")
         args = m.get("args", {})
         if type(args) is not dict:
             raise ProtocolError("JOB: 'args' must be a map of argument names to values")
+        if len(args) > MAX_JOB_ARGS:
+            raise ProtocolError(f"JOB: more than {MAX_JOB_ARGS} arguments")
         for k in args:
             if type(k) is not str:
                 raise ProtocolError("JOB: argument names must be strings")
@@ -289,6 +379,7 @@ class JobRequest:
             idempotent=_bool(m, "idem", "JOB", True),
             prefer_local=_bool(m, "local", "JOB", False),
             stream=_bool(m, "stream", "JOB", False),
+            args_skipped=skipped,
         )
 
 
@@ -427,6 +518,23 @@ def _signature(v: Any, tool: str) -> tuple[tuple[ParamInfo, ...], bool]:
     return tuple(ParamInfo.from_wire(p) for p in params), _bool(v, "kwargs", "READY", False)
 
 
+#: Running job ids one READY may list: a worker runs at most its slots
+#: (<= 100,000) jobs at once.
+MAX_RUNNING_IDS = 100_000
+
+
+def _ids(m: dict[str, Any], key: str, what: str, limit: int) -> tuple[str, ...]:
+    v = m.get(key)
+    if v is None:
+        return ()
+    if type(v) is not list or len(v) > limit:
+        raise ProtocolError(f"{what}: '{key}' must be a list of at most {limit} job ids")
+    for x in v:
+        if type(x) is not str or not 0 < len(x) <= 64:
+            raise ProtocolError(f"{what}: '{key}' entries must be job ids of 1..64 characters")
+    return tuple(v)
+
+
 @dataclass(frozen=True, slots=True)
 class Ready:
     """Body of READY: a worker registers its tools, capabilities and slots."""
@@ -436,6 +544,9 @@ class Ready:
     caps: tuple[str, ...] = ()
     slots: int = 64
     pid: int = 0
+    #: Ids of jobs the worker is still running (it registers again after its
+    #: broker restarted; additive, v1 revision 4).
+    running: tuple[str, ...] = ()
 
     def pack(self) -> bytes:
         m: dict[str, Any] = {
@@ -452,6 +563,8 @@ class Ready:
         }
         if sigs:
             m["signatures"] = sigs
+        if self.running:
+            m["running"] = list(self.running)
         return pack_value(m)
 
     @classmethod
@@ -488,6 +601,7 @@ class Ready:
             caps=_names(m, "caps", "READY", MAX_CAPABILITIES),
             slots=_int(m, "slots", "READY", 1, 100_000, 64),
             pid=_int(m, "pid", "READY", 0, 2**31, 0),
+            running=_ids(m, "running", "READY", MAX_RUNNING_IDS),
         )
 
 
@@ -613,6 +727,8 @@ class Hello:
     token: str | None = None
     #: The sender's Ed25519 signing key (64 hex digits; "" = it does not sign).
     signing_key: str = ""
+    #: The sender's broker run (additive, v1 revision 4; 0: not said).
+    incarnation: int = 0
 
     def pack(self) -> bytes:
         m: dict[str, Any] = {"node": self.node, "name": self.name, "cluster": self.cluster}
@@ -620,6 +736,8 @@ class Hello:
             m["token"] = self.token
         if self.signing_key:
             m["sk"] = self.signing_key
+        if self.incarnation:
+            m["incarnation"] = self.incarnation
         return pack_value(m)
 
     @classmethod
@@ -634,6 +752,7 @@ class Hello:
             cluster=_req(m, "cluster", "HELLO"),
             token=token,
             signing_key=_signing_key(m, "HELLO"),
+            incarnation=_int(m, "incarnation", "HELLO", 0, 2**63 - 1, 0),
         )
 
 
@@ -654,11 +773,15 @@ class Welcome:
     cluster: str = "operone"
     #: The answering broker's Ed25519 signing key (as in HELLO).
     signing_key: str = ""
+    #: The answering broker's run (additive, v1 revision 4; 0: not said).
+    incarnation: int = 0
 
     def pack(self) -> bytes:
         m: dict[str, Any] = {"node": self.node, "name": self.name, "cluster": self.cluster}
         if self.signing_key:
             m["sk"] = self.signing_key
+        if self.incarnation:
+            m["incarnation"] = self.incarnation
         return pack_value(m)
 
     @classmethod
@@ -669,6 +792,7 @@ class Welcome:
             name=_text(m, "name", "WELCOME", limit=256),
             cluster=_req(m, "cluster", "WELCOME"),
             signing_key=_signing_key(m, "WELCOME"),
+            incarnation=_int(m, "incarnation", "WELCOME", 0, 2**63 - 1, 0),
         )
 
 
@@ -692,16 +816,30 @@ class Bye:
 
 @dataclass(frozen=True, slots=True)
 class Ping:
-    """Body of PING and PONG: a heartbeat sequence number (PONG echoes it)."""
+    """Body of PING and PONG: a heartbeat sequence number (PONG echoes it).
+
+    Additive (v1 revision 4): a broker's PONG says its ``incarnation``; a
+    PONG also says ``held``, the microseconds between the PING's receipt and
+    the PONG's sending at the answering broker (subtracted from the RTT)."""
 
     seq: int
+    incarnation: int = 0
+    held: int = 0
 
     def pack(self) -> bytes:
-        return pack_value({"seq": self.seq})
+        m: dict[str, Any] = {"seq": self.seq}
+        if self.incarnation:
+            m["incarnation"] = self.incarnation
+        if self.held:
+            m["held"] = self.held
+        return pack_value(m)
 
     @classmethod
     def unpack(cls, raw: bytes) -> Ping:
-        return cls(_int(unpack_map(raw, "PING"), "seq", "PING", 0, 2**63 - 1, 0))
+        m = unpack_map(raw, "PING")
+        return cls(_int(m, "seq", "PING", 0, 2**63 - 1, 0),
+                   _int(m, "incarnation", "PING", 0, 2**63 - 1, 0),
+                   _int(m, "held", "PING", 0, 2**63 - 1, 0))
 
 
 #: LSAs per LSA message: a database exchange with a new neighbour is split in

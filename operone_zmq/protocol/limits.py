@@ -55,3 +55,34 @@ EXT_BIGINT = 1
 #: is 524,288 bits, far beyond any useful number (fib(10000) needs 6,942 bits),
 #: and bounds the work a hostile extension can cause (int.from_bytes is linear).
 MAX_BIGINT_BYTES = 64 * 1024
+
+#: Elements of one msgpack array or map (pairs) in any body.  A longer
+#: container is refused at its header, before anything is allocated for it:
+#: a 55 MB JOB holding one array of 55 million empty arrays took seconds to
+#: build and ~4 GB of objects.  A million values is far beyond any tool
+#: argument or result here (bigger data travels as ``bin``, which costs one
+#: allocation whatever its size).  Nesting is bounded by msgpack's own fixed
+#: stack of :data:`MAX_DEPTH` levels.
+MAX_CONTAINER_LEN = 1_048_576
+
+#: Nesting depth msgpack's C decoder allows (its stack is fixed at 1024
+#: levels); deeper data is refused as "nested too deeply".
+MAX_DEPTH = 1024
+
+#: Named arguments of one JOB (its ``args`` map).  A tool declares at most
+#: MAX_TOOL_PARAMS (256) parameters; 4,096 leaves room for ``**kwargs`` tools
+#: while bounding the per-key work of reading a JOB envelope.
+MAX_JOB_ARGS = 4096
+
+#: JOB bodies at most this large are decoded whole by a broker (a bomb of
+#: this size builds at most 64 Ki objects: about a millisecond).  A larger
+#: one is read as an *envelope*: its fields, with ``args`` stepped over in C
+#: without building a single object (a broker never needs the arguments of a
+#: job a worker runs), so one big JOB cannot stall the loop that answers
+#: every other client's critical PING.
+ENVELOPE_THRESHOLD = 64 * 1024
+
+#: Frames of one whole message a broker or worker reads before it stops
+#: keeping them: 1 routing id + the 4 operone frames, and a few more so that
+#: a too-long message can still be answered.  The rest is read and dropped.
+MAX_MESSAGE_FRAMES = 8

@@ -59,6 +59,9 @@ def lsa_signed_bytes(wire: dict[str, Any]) -> bytes:
     """The bytes an LSA's origin signs: its known fields in wire order."""
     fields = [wire.get(k) for k in ("origin", "seq", "links", "tools", "capabilities", "load",
                                     "workers", "public_key", "kind", "name", "max_age")]
+    if wire.get("incarnation"):
+        # Signed too (when there is one): a relay must not fake a restart.
+        fields.append(wire["incarnation"])
     packed: bytes = msgpack.packb(fields, use_bin_type=True)
     return _LSA_TAG + packed
 

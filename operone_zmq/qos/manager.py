@@ -27,7 +27,10 @@ Rules (the original's semantics unless a rule says otherwise):
   latency check uses the *latest* RTT, not the window mean, so one slow
   heartbeat is reported.  Unlike the original, an update only re-checks the
   fields it changes (setting the queue depth does not repeat an old latency
-  violation).
+  violation), and a violation is an *edge*: it is emitted once when the
+  value crosses its threshold, and ``recovered:latency`` /
+  ``recovered:packet-loss`` (same payload) once when it is back at or below
+  :data:`RECOVERY_FRACTION` of it; in between nothing is repeated.
 - Throttling is enforced with token buckets, not advised: a peer's allocation
   (:meth:`QoSManager.allocate_bandwidth`) and each capped message type
   (``max_bandwidth``, per peer) have a :class:`TokenBucket`.
@@ -73,12 +76,15 @@ from operone_zmq.routing.events import EventEmitter
 
 __all__ = [
     "DEEP_QUEUE_DEPTH",
+    "EVENT_LATENCY_RECOVERED",
     "EVENT_LATENCY_VIOLATION",
+    "EVENT_PACKET_LOSS_RECOVERED",
     "EVENT_PACKET_LOSS_VIOLATION",
     "LATENCY_VIOLATION_MS",
     "MAX_PEERS",
     "MAX_POLICIES",
     "PACKET_LOSS_VIOLATION",
+    "RECOVERY_FRACTION",
     "QoSManager",
     "QoSMetrics",
     "QoSPolicy",
@@ -109,6 +115,17 @@ MAX_POLICIES = 1024
 
 #: Name of the event emitted when latency is over :data:`LATENCY_VIOLATION_MS`.
 EVENT_LATENCY_VIOLATION = "violation:latency"
+
+#: Emitted once when a latency violation ends.
+EVENT_LATENCY_RECOVERED = "recovered:latency"
+
+#: Emitted once when a packet-loss violation ends.
+EVENT_PACKET_LOSS_RECOVERED = "recovered:packet-loss"
+
+#: A violated metric has recovered when it is at or below this fraction of its
+#: threshold (hysteresis: a value wandering around the threshold is one
+#: violation, not one per heartbeat).
+RECOVERY_FRACTION = 0.8
 
 #: Name of the event emitted when packet loss is over :data:`PACKET_LOSS_VIOLATION`.
 EVENT_PACKET_LOSS_VIOLATION = "violation:packet-loss"
@@ -181,7 +198,9 @@ class _Peer:
         "jitter",
         "last_update",
         "latency",
+        "latency_violated",
         "link",
+        "loss_violated",
         "packet_loss",
         "type_buckets",
     )
@@ -197,6 +216,9 @@ class _Peer:
         self.allocation: float | None = None  # MB/s
         self.allocation_bucket: TokenBucket | None = None
         self.type_buckets: dict[str, TokenBucket] = {}
+        #: Whether a violation is in progress (events are edges).
+        self.latency_violated = False
+        self.loss_violated = False
 
     def bandwidth(self, now: float) -> float:
         if self.bandwidth_measured:
@@ -307,6 +329,12 @@ class QoSManager(EventEmitter):
         """Register heartbeat *seq* sent to *peer_id*."""
         now = self._now(now)
         self._peer(peer_id, now).link.ping_sent(seq, now)
+
+    def ping_restamped(self, peer_id: str, seq: int, sent_at: float) -> None:
+        """Heartbeat *seq* really left at *sent_at* (the socket layer's time)."""
+        state = self._peers.get(peer_id)
+        if state is not None:
+            state.link.restamp(seq, sent_at)
 
     def pong_received(self, peer_id: str, seq: int, now: float | None = None) -> float | None:
         """Answer heartbeat *seq* of *peer_id*: record its RTT and loss; return the RTT in ms."""
@@ -508,12 +536,28 @@ class QoSManager(EventEmitter):
         self._check_loss(peer_id, state.packet_loss)
 
     def _check_latency(self, peer_id: str, latency: float) -> None:
-        if latency > LATENCY_VIOLATION_MS:
+        state = self._peers.get(peer_id)
+        if state is None:
+            return
+        if not state.latency_violated and latency > LATENCY_VIOLATION_MS:
+            state.latency_violated = True
             self.emit(EVENT_LATENCY_VIOLATION, {"peer_id": peer_id, "latency": latency})
+        elif state.latency_violated and latency <= LATENCY_VIOLATION_MS * RECOVERY_FRACTION:
+            state.latency_violated = False
+            self.emit(EVENT_LATENCY_RECOVERED, {"peer_id": peer_id, "latency": latency})
 
     def _check_loss(self, peer_id: str, packet_loss: float) -> None:
-        if packet_loss > PACKET_LOSS_VIOLATION:
+        state = self._peers.get(peer_id)
+        if state is None:
+            return
+        if not state.loss_violated and packet_loss > PACKET_LOSS_VIOLATION:
+            state.loss_violated = True
             self.emit(EVENT_PACKET_LOSS_VIOLATION, {"peer_id": peer_id, "packet_loss": packet_loss})
+        elif (state.loss_violated
+              and packet_loss <= PACKET_LOSS_VIOLATION * RECOVERY_FRACTION):
+            state.loss_violated = False
+            self.emit(EVENT_PACKET_LOSS_RECOVERED,
+                      {"peer_id": peer_id, "packet_loss": packet_loss})
 
 
 def _check_metric(name: str, value: float) -> None:

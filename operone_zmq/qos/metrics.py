@@ -5,11 +5,24 @@ Rules:
 - Everything is *measured*, nothing guessed, and time comes in as ``now``
   (monotonic seconds).  RTTs are in milliseconds, rates in bytes per second,
   packet loss is a fraction from 0 to 1 (never a percentage).
-- RTT: the last :data:`JITTER_WINDOW` samples are kept.  ``latency`` is the mean
-  of that window (smooth enough to rank links and score health, yet it follows
-  a change within one window); ``last_rtt`` is the latest sample; ``jitter`` is
-  the *population* standard deviation of the window (10, 20, 10, 20 gives 5.0,
-  as in the original); fewer than two samples give a jitter of 0.
+- RTT: the last :data:`JITTER_WINDOW` *on-time* samples are kept.  ``latency``
+  is the mean of that window (smooth enough to rank links and score health,
+  yet it follows a change within one window); ``min_rtt`` its minimum (the
+  path's own delay: queueing and event-loop delay only add); ``last_rtt`` is
+  the latest sample (late or not); ``jitter`` is the *population* standard
+  deviation of the window (10, 20, 10, 20 gives 5.0, as in the original);
+  fewer than two samples give a jitter of 0.  A late pong (below) is not in
+  the window, so a TCP retransmission counts as loss, not as jitter.
+- Over TCP a lost segment is not lost but retransmitted, at least 200 ms
+  later (Linux's minimum RTO): a pong answered more than :data:`LATE_MARGIN_MS`
+  after the window's fastest (``min_rtt``) is **late** and counts as lost
+  (:meth:`LinkMetrics.pong_received` with ``late=True``, and ``pings_late``).
+  So ``packet_loss`` is the fraction of heartbeat round trips that needed a
+  retransmission or were never answered: with a loss rate p per segment in
+  each direction, about 2p.  A delay that really moved up by more than the
+  margin is not loss for long: after :data:`LATE_RUN` late pongs in a row,
+  they are taken as the new delay (the window restarts from them and they
+  count as answered).
 - Packet loss comes from heartbeat sequence numbers.  :meth:`LinkMetrics.ping_sent`
   registers a sequence number; :meth:`LinkMetrics.pong_received` answers it and
   returns the RTT; a pong whose sequence number is unknown (never sent, already
@@ -41,6 +54,8 @@ __all__ = [
     "BANDWIDTH_WINDOW",
     "DEFAULT_PING_TIMEOUT",
     "JITTER_WINDOW",
+    "LATE_MARGIN_MS",
+    "LATE_RUN",
     "LOSS_WINDOW",
     "MAX_OUTSTANDING_PINGS",
     "BandwidthMeter",
@@ -60,6 +75,14 @@ LOSS_WINDOW = 100
 #: Pings that may wait for a pong at once; more than a loss window of pings in
 #: flight means the link is dead anyway, and the bound keeps memory fixed.
 MAX_OUTSTANDING_PINGS = LOSS_WINDOW
+
+#: A pong later than the window's fastest RTT by more than this (ms) needed a
+#: TCP retransmission: Linux retransmits after at least 200 ms, and a queueing
+#: or event-loop spike of 150 ms on a LAN heartbeat is rare.
+LATE_MARGIN_MS = 150.0
+
+#: Late pongs in a row after which they are the link's new delay, not loss.
+LATE_RUN = 3
 
 #: Seconds after which an unanswered ping counts as lost, when the caller does
 #: not say: the original's "handshake" class tolerated 5 s of latency.
@@ -134,6 +157,9 @@ class LinkMetrics:
     """Measured quality of one link: RTT window, heartbeat loss, bandwidth, queue depth."""
 
     __slots__ = (
+        "_last",
+        "_late_run",
+        "_late_total",
         "_lost_total",
         "_outcomes",
         "_outstanding",
@@ -161,6 +187,10 @@ class LinkMetrics:
         self._outcomes: deque[bool] = deque(maxlen=LOSS_WINDOW)
         self._sent_total = 0
         self._lost_total = 0
+        self._late_total = 0
+        self._last: float | None = None
+        #: The RTTs of the late pongs in a row so far.
+        self._late_run: list[float] = []
 
     # -------------------------------------------------------------------- RTT
     def record_rtt(self, rtt_ms: float) -> None:
@@ -168,6 +198,7 @@ class LinkMetrics:
         if not (rtt_ms >= 0 and math.isfinite(rtt_ms)):
             raise ValueError(f"RTT must be a non-negative number of ms, not {rtt_ms!r}")
         self._rtts.append(float(rtt_ms))
+        self._last = float(rtt_ms)
 
     @property
     def rtt_samples(self) -> tuple[float, ...]:
@@ -177,7 +208,7 @@ class LinkMetrics:
     @property
     def last_rtt(self) -> float | None:
         """The latest RTT in ms, or ``None`` before the first sample."""
-        return self._rtts[-1] if self._rtts else None
+        return self._last
 
     @property
     def latency(self) -> float:
@@ -185,6 +216,11 @@ class LinkMetrics:
         if not self._rtts:
             return 0.0
         return math.fsum(self._rtts) / len(self._rtts)
+
+    @property
+    def min_rtt(self) -> float | None:
+        """The fastest on-time RTT of the window in ms (None before a sample)."""
+        return min(self._rtts) if self._rtts else None
 
     @property
     def jitter(self) -> float:
@@ -207,6 +243,11 @@ class LinkMetrics:
         self._outstanding[seq] = float(now)
         self._sent_total += 1
 
+    def restamp(self, seq: int, sent_at: float) -> None:
+        """Ping *seq* really left at *sent_at* (stamped at the socket)."""
+        if seq in self._outstanding:
+            self._outstanding[seq] = float(sent_at)
+
     def pong_received(self, seq: int, now: float) -> float | None:
         """Answer heartbeat *seq*; return its RTT in ms and record it, or ``None`` if unknown."""
         if seq not in self._outstanding:
@@ -223,8 +264,31 @@ class LinkMetrics:
                 del self._outstanding[s]
                 self._resolve(lost=True)
         sent_at = self._outstanding.pop(seq)
-        self._resolve(lost=False)
         rtt_ms = max(0.0, (now - sent_at) * 1000.0)
+        fastest = self.min_rtt
+        if fastest is not None and rtt_ms > fastest + LATE_MARGIN_MS:
+            # Retransmitted on the way (TCP): a loss, not a slow sample.
+            self._late_run.append(rtt_ms)
+            if len(self._late_run) < LATE_RUN:
+                self._late_total += 1
+                self._resolve(lost=True)
+                self._last = rtt_ms
+                return rtt_ms
+            # The delay moved: these are its new level, answered in time.
+            run, self._late_run = self._late_run, []
+            flipped = 0
+            while flipped < len(run) - 1 and self._outcomes and self._outcomes[-1]:
+                self._outcomes.pop()
+                flipped += 1
+            self._lost_total -= flipped
+            self._late_total -= flipped
+            self._outcomes.extend([False] * flipped)
+            self._rtts.clear()
+            for x in run[:-1]:
+                self._rtts.append(x)
+        else:
+            self._late_run.clear()
+        self._resolve(lost=False)
         self.record_rtt(rtt_ms)
         return rtt_ms
 
@@ -252,6 +316,11 @@ class LinkMetrics:
     def pings_sent(self) -> int:
         """Pings registered since this link was created."""
         return self._sent_total
+
+    @property
+    def pings_late(self) -> int:
+        """Pongs counted as lost for being late (a retransmission) since creation."""
+        return self._late_total
 
     @property
     def pings_lost(self) -> int:

@@ -20,6 +20,10 @@ name       human-readable node name (may be empty)
 max_age    seconds the LSA lives in a database if it is not refreshed
 sig        the origin's Ed25519 signature over the other fields (64 bytes;
            empty when unsigned), see :mod:`operone_zmq.protocol.signature`
+incarnation
+           the origin broker's run (random 63-bit, new at each start; 0 =
+           not said, an older broker): a different one in a newer LSA means
+           the node restarted, and what it ran before is gone
 ========== ===================================================================
 
 Wire form (:meth:`LSA.to_wire` / :meth:`LSA.from_wire`) is a plain dict of
@@ -29,9 +33,9 @@ link is a 4-element list ``[neighbor, cost, bandwidth, loss]`` to keep a
 
 * the value must be a dict with string keys, at most :data:`MAX_WIRE_KEYS`;
 * ``origin``, ``seq``, ``links``, ``tools``, ``capabilities``, ``load`` and
-  ``workers`` are required; ``public_key``, ``kind``, ``name`` and
-  ``max_age`` are optional and take their defaults; so is ``sig`` (bytes,
-  empty or exactly 64);
+  ``workers`` are required; ``public_key``, ``kind``, ``name``, ``max_age``
+  and ``incarnation`` are optional and take their defaults (``incarnation``
+  is written only when not 0); so is ``sig`` (bytes, empty or exactly 64);
 * unknown keys are ignored, so a later version may add an optional field
   without breaking older brokers (a mesh is never upgraded all at once);
 * every value is type-checked (``bool`` is not an ``int``; ints are accepted
@@ -241,6 +245,7 @@ class LSA:
     #: The origin's signature (not part of equality: the same content signed
     #: twice is the same LSA).
     sig: bytes = field(default=b"", compare=False, repr=False)
+    incarnation: int = 0
     # Derived, not part of equality or hashing: neighbour -> link, for the
     # both-ends rule (looked up once per link when a graph is built).
     _by_neighbor: dict[str, LinkInfo] = field(
@@ -282,6 +287,7 @@ class LSA:
         object.__setattr__(
             self, "max_age", _check_number(self.max_age, "max_age", MIN_MAX_AGE, MAX_MAX_AGE)
         )
+        _check_int(self.incarnation, "incarnation", 0, MAX_SEQ)
 
     @property
     def neighbors(self) -> frozenset[str]:
@@ -305,11 +311,12 @@ class LSA:
             and self.kind == other.kind
             and self.name == other.name
             and self.max_age == other.max_age
+            and self.incarnation == other.incarnation
         )
 
     def to_wire(self) -> dict[str, Any]:
         """Return the LSA as a dict of msgpack-friendly values."""
-        return {
+        wire: dict[str, Any] = {
             "origin": self.origin,
             "seq": self.seq,
             "links": [link.to_wire() for link in self.links],
@@ -323,6 +330,9 @@ class LSA:
             "max_age": self.max_age,
             **({"sig": self.sig} if self.sig else {}),
         }
+        if self.incarnation:
+            wire["incarnation"] = self.incarnation
+        return wire
 
     @classmethod
     def from_wire(cls, value: object) -> LSA:
@@ -364,4 +374,5 @@ class LSA:
                 value.get("max_age", DEFAULT_MAX_AGE), "max_age", MIN_MAX_AGE, MAX_MAX_AGE
             ),
             sig=sig,
+            incarnation=_check_int(value.get("incarnation", 0), "incarnation", 0, MAX_SEQ),
         )

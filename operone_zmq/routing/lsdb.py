@@ -533,6 +533,7 @@ class LinkStateDB:
         kind: str = "broker",
         name: str = "",
         max_age: float = DEFAULT_MAX_AGE,
+        incarnation: int = 0,
     ) -> LSA:
         """Build, store and return our next LSA (or that of an SSH host we advertise).
 
@@ -579,6 +580,7 @@ class LinkStateDB:
             kind=kind,
             name=name,
             max_age=max_age,
+            incarnation=incarnation,
         )
         if self.seal is not None:
             lsa = self.seal(lsa)

@@ -1,7 +1,15 @@
 """The ``shell`` built-in: run an allow-listed executable with an argv list, never a shell string.
 
-The child runs in its own process group (session on POSIX) so that a timeout
-or a cancel kills it together with anything it started.  Its working
+The child runs in its own session, and a timeout or a cancel kills its whole
+tree, including descendants that left its process group (``setsid``): on
+Linux the worker is a child subreaper (``PR_SET_CHILD_SUBREAPER``), so an
+orphaned descendant is re-parented to the worker instead of to init, and the
+kill walks the ``/proc`` children lists from the child and takes, among the
+worker's own children, those carrying the job's mark in their environment
+(``OPERONE_SHELL_JOB``); it repeats until none is left.  (A descendant that
+clears its environment *and* is orphaned before the kill is missed: so
+``env`` is on the unsafe list.)  With ``tools.shell_user`` the child runs as
+that user, with its primary group and no supplementary groups.  Its working
 directory is the node's ``fs_root`` (a job's ``cwd`` must resolve inside it);
 without a root, a private empty directory made for the job and removed after.
 The working directory does not confine the program: what it may read or
@@ -39,6 +47,75 @@ _DRAIN_AFTER_KILL = 1.0
 #: Environment variables a job may not set: they change what the allowed
 #: executable really runs (preloaded libraries).
 _FORBIDDEN_ENV_PREFIXES = ("LD_", "DYLD_")
+#: The environment variable that marks a shell job's processes (see above).
+MARK = "OPERONE_SHELL_JOB"
+#: Rounds of "find the tree, kill it" before giving up: a tree that forks
+#: while it is being killed needs a few; each round is a /proc walk.
+_KILL_ROUNDS = 20
+_PR_SET_CHILD_SUBREAPER = 36
+_subreaper_lock = threading.Lock()
+_subreaper: bool | None = None
+#: Pids of the shell children this process started and still waits for
+#: (subprocess reaps those; the kill reaps only other marked orphans).
+_children: set[int] = set()
+
+
+def _become_subreaper() -> bool:
+    """Make this process a child subreaper (Linux); True when it is one."""
+    global _subreaper
+    with _subreaper_lock:
+        if _subreaper is None:
+            _subreaper = False
+            if sys.platform.startswith("linux"):
+                try:
+                    import ctypes
+
+                    libc = ctypes.CDLL(None, use_errno=True)
+                    _subreaper = libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+                except (OSError, AttributeError):
+                    _subreaper = False
+        return _subreaper
+
+
+def _proc_children(pid: int) -> list[int]:
+    """The children of ``pid`` from /proc (empty when it is gone)."""
+    out: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for t in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{t}/children") as f:
+                out.extend(int(x) for x in f.read().split())
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def _marked(pid: int, mark: bytes) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return mark in f.read().split(b"\0")
+    except OSError:
+        return False
+
+
+def _tree(root: int, mark: bytes) -> set[int]:
+    """``root`` and its descendants, and the worker's orphaned children that
+    carry ``mark`` (and their descendants)."""
+    found: set[int] = set()
+    todo = [root]
+    for c in _proc_children(os.getpid()):
+        if c != root and c not in _children and _marked(c, mark):
+            todo.append(c)
+    while todo:
+        pid = todo.pop()
+        if pid in found:
+            continue
+        found.add(pid)
+        todo.extend(_proc_children(pid))
+    return found
 
 
 def _check_argv(argv: object) -> list[str]:
@@ -157,6 +234,14 @@ class _Capture:
                 chunk = os.read(fd, _CHUNK)
                 if not chunk:
                     break
+                room = self._limit - len(self._buf)
+                if len(chunk) > room:
+                    self.truncated = True
+                    chunk = chunk[: max(room, 0)]
+                if not chunk:
+                    continue  # drain, keep nothing, stream nothing
+                self._buf += chunk
+                # Only what is kept is streamed: the same max_output cap.
                 if self._on_text is not None:
                     text = self._decoder.decode(chunk)
                     if text:
@@ -164,12 +249,6 @@ class _Capture:
                             self._on_text(self._label, text)
                         except Exception:  # a broken listener must not stop the drain
                             self._on_text = None
-                room = self._limit - len(self._buf)
-                if len(chunk) > room:
-                    self.truncated = True
-                    chunk = chunk[: max(room, 0)]
-                if chunk:
-                    self._buf += chunk
         except (OSError, ValueError):
             pass
         finally:
@@ -194,17 +273,68 @@ def _feed(stream: IO[bytes], data: bytes) -> None:
             pass
 
 
-def _kill_tree(proc: subprocess.Popen[bytes]) -> None:
-    if sys.platform != "win32":
+def _kill_tree(proc: subprocess.Popen[bytes], mark: bytes, *, group: bool = True) -> None:
+    """Kill ``proc``, its group and every descendant and marked orphan
+    (``group`` False: ``proc`` has exited and been reaped; only what is left
+    of its tree)."""
+    if sys.platform == "win32":
+        if proc.returncode is None:
+            try:
+                proc.kill()
+            except ProcessLookupError:
+                pass
+        return
+    if group:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-    if proc.returncode is None:
+    if not os.path.isdir("/proc"):
+        return
+    me = os.getpid()
+    for _ in range(_KILL_ROUNDS):
+        victims = _tree(proc.pid, mark) if group else _tree(-1, mark) - {-1}
+        victims.discard(me)
+        alive = False
+        for pid in victims:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                alive = True
+            except (ProcessLookupError, PermissionError):
+                pass
+        _reap_orphans(mark)
+        if not alive:
+            break
+        time.sleep(0.01)
+
+
+def _reap_orphans(mark: bytes) -> None:
+    """Reap the worker's exited children that carry ``mark`` (orphans
+    re-parented to us; subprocess reaps only the ones it started)."""
+    for c in _proc_children(os.getpid()):
+        if c in _children:
+            continue
         try:
-            proc.kill()
-        except ProcessLookupError:
-            pass
+            with open(f"/proc/{c}/stat") as f:
+                state = f.read().rpartition(")")[2].split()[0]
+        except OSError:
+            continue
+        if state == "Z" and _marked(c, mark):
+            try:
+                os.waitpid(c, os.WNOHANG)
+            except ChildProcessError:
+                pass
+
+
+def _user_ids(user: str) -> tuple[int, int]:
+    """uid and primary gid of ``user`` (a name or a number)."""
+    import pwd
+
+    try:
+        pw = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+    except (KeyError, ValueError):
+        raise Refused(f"tools.shell_user {user!r} is not a user on this node") from None
+    return pw.pw_uid, pw.pw_gid
 
 
 def run_shell(
@@ -250,7 +380,8 @@ def run_shell(
             raise BadRequest(f"working directory {cwd!r} does not exist in the node's fs_root")
         workdir = str(target)
     try:
-        return _run(config, ctx, args, executable, workdir, data, full_env, limit)
+        return _run(config, ctx, args, executable, workdir, data, full_env, limit,
+                    own_cwd=scratch is not None)
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -265,12 +396,31 @@ def _run(
     data: bytes | None,
     full_env: dict[str, str] | None,
     limit: float,
+    *,
+    own_cwd: bool = False,
 ) -> dict[str, Any]:
     extra: dict[str, Any] = {}
+    mark = f"{MARK}={os.getpid()}.{ctx.job_id}.{time.monotonic_ns()}"
     if sys.platform == "win32":
         extra["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
     else:
         extra["start_new_session"] = True
+        _become_subreaper()
+        env = dict(os.environ) if full_env is None else dict(full_env)
+        name, _, value = mark.partition("=")
+        env[name] = value
+        full_env = env
+        if config.shell_user is not None:
+            if os.geteuid() != 0:
+                raise Refused(
+                    f"tools.shell_user is {config.shell_user!r} but the worker does not run"
+                    " as root, so it cannot switch users: run the worker as root or unset"
+                    " tools.shell_user")
+            uid, gid = _user_ids(config.shell_user)
+            extra.update(user=uid, group=gid, extra_groups=[])
+            env["HOME"] = cwd
+            if own_cwd:  # the private scratch directory becomes the user's
+                os.chown(cwd, uid, gid)
     try:
         proc = subprocess.Popen(
             args,
@@ -290,6 +440,7 @@ def _run(
     except (OSError, ValueError) as exc:
         raise BadRequest(f"cannot start {args[0]!r}: {exc}") from None
 
+    _children.add(proc.pid)
     assert proc.stdout is not None
     assert proc.stderr is not None
     out = _Capture(proc.stdout, config.max_output, "stdout", ctx.stream)
@@ -326,11 +477,15 @@ def _run(
             alive[0].thread.join(step)
     finally:
         if outcome is not None:
-            _kill_tree(proc)
+            _kill_tree(proc, mark.encode())
             proc.wait()
             stop = time.monotonic() + _DRAIN_AFTER_KILL
             for c in (out, err):
                 c.thread.join(max(0.0, stop - time.monotonic()))
+        _children.discard(proc.pid)
+        if outcome is None and sys.platform != "win32":
+            # Finished: nothing it started outlives the job either.
+            _kill_tree(proc, mark.encode(), group=False)
 
     result: dict[str, Any] = {
         "stdout": out.text(),

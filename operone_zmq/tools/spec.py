@@ -52,6 +52,34 @@ def validate_tool_name(name: object) -> str:
 
 
 # --------------------------------------------------------------------- config
+#: Executables that run other programs chosen by their arguments (or read a
+#: program from them): allowing one allows every program on the node.  Shells,
+#: interpreters, and wrappers that exec their argv.  A ``shell_allow`` entry
+#: whose name is here (or matches an interpreter with a version suffix, such
+#: as python3.12) is refused unless ``shell_allow_unsafe`` is set.
+UNSAFE_EXECUTABLES = frozenset({
+    "env", "find", "xargs", "nice", "ionice", "timeout", "nohup", "setsid", "sudo", "su",
+    "doas", "pkexec", "runuser", "chroot", "nsenter", "unshare", "ssh", "scp", "rsync",
+    "sh", "bash", "dash", "zsh", "ksh", "mksh", "csh", "tcsh", "fish", "busybox",
+    "python", "python3", "perl", "ruby", "node", "nodejs", "php", "lua", "tclsh", "wish",
+    "expect", "awk", "gawk", "mawk", "nawk", "sed", "make", "git", "vi", "vim", "less",
+    "more", "man", "watch", "time", "stdbuf", "taskset", "flock", "script", "strace",
+    "ltrace", "gdb", "parallel", "docker", "podman", "kubectl", "systemd-run", "at",
+    "crontab", "tar", "zip", "install", "ld.so",
+})
+_UNSAFE_PATTERN = re.compile(r"(python|perl|ruby|php|lua|node|pypy|tclsh)[0-9.]*")
+
+
+def unsafe_shell_entries(allow: Iterable[str]) -> list[str]:
+    """The entries of ``allow`` that let a job run any program (sorted)."""
+    out = []
+    for entry in allow:
+        base = os.path.basename(entry)
+        if base in UNSAFE_EXECUTABLES or _UNSAFE_PATTERN.fullmatch(base):
+            out.append(entry)
+    return sorted(out)
+
+
 @dataclass(frozen=True)
 class ToolsConfig:
     """Node policy for the built-in tools: shell allow-list, file root and limits."""
@@ -65,6 +93,12 @@ class ToolsConfig:
     shell_timeout: float = 60.0
     #: Bytes of stdout and of stderr kept per ``shell`` job; the rest is dropped.
     max_output: int = 4 * 1024 * 1024
+    #: Allow ``shell_allow`` entries that run arbitrary programs (env, find,
+    #: shells, interpreters: UNSAFE_EXECUTABLES); without it they are refused.
+    shell_allow_unsafe: bool = False
+    #: Run ``shell`` children as this user (name or uid) and its primary group,
+    #: with no supplementary groups; needs the worker to run as root.
+    shell_user: str | None = None
 
     def __post_init__(self) -> None:
         # Values may come straight from a config file: check them as plain objects.
@@ -83,6 +117,15 @@ class ToolsConfig:
                     "or an absolute path"
                 )
         object.__setattr__(self, "shell_allow", allow)
+        unsafe = unsafe_shell_entries(allow)
+        if unsafe and self.shell_allow_unsafe is not True:
+            raise ConfigError(
+                f"shell_allow entries {unsafe} run any program their arguments name (or"
+                " read one from them): allowing them allows everything.  Remove them, or"
+                " set tools.shell_allow_unsafe = true if that is what you mean")
+        user: object = self.shell_user
+        if user is not None and (not isinstance(user, str) or not user or "\0" in user):
+            raise ConfigError(f"shell_user must be a user name or uid, not {user!r}")
         root: object = self.fs_root
         if isinstance(root, str):
             object.__setattr__(self, "fs_root", Path(root).expanduser())

@@ -152,6 +152,7 @@ def test_shell_output_is_streamed_while_it_runs(trio: MeshOfNodes) -> None:
     trio["b"].stop()  # only need one node with a worker: start a fresh one on a
     node = trio["a"]
     node.env["OPERONE_TOOLS_SHELL_ALLOW"] = "sh"
+    node.env["OPERONE_TOOLS_SHELL_ALLOW_UNSAFE"] = "true"  # sh runs anything: knowingly
     node.start_worker()
     got: list[str] = []
     first = threading.Event()

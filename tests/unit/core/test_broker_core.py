@@ -16,6 +16,7 @@ from operone_zmq.errors import (
     JobTimeout,
     NoRoute,
     Overloaded,
+    ToolFailed,
     ToolNotFound,
     WorkerLost,
 )
@@ -326,3 +327,89 @@ def test_shutdown_answers_every_job() -> None:
     h.pump()
     replies = h.replies()
     assert all(isinstance(replies[i], JobError) for i in ids)
+
+
+# ---------------------------------------------------------------- virtual worker
+# Tools served in the broker's own process (Broker.register_tool), with no frames.
+
+
+class Runner:
+    """The shell's side: records what the core starts and stops."""
+
+    def __init__(self) -> None:
+        self.started: list[tuple[str, str, dict[str, Any], float, int]] = []
+        self.stopped: list[str] = []
+
+    def run(self, jid: str, tool: str, args: dict[str, Any], deadline: float, cls: int) -> None:
+        self.started.append((jid, tool, args, deadline, cls))
+
+    def stop(self, jid: str) -> None:
+        self.stopped.append(jid)
+
+
+def _harness(slots: int = 1024) -> tuple[Harness, Runner]:
+    h = Harness()
+    r = Runner()
+    h.broker.add_virtual_worker("n1.inproc", frozenset({"add"}), r.run, r.stop, slots=slots)
+    return h, r
+
+
+def test_a_job_runs_from_its_decoded_request_and_its_value_is_packed_once() -> None:
+    """No frames go to any worker; the value handed back reaches the client."""
+    h, r = _harness()
+    jid = h.submit("add", {"a": 2, "b": 3})
+    assert [s[:3] for s in r.started] == [(jid, "add", {"a": 2, "b": 3})]
+    h.broker.virtual_done(jid, 5, None, 0.001, h.clock())
+    h.pump()
+    res = h.replies()[jid]
+    assert isinstance(res, JobResult) and res.value == 5 and res.executed_on == "n1"
+    stats = h.broker.stats(h.clock())
+    assert stats["jobs_completed"] == 1 and stats["workers"] == 1
+
+
+def test_an_error_is_typed_and_a_later_answer_is_late() -> None:
+    h, _ = _harness()
+    jid = h.submit("add", {})
+    h.broker.virtual_done(jid, None, ToolFailed("ValueError: boom", remote_type="ValueError"),
+                          0.0, h.clock())
+    h.pump()
+    err = h.replies()[jid]
+    assert isinstance(err, ToolFailed) and "boom" in err.message
+    h.broker.virtual_done(jid, 1, None, 0.0, h.clock())
+    h.pump()
+    assert h.replies() == {}
+    assert h.broker.stats(h.clock())["late_replies"] == 1
+
+
+def test_a_timeout_stops_the_job_frees_its_slot_and_starts_the_next() -> None:
+    """One slot: the second job queues; the first timing out starts it."""
+    h, r = _harness(slots=1)
+    first = h.submit("add", {}, timeout=0.5)
+    second = h.submit("add", {}, timeout=5.0)
+    assert [s[0] for s in r.started] == [first]
+    h.tick(1.0)
+    assert r.stopped == [first]
+    assert isinstance(h.replies()[first], JobTimeout)
+    assert [s[0] for s in r.started] == [first, second]
+    h.broker.virtual_done(first, 1, None, 0.0, h.clock())  # too late: dropped
+    h.broker.virtual_done(second, 2, None, 0.0, h.clock())
+    h.pump()
+    res = h.replies()
+    assert list(res) == [second] and isinstance(res[second], JobResult)
+    assert res[second].value == 2
+
+
+def test_a_value_that_cannot_be_sent_fails_the_job() -> None:
+    h, _ = _harness()
+    jid = h.submit("add", {})
+    h.broker.virtual_done(jid, object(), None, 0.0, h.clock())
+    h.pump()
+    err = h.replies()[jid]
+    assert isinstance(err, ToolFailed) and "cannot be sent" in err.message
+
+
+def test_the_virtual_worker_never_expires_and_gets_no_heartbeats() -> None:
+    h, _ = _harness()
+    h.tick(60.0)
+    assert h.broker.stats(h.clock())["workers"] == 1
+    assert h.broker.out == []

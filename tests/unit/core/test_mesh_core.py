@@ -62,6 +62,7 @@ def test_unknown_destination_and_unknown_tool_fail_fast() -> None:
     m = line(3)
     m.add_worker("c", ["echo"])
     m.run()
+    m.advance(5)  # past c's start: its workers have had time to register
     j1 = m.submit("a", "echo", on="zz")
     j2 = m.submit("a", "nope", on="c")
     m.run()

@@ -24,7 +24,7 @@ def test_a_broadcast_is_delivered_once() -> None:
     assert p.relay.on_broadcast("n2", h, frames, p.clock()) == 0
     assert p.ctx.counters["broadcasts_received"] == 1
     assert list(p.relay.broadcasts) == [{"id": "b1", "src": "n2", "via": "n2",
-                                         "data": {"hi": 1}}]
+                                         "data": {"hi": 1}, "size": 5}]
     assert [e[0] for e in p.core.events] == ["message"]
 
 

@@ -667,3 +667,42 @@ def test_job_args_may_hold_maps_with_integer_keys() -> None:
     """Nested argument values are any msgpack maps, as results are."""
     req = JobRequest.unpack(_p({"tool": "e", "args": {"x": {1: "a"}}}))
     assert req.args == {"x": {1: "a"}}
+
+
+# ------------------------------------------- decode limits (issue 11)
+def test_a_long_container_is_refused_at_its_header() -> None:
+    import msgpack as _m
+
+    from operone_zmq.protocol.bodies import unpack_value as _uv
+    from operone_zmq.protocol.limits import MAX_CONTAINER_LEN
+
+    n = MAX_CONTAINER_LEN + 1
+    with pytest.raises(ProtocolError, match="more than 1048576 elements"):
+        _uv(b"\xdd" + n.to_bytes(4, "big") + b"\x90" * n)
+    with pytest.raises(ProtocolError, match="the data ends too early"):
+        _uv(b"\xdd\xff\xff\xff\xff")  # a length beyond the data
+    assert len(_uv(_m.packb([0] * MAX_CONTAINER_LEN))) == MAX_CONTAINER_LEN
+
+
+def test_a_big_job_is_read_as_an_envelope_by_a_broker() -> None:
+    from operone_zmq.protocol.bodies import JobRequest as _J
+    from operone_zmq.protocol.limits import ENVELOPE_THRESHOLD
+
+    big = _J("echo", {"a": b"x" * ENVELOPE_THRESHOLD, "b": [1]}, timeout=5.0, on="n2",
+             caps=("gpu",), retries=2, stream=True).pack()
+    env = _J.unpack(big, envelope=True)
+    assert env.args_skipped and env.args == {}
+    assert (env.tool, env.timeout, env.on, env.caps, env.retries, env.stream) == (
+        "echo", 5.0, "n2", ("gpu",), 2, True)
+    assert not _J.unpack(big).args_skipped
+    small = _J("echo", {"a": 1}).pack()
+    assert _J.unpack(small, envelope=True).args == {"a": 1}
+    n = 2_000_000  # one array of 2 M empty arrays: stepped over, never built
+    bomb = (b"\x82\xa4tool\xa4echo\xa4args\x81\xa1x\xdd" + n.to_bytes(4, "big")
+            + b"\x90" * n)
+    assert _J.unpack(bomb, envelope=True).args_skipped
+    with pytest.raises(ProtocolError, match="more than 1048576 elements"):
+        _J.unpack(bomb)
+    bad = b"\x82\xa4tool\xa4echo\xa4args\x91" + b"\xc4\x00" * ENVELOPE_THRESHOLD
+    with pytest.raises(ProtocolError):
+        _J.unpack(bad, envelope=True)

@@ -27,6 +27,8 @@ def run(config: ToolsConfig, ctx: ToolContext | None = None, **args: Any) -> Any
 
 
 def allow(*names: str, **kw: Any) -> ToolsConfig:
+    # These tests run the Python interpreter: an unsafe entry, allowed knowingly.
+    kw.setdefault("shell_allow_unsafe", True)
     return ToolsConfig(shell_allow=frozenset(names), **kw)
 
 
@@ -257,3 +259,98 @@ def test_without_fs_root_the_cwd_is_a_private_scratch_directory() -> None:
     assert listing.strip() == "[]"
     assert "operone-shell-" in where
     assert not os.path.exists(where)
+
+
+# ------------------------------------------------ the whole tree (issue 11)
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="uses /proc and PR_SET_CHILD_SUBREAPER")
+
+
+def _gone(pidfile: Path) -> None:
+    """The process whose pid is in ``pidfile`` is dead within a moment; if
+    not, it is killed (the test never leaves it behind) and the test fails."""
+    for _ in range(200):
+        if pidfile.exists() and pidfile.read_text().strip():
+            break
+        time.sleep(0.01)
+    pid = int(pidfile.read_text())
+    for _ in range(100):  # SIGKILL is asynchronous: give it a moment
+        if not _alive(pid):
+            return
+        time.sleep(0.02)
+    os.kill(pid, 9)
+    pytest.fail(f"process {pid} escaped the kill")
+
+
+#: A grandchild in its own session (setsid), whose parent exits at once: it
+#: leaves the job's process group and is orphaned before the kill.
+def _escape(pidfile: Path, then: str) -> list[str]:
+    inner = f"echo $$ > {pidfile}; exec sleep 300"
+    return ["sh", "-c", f"setsid sh -c '{inner}' </dev/null >/dev/null 2>&1 & {then}"]
+
+
+@linux_only
+def test_timeout_kills_a_setsid_grandchild(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    with pytest.raises(JobTimeout):
+        run(allow("sh"), argv=_escape(pidfile, "sleep 30"), timeout=0.5)
+    _gone(pidfile)
+
+
+@linux_only
+def test_cancel_kills_a_setsid_grandchild(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    cfg = allow("sh")
+    ctx = ToolContext(job_id="j", node="n", config=cfg)
+    threading.Timer(0.5, ctx.cancelled.set).start()
+    with pytest.raises(JobCancelled):
+        run(cfg, ctx, argv=_escape(pidfile, "sleep 30"))
+    _gone(pidfile)
+
+
+@linux_only
+def test_nothing_a_finished_job_started_outlives_it(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    out = run(allow("sh"), argv=_escape(pidfile, f"while [ ! -s {pidfile} ]; do :; done"))
+    assert out["exit_code"] == 0
+    _gone(pidfile)
+
+
+@pytest.mark.parametrize("entry", ["env", "find", "xargs", "bash", "/usr/bin/python3.12",
+                                   "perl", "nice", "timeout", "nohup", "setsid", "sudo",
+                                   "ssh"])
+def test_allow_list_entries_that_run_anything_are_refused(entry: str) -> None:
+    from operone_zmq.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="shell_allow_unsafe"):
+        ToolsConfig(shell_allow=frozenset({"echo", entry}))
+    assert entry in ToolsConfig(shell_allow=frozenset({entry}),
+                                shell_allow_unsafe=True).shell_allow
+
+
+@posix_only
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root")
+def test_shell_user_runs_as_nobody_without_access_to_the_home(tmp_path: Path) -> None:
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    home = tmp_path / "operone-home"
+    home.mkdir(mode=0o700)
+    secret = home / "node.key_secret"
+    secret.write_text("secret")
+    cfg = ToolsConfig(shell_allow=frozenset({"id", "cat"}), shell_user="nobody")
+    out = run(cfg, argv=["id", "-u"])
+    assert out["stdout"].strip() == str(nobody.pw_uid)
+    assert run(cfg, argv=["id", "-G"])["stdout"].split() == [str(nobody.pw_gid)]
+    denied = run(cfg, argv=["cat", str(secret)])
+    assert denied["exit_code"] != 0 and "Permission denied" in denied["stderr"]
+    assert run(ToolsConfig(shell_allow=frozenset({"cat"})),
+               argv=["cat", str(secret)])["stdout"] == "secret"
+
+
+@posix_only
+def test_shell_user_needs_root() -> None:
+    if os.geteuid() == 0:
+        pytest.skip("runs as root")
+    with pytest.raises(Refused, match="root"):
+        run(ToolsConfig(shell_allow=frozenset({"id"}), shell_user="nobody"), argv=["id"])
