@@ -667,3 +667,17 @@ def test_job_args_may_hold_maps_with_integer_keys() -> None:
     """Nested argument values are any msgpack maps, as results are."""
     req = JobRequest.unpack(_p({"tool": "e", "args": {"x": {1: "a"}}}))
     assert req.args == {"x": {1: "a"}}
+
+
+def test_hello_and_welcome_carry_direct_and_default_it_to_false() -> None:
+    """Revision 5: ``direct`` round-trips, is absent when false (an older
+    body), and must be a boolean."""
+    assert Hello.unpack(Hello("n1", direct=True).pack()).direct is True
+    assert Welcome.unpack(Welcome("n1", direct=True).pack()).direct is True
+    assert "direct" not in msgpack.unpackb(Hello("n1").pack())
+    assert Welcome.unpack(Welcome("n1").pack()).direct is False
+    bad = msgpack.packb({"node": "n1", "cluster": "operone", "direct": 1})
+    with pytest.raises(ProtocolError, match="'direct' must be a boolean"):
+        Hello.unpack(bad)
+    with pytest.raises(ProtocolError, match="'direct' must be a boolean"):
+        Welcome.unpack(bad)
