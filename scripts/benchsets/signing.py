@@ -132,7 +132,7 @@ async def bench_signing(args: argparse.Namespace, work: Path) -> Result:
         "baseline column: signatures off (security.signatures = false on all three);"
         " operone column: on (the default).  a - b - c, a client of a runs echo on c;"
         " each job is signed twice (JOB at a, RESULT at c) and verified twice; echo on b"
-        " (1 hop) is signed only by a broker older than revision 4")
+        " (1 hop) is signed only by a broker older than revision 5")
     loads = [r["other_load_cores"] for rs in figs.values() for r in rs
              if "other_load_cores" in r]
     load_note(res, loads)
