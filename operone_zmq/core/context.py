@@ -155,6 +155,7 @@ def _new_counters() -> dict[str, int]:
         "lsa_origination_failed": 0,
         "signatures_refused": 0,
         "replays_refused": 0,
+        "unsigned_direct": 0,
         "broadcasts_received": 0,
         "retries": 0,
         "results_from_cache": 0,

@@ -263,7 +263,8 @@ class PeerLinks:
         if token is None and self._token_factory is not None:
             token = self._token_factory()
         body = Hello(ctx.node_id, ctx.name, ctx.cluster, token, self._signing_key,
-                     incarnation=ctx.incarnation).pack()
+                     incarnation=ctx.incarnation,
+                     direct=bool(self._signing_key)).pack()
         ctx.out.append((link.dial[0], [TAG, ctx.header(_HELLO, ctx.next_id(), link.node, 0),
                                        body]))
         if link.dial_state == DOWN:
@@ -462,6 +463,7 @@ class PeerLinks:
             link.dial_state = UP
             link.name = w.name
             self._linkstate.incarnation_seen(link.node, w.incarnation, now)
+            link.direct = w.direct
             if not was_up:
                 self._on_link_up(link, now)
             self._heard(link, now)
@@ -546,10 +548,12 @@ class PeerLinks:
         link.key = uid
         link.accepted_up = True
         link.name = hello.name
+        link.direct = hello.direct
         ctx.out.append((cls, [rid, TAG, ctx.header(_WELCOME, h.id, node, cls, h.id),
                               Welcome(ctx.node_id, ctx.name, ctx.cluster,
                                       self._signing_key,
-                                      incarnation=ctx.incarnation).pack()]))
+                                      incarnation=ctx.incarnation,
+                                      direct=bool(self._signing_key)).pack()]))
         self._linkstate.incarnation_seen(node, hello.incarnation, now)
         if not was_up:
             self._on_link_up(link, now)

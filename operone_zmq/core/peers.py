@@ -142,6 +142,8 @@ class PeerLink:
     #: The Curve key the neighbour authenticated with (z85), accepted side.
     key: str | None = None
     token: str | None = None
+    #: It takes our messages for it unsigned (HELLO/WELCOME ``direct``, rev. 5).
+    direct: bool = False
     up_since: float = 0.0
     heard: float = 0.0
     next_hello: float = 0.0

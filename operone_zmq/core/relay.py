@@ -18,6 +18,13 @@ Rules:
   within the window.  Anything else is dropped and counted
   (``signatures_refused``, ``replays_refused``); the signature frame is
   removed before a message goes on to a worker or a client.
+* Except straight from origin to destination: a message we originate whose
+  next hop is its dst, on a link whose neighbour said ``direct`` in its
+  HELLO/WELCOME, goes unsigned (a client's JOB with the frame
+  ``[1, nil, client, nil]``); the destination takes an unsigned message only
+  from the link authenticated as its src, for itself, with ``ts`` in the
+  window (CurveZMQ proves the origin and stops replays on the link;
+  docs/security.md "Direct messages").
 * A JOB that cannot go on (no route, TTL out) is answered to its src with
   NoRoute; other types are dropped: an ERROR for a lost CANCEL would read as
   the failure of the job's current attempt.
@@ -116,34 +123,49 @@ class Relay:
         return list(self.broadcasts)
 
     # ------------------------------------------------------------- routing
-    def sign(self, frames: list[bytes], client: tuple[str, str] | None = None) -> list[bytes]:
+    def sign(self, frames: list[bytes], client: tuple[str, str] | None = None, *,
+             direct: bool = False) -> list[bytes]:
         """``[tag, header, body]`` with our signature frame added (unchanged
-        without a signer)."""
+        without a signer).  ``direct``: the next hop is the destination and
+        takes our own messages unsigned, so one we originate is not signed."""
         signer = self._signer
         if signer is None:
             return frames
         h = decode_header(frames[1])
+        me = self._ctx.node_id
+        if direct and h.src == me:
+            if client is None:
+                return frames[:3]
+            return [frames[0], frames[1], frames[2], SigFrame(None, client).pack()]
         data = message_signed_bytes(h.type, h.id, h.src, h.dst, h.ts, h.cls, h.corr, client,
                                     frames[2])
-        me = self._ctx.node_id
         return [frames[0], frames[1], frames[2],
                 SigFrame(signer.sign(data), client, None if h.src == me else me).pack()]
 
-    def verified(self, h: Header, frames: list[bytes]) -> tuple[str, str] | bool | None:
+    def verified(self, h: Header, frames: list[bytes],
+                 via: str | None = None) -> tuple[str, str] | bool | None:
         """Check the signature and freshness of a message for us: False when
-        refused (counted), else the client it was signed for (None if none)."""
+        refused (counted), else the client it was signed for (None if none).
+        ``via``: the neighbour it came from; a message straight from its src
+        to this node may come unsigned (module docstring)."""
         ring = self._keyring
         if ring is None:
             return None
         ctx = self._ctx
         try:
-            if len(frames) < 4:
-                raise ProtocolError("unsigned")
-            sf = SigFrame.unpack(frames[3])
+            sf = SigFrame.unpack(frames[3]) if len(frames) >= 4 else None
         except ProtocolError:
-            ctx.counters["signatures_refused"] += 1
-            ctx.events.append(("security:signature_refused", {"src": h.src, "id": h.id}))
-            return False
+            sf = None
+            via = None  # a frame that does not parse is refused, direct or not
+        if sf is None or sf.sig is None:
+            if via is None or via != h.src or h.dst != ctx.node_id:
+                ctx.counters["signatures_refused"] += 1
+                ctx.events.append(("security:signature_refused", {"src": h.src, "id": h.id}))
+                return False
+            if not self._fresh(h):
+                return False
+            ctx.counters["unsigned_direct"] += 1
+            return None if sf is None else sf.client
         signer = h.src if sf.signer is None else sf.signer
         if signer != h.src and self._serving(h.src) != signer:
             ok = False  # only the broker serving an SSH host signs in its name
@@ -158,9 +180,7 @@ class Relay:
         key = (h.src, h.type, h.id, h.ts)
         if (abs(wall_ms - h.ts) > REPLAY_WINDOW * 1000 or h.ts <= self._replay_floor
                 or key in self._seen_signed):
-            ctx.counters["replays_refused"] += 1
-            ctx.events.append(("security:replay_refused", {
-                "src": h.src, "id": h.id, "skew_s": round((wall_ms - h.ts) / 1000, 3)}))
+            self._replay_refused(h, wall_ms)
             return False
         if h.type == _PROGRESS:
             return sf.client  # output chunks share id and ms: the window is their check
@@ -175,6 +195,20 @@ class Relay:
             if first[3] >= cutoff:
                 self._replay_floor = max(self._replay_floor, first[3])
         return sf.client
+
+    def _fresh(self, h: Header) -> bool:
+        """Is ``ts`` within the window of our clock?  (Counted when not.)"""
+        wall_ms = int(self._ctx.wall() * 1000)
+        if abs(wall_ms - h.ts) <= REPLAY_WINDOW * 1000:
+            return True
+        self._replay_refused(h, wall_ms)
+        return False
+
+    def _replay_refused(self, h: Header, wall_ms: int) -> None:
+        ctx = self._ctx
+        ctx.counters["replays_refused"] += 1
+        ctx.events.append(("security:replay_refused", {
+            "src": h.src, "id": h.id, "skew_s": round((wall_ms - h.ts) / 1000, 3)}))
 
     def _client_may_run(self, h: Header, frames: list[bytes],
                         client: tuple[str, str] | bool | None) -> bool:
@@ -202,15 +236,18 @@ class Relay:
     def send_to_node(self, dst: str, cls: int, frames: list[bytes], t: int, *,
                      client: tuple[str, str] | None = None, sign: bool = True) -> bool:
         """Send routed frames toward ``dst`` by its next hop; False if unreachable.
-        Frames we originate (``sign``) are signed, for ``client`` when given.
+        Frames we originate (``sign``) are signed, for ``client`` when given
+        (unsigned but for the client frame when the next hop is the
+        destination over a link that said ``direct``).
 
         A next hop whose link is gone or down (it just went: our LSA and the
         routes will follow within an LSA interval and an SPF run) holds the
         message until the routes were recomputed."""
-        if sign and self._signer is not None:
-            frames = self.sign(frames[:3], client)
         nh = self._routes.next_hop(dst)
         link = self._links.get(nh) if nh is not None else None
+        if sign and self._signer is not None:
+            direct = link is not None and link.up and nh == dst and link.direct
+            frames = self.sign(frames[:3], client, direct=direct)
         if nh is not None and (link is None or not link.up) and t in _ROUTED:
             self.hold(cls, frames, self._ctx.now)
             return True
@@ -277,7 +314,7 @@ class Relay:
         """A JOB/RESULT/ERROR/PROGRESS/CANCEL from a neighbour: ours, or relay it."""
         ctx = self._ctx
         if (h.dst == ctx.node_id or h.dst in self._legacy) and self._keyring is not None:
-            client = self.verified(h, frames)
+            client = self.verified(h, frames, link.node)
             if client is False:
                 return
             frames = frames[:3]

@@ -729,6 +729,9 @@ class Hello:
     signing_key: str = ""
     #: The sender's broker run (additive, v1 revision 4; 0: not said).
     incarnation: int = 0
+    #: It takes messages originated by the receiver and addressed to it over
+    #: this link without a signature (revision 5, docs/protocol.md §2.2).
+    direct: bool = False
 
     def pack(self) -> bytes:
         m: dict[str, Any] = {"node": self.node, "name": self.name, "cluster": self.cluster}
@@ -738,6 +741,8 @@ class Hello:
             m["sk"] = self.signing_key
         if self.incarnation:
             m["incarnation"] = self.incarnation
+        if self.direct:
+            m["direct"] = True
         return pack_value(m)
 
     @classmethod
@@ -753,6 +758,7 @@ class Hello:
             token=token,
             signing_key=_signing_key(m, "HELLO"),
             incarnation=_int(m, "incarnation", "HELLO", 0, 2**63 - 1, 0),
+            direct=_direct(m, "HELLO"),
         )
 
 
@@ -762,6 +768,13 @@ def _signing_key(m: dict[str, Any], what: str) -> str:
         raise ProtocolError(f"{what}: 'sk' must be an Ed25519 public key in 64 lowercase hex"
                             " digits")
     return sk
+
+
+def _direct(m: dict[str, Any], what: str) -> bool:
+    direct = m.get("direct", False)
+    if type(direct) is not bool:
+        raise ProtocolError(f"{what}: 'direct' must be a boolean")
+    return direct
 
 
 @dataclass(frozen=True, slots=True)
@@ -775,6 +788,8 @@ class Welcome:
     signing_key: str = ""
     #: The answering broker's run (additive, v1 revision 4; 0: not said).
     incarnation: int = 0
+    #: As in HELLO.
+    direct: bool = False
 
     def pack(self) -> bytes:
         m: dict[str, Any] = {"node": self.node, "name": self.name, "cluster": self.cluster}
@@ -782,6 +797,8 @@ class Welcome:
             m["sk"] = self.signing_key
         if self.incarnation:
             m["incarnation"] = self.incarnation
+        if self.direct:
+            m["direct"] = True
         return pack_value(m)
 
     @classmethod
@@ -793,6 +810,7 @@ class Welcome:
             cluster=_req(m, "cluster", "WELCOME"),
             signing_key=_signing_key(m, "WELCOME"),
             incarnation=_int(m, "incarnation", "WELCOME", 0, 2**63 - 1, 0),
+            direct=_direct(m, "WELCOME"),
         )
 
 

@@ -15,19 +15,23 @@ What is signed:
   frame as :class:`SigFrame`.
 
 A relay can therefore neither forge nor alter either; it can only drop.
+
+Signing and verifying are libsodium's (PyNaCl, already installed for
+paramiko): the same RFC 8032 signatures as OpenSSL's, about twice as fast
+here, and strict about non-canonical encodings.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import msgpack
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from nacl.bindings import crypto_sign, crypto_sign_open, crypto_sign_seed_keypair
+from nacl.exceptions import CryptoError
 
 from ..errors import ProtocolError
 from .limits import MAX_SIGNATURE_SIZE
@@ -44,6 +48,9 @@ __all__ = [
 
 #: An Ed25519 signature.
 SIGNATURE_LEN = 64
+#: An Ed25519 public key and seed (secret key).
+PUBLIC_KEY_LEN = 32
+SEED_LEN = 32
 #: First element of a signature frame.
 SIG_VERSION = 1
 
@@ -85,10 +92,12 @@ class SigFrame:
     ``client`` is ``[fingerprint, role]`` of the client key a JOB was
     submitted with (nil otherwise); ``signer`` is the node whose key signed,
     nil when it is the header's ``src`` (an SSH host's messages are signed by
-    the broker serving it).
+    the broker serving it).  ``sig`` is None (nil) on a client's JOB sent
+    unsigned straight from its origin to its destination (revision 5): the
+    frame then only carries ``client``, and ``signer`` is nil.
     """
 
-    sig: bytes
+    sig: bytes | None
     client: tuple[str, str] | None = None
     signer: str | None = None
 
@@ -109,8 +118,11 @@ class SigFrame:
         if type(v) is not tuple or len(v) != 4 or v[0] != SIG_VERSION:
             raise ProtocolError("signature frame must be [1, signature, client, signer]")
         _, sig, client, signer = v
-        if type(sig) is not bytes or len(sig) != SIGNATURE_LEN:
-            raise ProtocolError("signature must be 64 bytes")
+        if sig is None:
+            if signer is not None:
+                raise ProtocolError("an unsigned frame names no signer")
+        elif type(sig) is not bytes or len(sig) != SIGNATURE_LEN:
+            raise ProtocolError("signature must be 64 bytes or nil")
         if client is not None and not (
                 type(client) is tuple and len(client) == 2
                 and all(type(c) is str and len(c) <= 64 for c in client)):
@@ -123,31 +135,34 @@ class SigFrame:
 class Signer:
     """A node's Ed25519 signing key."""
 
-    __slots__ = ("_key", "public_hex")
+    __slots__ = ("_sk", "public_hex")
 
-    def __init__(self, key: Ed25519PrivateKey) -> None:
-        self._key = key
-        self.public_hex = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
+    def __init__(self, seed: bytes) -> None:
+        if len(seed) != SEED_LEN:
+            raise ValueError("an Ed25519 seed is 32 bytes")
+        pk, self._sk = crypto_sign_seed_keypair(seed)
+        self.public_hex = pk.hex()
 
     @classmethod
     def generate(cls) -> Signer:
-        return cls(Ed25519PrivateKey.generate())
+        return cls(os.urandom(SEED_LEN))
 
     @classmethod
     def from_seed(cls, seed: bytes) -> Signer:
-        return cls(Ed25519PrivateKey.from_private_bytes(seed))
+        return cls(seed)
 
     def sign(self, data: bytes) -> bytes:
-        return self._key.sign(data)
+        signed: bytes = crypto_sign(data, self._sk)
+        return signed[:SIGNATURE_LEN]
 
 
 class KeyRing:
     """Who may sign as which node: node id -> Ed25519 public key (hex), from
-    a lookup (the trust store), parsed once per key."""
+    a lookup (the trust store), decoded once per key."""
 
     def __init__(self, lookup: Callable[[str], str | None]) -> None:
         self._lookup = lookup
-        self._parsed: dict[str, tuple[str, Ed25519PublicKey]] = {}
+        self._parsed: dict[str, tuple[str, bytes]] = {}
 
     def knows(self, node: str) -> bool:
         return bool(self._lookup(node))
@@ -160,14 +175,18 @@ class KeyRing:
         cached = self._parsed.get(node)
         if cached is None or cached[0] != hex_key:
             try:
-                pub = Ed25519PublicKey.from_public_bytes(bytes.fromhex(hex_key))
+                pub = bytes.fromhex(hex_key)
             except ValueError:
+                return False
+            if len(pub) != PUBLIC_KEY_LEN:
                 return False
             if len(self._parsed) >= MAX_CACHED_KEYS:
                 self._parsed.clear()
             self._parsed[node] = cached = (hex_key, pub)
+        if len(sig) != SIGNATURE_LEN:
+            return False
         try:
-            cached[1].verify(sig, data)
-        except InvalidSignature:
+            crypto_sign_open(sig + data, cached[1])
+        except (CryptoError, ValueError):
             return False
         return True

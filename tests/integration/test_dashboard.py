@@ -439,14 +439,14 @@ def test_the_jobs_page_against_the_contract(tmp_path: Path) -> None:
             ]
             real = b.core._queries.answer
 
-            def answer(q: Any, t: float) -> Any:
+            def answer(q: Any, t: float, **kw: Any) -> Any:
                 if q.what == "jobs":
                     return [j for j in jobs if q.args.get("state") in (None, j["state"])
                             and q.args.get("node") in (None, j["node"])]
                 if q.what == "job":
                     return next((j for j in jobs if j["id"] == q.args.get("id")),
                                 {"id": q.args.get("id"), "state": None})
-                return real(q, t)
+                return real(q, t, **kw)
 
             b.core._queries.answer = answer  # type: ignore[method-assign]
             d = Dash(node, tmp_path)

@@ -318,3 +318,26 @@ def test_the_executing_node_enforces_its_own_limits_on_a_client(tmp_path: Path) 
                 c.run("echo", {"x": 1}, on="b", timeout=20)
     finally:
         m.stop()
+
+
+def test_only_messages_that_cross_a_relay_are_signed(tmp_path: Path) -> None:
+    """a - b - c: a JOB from a to b and its RESULT go unsigned (b and a take
+    them from the link authenticated as their origin); a JOB from a to c and
+    its RESULT cross b and are signed and verified; nothing is refused."""
+    m = MeshOfNodes(tmp_path, ["a", "b", "c"])
+    try:
+        m.start([("a", "b"), ("b", "c")])
+        m["b"].start_worker()
+        m["c"].start_worker()
+        m.wait_converged()
+        with m["a"].client() as ca, m["b"].client() as cb, m["c"].client() as cc:
+            assert ca.run("echo", {"x": 1}, on="b", timeout=20) == {"x": 1}
+            assert cb.stats()["unsigned_direct"] >= 1
+            assert ca.stats()["unsigned_direct"] >= 1
+            assert ca.run("echo", {"x": 2}, on="c", timeout=20) == {"x": 2}
+            assert cc.stats()["unsigned_direct"] == 0
+            for c in (ca, cb, cc):
+                st = c.stats()
+                assert st["signatures_refused"] == 0 and st["replays_refused"] == 0
+    finally:
+        m.stop()

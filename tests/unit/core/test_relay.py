@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from coreparts import Parts
+from coreparts import WALL, Parts
 
 from operone_zmq.errors import NoRoute
 from operone_zmq.protocol import TAG, Header, MsgType, decode, encode_header
-from operone_zmq.protocol.bodies import pack_value
+from operone_zmq.protocol.bodies import JobRequest, pack_value
+from operone_zmq.protocol.signature import SigFrame, Signer, message_signed_bytes
 
 
 def test_no_next_hop_counts_no_route() -> None:
@@ -45,3 +46,77 @@ def test_a_job_out_of_hops_is_answered_no_route() -> None:
                       p.clock())
     assert p.ctx.counters["ttl_expired"] == 1
     assert p.ctx.counters["relayed"] == 0
+
+
+# ------------------------------------------ signatures: direct vs relayed
+def _signing_parts() -> tuple[Parts, Signer]:
+    """A signing core n1 that knows n2's signing key."""
+    n2 = Signer.generate()
+    keys = {"n2": n2.public_hex}
+    return Parts(signer=Signer.generate(), signing_keys=keys.get), n2
+
+
+def _job(src: str, dst: str = "n1", ts_ms: int | None = None) -> tuple[Header, list[bytes]]:
+    ts = int((WALL + 1000.0) * 1000) if ts_ms is None else ts_ms  # Parts: wall = WALL + clock
+    h = Header(int(MsgType.JOB), "j1", src, dst, 8, ts, 2, None)
+    return h, [TAG, encode_header(h), JobRequest("echo", {}).pack()]
+
+
+CLIENT = ("f" * 16, "submit")
+
+
+def test_an_unsigned_message_straight_from_its_origin_is_taken() -> None:
+    p, _ = _signing_parts()
+    h, frames = _job("n2")
+    client = p.relay.verified(h, [*frames, SigFrame(None, CLIENT).pack()], "n2")
+    assert client == CLIENT
+    assert p.relay.verified(h._replace(type=int(MsgType.RESULT)), frames, "n2") is None
+    assert p.ctx.counters["unsigned_direct"] == 2
+    assert p.ctx.counters["signatures_refused"] == 0
+
+
+def test_an_unsigned_message_from_a_relay_naming_another_src_is_refused() -> None:
+    """A relay (the link is n3's) claiming src=n2 without a signature: refused,
+    with or without a client frame; so is one for a host we serve (dst is
+    not this node), a stale one, and a malformed frame from the origin."""
+    p, _ = _signing_parts()
+    h, frames = _job("n2")
+    assert p.relay.verified(h, frames, "n3") is False
+    assert p.relay.verified(h, [*frames, SigFrame(None, CLIENT).pack()], "n3") is False
+    assert p.relay.verified(h, frames, None) is False  # a broadcast is always signed
+    hl, fl = _job("n2", dst="ssh-host")
+    assert p.relay.verified(hl, fl, "n2") is False
+    assert p.relay.verified(h, [*frames, b"\xc1"], "n2") is False
+    assert p.ctx.counters["signatures_refused"] == 5
+    ho, fo = _job("n2", ts_ms=int(WALL * 1000) - 3_600_000)
+    assert p.relay.verified(ho, fo, "n2") is False
+    assert p.ctx.counters["replays_refused"] == 1
+    assert p.ctx.counters["unsigned_direct"] == 0
+
+
+def test_a_relayed_message_still_needs_its_origins_signature() -> None:
+    """Signed by n2, it passes whichever link it came on; signed by another
+    key in n2's name, it does not."""
+    p, n2 = _signing_parts()
+    h, frames = _job("n2")
+
+    def signed(by: Signer) -> list[bytes]:
+        data = message_signed_bytes(h.type, h.id, h.src, h.dst, h.ts, h.cls, h.corr, CLIENT,
+                                    frames[2])
+        return [*frames, SigFrame(by.sign(data), CLIENT).pack()]
+
+    assert p.relay.verified(h, signed(Signer.generate()), "n3") is False
+    assert p.relay.verified(h, signed(n2), "n3") == CLIENT
+    assert p.ctx.counters["signatures_refused"] == 1
+
+
+def test_only_our_own_messages_to_the_next_hop_go_unsigned() -> None:
+    p, _ = _signing_parts()
+    _, mine = _job("n1", dst="n2")
+    assert p.relay.sign(mine, direct=True) == mine
+    direct = p.relay.sign(mine, CLIENT, direct=True)
+    assert SigFrame.unpack(direct[3]) == SigFrame(None, CLIENT)
+    signed = SigFrame.unpack(p.relay.sign(mine, CLIENT)[3])
+    assert signed.sig is not None and signed.client == CLIENT
+    _, hosts = _job("ssh-host", dst="n2")  # an SSH host we answer for: still signed
+    assert SigFrame.unpack(p.relay.sign(hosts, direct=True)[3]).signer == "n1"

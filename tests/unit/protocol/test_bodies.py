@@ -706,3 +706,17 @@ def test_a_big_job_is_read_as_an_envelope_by_a_broker() -> None:
     bad = b"\x82\xa4tool\xa4echo\xa4args\x91" + b"\xc4\x00" * ENVELOPE_THRESHOLD
     with pytest.raises(ProtocolError):
         _J.unpack(bad, envelope=True)
+
+
+def test_hello_and_welcome_carry_direct_and_default_it_to_false() -> None:
+    """Revision 5: ``direct`` round-trips, is absent when false (an older
+    body), and must be a boolean."""
+    assert Hello.unpack(Hello("n1", direct=True).pack()).direct is True
+    assert Welcome.unpack(Welcome("n1", direct=True).pack()).direct is True
+    assert "direct" not in msgpack.unpackb(Hello("n1").pack())
+    assert Welcome.unpack(Welcome("n1").pack()).direct is False
+    bad = msgpack.packb({"node": "n1", "cluster": "operone", "direct": 1})
+    with pytest.raises(ProtocolError, match="'direct' must be a boolean"):
+        Hello.unpack(bad)
+    with pytest.raises(ProtocolError, match="'direct' must be a boolean"):
+        Welcome.unpack(bad)
