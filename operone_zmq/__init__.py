@@ -63,6 +63,7 @@ _EXPORTS: dict[str, str] = {
     "Refused": "operone_zmq.errors",
     "PathOutsideRoot": "operone_zmq.errors",
     "Overloaded": "operone_zmq.errors",
+    "TooManyClients": "operone_zmq.errors",
     "NoRoute": "operone_zmq.errors",
     "WorkerLost": "operone_zmq.errors",
     "NotIdempotent": "operone_zmq.errors",
@@ -117,6 +118,7 @@ __all__ = [  # noqa: RUF022 - grouped as _EXPORTS, not sorted
     "Refused",
     "PathOutsideRoot",
     "Overloaded",
+    "TooManyClients",
     "NoRoute",
     "WorkerLost",
     "NotIdempotent",
@@ -165,6 +167,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         SecurityError,
         ToolFailed,
         ToolNotFound,
+        TooManyClients,
         WorkerLost,
     )
     from .executor import DistributedExecutor, ExecutionResult

@@ -53,6 +53,7 @@ __all__ = [
     "LoggingConfig",
     "MeshConfig",
     "NodeConfig",
+    "RoutingConfig",
     "SecurityConfig",
     "ToolsSection",
     "WorkersConfig",
@@ -386,6 +387,20 @@ class BrokerConfig:
 
 
 @dataclass(frozen=True)
+class RoutingConfig:
+    """How the link-state routing remembers nodes that went away."""
+
+    down_retention_s: float = 14400.0
+
+    def __post_init__(self) -> None:
+        _need(
+            math.isfinite(self.down_retention_s) and self.down_retention_s >= 0,
+            "routing.down_retention_s",
+            f"must be a number of seconds >= 0, not {self.down_retention_s}",
+        )
+
+
+@dataclass(frozen=True)
 class MeshConfig:
     """The neighbour brokers this node dials."""
 
@@ -471,6 +486,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     broker: BrokerConfig = field(default_factory=BrokerConfig)
     mesh: MeshConfig = field(default_factory=MeshConfig)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
     ssh: SSHConfig = field(default_factory=SSHConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
@@ -483,6 +499,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "limits": LimitsConfig,
     "broker": BrokerConfig,
     "mesh": MeshConfig,
+    "routing": RoutingConfig,
     "ssh": SSHConfig,
     "logging": LoggingConfig,
 }
@@ -697,6 +714,7 @@ _SECTION_DOCS = {
     "broker": "The broker's local side.",
     "mesh": "Neighbour brokers to link to.  They must trust this node's key "
     "(keys/node.key) and this node must trust theirs.",
+    "routing": "Link-state routing between the brokers of the mesh.",
     "ssh": "Legacy hosts with only SSH: this broker runs their jobs through Fabric, and "
     "the mesh sees each as a node (kind ssh) offering shell, fs.read and fs.write.",
     "logging": "Logging of the broker and worker services.",
@@ -799,7 +817,14 @@ _OPTION_DOCS: dict[str, tuple[str, str | None]] = {
     ),
     "limits.max_message_size": ("Largest message accepted, in bytes.", None),
     "limits.max_queued_jobs": ("Jobs waiting for a worker before new ones are refused.", None),
-    "limits.max_clients": ("Client connections served at the same time.", None),
+    "limits.max_clients": (
+        "Client connections served at the same time (one per priority class a client "
+        "uses).  A new one past it gets the error too_many_clients; a connection silent "
+        "for 60 s with no job in flight gives its place up.  At start the broker raises "
+        "its open-file limit to the hard limit and refuses to start if that cannot hold "
+        "this many clients, its peers and a reserve.",
+        None,
+    ),
     "limits.max_client_jobs": (
         "Jobs one client connection may have in flight (not yet answered) before new "
         "ones are refused with overloaded; kept below the 10,000-message send "
@@ -854,6 +879,13 @@ _OPTION_DOCS: dict[str, tuple[str, str | None]] = {
         None,
     ),
     "mesh.max_peers": ("Most neighbour links this broker keeps.", None),
+    "routing.down_retention_s": (
+        "Seconds a node that went away (its link-state advertisement aged out) stays "
+        "known as 'down since T': routes and errors say 'known but unreachable' and "
+        "partition events name it; after this time it is forgotten "
+        "(partition:forgotten, never reported as healed).  0: forget it at once.",
+        None,
+    ),
     "logging.format": ('"console" for people, "json" for log collectors.', None),
     "logging.level": ("debug, info, warning, error or critical.", None),
 }

@@ -35,6 +35,7 @@ __all__ = [
     "Refused",
     "SSHError",
     "SecurityError",
+    "TooManyClients",
     "ToolFailed",
     "ToolNotFound",
     "UnsupportedVersion",
@@ -182,6 +183,13 @@ class Overloaded(JobError):
     code = "overloaded"
 
 
+class TooManyClients(Overloaded):
+    """The broker already serves ``limits.max_clients`` client connections;
+    this one was not served.  Retry later, or use another broker."""
+
+    code = "too_many_clients"
+
+
 class NoRoute(JobError):
     """The destination node is unknown or unreachable."""
 
@@ -232,6 +240,7 @@ _BY_CODE: dict[str, type[JobError]] = {
         Refused,
         PathOutsideRoot,
         Overloaded,
+        TooManyClients,
         NoRoute,
         WorkerLost,
         NotIdempotent,

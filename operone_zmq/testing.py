@@ -61,6 +61,8 @@ class CoreMesh:
         self.limits = limits or BrokerLimits(peer_interval=1.0, peer_liveness=3)
         self.nodes: dict[str, BrokerCore] = {}
         self.dead: set[str] = set()
+        #: Dead nodes whose connections closed (crash): peers see it at once.
+        self.crashed: set[str] = set()
         self.cut_pairs: set[frozenset[str]] = set()
         # (node, dealer socket) -> (remote node, class)
         self._dialled: dict[tuple[str, int], tuple[str, int]] = {}
@@ -140,6 +142,19 @@ class CoreMesh:
         """The broker dies: it neither sends nor receives any more."""
         self.dead.add(node)
 
+    def crash(self, node: str) -> None:
+        """The broker's process dies and the OS closes its connections: a
+        neighbour that dialled it sees its transport drop (the socket
+        monitor's DISCONNECTED), one it dialled gets an unroutable send
+        (ROUTER_MANDATORY) the next time it sends there."""
+        self.dead.add(node)
+        self.crashed.add(node)
+        now = self.clock()
+        for (a, b) in list(self._dial_socks):
+            if b == node and a not in self.dead:
+                self.nodes[a].transport_lost(node, now)
+                self._collect(a)
+
     def restart(self, node: str) -> BrokerCore:
         """The broker of ``node`` is killed and started again at once: a new
         core (a new incarnation) that knows nothing; the dials it made are
@@ -170,11 +185,12 @@ class CoreMesh:
     # ------------------------------------------------------------ running
     def _collect(self, node: str) -> None:
         core = self.nodes[node]
-        out = core.urgent + core.out  # heartbeats first, as the shell sends them
-        core.urgent, core.out = [], []
-        core.stamp_pings(self.clock())
-        for sock, frames in out:
-            self._route_out(node, sock, frames)
+        while core.out or core.urgent:  # an unroutable send may add messages
+            out = core.urgent + core.out  # heartbeats first, as the shell sends them
+            core.urgent, core.out = [], []
+            core.stamp_pings(self.clock())
+            for sock, frames in out:
+                self._route_out(node, sock, frames)
         self._collect_worker(node)
 
     def _collect_worker(self, node: str) -> None:
@@ -207,6 +223,9 @@ class CoreMesh:
                 return
             peer = rid.decode()
             socks = self._dial_socks.get((peer, node))
+            if peer in self.crashed:
+                self.nodes[node].on_unroutable(sock, frames, self.clock())
+                return
             if socks is None or self._blocked(node, peer):
                 return
             self.queue.append((peer, socks[sock], frames[1:], "dealer"))

@@ -31,6 +31,7 @@ from ..protocol.signature import Signer
 from ..routing.events import EventEmitter
 from ..security.keys import TrustedKey
 from ..tools import ToolRegistry
+from .fdlimit import ensure_fd_budget
 from .inproc import InprocTools
 from .legacy import LegacyHost, LegacyRunner
 from .pump import Pump
@@ -108,6 +109,16 @@ class PeerAddress:
                 f"peer {text!r} must be NODE@HOST:PORT (NODE is the peer's node id; its key"
                 " must be trusted here under that name: operone keys accept NODE KEYFILE)")
         return cls(node, host.strip("[]"), int(port))
+
+
+#: Fields of a partition event worth a log line: who is lost or back, and
+#: since when (the components, which can list every node, are left out).
+_PARTITION_LOG_FIELDS = ("partitions", "new", "unreachable", "rejoined", "forgotten",
+                         "down_since")
+
+
+def _partition_fields(payload: dict[str, Any]) -> dict[str, Any]:
+    return {k: payload[k] for k in _PARTITION_LOG_FIELDS if k in payload}
 
 
 def _bind_private(sock: zmq.Socket[bytes], endpoint: str) -> None:
@@ -218,6 +229,7 @@ class Broker:
         if self._pump is not None:
             return
         loop = asyncio.get_running_loop()
+        ensure_fd_budget(self._limits.max_clients, self._limits.max_peers)
         self.core = self._new_core()
         ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._ctx = ctx
@@ -426,6 +438,9 @@ class Broker:
         self._timer_at = float("inf")
         if self._pump is None:
             return
+        # Input that waited while the loop was busy counts before liveness is
+        # judged (a PONG in a socket buffer is not silence).
+        self._pump.drain()
         now = time.monotonic()
         self.core.tick(now)
         self._flush(now)
@@ -513,7 +528,8 @@ class Broker:
 
     def on(self, event: str, callback: Callable[..., object]) -> Callable[..., object]:
         """Listen to ``peer:connected``, ``peer:disconnected``, ``message``,
-        ``topology:updated``, ``partition:detected``, ``partition:healed``,
+        ``topology:updated``, ``partition:detected``, ``partition:rejoined``,
+        ``partition:healed``, ``partition:forgotten``, ``job:rerouted``,
         ``peer:refused``."""
         return self.events.on(event, callback)
 
@@ -570,9 +586,11 @@ class Broker:
             elif name == "peer:restarted":
                 self._log.info("peer_restarted", peer=payload["node"])
             elif name.startswith("partition:"):
-                # A broker that died also shows as a split until its LSA ages
-                # out, so this is information, not an alarm.
-                self._log.info(name.replace(":", "_"), **payload)
+                # Names the nodes (unreachable, new, rejoined, forgotten) and
+                # since when: an operator must see a lost part of the mesh.
+                self._log.warning(name.replace(":", "_"), **_partition_fields(payload))
+            elif name == "job:rerouted":
+                self._log.info("job_rerouted", **payload)
             self.events.emit(name, payload)
 
     def _dial(self, node: str, host: str, port: int, token: str | None,
@@ -744,7 +762,7 @@ class Broker:
         try:
             await asyncio.wait_for(fut, timeout)
         except TimeoutError:
-            known = node_id in self.core.lsdb
+            known = self.core.lsdb.knows(node_id)
             raise NoRoute(f"node '{node_id}' is not routable from '{self.node_id}' within"
                           f" {timeout:g} s" + (" (it is known but unreachable)" if known
                                                else " (no LSA of it has arrived)")) from None

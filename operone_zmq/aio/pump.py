@@ -206,61 +206,11 @@ class Pump:
         if self._closed:
             return
         now = self._clock()
-        batch = self._batch
-        on_message = self._on_message
-        max_frames = self._max_frames
-        max_bytes = self._max_bytes
         ready, self._ready = self._ready, set()
         again: set[int] = set()
         for idx in sorted(ready):  # lower index first: critical before low
-            s = self.sockets[idx]
-            if s is None:
-                continue
-            with_uid = self._with_uid[idx]
-            n = 0
-            try:
-                # Until EAGAIN: a socket drained to EAGAIN has had its
-                # commands processed and will signal its FD again.
-                while True:
-                    if n == batch:
-                        again.add(idx)
-                        break
-                    uid: str | None = None
-                    # Frames as zmq.Frame: ``more`` is read in C with the frame
-                    # (an RCVMORE option read per frame goes through pyzmq's
-                    # Python-level option lookup, about twice the cost).
-                    f = _recv(s, _NOBLOCK, False)
-                    frames = [f.bytes]
-                    if with_uid:
-                        # The first frame carries the message's metadata (ZAP
-                        # User-Id); clients too: their key's role decides what
-                        # they may do.
-                        try:
-                            uid = str(f.get("User-Id"))
-                        except zmq.ZMQError:
-                            uid = None
-                    size = len(frames[0])
-                    while f.more:
-                        f = _recv(s, _NOBLOCK, False)
-                        b = f.bytes
-                        frames.append(b)
-                        size += len(b)
-                        if size > max_bytes or len(frames) > max_frames:
-                            break
-                    else:
-                        n += 1
-                        try:
-                            on_message(idx, frames, now, uid)
-                        except Exception:
-                            self.handler_errors += 1
-                            log.exception("handler_failed", socket=idx)
-                        continue
-                    n += 1
-                    self._drop_rest(idx, s, frames, size, now)
-            except zmq.Again:
-                pass
-            except zmq.ZMQError as exc:
-                log.warning("recv_failed", socket=idx, error=str(exc))
+            if self._read(idx, now):
+                again.add(idx)
         try:
             self._after_run(now)
         except Exception:
@@ -281,6 +231,86 @@ class Pump:
             self._ready |= again
             self.kick()
 
+    def _read(self, idx: int, now: float) -> bool:
+        """Take up to one batch from socket ``idx`` (``now``: the time it was
+        received); True when the batch was full (more may wait)."""
+        batch = self._batch
+        on_message = self._on_message
+        max_frames = self._max_frames
+        max_bytes = self._max_bytes
+        s = self.sockets[idx]
+        if s is None:
+            return False
+        with_uid = self._with_uid[idx]
+        n = 0
+        try:
+            # Until EAGAIN: a socket drained to EAGAIN has had its
+            # commands processed and will signal its FD again.
+            while True:
+                if n == batch:
+                    return True
+                uid: str | None = None
+                # Frames as zmq.Frame: ``more`` is read in C with the frame
+                # (an RCVMORE option read per frame goes through pyzmq's
+                # Python-level option lookup, about twice the cost).
+                f = _recv(s, _NOBLOCK, False)
+                frames = [f.bytes]
+                if with_uid:
+                    # The first frame carries the message's metadata (ZAP
+                    # User-Id); clients too: their key's role decides what
+                    # they may do.
+                    try:
+                        uid = str(f.get("User-Id"))
+                    except zmq.ZMQError:
+                        uid = None
+                size = len(frames[0])
+                while f.more:
+                    f = _recv(s, _NOBLOCK, False)
+                    b = f.bytes
+                    frames.append(b)
+                    size += len(b)
+                    if size > max_bytes or len(frames) > max_frames:
+                        break
+                else:
+                    n += 1
+                    try:
+                        on_message(idx, frames, now, uid)
+                    except Exception:
+                        self.handler_errors += 1
+                        log.exception("handler_failed", socket=idx)
+                    continue
+                n += 1
+                self._drop_rest(idx, s, frames, size, now)
+        except zmq.Again:
+            pass
+        except zmq.ZMQError as exc:
+            log.warning("recv_failed", socket=idx, error=str(exc))
+        return False
+
+    def drain(self) -> int:
+        """Read what is already waiting on every socket (at most one batch
+        each), without the owner's after-run; returns how many sockets had input.
+
+        The owner calls this before its timers judge liveness: a heartbeat
+        answer sitting in a socket buffer while the loop was busy must count
+        (its ``now`` is the time of this read, not of the timer)."""
+        if self._closed:
+            return 0
+        now = self._clock()
+        read = 0
+        for idx, s in enumerate(self.sockets):
+            if s is None:
+                continue
+            try:
+                if not _get(s, _EVENTS) & _POLLIN:
+                    continue
+            except zmq.ZMQError:
+                continue
+            read += 1
+            if self._read(idx, now):
+                self._ready.add(idx)  # the rest in the next run
+                self.kick()
+        return read
     def _drop_rest(self, idx: int, s: zmq.Socket[bytes], frames: list[bytes], size: int,
                    now: float) -> None:
         """Read the rest of an oversize message without keeping it (zero-copy

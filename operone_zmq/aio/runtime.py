@@ -59,8 +59,10 @@ def node_keys(home: Home) -> KeyPair:
     return kp
 
 
-def broker_from_config(home: Home, config: Config, extra_peers: Iterable[str] = ()) -> Broker:
-    """A broker for this node, as its config says."""
+def broker_from_config(home: Home, config: Config, extra_peers: Iterable[str] = (), *,
+                       expected_workers: int = 0) -> Broker:
+    """A broker for this node, as its config says; ``expected_workers``: how
+    many workers the caller starts for it (jobs wait for them briefly)."""
     kp = node_keys(home)
     assert kp.secret is not None  # checked by node_keys
     limits = BrokerLimits(
@@ -73,6 +75,9 @@ def broker_from_config(home: Home, config: Config, extra_peers: Iterable[str] = 
         peer_interval=config.broker.heartbeat_interval,
         max_peers=config.mesh.max_peers,
         result_cache_seconds=config.limits.result_cache_seconds,
+        down_retention=config.routing.down_retention_s,
+        max_clients=config.limits.max_clients,
+        expected_workers=expected_workers,
     )
     endpoint = config.broker.worker_endpoint
     if endpoint is None:  # load_config always resolves it

@@ -243,7 +243,7 @@ def node_start(obj: Obj, peers: tuple[str, ...], discover: bool | None, count: i
     config = obj.config()
     obj.logging(config)
     n = config.workers.count if count is None else count
-    b = broker_from_config(obj.home, config, peers)
+    b = broker_from_config(obj.home, config, peers, expected_workers=n)
     sup = Supervisor([_worker_argv(obj, modules, caps) for _ in range(n)])
     tasks: list[asyncio.Task[None]] = []
 

@@ -24,6 +24,7 @@ The parts (each a class with its own state; its rules at the top of its module):
     linkstate.py  LinkState       our LSAs, flooding, SPF scheduling, partitions
     relay.py      Relay           routed messages (ours, a legacy host's, relayed), broadcast
     legacy.py     LegacyHosts     SSH-only hosts served by this broker
+    clients.py    ClientTable     client connections served, bounded by max_clients
     queries.py    Queries         QUERY answers and stats
 
 This face dispatches each input by its source and message type to a part,
@@ -52,19 +53,25 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-import msgpack
-
-from ..errors import BadRequest, JobError, MessageTooLarge, ProtocolError, Refused
+from ..errors import (
+    BadRequest,
+    JobError,
+    MessageTooLarge,
+    ProtocolError,
+    Refused,
+    TooManyClients,
+)
 from ..jobs.router import RouteDecision, ToolRouter
 from ..protocol.bodies import Cancel, ErrorBody, Ping, Query, pack_value
 from ..protocol.codec import TAG, Header, MsgType, best_effort_id, decode
-from ..protocol.limits import MAX_HEADER_SIZE, MAX_MESSAGE_FRAMES
+from ..protocol.limits import MAX_MESSAGE_FRAMES
 from ..protocol.signature import KeyRing, Signer
 from ..qos.manager import QoSManager
 from ..routing.dijkstra import RoutingTable
 from ..routing.lsdb import LinkStateDB
 from ..routing.topology import NetworkTopology
 from .access import OPERATOR, Grant, GrantLookup, query_refusal
+from .clients import ClientTable
 from .context import (
     _BROADCAST,
     _CANCEL,
@@ -148,6 +155,7 @@ class BrokerCore:
         self._linkstate = LinkState(ctx, wall, signer=signer, keyring=keyring)
         self._relay = Relay(ctx, signer=signer, keyring=keyring, serving=self._serving,
                             grant_of=grants_by_fingerprint)
+        self._clients = ClientTable(ctx)
         self._local.wire(self._origin, self._remote, self._legacy, self._linkstate)
         self._origin.wire(self._local, self._legacy, self._relay, self._linkstate.lsdb,
                           self._linkstate.routes, self._links.health,
@@ -319,6 +327,13 @@ class BrokerCore:
         if rid[:1] != b"\x00":
             self._links.on_router(cls, rid, uid, frames, now)
             return
+        if not self._clients.admit(cls, rid, now, self._origin.clients_with_jobs):
+            n = ctx.limits.max_clients
+            ctx.send_error(cls, rid, best_effort_id(frames, 1), "", cls, TooManyClients(
+                f"broker '{ctx.node_id}' serves at most {n} client connection"
+                f"{'s' if n != 1 else ''} at once (limits.max_clients); try again later"),
+                corr=best_effort_id(frames, 1))
+            return
         try:
             msg = decode(frames, 1)
         except ProtocolError as exc:
@@ -326,7 +341,7 @@ class BrokerCore:
             # The sender passed ZAP, so it hears what was wrong; nothing else changes.
             ctx.count_error(exc.code)
             body = ErrorBody(exc.code, str(exc), None, ctx.node_id, {}).pack()
-            mid = _best_effort_id(frames)
+            mid = best_effort_id(frames, 1)
             ctx.out.append((cls, [rid, TAG, ctx.header(_ERROR, mid, "", cls), body]))
             return
         h = msg.header
@@ -433,6 +448,8 @@ class BrokerCore:
         """Handle one message from a local worker."""
         self._ctx.now = now
         self._local.on_worker(frames, now)
+        if self._origin.waiting:  # jobs wait for this node's workers (start-up grace)
+            self._origin.release_waiting(now)
 
     def add_virtual_worker(self, name: str, tools: frozenset[str], run: RunLocal,
                            stop: StopLocal, *, slots: int = 1024, pid: int = 0) -> None:
@@ -452,9 +469,15 @@ class BrokerCore:
         """The shell could not deliver ``frames`` (the peer is gone)."""
         self._ctx.now = now
         self._ctx.counters["unroutable"] += 1
-        if sock != WORKERS:
-            return  # a client went away; its jobs end at their deadlines
-        self._local.on_unroutable(frames)
+        if sock == WORKERS:
+            self._local.on_unroutable(frames)
+        elif (sock < WORKERS and frames and frames[0][:1] != b"\x00"
+              and self._links.on_unroutable(sock, frames, now)):
+            # A neighbour's connection to our ROUTER is gone: the link is down
+            # now, and a routed message goes again once the routes changed.
+            self._relay.hold(sock, frames[1:], now)
+        elif sock < WORKERS and frames:
+            self._clients.gone(sock, frames[0])  # a client went away
 
     # =========================================================== peer mesh
     def add_dialled_link(self, node: str, socks: list[int], now: float, *, address: str = "",
@@ -503,6 +526,7 @@ class BrokerCore:
         """Work that batches up: originate our LSA if it changed, react to
         topology changes.  The shell calls this after each batch of messages."""
         self._linkstate.poll(now)
+        self._relay.release_held(now)
 
     def route_info(self, dest: str) -> dict[str, Any]:
         """The route to ``dest`` as ``operone route`` shows it (NetworkTopology)."""
@@ -542,6 +566,7 @@ class BrokerCore:
         self._linkstate.check_load(now, links.next_ping)
         self._linkstate.check_partition(now)
         links.release_due(now)
+        self._clients.expire(now, self._origin.clients_with_jobs)
         self.poll(now)
 
     def next_deadline(self) -> float:
@@ -549,6 +574,8 @@ class BrokerCore:
         t = self._local.next_deadline()
         t = self._origin.next_deadline(t)
         t = self._links.next_deadline(t)
+        t = self._relay.next_deadline(t)
+        t = self._clients.next_deadline(t)
         return self._linkstate.next_deadline(t)
 
     # ---------------------------------------------------------------- state
@@ -568,14 +595,3 @@ class BrokerCore:
 #: one per neighbour, and far above max_peers.
 MAX_LEARNED_KEYS = 4096
 
-
-def _best_effort_id(frames: list[bytes]) -> str:
-    """The id of a message we could not decode, when it can be found at all."""
-    if len(frames) >= 3 and len(frames[2]) <= MAX_HEADER_SIZE:
-        try:
-            h = msgpack.unpackb(frames[2], raw=False)
-        except Exception:
-            return "-"
-        if isinstance(h, list | tuple) and len(h) >= 2 and isinstance(h[1], str):
-            return h[1][:64] or "-"
-    return "-"

@@ -24,6 +24,7 @@ from ..errors import JobError
 from ..protocol.bodies import ErrorBody
 from ..protocol.codec import TAG, Header, MsgType, encode_header
 from ..protocol.limits import DEFAULT_TTL
+from ..routing.lsdb import DEFAULT_DOWN_RETENTION
 
 __all__ = [
     "CLASS_NAMES",
@@ -110,6 +111,23 @@ class BrokerLimits:
     remote_grace: float = 1.0
     #: Seconds a finished remote job's result is kept to answer a repeated attempt.
     result_cache_seconds: float = 300.0
+    #: Seconds a node whose LSA aged out stays known as "down since T" (0:
+    #: forgotten at expiry); configuration ``routing.down_retention_s``.
+    down_retention: float = DEFAULT_DOWN_RETENTION
+    #: Client connections served at once (configuration ``limits.max_clients``);
+    #: a new one past it is answered ERROR too_many_clients.
+    max_clients: int = 1000
+    #: Seconds a client connection may be silent, with no job in flight,
+    #: before its place is given to another (ZeroMQ does not tell a ROUTER
+    #: that a peer left; a minute outlasts any client's pause between requests).
+    client_idle: float = 60.0
+    #: Workers this node starts itself ('operone node start'; 0: none known).
+    #: While fewer have registered, within ``worker_grace`` s of the broker's
+    #: start, a job for a tool nobody offers yet waits for them instead of
+    #: failing with ToolNotFound (they re-register within a second or two
+    #: after a restart; 10 s bounds the wait when one never comes).
+    expected_workers: int = 0
+    worker_grace: float = 10.0
 
 
 def _new_counters() -> dict[str, int]:
@@ -143,6 +161,12 @@ def _new_counters() -> dict[str, int]:
         "results_from_cache": 0,
         "qos_refused": 0,
         "qos_dropped_link_down": 0,
+        "peers_unroutable": 0,
+        "attempts_resent": 0,
+        "clients_refused": 0,
+        "jobs_waited_for_workers": 0,
+        "held_resent": 0,
+        "held_dropped": 0,
         "peer_restarts": 0,
         "attempts_restarted": 0,
         "orphans_joined": 0,

@@ -16,8 +16,18 @@ session protocol over it:
   or policy rate they wait in the link's class queue (at most
   :data:`MAX_LINK_QUEUE`, then refused), released critical class first when
   the token buckets allow; a link that goes down drops its queues.
-* A link coming up or its cost moving marks our LSA dirty; a link coming up
-  (or a live neighbour saying HELLO again) gets our whole database.
+* A link coming up or going down marks our LSA dirty (urgent); its cost
+  *band* moving (:class:`~operone_zmq.routing.damping.CostBand`, never a
+  raw RTT wobble) marks it dirty at the paced rate.  A link coming up (or a
+  live neighbour saying HELLO again) gets our whole database.
+* Liveness is :class:`~operone_zmq.routing.damping.PeerLiveness`: a link
+  goes down after ``peer_liveness x peer_interval`` s in which this broker
+  was *listening* and heard nothing (``now`` is stamped by the shell at
+  receive time; a stall of our own loop is not the neighbour's silence).
+* An unroutable send on a frontend ROUTER to a neighbour's routing id
+  (ROUTER_MANDATORY: its connection is gone) is evidence at once: the
+  accepted transport is down; the message goes out on the dialled transport
+  if that is still up, else the link is down now, not 3 s later.
 """
 
 from __future__ import annotations
@@ -29,7 +39,8 @@ from typing import Any
 from ..errors import ProtocolError
 from ..protocol.bodies import Bye, Hello, Ping, Welcome
 from ..protocol.codec import TAG, Header, decode
-from ..qos.manager import QoSManager
+from ..qos.manager import QoSManager, metrics_report
+from ..routing.damping import PeerLiveness
 from .context import (
     _BYE,
     _HELLO,
@@ -113,6 +124,10 @@ class PeerLinks:
                     ("qos:violation", {"kind": k, "state": st, **d})))
         self._release_at = float("inf")
         self.next_ping = ctx.now + ctx.limits.peer_interval
+        limits = ctx.limits
+        #: Which neighbours are silent, counting only time we were listening.
+        self.liveness = PeerLiveness(limits.peer_liveness * limits.peer_interval,
+                                     limits.peer_interval)
         #: PINGs put in ``ctx.urgent`` whose send time the shell has not given.
         self._unstamped: list[tuple[str, int]] = []
         #: node -> the loss our LSA advertises for the link (one per link).
@@ -129,14 +144,8 @@ class PeerLinks:
         return [link for link in self.links.values() if link.up]
 
     def advertise_costs(self) -> list[tuple[str, float]]:
-        """(node, cost) of every up link, for our LSA; the cost is remembered as
-        advertised (a PONG that moves it far from there marks the LSA dirty)."""
-        out = []
-        for link in self.links.values():
-            if link.up:
-                link.advertised_cost = link.cost
-                out.append((link.node, link.cost))
-        return out
+        """(node, cost band) of every up link, for our LSA."""
+        return [(link.node, link.cost) for link in self.links.values() if link.up]
 
     def link_loss(self, node: str) -> float:
         """The measured loss (fraction) of the link to ``node``, for our LSA
@@ -219,6 +228,33 @@ class PeerLinks:
             if was_up and not link.up:
                 self._on_link_down(link, now, "connection lost")
 
+    def on_unroutable(self, cls: int, frames: list[bytes], now: float) -> bool:
+        """Our ROUTER of class ``cls`` had no connection for routing id
+        ``frames[0]`` (a neighbour's node id): its accepted transport is gone.
+        The message goes out on the dialled transport when that is up;
+        otherwise the link is down now (its silence would take 3 s to say so,
+        and every job routed into it meanwhile would be lost).  Returns False
+        when the message went out on the dialled transport, True when it is
+        lost (the caller may re-route it)."""
+        try:
+            node = frames[0].decode()
+        except UnicodeDecodeError:
+            return True
+        link = self.links.get(node)
+        if link is None or link.rid != frames[0] or not link.accepted_up:
+            return True
+        self._ctx.counters["peers_unroutable"] += 1
+        link.accepted_up = False
+        if link.up:  # the dialled transport still works: resend on it
+            if link.dial is not None and 0 <= cls < len(link.dial):
+                self._ctx.out.append((link.dial[cls], frames[1:]))
+                return False
+            return True
+        self._on_link_down(link, now, "its connection is gone (unroutable send)")
+        if link.dial is None:
+            del self.links[node]
+        return True
+
     def _send_hello(self, link: PeerLink, now: float) -> None:
         if link.dial is None:
             return
@@ -236,9 +272,13 @@ class PeerLinks:
         link.next_hello = now + link.backoff
         link.backoff = min(MAX_HELLO_BACKOFF, link.backoff * 2)
 
+    def _heard(self, link: PeerLink, now: float) -> None:
+        link.heard = now
+        self.liveness.heard(link.node, now)
+
     def _on_link_up(self, link: PeerLink, now: float) -> None:
         link.up_since = now
-        link.heard = now
+        self._heard(link, now)
         link.backoff = MIN_HELLO_BACKOFF
         link.last_error = ""
         self._ctx.events.append(("peer:connected", {"node": link.node,
@@ -249,6 +289,8 @@ class PeerLinks:
     def _on_link_down(self, link: PeerLink, now: float, reason: str) -> None:
         link.last_error = reason
         link.pings.clear()
+        link.reset_band()
+        self.liveness.forget(link.node)
         self._advertised_loss.pop(link.node, None)
         self._linkstate.mark_dirty()
         self._ctx.events.append(("peer:disconnected", {"node": link.node, "reason": reason}))
@@ -338,9 +380,7 @@ class PeerLinks:
             return None
         link = self.links.get(peer)
         return {
-            "peer": peer, "latency_ms": round(m.latency, 3), "jitter_ms": round(m.jitter, 3),
-            "packet_loss": round(m.packet_loss, 4), "bandwidth_mb_s": round(m.bandwidth, 3),
-            "queue_depth": m.queue_depth, "health_score": m.health_score,
+            "peer": peer, **metrics_report(m),
             "allocation_mb_s": self.qos.get_allocation(peer),
             "queued_by_class": {CLASS_NAMES[c]: len(q) for c, q in link.queues.items()}
             if link is not None else {},
@@ -426,7 +466,7 @@ class PeerLinks:
             link.direct = w.direct
             if not was_up:
                 self._on_link_up(link, now)
-            link.heard = now
+            self._heard(link, now)
             return
         if t == _BYE:
             try:
@@ -520,12 +560,12 @@ class PeerLinks:
         else:
             # Re-HELLO from a live neighbour (it restarted): give it our database again.
             self._linkstate.send_database(link)
-        link.heard = now
+        self._heard(link, now)
 
     def _on_peer_msg(self, link: PeerLink, cls: int, msg: Any, frames: list[bytes],
                      now: float) -> None:
         """A message from an established neighbour (frames: tag, header, body...)."""
-        link.heard = now
+        self._heard(link, now)
         link.received += 1
         t = msg.header.type
         if t not in _SESSION:
@@ -552,11 +592,8 @@ class PeerLinks:
         self._loss_moved(link.node)
         if sent is not None:
             link.pongs += 1
-            link.record_rtt((now - sent) * 1000.0)
-            cost = link.cost
-            old = link.advertised_cost
-            if abs(cost - old) > max(1.0, 0.5 * old):
-                self._linkstate.mark_dirty()
+            if link.record_rtt((now - sent) * 1000.0):
+                self._linkstate.mark_dirty(urgent=False)  # a cost band moved
 
     def _on_bye(self, link: PeerLink, body: bytes, now: float) -> None:
         try:
@@ -577,8 +614,10 @@ class PeerLinks:
         ctx = self._ctx
         limits = ctx.limits
         silence = limits.peer_liveness * limits.peer_interval
+        liveness = self.liveness
+        liveness.loop_ran(now)
         for link in list(self.links.values()):
-            if link.up and now - link.heard >= silence:
+            if link.up and liveness.silent_for(link.node, now) >= silence:
                 link.accepted_up = False
                 if link.dial is not None:
                     link.dial_state = DOWN
@@ -632,11 +671,15 @@ class PeerLinks:
         if self.next_ping < t:
             t = self.next_ping
         silence = limits.peer_liveness * limits.peer_interval
+        now = self._ctx.now
+        silent_for = self.liveness.silent_for
         for link in self.links.values():
             if link.dial is not None and link.dial_state != UP and link.next_hello < t:
                 t = link.next_hello
-            if link.up and link.heard + silence < t:
-                t = link.heard + silence
+            if link.up:
+                dead_at = now + max(0.0, silence - silent_for(link.node, now))
+                if dead_at < t:
+                    t = dead_at
         if self._release_at < t:
             t = self._release_at
         return t

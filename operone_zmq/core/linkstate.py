@@ -7,12 +7,15 @@ flood to whom, and when to react to a changed topology.
 
 Rules:
 
-* Our LSA (links with their RTT cost, tools, caps, load, workers) and one LSA
-  per legacy host we serve are originated when marked dirty, at most once per
-  :data:`LSA_MIN_INTERVAL` (OSPF's MinLSInterval).  Dirty means: a worker or
-  link came or went, a link's cost moved by more than half (at least 1 ms),
-  our load moved by more than :data:`LOAD_CHANGE`, or the database asks for a
-  refresh.
+* Our LSA (links with their cost bands, tools, caps, load, workers) and one
+  LSA per legacy host we serve are originated when a change is requested, as
+  :class:`~operone_zmq.routing.damping.LsaPacer` allows: *urgent* changes (a
+  worker or link came or went, a legacy host was added, a stale copy of ours
+  was seen, the refresh is due) at most once per
+  :data:`~operone_zmq.routing.damping.URGENT_LS_INTERVAL` (50 ms), others (a
+  link's cost band moved, our load moved by more than :data:`LOAD_CHANGE`) at
+  most once per :data:`~operone_zmq.routing.damping.MIN_LS_INTERVAL` (5 s,
+  OSPF's MinLSInterval).  Changes requested meanwhile go out in one LSA.
 * LSAs from a neighbour are accepted in one place, :meth:`LinkState.on_lsa`
   (the place to verify their signatures): newer ones are installed and
   flooded to every other up link; a sender that is behind gets our newer
@@ -25,10 +28,18 @@ Rules:
   most :data:`MAX_SSH_HOSTS_PER_BROKER` SSH hosts.  Our own LSAs are signed
   as they are originated; an origination that fails (the sequence space ran
   out, the database is full) is logged and counted, never raised.
-* A topology change is reacted to once per :data:`SPF_DELAY` (a burst of
-  LSAs costs one reaction): the origin table fails attempts on nodes that
-  became unreachable; a partition is reported only after it lasted
-  :data:`PARTITION_HOLD`.
+* Routes are recomputed (SPF) as :class:`~operone_zmq.routing.damping.
+  SpfThrottle` allows: 50 ms after the first change, then with a hold that
+  doubles under sustained churn up to 2 s; a change of adjacency (a node or
+  link appeared or went) always runs after 50 ms.  Each run is followed by
+  the reaction to it: the origin table fails or re-sends attempts whose
+  target or path became unreachable.
+* Partitions: :class:`~operone_zmq.routing.topology.PartitionTracker` over
+  every node the database *knows* (stored or retired: a dead node stays
+  known, "down since T", for ``down_retention`` s).  ``partition:detected``
+  names the nodes unreachable for :data:`PARTITION_HOLD`; a heal is only
+  reported when every known node is reachable again; nodes dropped after
+  the retention time are ``partition:forgotten``, not healed.
 """
 
 from __future__ import annotations
@@ -41,10 +52,12 @@ from ..errors import ProtocolError
 from ..protocol.bodies import MAX_LSAS_PER_MESSAGE, pack_lsas, unpack_lsas
 from ..protocol.codec import TAG
 from ..protocol.signature import KeyRing, Signer, lsa_signed_bytes
+from ..routing.damping import SPF_START, URGENT_LS_INTERVAL, LsaPacer, SpfThrottle
 from ..routing.dijkstra import RoutingTable
+from ..routing.events import Event
 from ..routing.lsa import LSA, LinkInfo
 from ..routing.lsdb import LinkStateDB, initial_seq
-from ..routing.topology import NetworkTopology
+from ..routing.topology import NetworkTopology, PartitionTracker
 from .context import _LSA, BrokerContext
 from .peers import PeerLink
 from .ports import Advertiser, LegacyHostsView, LinkAdverts, TopologyWatcher
@@ -58,8 +71,9 @@ __all__ = ["LOAD_CHANGE", "LSA_MIN_INTERVAL", "MAX_INCARNATIONS", "MAX_SSH_HOSTS
 MAX_INCARNATIONS = 100_000
 
 #: Seconds between a topology change and our reaction to it (events, failing
-#: jobs to nodes that became unreachable): batches a burst of LSAs.
-SPF_DELAY = 0.05
+#: jobs to nodes that became unreachable) after a quiet period: batches a
+#: burst of LSAs (SpfThrottle's start delay).
+SPF_DELAY = SPF_START
 
 #: A split of the link-state graph must last this long (s) to be reported as a
 #: partition: links coming up are briefly one-sided.
@@ -73,9 +87,9 @@ LOAD_CHANGE = 0.2
 #: but hostile broker can take.
 MAX_SSH_HOSTS_PER_BROKER = 256
 
-#: At most one LSA of ours per this many seconds (OSPF's MinLSInterval): a
-#: burst of link changes is advertised once.
-LSA_MIN_INTERVAL = 0.05
+#: At most one LSA of ours per this many seconds for urgent changes: a burst
+#: of link changes is advertised once (non-urgent ones: MIN_LS_INTERVAL).
+LSA_MIN_INTERVAL = URGENT_LS_INTERVAL
 
 
 class LinkState:
@@ -84,21 +98,24 @@ class LinkState:
     def __init__(self, ctx: BrokerContext, wall: Callable[[], float], *,
                  signer: Signer | None = None, keyring: KeyRing | None = None) -> None:
         self._ctx = ctx
-        self.lsdb = LinkStateDB(ctx.node_id, initial_seq(wall()))
+        self._wall = wall
+        self.lsdb = LinkStateDB(ctx.node_id, initial_seq(wall()),
+                                retention=ctx.limits.down_retention)
         self._keyring = keyring
         if signer is not None:
             def seal(lsa: LSA) -> LSA:
                 return replace(lsa, sig=signer.sign(lsa_signed_bytes(lsa.to_wire())))
             self.lsdb.seal = seal
-        self.routes = RoutingTable(self.lsdb)
+        self.routes = RoutingTable(self.lsdb, auto=False)
+        self.pacer = LsaPacer()
+        self.pacer.request(ctx.now, urgent=True)
+        self.spf = SpfThrottle()
+        self._adj_seen = -1
+        #: Known nodes that are unreachable, since when (shared with the topology view).
+        self.tracker = PartitionTracker(ctx.node_id, hold=PARTITION_HOLD)
         #: The original's NetworkTopology API, as a view of our link-state database.
         self.topology = NetworkTopology(ctx.node_id, clock=lambda: ctx.now, lsdb=self.lsdb)
-        self.dirty = True
-        self._topo_seen = -1
-        self._topo_due: float | None = None
-        self._next_originate = ctx.now
-        self._partitions = 1
-        self._partition_due: float | None = None
+        self.topology.partitions = self.tracker
         self._advertised_load = 0.0
         #: node -> the incarnation last seen in its HELLO/WELCOME or LSA.
         self._incarnations: dict[str, int] = {}
@@ -110,9 +127,15 @@ class LinkState:
         self._legacy = legacy
         self._origin = origin
 
-    def mark_dirty(self) -> None:
-        """What we advertise changed: originate a new LSA soon."""
-        self.dirty = True
+    @property
+    def dirty(self) -> bool:
+        """Whether a change waits to be advertised."""
+        return self.pacer.pending
+
+    def mark_dirty(self, urgent: bool = True) -> None:
+        """What we advertise changed: originate a new LSA as the pacer allows
+        (``urgent``: adjacency, workers, tools; else a cost band or load)."""
+        self.pacer.request(self._ctx.now, urgent=urgent)
 
     # ----------------------------------------------------------- origination
     def _our_links(self) -> list[LinkInfo]:
@@ -124,7 +147,7 @@ class LinkState:
     def _originate(self, now: float) -> None:
         ctx = self._ctx
         local = self._local
-        self.dirty = False
+        self.pacer.sent(now)
         running, slots = local.load()
         load = round(running / slots, 3) if slots else 0.0
         self._advertised_load = load
@@ -197,7 +220,7 @@ class LinkState:
 
     def link_up(self, link: PeerLink) -> None:
         """A link came up: it is in our next LSA, and it gets our database."""
-        self.dirty = True
+        self.mark_dirty()
         self.send_database(link)
 
     def on_lsa(self, link: PeerLink, body: bytes, now: float) -> None:
@@ -244,7 +267,7 @@ class LinkState:
         if newer:
             self._send_lsas(link, newer)
         if self.lsdb.needs_reorigination:
-            self.dirty = True
+            self.mark_dirty()
 
     # ---------------------------------------------------------- incarnations
     def incarnation_of(self, node: str) -> int:
@@ -270,48 +293,60 @@ class LinkState:
 
     # ------------------------------------------------------- SPF scheduling
     def poll(self, now: float) -> None:
-        """Originate our LSA if it changed; react to topology changes."""
-        if self.dirty and now >= self._next_originate:
-            self._next_originate = now + LSA_MIN_INTERVAL
+        """Originate our LSA if it changed; rerun SPF and react when due."""
+        if self.pacer.due(now):
             self._originate(now)
-        if self._topo_seen != self.lsdb.topology_version:
-            # Hold-down (as OSPF's SPF delay): a burst of LSAs during
-            # convergence costs one reaction, not one per LSA.
-            if self._topo_due is None:
-                self._topo_due = now + SPF_DELAY
-            if now >= self._topo_due:
-                self._topo_due = None
-                self._topo_seen = self.lsdb.topology_version
-                self._on_topology_changed(now)
-
-    def _components(self) -> int:
-        return len(self.routes.graph.components()) if len(self.lsdb) else 1
+        routes = self.routes
+        if routes.stale:
+            adj = self.lsdb.adjacency_version
+            self.spf.trigger(now, urgent=adj != self._adj_seen)
+            self._adj_seen = adj
+        if self.spf.due(now):
+            self.spf.ran(now)
+            routes.recompute()
+            self._on_topology_changed(now)
 
     def _on_topology_changed(self, now: float) -> None:
         ctx = self._ctx
         reachable = self.routes.reachable()
         ctx.events.append(("topology:updated", {"nodes": len(reachable) + 1}))
-        comps = self._components()
-        if comps > 1 and self._partitions <= 1:
-            # Only a split that lasts: while links come up, one side's LSA
-            # can list a link before the other's does.
-            if self._partition_due is None:
-                self._partition_due = now + PARTITION_HOLD
-        elif comps <= 1:
-            self._partition_due = None
-            if self._partitions > 1:
-                ctx.events.append(("partition:healed", {"partitions": comps}))
-            self._partitions = comps
-        else:
-            self._partitions = comps
-        self._origin.topology_changed(reachable, now)
+        self._update_partitions(now, reachable)
+        self._origin.topology_changed(reachable, now, self._link_up)
+
+    def _link_up(self, node: str) -> bool:
+        link = self._links.get(node)
+        return link is not None and link.up
+
+    def _update_partitions(self, now: float, reachable: set[str]) -> None:
+        """Partition events from the known nodes that are not reachable."""
+        components = self.routes.graph.components() if len(self.lsdb) else None
+        for ev in self.tracker.update(now, self.lsdb.known_origins(), reachable,
+                                      components=components):
+            self._ctx.events.append((ev.name, self._wall_times(ev, now)))
+
+    def _wall_times(self, ev: Event, now: float) -> dict[str, Any]:
+        """The event's payload with ``down_since`` as wall-clock seconds (the
+        tracker keeps monotonic ones; an operator reads dates)."""
+        data = dict(ev.data)
+        since = data.get("down_since")
+        if isinstance(since, dict):
+            wall = self._wall()
+            data["down_since"] = {n: round(wall - (now - t), 3) for n, t in since.items()}
+        return data
+
+    def down_since(self, node: str) -> float | None:
+        """Wall-clock time since which known ``node`` is unreachable, or None."""
+        t = self.tracker.down_since(node)
+        if t is None:
+            return None
+        return round(self._wall() - (self._ctx.now - t), 3)
 
     def tick(self, now: float) -> None:
         """Age the database; schedule refreshes."""
         if self.lsdb.expire(now):
-            pass  # topology_version moved: poll() reacts
+            pass  # topology_version moved: poll() reruns SPF and reacts
         if self.lsdb.refresh_due(now):
-            self.dirty = True
+            self.mark_dirty()
 
     def check_load(self, now: float, next_ping: float) -> None:
         """Advertise our load when it moved noticeably, at most once a heartbeat
@@ -321,28 +356,26 @@ class LinkState:
             running, slots = local.load()
             load = running / slots if slots else 0.0
             if abs(load - self._advertised_load) > LOAD_CHANGE:
-                self.dirty = True
+                self.mark_dirty(urgent=False)
 
     def check_partition(self, now: float) -> None:
-        """Report a partition that lasted :data:`PARTITION_HOLD`."""
-        if self._partition_due is not None and now >= self._partition_due:
-            self._partition_due = None
-            comps = self._components()
-            if comps > 1 and self._partitions <= 1:
-                self._partitions = comps
-                self._ctx.events.append(("partition:detected", {"partitions": comps}))
+        """Report nodes that stayed unreachable for :data:`PARTITION_HOLD`, and
+        nodes the database forgot (retention over), between SPF runs."""
+        due = self.tracker.next_deadline()
+        if (due is not None and now >= due) or self._forgot_any():
+            self._update_partitions(now, self.routes.reachable())
+
+    def _forgot_any(self) -> bool:
+        """Whether a node the tracker holds as down is no longer known."""
+        knows = self.lsdb.knows
+        return any(not knows(n) for n in self.tracker.down)
 
     def next_deadline(self, t: float) -> float:
         """The earlier of ``t`` and when :meth:`poll`/:meth:`tick` is next due."""
-        if self._topo_due is not None and self._topo_due < t:
-            t = self._topo_due
-        if self._partition_due is not None and self._partition_due < t:
-            t = self._partition_due
-        if self.dirty and self._next_originate < t:
-            t = self._next_originate
-        lsdb_t = self.lsdb.next_deadline()
-        if lsdb_t is not None and lsdb_t < t:
-            t = lsdb_t
+        for at in (self.spf.next_deadline(), self.tracker.next_deadline(),
+                   self.pacer.next_deadline(), self.lsdb.next_deadline()):
+            if at is not None and at < t:
+                t = at
         return t
 
     # --------------------------------------------------------------- views
@@ -354,7 +387,11 @@ class LinkState:
                     "reliability": 1.0}
         r = self.topology.find_route(dest)
         if r is None:
-            return {"destination": dest, "reachable": False, "known": dest in self.lsdb}
+            known = self.lsdb.knows(dest)
+            out: dict[str, Any] = {"destination": dest, "reachable": False, "known": known}
+            if known:
+                out["down_since"] = self.down_since(dest)
+            return out
         return {"destination": dest, "reachable": True, "path": list(r.path),
                 "hops": r.hop_count, "next_hop": r.next_hop,
                 "total_latency": round(r.total_latency, 3), "bandwidth": r.bandwidth,

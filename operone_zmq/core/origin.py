@@ -39,6 +39,21 @@ Rules:
   attempt is cancelled); an ERROR of an attempt we gave up on is ignored,
   except no_route from a relay.
 * ``in_flight`` counts the attempts per target node (placement weighs it).
+* Start-up grace: within ``limits.worker_grace`` s of the broker's start and
+  while fewer than ``limits.expected_workers`` of this node's workers have
+  registered, a job that would fail with ToolNotFound (nobody offers its
+  tool yet) *waits* (at most :data:`MAX_WAITING_FOR_WORKERS` jobs) and is
+  placed again whenever a worker speaks, and for the last time when the
+  grace ends.
+* Each remote attempt remembers the path it was sent on.  When the routes
+  change (:meth:`OriginTable.topology_changed`), an attempt whose target is
+  unreachable has failed (classified as above); an attempt whose target is
+  still reachable but whose path lost a node or a link (or whose first hop
+  is no longer up) is *re-sent* at once on the new path, same job id: the
+  message (or its answer) may have been lost with the dead relay, and the
+  target runs one attempt once (its dedup answers a repeat from its result
+  cache, or ignores it while it runs), so this is safe for jobs that are
+  not idempotent.  The attempt's deadline starts again.
 """
 
 from __future__ import annotations
@@ -46,6 +61,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 from ..errors import (
     MAYBE_STARTED_CODES,
@@ -93,6 +109,9 @@ MAYBE_STARTED = MAYBE_STARTED_CODES
 #: at least the failure detection time when it goes back to a node tried.
 RETRY_BASE = 0.05
 RETRY_MAX = 2.0
+#: Jobs that may wait for this node's workers during the start-up grace:
+#: a burst of clients reconnecting to a restarted node, not a backlog.
+MAX_WAITING_FOR_WORKERS = 10_000
 
 
 @dataclass(slots=True)
@@ -117,6 +136,8 @@ class Origin:
     placement: str = ""
     #: What the submitting client key may do (its role travels with the job).
     grant: Grant = OPERATOR
+    #: The path the current remote attempt was sent on (this node first).
+    path: tuple[str, ...] = ()
     #: The incarnation of ``target`` when the attempt was sent (0: unknown).
     incarnation: int = 0
 
@@ -135,6 +156,9 @@ class OriginTable:
         self.router = ToolRouter()
         self._remote_cache_version = -1
         self._remote_nodes: list[NodeInfo] = []
+        self._started = ctx.now
+        #: Jobs waiting for this node's workers to register (start-up grace).
+        self.waiting: list[str] = []
 
     def wire(self, local: JobTable, legacy: LegacyHostsView, relay: Router,
              lsdb: LinkStateDB, routes: RoutingTable,
@@ -158,6 +182,10 @@ class OriginTable:
 
     def in_flight(self) -> dict[str, int]:
         return dict(self._in_flight)
+
+    def clients_with_jobs(self) -> set[bytes]:
+        """Routing ids of the clients that wait for an answer here."""
+        return {o.client for o in self._origins.values()}
 
     # ------------------------------------------------------------ submission
     def submit(self, cls: int, rid: bytes, h: Header, frames: list[bytes], body: bytes,
@@ -274,6 +302,8 @@ class OriginTable:
                         err = NoRoute(d.reason, job_id=o.id, node=node_id,
                                       details={"transient": "unreachable"})
                         self._failed(o, err, now, maybe_started=False)
+                    elif self._wait_for_workers(o, now):
+                        return
                     else:
                         err = ToolNotFound(d.reason, job_id=o.id, node=node_id)
                         self._failed(o, err, now, maybe_started=False, final=True)
@@ -307,17 +337,33 @@ class OriginTable:
             err2 = self._local.accept(o.client, o.cls, o.src, o.id, req, job_frames, now,
                                       remote=False, origin=True)
             if err2 is not None:
+                if isinstance(err2, ToolNotFound) and self._wait_for_workers(o, now):
+                    return
                 self._failed(o, err2, now, maybe_started=False)
             return
         counters = ctx.counters
         counters["forwarded"] += 1
-        if self._routes.next_hop(target) is None:
-            known = target in self._lsdb
+        route = self._routes.route(target)
+        if route is None:
+            known = self._lsdb.knows(target)
             self._failed(o, NoRoute(
                 f"no route from '{node_id}' to node '{target}'"
                 + (" (it is known but unreachable)" if known else " (unknown node)"),
                 job_id=o.id, node=node_id), now, maybe_started=False)
             return
+        o.path = route.path
+        self._send_attempt(o, now)
+
+    def _send_attempt(self, o: Origin, now: float, *, resend: bool = False) -> None:
+        """Send the JOB of ``o``'s current remote attempt toward ``o.target``,
+        with a fresh deadline; a send that cannot go out fails the attempt
+        (one that may have started already when ``resend``)."""
+        ctx = self._ctx
+        node_id = ctx.node_id
+        counters = ctx.counters
+        req = o.req
+        target = o.target
+        assert target is not None
         timeout = req.timeout if req.timeout is not None else ctx.limits.default_timeout
         o.deadline = now + timeout + ctx.limits.remote_grace
         heapq.heappush(self._deadlines, (o.deadline, o.id))
@@ -336,9 +382,36 @@ class OriginTable:
             else:
                 failure = NoRoute(f"no route from '{node_id}' to node '{target}'",
                                   job_id=o.id, node=node_id)
-            self._failed(o, failure, now, maybe_started=False)
+            self._failed(o, failure, now, maybe_started=resend)
+
+    def _in_grace(self, now: float) -> bool:
+        """Whether this node's own workers are still (re)connecting after start."""
+        limits = self._ctx.limits
+        return (limits.expected_workers > 0 and now < self._started + limits.worker_grace
+                and self._local.info().workers < limits.expected_workers)
+
+    def _wait_for_workers(self, o: Origin, now: float) -> bool:
+        """Park ``o`` until a worker registers, during the start-up grace."""
+        if not self._in_grace(now) or len(self.waiting) >= MAX_WAITING_FOR_WORKERS:
+            return False
+        self._release(o)
+        o.attempts -= 1  # this one did not happen
+        if o.id not in self.waiting:
+            self.waiting.append(o.id)
+            self._ctx.counters["jobs_waited_for_workers"] += 1
+        return True
+
+    def release_waiting(self, now: float) -> None:
+        """Place the jobs that wait for workers again (a worker spoke, or the
+        grace is over)."""
+        ids, self.waiting = self.waiting, []
+        for jid in ids:
+            o = self._origins.get(jid)
+            if o is not None:
+                self._place(o, now)
 
     def _release(self, o: Origin) -> None:
+        o.path = ()
         t = o.target
         if t is not None:
             n = self._in_flight.get(t, 0) - 1
@@ -480,16 +553,42 @@ class OriginTable:
             f"job '{jid}' was cancelled" + (f": {reason}" if reason else ""), job_id=jid))
         return True
 
-    def topology_changed(self, reachable: set[str] | frozenset[str], now: float) -> None:
-        """Route costs changed; attempts on nodes now unreachable have failed."""
-        node_id = self._ctx.node_id
+    def topology_changed(self, reachable: set[str] | frozenset[str], now: float,
+                         up: Callable[[str], bool] | None = None) -> None:
+        """Routes changed: attempts on nodes now unreachable have failed;
+        attempts whose path lost a node (or whose first hop ``up`` says is no
+        longer a link) are re-sent on the new path."""
+        ctx = self._ctx
+        node_id = ctx.node_id
         self._remote_cache_version = -1  # route costs changed
         for o in list(self._origins.values()):
             t = o.target
-            if t is not None and t != node_id and t not in reachable:
+            if t is None or t == node_id or t in self._legacy:
+                continue
+            if t not in reachable:
                 self._failed(o, NoRoute(
                     f"node '{t}' became unreachable while running job '{o.id}'",
                     job_id=o.id, node=node_id), now, maybe_started=True)
+                continue
+            path = o.path
+            if not path or o.retry_at is not None:
+                continue
+            edge = self._routes.graph.edge
+            broken = (any(n not in reachable for n in path[1:-1])
+                      or any(edge(u, v) is None for u, v in pairwise(path))
+                      or (up is not None and len(path) > 1 and not up(path[1])))
+            if not broken:
+                continue
+            route = self._routes.route(t)
+            if route is None or route.path == path:
+                continue
+            lost = [n for n in path[1:-1] if n not in reachable]
+            ctx.counters["attempts_resent"] += 1
+            ctx.events.append(("job:rerouted", {
+                "job": o.id, "target": t, "old_path": list(path),
+                "path": list(route.path), "lost": lost}))
+            o.path = route.path
+            self._send_attempt(o, now, resend=True)
 
     def node_restarted(self, node: str, incarnation: int, now: float) -> None:
         """``node`` runs as a new ``incarnation``: attempts sent to an earlier
@@ -524,6 +623,8 @@ class OriginTable:
             self._deadlines = [(o.deadline, o.id) for o in self._origins.values()
                                if o.deadline]
             heapq.heapify(self._deadlines)
+        if self.waiting and not self._in_grace(now):
+            self.release_waiting(now)
         rq = self._retries
         while rq and rq[0][0] <= now:
             at, jid = heapq.heappop(rq)
@@ -537,6 +638,8 @@ class OriginTable:
             t = self._deadlines[0][0]
         if self._retries and self._retries[0][0] < t:
             t = self._retries[0][0]
+        if self.waiting:
+            t = min(t, self._started + self._ctx.limits.worker_grace)
         return t
 
     def shutdown(self, reason: str) -> None:

@@ -36,14 +36,19 @@ prefer the dialled transport.  Link lifecycle (one table)::
          link is forgotten until the neighbour says HELLO again)
 
 Heartbeats: every UP link gets a PING on the critical class each interval;
-the PONG gives the RTT; the link cost advertised in our LSA is the RTT's
-EWMA in milliseconds.
+the PONG gives the RTT.  ``rtt_ms`` (shown by ``operone peers``) is its
+EWMA; the link cost advertised in our LSA is the link's
+:class:`~operone_zmq.routing.damping.CostBand` (a quantised, damped band
+value: 1, 20, 50, ... ms), which starts again at band 0 when the link goes
+down.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+
+from ..routing.damping import CostBand
 
 __all__ = [
     "DOWN",
@@ -146,7 +151,8 @@ class PeerLink:
     last_error: str = ""
     # measurements
     rtt_ms: float | None = None
-    advertised_cost: float = DEFAULT_COST_MS
+    #: What cost our LSA advertises for this link (damped; see the module docstring).
+    band: CostBand = field(default_factory=CostBand)
     ping_seq: int = 0
     pings: dict[int, float] = field(default_factory=dict)
     pings_sent: int = 0
@@ -162,15 +168,21 @@ class PeerLink:
 
     @property
     def cost(self) -> float:
-        """The link cost to advertise (ms)."""
-        return self.rtt_ms if self.rtt_ms is not None else DEFAULT_COST_MS
+        """The link cost to advertise (ms): the band value of the damped RTT."""
+        return self.band.cost
 
-    def record_rtt(self, rtt_ms: float) -> None:
-        """Fold one RTT sample into the EWMA."""
+    def record_rtt(self, rtt_ms: float) -> bool:
+        """Fold one RTT sample into the EWMA and the cost band; return whether
+        the cost to advertise changed."""
         if self.rtt_ms is None:
             self.rtt_ms = rtt_ms
         else:
             self.rtt_ms += RTT_ALPHA * (rtt_ms - self.rtt_ms)
+        return self.band.sample(max(0.0, rtt_ms))
+
+    def reset_band(self) -> None:
+        """The link went down: its next life measures its cost afresh."""
+        self.band = CostBand()
 
     def describe(self, now: float) -> dict[str, object]:
         """What ``operone peers`` shows about this link."""

@@ -13,6 +13,7 @@ remote parts.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -70,7 +71,7 @@ class Job:
 class Advertised(Protocol):
     """Link state, as the parts whose state is in our LSA see it."""
 
-    def mark_dirty(self) -> None: ...
+    def mark_dirty(self, urgent: bool = True) -> None: ...
 
 
 class LinkEvents(Advertised, Protocol):
@@ -95,7 +96,8 @@ class OriginAnswers(Protocol):
 class TopologyWatcher(Protocol):
     """The origin table, as link state sees it."""
 
-    def topology_changed(self, reachable: set[str] | frozenset[str], now: float) -> None: ...
+    def topology_changed(self, reachable: set[str] | frozenset[str], now: float,
+                         up: Callable[[str], bool] | None = None) -> None: ...
 
     def node_restarted(self, node: str, incarnation: int, now: float) -> None: ...
 

@@ -28,6 +28,13 @@ Rules:
 * A JOB that cannot go on (no route, TTL out) is answered to its src with
   NoRoute; other types are dropped: an ERROR for a lost CANCEL would read as
   the failure of the job's current attempt.
+* A routed message that could not be delivered because its next hop's
+  connection was gone (an unroutable send: the link went down at that
+  moment), or whose next hop's link is already down while the routes still
+  name it, is *held* (at most :data:`MAX_HELD`, for :data:`HOLD_SECONDS`) and
+  sent again by its dst once the routes were recomputed without the lost
+  neighbour; what still has no route then is dropped (its origin re-sends
+  or times out).
 * A broadcast is delivered here once per (src, id) -- remembered in a bounded
   LRU of ``max_seen_broadcasts`` -- kept (``max_kept_broadcasts``) and flooded
   to every up link but the one it came from and its src.
@@ -46,11 +53,20 @@ from ..protocol.limits import DEFAULT_TTL
 from ..protocol.signature import KeyRing, SigFrame, Signer, message_signed_bytes
 from ..routing.dijkstra import RoutingTable
 from .access import Grant
-from .context import _BROADCAST, _CANCEL, _ERROR, _JOB, _PROGRESS, _REPLY, BrokerContext
+from .context import (
+    _BROADCAST,
+    _CANCEL,
+    _ERROR,
+    _JOB,
+    _PROGRESS,
+    _REPLY,
+    _ROUTED,
+    BrokerContext,
+)
 from .peers import PeerLink
 from .ports import LegacyHostsView, LinkSender, OriginAnswers, RoutedHere
 
-__all__ = ["MAX_REPLAY_ENTRIES", "REPLAY_WINDOW", "Relay"]
+__all__ = ["HOLD_SECONDS", "MAX_HELD", "MAX_REPLAY_ENTRIES", "REPLAY_WINDOW", "Relay"]
 
 #: A signed message is accepted this many seconds (of wall clock) either side
 #: of our clock: the clock-skew tolerance between brokers (docs/security.md).
@@ -60,6 +76,13 @@ REPLAY_WINDOW = 300.0
 #: 100,000 jobs a minute this covers the window.  When it is full the oldest
 #: is forgotten and nothing at or before its timestamp is accepted any more.
 MAX_REPLAY_ENTRIES = 500_000
+
+#: Routed messages kept for re-routing after their next hop vanished: one
+#: burst of a busy link (its QoS queue is bounded by MAX_LINK_QUEUE too).
+MAX_HELD = 10_000
+#: A held message older than this (s) is dropped: the routes recompute within
+#: about 0.1 s of a link going down; later, the origin's own re-send wins.
+HOLD_SECONDS = 2.0
 
 
 class Relay:
@@ -84,6 +107,8 @@ class Relay:
         #: Body bytes of the kept broadcasts (bounded by max_kept_broadcast_bytes).
         self._kept_bytes = 0
         self._kept_sizes: deque[int] = deque()  # parallel to broadcasts
+        # (held at, routes.computations then, dst, cls, type, frames from the tag on)
+        self._held: deque[tuple[float, int, str, int, int, list[bytes]]] = deque()
 
     def wire(self, links: LinkSender, routes: RoutingTable, remote: RoutedHere,
              origin: OriginAnswers, legacy: LegacyHostsView) -> None:
@@ -211,15 +236,68 @@ class Relay:
     def send_to_node(self, dst: str, cls: int, frames: list[bytes], t: int, *,
                      client: tuple[str, str] | None = None, sign: bool = True) -> bool:
         """Send routed frames toward ``dst`` by its next hop; False if unreachable.
-        Frames we originate (``sign``) are signed, for ``client`` when given."""
+        Frames we originate (``sign``) are signed, for ``client`` when given
+        (unsigned but for the client frame when the next hop is the
+        destination over a link that said ``direct``).
+
+        A next hop whose link is gone or down (it just went: our LSA and the
+        routes will follow within an LSA interval and an SPF run) holds the
+        message until the routes were recomputed."""
         nh = self._routes.next_hop(dst)
         link = self._links.get(nh) if nh is not None else None
-        if link is not None and sign and self._signer is not None:
-            frames = self.sign(frames[:3], client, direct=nh == dst and link.direct)
+        if sign and self._signer is not None:
+            direct = link is not None and link.up and nh == dst and link.direct
+            frames = self.sign(frames[:3], client, direct=direct)
+        if nh is not None and (link is None or not link.up) and t in _ROUTED:
+            self.hold(cls, frames, self._ctx.now)
+            return True
         if link is None or not self._links.send(link, cls, frames):
             self._ctx.counters["no_route"] += 1
             return False
         return True
+
+    def hold(self, cls: int, frames: list[bytes], now: float) -> None:
+        """``frames`` (tag, header, body...) were lost to a neighbour whose
+        connection is gone: send them again once the routes are recomputed."""
+        if len(frames) < 2:
+            return
+        try:
+            h = decode_header(frames[1])
+        except ProtocolError:
+            return
+        if h.type not in _ROUTED or h.dst == self._ctx.node_id:
+            return  # session traffic and LSAs are the link's own business
+        if len(self._held) >= MAX_HELD:
+            self._ctx.counters["held_dropped"] += 1
+            return
+        self._held.append((now, self._routes.computations, h.dst, cls, h.type, frames))
+
+    def release_held(self, now: float) -> None:
+        """Re-send held messages whose routes were recomputed since; drop old ones."""
+        held = self._held
+        if not held:
+            return
+        computed = self._routes.computations
+        keep: deque[tuple[float, int, str, int, int, list[bytes]]] = deque()
+        counters = self._ctx.counters
+        while held:
+            item = held.popleft()
+            at, version, dst, cls, t, frames = item
+            if at + HOLD_SECONDS <= now:
+                counters["held_dropped"] += 1
+            elif version == computed:
+                keep.append(item)
+            elif self.send_to_node(dst, cls, frames, t, sign=False):
+                counters["held_resent"] += 1
+            else:
+                counters["held_dropped"] += 1
+        self._held = keep
+
+    def next_deadline(self, t: float) -> float:
+        """When the oldest held message is dropped (poll() re-sends the others)."""
+        if self._held:
+            t = min(t, self._held[0][0] + HOLD_SECONDS)
+        return t
 
     def route_error(self, dst: str, mid: str, cls: int, err: JobError,
                     src: str | None = None) -> None:

@@ -78,8 +78,6 @@ def test_last_seen_of_a_neighbour_is_set_and_advances(tmp_path: Path) -> None:
     asyncio.run(go())
 
 
-@pytest.mark.xfail(strict=True, reason="core/broker.py qos_metrics must call "
-                   "qos.manager.metrics_report (see the proto branch's report)")
 def test_a_slow_link_does_not_read_zero_bandwidth(tmp_path: Path) -> None:
     """Heartbeats alone are a few hundred B/s: bandwidth_mb_s must not round to 0."""
 

@@ -406,3 +406,17 @@ def test_init_home_default_id(tmp_path: Path) -> None:
     """Without an id, init uses the host-derived one."""
     config, _ = init_home(Home(tmp_path))
     assert config.node.id == default_node_id()
+
+
+def test_down_retention_reaches_the_link_state_database(tmp_path: Path) -> None:
+    """routing.down_retention_s is how long the broker's LSDB keeps a dead node."""
+    from operone_zmq.aio.runtime import broker_from_config
+    from operone_zmq.config import load_config
+
+    home = Home(tmp_path / "home")
+    init_home(home, "pc-a")
+    assert broker_from_config(home, load_config(home)).core.lsdb.retention == 14400.0
+    b = broker_from_config(home, load_config(home, {"routing.down_retention_s": 0}))
+    assert b.core.lsdb.retention == 0.0
+    with pytest.raises(ConfigError, match=r"routing\.down_retention_s"):
+        load_config(home, {"routing.down_retention_s": -1})

@@ -26,7 +26,6 @@ def _answers(b: BrokerCore) -> list[list[bytes]]:
     return out
 
 
-@pytest.mark.xfail(strict=True, reason="core/broker.py: call protocol.codec.best_effort_id")
 def test_too_large_header_error_carries_the_request_id() -> None:
     clock = FakeClock()
     b = BrokerCore("n1", limits=BrokerLimits(), now=clock())

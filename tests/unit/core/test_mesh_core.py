@@ -7,6 +7,7 @@ import random
 
 from operone_zmq.core.client import JobResult
 from operone_zmq.errors import JobTimeout, NoRoute, ToolNotFound
+from operone_zmq.routing.damping import RTT_WINDOW
 from operone_zmq.testing import CoreMesh
 
 
@@ -33,7 +34,7 @@ def test_two_nodes_link_up_with_events() -> None:
     assert ("peer:connected", {"node": "b", "name": "b", "address": "mem://b"}) in \
         m.nodes["a"].events
     assert any(e[0] == "peer:connected" for e in m.nodes["b"].events)
-    m.advance(0.5)  # LSAs are originated at most every LSA_MIN_INTERVAL
+    m.advance(0.5, step=0.05)  # LSA pacing and the SPF start delay are 50 ms each
     assert m.converged()
 
 
@@ -81,13 +82,15 @@ def test_prefers_lower_latency_path() -> None:
     m.run()
     m.advance(2)
     # pretend measurements: a-c is slow
-    for x, y in (("a", "c"), ("c", "a")):
-        m.nodes[x].links[y].rtt_ms = 50.0
-    for x, y in (("a", "b"), ("b", "a"), ("b", "c"), ("c", "b")):
-        m.nodes[x].links[y].rtt_ms = 1.0
+    for _ in range(RTT_WINDOW):  # the cost bands follow a full window of samples
+        for x, y in (("a", "c"), ("c", "a")):
+            m.nodes[x].links[y].record_rtt(50.0)
+        for x, y in (("a", "b"), ("b", "a"), ("b", "c"), ("c", "b")):
+            m.nodes[x].links[y].record_rtt(1.0)
     for core in m.nodes.values():
         core._linkstate.mark_dirty()
     m.run()
+    m.advance(0.2, step=0.05)  # LSA pacing and the SPF start delay
     route = m.nodes["a"].route_info("c")
     assert route["path"] == ["a", "b", "c"]
     assert route["total_latency"] == 2.0
