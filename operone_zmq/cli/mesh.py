@@ -1,0 +1,219 @@
+"""``operone stats|peers|topology|route|connect|broadcast|discover``: the
+mesh as this broker sees it, and changing its links."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import click
+
+from ._common import Obj, _client_options, _fail, _query
+
+__all__ = ["broadcast", "connect", "discover", "peers", "route", "stats", "topology"]
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_client_options
+@click.pass_obj
+def stats(obj: Obj, as_json: bool, broker_addr: str | None, server_key: str | None) -> None:
+    """Show the broker's counters: jobs, workers, errors."""
+    from ..aio.runtime import async_client_for
+
+    config = obj.config()
+    obj.logging(config)
+
+    async def go() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        async with async_client_for(obj.home, config, broker_addr, server_key) as c:
+            return await c.stats(), await c.workers()
+
+    s, workers = asyncio.run(go())
+    if as_json:
+        click.echo(json.dumps({"stats": s, "workers": workers}, indent=2))
+        return
+    click.echo(f"node {s['node']}  up {s['uptime']:.0f}s")
+    for k in ("workers", "slots", "running", "queued", "jobs_received", "jobs_completed",
+              "jobs_failed", "jobs_timed_out", "jobs_cancelled", "workers_lost", "malformed"):
+        click.echo(f"  {k:<16} {s.get(k)}")
+    if s.get("errors"):
+        click.echo("  errors:  " + ", ".join(f"{k}={v}" for k, v in sorted(s["errors"].items())))
+    if s.get("peers"):
+        click.echo(f"  peers    {', '.join(s['peers'])}  relayed {s.get('relayed', 0)}"
+                   f"  forwarded {s.get('forwarded', 0)}")
+    click.echo(f"  qos      refused {s.get('qos_refused', 0)}  dropped (link down)"
+               f" {s.get('qos_dropped_link_down', 0)}")
+    for peer, queues in (s.get("link_queues") or {}).items():
+        click.echo(f"  queued to {peer}: " + ", ".join(f"{k}={v}" for k, v in queues.items()))
+    for name, b in (s.get("send_backlog") or {}).items():
+        if b:
+            click.echo(f"  send backlog {name}: {b}")
+    for w in workers:
+        click.echo(f"  worker {w['name']:<24} pid {w['pid']:<7} running {w['running']}/"
+                   f"{w['slots']}  done {w['done']}  tools {len(w['tools'])}")
+
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_client_options
+@click.pass_obj
+def peers(obj: Obj, as_json: bool, broker_addr: str | None, server_key: str | None) -> None:
+    """List this broker's peer links: state, RTT, traffic, last error."""
+    links = _query(obj, broker_addr, server_key, lambda c: c.peers())
+    if as_json:
+        click.echo(json.dumps(links, indent=2))
+        return
+    if not links:
+        click.echo("no peer links")
+    for p in links:
+        rtt = "-" if p["rtt_ms"] is None else f"{p['rtt_ms']:.2f} ms"
+        err = f"  ({p['last_error']})" if p["last_error"] else ""
+        click.echo(f"{p['node']:<20} {p['state']:<10} {p['address']:<22} rtt {rtt:<10}"
+                   f" sent {p['sent']} recv {p['received']}{err}")
+
+
+def _dot(graph: dict[str, Any]) -> str:
+    lines = ["graph operone {", '  node [fontname="Helvetica"];']
+    for n in graph["nodes"]:
+        attrs = [f'label="{n["id"]}\\n{len(n["tools"])} tools, {n["workers"]} workers"']
+        if n.get("kind") == "ssh":
+            attrs.append("shape=box")
+        if n.get("local"):
+            attrs.append("style=bold")
+        if not n.get("reachable", True):
+            attrs.append("color=gray")
+        lines.append(f'  "{n["id"]}" [{", ".join(attrs)}];')
+    for e in graph["edges"]:
+        lines.append(f'  "{e["source"]}" -- "{e["target"]}" [label="{e["latency"]:.2f} ms"];')
+    lines.append("}")
+    return "\n".join(lines)
+
+
+@click.command()
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "dot"]), default="table")
+@_client_options
+@click.pass_obj
+def topology(obj: Obj, fmt: str, broker_addr: str | None, server_key: str | None) -> None:
+    """Show the mesh as this broker sees it (table, JSON, or Graphviz DOT)."""
+    async def both(c: Any) -> tuple[Any, Any]:
+        return await c.topology(), await c.network_stats()
+
+    graph, net = _query(obj, broker_addr, server_key, both)
+    if fmt == "json":
+        click.echo(json.dumps({"graph": graph, "stats": net}, indent=2))
+        return
+    if fmt == "dot":
+        click.echo(_dot(graph))
+        return
+    click.echo(f"{net['total_nodes']} reachable nodes ({net['known_nodes']} known),"
+               f" {net['direct_connections']} direct links, diameter"
+               f" {net['network_diameter']} hops, average latency {net['average_latency']} ms,"
+               f" partitions {net['partitions']}")
+    for n in sorted(graph["nodes"], key=lambda n: n["id"]):
+        mark = "*" if n.get("local") else " "
+        state = "" if n.get("reachable", True) else "  (unreachable)"
+        click.echo(f"{mark} {n['id']:<20} {n.get('kind', 'broker'):<7} workers {n['workers']:<3}"
+                   f" load {n['load']:<5} tools {','.join(n['tools'][:6])}"
+                   f"{'...' if len(n['tools']) > 6 else ''}{state}")
+    for e in graph["edges"]:
+        click.echo(f"  {e['source']} -- {e['target']}  {e['latency']:.2f} ms")
+
+
+@click.command()
+@click.argument("dest")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_client_options
+@click.pass_obj
+def route(obj: Obj, dest: str, as_json: bool, broker_addr: str | None,
+          server_key: str | None) -> None:
+    """Show the route to node DEST: path, hops, latency."""
+    r = _query(obj, broker_addr, server_key, lambda c: c.route(dest))
+    if as_json:
+        click.echo(json.dumps(r, indent=2))
+        return
+    if not r.get("reachable"):
+        _fail(f"no route to '{dest}'" + (" (known but unreachable)" if r.get("known") else ""))
+    click.echo(" -> ".join(r["path"]) + f"   ({r['hops']} hops, {r['total_latency']} ms)")
+
+
+@click.command()
+@click.argument("peer", metavar="NODE@HOST:PORT")
+@click.option("--wait", type=float, default=10.0, show_default=True,
+              help="Seconds to wait for the link to come up (0: do not wait).")
+@_client_options
+@click.pass_obj
+def connect(obj: Obj, peer: str, wait: float, broker_addr: str | None,
+            server_key: str | None) -> None:
+    """Tell the running broker to link to another broker."""
+    from ..aio.broker import PeerAddress
+
+    addr = PeerAddress.parse(peer)
+
+    async def go(c: Any) -> dict[str, Any]:
+        await c.connect_peer(addr.node, addr.host, addr.port)
+        deadline = time.monotonic() + wait
+        while True:
+            links: dict[str, dict[str, Any]] = {p["node"]: p for p in await c.peers()}
+            p = links.get(addr.node)
+            if p is not None and p["state"] == "up":
+                return p
+            if time.monotonic() >= deadline:
+                return p or {"node": addr.node, "state": "down", "last_error": "no answer"}
+            await asyncio.sleep(0.1)
+
+    p = _query(obj, broker_addr, server_key, go)
+    if p["state"] != "up" and wait > 0:
+        _fail(f"link to '{addr.node}' is {p['state']}: {p.get('last_error') or 'no answer'}")
+    click.echo(f"{addr.node}: {p['state']}")
+
+
+@click.command()
+@click.argument("message")
+@click.option("--type", "mtype", default="notification", show_default=True)
+@_client_options
+@click.pass_obj
+def broadcast(obj: Obj, message: str, mtype: str, broker_addr: str | None,
+              server_key: str | None) -> None:
+    """Send MESSAGE (JSON or text) to every broker of the mesh."""
+    try:
+        data: Any = json.loads(message)
+    except json.JSONDecodeError:
+        data = message
+    n = _query(obj, broker_addr, server_key,
+               lambda c: c.broadcast({"type": mtype, "data": data}))
+    click.echo(f"broadcast sent to {n} neighbour(s); every reachable broker gets it once")
+
+
+
+@click.command()
+@click.option("--timeout", type=float, default=3.0, show_default=True,
+              help="Seconds to listen.")
+@click.option("--all-clusters", is_flag=True, help="Also list other clusters' brokers.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def discover(obj: Obj, timeout: float, all_clusters: bool, as_json: bool) -> None:
+    """List the brokers zeroconf finds on the network now, and whether each
+    one's key is trusted here."""
+    from ..aio.discovery import browse
+    from ..security.keys import TrustStore
+
+    config = obj.config()
+    obj.logging(config)
+    peers = asyncio.run(browse(timeout, cluster=None if all_clusters else config.node.cluster))
+    store = TrustStore(obj.home.trust_dir)
+    rows = [{"node": p.node, "cluster": p.cluster, "address": p.address,
+             "fingerprint": p.fingerprint,
+             "trusted": store.name_of(p.public_key.encode("ascii")) == p.node}
+            for p in peers]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no brokers found")
+    for r in rows:
+        state = "trusted" if r["trusted"] else "untrusted (operone keys accept ...)"
+        click.echo(f"{r['node']:<20} {r['address']:<30} {r['cluster']:<12} {r['fingerprint']}"
+                   f"  {state}")
