@@ -417,8 +417,12 @@ class BrokerCore:
             ctx.send_error(cls, rid, h.id, h.src, cls, Refused(refusal), corr=h.id)
             return
         # A non-operator cancels only the jobs submitted with its own key.
-        answer = self._queries.answer(q, now,
-                                      owner=None if grant.operator else grant.fingerprint)
+        try:
+            answer = self._queries.answer(q, now,
+                                          owner=None if grant.operator else grant.fingerprint)
+        except BadRequest as exc:  # args the query cannot take
+            ctx.send_error(cls, rid, h.id, h.src, cls, exc, corr=h.id)
+            return
         if answer is None:
             ctx.send_error(cls, rid, h.id, h.src, cls,
                            BadRequest(f"unknown query '{q.what}'"), corr=h.id)
