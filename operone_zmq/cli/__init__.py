@@ -16,7 +16,7 @@ from ._common import Obj, _Group
 from .dashboard import dashboard
 from .files import cp
 from .home import init
-from .jobs import cancel, map_cmd, run
+from .jobs import cancel, job, jobs, map_cmd, run
 from .keys import keys, token
 from .mesh import broadcast, connect, discover, peers, route, stats, topology
 from .node import broker, node, worker
@@ -43,7 +43,7 @@ def cli(ctx: click.Context, home: Path | None, log_format: str | None,
 
 
 # One module per command group; each defines its commands, this adds them.
-for _command in (init, broker, worker, node, run, map_cmd, cancel, qos, cp, stats, peers,
+for _command in (init, broker, worker, node, run, map_cmd, jobs, job, cancel, qos, cp, stats, peers,
                  topology, route, connect, broadcast, discover, ssh, keys, token, dashboard):
     cli.add_command(_command)
 

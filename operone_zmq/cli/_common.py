@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -16,8 +18,13 @@ from ..config import Config, Home, load_config
 from ..errors import JobError, OperoneError
 from ..logs import configure_logging
 
-__all__ = ["Obj", "_Group", "_client_options", "_fail", "_jsonable", "_parse_args", "_query",
-           "_write_ready"]
+__all__ = ["Obj", "_Group", "_age", "_client", "_client_options", "_fail", "_jsonable",
+           "_parse_args", "_query", "_write_ready"]
+
+#: Seconds the CLI waits for a TCP connection to the broker's first port
+#: before it talks CurveZMQ to it: a refused connection means no broker runs
+#: there, and the command says so at once instead of after its timeout.
+PROBE_TIMEOUT = 1.0
 
 
 @dataclass
@@ -114,15 +121,51 @@ def _jsonable(v: Any) -> Any:
 
 
 
-def _query(obj: Obj, broker_addr: str | None, server_key: str | None,
-           fn: Any) -> Any:
+def _probe(host: str, port: int) -> None:
+    """Fail at once when nothing listens at ``host:port`` (a broker that is
+    not running); a slow or filtered address is left to the client's timeout."""
+    try:
+        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT):
+            return
+    except ConnectionRefusedError:
+        _fail(f"no broker is running at {host}:{port} (start it: operone node start"
+              " [--detach]; see: operone node status)", 3)
+    except OSError:
+        return
+
+
+def _client(obj: Obj, config: Config, broker_addr: str | None,
+            server_key: str | None, **kw: Any) -> Any:
+    """An AsyncClient of the broker, after checking that one is running there."""
     from ..aio.runtime import async_client_for
 
+    c = async_client_for(obj.home, config, broker_addr, server_key, **kw)
+    _probe(c.host, c.base_port)
+    return c
+
+
+def _query(obj: Obj, broker_addr: str | None, server_key: str | None,
+           fn: Any) -> Any:
     config = obj.config()
     obj.logging(config)
+    client = _client(obj, config, broker_addr, server_key)
 
     async def go() -> Any:
-        async with async_client_for(obj.home, config, broker_addr, server_key) as c:
+        async with client as c:
             return await fn(c)
 
     return asyncio.run(go())
+
+
+def _age(started: float | None, now: float | None = None) -> str:
+    """Wall-clock seconds since ``started``, for people: 4s, 3m05s, 2h10m, 3d04h."""
+    if started is None:
+        return "-"
+    s = max(0, int((time.time() if now is None else now) - started))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"

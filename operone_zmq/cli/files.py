@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from ._common import Obj, _client_options
+from ._common import Obj, _client, _client_options
 
 __all__ = ["cp"]
 
@@ -25,17 +25,16 @@ def cp(obj: Obj, source: Path, dest: str, chunk: int, broker_addr: str | None,
        server_key: str | None) -> None:
     """Copy SOURCE to NODE:PATH (under that node's fs_root): chunked on the low
     class, throttled by policy, resumed after a broken link, checksummed."""
-    from ..aio.runtime import async_client_for
-
     node, colon, path = dest.partition(":")
     if not colon or not node or not path:
         raise click.BadParameter("must be NODE:PATH", param_hint="DEST")
     config = obj.config()
     obj.logging(config)
     size = source.stat().st_size
+    client = _client(obj, config, broker_addr, server_key)
 
     async def go() -> Any:
-        async with async_client_for(obj.home, config, broker_addr, server_key) as c:
+        async with client as c:
             with click.progressbar(length=size, label=f"{source.name} -> {dest}",
                                    file=sys.stderr) as bar:
                 done = [0]

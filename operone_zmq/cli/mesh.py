@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from ._common import Obj, _client_options, _fail, _query
+from ._common import Obj, _client, _client_options, _fail, _query
 
 __all__ = ["broadcast", "connect", "discover", "peers", "route", "stats", "topology"]
 
@@ -21,13 +21,12 @@ __all__ = ["broadcast", "connect", "discover", "peers", "route", "stats", "topol
 @click.pass_obj
 def stats(obj: Obj, as_json: bool, broker_addr: str | None, server_key: str | None) -> None:
     """Show the broker's counters: jobs, workers, errors."""
-    from ..aio.runtime import async_client_for
-
     config = obj.config()
     obj.logging(config)
+    client = _client(obj, config, broker_addr, server_key)
 
     async def go() -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        async with async_client_for(obj.home, config, broker_addr, server_key) as c:
+        async with client as c:
             return await c.stats(), await c.workers()
 
     s, workers = asyncio.run(go())

@@ -54,12 +54,15 @@ Rules:
   target runs one attempt once (its dedup answers a repeat from its result
   cache, or ignores it while it runs), so this is safe for jobs that are
   not idempotent.  The attempt's deadline starts again.
+* The job's timeout is one deadline across all its attempts: a retry runs
+  with what is left of it, and none is made once nothing is left.
 * Each job has a :class:`~.jobrecords.JobRecord` (what QUERY jobs shows);
   when the job is answered, its record goes to :attr:`OriginTable.finished`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -144,6 +147,7 @@ class Origin:
     #: The incarnation of ``target`` when the attempt was sent (0: unknown).
     incarnation: int = 0
     record: JobRecord | None = None  # what QUERY jobs shows of it
+    attempt_body: bytes | None = None  # a retry's JOB body (its timeout: what is left)
 
 
 class OriginTable:
@@ -308,6 +312,20 @@ class OriginTable:
         o.attempts += 1
         o.retry_at = None
         req = o.req
+        body = o.body
+        if o.attempts > 1:
+            # One deadline for all attempts: a retry gets what is left of it.
+            left = self._time_left(o, now)
+            if left <= 0:
+                ctx.counters["jobs_timed_out"] += 1
+                self._failed(o, JobTimeout(
+                    f"job '{o.id}' ({req.tool}) did not finish within"
+                    f" {self._timeout(o):g} s ({o.attempts - 1} attempts)", job_id=o.id,
+                    node=node_id), now, maybe_started=False, final=True)
+                return
+            req = dataclasses.replace(req, timeout=round(left, 3))
+            body = o.attempt_body = req.pack()
+            frames = None
         target = req.on
         if target is None:
             # Fast path: nobody else offers the tool; run here.  (Legacy SSH
@@ -365,7 +383,7 @@ class OriginTable:
         if target == node_id:
             job_frames = frames if frames is not None else [
                 TAG, encode_header(Header(_JOB, o.id, o.src, node_id, DEFAULT_TTL, o.ts,
-                                          o.cls, None)), o.body]
+                                          o.cls, None)), body]
             err2 = self._local.accept(o.client, o.cls, o.src, o.id, req, job_frames, now,
                                       remote=False, origin=True)
             if err2 is not None:
@@ -393,17 +411,18 @@ class OriginTable:
         ctx = self._ctx
         node_id = ctx.node_id
         counters = ctx.counters
-        req = o.req
         target = o.target
         assert target is not None
-        timeout = req.timeout if req.timeout is not None else ctx.limits.default_timeout
+        # One deadline for the job: this attempt gets what is left of it.
+        timeout = min(self._timeout(o), max(0.001, self._time_left(o, now)))
+        body = o.attempt_body if o.attempt_body is not None else o.body
         o.deadline = now + timeout + ctx.limits.remote_grace
         heapq.heappush(self._deadlines, (o.deadline, o.id))
         # Stamped now (each attempt is a new signed message; replay window).
         header = encode_header(Header(_JOB, o.id, node_id, target, DEFAULT_TTL,
                                       int(ctx.wall() * 1000), o.cls, None))
         refused = counters["qos_refused"]
-        if not self._relay.send_to_node(target, o.cls, [TAG, header, o.body], _JOB,
+        if not self._relay.send_to_node(target, o.cls, [TAG, header, body], _JOB,
                                         client=(o.grant.fingerprint, o.grant.role)):
             failure: JobError
             if counters["qos_refused"] != refused:
@@ -442,6 +461,14 @@ class OriginTable:
             if o is not None:
                 self._place(o, now)
 
+    def _timeout(self, o: Origin) -> float:
+        t = o.req.timeout
+        return t if t is not None else self._ctx.limits.default_timeout
+
+    def _time_left(self, o: Origin, now: float) -> float:
+        """Seconds left of ``o``'s one deadline (its timeout from submission)."""
+        return o.submitted + self._timeout(o) - now
+
     def _release(self, o: Origin) -> None:
         o.path = ()
         t = o.target
@@ -466,7 +493,8 @@ class OriginTable:
             o.tried.append(target)
         if o.id not in self._origins:
             return
-        if not final and is_transient(err) and o.retries_left > 0:
+        if (not final and is_transient(err) and o.retries_left > 0
+                and self._time_left(o, now) > 0):
             if maybe_started and not o.req.idempotent:
                 err = NotIdempotent(
                     f"job '{o.id}' ({o.req.tool}) may have started on node '{target}', which"
