@@ -19,7 +19,7 @@ from .home import init
 from .jobs import cancel, job, jobs, map_cmd, run
 from .keys import keys, token
 from .mesh import broadcast, connect, discover, peers, route, stats, topology
-from .node import broker, node, worker
+from .node import broker, logs, node, worker
 from .qos import qos
 from .ssh import ssh
 
@@ -43,8 +43,9 @@ def cli(ctx: click.Context, home: Path | None, log_format: str | None,
 
 
 # One module per command group; each defines its commands, this adds them.
-for _command in (init, broker, worker, node, run, map_cmd, jobs, job, cancel, qos, cp, stats, peers,
-                 topology, route, connect, broadcast, discover, ssh, keys, token, dashboard):
+for _command in (init, broker, worker, node, logs, run, map_cmd, jobs, job, cancel, qos, cp,
+                 stats, peers, topology, route, connect, broadcast, discover, ssh, keys, token,
+                 dashboard):
     cli.add_command(_command)
 
 

@@ -39,10 +39,10 @@ class Obj:
     def config(self) -> Config:
         return load_config(self.home, self.overrides)
 
-    def logging(self, config: Config | None = None) -> None:
+    def logging(self, config: Config | None = None, stream: Any = None) -> None:
         fmt = self.log_format or (config.logging.format if config else "console")
         level = self.log_level or (config.logging.level if config else "info")
-        configure_logging(fmt, level)
+        configure_logging(fmt, level, stream)
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
