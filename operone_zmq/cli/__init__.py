@@ -22,6 +22,7 @@ from .mesh import broadcast, connect, discover, peers, route, stats, topology
 from .node import broker, logs, node, worker
 from .qos import qos
 from .ssh import ssh
+from .status import status, tools
 
 __all__ = ["main"]
 
@@ -45,7 +46,7 @@ def cli(ctx: click.Context, home: Path | None, log_format: str | None,
 # One module per command group; each defines its commands, this adds them.
 for _command in (init, broker, worker, node, logs, run, map_cmd, jobs, job, cancel, qos, cp,
                  stats, peers, topology, route, connect, broadcast, discover, ssh, keys, token,
-                 dashboard):
+                 dashboard, status, tools):
     cli.add_command(_command)
 
 

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -60,63 +64,113 @@ def stats(obj: Obj, as_json: bool, broker_addr: str | None, server_key: str | No
 @_client_options
 @click.pass_obj
 def peers(obj: Obj, as_json: bool, broker_addr: str | None, server_key: str | None) -> None:
-    """List this broker's peer links: state, RTT, traffic, last error."""
+    """List this broker's peer links: state, how each was made (dialled to an
+    address, accepted), RTT, traffic, last error."""
     links = _query(obj, broker_addr, server_key, lambda c: c.peers())
     if as_json:
         click.echo(json.dumps(links, indent=2))
         return
     if not links:
         click.echo("no peer links")
+        return
+    click.echo(f"{'NODE':<20} {'STATE':<10} {'TRANSPORTS':<36} {'RTT':<10} {'SENT':>7}"
+               f" {'RECV':>7}  LAST ERROR")
     for p in links:
-        rtt = "-" if p["rtt_ms"] is None else f"{p['rtt_ms']:.2f} ms"
-        err = f"  ({p['last_error']})" if p["last_error"] else ""
-        click.echo(f"{p['node']:<20} {p['state']:<10} {p['address']:<22} rtt {rtt:<10}"
-                   f" sent {p['sent']} recv {p['received']}{err}")
+        # A link that is down has no current RTT: its last one would mislead.
+        rtt = "-" if p["rtt_ms"] is None or p["state"] != "up" else f"{p['rtt_ms']:.2f} ms"
+        ways = []
+        for tr in p.get("transports") or []:
+            kind, _, st = tr.partition(":")
+            where = f" {p['address']}" if kind == "dialled" and p.get("address") else ""
+            ways.append(f"{kind}{where} {st}")
+        click.echo(f"{p['node']:<20} {p['state']:<10} {'; '.join(ways) or '-':<36} {rtt:<10}"
+                   f" {p['sent']:>7} {p['received']:>7}  {p['last_error'] or ''}")
 
 
-def _dot(graph: dict[str, Any]) -> str:
-    lines = ["graph operone {", '  node [fontname="Helvetica"];']
+def _dot(graph: dict[str, Any], links: list[dict[str, Any]] | None = None) -> str:
+    """Graphviz DOT of the mesh: bold = this node, box = SSH host, gray dashed
+    = unreachable; a link of this node that is down is a dashed red edge."""
+    local = graph.get("local")
+    lines = ["graph operone {", '  node [fontname="Helvetica"];',
+             '  edge [fontname="Helvetica", fontsize=10];']
     for n in graph["nodes"]:
-        attrs = [f'label="{n["id"]}\\n{len(n["tools"])} tools, {n["workers"]} workers"']
+        caps = ", ".join(n.get("capabilities") or [])
+        label = f'{n["id"]}\\n{len(n["tools"])} tools, {n["workers"]} workers'
+        if caps:
+            label += f"\\ncaps: {caps}"
+        if not n.get("reachable", True):
+            label += "\\n(unreachable)"
+        attrs = [f'label="{label}"']
         if n.get("kind") == "ssh":
             attrs.append("shape=box")
         if n.get("local"):
             attrs.append("style=bold")
         if not n.get("reachable", True):
-            attrs.append("color=gray")
+            attrs += ["color=gray", "fontcolor=gray", 'style="dashed"']
         lines.append(f'  "{n["id"]}" [{", ".join(attrs)}];')
+    drawn = set()
     for e in graph["edges"]:
+        drawn.add(frozenset((e["source"], e["target"])))
         lines.append(f'  "{e["source"]}" -- "{e["target"]}" [label="{e["latency"]:.2f} ms"];')
-    lines.append("}")
+    for p in links or []:
+        if p["state"] != "up" and local and frozenset((local, p["node"])) not in drawn:
+            lines.append(f'  "{local}" -- "{p["node"]}" [style=dashed, color=red,'
+                         f' label="{p["state"]}"];')
+    lines += ["  subgraph cluster_legend {", '    label="legend"; fontname="Helvetica";',
+              '    "this node" [style=bold]; "SSH host" [shape=box];',
+              '    "unreachable" [color=gray, fontcolor=gray, style=dashed];',
+              '    "this node" -- "SSH host" [label="link: RTT ms"];',
+              '    "this node" -- "unreachable" [style=dashed, color=red, label="link down"];',
+              "  }", "}"]
     return "\n".join(lines)
 
 
 @click.command()
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "dot"]), default="table")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "dot", "png", "svg"]),
+              default="table", help="png and svg need Graphviz (its dot command).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write png/svg here (default: stdout).")
 @_client_options
 @click.pass_obj
-def topology(obj: Obj, fmt: str, broker_addr: str | None, server_key: str | None) -> None:
-    """Show the mesh as this broker sees it (table, JSON, or Graphviz DOT)."""
-    async def both(c: Any) -> tuple[Any, Any]:
-        return await c.topology(), await c.network_stats()
+def topology(obj: Obj, fmt: str, output: Path | None, broker_addr: str | None,
+             server_key: str | None) -> None:
+    """Show the mesh as this broker sees it (table, JSON, Graphviz DOT, PNG, SVG)."""
+    async def three(c: Any) -> tuple[Any, Any, Any]:
+        return await c.topology(), await c.network_stats(), await c.peers()
 
-    graph, net = _query(obj, broker_addr, server_key, both)
+    if fmt in ("png", "svg") and shutil.which("dot") is None:
+        _fail("--format png|svg needs Graphviz's dot command (apt install graphviz, brew"
+              " install graphviz); --format dot prints the graph for it")
+    graph, net, links = _query(obj, broker_addr, server_key, three)
     if fmt == "json":
         click.echo(json.dumps({"graph": graph, "stats": net}, indent=2))
         return
     if fmt == "dot":
-        click.echo(_dot(graph))
+        click.echo(_dot(graph, links))
         return
+    if fmt in ("png", "svg"):
+        r = subprocess.run(["dot", f"-T{fmt}"], input=_dot(graph, links).encode(),
+                           capture_output=True, timeout=60)
+        if r.returncode != 0:
+            _fail(f"dot failed: {r.stderr.decode(errors='replace').strip()}")
+        if output is not None:
+            output.write_bytes(r.stdout)
+        else:
+            sys.stdout.buffer.write(r.stdout)
+        return
+    parts = int(net.get("partitions", 1) or 1)
+    state = "connected" if parts <= 1 else f"partitioned into {parts} parts"
     click.echo(f"{net['total_nodes']} reachable nodes ({net['known_nodes']} known),"
                f" {net['direct_connections']} direct links, diameter"
                f" {net['network_diameter']} hops, average latency {net['average_latency']} ms,"
-               f" partitions {net['partitions']}")
+               f" {state}")
     for n in sorted(graph["nodes"], key=lambda n: n["id"]):
         mark = "*" if n.get("local") else " "
-        state = "" if n.get("reachable", True) else "  (unreachable)"
+        unreachable = "" if n.get("reachable", True) else "  (unreachable)"
+        caps = ",".join(n.get("capabilities") or []) or "-"
         click.echo(f"{mark} {n['id']:<20} {n.get('kind', 'broker'):<7} workers {n['workers']:<3}"
-                   f" load {n['load']:<5} tools {','.join(n['tools'][:6])}"
-                   f"{'...' if len(n['tools']) > 6 else ''}{state}")
+                   f" load {n['load']:<5} caps {caps:<12} tools {','.join(n['tools'][:6])}"
+                   f"{'...' if len(n['tools']) > 6 else ''}{unreachable}")
     for e in graph["edges"]:
         click.echo(f"  {e['source']} -- {e['target']}  {e['latency']:.2f} ms")
 

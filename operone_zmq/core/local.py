@@ -83,6 +83,7 @@ from ..protocol.bodies import (
     JobRequest,
     Ready,
     ResultBody,
+    ToolInfo,
 )
 from ..protocol.codec import TAG, Header, decode, decode_header, encode_header
 from .context import (
@@ -146,6 +147,7 @@ class WorkerSession:
     expires: float
     running: set[str] = field(default_factory=set)
     done: int = 0
+    infos: tuple[ToolInfo, ...] = ()  # the tools of its READY (QUERY tools detail)
 
     @property
     def free(self) -> int:
@@ -261,6 +263,10 @@ class LocalJobs:
         r = self._record(job)
         r.finish(state, self._ctx.wall(), error=error, result=result)
         self.finished.add(r)
+
+    def catalog_workers(self) -> list[tuple[str, frozenset[str], tuple[ToolInfo, ...]]]:
+        """(name, caps, READY tools) of each worker, for the tool catalog."""
+        return [(w.name, w.caps, w.infos) for w in self.workers.values()]
 
     def caps(self) -> list[str]:
         return sorted(self._local_caps)
@@ -595,6 +601,7 @@ class LocalJobs:
             pid=ready.pid,
             expires=(float("inf") if virtual
                      else now + ctx.limits.liveness * ctx.limits.heartbeat_interval),
+            infos=tuple(ready.tools),
         )
         for jid in ready.running[:w.slots]:
             if jid not in self._jobs:

@@ -29,6 +29,7 @@ from .linkstate import LinkState
 from .local import LocalJobs
 from .origin import OriginTable
 from .relay import Relay
+from .tool_catalog import tool_catalog
 
 __all__ = ["DEFAULT_JOBS_LIMIT", "MAX_JOBS_LIMIT", "Queries"]
 
@@ -143,6 +144,10 @@ class Queries:
         if what == "workers":
             return self._local.describe_workers()
         if what == "tools":
+            if q.args.get("detail") is True:
+                remote = {n["id"]: n["tools"] for n in self._linkstate.topology_graph()["nodes"]
+                          if n.get("reachable") and not n.get("local")}
+                return tool_catalog(self._ctx.node_id, self._local.catalog_workers(), remote)
             return self._local.tool_counts()
         if what == "jobs":
             return self.jobs(q.args)

@@ -37,7 +37,6 @@ def test_too_large_header_error_carries_the_request_id() -> None:
     assert msg.header.id == "q-7"
 
 
-@pytest.mark.xfail(strict=True, reason="core/broker.py: keep READY tools, call tool_catalog")
 def test_query_tools_detail_returns_the_catalog() -> None:
     clock = FakeClock()
     b = BrokerCore("n1", limits=BrokerLimits(), now=clock())
