@@ -555,7 +555,11 @@ class Broker:
         if not evs:
             return
         self.core.events = []
+        self.core.log_events(evs)
         for name, payload in evs:
+            if name == "message":
+                self._log.info("broadcast_received", src=payload.get("src"),
+                               via=payload.get("via"))
             if name == "peer:connected":
                 self._log.info("peer_connected", peer=payload["node"])
                 for f in self._connect_waiters.pop(payload["node"], []):

@@ -14,6 +14,7 @@ import click
 from ..config import Home
 from ._common import Obj, _Group
 from .dashboard import dashboard
+from .events import events
 from .files import cp
 from .home import init
 from .jobs import cancel, job, jobs, map_cmd, run
@@ -46,7 +47,7 @@ def cli(ctx: click.Context, home: Path | None, log_format: str | None,
 # One module per command group; each defines its commands, this adds them.
 for _command in (init, broker, worker, node, logs, run, map_cmd, jobs, job, cancel, qos, cp,
                  stats, peers, topology, route, connect, broadcast, discover, ssh, keys, token,
-                 dashboard, status, tools):
+                 dashboard, status, tools, events):
     cli.add_command(_command)
 
 

@@ -26,6 +26,8 @@ The parts (each a class with its own state; its rules at the top of its module):
     legacy.py     LegacyHosts     SSH-only hosts served by this broker
     clients.py    ClientTable     client connections served, bounded by max_clients
     queries.py    Queries         QUERY answers and stats
+    jobrecords.py JobRecord       what QUERY jobs shows of a job; the finished ones
+    eventlog.py   EventLog        recent events, for QUERY events
 
 This face dispatches each input by its source and message type to a part,
 and runs the parts' timers in a fixed order.  Parts call each other only
@@ -429,6 +431,10 @@ class BrokerCore:
             return
         ctx.out.append((cls, [rid, TAG, ctx.header(_REPLY, h.id, h.src, cls, h.id),
                               pack_value(answer)]))
+
+    def log_events(self, events: list[tuple[str, Any]]) -> None:
+        """The shell emitted ``events``: keep them for QUERY events."""
+        self._queries.events.add_all(events, self._ctx.wall())
 
     def answer_query(self, q: Query, now: float) -> Any:
         """The answer to a QUERY, or None when the query is unknown."""

@@ -22,6 +22,7 @@ from typing import Any
 from ..errors import BadRequest
 from ..protocol.bodies import Query
 from .context import BrokerContext
+from .eventlog import MAX_EVENTS_ANSWER, EventLog
 from .jobrecords import STATES, JobRecord
 from .legacy import LegacyHosts
 from .links import PeerLinks
@@ -53,6 +54,8 @@ class Queries:
         self._legacy = legacy
         self._relay = relay
         self.started = started
+        #: Recent events (the shell logs each batch it emits), for QUERY events.
+        self.events = EventLog()
 
     def stats(self, now: float) -> dict[str, Any]:
         """Counters and gauges, as answered to QUERY "stats"."""
@@ -149,6 +152,13 @@ class Queries:
                           if n.get("reachable") and not n.get("local")}
                 return tool_catalog(self._ctx.node_id, self._local.catalog_workers(), remote)
             return self._local.tool_counts()
+        if what == "events":
+            since, limit = q.args.get("since", 0), q.args.get("limit", MAX_EVENTS_ANSWER)
+            for name, v in (("since", since), ("limit", limit)):
+                if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                    raise BadRequest(f"events: args.{name} must be an integer >= 0,"
+                                     f" not {v!r}")
+            return self.events.since(since, max(1, min(limit, MAX_EVENTS_ANSWER)))
         if what == "jobs":
             return self.jobs(q.args)
         if what == "job":

@@ -103,3 +103,31 @@ def test_status_watch_redraws_in_place_on_a_terminal(pair: MeshOfNodes) -> None:
             p.kill()
             p.wait(5)
         os.close(master)
+
+
+def test_events_show_a_broadcast_with_its_sender(pair: MeshOfNodes) -> None:
+    a, b = pair["a"], pair["b"]
+    first = json.loads(cli(a, "events", "--json").stdout.splitlines()[-1])
+    follow = subprocess.Popen([sys.executable, "-m", "operone_zmq", "events", "-f", "--json",
+                               "--since", str(first["seq"])], env=a.env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        r = cli(b, "broadcast", '{"hello": 1}')
+        assert r.returncode == 0, r.stderr
+        assert follow.stdout is not None
+        deadline = time.monotonic() + 30
+        got = None
+        while time.monotonic() < deadline:
+            e = json.loads(follow.stdout.readline())
+            if e["event"] == "message":
+                got = e
+                break
+        assert got is not None and got["data"]["src"] == "b"
+        assert got["data"]["data"] == {"type": "notification", "data": {"hello": 1}}
+        follow.send_signal(signal.SIGINT)
+        follow.communicate(timeout=20)
+        assert follow.returncode == 0
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+        follow.communicate(timeout=5)
