@@ -82,8 +82,7 @@ class JobFuture(asyncio.Future[JobResult]):
 class ClientJobFuture(concurrent.futures.Future[JobResult]):
     """The future of a job submitted through the blocking :class:`Client`:
     ``job_id`` at once; :meth:`cancel` cancels the job, and ``result()``
-    then raises :class:`~operone_zmq.errors.JobCancelled` (a
-    :class:`concurrent.futures.CancelledError`)."""
+    then raises :class:`~operone_zmq.errors.JobCancelled`."""
 
     def __init__(self, job_id: str, cancel_job: Callable[[], None]) -> None:
         super().__init__()

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import LocalNode, MeshOfNodes, free_base_port, make_home, wait_for
+from helpers import LocalNode, MeshOfNodes, free_base_port, local_node, make_home, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -140,3 +140,26 @@ def test_a_command_against_a_node_that_is_not_running_fails_at_once(tmp_path: Pa
     assert r.returncode == 3, r.stderr
     assert "no broker is running at 127.0.0.1:" in r.stderr and "operone node start" in r.stderr
     assert took < 10, took  # it used to wait out the 10 s query timeout
+
+
+def test_python_futures_expose_the_job_id_and_cancel_with_job_cancelled(
+        tmp_path: Path) -> None:
+    from operone_zmq import ClientJobFuture, JobCancelled
+
+    with local_node(tmp_path, "py") as node:
+        node.start_broker()
+        node.start_worker()
+        node.wait_workers(1)
+        with node.client() as c:
+            fut = c.submit("sleep", {"seconds": 60}, timeout=90)
+            assert isinstance(fut, ClientJobFuture) and fut.job_id
+            wait_for(lambda: c.query("job", {"id": fut.job_id})["state"] == "running", 20,
+                     "the job to run")
+            assert fut.cancel() is True
+            with pytest.raises(JobCancelled):
+                fut.result(10)
+            wait_for(lambda: c.query("job", {"id": fut.job_id})["state"] == "cancelled", 20,
+                     "the broker to cancel it")
+            done = c.submit("echo", {"x": 1})
+            assert done.result(30).job_id == done.job_id
+            assert done.cancel() is False
