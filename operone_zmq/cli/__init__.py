@@ -7,11 +7,12 @@ can also be set with ``OPERONE_HOME``, ``OPERONE_LOG_FORMAT``,
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
 
-from ..config import Home
+from ..config import Home, unknown_env_vars
 from ._common import Obj, _Group
 from .dashboard import dashboard
 from .events import events
@@ -39,7 +40,12 @@ __all__ = ["main"]
 @click.pass_context
 def cli(ctx: click.Context, home: Path | None, log_format: str | None,
         log_level: str | None) -> None:
-    """operone: run tools on a secure ZeroMQ mesh of PCs."""
+    """operone: run tools on a secure ZeroMQ mesh of PCs.
+
+    The node's home is --home, else $OPERONE_HOME, else ~/.config/operone
+    (%APPDATA%\\operone on Windows)."""
+    for unknown in unknown_env_vars(os.environ):
+        click.echo(f"warning: unknown variable {unknown}", err=True)
     ctx.obj = Obj(Home(home.expanduser().absolute()) if home else Home.default(), {},
                   log_format, log_level)
 

@@ -98,7 +98,11 @@ def _parse_args(kv: tuple[str, ...], json_args: str | None, rest: tuple[str, ...
             raise click.BadParameter(f"expected KEY=VALUE, not {item!r}", param_hint="--arg")
         try:
             args[k] = json.loads(v)
-        except json.JSONDecodeError:
+        except json.JSONDecodeError as exc:
+            if v[:1] in ("{", "[", '"'):  # meant as JSON: a typo must not become a string
+                raise click.BadParameter(f"{k}={v}: not valid JSON ({exc}); quote a plain"
+                                         f" string that starts with {v[0]!r} as JSON",
+                                         param_hint="--arg") from exc
             args[k] = v
     if rest:
         if tool != "shell":

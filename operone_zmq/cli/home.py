@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,23 @@ from ..config import init_home
 from ._common import Obj
 
 __all__ = ["init"]
+
+_HOSTNAME = re.compile(r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?)+")
+
+
+def _check_host(host: str) -> None:
+    """An address to bind: an IP address or a host name, without a port."""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return
+    except ValueError:
+        pass
+    if ":" in host:
+        raise click.BadParameter(f"{host!r}: give the address alone and the port with"
+                                 " --port", param_hint="--host")
+    if not _HOSTNAME.fullmatch(host):
+        raise click.BadParameter(f"{host!r} is neither an IP address nor a host name",
+                                 param_hint="--host")
 
 
 @click.command()
@@ -27,6 +46,7 @@ def init(obj: Obj, node_id: str | None, host: str | None, base_port: int | None,
     """Create the node's key pair, trust store and config file."""
     fields: dict[str, Any] = {}
     if host:
+        _check_host(host)
         fields["host"] = host
     if base_port:
         fields["base_port"] = base_port

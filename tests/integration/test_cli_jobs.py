@@ -125,10 +125,18 @@ def test_validation_before_sending(tmp_path: Path) -> None:
     node = LocalNode(tmp_path, "v")
     for args in (["run", "echo", "--timeout", "-1"], ["run", "echo", "--retries", "-1"],
                  ["map", "echo", "--args-file", "-", "--concurrency", "0"],
-                 ["run", "--detach", "--raw", "shell", "--", "true"]):
+                 ["run", "--detach", "--raw", "shell", "--", "true"],
+                 ["run", "echo", "--arg", "x={bad"], ["qos", "p", "--allocate", "-1"],
+                 ["qos", "p", "--allocate", "5GB/s"], ["init", "--host", "10.0.0.1:7700"],
+                 ["init", "--host", "no such host"]):
         r = cli(node, *args)
         assert r.returncode == 2, (args, r.stderr)
         assert "Traceback" not in r.stderr
+    typo = {**node.env, "OPERONE_WORKERS_CONT": "3"}
+    r = subprocess.run([sys.executable, "-m", "operone_zmq", "keys", "list"], env=typo,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0
+    assert "warning: unknown variable OPERONE_WORKERS_CONT (no option workers.cont" in r.stderr
 
 
 def test_a_command_against_a_node_that_is_not_running_fails_at_once(tmp_path: Path) -> None:
