@@ -18,10 +18,13 @@ import concurrent.futures
 import contextlib
 import functools
 import heapq
+import os
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import zmq
@@ -66,6 +69,37 @@ def parse_priority(priority: str | int) -> int:
         return CLASS_NAMES.index(priority.lower())
     raise ValueError(f"priority must be one of {', '.join(CLASS_NAMES)} (or 0..3), not"
                      f" {priority!r}")
+
+
+def _home_settings(path: str | os.PathLike[str] | None, broker: str | None,
+                   server_key: str | None) -> dict[str, Any]:
+    """host, base_port, keys and client_id of a client of the node whose home
+    is ``path`` (default: $OPERONE_HOME, else the platform's default home)."""
+    from ..config import Home, load_config
+    from ..errors import ConfigError
+    from ..security.keys import load_keypair, parse_public_key
+
+    home = Home(Path(path).expanduser()) if path is not None else Home.default()
+    config = load_config(home)
+    if not home.node_secret.exists():
+        raise ConfigError(f"no node key at {home.node_secret}: run 'operone init' first"
+                          f" (home: {home.path})")
+    kp = load_keypair(home.node_secret)
+    if kp.secret is None:
+        raise ConfigError(f"{home.node_secret} holds no secret key")
+    server = parse_public_key(server_key) if server_key else kp.public
+    if broker:
+        h, _, port = broker.rpartition(":")
+        if not h or not port.isdigit():
+            raise ConfigError(f"broker must be HOST:PORT, not {broker!r}")
+        host, base_port = h.strip("[]"), int(port)
+    else:
+        host = config.node.host
+        host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        base_port = config.node.base_port
+    return {"host": host, "base_port": base_port,
+            "keys": CurveKeys(kp.public, kp.secret, server),
+            "client_id": f"{config.node.id}.{socket.gethostname()[:16]}"}
 
 
 class JobFuture(asyncio.Future[JobResult]):
@@ -172,6 +206,16 @@ class AsyncClient:
         #: The broker's incarnation, from its PONGs (None: not heard yet).
         self.broker_incarnation: int | None = None
         self.restarts_seen = 0
+
+    @classmethod
+    def from_home(cls, path: str | os.PathLike[str] | None = None, *,
+                  broker: str | None = None, server_key: str | None = None,
+                  **kw: Any) -> AsyncClient:
+        """A client of the node whose home is ``path`` (default: $OPERONE_HOME,
+        else ~/.config/operone): its keys, and its broker's address from its
+        config (``broker`` = "HOST:PORT" and ``server_key`` for another one).
+        Use it with ``async with``."""
+        return cls(**{**_home_settings(path, broker, server_key), **kw})
 
     # ------------------------------------------------------------ lifecycle
     async def connect(self) -> AsyncClient:
@@ -661,6 +705,15 @@ class Client:
         self._aclient = AsyncClient(host, base_port, **kw)
         self._call(self._aclient.connect())
         self._closed = False
+
+    @classmethod
+    def from_home(cls, path: str | os.PathLike[str] | None = None, *,
+                  broker: str | None = None, server_key: str | None = None,
+                  **kw: Any) -> Client:
+        """A blocking client of the node whose home is ``path`` (default:
+        $OPERONE_HOME, else ~/.config/operone), with that node's keys and its
+        broker's address from its config."""
+        return cls(**{**_home_settings(path, broker, server_key), **kw})
 
     def _call(self, coro: Any, timeout: float | None = None) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
