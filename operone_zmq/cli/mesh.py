@@ -194,30 +194,59 @@ def route(obj: Obj, dest: str, as_json: bool, broker_addr: str | None,
 
 @click.command()
 @click.argument("peer", metavar="NODE@HOST:PORT")
-@click.option("--wait", type=float, default=10.0, show_default=True,
+@click.option("--wait", type=click.FloatRange(min=0), default=10.0, show_default=True,
               help="Seconds to wait for the link to come up (0: do not wait).")
+@click.option("--replace", is_flag=True,
+              help="Replace a working link to NODE that was dialled at another address.")
 @_client_options
 @click.pass_obj
-def connect(obj: Obj, peer: str, wait: float, broker_addr: str | None,
+def connect(obj: Obj, peer: str, wait: float, replace: bool, broker_addr: str | None,
             server_key: str | None) -> None:
-    """Tell the running broker to link to another broker."""
+    """Tell the running broker to link to another broker.
+
+    A working link to the same node at another address is kept unless
+    --replace (a mistyped port must not cut a good link); a refusal (no
+    trusted key for the node, ...) is shown as soon as the broker reports it."""
     from ..aio.broker import PeerAddress
+    from ..errors import BadRequest
 
     addr = PeerAddress.parse(peer)
+    want = f"{addr.host}:{addr.port}"
 
     async def go(c: Any) -> dict[str, Any]:
+        old = {p["node"]: p for p in await c.peers()}.get(addr.node)
+        if (old is not None and old["state"] == "up" and old.get("address")
+                and old["address"] != want and not replace):
+            return {"node": addr.node, "state": "kept", "address": old["address"]}
+        try:  # where the broker's event log is now, to see a refusal at once
+            seq: int | None = (await c.query("events", {"since": 2**62}))["next"]
+        except BadRequest:
+            seq = None  # an older broker: no event log; wait for the link only
         await c.connect_peer(addr.node, addr.host, addr.port)
         deadline = time.monotonic() + wait
         while True:
             links: dict[str, dict[str, Any]] = {p["node"]: p for p in await c.peers()}
             p = links.get(addr.node)
-            if p is not None and p["state"] == "up":
+            if p is not None and p["state"] == "up" and p.get("address") in (want, ""):
                 return p
+            if seq is not None:
+                a = await c.query("events", {"since": seq})
+                seq = a["next"]
+                for e in a["events"]:
+                    d = e.get("data") or {}
+                    if e["event"] == "peer:refused" and d.get("node") == addr.node:
+                        return {"node": addr.node, "state": "refused",
+                                "last_error": d.get("reason")}
             if time.monotonic() >= deadline:
                 return p or {"node": addr.node, "state": "down", "last_error": "no answer"}
             await asyncio.sleep(0.1)
 
     p = _query(obj, broker_addr, server_key, go)
+    if p["state"] == "kept":
+        _fail(f"'{addr.node}' is linked and up at {p['address']}; not replacing that link"
+              f" with {want} (--replace to do it)")
+    if p["state"] == "refused":
+        _fail(f"link to '{addr.node}' refused: {p.get('last_error')}")
     if p["state"] != "up" and wait > 0:
         _fail(f"link to '{addr.node}' is {p['state']}: {p.get('last_error') or 'no answer'}")
     click.echo(f"{addr.node}: {p['state']}")

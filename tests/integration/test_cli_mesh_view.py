@@ -131,3 +131,17 @@ def test_events_show_a_broadcast_with_its_sender(pair: MeshOfNodes) -> None:
         if follow.poll() is None:
             follow.kill()
         follow.communicate(timeout=5)
+
+
+def test_connect_keeps_a_working_link_and_shows_a_refusal_at_once(pair: MeshOfNodes,
+                                                                   tmp_path: Path) -> None:
+    a, b = pair["a"], pair["b"]
+    r = cli(a, "connect", f"b@127.0.0.1:{b.base_port + 100}")
+    assert r.returncode == 1 and "not replacing that link" in r.stderr, r.stderr
+    assert "--replace" in r.stderr
+    assert cli(a, "peers").stdout.count(f"127.0.0.1:{b.base_port} up") == 1  # untouched
+    again = cli(a, "connect", f"b@127.0.0.1:{b.base_port}")  # the same address: fine
+    assert again.returncode == 0 and again.stdout.strip() == "b: up", again.stderr
+    # At once: cli() gives up after 60 s, long before this --wait.
+    r = cli(a, "connect", "stranger@127.0.0.1:9", "--wait", "600")
+    assert r.returncode == 1 and "no trusted key for node 'stranger'" in r.stderr, r.stderr
