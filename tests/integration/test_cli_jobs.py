@@ -171,3 +171,11 @@ def test_python_futures_expose_the_job_id_and_cancel_with_job_cancelled(
             done = c.submit("echo", {"x": 1})
             assert done.result(30).job_id == done.job_id
             assert done.cancel() is False
+
+
+def test_cp_to_an_unreachable_node_fails_like_run(line: MeshOfNodes, tmp_path: Path) -> None:
+    src = tmp_path / "f.bin"
+    src.write_bytes(b"x" * 1000)
+    r = cli(line["a"], "cp", str(src), "nowhere:f.bin", timeout=20)  # it took 52 s
+    assert r.returncode == 2 and "no_route" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
