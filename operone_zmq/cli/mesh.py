@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from ..errors import OperoneError
 from ._common import Obj, _client, _client_options, _fail, _query
 
 __all__ = ["broadcast", "connect", "discover", "peers", "route", "stats", "topology"]
@@ -290,12 +291,19 @@ def discover(obj: Obj, timeout: float, all_clusters: bool, as_json: bool) -> Non
              "fingerprint": p.fingerprint,
              "trusted": store.name_of(p.public_key.encode("ascii")) == p.node}
             for p in peers]
+    for p, row in zip(peers, rows, strict=True):
+        if not row["trusted"]:  # so that its hint, operone keys accept NODE, works
+            try:
+                store.add_pending(p.node, p.public_key.encode("ascii"),
+                                  source=f"discovered at {p.address}")
+            except OperoneError as exc:
+                click.echo(f"warning: {p.node} not recorded as pending: {exc}", err=True)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     if not rows:
         click.echo("no brokers found")
     for r in rows:
-        state = "trusted" if r["trusted"] else "untrusted (operone keys accept ...)"
+        state = "trusted" if r["trusted"] else f"pending: operone keys accept {r['node']}"
         click.echo(f"{r['node']:<20} {r['address']:<30} {r['cluster']:<12} {r['fingerprint']}"
                    f"  {state}")
