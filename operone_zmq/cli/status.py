@@ -53,8 +53,20 @@ def _rate(prev: dict[str, Any] | None, cur: dict[str, Any]) -> float | None:
     return max(0.0, float(done) / float(dt))
 
 
-def render(snap: dict[str, Any], rate: float | None) -> RenderableType:
-    """The status screen of one snapshot (``rate``: jobs/s, None when unknown)."""
+def track_since(since: dict[str, tuple[bool, float]], snap: dict[str, Any]) -> None:
+    """Note when each node was first seen in its current state (up/unreachable)."""
+    now = snap["at"]
+    for n in snap["graph"]["nodes"]:
+        up = bool(n.get("reachable", True))
+        old = since.get(n["id"])
+        if old is None or old[0] != up:
+            since[n["id"]] = (up, now)
+
+
+def render(snap: dict[str, Any], rate: float | None,
+           since: dict[str, tuple[bool, float]] | None = None) -> RenderableType:
+    """The status screen of one snapshot (``rate``: jobs/s, None when unknown;
+    ``since``: when a watch saw each node's state begin)."""
     s, net, graph = snap["stats"], snap["network"], snap["graph"]
     errors = s.get("errors") or {}
     head = Text()
@@ -72,14 +84,22 @@ def render(snap: dict[str, Any], rate: float | None) -> RenderableType:
     nodes = Table(title="nodes", title_justify="left", expand=False)
     for col in ("node", "kind", "state", "workers", "load", "tools", "capabilities"):
         nodes.add_column(col)
+    if since is not None:
+        nodes.add_column("since")
     for n in sorted(graph["nodes"], key=lambda n: n["id"]):
         up = n.get("reachable", True)
         tools = n.get("tools") or []
-        nodes.add_row(("* " if n.get("local") else "  ") + n["id"], n.get("kind", "broker"),
-                      Text("up" if up else "unreachable", style="green" if up else "red"),
-                      str(n.get("workers", 0)), f"{float(n.get('load', 0.0)):.2f}",
-                      f"{len(tools)}: {', '.join(tools[:5])}{' ...' if len(tools) > 5 else ''}",
-                      ", ".join(n.get("capabilities") or []) or "-")
+        row: list[Any] = [
+            ("* " if n.get("local") else "  ") + n["id"], n.get("kind", "broker"),
+            Text("up" if up else "unreachable", style="green" if up else "red"),
+            str(n.get("workers", 0)), f"{float(n.get('load', 0.0)):.2f}",
+            f"{len(tools)}: {', '.join(tools[:5])}{' ...' if len(tools) > 5 else ''}",
+            ", ".join(n.get("capabilities") or []) or "-"]
+        if since is not None:
+            at = since.get(n["id"])
+            row.append("-" if at is None else time.strftime("%H:%M:%S",
+                                                            time.localtime(at[1])))
+        nodes.add_row(*row)
     links = Table(title="links", title_justify="left", expand=False)
     for col in ("peer", "state", "address", "rtt ms", "jitter ms", "loss", "health"):
         links.add_column(col)
@@ -117,12 +137,14 @@ def status(obj: Obj, watch: bool, interval: float, as_json: bool, broker_addr: s
         from ._watch import watch_loop
 
         last: list[dict[str, Any]] = []
+        since: dict[str, tuple[bool, float]] = {}  # since this watch started
 
         async def frame(c: Any) -> RenderableType:
             snap = await snapshot(c)
             rate = _rate(last[-1] if last else None, snap)
             last[:] = [snap]
-            return Text(json.dumps(snap)) if as_json else render(snap, rate)
+            track_since(since, snap)
+            return Text(json.dumps(snap)) if as_json else render(snap, rate, since)
 
         watch_loop(obj, broker_addr, server_key, frame, interval, plain=as_json)
         return

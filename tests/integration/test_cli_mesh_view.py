@@ -95,7 +95,7 @@ def test_status_watch_redraws_in_place_on_a_terminal(pair: MeshOfNodes) -> None:
                     break
         assert seen.count(b"links") >= 2, seen[-2000:]
         assert re.search(rb"\x1b\[\d*A", seen), "no cursor-up: not redrawn in place"
-        assert b"connected" in seen and b"Traceback" not in seen
+        assert b"connected" in seen and b"since" in seen and b"Traceback" not in seen
         p.send_signal(signal.SIGINT)
         assert p.wait(20) == 0
     finally:
