@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from coreparts import Parts
 
-from operone_zmq.core.broker import WORKERS
+from operone_zmq.core.broker import WORKERS, BrokerLimits
 from operone_zmq.protocol import TAG, Header, MsgType, decode, encode_header
 from operone_zmq.protocol.bodies import Disconnect, ErrorBody, JobRequest
 
@@ -42,7 +42,8 @@ def _run_retries(p: Parts) -> None:
 
 
 def test_a_retry_gets_what_is_left_of_the_deadline() -> None:
-    p = Parts()
+    # Workers stay registered across the clock jumps (no heartbeats here).
+    p = Parts(BrokerLimits(heartbeat_interval=100.0))
     p.ready(b"w1", ["echo"], slots=1)
     p.ready(b"w2", ["echo"], slots=1)
     p.take()
