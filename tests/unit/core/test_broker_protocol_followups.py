@@ -6,7 +6,6 @@ must lose its mark, when the change is made."""
 from __future__ import annotations
 
 import msgpack
-import pytest
 
 from operone_zmq.core.broker import WORKERS, BrokerCore, BrokerLimits
 from operone_zmq.core.tool_catalog import tool_catalog
