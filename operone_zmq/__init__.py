@@ -21,6 +21,8 @@ _EXPORTS: dict[str, str] = {
     "AsyncClient": "operone_zmq.aio.client",
     "Client": "operone_zmq.aio.client",
     "JobResult": "operone_zmq.core.client",
+    "JobFuture": "operone_zmq.aio.client",
+    "ClientJobFuture": "operone_zmq.aio.client",
     "CurveKeys": "operone_zmq.aio.sockets",
     "DistributedExecutor": "operone_zmq.executor",
     "ExecutionResult": "operone_zmq.executor",
@@ -80,6 +82,8 @@ __all__ = [  # noqa: RUF022 - grouped as _EXPORTS, not sorted
     "AsyncClient",
     "Client",
     "JobResult",
+    "JobFuture",
+    "ClientJobFuture",
     "CurveKeys",
     "DistributedExecutor",
     "ExecutionResult",
@@ -143,7 +147,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .aio.broker import Broker
     from .aio.broker import Broker as PeerNetwork
-    from .aio.client import AsyncClient, Client
+    from .aio.client import AsyncClient, Client, ClientJobFuture, JobFuture
     from .aio.sockets import CurveKeys
     from .aio.worker import Worker
     from .config import Config, Home, init_home, load_config

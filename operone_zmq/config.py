@@ -9,8 +9,8 @@ comma-separated, booleans as true/false/1/0/yes/no/on/off, an empty value for
 Unknown sections and keys in the file or in overrides, values of the wrong
 type and values out of range raise :class:`~operone_zmq.errors.ConfigError`
 naming the option (``workers.count``) and where it came from.  Unknown
-``OPERONE_*`` variables are ignored: the environment is shared with other
-programs (and with click's own ``OPERONE_*`` option variables).
+``OPERONE_*`` variables are ignored here (the environment is shared with
+other programs); the CLI warns about them (:func:`unknown_env_vars`).
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from operone_zmq.security.keys import (
 from operone_zmq.security.tokens import MIN_SECRET_BYTES
 
 __all__ = [
+    "CLI_ENV_VARS",
     "DEFAULT_BASE_PORT",
     "MAX_BASE_PORT",
     "WORKER_PORT_OFFSET",
@@ -64,6 +65,7 @@ __all__ = [
     "parse_peer_address",
     "render_config",
     "resolve_worker_endpoint",
+    "unknown_env_vars",
     "write_default_config",
 ]
 
@@ -508,6 +510,33 @@ _SECTIONS: dict[str, type[Any]] = {
 @cache
 def _option_types(section: str) -> dict[str, Any]:
     return get_type_hints(_SECTIONS[section])
+
+
+#: The CLI's own variables (its global options), not config options.
+CLI_ENV_VARS = frozenset({"OPERONE_HOME", "OPERONE_LOG_FORMAT", "OPERONE_LOG_LEVEL"})
+
+
+def unknown_env_vars(environ: Mapping[str, str]) -> list[str]:
+    """The ``OPERONE_*`` variables of ``environ`` that set nothing (a typo, an
+    option that does not exist), each with what is known, sorted."""
+    found = []
+    for name in sorted(environ):
+        if (not name.startswith("OPERONE_") or name in CLI_ENV_VARS
+                or name.startswith("OPERONE_TEST_")):  # the test suite's own knobs
+            continue
+        for section in _SECTIONS:
+            prefix = f"OPERONE_{section.upper()}_"
+            if name.startswith(prefix):
+                key = name[len(prefix):].lower()
+                if key in _option_types(section) or f"{section}.{key}" in _REMOVED_OPTIONS:
+                    break
+                found.append(f"{name} (no option {section}.{key}; known in [{section}]:"
+                             f" {', '.join(_option_types(section))})")
+                break
+        else:
+            found.append(f"{name} (no section; sections: {', '.join(_SECTIONS)};"
+                         f" CLI: {', '.join(sorted(CLI_ENV_VARS))})")
+    return found
 
 
 # ---------------------------------------------------------------- coercion

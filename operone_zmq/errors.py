@@ -218,7 +218,8 @@ class BrokerRestarted(JobError):
 
 
 class JobCancelled(JobError):
-    """The job was cancelled before it finished."""
+    """The job was cancelled before it finished (what a cancelled future of
+    the blocking client raises)."""
 
     code = "cancelled"
 

@@ -77,6 +77,10 @@ class KeyChecker(Protocol):
         ...
 
 
+#: Seconds between checks whether a discovered broker's key was accepted
+#: since (then it is linked without a restart).
+DISCOVERY_RECHECK = 2.0
+
 #: Peer link establishment must finish within this many seconds for
 #: connect_to_peer() to succeed (the link keeps retrying in the background).
 CONNECT_TIMEOUT = 10.0
@@ -195,6 +199,7 @@ class Broker:
         self._legacy_hosts = list(legacy_hosts or [])
         self._legacy: LegacyRunner | None = None
         self._discovery: Any = None
+        self._discovery_recheck: asyncio.Task[None] | None = None
         #: Peers linked because discovery found them (not configured ones).
         self._discovered: set[str] = set()
         self.host = host
@@ -296,6 +301,11 @@ class Broker:
             with contextlib.suppress(Exception):
                 await self._self_client.close()
             self._self_client = None
+        if self._discovery_recheck is not None:
+            self._discovery_recheck.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._discovery_recheck
+            self._discovery_recheck = None
         if self._discovery is not None:
             with contextlib.suppress(Exception):
                 await self._discovery.stop()
@@ -555,7 +565,11 @@ class Broker:
         if not evs:
             return
         self.core.events = []
+        self.core.log_events(evs)
         for name, payload in evs:
+            if name == "message":
+                self._log.info("broadcast_received", src=payload.get("src"),
+                               via=payload.get("via"))
             if name == "peer:connected":
                 self._log.info("peer_connected", peer=payload["node"])
                 for f in self._connect_waiters.pop(payload["node"], []):
@@ -842,6 +856,8 @@ class Broker:
                       on_lost=self._on_discovery_lost)
         await d.start()
         self._discovery = d
+        self._discovery_recheck = asyncio.get_running_loop().create_task(
+            self._recheck_discovered())
         self._log.info("discovery_started", addresses=list(d.advertised_addresses))
 
     def _on_discovered(self, peer: Any) -> None:
@@ -871,6 +887,23 @@ class Broker:
             self.core.events.append(("discovery:pending", {"node": peer.node,
                                                            "address": peer.address}))
             self._emit_events()
+
+    async def _recheck_discovered(self) -> None:
+        """Link to discovered brokers whose key an operator accepted since
+        (``operone keys accept NODE``): no restart needed."""
+        while True:
+            await asyncio.sleep(DISCOVERY_RECHECK)
+            d = self._discovery
+            if d is None:
+                return
+            for peer in d.peers():
+                try:
+                    trusted = self._trust.name_of(peer.public_key.encode("ascii")) == peer.node
+                    if trusted and peer.node not in self.core.links:
+                        self._on_discovered(peer)
+                except Exception as exc:  # one odd record must not end the rechecks
+                    self._log.warning("discovery_recheck_failed", peer=peer.node,
+                                      error=str(exc))
 
     def _on_discovery_lost(self, node: str) -> None:
         self._log.info("discovery_lost", peer=node)

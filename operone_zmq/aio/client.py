@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import heapq
+import os
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import zmq
@@ -42,7 +46,8 @@ from .pump import Pump
 from .sockets import CurveKeys, SocketLimits, make_socket
 from .transfer import TransferResult, copy_file
 
-__all__ = ["AsyncClient", "Client", "JobResult", "parse_priority"]
+__all__ = ["AsyncClient", "Client", "ClientJobFuture", "JobFuture", "JobResult",
+           "parse_priority"]
 
 #: Seconds the client waits past a job's timeout for the broker's answer
 #: before it gives up on its own (the broker normally answers first).
@@ -64,6 +69,71 @@ def parse_priority(priority: str | int) -> int:
         return CLASS_NAMES.index(priority.lower())
     raise ValueError(f"priority must be one of {', '.join(CLASS_NAMES)} (or 0..3), not"
                      f" {priority!r}")
+
+
+def _home_settings(path: str | os.PathLike[str] | None, broker: str | None,
+                   server_key: str | None) -> dict[str, Any]:
+    """host, base_port, keys and client_id of a client of the node whose home
+    is ``path`` (default: $OPERONE_HOME, else the platform's default home)."""
+    from ..config import Home, load_config
+    from ..errors import ConfigError
+    from ..security.keys import load_keypair, parse_public_key
+
+    home = Home(Path(path).expanduser()) if path is not None else Home.default()
+    config = load_config(home)
+    if not home.node_secret.exists():
+        raise ConfigError(f"no node key at {home.node_secret}: run 'operone init' first"
+                          f" (home: {home.path})")
+    kp = load_keypair(home.node_secret)
+    if kp.secret is None:
+        raise ConfigError(f"{home.node_secret} holds no secret key")
+    server = parse_public_key(server_key) if server_key else kp.public
+    if broker:
+        h, _, port = broker.rpartition(":")
+        if not h or not port.isdigit():
+            raise ConfigError(f"broker must be HOST:PORT, not {broker!r}")
+        host, base_port = h.strip("[]"), int(port)
+    else:
+        host = config.node.host
+        host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        base_port = config.node.base_port
+    return {"host": host, "base_port": base_port,
+            "keys": CurveKeys(kp.public, kp.secret, server),
+            "client_id": f"{config.node.id}.{socket.gethostname()[:16]}"}
+
+
+class JobFuture(asyncio.Future[JobResult]):
+    """The future of a submitted job (:meth:`AsyncClient.submit`): its id is
+    known at once (``job_id``, the id ``operone cancel`` and QUERY ``job``
+    take).  Cancelling it cancels the job: awaiting it then raises
+    :class:`asyncio.CancelledError`, as asyncio requires; a job cancelled by
+    anyone else (``operone cancel``, QUERY ``cancel``) raises
+    :class:`~operone_zmq.errors.JobCancelled`."""
+
+    job_id: str
+
+
+class ClientJobFuture(concurrent.futures.Future[JobResult]):
+    """The future of a job submitted through the blocking :class:`Client`:
+    ``job_id`` at once; :meth:`cancel` cancels the job, and ``result()``
+    then raises :class:`~operone_zmq.errors.JobCancelled`."""
+
+    def __init__(self, job_id: str, cancel_job: Callable[[], None]) -> None:
+        super().__init__()
+        self.job_id = job_id
+        self._cancel_job = cancel_job
+
+    def cancel(self) -> bool:
+        """Cancel the job; False when it has finished already."""
+        if self.done():
+            return False
+        try:
+            self.set_exception(JobCancelled(f"job '{self.job_id}' was cancelled by the"
+                                            " client", job_id=self.job_id))
+        except concurrent.futures.InvalidStateError:
+            return False  # its answer arrived meanwhile
+        self._cancel_job()
+        return True
 
 
 @dataclass(slots=True)
@@ -136,6 +206,16 @@ class AsyncClient:
         #: The broker's incarnation, from its PONGs (None: not heard yet).
         self.broker_incarnation: int | None = None
         self.restarts_seen = 0
+
+    @classmethod
+    def from_home(cls, path: str | os.PathLike[str] | None = None, *,
+                  broker: str | None = None, server_key: str | None = None,
+                  **kw: Any) -> AsyncClient:
+        """A client of the node whose home is ``path`` (default: $OPERONE_HOME,
+        else ~/.config/operone): its keys, and its broker's address from its
+        config (``broker`` = "HOST:PORT" and ``server_key`` for another one).
+        Use it with ``async with``."""
+        return cls(**{**_home_settings(path, broker, server_key), **kw})
 
     # ------------------------------------------------------------ lifecycle
     async def connect(self) -> AsyncClient:
@@ -210,9 +290,11 @@ class AsyncClient:
         idempotent: bool = True,
         prefer_local: bool = False,
         on_progress: Callable[[Progress], None] | None = None,
-    ) -> asyncio.Future[JobResult]:
-        """Submit a job; the future resolves to a :class:`JobResult` or raises
-        the job's typed error.  Cancelling the future cancels the job.
+    ) -> JobFuture:
+        """Submit a job; the future (its ``job_id`` known at once) resolves to
+        a :class:`JobResult` or raises the job's typed error.  Cancelling the
+        future cancels the job.  ``timeout``: one deadline for the job, all
+        its attempts included.
 
         ``on``: run on that node; otherwise the broker places the job on the
         best node offering ``tool`` and ``capabilities`` (``prefer_local``:
@@ -226,10 +308,10 @@ class AsyncClient:
                                     caps=tuple(capabilities), retries=retries,
                                     idempotent=idempotent, prefer_local=prefer_local,
                                     stream=on_progress is not None)
-        # Each attempt may take the full timeout, and retries wait a little
-        # between attempts: the local deadline covers them all.
-        budget = t * (retries + 1) + 2.0 * retries
-        fut = self._send(jid, cls, frames, budget, is_job=True, on_progress=on_progress)
+        # The broker holds the job to one deadline across its attempts; the
+        # local deadline is that one (plus the grace for its answer).
+        fut = self._send(jid, cls, frames, t, is_job=True, on_progress=on_progress)
+        assert isinstance(fut, JobFuture)
         p = self._pending.get(jid)
         if p is not None and idempotent:
             p.frames = frames
@@ -298,8 +380,8 @@ class AsyncClient:
                     return
                 yield await done_q.get()
         finally:
-            for f in list(running):
-                f.cancel()
+            for rf in list(running):
+                rf.cancel()
 
     async def query(self, what: str, args: Mapping[str, Any] | None = None,
                     timeout: float = 10.0) -> Any:
@@ -403,7 +485,12 @@ class AsyncClient:
         pump, loop = self._pump, self._loop
         if pump is None or loop is None:
             raise RuntimeError("the client is not connected: use 'async with' or connect()")
-        fut: asyncio.Future[Any] = loop.create_future()
+        fut: asyncio.Future[Any]
+        if is_job:
+            fut = JobFuture(loop=loop)
+            fut.job_id = rid
+        else:
+            fut = loop.create_future()
         refused = self._auth_failed.get(cls)
         if refused is not None:
             fut.set_exception(AuthenticationError(refused))
@@ -619,6 +706,15 @@ class Client:
         self._call(self._aclient.connect())
         self._closed = False
 
+    @classmethod
+    def from_home(cls, path: str | os.PathLike[str] | None = None, *,
+                  broker: str | None = None, server_key: str | None = None,
+                  **kw: Any) -> Client:
+        """A blocking client of the node whose home is ``path`` (default:
+        $OPERONE_HOME, else ~/.config/operone), with that node's keys and its
+        broker's address from its config."""
+        return cls(**{**_home_settings(path, broker, server_key), **kw})
+
     def _call(self, coro: Any, timeout: float | None = None) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
@@ -628,13 +724,38 @@ class Client:
         return self._aclient
 
     def submit(self, tool: str, args: Mapping[str, Any] | None = None,
-               **kw: Any) -> concurrent.futures.Future[JobResult]:
-        """Submit a job; a concurrent future of its :class:`JobResult`.
-        Cancelling the future cancels the job."""
-        async def go() -> JobResult:
-            return await self._aclient.submit(tool, args, **kw)
+               **kw: Any) -> ClientJobFuture:
+        """Submit a job; a concurrent future of its :class:`JobResult`, its
+        ``job_id`` known at once.  Cancelling the future cancels the job (its
+        ``result()`` raises JobCancelled)."""
+        async def go() -> JobFuture:
+            return self._aclient.submit(tool, args, **kw)
 
-        return asyncio.run_coroutine_threadsafe(go(), self._loop)
+        try:
+            afut: JobFuture = self._call(go())
+        except Exception as exc:  # bad arguments: the future raises it, as before
+            failed = ClientJobFuture("", lambda: None)
+            failed.set_exception(exc)
+            return failed
+        loop = self._loop
+
+        def cancel_job() -> None:
+            loop.call_soon_threadsafe(afut.cancel)
+
+        cf = ClientJobFuture(afut.job_id, cancel_job)
+
+        def copy(f: asyncio.Future[JobResult]) -> None:
+            with contextlib.suppress(concurrent.futures.InvalidStateError):
+                if f.cancelled():
+                    cf.set_exception(JobCancelled(f"job '{afut.job_id}' was cancelled",
+                                                  job_id=afut.job_id))
+                elif f.exception() is not None:
+                    cf.set_exception(f.exception())
+                else:
+                    cf.set_result(f.result())
+
+        loop.call_soon_threadsafe(afut.add_done_callback, copy)
+        return cf
 
     def run(self, tool: str, args: Mapping[str, Any] | None = None, **kw: Any) -> Any:
         """Run a job and return its value (raises the job's typed error)."""

@@ -18,6 +18,9 @@ PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, so the
 supervisor spawns from the event loop's thread, which lives as long as the
 node.
 
+With ``output``, the workers' stdout and stderr are copied line by line to
+it (a detached node's rotating log), by one reader thread per worker.
+
 Worker names are left to the worker (``<node>.w<pid>``), so each process
 incarnation has its own ZeroMQ identity and a stray from an older node can
 never take over a new worker's connection.
@@ -33,8 +36,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
+from typing import IO
 
 import structlog
 
@@ -64,6 +69,14 @@ def die_with_parent(parent_pid: int) -> bool:
     return parent_alive(parent_pid)
 
 
+def _copy_lines(pipe: IO[bytes], out: Callable[[str], object]) -> None:
+    """Copy a worker's output to ``out`` until the worker closes it."""
+    with pipe:
+        for line in pipe:
+            with contextlib.suppress(Exception):  # a full disk must not kill the copier
+                out(line.decode("utf-8", "replace"))
+
+
 class Supervisor:
     """Keeps N worker processes running; restarts one that dies, with backoff."""
 
@@ -77,17 +90,28 @@ class Supervisor:
     #: Seconds a worker gets to exit after SIGTERM before it is killed.
     STOP_GRACE = 3.0
 
-    def __init__(self, argvs: list[list[str]]) -> None:
+    def __init__(self, argvs: list[list[str]],
+                 output: Callable[[str], object] | None = None) -> None:
         self.argvs = argvs
         self.procs: list[subprocess.Popen[bytes] | None] = [None] * len(argvs)
         self._task: asyncio.Task[None] | None = None
+        self._output = output
 
     def pids(self) -> list[int]:
         """The running workers' pids."""
         return [p.pid for p in self.procs if p is not None and p.poll() is None]
 
     def _spawn(self, i: int) -> None:
-        self.procs[i] = subprocess.Popen(self.argvs[i])
+        out = self._output
+        if out is None:
+            self.procs[i] = subprocess.Popen(self.argvs[i])
+            return
+        p = subprocess.Popen(self.argvs[i], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT)
+        self.procs[i] = p
+        assert p.stdout is not None
+        threading.Thread(target=_copy_lines, args=(p.stdout, out), daemon=True,
+                         name=f"worker-output-{p.pid}").start()
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Spawn every worker (call from the loop's thread: see the module doc)."""

@@ -133,9 +133,13 @@ async def copy_file(
             return TransferResult(node, remote, size, digest, max(resumed_from, 0), attempts,
                                   loop.time() - t0)
         except (JobError, OperoneError) as exc:
-            if attempts >= MAX_ATTEMPTS or getattr(exc, "code", "") in (
+            code = getattr(exc, "code", "")
+            if attempts >= MAX_ATTEMPTS or code in (
                     "refused", "path_outside_root", "bad_request", "tool_not_found"):
                 raise
+            if resumed_from < 0 and code in ("no_route", "unreachable", "timeout"):
+                raise  # never reached the node: fail as fast as a job does (resuming
+                # is for a link that broke during the copy)
             await asyncio.sleep(backoff)
             backoff = min(MAX_BACKOFF, backoff * 2)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from . import Obj, _client_options, _fail, _write_ready
+from ._common import Obj, _client_options, _fail, _write_ready
 
 __all__ = ["dashboard"]
 

@@ -26,6 +26,8 @@ The parts (each a class with its own state; its rules at the top of its module):
     legacy.py     LegacyHosts     SSH-only hosts served by this broker
     clients.py    ClientTable     client connections served, bounded by max_clients
     queries.py    Queries         QUERY answers and stats
+    jobrecords.py JobRecord       what QUERY jobs shows of a job; the finished ones
+    eventlog.py   EventLog        recent events, for QUERY events
 
 This face dispatches each input by its source and message type to a part,
 and runs the parts' timers in a fixed order.  Parts call each other only
@@ -417,14 +419,22 @@ class BrokerCore:
             ctx.send_error(cls, rid, h.id, h.src, cls, Refused(refusal), corr=h.id)
             return
         # A non-operator cancels only the jobs submitted with its own key.
-        answer = self._queries.answer(q, now,
-                                      owner=None if grant.operator else grant.fingerprint)
+        try:
+            answer = self._queries.answer(q, now,
+                                          owner=None if grant.operator else grant.fingerprint)
+        except BadRequest as exc:  # args the query cannot take
+            ctx.send_error(cls, rid, h.id, h.src, cls, exc, corr=h.id)
+            return
         if answer is None:
             ctx.send_error(cls, rid, h.id, h.src, cls,
                            BadRequest(f"unknown query '{q.what}'"), corr=h.id)
             return
         ctx.out.append((cls, [rid, TAG, ctx.header(_REPLY, h.id, h.src, cls, h.id),
                               pack_value(answer)]))
+
+    def log_events(self, events: list[tuple[str, Any]]) -> None:
+        """The shell emitted ``events``: keep them for QUERY events."""
+        self._queries.events.add_all(events, self._ctx.wall())
 
     def answer_query(self, q: Query, now: float) -> Any:
         """The answer to a QUERY, or None when the query is unknown."""

@@ -50,6 +50,9 @@ Rules:
   the RESULT/ERROR once.  It sends and gets no frames and never expires.
   ``run`` and ``stop`` must not call back into the core: the shell runs the
   tool after the core call returns.
+* A job run here for another broker leaves a record in :attr:`LocalJobs.
+  finished` when it is answered (QUERY jobs; our own origin jobs are
+  recorded by the origin table, once).
 """
 
 from __future__ import annotations
@@ -80,6 +83,7 @@ from ..protocol.bodies import (
     JobRequest,
     Ready,
     ResultBody,
+    ToolInfo,
 )
 from ..protocol.codec import TAG, Header, decode, decode_header, encode_header
 from .context import (
@@ -91,9 +95,11 @@ from .context import (
     _PROGRESS,
     _READY,
     _RESULT,
+    CLASS_NAMES,
     WORKERS,
     BrokerContext,
 )
+from .jobrecords import FinishedJobs, JobRecord, error_map
 from .ports import QUEUED, RUNNING, Advertised, Job, LegacyRuns, OriginAnswers, RemoteAnswers
 
 __all__ = [
@@ -141,6 +147,7 @@ class WorkerSession:
     expires: float
     running: set[str] = field(default_factory=set)
     done: int = 0
+    infos: tuple[ToolInfo, ...] = ()  # the tools of its READY (QUERY tools detail)
 
     @property
     def free(self) -> int:
@@ -168,6 +175,8 @@ class LocalJobs:
         self._orphan_results: OrderedDict[str, tuple[float, list[bytes]]] = OrderedDict()
         self._run_local: RunLocal | None = None
         self._stop_local: StopLocal | None = None
+        #: Records of jobs run here for other brokers, once answered (QUERY jobs).
+        self.finished = FinishedJobs()
 
     def wire(self, origin: OriginAnswers, remote: RemoteAnswers, legacy: LegacyRuns,
              linkstate: Advertised) -> None:
@@ -228,6 +237,36 @@ class LocalJobs:
              "slots": w.slots, "running": len(w.running), "done": w.done}
             for w in self.workers.values()
         ]
+
+    def state_of(self, jid: str) -> str | None:
+        """"queued" or "running" for a job in the table here, else None."""
+        job = self._jobs.get(jid)
+        if job is None:
+            return None
+        return "running" if job.state == RUNNING else "queued"
+
+    def _record(self, job: Job) -> JobRecord:
+        ctx = self._ctx
+        r = JobRecord(job.id, job.tool, job.src or None,
+                      ctx.wall() - (ctx.now - job.submitted), CLASS_NAMES[job.cls],
+                      round(job.deadline - job.submitted, 6), job.legacy or ctx.node_id,
+                      "running" if job.state == RUNNING else "queued")
+        r.attempts = 1
+        return r
+
+    def for_others(self) -> list[JobRecord]:
+        """Records of the jobs in progress here for other brokers."""
+        return [self._record(j) for j in self._jobs.values() if j.remote and not j.origin]
+
+    def _finished_for_other(self, job: Job, state: str, error: dict[str, str] | None,
+                            result: bytes | None = None) -> None:
+        r = self._record(job)
+        r.finish(state, self._ctx.wall(), error=error, result=result)
+        self.finished.add(r)
+
+    def catalog_workers(self) -> list[tuple[str, frozenset[str], tuple[ToolInfo, ...]]]:
+        """(name, caps, READY tools) of each worker, for the tool catalog."""
+        return [(w.name, w.caps, w.infos) for w in self.workers.values()]
 
     def caps(self) -> list[str]:
         return sorted(self._local_caps)
@@ -352,6 +391,8 @@ class LocalJobs:
             return
         self._ctx.counters["jobs_failed"] += 1
         if job.remote:
+            self._finished_for_other(job, "cancelled" if err.code == "cancelled" else "failed",
+                                     error_map(err))
             self._remote.failed(job, err)
         else:
             self._ctx.send_error(job.cls, job.client, job.id, job.src, job.cls, err)
@@ -366,6 +407,17 @@ class LocalJobs:
         if not job.remote:
             self._ctx.out.append((job.cls, [job.client, *frames[1:]]))
             return
+        if h.type in (_RESULT, _ERROR) and job.tool:  # (not a cached answer's stub)
+            if h.type == _RESULT:
+                self._finished_for_other(job, "done", None, frames[3])
+            else:
+                try:
+                    e = ErrorBody.unpack(frames[3])
+                    error = error_map(e)
+                except ProtocolError:
+                    error = {"code": "protocol", "message": "unreadable error"}
+                self._finished_for_other(
+                    job, "cancelled" if error["code"] == "cancelled" else "failed", error)
         self._remote.reply(job, frames, h)
 
     def abort(self, job: Job, err: JobError, silent: bool = False) -> None:
@@ -549,6 +601,7 @@ class LocalJobs:
             pid=ready.pid,
             expires=(float("inf") if virtual
                      else now + ctx.limits.liveness * ctx.limits.heartbeat_interval),
+            infos=tuple(ready.tools),
         )
         for jid in ready.running[:w.slots]:
             if jid not in self._jobs:

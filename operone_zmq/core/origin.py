@@ -54,10 +54,15 @@ Rules:
   target runs one attempt once (its dedup answers a repeat from its result
   cache, or ignores it while it runs), so this is safe for jobs that are
   not idempotent.  The attempt's deadline starts again.
+* The job's timeout is one deadline across all its attempts: a retry runs
+  with what is left of it, and none is made once nothing is left.
+* Each job has a :class:`~.jobrecords.JobRecord` (what QUERY jobs shows);
+  when the job is answered, its record goes to :attr:`OriginTable.finished`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -89,6 +94,7 @@ from ..routing.lsdb import LinkStateDB
 from . import links as links_module
 from .access import OPERATOR, Grant
 from .context import _CANCEL, _JOB, _PROGRESS, _RESULT, CLASS_NAMES, BrokerContext
+from .jobrecords import FinishedJobs, JobRecord, error_map
 from .ports import JobTable, LegacyHostsView, Router
 
 __all__ = [
@@ -140,6 +146,8 @@ class Origin:
     path: tuple[str, ...] = ()
     #: The incarnation of ``target`` when the attempt was sent (0: unknown).
     incarnation: int = 0
+    record: JobRecord | None = None  # what QUERY jobs shows of it
+    attempt_body: bytes | None = None  # a retry's JOB body (its timeout: what is left)
 
 
 class OriginTable:
@@ -159,6 +167,8 @@ class OriginTable:
         self._started = ctx.now
         #: Jobs waiting for this node's workers to register (start-up grace).
         self.waiting: list[str] = []
+        #: Records of our jobs that were answered, newest last (QUERY jobs).
+        self.finished = FinishedJobs()
 
     def wire(self, local: JobTable, legacy: LegacyHostsView, relay: Router,
              lsdb: LinkStateDB, routes: RoutingTable,
@@ -186,6 +196,28 @@ class OriginTable:
     def clients_with_jobs(self) -> set[bytes]:
         """Routing ids of the clients that wait for an answer here."""
         return {o.client for o in self._origins.values()}
+
+    def jobs(self) -> list[tuple[JobRecord, str | None]]:
+        """The records of the jobs in flight, each with its current target
+        (None: waiting to be placed again)."""
+        return [(o.record, o.target) for o in self._origins.values() if o.record is not None]
+
+    def record(self, jid: str) -> tuple[JobRecord, str | None] | None:
+        """The record of job ``jid`` (in flight: with its target) or None."""
+        o = self._origins.get(jid)
+        if o is not None and o.record is not None:
+            return o.record, o.target
+        r = self.finished.get(jid)
+        return None if r is None else (r, None)
+
+    def _finish(self, o: Origin, state: str, *, err: JobError | None = None,
+                result: bytes | None = None, node: str | None = None) -> None:
+        """``o`` was answered: its record joins the finished ones."""
+        r = o.record
+        if r is not None:
+            r.finish(state, self._ctx.wall(), error=None if err is None else error_map(err),
+                     result=result, node=node)
+            self.finished.add(r)
 
     # ------------------------------------------------------------ submission
     def submit(self, cls: int, rid: bytes, h: Header, frames: list[bytes], body: bytes,
@@ -222,7 +254,9 @@ class OriginTable:
         if refusal is not None:
             ctx.send_error(cls, rid, jid, h.src, cls, Refused(refusal, job_id=jid))
             return
-        o = Origin(jid, rid, cls, h.src, req, body, h.ts, now, req.retries, grant=grant)
+        o = Origin(jid, rid, cls, h.src, req, body, h.ts, now, req.retries, grant=grant,
+                   record=JobRecord(jid, req.tool, h.src or None, ctx.wall(),
+                                    CLASS_NAMES[cls], req.timeout))
         self._origins[jid] = o
         use[0] += 1
         use[1] += size
@@ -278,6 +312,20 @@ class OriginTable:
         o.attempts += 1
         o.retry_at = None
         req = o.req
+        body = o.body
+        if o.attempts > 1:
+            # One deadline for all attempts: a retry gets what is left of it.
+            left = self._time_left(o, now)
+            if left <= 0:
+                ctx.counters["jobs_timed_out"] += 1
+                self._failed(o, JobTimeout(
+                    f"job '{o.id}' ({req.tool}) did not finish within"
+                    f" {self._timeout(o):g} s ({o.attempts - 1} attempts)", job_id=o.id,
+                    node=node_id), now, maybe_started=False, final=True)
+                return
+            req = dataclasses.replace(req, timeout=round(left, 3))
+            body = o.attempt_body = req.pack()
+            frames = None
         target = req.on
         if target is None:
             # Fast path: nobody else offers the tool; run here.  (Legacy SSH
@@ -316,6 +364,8 @@ class OriginTable:
             return
         o.target = target
         o.incarnation = self._incarnation_of(target) if target != node_id else 0
+        if o.record is not None:
+            o.record.attempt(target, ctx.wall())
         self._in_flight[target] = self._in_flight.get(target, 0) + 1
         if target in self._legacy:
             if req.args_skipped:  # a legacy host needs the arguments themselves
@@ -333,7 +383,7 @@ class OriginTable:
         if target == node_id:
             job_frames = frames if frames is not None else [
                 TAG, encode_header(Header(_JOB, o.id, o.src, node_id, DEFAULT_TTL, o.ts,
-                                          o.cls, None)), o.body]
+                                          o.cls, None)), body]
             err2 = self._local.accept(o.client, o.cls, o.src, o.id, req, job_frames, now,
                                       remote=False, origin=True)
             if err2 is not None:
@@ -361,17 +411,18 @@ class OriginTable:
         ctx = self._ctx
         node_id = ctx.node_id
         counters = ctx.counters
-        req = o.req
         target = o.target
         assert target is not None
-        timeout = req.timeout if req.timeout is not None else ctx.limits.default_timeout
+        # One deadline for the job: this attempt gets what is left of it.
+        timeout = min(self._timeout(o), max(0.001, self._time_left(o, now)))
+        body = o.attempt_body if o.attempt_body is not None else o.body
         o.deadline = now + timeout + ctx.limits.remote_grace
         heapq.heappush(self._deadlines, (o.deadline, o.id))
         # Stamped now (each attempt is a new signed message; replay window).
         header = encode_header(Header(_JOB, o.id, node_id, target, DEFAULT_TTL,
                                       int(ctx.wall() * 1000), o.cls, None))
         refused = counters["qos_refused"]
-        if not self._relay.send_to_node(target, o.cls, [TAG, header, o.body], _JOB,
+        if not self._relay.send_to_node(target, o.cls, [TAG, header, body], _JOB,
                                         client=(o.grant.fingerprint, o.grant.role)):
             failure: JobError
             if counters["qos_refused"] != refused:
@@ -410,6 +461,14 @@ class OriginTable:
             if o is not None:
                 self._place(o, now)
 
+    def _timeout(self, o: Origin) -> float:
+        t = o.req.timeout
+        return t if t is not None else self._ctx.limits.default_timeout
+
+    def _time_left(self, o: Origin, now: float) -> float:
+        """Seconds left of ``o``'s one deadline (its timeout from submission)."""
+        return o.submitted + self._timeout(o) - now
+
     def _release(self, o: Origin) -> None:
         o.path = ()
         t = o.target
@@ -434,7 +493,8 @@ class OriginTable:
             o.tried.append(target)
         if o.id not in self._origins:
             return
-        if not final and is_transient(err) and o.retries_left > 0:
+        if (not final and is_transient(err) and o.retries_left > 0
+                and self._time_left(o, now) > 0):
             if maybe_started and not o.req.idempotent:
                 err = NotIdempotent(
                     f"job '{o.id}' ({o.req.tool}) may have started on node '{target}', which"
@@ -444,6 +504,8 @@ class OriginTable:
             else:
                 o.retries_left -= 1
                 ctx.counters["retries"] += 1
+                if o.record is not None:
+                    o.record.attempt_ended(ctx.wall(), error_map(err))
                 o.retry_at = now + self.retry_delay(o)
                 heapq.heappush(self._retries, (o.retry_at, o.id))
                 return
@@ -454,6 +516,7 @@ class OriginTable:
                 " again", job_id=o.id, node=target, details={"cause": err.code})
         self._forget(o)
         ctx.counters["jobs_failed"] += 1
+        self._finish(o, "cancelled" if err.code == "cancelled" else "failed", err=err)
         if o.attempts > 1:
             err.details.setdefault("attempts", o.attempts)
         ctx.send_error(o.cls, o.client, o.id, o.src, o.cls, err)
@@ -501,6 +564,7 @@ class OriginTable:
             self._release(o)
             self._forget(o)
             ctx.counters["jobs_completed"] += 1
+            self._finish(o, "done", result=frames[2], node=from_node)
             if o.attempts > 1:
                 frames = [frames[0], frames[1], _with_attempts(frames[2], o.attempts)]
             ctx.out.append((o.cls, [o.client, *frames]))
@@ -549,8 +613,10 @@ class OriginTable:
         self._cancel_attempt(o)
         self._release(o)
         self._forget(o)
-        ctx.send_error(o.cls, o.client, jid, o.src, o.cls, JobCancelled(
-            f"job '{jid}' was cancelled" + (f": {reason}" if reason else ""), job_id=jid))
+        err = JobCancelled(f"job '{jid}' was cancelled" + (f": {reason}" if reason else ""),
+                           job_id=jid)
+        self._finish(o, "cancelled", err=err)
+        ctx.send_error(o.cls, o.client, jid, o.src, o.cls, err)
         return True
 
     def topology_changed(self, reachable: set[str] | frozenset[str], now: float,

@@ -9,22 +9,35 @@ Rules:
   other queries only read.
 * The keys of "stats" are the broker's counters and gauges as documented in
   docs/protocol.md; their order is kept.
+* A query whose args are wrong raises BadRequest naming the arg (the face
+  answers ERROR bad_request); "jobs" and "job" follow the contract in
+  docs/dashboard.md: every job of our clients (one entry, wherever it runs)
+  and every job run here for another broker, in flight or recently finished.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ..errors import BadRequest
 from ..protocol.bodies import Query
 from .context import BrokerContext
+from .eventlog import MAX_EVENTS_ANSWER, EventLog
+from .jobrecords import STATES, JobRecord
 from .legacy import LegacyHosts
 from .links import PeerLinks
 from .linkstate import LinkState
 from .local import LocalJobs
 from .origin import OriginTable
 from .relay import Relay
+from .tool_catalog import tool_catalog
 
-__all__ = ["Queries"]
+__all__ = ["DEFAULT_JOBS_LIMIT", "MAX_JOBS_LIMIT", "Queries"]
+
+#: Jobs QUERY jobs answers when the query names no limit, and the most it may
+#: ask for (an answer stays well under the message size limit).
+DEFAULT_JOBS_LIMIT = 100
+MAX_JOBS_LIMIT = 500
 
 
 class Queries:
@@ -41,6 +54,8 @@ class Queries:
         self._legacy = legacy
         self._relay = relay
         self.started = started
+        #: Recent events (the shell logs each batch it emits), for QUERY events.
+        self.events = EventLog()
 
     def stats(self, now: float) -> dict[str, Any]:
         """Counters and gauges, as answered to QUERY "stats"."""
@@ -66,16 +81,88 @@ class Queries:
             "errors": dict(ctx.errors),
         }
 
+    # ------------------------------------------------------------------ jobs
+    def _live(self, r: JobRecord, target: str | None) -> str:
+        """The state of an origin job in flight: queued until it runs (here:
+        as the local table says; elsewhere: forwarded counts as running)."""
+        if target is None:
+            return "queued"
+        if target == self._ctx.node_id:
+            return self._local.state_of(r.id) or "queued"
+        return "running"
+
+    def jobs(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+        """QUERY jobs: newest first, in flight and recently finished."""
+        state, node, limit = args.get("state"), args.get("node"), args.get("limit")
+        if state is not None and state not in STATES:
+            raise BadRequest(f"jobs: args.state must be one of {', '.join(STATES)},"
+                             f" not {state!r}")
+        if node is not None and not isinstance(node, str):
+            raise BadRequest("jobs: args.node must be a node id (a string)")
+        if limit is None:
+            limit = DEFAULT_JOBS_LIMIT
+        elif (not isinstance(limit, int) or isinstance(limit, bool)
+              or not 1 <= limit <= MAX_JOBS_LIMIT):
+            raise BadRequest(f"jobs: args.limit must be an integer 1..{MAX_JOBS_LIMIT},"
+                             f" not {limit!r}")
+        maps: list[dict[str, Any]] = []
+        for r, target in self._origin.jobs():
+            maps.append(r.as_map(self._live(r, target)))
+        maps += (r.as_map() for r in self._local.for_others())
+        maps += (r.as_map() for r in self._origin.finished)
+        maps += (r.as_map() for r in self._local.finished)
+        if state is not None:
+            maps = [m for m in maps if m["state"] == state]
+        if node is not None:
+            maps = [m for m in maps if m["node"] == node]
+        maps.sort(key=lambda m: m["started"], reverse=True)
+        return maps[:limit]
+
+    def job(self, args: dict[str, Any]) -> dict[str, Any]:
+        """QUERY job: one job's map with its details; ``{"id", "state": None}``
+        when this broker does not know it (any more)."""
+        jid = args.get("id")
+        if not isinstance(jid, str):
+            raise BadRequest("job: args.id must be a job id (a string)")
+        found = self._origin.record(jid)
+        if found is not None:
+            r, target = found
+            return r.as_map(None if r.finished is not None else self._live(r, target),
+                            detail=True)
+        for r in self._local.for_others():
+            if r.id == jid:
+                return r.as_map(detail=True)
+        r2 = self._local.finished.get(jid)
+        if r2 is not None:
+            return r2.as_map(detail=True)
+        return {"id": jid, "state": None}
+
     def answer(self, q: Query, now: float, *, owner: str | None = None) -> Any:
-        """The answer to a QUERY, or None when the query is unknown; ``owner``
-        (a client key's fingerprint): "cancel" cancels only that key's jobs."""
+        """The answer to a QUERY, or None when the query is unknown (raises
+        BadRequest when its args are wrong); ``owner`` (a client key's
+        fingerprint): "cancel" cancels only that key's jobs."""
         what = q.what
         if what == "stats":
             return self.stats(now)
         if what == "workers":
             return self._local.describe_workers()
         if what == "tools":
+            if q.args.get("detail") is True:
+                remote = {n["id"]: n["tools"] for n in self._linkstate.topology_graph()["nodes"]
+                          if n.get("reachable") and not n.get("local")}
+                return tool_catalog(self._ctx.node_id, self._local.catalog_workers(), remote)
             return self._local.tool_counts()
+        if what == "events":
+            since, limit = q.args.get("since", 0), q.args.get("limit", MAX_EVENTS_ANSWER)
+            for name, v in (("since", since), ("limit", limit)):
+                if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                    raise BadRequest(f"events: args.{name} must be an integer >= 0,"
+                                     f" not {v!r}")
+            return self.events.since(since, max(1, min(limit, MAX_EVENTS_ANSWER)))
+        if what == "jobs":
+            return self.jobs(q.args)
+        if what == "job":
+            return self.job(q.args)
         if what == "ping":
             return {"node": self._ctx.node_id}
         if what == "peers":

@@ -341,7 +341,10 @@ def test_the_page_in_a_real_browser(tmp_path: Path) -> None:
             if supported:
                 until(f"document.querySelector('button.cancel[data-job=\"{jid}\"]')",
                       "the job's cancel button")
-                drv.find_element(By.CSS_SELECTOR, f'button.cancel[data-job="{jid}"]').click()
+                # One script: the table is redrawn every poll, so a found element
+                # may be stale by the time a separate click reaches it.
+                drv.execute_script(
+                    f"document.querySelector('button.cancel[data-job=\"{jid}\"]').click()")
             else:
                 until("!document.getElementById('jobs-unsupported').hidden",
                       "'this broker does not report jobs yet'")

@@ -28,7 +28,8 @@ def lan() -> Iterator[Lan]:
 
 def test_brokers_discover_and_link(lan: Lan, tmp_path: Path) -> None:
     """a and b trust each other and link by themselves; c is untrusted: a and
-    b list it as pending and never link to it; when b stops, a loses it."""
+    b list it as pending and do not link to it, until a and c accept each
+    other's keys (then they link, without a restart); when b stops, a loses it."""
     hosts = {"a": 1, "b": 2, "c": 3}
     homes = {n: make_home(tmp_path / n, n, 7700, host=lan.addr[i]) for n, i in hosts.items()}
     for x, y in (("a", "b"), ("b", "a")):
@@ -64,6 +65,14 @@ def test_brokers_discover_and_link(lan: Lan, tmp_path: Path) -> None:
                                capture_output=True, text=True, timeout=30)
         rows = {r["node"]: r for r in json.loads(found.stdout)}
         assert rows["b"]["trusted"] and not rows["c"]["trusted"]
+        # The operator accepts the pending keys (the hint `discover` prints):
+        # the running brokers link, no restart (issue 13: no link after 30 s).
+        r = subprocess.run(cli("a", "keys", "accept", "c"), env=env, capture_output=True,
+                           text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        TrustStore(homes["c"].trust_dir).accept("a", load_keypair(homes["a"].node_public).public)
+        wait_for(lambda: peers("a").get("c", {}).get("state") == "up", 30,
+                 "a and c to link once their keys are accepted", step=0.3)
         procs["b"].stop()
         wait_for(lambda: peers("a").get("b", {}).get("state") != "up", 20,
                  "a to lose b")

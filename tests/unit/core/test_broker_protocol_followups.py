@@ -6,7 +6,6 @@ must lose its mark, when the change is made."""
 from __future__ import annotations
 
 import msgpack
-import pytest
 
 from operone_zmq.core.broker import WORKERS, BrokerCore, BrokerLimits
 from operone_zmq.core.tool_catalog import tool_catalog
@@ -37,7 +36,6 @@ def test_too_large_header_error_carries_the_request_id() -> None:
     assert msg.header.id == "q-7"
 
 
-@pytest.mark.xfail(strict=True, reason="core/broker.py: keep READY tools, call tool_catalog")
 def test_query_tools_detail_returns_the_catalog() -> None:
     clock = FakeClock()
     b = BrokerCore("n1", limits=BrokerLimits(), now=clock())
