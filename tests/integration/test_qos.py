@@ -28,6 +28,10 @@ def ab(tmp_path: Path) -> Iterator[MeshOfNodes]:
     root = tmp_path / "b-files"
     root.mkdir()
     m["b"].env["OPERONE_TOOLS_FS_ROOT"] = str(root)
+    # The flooding test queues 10,500 jobs from one client: past the per-client
+    # budget (limits.max_client_jobs), so that budget is raised to reach the
+    # link's own class queue bound.
+    m["a"].env["OPERONE_LIMITS_MAX_CLIENT_JOBS"] = "20000"
     try:
         m.start([("a", "b")])
         m["b"].start_worker()

@@ -58,13 +58,16 @@ def test_loss_on_an_edge_drops_about_that_share_of_packets(net: Diamond) -> None
         before = _rx_packets(net, "b", net.dev("ab", "b"))
         subprocess.run(net.exec_argv("a", [sys.executable, "-c", (
             f"import socket; c = socket.create_connection(('{net.addr('ab', 'b')}', 9100))\n"
+            # No Nagle: one segment per send, so the packet count does not
+            # depend on how loaded the machine is.
+            "c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)\n"
             "for _ in range(400):\n    c.sendall(b'x' * 1400)\n    __import__('time')"
             ".sleep(0.001)\nc.close()")]), check=True, timeout=120)
         out, _ = server.communicate(timeout=60)
         assert int(out) == 400 * 1400
         seen = _rx_packets(net, "b", net.dev("ab", "b")) - before
         dropped = _dropped(net, "b")
-        assert seen > 300
+        assert seen > 200, seen  # retransmissions may still coalesce segments
         assert 0.01 < dropped / seen < 0.12, (dropped, seen)
         net.set_loss("ab", 0)
         assert _dropped(net, "b") == 0  # the rule is gone
