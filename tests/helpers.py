@@ -33,10 +33,26 @@ FAST_ENV = {
 }
 
 
+#: Lowest port handed out: above the registered services most machines run.
+_PORT_FLOOR = 20_000
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (Linux), else 32768."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
+    return low if low > _PORT_FLOOR + 1_000 else 32_768
+
+
 def free_base_port(span: int = 4) -> int:
     """A base port with ``span`` consecutive free TCP ports on 127.0.0.1."""
     for _ in range(200):
-        base = random.randrange(20_000, 60_000)
+        # Below the kernel's ephemeral range: a port in it can be taken between
+        # this check and the broker's bind by any outgoing connection (the
+        # suite makes thousands), or by a client connecting to itself.
+        base = random.randrange(_PORT_FLOOR, _ephemeral_low() - span)
         socks = []
         try:
             for i in range(span):
