@@ -171,7 +171,8 @@ class Broker:
         self._require_token = require_token
         self._token_ttl = token_ttl
         self.events = EventEmitter()
-        self._dialled: dict[str, list[zmq.Socket[bytes]]] = {}
+        #: node -> the pump indices of its dialled sockets, then their monitors.
+        self._dialled: dict[str, list[int]] = {}
         #: How each dialled neighbour was dialled (host, port, token, key), to
         #: dial it again with fresh sockets when its connection is lost.
         self._dial_args: dict[str, tuple[str, int, str | None, bytes | None]] = {}
@@ -646,27 +647,25 @@ class Broker:
             socks.append(s)
         # Every class's connection is watched: one lost while the others
         # (and the heartbeats on critical) carry on would be a black hole.
-        mons = [s.get_monitor_socket(
-            zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-            | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
-            for s in socks]
         idxs = [pump.add(s) for s in socks]
-        for mon in mons:
-            self._monitors[pump.add(mon)] = node
-        self._dialled[node] = [*socks, *mons]
+        events = (zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                  | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+        mons = [pump.add_monitor(i, events) for i in idxs]
+        for m in mons:
+            self._monitors[m] = node
+        self._dialled[node] = [*idxs, *mons]
         self.core.add_dialled_link(node, idxs, time.monotonic(), address=f"{host}:{port}",
                                    token=token)
         self._flush(time.monotonic())
         self._schedule(time.monotonic())
 
-    def _close_dialled(self, node: str, socks: list[zmq.Socket[bytes]]) -> None:
+    def _close_dialled(self, node: str, idxs: list[int]) -> None:
         pump = self._pump
         if pump is None:
             return
-        for i, s in enumerate(pump.sockets):
-            if s is not None and any(s is x for x in socks):
-                pump.remove(i)
-                self._monitors.pop(i, None)
+        for i in idxs:
+            pump.remove(i)
+            self._monitors.pop(i, None)
 
     def _predates_incarnations(self, node: str, reason: str) -> bool:
         """Dial ``node`` again with the plain node id as routing id when its
@@ -796,17 +795,17 @@ class Broker:
 
     async def disconnect_peer(self, node_id: str) -> bool:
         """Close and forget the link to ``node_id``."""
-        socks = self._dialled.pop(node_id, None)
+        idxs = self._dialled.pop(node_id, None)
         self._dial_args.pop(node_id, None)
         pending = self._redials.pop(node_id, None)
         if pending is not None:
             pending.cancel()
         self.core.remove_link(node_id, time.monotonic())
         self._flush(time.monotonic())
-        if socks is not None:
-            self._close_dialled(node_id, socks)
+        if idxs is not None:
+            self._close_dialled(node_id, idxs)
         self._emit_events()
-        return socks is not None
+        return idxs is not None
 
     # -------------------------------------------------- tools in the broker
     def register_tool(self, func: Callable[..., Any]) -> None:

@@ -267,12 +267,12 @@ class AsyncClient:
         s = make_socket(ctx, zmq.DEALER, limits=self._socket_limits, curve=self._keys)
         if ":" in self.host:
             s.setsockopt(zmq.IPV6, 1)
-        mon = s.get_monitor_socket(
-            zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_SUCCEEDED
-            | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
-        s.connect(self._endpoint(cls))
         idx = pump.add(s)
-        self._monitor_of[pump.add(mon)] = cls
+        mon = pump.add_monitor(
+            idx, zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_SUCCEEDED
+            | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+        self._monitor_of[mon] = cls
+        s.connect(self._endpoint(cls))
         self._sock_of_cls[cls] = idx
         return idx
 

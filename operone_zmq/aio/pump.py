@@ -12,12 +12,22 @@ Rules:
   exception per drain is cheaper than a ``ZMQ_EVENTS`` call per message),
   and every socket sent on during a run (or between runs) has its
   ``ZMQ_EVENTS`` checked again before the run ends; any socket still
-  readable schedules another run.
+  readable schedules another run.  A send made outside a run (from a timer,
+  a coroutine, a redial) schedules a run for that check: without it, a
+  message that arrived while a timer sent on the same socket waits unread
+  until some other socket wakes the loop, for ever on a quiet node.
 * Only sockets that were signalled or touched are looked at: a broker with
   many peer sockets does not pay for the idle ones.
 * The hot path calls pyzmq's Cython socket methods with plain ``int`` flags
   (the ``zmq.Socket`` sugar layer builds enum objects per call, measured at
   half the cost of a 3-frame send/recv).
+* Monitors are the pump's (:meth:`add_monitor`): a socket's monitor is
+  stopped (``zmq_socket_monitor(s, NULL, 0)``) before the socket or the
+  monitor's reader is closed.  libzmq's I/O thread sends monitor events with
+  a blocking send, so one event for a monitor whose reader is gone blocks
+  that thread for good, and with it every connection of the context
+  (libzmq #3575; seen as a broker deaf to every client after a neighbour
+  died and was dialled again).
 * Sends never block: on EAGAIN (high-water mark reached) the message waits in
   a bounded per-socket queue and is retried when the socket becomes writable;
   a ROUTER's EHOSTUNREACH (unknown peer, ROUTER_MANDATORY) is reported to the
@@ -115,9 +125,12 @@ class Pump:
         self._pending: list[deque[list[bytes]]] = []
         self._with_uid: list[bool] = []
         self._drop_full: list[bool] = []
+        #: monitor reader index -> the index of the socket it watches.
+        self._monitor_of: dict[int, int] = {}
         #: Sockets to look at in the next run (signalled, or sent on).
         self._ready: set[int] = set()
         self._scheduled = False
+        self._in_run = False
         self._closed = False
         self.dropped = 0
         #: Messages to a client whose pipe was full, dropped (drop_full sockets).
@@ -144,12 +157,25 @@ class Pump:
         self._signal(idx)
         return idx
 
+    def add_monitor(self, idx: int, events: int) -> int:
+        """Watch the socket at ``idx`` for ``events`` (``zmq.EVENT_*``); the
+        events arrive through ``on_message`` on the returned index (parse
+        them with ``zmq.utils.monitor.parse_monitor_message``).  Removing
+        either socket stops the monitor first."""
+        s = self.sockets[idx]
+        if s is None:
+            raise ValueError(f"socket {idx} is not served")
+        mon = s.get_monitor_socket(events)
+        midx = self.add(mon)
+        self._monitor_of[midx] = idx
+        return midx
+
     def replace(self, idx: int, sock: zmq.Socket[bytes]) -> None:
         """Swap the socket at ``idx`` (closing the old one)."""
         old = self.sockets[idx]
         if old is not None:
             self._loop.remove_reader(self._fds[idx])
-            old.close(0)
+            _close(old)
         fd = int(sock.getsockopt(zmq.FD))
         self.sockets[idx] = sock
         self._fds[idx] = fd
@@ -163,11 +189,14 @@ class Pump:
         s = self.sockets[idx]
         if s is None:
             return
+        watched = self._monitor_of.pop(idx, None)
+        if watched is not None and (w := self.sockets[watched]) is not None:
+            _stop_monitor(w)  # before its reader goes
         try:
             self._loop.remove_reader(self._fds[idx])
         except Exception:
             pass
-        s.close(0)
+        _close(s)
         self.sockets[idx] = None
         self._pending[idx].clear()
         self._ready.discard(idx)
@@ -175,6 +204,9 @@ class Pump:
     def close(self) -> None:
         """Stop serving and close every socket (LINGER as set, normally 0)."""
         self._closed = True
+        for s in self.sockets:  # every monitor stopped before any reader closes
+            if s is not None:
+                _stop_monitor(s)
         for i, s in enumerate(self.sockets):
             if s is not None:
                 try:
@@ -205,6 +237,13 @@ class Pump:
         self._scheduled = False
         if self._closed:
             return
+        self._in_run = True
+        try:
+            self._run_once()
+        finally:
+            self._in_run = False
+
+    def _run_once(self) -> None:
         now = self._clock()
         ready, self._ready = self._ready, set()
         again: set[int] = set()
@@ -346,6 +385,8 @@ class Pump:
             self.dropped += 1
             return False
         self._ready.add(idx)
+        if not self._in_run and not self._scheduled:
+            self.kick()  # the EVENTS check of the rules above
         try:
             _send_frames(s, frames)
         except zmq.Again:
@@ -400,6 +441,20 @@ class Pump:
     def pending(self, idx: int) -> int:
         """Messages waiting to be sent on socket ``idx``."""
         return len(self._pending[idx])
+
+
+def _stop_monitor(s: zmq.Socket[bytes]) -> None:
+    """Stop the socket's monitor, if any (a no-op on an unmonitored socket)."""
+    try:
+        s.disable_monitor()
+    except zmq.ZMQError:
+        pass
+
+
+def _close(s: zmq.Socket[bytes]) -> None:
+    """Close a socket, its monitor stopped first (see the rules above)."""
+    _stop_monitor(s)
+    s.close(0)
 
 
 def _send_frames(s: zmq.Socket[bytes], frames: list[bytes]) -> None:

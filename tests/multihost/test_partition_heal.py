@@ -173,11 +173,6 @@ CUT_SECONDS = float(os.environ.get("OPERONE_TEST_HEAL_CUT", "1.5"))
 HEAL_BUDGET = 5.0
 
 
-# Known regression, issue 15 stays open: 50/50 on the heal branch alone, but
-# 15/50 on a clean clone of main after the reliability (unroutable = link down,
-# held messages) and failover (incarnations) work merged beside it.
-@pytest.mark.xfail(strict=False, reason="partition heal regressed on main after the "
-                   "issue 9/15 merges; see the closing note")
 @pytest.mark.timeout(60 + CYCLES * (CUT_SECONDS + HEAL_BUDGET + 2))
 def test_every_heal_brings_jobs_back_on_every_class(net: Diamond, tmp_path: Path) -> None:
     res = run_cycles(net, tmp_path, cycles=CYCLES, cut_s=CUT_SECONDS, budget=HEAL_BUDGET,

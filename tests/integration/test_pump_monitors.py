@@ -1,0 +1,128 @@
+"""Pump monitors: a monitor's reader closed while its socket lives must not
+block libzmq's I/O thread (libzmq #3575).
+
+libzmq sends each monitor event from the I/O thread with a blocking send on
+an internal PAIR socket.  When the reader of that PAIR is gone, the first
+event (here: the peer disconnecting) blocks the I/O thread for good, and with
+it every TCP connection of the context: a broker that had dialled a neighbour
+which then died, and closed the old sockets to dial again, stopped answering
+every client (CI, issue 15).  The pump stops a socket's monitor before it
+closes the socket or the monitor's reader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+import zmq
+from helpers import free_base_port
+
+from operone_zmq.aio.pump import Pump
+
+pytestmark = pytest.mark.integration
+
+
+def _round_trip(ctx: zmq.Context[zmq.Socket[bytes]], peer_ctx: zmq.Context[zmq.Socket[bytes]],
+                port: int, timeout: float) -> bool:
+    """A fresh DEALER of ``ctx`` reaches a fresh ROUTER over TCP within ``timeout``."""
+    r = peer_ctx.socket(zmq.ROUTER)
+    d = ctx.socket(zmq.DEALER)
+    try:
+        for s in (r, d):
+            s.setsockopt(zmq.LINGER, 0)
+        r.bind(f"tcp://127.0.0.1:{port}")
+        d.connect(f"tcp://127.0.0.1:{port}")
+        d.send(b"still alive", zmq.NOBLOCK)
+        return bool(r.poll(int(timeout * 1000)))
+    finally:
+        d.close(0)
+        r.close(0)
+
+
+@pytest.mark.parametrize("first", ["monitor", "socket"])
+def test_removing_a_monitored_socket_in_any_order_leaves_the_io_thread_running(
+        first: str) -> None:
+    base = free_base_port()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    peer_ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    events: list[list[bytes]] = []
+
+    async def main() -> bool:
+        pump = Pump(asyncio.get_running_loop(), lambda i, f, now, uid: events.append(f),
+                    lambda now: None)
+        peer = peer_ctx.socket(zmq.ROUTER)
+        peer.setsockopt(zmq.LINGER, 0)
+        peer.bind(f"tcp://127.0.0.1:{base}")
+        d = ctx.socket(zmq.DEALER)
+        d.setsockopt(zmq.LINGER, 0)
+        d.setsockopt(zmq.RECONNECT_IVL, 10)
+        try:
+            idx = pump.add(d)
+            midx = pump.add_monitor(idx, zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECTED)
+            d.connect(f"tcp://127.0.0.1:{base}")
+            d.send(b"hello", zmq.NOBLOCK)
+            assert peer.poll(5000), "the DEALER never connected"
+            peer.recv_multipart()
+            # The broker's re-dial closes both; either may go first.
+            pump.remove(midx if first == "monitor" else idx)
+            # The peer dies while the DEALER's connection is still up (when
+            # the monitor went first): its I/O thread now has an event to send.
+            peer.close(0)
+            await asyncio.sleep(0.3)
+            pump.remove(idx if first == "monitor" else midx)
+            ok = await asyncio.to_thread(_round_trip, ctx, peer_ctx, base + 1, 3.0)
+        finally:
+            pump.close()
+            peer.close(0)
+        return ok
+
+    try:
+        assert asyncio.run(asyncio.wait_for(main(), 20)), (
+            "the context's I/O thread is blocked: a new connection went nowhere")
+    finally:
+        peer_ctx.term()
+        # A blocked I/O thread would also hang term(): do not hang the suite.
+        t = threading.Thread(target=ctx.term, daemon=True)
+        t.start()
+        t.join(5)
+        assert not t.is_alive(), "zmq_ctx_term hung: the I/O thread is blocked"
+
+
+def test_closing_the_pump_stops_every_monitor_first() -> None:
+    """pump.close() with live monitors and a peer that dies right after:
+    the context terminates (no event blocks the I/O thread)."""
+    base = free_base_port()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    peer_ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+
+    async def main() -> None:
+        pump = Pump(asyncio.get_running_loop(), lambda i, f, now, uid: None, lambda now: None)
+        peers = []
+        for i in range(4):
+            p = peer_ctx.socket(zmq.ROUTER)
+            p.setsockopt(zmq.LINGER, 0)
+            p.bind(f"tcp://127.0.0.1:{base + i}")
+            peers.append(p)
+            d = ctx.socket(zmq.DEALER)
+            d.setsockopt(zmq.LINGER, 0)
+            idx = pump.add(d)
+            pump.add_monitor(idx, zmq.EVENT_DISCONNECTED)
+            d.connect(f"tcp://127.0.0.1:{base + i}")
+            d.send(b"hello", zmq.NOBLOCK)
+            assert p.poll(5000)
+        pump.close()
+        for p in peers:
+            p.close(0)
+        time.sleep(0.2)  # noqa: ASYNC251 - nothing to yield to
+
+    try:
+        asyncio.run(asyncio.wait_for(main(), 20))
+    finally:
+        peer_ctx.term()
+        t = threading.Thread(target=ctx.term, daemon=True)
+        t.start()
+        t.join(5)
+        assert not t.is_alive(), "zmq_ctx_term hung: the I/O thread is blocked"
