@@ -76,6 +76,10 @@ class JobRecord:
     error: dict[str, str] | None = None
     result: bytes | None = None  # the RESULT body, when small enough to keep
     history: list[dict[str, Any]] = field(default_factory=list)
+    #: The fingerprint of the client key that submitted it (jobs of our own
+    #: clients); None for a job run here for another broker.  Not in the map:
+    #: it decides who may read the record (core/queries.py).
+    owner: str | None = None
 
     def attempt(self, node: str, wall: float) -> None:
         """A new attempt starts on ``node``."""

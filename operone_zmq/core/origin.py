@@ -256,7 +256,8 @@ class OriginTable:
             return
         o = Origin(jid, rid, cls, h.src, req, body, h.ts, now, req.retries, grant=grant,
                    record=JobRecord(jid, req.tool, h.src or None, ctx.wall(),
-                                    CLASS_NAMES[cls], req.timeout))
+                                    CLASS_NAMES[cls], req.timeout,
+                                    owner=grant.fingerprint))
         self._origins[jid] = o
         use[0] += 1
         use[1] += size

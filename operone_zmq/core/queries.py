@@ -13,6 +13,10 @@ Rules:
   answers ERROR bad_request); "jobs" and "job" follow the contract in
   docs/dashboard.md: every job of our clients (one entry, wherever it runs)
   and every job run here for another broker, in flight or recently finished.
+* A client key that is not an operator (``owner``: its fingerprint) reads
+  only its own jobs: "jobs" lists the jobs it submitted, "job" answers any
+  other id as unknown, and "events" leaves out what would tell it of other
+  keys' work or of the mesh's security (:data:`PUBLIC_EVENT_PREFIXES`).
 """
 
 from __future__ import annotations
@@ -32,12 +36,17 @@ from .origin import OriginTable
 from .relay import Relay
 from .tool_catalog import tool_catalog
 
-__all__ = ["DEFAULT_JOBS_LIMIT", "MAX_JOBS_LIMIT", "Queries"]
+__all__ = ["DEFAULT_JOBS_LIMIT", "MAX_JOBS_LIMIT", "PUBLIC_EVENT_PREFIXES", "Queries"]
 
 #: Jobs QUERY jobs answers when the query names no limit, and the most it may
 #: ask for (an answer stays well under the message size limit).
 DEFAULT_JOBS_LIMIT = 100
 MAX_JOBS_LIMIT = 500
+#: The events a key that is not an operator may read: the state of the mesh
+#: it can also query (peers, topology, partitions, QoS).  Broadcast
+#: contents (``message``), other keys' jobs (``job:*``), ``security:*`` and
+#: ``lsa:*`` are an operator's.
+PUBLIC_EVENT_PREFIXES = ("peer:", "topology:", "partition:", "qos:")
 
 
 class Queries:
@@ -91,8 +100,9 @@ class Queries:
             return self._local.state_of(r.id) or "queued"
         return "running"
 
-    def jobs(self, args: dict[str, Any]) -> list[dict[str, Any]]:
-        """QUERY jobs: newest first, in flight and recently finished."""
+    def jobs(self, args: dict[str, Any], owner: str | None = None) -> list[dict[str, Any]]:
+        """QUERY jobs: newest first, in flight and recently finished (only
+        those submitted with key ``owner``, when given)."""
         state, node, limit = args.get("state"), args.get("node"), args.get("limit")
         if state is not None and state not in STATES:
             raise BadRequest(f"jobs: args.state must be one of {', '.join(STATES)},"
@@ -107,10 +117,14 @@ class Queries:
                              f" not {limit!r}")
         maps: list[dict[str, Any]] = []
         for r, target in self._origin.jobs():
-            maps.append(r.as_map(self._live(r, target)))
-        maps += (r.as_map() for r in self._local.for_others())
-        maps += (r.as_map() for r in self._origin.finished)
-        maps += (r.as_map() for r in self._local.finished)
+            if owner is None or r.owner == owner:
+                maps.append(r.as_map(self._live(r, target)))
+        if owner is None:
+            maps += (r.as_map() for r in self._local.for_others())
+            maps += (r.as_map() for r in self._origin.finished)
+            maps += (r.as_map() for r in self._local.finished)
+        else:
+            maps += (r.as_map() for r in self._origin.finished if r.owner == owner)
         if state is not None:
             maps = [m for m in maps if m["state"] == state]
         if node is not None:
@@ -118,17 +132,20 @@ class Queries:
         maps.sort(key=lambda m: m["started"], reverse=True)
         return maps[:limit]
 
-    def job(self, args: dict[str, Any]) -> dict[str, Any]:
+    def job(self, args: dict[str, Any], owner: str | None = None) -> dict[str, Any]:
         """QUERY job: one job's map with its details; ``{"id", "state": None}``
-        when this broker does not know it (any more)."""
+        when this broker does not know it (any more), or when ``owner`` is
+        given and did not submit it."""
         jid = args.get("id")
         if not isinstance(jid, str):
             raise BadRequest("job: args.id must be a job id (a string)")
         found = self._origin.record(jid)
-        if found is not None:
+        if found is not None and (owner is None or found[0].owner == owner):
             r, target = found
             return r.as_map(None if r.finished is not None else self._live(r, target),
                             detail=True)
+        if owner is not None:
+            return {"id": jid, "state": None}
         for r in self._local.for_others():
             if r.id == jid:
                 return r.as_map(detail=True)
@@ -139,8 +156,9 @@ class Queries:
 
     def answer(self, q: Query, now: float, *, owner: str | None = None) -> Any:
         """The answer to a QUERY, or None when the query is unknown (raises
-        BadRequest when its args are wrong); ``owner`` (a client key's
-        fingerprint): "cancel" cancels only that key's jobs."""
+        BadRequest when its args are wrong); ``owner`` (the fingerprint of a
+        key that is not an operator): "cancel" cancels only that key's jobs,
+        and "jobs", "job" and "events" show only what it may read."""
         what = q.what
         if what == "stats":
             return self.stats(now)
@@ -158,11 +176,15 @@ class Queries:
                 if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                     raise BadRequest(f"events: args.{name} must be an integer >= 0,"
                                      f" not {v!r}")
-            return self.events.since(since, max(1, min(limit, MAX_EVENTS_ANSWER)))
+            answer = self.events.since(since, max(1, min(limit, MAX_EVENTS_ANSWER)))
+            if owner is not None:
+                answer["events"] = [e for e in answer["events"]
+                                    if e["event"].startswith(PUBLIC_EVENT_PREFIXES)]
+            return answer
         if what == "jobs":
-            return self.jobs(q.args)
+            return self.jobs(q.args, owner)
         if what == "job":
-            return self.job(q.args)
+            return self.job(q.args, owner)
         if what == "ping":
             return {"node": self._ctx.node_id}
         if what == "peers":

@@ -341,3 +341,43 @@ def test_only_messages_that_cross_a_relay_are_signed(tmp_path: Path) -> None:
                 assert st["signatures_refused"] == 0 and st["replays_refused"] == 0
     finally:
         m.stop()
+
+
+def test_a_submit_key_reads_only_its_own_jobs_and_the_public_events(tmp_path: Path) -> None:
+    """Two submit keys on one broker: neither lists, looks up or learns from
+    the event log the other's jobs (ids, tools, arguments' results) or the
+    operator's broadcasts; each sees its own; the operator sees everything."""
+    n = LocalNode(tmp_path, "n1")
+    try:
+        n.start_broker()
+        n.start_worker()
+        n.wait_workers(1)
+        alice = _client_key(n, "alice", node=False, role="submit")
+        bob = _client_key(n, "bob", node=False, role="submit")
+        with n.client() as op, Client("127.0.0.1", n.base_port, keys=alice) as a, \
+                Client("127.0.0.1", n.base_port, keys=bob) as b:
+            assert a.run("echo", {"secret": "alice's"}) == {"secret": "alice's"}
+            running = a.submit("sleep", {"seconds": 30}, timeout=60)
+            wait_for(lambda: op.stats()["running"] >= 1, 10, "alice's sleep to start")
+            assert op.broadcast({"note": "for operators"}) >= 0
+            mine = a.query("jobs")
+            assert {j["tool"] for j in mine} == {"echo", "sleep"}
+            ids = [j["id"] for j in mine]
+            assert b.query("jobs") == []
+            for jid in ids:
+                assert b.query("job", {"id": jid}) == {"id": jid, "state": None}
+                assert a.query("job", {"id": jid})["id"] == jid
+            echo_id = next(j["id"] for j in mine if j["tool"] == "echo")
+            assert a.query("job", {"id": echo_id})["result"] == {"secret": "alice's"}
+            assert {j["id"] for j in op.query("jobs")} >= set(ids)
+            msg = wait_for(lambda: next((e for e in op.query("events")["events"]
+                                         if e["event"] == "message"), None), 10,
+                           "the broadcast in the operator's event log")
+            seen = b.query("events")
+            assert seen["events"], "the public events (peers, topology) are readable"
+            assert all(e["event"].split(":")[0] in ("peer", "topology", "partition", "qos")
+                       for e in seen["events"]), seen
+            assert seen["next"] >= msg["seq"]  # past what it may not see
+            assert running.cancel() is True or running.cancelled()
+    finally:
+        n.stop()
