@@ -855,13 +855,15 @@ _OPTION_DOCS: dict[str, tuple[str, str | None]] = {
         None,
     ),
     "limits.max_client_jobs": (
-        "Jobs one client connection may have in flight (not yet answered) before new "
+        "Jobs one client connection, and all connections of one client key that is not "
+        "an operator together, may have in flight (not yet answered) before new "
         "ones are refused with overloaded; kept below the 10,000-message send "
         "high-water mark so the answers of a client that stops reading fit its pipe.",
         None,
     ),
     "limits.max_client_bytes": (
-        "Body bytes of the jobs one client connection has in flight before new ones "
+        "Body bytes of the jobs one client connection, and all connections of one "
+        "client key that is not an operator together, have in flight before new ones "
         "are refused with overloaded (two maximum-size messages by default).",
         None,
     ),

@@ -56,6 +56,12 @@ Rules:
   not idempotent.  The attempt's deadline starts again.
 * The job's timeout is one deadline across all its attempts: a retry runs
   with what is left of it, and none is made once nothing is left.
+* Budgets: a client connection has at most ``limits.max_client_jobs`` jobs
+  and ``limits.max_client_bytes`` body bytes in flight; a key that is not an
+  operator has the same budget for all its connections together (else one
+  submit key with many connections multiplies it).  Operator keys (the
+  node's own key, shared by the local CLI and tools) are bounded per
+  connection only.
 * Each job has a :class:`~.jobrecords.JobRecord` (what QUERY jobs shows);
   when the job is answered, its record goes to :attr:`OriginTable.finished`.
 """
@@ -161,6 +167,8 @@ class OriginTable:
         self._in_flight: dict[str, int] = {}
         #: Per client connection (routing id): [jobs in flight, body bytes].
         self._use: dict[bytes, list[int]] = {}
+        #: The same per key that is not an operator (its fingerprint).
+        self._key_use: dict[str, list[int]] = {}
         self.router = ToolRouter()
         self._remote_cache_version = -1
         self._remote_nodes: list[NodeInfo] = []
@@ -237,13 +245,16 @@ class OriginTable:
         size = len(body)
         if use is None:
             use = [0, 0]
-        if use[0] >= limits.max_client_jobs or use[1] + size > limits.max_client_bytes:
-            ctx.send_error(cls, rid, jid, h.src, cls, Overloaded(
-                f"this connection has {use[0]} jobs ({use[1]} body bytes) in flight; the"
-                f" limits are {limits.max_client_jobs} jobs and {limits.max_client_bytes}"
-                f" bytes (this job: {size}): read the answers, then retry",
-                job_id=jid, node=ctx.node_id))
-            return
+        key = None if grant.operator else grant.fingerprint
+        key_use = [0, 0] if key is None else self._key_use.get(key, [0, 0])
+        for who, u in (("this connection", use), ("this client key", key_use)):
+            if u[0] >= limits.max_client_jobs or u[1] + size > limits.max_client_bytes:
+                ctx.send_error(cls, rid, jid, h.src, cls, Overloaded(
+                    f"{who} has {u[0]} jobs ({u[1]} body bytes) in flight; the limits"
+                    f" are {limits.max_client_jobs} jobs and {limits.max_client_bytes}"
+                    f" bytes (this job: {size}): read the answers, then retry",
+                    job_id=jid, node=ctx.node_id))
+                return
         try:
             req = JobRequest.unpack(body, envelope=True)
         except ProtocolError as exc:
@@ -262,6 +273,10 @@ class OriginTable:
         use[0] += 1
         use[1] += size
         self._use[rid] = use
+        if key is not None:
+            key_use[0] += 1
+            key_use[1] += size
+            self._key_use[key] = key_use
         self._place(o, now, frames[1:])
 
     def _forget(self, o: Origin) -> None:
@@ -273,6 +288,13 @@ class OriginTable:
             use[1] -= len(o.body)
             if use[0] <= 0:
                 del self._use[o.client]
+        if not o.grant.operator:
+            key_use = self._key_use.get(o.grant.fingerprint)
+            if key_use is not None:
+                key_use[0] -= 1
+                key_use[1] -= len(o.body)
+                if key_use[0] <= 0:
+                    del self._key_use[o.grant.fingerprint]
 
     # ------------------------------------------------------------- placement
     def _remote_infos(self) -> list[NodeInfo]:

@@ -17,8 +17,10 @@ import pytest
 import zmq
 from helpers import LocalNode, Proc, wait_for
 
+from operone_zmq.aio.sockets import CurveKeys
 from operone_zmq.protocol.bodies import ErrorBody, JobRequest, Progress, pack_value
 from operone_zmq.protocol.codec import TAG, Header, MsgType, decode, encode_header
+from operone_zmq.security.keys import TrustStore, load_keypair
 
 pytestmark = pytest.mark.integration
 
@@ -42,8 +44,9 @@ def vm(pid: int) -> dict[str, int]:
 class Raw:
     """A DEALER speaking raw protocol frames to one frontend class."""
 
-    def __init__(self, node: LocalNode, cls: int, net: Net) -> None:
-        keys = node.keys()
+    def __init__(self, node: LocalNode, cls: int, net: Net,
+                 keys: CurveKeys | None = None) -> None:
+        keys = keys or node.keys()
         s = net.ctx.socket(zmq.DEALER)
         s.setsockopt(zmq.LINGER, 0)
         s.setsockopt(zmq.SNDHWM, 0)
@@ -279,5 +282,36 @@ def test_a_client_that_does_not_read_cannot_hold_back_another_clients_answers(
               f" MiB; unroutable (dropped answers)={stats['unroutable']}"
               f" errors={stats.get('errors')}")
         assert stats["unroutable"] > 0
+    finally:
+        node.stop()
+
+
+def test_a_submit_keys_connections_share_its_byte_budget(tmp_path: Path, zctx: Any) -> None:
+    """One submit key, four connections, 20 MiB jobs, a 48 MiB budget: two
+    jobs are held in all, not two per connection (which would be 160 MiB)."""
+    node, broker = _node(tmp_path, limits_max_client_bytes=48 * MiB)
+    try:
+        pub, sec = zmq.curve_keypair()
+        TrustStore(node.home.trust_dir).accept("mallory", pub, node=False, role="submit")
+        keys = CurveKeys(pub, sec, load_keypair(node.home.node_public).public)
+        conns = [Raw(node, cls, zctx, keys) for cls in range(4)]
+        for c in conns:
+            c.ping()  # trusted and connected
+        blob = b"\x01" * (20 * MiB)
+        before = vm(broker.pid)
+        sent = [(c, c.send(MsgType.JOB, JobRequest(
+            "budget.hold", {"seconds": 8.0, "blob": blob}).pack(), mid=f"job-{i}"))
+                for i, c in enumerate(conns)]
+        refused = []
+        for c, mid in sent[2:]:
+            h, body = c.answer(mid)
+            assert h.type == MsgType.ERROR
+            refused.append(_error(body))
+        during = vm(broker.pid)
+        assert all(e.code == "overloaded" and "this client key" in e.message
+                   for e in refused), refused
+        assert during["VmRSS"] - before["VmRSS"] < 100 * MiB
+        for c, mid in sent[:2]:  # the two held ones finish
+            assert c.answer(mid)[0].type == MsgType.RESULT
     finally:
         node.stop()

@@ -8,6 +8,7 @@ from typing import Any
 
 from coreparts import Parts
 
+from operone_zmq.core.access import Grant
 from operone_zmq.core.context import BrokerLimits
 from operone_zmq.core.remote import MAX_CACHED_RESULT_BYTES
 from operone_zmq.protocol import TAG, Header, MsgType, decode, encode_header
@@ -116,3 +117,33 @@ def test_the_broadcast_history_is_bounded_in_bytes() -> None:
                          p.clock())
     assert p.relay.broadcasts[-1]["data"] is None
     assert p.relay.broadcasts[-1]["size"] == 1004
+
+
+def _submit_as(p: Parts, jid: str, rid: bytes, grant: Grant) -> None:
+    body = JobRequest("echo", {}).pack()
+    h = Header(int(MsgType.JOB), jid, "cli", "", 8, 0, 2, None)
+    p.origin.submit(2, rid, h, [rid, TAG, encode_header(h), body], body, p.clock(), grant)
+
+
+def test_a_submit_keys_connections_share_one_budget() -> None:
+    """Many connections of one submit key do not multiply its budget; an
+    operator key (the node's own, shared by local tools) is bounded per
+    connection; another submit key has its own budget."""
+    p = Parts(BrokerLimits(max_client_jobs=2))
+    p.ready(b"w1", ["echo"], slots=20)
+    p.take()
+    bob = Grant(role="submit", fingerprint="b0b0b0b0b0b0b0b0")
+    eve = Grant(role="submit", fingerprint="e0e0e0e0e0e0e0e0")
+    op = Grant(fingerprint="0000000000000001")
+    for i in range(4):  # four connections of bob's: two jobs in all
+        _submit_as(p, f"bob-{i}", bytes([0, i]), bob)
+    _submit_as(p, "eve-1", b"\x00e", eve)
+    for i in range(4):
+        _submit_as(p, f"op-{i}", bytes([0, 10 + i]), op)
+    assert [(j, c) for _, j, c in _answers(p)] == [("bob-2", "overloaded"),
+                                                  ("bob-3", "overloaded")]
+    _finish(p, "bob-0")
+    assert [(j, c) for _, j, c in _answers(p)] == [("bob-0", "result")]
+    _submit_as(p, "bob-4", b"\x00\x07", bob)
+    assert _answers(p) == []  # bob-0's place was given back to the key
+    assert p.origin._key_use["b0b0b0b0b0b0b0b0"][0] == 2
