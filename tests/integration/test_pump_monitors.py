@@ -42,6 +42,15 @@ def _round_trip(ctx: zmq.Context[zmq.Socket[bytes]], peer_ctx: zmq.Context[zmq.S
         r.close(0)
 
 
+def _term_or_fail(ctx: zmq.Context[zmq.Socket[bytes]]) -> None:
+    """Terminate ``ctx``; a blocked I/O thread would hang term(), so it runs
+    in a thread the suite does not wait for past 5 s."""
+    t = threading.Thread(target=ctx.term, daemon=True)
+    t.start()
+    t.join(5)
+    assert not t.is_alive(), "zmq_ctx_term hung: the I/O thread is blocked"
+
+
 @pytest.mark.parametrize("first", ["monitor", "socket"])
 def test_removing_a_monitored_socket_in_any_order_leaves_the_io_thread_running(
         first: str) -> None:
@@ -84,11 +93,7 @@ def test_removing_a_monitored_socket_in_any_order_leaves_the_io_thread_running(
             "the context's I/O thread is blocked: a new connection went nowhere")
     finally:
         peer_ctx.term()
-        # A blocked I/O thread would also hang term(): do not hang the suite.
-        t = threading.Thread(target=ctx.term, daemon=True)
-        t.start()
-        t.join(5)
-        assert not t.is_alive(), "zmq_ctx_term hung: the I/O thread is blocked"
+        _term_or_fail(ctx)
 
 
 def test_closing_the_pump_stops_every_monitor_first() -> None:
@@ -122,7 +127,4 @@ def test_closing_the_pump_stops_every_monitor_first() -> None:
         asyncio.run(asyncio.wait_for(main(), 20))
     finally:
         peer_ctx.term()
-        t = threading.Thread(target=ctx.term, daemon=True)
-        t.start()
-        t.join(5)
-        assert not t.is_alive(), "zmq_ctx_term hung: the I/O thread is blocked"
+        _term_or_fail(ctx)
