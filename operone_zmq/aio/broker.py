@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,16 +20,15 @@ from typing import Any, Protocol
 import structlog
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
-from zmq.utils.monitor import parse_monitor_message
 
 from ..core.access import Grant
 from ..core.broker import CLASS_NAMES, WORKERS, BrokerCore, BrokerLimits
-from ..core.peers import UP, incarnation_id
 from ..errors import AuthenticationError, ConfigError, NoRoute, OperoneError, Refused
 from ..protocol.signature import Signer
 from ..routing.events import EventEmitter
 from ..security.keys import TrustedKey
 from ..tools import ToolRegistry
+from .dialler import Dialler
 from .fdlimit import ensure_fd_budget
 from .inproc import InprocTools
 from .legacy import LegacyHost, LegacyRunner
@@ -85,14 +83,6 @@ DISCOVERY_RECHECK = 2.0
 #: connect_to_peer() to succeed (the link keeps retrying in the background).
 CONNECT_TIMEOUT = 10.0
 
-#: A dialled TCP connect that has not completed in this many ms is abandoned
-#: and tried again (libzmq's reconnect interval later).  Without it a SYN
-#: lost in a partition is retried by the kernel with doubling waits, and the
-#: link comes back up to about as long after the heal as the cut lasted.
-DIAL_CONNECT_TIMEOUT_MS = 1500
-#: A link is re-dialled (new sockets, new incarnation) at most this often (s):
-#: a neighbour that drops every connection at once costs four sockets a second.
-REDIAL_MIN_INTERVAL = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,24 +161,6 @@ class Broker:
         self._require_token = require_token
         self._token_ttl = token_ttl
         self.events = EventEmitter()
-        #: node -> the pump indices of its dialled sockets, then their monitors.
-        self._dialled: dict[str, list[int]] = {}
-        #: How each dialled neighbour was dialled (host, port, token, key), to
-        #: dial it again with fresh sockets when its connection is lost.
-        self._dial_args: dict[str, tuple[str, int, str | None, bytes | None]] = {}
-        self._redials: dict[str, asyncio.TimerHandle] = {}
-        self._last_dial: dict[str, float] = {}
-        #: This run's (random, unguessable) epoch and dial counter: each dial
-        #: is a new incarnation (core/peers.py).
-        self._epoch = secrets.randbits(64)
-        self._dial_seq = 0
-        #: Neighbours whose broker predates dial incarnations (it refused our
-        #: NODE#... routing id): dialled with the plain node id.
-        self._plain_rid: set[str] = set()
-        #: Neighbours whose CurveZMQ handshake refused our key on the current
-        #: dial: not dialled again by themselves (their operator must act).
-        self._key_refused: set[str] = set()
-        self._monitors: dict[int, str] = {}
         self._connect_waiters: dict[str, list[asyncio.Future[None]]] = {}
         # wait_routable(): node -> futures resolved once a route to it exists.
         self._routable_waiters: dict[str, list[asyncio.Future[None]]] = {}
@@ -222,6 +194,8 @@ class Broker:
         self._stopped: asyncio.Event | None = None
         self.core = self._new_core()
         self._log = log.bind(node=node_id)
+        self._dialler = Dialler(node_id, keys, trust, self._socket_limits,
+                                changed=self._dialled, emit=self._emit_events, log=self._log)
 
     # ------------------------------------------------------------ lifecycle
     @property
@@ -275,12 +249,13 @@ class Broker:
         for i, s in enumerate(socks):
             pump.add(s, with_user_id=i < WORKERS, drop_full=i < WORKERS)
         self._pump = pump
+        self._dialler.start(pump, ctx, self.core)
         self._stopped = asyncio.Event()
         self._schedule(time.monotonic())
         self._log.info("broker_started", endpoints=self.endpoints, workers=self.worker_endpoint)
         for peer in self._peers:
             try:
-                self._dial(peer.node, peer.host, peer.port, None, None)
+                self._dialler.dial(peer.node, peer.host, peer.port, None, None)
             except OperoneError as exc:
                 self._log.error("peer_config_invalid", peer=peer.node, error=str(exc))
         self._start_inproc()
@@ -327,9 +302,7 @@ class Broker:
                     f.set_exception(NoRoute("the broker stopped"))
         self._connect_waiters.clear()
         self._routable_waiters.clear()
-        for h in self._redials.values():
-            h.cancel()
-        self._redials.clear()
+        self._dialler.stop()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -368,8 +341,8 @@ class Broker:
             self.core.on_frontend(idx, frames, now, uid)
         elif idx == WORKERS:
             self.core.on_worker(frames, now)
-        elif idx in self._monitors:
-            self._on_monitor(self._monitors[idx], frames, now)
+        elif self._dialler.is_monitor(idx):
+            self._dialler.on_monitor(idx, frames, now)
         else:
             self.core.on_dealer(idx, frames, now)
         if self.core.urgent:
@@ -552,7 +525,7 @@ class Broker:
             for act in actions:
                 if act[0] == "dial":
                     try:
-                        self._dial(act[1], act[2], act[3], None, None)
+                        self._dialler.dial(act[1], act[2], act[3], None, None)
                     except (OperoneError, RuntimeError) as exc:
                         self._log.error("dial_failed", peer=act[1], error=str(exc))
                         self.core.events.append(("peer:refused",
@@ -581,11 +554,11 @@ class Broker:
                                reason=payload.get("reason"))
                 # Its connections may be stalled (a partition) with TCP's
                 # retransmission waits grown long: dial afresh.
-                self._redial_soon(payload["node"])
+                self._dialler.redial_soon(payload["node"])
                 self.events.emit(name, payload["node"])
                 continue
             elif name == "peer:refused":
-                if self._predates_incarnations(payload["node"], payload["reason"]):
+                if self._dialler.predates_incarnations(payload["node"], payload["reason"]):
                     continue
                 self._log.warning("peer_refused", peer=payload["node"],
                                   reason=payload["reason"])
@@ -608,126 +581,10 @@ class Broker:
                 self._log.info("job_rerouted", **payload)
             self.events.emit(name, payload)
 
-    def _dial(self, node: str, host: str, port: int, token: str | None,
-              public_key: bytes | None) -> None:
-        pump, ctx = self._pump, self._ctx
-        if pump is None or ctx is None:
-            raise RuntimeError("the broker is not started")
-        if node == self.node_id:
-            raise ConfigError(f"'{node}' is this broker's own node id")
-        key = public_key or self._trust.key_of(node)
-        if key is None:
-            raise ConfigError(
-                f"no trusted key for node '{node}': accept it first (operone keys accept"
-                f" {node} KEYFILE)")
-        old = self._dialled.pop(node, None)
-        if old is not None:
-            self._close_dialled(node, old)
-        pending = self._redials.pop(node, None)
-        if pending is not None:
-            pending.cancel()
-        self._dial_args[node] = (host, port, token, public_key)
-        self._last_dial[node] = time.monotonic()
-        self._key_refused.discard(node)
-        curve = CurveKeys(self._keys.public, self._keys.secret, key)
-        h = f"[{host}]" if ":" in host else host
-        # A new incarnation: no connection of ours can collide with one the
-        # neighbour still holds from before (see core/peers.py).
-        self._dial_seq += 1
-        rid = (self.node_id.encode() if node in self._plain_rid
-               else incarnation_id(self.node_id, self._epoch, self._dial_seq))
-        socks = []
-        for cls in range(4):
-            s = make_socket(ctx, zmq.DEALER, limits=self._socket_limits, curve=curve,
-                            identity=rid)
-            s.setsockopt(zmq.CONNECT_TIMEOUT, DIAL_CONNECT_TIMEOUT_MS)
-            if ":" in host:
-                s.setsockopt(zmq.IPV6, 1)
-            s.connect(f"tcp://{h}:{port + cls}")
-            socks.append(s)
-        # Every class's connection is watched: one lost while the others
-        # (and the heartbeats on critical) carry on would be a black hole.
-        idxs = [pump.add(s) for s in socks]
-        events = (zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-                  | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
-        mons = [pump.add_monitor(i, events) for i in idxs]
-        for m in mons:
-            self._monitors[m] = node
-        self._dialled[node] = [*idxs, *mons]
-        self.core.add_dialled_link(node, idxs, time.monotonic(), address=f"{host}:{port}",
-                                   token=token)
+    def _dialled(self) -> None:
+        """A dial was made: its HELLO out now, and the timer for its wait."""
         self._flush(time.monotonic())
         self._schedule(time.monotonic())
-
-    def _close_dialled(self, node: str, idxs: list[int]) -> None:
-        pump = self._pump
-        if pump is None:
-            return
-        for i in idxs:
-            pump.remove(i)
-            self._monitors.pop(i, None)
-
-    def _predates_incarnations(self, node: str, reason: str) -> bool:
-        """Dial ``node`` again with the plain node id as routing id when its
-        refusal is the one a broker that predates incarnations gives ours."""
-        me = self.node_id
-        args = self._dial_args.get(node)
-        if args is None or node in self._plain_rid or not reason.startswith(
-                f"HELLO claims to be '{me}' on a connection whose routing id is '{me}#"):
-            return False
-        self._log.info("peer_predates_incarnations", peer=node)
-        self._plain_rid.add(node)
-        self._dial(node, *args)
-        return True
-
-    def _redial_soon(self, node: str, *, lost: bool = False) -> None:
-        """Dial ``node`` again with new sockets (a new incarnation), at once or
-        REDIAL_MIN_INTERVAL after the last dial.  ``lost``: one of its
-        connections is gone, so dial even if the link is up again by then
-        (libzmq would reconnect that socket under the old routing id)."""
-        if node not in self._dial_args or self._pump is None:
-            return
-        if node in self._redials:
-            if not lost:
-                return
-            self._redials.pop(node).cancel()
-        wait = self._last_dial.get(node, 0.0) + REDIAL_MIN_INTERVAL - time.monotonic()
-        loop = asyncio.get_running_loop()
-        self._redials[node] = loop.call_later(max(0.0, wait), self._redial, node, lost)
-
-    def _redial(self, node: str, lost: bool) -> None:
-        self._redials.pop(node, None)
-        args = self._dial_args.get(node)
-        link = self.core.links.get(node)
-        if args is None or self._pump is None or link is None or link.dial is None:
-            return
-        if link.dial_state == UP and not lost:
-            return  # it came back by itself meanwhile
-        try:
-            self._dial(node, *args)
-        except (OperoneError, RuntimeError) as exc:
-            self._log.error("redial_failed", peer=node, error=str(exc))
-        self._emit_events()
-
-    def _on_monitor(self, node: str, frames: list[bytes], now: float) -> None:
-        try:
-            ev = parse_monitor_message(frames)["event"]
-        except Exception:
-            return
-        link = self.core.links.get(node)
-        if ev == zmq.EVENT_DISCONNECTED:
-            self.core.transport_lost(node, now)
-            if node not in self._key_refused:
-                self._redial_soon(node, lost=True)
-        elif ev == zmq.EVENT_HANDSHAKE_FAILED_AUTH and link is not None:
-            self._key_refused.add(node)
-            link.last_error = (f"'{node}' refused this node's key in the CurveZMQ handshake"
-                               " (its operator must accept it)")
-            self.core.events.append(("peer:refused", {"node": node,
-                                                      "reason": link.last_error}))
-        elif link is not None:
-            link.last_error = (f"CurveZMQ handshake with '{node}' failed: wrong server key for"
-                               " that address?")
 
     async def connect_to_peer(self, host: str, port: int, token: str | None = None, *,
                               node_id: str, public_key: bytes | None = None,
@@ -742,7 +599,7 @@ class Broker:
         deadline = loop.time() + timeout
         fut: asyncio.Future[None] = loop.create_future()
         self._connect_waiters.setdefault(node_id, []).append(fut)
-        self._dial(node_id, host, port, token, public_key)
+        self._dialler.dial(node_id, host, port, token, public_key)
         link = self.core.links.get(node_id)
         if link is None or not link.up:
             try:
@@ -795,17 +652,11 @@ class Broker:
 
     async def disconnect_peer(self, node_id: str) -> bool:
         """Close and forget the link to ``node_id``."""
-        idxs = self._dialled.pop(node_id, None)
-        self._dial_args.pop(node_id, None)
-        pending = self._redials.pop(node_id, None)
-        if pending is not None:
-            pending.cancel()
         self.core.remove_link(node_id, time.monotonic())
-        self._flush(time.monotonic())
-        if idxs is not None:
-            self._close_dialled(node_id, idxs)
+        self._flush(time.monotonic())  # its BYE, on the sockets about to close
+        dialled = self._dialler.forget(node_id)
         self._emit_events()
-        return idxs is not None
+        return dialled
 
     # -------------------------------------------------- tools in the broker
     def register_tool(self, func: Callable[..., Any]) -> None:
@@ -872,7 +723,7 @@ class Broker:
                 self._log.info("discovered_peer", peer=peer.node, address=peer.address)
                 self._discovered.add(peer.node)
                 try:
-                    self._dial(peer.node, peer.host, peer.port, None, key)
+                    self._dialler.dial(peer.node, peer.host, peer.port, None, key)
                 except (OperoneError, RuntimeError) as exc:
                     self._log.warning("discovered_dial_failed", peer=peer.node, error=str(exc))
         else:
