@@ -4,7 +4,10 @@ It binds one CurveZMQ ROUTER per priority class on consecutive ports, a
 local ROUTER for workers, runs a ZAP authenticator on its own Context that
 admits only keys in the trust store, and moves frames between the sockets
 and :class:`~operone_zmq.core.broker.BrokerCore`.  All decisions are the
-core's; this module only reads, writes and keeps time.
+core's; this module only reads, writes and keeps time.  The sockets of the
+links this broker dials (incarnations, monitors, re-dials) are
+:class:`~operone_zmq.aio.dialler.Dialler`'s; reading and writing all
+sockets is :class:`~operone_zmq.aio.pump.Pump`'s.
 """
 
 from __future__ import annotations
