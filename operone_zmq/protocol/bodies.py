@@ -20,6 +20,7 @@ from .limits import ENVELOPE_THRESHOLD as _ENVELOPE_THRESHOLD
 from .limits import (
     EXT_BIGINT,
     MAX_BIGINT_BYTES,
+    MAX_BODY_CONTAINERS,
     MAX_CAPABILITIES,
     MAX_CONTAINER_LEN,
     MAX_ID_LEN,
@@ -103,6 +104,25 @@ class _TooLong(ValueError):
     """A container longer than MAX_CONTAINER_LEN that the data could hold."""
 
 
+class _TooMany(ValueError):
+    """More than MAX_BODY_CONTAINERS arrays and maps in one body."""
+
+
+def _container_budget() -> Callable[[Any], Any]:
+    """A list_hook / object_hook for msgpack that counts the containers
+    built and stops the decode past MAX_BODY_CONTAINERS."""
+    left = MAX_BODY_CONTAINERS
+
+    def count(x: Any) -> Any:
+        nonlocal left
+        left -= 1
+        if left < 0:
+            raise _TooMany(WHY_TOO_MANY)
+        return x
+
+    return count
+
+
 def _too_long(exc: ValueError, size: int) -> ValueError:
     """``exc`` (msgpack's "N exceeds max_array_len(M)") as _TooLong when the
     data could really hold N elements; a length beyond the data stays what it
@@ -123,9 +143,14 @@ def _unpackb(raw: bytes, strict_map_key: bool) -> Any:
         if len(raw) <= MAX_CONTAINER_LEN:
             return msgpack.unpackb(raw, raw=False, strict_map_key=strict_map_key,
                                    ext_hook=_ext_hook)
+        # Bigger bodies could hold more containers than MAX_BODY_CONTAINERS:
+        # count them as they are built (one call per container; bins and
+        # strings cost nothing).
+        count = _container_budget()
         return msgpack.unpackb(raw, raw=False, strict_map_key=strict_map_key,
                                ext_hook=_ext_hook, max_array_len=MAX_CONTAINER_LEN,
-                               max_map_len=MAX_CONTAINER_LEN)
+                               max_map_len=MAX_CONTAINER_LEN, list_hook=count,
+                               object_hook=count)
     except ValueError as exc:
         raise _too_long(exc, len(raw)) from None
 
@@ -178,6 +203,7 @@ WHY_MAP_KEY = "a map key is not a string"
 WHY_DEPTH = "nested too deeply"
 WHY_MALFORMED = "malformed data"
 WHY_TOO_LONG = f"an array or map has more than {MAX_CONTAINER_LEN} elements"
+WHY_TOO_MANY = f"the value holds more than {MAX_BODY_CONTAINERS} arrays and maps"
 _BIGINT_TEXT = "big integer extension must hold"
 
 
@@ -191,6 +217,8 @@ def _why(exc: BaseException) -> str:
         return WHY_DEPTH
     if isinstance(exc, _TooLong):
         return WHY_TOO_LONG
+    if isinstance(exc, _TooMany):
+        return WHY_TOO_MANY
     text = str(exc)
     if isinstance(exc, msgpack.OutOfData) or "incomplete input" in text or " exceeds max_" in text:
         return WHY_TRUNCATED

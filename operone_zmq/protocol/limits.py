@@ -65,6 +65,14 @@ MAX_BIGINT_BYTES = 64 * 1024
 #: stack of :data:`MAX_DEPTH` levels.
 MAX_CONTAINER_LEN = 1_048_576
 
+#: Arrays and maps in one body, all levels together.  Each container limit
+#: above alone lets 64 containers of a million empty arrays each through (a
+#: 64 MiB body that builds ~4 GB of list objects in the worker that decodes
+#: it); an empty container is one byte on the wire but ~60 bytes built.  A
+#: body of at most this many bytes cannot exceed it, so only bigger bodies
+#: are counted (bin data, the way big payloads travel, is not a container).
+MAX_BODY_CONTAINERS = MAX_CONTAINER_LEN
+
 #: Nesting depth msgpack's C decoder allows (its stack is fixed at 1024
 #: levels); deeper data is refused as "nested too deeply".
 MAX_DEPTH = 1024

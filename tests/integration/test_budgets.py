@@ -178,6 +178,38 @@ def test_a_nested_array_bomb_is_refused_while_a_critical_ping_is_answered(
         node.stop()
 
 
+def test_many_arrays_each_under_the_limit_are_refused_by_the_worker(
+        tmp_path: Path, zctx: Any) -> None:
+    """16 arrays of a million empty arrays each (16 MB, every container under
+    MAX_CONTAINER_LEN): the broker passes the JOB on without building it,
+    the worker refuses it at the body's container budget instead of building
+    16 million lists (~1 GB), and serves the next job."""
+    node, _ = _node(tmp_path)
+    try:
+        worker = next(p for p in node.procs if "worker" in " ".join(p.p.args))
+        c = Raw(node, 2, zctx)
+        c.ping()
+        n, k = 1_000_000, 16
+        inner = b"\xdd" + n.to_bytes(4, "big") + b"\x90" * n
+        body = (b"\x82\xa4tool\xa4echo\xa4args\x81\xa1x\xdc" + k.to_bytes(2, "big")
+                + inner * k)
+        before = vm(worker.pid)
+        mid = c.send(MsgType.JOB, body)
+        h, answer = c.answer(mid)
+        after = vm(worker.pid)
+        print(f"16 x 1 M empty arrays: worker VmHWM {before['VmHWM'] >> 20} ->"
+              f" {after['VmHWM'] >> 20} MiB")
+        assert h.type == MsgType.ERROR
+        e = _error(answer)
+        assert e.code == "bad_request", e
+        assert "more than 1048576 arrays and maps" in e.message
+        assert after["VmHWM"] - before["VmHWM"] < 200 * MiB
+        mid = c.send(MsgType.JOB, JobRequest("echo", {"x": 1}).pack())
+        assert c.answer(mid)[0].type == MsgType.RESULT
+    finally:
+        node.stop()
+
+
 def test_jobs_in_flight_per_connection_are_bounded_in_bytes(tmp_path: Path,
                                                             zctx: Any) -> None:
     node, broker = _node(tmp_path, limits_max_client_bytes=48 * MiB)

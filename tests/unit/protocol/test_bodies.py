@@ -720,3 +720,27 @@ def test_hello_and_welcome_carry_direct_and_default_it_to_false() -> None:
         Hello.unpack(bad)
     with pytest.raises(ProtocolError, match="'direct' must be a boolean"):
         Welcome.unpack(bad)
+
+
+def test_a_body_holds_at_most_max_body_containers_arrays_and_maps() -> None:
+    """Each container under MAX_CONTAINER_LEN, but more than
+    MAX_BODY_CONTAINERS of them in all: refused as it is built, with the
+    fixed reason; as many as the budget allows still decode."""
+    from operone_zmq.protocol.bodies import WHY_TOO_MANY, unpack_value
+    from operone_zmq.protocol.limits import MAX_BODY_CONTAINERS
+
+    half = MAX_BODY_CONTAINERS // 2
+    arr = b"\xdd" + half.to_bytes(4, "big") + b"\x90" * half
+    three = b"\x93" + arr * 3  # 1.5 x the budget, plus the outer array
+    with pytest.raises(ProtocolError, match=WHY_TOO_MANY):
+        unpack_value(three)
+    # half - 1 containers each (an array of half - 3 empty arrays and a map):
+    # with the outer array and one more empty array, exactly the budget.
+    fit = b"\xdd" + (half - 2).to_bytes(4, "big") + b"\x90" * (half - 3) + b"\x80"
+    got = unpack_value(b"\x93" + fit + fit + b"\x90")
+    assert len(got) == 3 and got[0][-1] == {}  # a map counts as one too
+    with pytest.raises(ProtocolError, match=WHY_TOO_MANY):  # one more
+        unpack_value(b"\x94" + fit + fit + b"\x90\x90")
+    maps = b"\x93" + (b"\xdd" + half.to_bytes(4, "big") + b"\x80" * half) * 3
+    with pytest.raises(ProtocolError, match=WHY_TOO_MANY):
+        unpack_value(maps)
