@@ -39,12 +39,7 @@ def broker_start(obj: Obj, peers: tuple[str, ...], discover: bool | None, host: 
     """Start the broker in the foreground (Ctrl-C or SIGTERM stops it)."""
     from ..aio.runtime import broker_from_config, run_until_signalled
 
-    if host:
-        obj.overrides["node.host"] = host
-    if base_port:
-        obj.overrides["node.base_port"] = base_port
-    if discover:
-        obj.overrides["mesh.discover"] = True
+    _broker_overrides(obj, host, base_port, discover)
     config = obj.config()
     obj.logging(config)
     b = broker_from_config(obj.home, config, peers)
@@ -52,6 +47,17 @@ def broker_start(obj: Obj, peers: tuple[str, ...], discover: bool | None, host: 
         b.start, b.stop, b.wait_stopped,
         lambda: _write_ready(ready_file, {"node": b.node_id, "endpoints": b.endpoints,
                                           "workers": b.worker_endpoint, "pid": os.getpid()})))
+
+
+def _broker_overrides(obj: Obj, host: str | None, base_port: int | None,
+                      discover: bool | None) -> None:
+    """The broker options of ``broker start`` and ``node start`` as config overrides."""
+    if host:
+        obj.overrides["node.host"] = host
+    if base_port:
+        obj.overrides["node.base_port"] = base_port
+    if discover:
+        obj.overrides["mesh.discover"] = True
 
 
 # ---------------------------------------------------------------- worker
@@ -224,12 +230,7 @@ def node_start(obj: Obj, peers: tuple[str, ...], discover: bool | None, count: i
         if ready_file is not None:
             _write_ready(ready_file, service.read_pid_file(obj.home) or {})
         return
-    if host:
-        obj.overrides["node.host"] = host
-    if base_port:
-        obj.overrides["node.base_port"] = base_port
-    if discover:
-        obj.overrides["mesh.discover"] = True
+    _broker_overrides(obj, host, base_port, discover)
     config = obj.config()
     stream = service.RotatingLog(log_file) if log_file is not None else None
     obj.logging(config, stream)
