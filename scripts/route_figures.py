@@ -11,7 +11,10 @@ test suite's 0.3 s ones), and measures:
    as QUERY ``route`` reports it, polled every ``--poll`` s in A's
    namespace), and per broker the LSAs sent and received (counters
    ``lsas_sent`` / ``lsas_received``, flooded copies included) and the
-   ``topology:updated`` events it logged (QUERY ``events``), per minute.
+   ``topology:updated`` events it logged (QUERY ``events``), per minute;
+   and the highest packet loss each edge was advertised with meanwhile (a
+   changed loss changes the LSA's links, hence SPF and topology:updated,
+   though SPF's path cost does not use it).
 2. **Route switch after a delay moves**, ``--trials`` times: A dials B and C
    through ``tests/delay_relay.py`` (a userspace TCP relay on B and on C,
    0 ms at first: the kernels here have no netem).  The relay of A's current
@@ -96,10 +99,14 @@ async def sample(home: str, dest: str | None, f: TextIO, poll: float, every: flo
                             break
                         seq = a["next"]
                     s = await c.stats()
-                    f.write(json.dumps({"t": time.time(), "topo": topo,
-                                        "lsas_sent": int(s.get("lsas_sent", 0)),
-                                        "lsas_received": int(s.get("lsas_received", 0))})
-                            + "\n")
+                    rec = {"t": time.time(), "topo": topo,
+                           "lsas_sent": int(s.get("lsas_sent", 0)),
+                           "lsas_received": int(s.get("lsas_received", 0))}
+                    if dest is not None:  # the loss every edge is advertised with
+                        g = await c.topology()
+                        rec["loss"] = {f"{e['source']}-{e['target']}": e.get("loss", 0.0)
+                                       for e in g["edges"]}
+                    f.write(json.dumps(rec) + "\n")
             except (OperoneError, TimeoutError, OSError, KeyError) as exc:
                 f.write(json.dumps({"t": time.time(), "error": repr(exc)}) + "\n")
             await asyncio.sleep(poll)
@@ -256,6 +263,13 @@ def measure(run: Run, args: argparse.Namespace) -> list[tuple[str, str, str]]:
         topo = (c1[h]["topo"] - c0[h]["topo"]) / m
         rows.append((f"{h.upper()}: LSAs sent / received / topology:updated per min",
                      f"{sent:.1f} / {recv:.1f} / {topo:.1f}", when))
+    losses: dict[str, float] = {}
+    for r in run.records("a"):
+        if "loss" in r and c0["a"]["t"] <= r["t"] <= c1["a"]["t"]:
+            for e, x in r["loss"].items():
+                losses[e] = max(losses.get(e, 0.0), x)
+    rows.append(("highest loss advertised at rest, per edge (A's LSDB)",
+                 ", ".join(f"{e} {x:.2f}" for e, x in sorted(losses.items())), when))
     print("at rest: done", flush=True)
 
     # 2. Route switch after a delay moves.
