@@ -148,13 +148,18 @@ class PeerLinks:
         return [(link.node, link.cost) for link in self.links.values() if link.up]
 
     def link_loss(self, node: str) -> float:
-        """The measured loss (fraction) of the link to ``node``, for our LSA
-        (qos/metrics.py: unanswered or retransmitted heartbeats); remembered
-        as advertised."""
+        """The loss (fraction) of the link to ``node`` for our LSA
+        (qos/metrics.py: unanswered or retransmitted heartbeats): the value
+        advertised before until the measured one moved LOSS_CHANGE from it
+        (a refresh of an unchanged LSA must not change the graph: a loaded
+        loop's late PONGs wobble a quiet link's loss by a percent or two)."""
         m = self.qos.get_metrics(node)
-        loss = round(m.packet_loss, 3) if m is not None else 0.0
-        self._advertised_loss[node] = loss
-        return loss
+        measured = round(m.packet_loss, 3) if m is not None else 0.0
+        before = self._advertised_loss.get(node)
+        if before is not None and abs(measured - before) < LOSS_CHANGE:
+            return before
+        self._advertised_loss[node] = measured
+        return measured
 
     def _loss_moved(self, node: str) -> None:
         m = self.qos.get_metrics(node)

@@ -143,3 +143,19 @@ def test_a_new_incarnation_with_another_key_is_refused_and_changes_nothing() -> 
     assert bye[0] == squat and Bye.unpack(decode(bye, 1).body).code == "refused"
     link = p.links.get("n2")
     assert link is not None and link.rid == r1 and link.key == "key2"
+
+
+def test_the_advertised_loss_holds_until_the_measured_one_moves_loss_change() -> None:
+    """A quiet link's loss wobbling by a percent does not change what the LSA
+    says (its refreshes would change the graph every time); a real move does."""
+    from operone_zmq.core.links import LOSS_CHANGE
+
+    p = _accepting()
+    _hello(p)
+    qos = p.links.qos
+    said = []
+    for loss in (0.0, 0.01, 0.019, 0.005, 0.03, 0.025, 0.04, 0.0):
+        qos.record_packet_loss("n2", loss)
+        said.append(p.links.link_loss("n2"))
+    assert said == [0.0, 0.0, 0.0, 0.0, 0.03, 0.03, 0.03, 0.0]
+    assert LOSS_CHANGE == 0.02
