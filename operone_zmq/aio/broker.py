@@ -394,7 +394,9 @@ class Broker:
                     inproc.run_due()
                 if not out:
                     break
-                batch = out[:]
+                # Several messages of this run to one worker or client
+                # that accepts BATCH go as one (protocol/batch.py).
+                batch = self.core.batched(out[:])
                 out.clear()
                 for idx, frames in batch:
                     send(idx, frames, now)

@@ -40,9 +40,11 @@ from ..errors import (
     JobTimeout,
     MessageTooLarge,
     Overloaded,
+    ProtocolError,
 )
+from ..protocol.batch import decode_batch, is_batch, pack_messages
 from ..protocol.bodies import Progress
-from .pump import Pump
+from .pump import MAX_PENDING, Pump
 from .sockets import CurveKeys, SocketLimits, make_socket
 from .transfer import TransferResult, copy_file
 
@@ -198,6 +200,10 @@ class AsyncClient:
         self._monitor_of: dict[int, int] = {}
         self._auth_failed: dict[int, str] = {}
         self._heard: set[int] = set()
+        #: class -> requests of this pump run, sent batched at its end (only
+        #: while the broker accepts BATCH; bounded with the send queue by
+        #: MAX_PENDING, see _enqueue).
+        self._outbox: dict[int, list[list[bytes]]] = {}
         self._pending: dict[str, _Pending] = {}
         self._deadlines: list[tuple[float, str]] = []
         self._timer: asyncio.TimerHandle | None = None
@@ -508,7 +514,7 @@ class AsyncClient:
         idx = self._sock_index(cls)
         now = time.monotonic()
         deadline = now + timeout + grace
-        if not pump.send(idx, frames, now):
+        if not self._enqueue(cls, idx, frames, now):
             fut.set_exception(Overloaded("the send queue to the broker is full"))
             return fut
         self._pending[rid] = _Pending(fut, deadline, cls, is_job, on_progress, now)
@@ -529,7 +535,9 @@ class AsyncClient:
     def _on_future_done(self, rid: str, cls: int, fut: asyncio.Future[Any]) -> None:
         p = self._pending.pop(rid, None)
         if fut.cancelled() and p is not None and self._pump is not None:
-            self._pump.send(self._sock_index(cls), self.core.cancel(rid, cls=cls))
+            # After the JOB, which may still wait in the outbox.
+            self._enqueue(cls, self._sock_index(cls), self.core.cancel(rid, cls=cls),
+                          time.monotonic())
             self._pump.kick()
 
     def _watchdog(self) -> None:
@@ -615,12 +623,42 @@ class AsyncClient:
         if self._deadlines:
             self._arm(self._deadlines[0][0], now)
 
+    def _enqueue(self, cls: int, idx: int, frames: list[bytes], now: float) -> bool:
+        """Send ``frames`` on class ``cls`` (socket ``idx``): at once, or, while
+        the broker accepts BATCH, at the end of this pump run with the other
+        messages of the run (:meth:`_after_run`).  False when the send queue
+        is full."""
+        pump = self._pump
+        if pump is None:
+            return False
+        if not self.core.broker_batches:
+            return pump.send(idx, frames, now)
+        q = self._outbox.get(cls)
+        if q is None:
+            q = self._outbox[cls] = []
+        if len(q) + pump.pending(idx) >= MAX_PENDING:
+            return False
+        q.append(frames)
+        return True
+
     def _on_message(self, idx: int, frames: list[bytes], now: float,
                     uid: str | None = None) -> None:
         cls = self._monitor_of.get(idx)
         if cls is not None:
             self._on_monitor(cls, frames)
             return
+        if is_batch(frames):
+            try:
+                msgs = decode_batch(frames)
+            except ProtocolError:
+                self.core.malformed += 1
+                return
+            for m in msgs:
+                self._on_reply(m)
+        else:
+            self._on_reply(frames)
+
+    def _on_reply(self, frames: list[bytes]) -> None:
         reply = self.core.on_message(frames)
         if reply is None:
             return
@@ -685,7 +723,15 @@ class AsyncClient:
                 p.fut.set_exception(AuthenticationError(why))
 
     def _after_run(self, now: float) -> None:
-        return None
+        # This run's requests per class, batched (the broker accepts BATCH).
+        pump = self._pump
+        if not self._outbox or pump is None:
+            return
+        outbox, self._outbox = self._outbox, {}
+        for cls, q in outbox.items():
+            idx = self._sock_index(cls)
+            for frames in pack_messages(q, cls) if len(q) > 1 else q:
+                pump.send(idx, frames, now)
 
     @property
     def in_flight(self) -> int:

@@ -27,7 +27,8 @@ import structlog
 import zmq
 
 from ..core.worker import JobStart, WorkerCore
-from ..errors import JobError, ToolNotFound
+from ..errors import JobError, ProtocolError, ToolNotFound
+from ..protocol.batch import decode_batch, is_batch, pack_messages
 from ..protocol.bodies import Progress
 from ..tools import ToolContext, ToolRegistry, ToolsConfig
 from .pump import Pump
@@ -88,6 +89,9 @@ class Worker:
         self._curve = curve
         self._socket_limits = socket_limits or SocketLimits()
         self._parent_pid = parent_pid
+        #: The broker on this connection sent a BATCH, so it accepts them:
+        #: our messages of one run go batched too (reset on a new connection).
+        self._batch_ok = False
         self._lost_since: float | None = None
         self._lost_logged = 0.0
         self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
@@ -105,7 +109,8 @@ class Worker:
     def _new_core(self, now: float) -> WorkerCore:
         infos = self.registry.infos()
         return WorkerCore(self.name, infos, caps=self._caps, slots=self._slots, pid=os.getpid(),
-                          heartbeat_interval=self._interval, liveness=self._liveness, now=now)
+                          heartbeat_interval=self._interval, liveness=self._liveness, now=now,
+                          batch=True)
 
     def _socket(self) -> zmq.Socket[bytes]:
         if self._ctx is None:  # pragma: no cover - guarded by start()
@@ -169,6 +174,19 @@ class Worker:
     # -------------------------------------------------------------- pumping
     def _on_message(self, idx: int, frames: list[bytes], now: float,
                     uid: str | None = None) -> None:
+        if is_batch(frames):
+            try:
+                msgs = decode_batch(frames)
+            except ProtocolError:
+                self.core.counters["malformed"] += 1
+                return
+            self._batch_ok = True
+            for m in msgs:
+                self._on_one(m, now)
+        else:
+            self._on_one(frames, now)
+
+    def _on_one(self, frames: list[bytes], now: float) -> None:
         action = self.core.on_broker(frames, now)
         if action is None:
             return
@@ -183,7 +201,7 @@ class Worker:
         if pump is None or not out:
             out.clear()
             return
-        for frames in out:
+        for frames in pack_messages(out) if self._batch_ok and len(out) > 1 else out:
             pump.send(0, frames)
         out.clear()
 
@@ -217,6 +235,7 @@ class Worker:
             self._lost_since = None
         if lost:
             self._log_lost(now)
+            self._batch_ok = False  # the broker we reach next may be another
             pump.replace(0, self._socket())
             self.core.start(now)
         self._flush()

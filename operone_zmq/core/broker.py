@@ -64,6 +64,7 @@ from ..errors import (
     TooManyClients,
 )
 from ..jobs.router import RouteDecision, ToolRouter
+from ..protocol.batch import decode_batch, group, is_batch
 from ..protocol.bodies import Cancel, ErrorBody, Ping, Query, pack_value
 from ..protocol.codec import TAG, Header, MsgType, best_effort_id, decode
 from ..protocol.limits import MAX_MESSAGE_FRAMES
@@ -75,6 +76,7 @@ from ..routing.topology import NetworkTopology
 from .access import OPERATOR, Grant, GrantLookup, query_refusal
 from .clients import ClientTable
 from .context import (
+    _BATCH,
     _BROADCAST,
     _CANCEL,
     _ERROR,
@@ -316,12 +318,14 @@ class BrokerCore:
 
     # ------------------------------------------------------------ frontend
     def on_frontend(self, cls: int, frames: list[bytes], now: float,
-                    uid: str | None = None) -> None:
+                    uid: str | None = None, inner: bool = False) -> None:
         """Handle one message arriving on the frontend ROUTER of class ``cls``.
 
         Routing ids chosen by ZeroMQ (clients) start with a zero byte; any
         other routing id is a claimed node id (a peer), verified against the
-        Curve key ``uid`` that ZAP authenticated.
+        Curve key ``uid`` that ZAP authenticated.  A client's BATCH is
+        unpacked and each message in it handled as if it came alone
+        (``inner``: it came in a BATCH).
         """
         ctx = self._ctx
         ctx.now = now
@@ -348,6 +352,9 @@ class BrokerCore:
             return
         h = msg.header
         t = h.type
+        if t == _BATCH:
+            self._on_client_batch(cls, rid, frames, now, uid, inner)
+            return
         grant = OPERATOR if self._grants is None else self._grants(uid)
         if grant is None:
             # Trusted by ZAP (as a node only, say), but not as a client.
@@ -377,13 +384,46 @@ class BrokerCore:
         elif t == _PING:
             # The body says which broker run answers (a client tells a restart
             # by it); a v1 client ignores it.
+            # ``batch``: this broker accepts BATCH from the client (revision 6).
             ctx.out.append((cls, [rid, TAG, ctx.header(_PONG, h.id, h.src, cls, h.id),
-                                  Ping(0, ctx.incarnation).pack()]))
+                                  Ping(0, ctx.incarnation, batch=True).pack()]))
         else:
             ctx.send_error(
                 cls, rid, h.id, h.src, cls,
                 BadRequest(f"message type {MsgType(t).name} is not accepted from a client"),
             )
+
+    def _on_client_batch(self, cls: int, rid: bytes, frames: list[bytes], now: float,
+                         uid: str | None, inner: bool) -> None:
+        """A client's BATCH: refused whole when not well formed (as any
+        malformed message is), else each message handled alone."""
+        ctx = self._ctx
+        try:
+            if inner:
+                raise ProtocolError("a BATCH may not contain a BATCH")
+            msgs = decode_batch(frames, 1)
+        except ProtocolError as exc:
+            ctx.counters["malformed"] += 1
+            ctx.count_error(exc.code)
+            body = ErrorBody(exc.code, str(exc), None, ctx.node_id, {}).pack()
+            mid = best_effort_id(frames, 1)
+            ctx.out.append((cls, [rid, TAG, ctx.header(_ERROR, mid, "", cls), body]))
+            return
+        self._clients.sent_batch(cls, rid)
+        for m in msgs:
+            self.on_frontend(cls, [rid, *m], now, uid, True)
+
+    def batched(self, out: list[tuple[int, list[bytes]]]) -> list[tuple[int, list[bytes]]]:
+        """``out`` as it goes on the wire: several messages of one flush to a
+        worker or client that accepts BATCH grouped into BATCHes
+        (protocol/batch.py); everything else unchanged."""
+        return group(out, self._accepts_batch, _class_of)
+
+    def _accepts_batch(self, sock: int, rid: bytes) -> bool:
+        if sock == WORKERS:
+            w = self._local.workers.get(rid)
+            return w is not None and w.batch
+        return sock < WORKERS and rid[:1] == b"\x00" and self._clients.accepts_batch(sock, rid)
 
     def on_oversize(self, sock: int, head: list[bytes], nframes: int, nbytes: int,
                     now: float) -> None:
@@ -455,9 +495,21 @@ class BrokerCore:
 
     # ------------------------------------------------------------- workers
     def on_worker(self, frames: list[bytes], now: float) -> None:
-        """Handle one message from a local worker."""
+        """Handle one message from a local worker (each message of a BATCH
+        as if it came alone; a BATCH not well formed is counted and dropped,
+        as any malformed message from a worker is)."""
         self._ctx.now = now
-        self._local.on_worker(frames, now)
+        if is_batch(frames, 1):
+            try:
+                msgs = decode_batch(frames, 1)
+            except ProtocolError:
+                self._ctx.counters["malformed"] += 1
+                return
+            rid = frames[0]
+            for m in msgs:
+                self._local.on_worker([rid, *m], now)
+        else:
+            self._local.on_worker(frames, now)
         if self._origin.waiting:  # jobs wait for this node's workers (start-up grace)
             self._origin.release_waiting(now)
 
@@ -477,6 +529,11 @@ class BrokerCore:
 
     def on_unroutable(self, sock: int, frames: list[bytes], now: float) -> None:
         """The shell could not deliver ``frames`` (the peer is gone)."""
+        if sock <= WORKERS and is_batch(frames, 1):
+            # One of our BATCHes (batched()): each message it held was not delivered.
+            for m in decode_batch(frames, 1):
+                self.on_unroutable(sock, [frames[0], *m], now)
+            return
         self._ctx.now = now
         self._ctx.counters["unroutable"] += 1
         if sock == WORKERS:
@@ -599,6 +656,12 @@ class BrokerCore:
         self._origin.shutdown(reason)
         self._links.bye_all(reason)
         self._local.disconnect_workers(reason)
+
+
+def _class_of(sock: int) -> int:
+    """The priority class of a frontend socket (a BATCH header's ``cls``);
+    the workers' socket carries every class: 0."""
+    return sock if sock < WORKERS else 0
 
 
 #: Signing keys learned from neighbours' HELLOs (the trust store had none):

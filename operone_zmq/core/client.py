@@ -72,6 +72,8 @@ class ClientCore:
         self._seq = 0
         self._wall = wall
         self.malformed = 0
+        #: The broker's last PONG said it accepts BATCH from us (revision 6).
+        self.broker_batches = False
 
     def next_id(self) -> str:
         """A job or query id unique to this client."""
@@ -147,8 +149,9 @@ class ClientCore:
             if t == _PONG:
                 # value: the broker's incarnation (0 from a broker that does
                 # not say it, or an empty first-revision body).
-                inc = Ping.unpack(msg.body).incarnation if msg.body else 0
-                return Reply("pong", h.corr or h.id, inc)
+                pong = Ping.unpack(msg.body) if msg.body else None
+                self.broker_batches = pong is not None and pong.batch
+                return Reply("pong", h.corr or h.id, pong.incarnation if pong else 0)
         except ProtocolError:
             pass
         self.malformed += 1

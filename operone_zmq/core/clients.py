@@ -15,6 +15,8 @@ Rules:
   seconds and none of its jobs is in flight, or at once when a send to it
   found it gone (unroutable).  Its place is then free for a new one.
 * The table never holds more than ``max_clients`` entries.
+* A connection that sent a BATCH accepts BATCHes (docs/protocol.md §5.20);
+  that mark is forgotten with the connection.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ class ClientTable:
         self._ctx = ctx
         # (class, routing id) -> last message time; least recently heard first.
         self._seen: OrderedDict[tuple[int, bytes], float] = OrderedDict()
+        #: Connections (in ``_seen``) that sent a BATCH: a subset, so bounded too.
+        self._batches: set[tuple[int, bytes]] = set()
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -59,6 +63,16 @@ class ClientTable:
     def gone(self, cls: int, rid: bytes) -> None:
         """A send to ``(cls, rid)`` found no such connection."""
         self._seen.pop((cls, rid), None)
+        self._batches.discard((cls, rid))
+
+    def sent_batch(self, cls: int, rid: bytes) -> None:
+        """Connection ``(cls, rid)`` (admitted) sent a BATCH: it accepts them."""
+        if (cls, rid) in self._seen:
+            self._batches.add((cls, rid))
+
+    def accepts_batch(self, cls: int, rid: bytes) -> bool:
+        """Whether connection ``(cls, rid)`` may be sent BATCH messages."""
+        return (cls, rid) in self._batches
 
     def expire(self, now: float, busy: Callable[[], set[bytes]]) -> None:
         """Forget connections idle for ``client_idle`` s with no job in flight."""
@@ -76,6 +90,7 @@ class ClientTable:
                 seen.move_to_end(key)
             else:
                 del seen[key]
+                self._batches.discard(key)
 
     def next_deadline(self, t: float) -> float:
         """When the least recently heard connection may expire."""

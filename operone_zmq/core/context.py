@@ -59,6 +59,7 @@ _LSA = int(MsgType.LSA)
 _BYE = int(MsgType.BYE)
 _BROADCAST = int(MsgType.BROADCAST)
 _REPLY = int(MsgType.REPLY)
+_BATCH = int(MsgType.BATCH)
 #: Message types routed hop by hop by their header's dst.
 _ROUTED = frozenset({_JOB, _RESULT, _ERROR, _PROGRESS, _CANCEL})
 

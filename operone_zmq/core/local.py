@@ -148,6 +148,8 @@ class WorkerSession:
     running: set[str] = field(default_factory=set)
     done: int = 0
     infos: tuple[ToolInfo, ...] = ()  # the tools of its READY (QUERY tools detail)
+    #: Its READY said ``batch: true``: it may be sent BATCH messages.
+    batch: bool = False
 
     @property
     def free(self) -> int:
@@ -602,6 +604,7 @@ class LocalJobs:
             expires=(float("inf") if virtual
                      else now + ctx.limits.liveness * ctx.limits.heartbeat_interval),
             infos=tuple(ready.tools),
+            batch=ready.batch,
         )
         for jid in ready.running[:w.slots]:
             if jid not in self._jobs:

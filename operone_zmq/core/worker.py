@@ -96,10 +96,13 @@ class WorkerCore:
         default_timeout: float = 300.0,
         now: float = 0.0,
         wall: Callable[[], float] = time.time,
+        batch: bool = False,
     ) -> None:
+        """``batch``: say in READY that this worker accepts BATCH (its shell
+        unpacks them; revision 6)."""
         self.name = name
         self.node = ""
-        self._registration = Ready(name, tuple(tools), caps, slots, pid)
+        self._registration = Ready(name, tuple(tools), caps, slots, pid, batch=batch)
         self.tool_names = frozenset(t.name for t in tools)
         self.interval = heartbeat_interval
         self.liveness = liveness

@@ -575,6 +575,8 @@ class Ready:
     #: Ids of jobs the worker is still running (it registers again after its
     #: broker restarted; additive, v1 revision 4).
     running: tuple[str, ...] = ()
+    #: The worker accepts BATCH messages (additive, v1 revision 6).
+    batch: bool = False
 
     def pack(self) -> bytes:
         m: dict[str, Any] = {
@@ -593,6 +595,8 @@ class Ready:
             m["signatures"] = sigs
         if self.running:
             m["running"] = list(self.running)
+        if self.batch:
+            m["batch"] = True
         return pack_value(m)
 
     @classmethod
@@ -630,6 +634,7 @@ class Ready:
             slots=_int(m, "slots", "READY", 1, 100_000, 64),
             pid=_int(m, "pid", "READY", 0, 2**31, 0),
             running=_ids(m, "running", "READY", MAX_RUNNING_IDS),
+            batch=m.get("batch") is True,
         )
 
 
@@ -866,11 +871,14 @@ class Ping:
 
     Additive (v1 revision 4): a broker's PONG says its ``incarnation``; a
     PONG also says ``held``, the microseconds between the PING's receipt and
-    the PONG's sending at the answering broker (subtracted from the RTT)."""
+    the PONG's sending at the answering broker (subtracted from the RTT).
+    Additive (v1 revision 6): a broker's PONG to a client says ``batch``
+    (true: the broker accepts BATCH messages from that client)."""
 
     seq: int
     incarnation: int = 0
     held: int = 0
+    batch: bool = False
 
     def pack(self) -> bytes:
         m: dict[str, Any] = {"seq": self.seq}
@@ -878,6 +886,8 @@ class Ping:
             m["incarnation"] = self.incarnation
         if self.held:
             m["held"] = self.held
+        if self.batch:
+            m["batch"] = True
         return pack_value(m)
 
     @classmethod
@@ -885,7 +895,8 @@ class Ping:
         m = unpack_map(raw, "PING")
         return cls(_int(m, "seq", "PING", 0, 2**63 - 1, 0),
                    _int(m, "incarnation", "PING", 0, 2**63 - 1, 0),
-                   _int(m, "held", "PING", 0, 2**63 - 1, 0))
+                   _int(m, "held", "PING", 0, 2**63 - 1, 0),
+                   m.get("batch") is True)
 
 
 #: LSAs per LSA message: a database exchange with a new neighbour is split in

@@ -144,8 +144,9 @@ def test_every_body_class_is_covered() -> None:
 
 
 def test_every_message_type_has_a_body_codec() -> None:
-    # LSA: pack_lsas/unpack_lsas; BROADCAST and REPLY: any msgpack value.
-    other = {MsgType.LSA, MsgType.BROADCAST, MsgType.REPLY}
+    # LSA: pack_lsas/unpack_lsas; BROADCAST and REPLY: any msgpack value;
+    # BATCH: protocol/batch.py.
+    other = {MsgType.LSA, MsgType.BROADCAST, MsgType.REPLY, MsgType.BATCH}
     assert set(MsgType) == other | set(BODY_OF)
 
 

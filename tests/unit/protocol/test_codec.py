@@ -66,7 +66,7 @@ def test_tag_is_oz_and_version_byte() -> None:
 def test_message_type_codes_are_fixed() -> None:
     # The numeric codes are part of the wire protocol: they must never move.
     assert {t.name: int(t) for t in MsgType} == {
-        "HELLO": 1, "WELCOME": 2, "PING": 3, "PONG": 4, "LSA": 5, "BYE": 6,
+        "HELLO": 1, "WELCOME": 2, "PING": 3, "PONG": 4, "LSA": 5, "BYE": 6, "BATCH": 7,
         "JOB": 10, "RESULT": 11, "ERROR": 12, "CANCEL": 13, "PROGRESS": 14,
         "BROADCAST": 20,
         "READY": 30, "HEARTBEAT": 31, "DISCONNECT": 32,
