@@ -529,12 +529,17 @@ class BrokerCore:
 
     def on_unroutable(self, sock: int, frames: list[bytes], now: float) -> None:
         """The shell could not deliver ``frames`` (the peer is gone)."""
-        if sock <= WORKERS and is_batch(frames, 1):
+        if sock < WORKERS and is_batch(frames, 1):
             # One of our BATCHes (batched()): each message it held was not delivered.
             for m in decode_batch(frames, 1):
                 self.on_unroutable(sock, [frames[0], *m], now)
             return
         self._ctx.now = now
+        if sock == WORKERS and is_batch(frames, 1):
+            msgs = decode_batch(frames, 1)
+            self._ctx.counters["unroutable"] += len(msgs)
+            self._local.on_unroutable(frames, msgs)
+            return
         self._ctx.counters["unroutable"] += 1
         if sock == WORKERS:
             self._local.on_unroutable(frames)

@@ -683,19 +683,23 @@ class LocalJobs:
                 del self._queues[best_key]
             self._dispatch(self._jobs[jid], w)
 
-    def on_unroutable(self, frames: list[bytes]) -> None:
-        """The shell could not deliver ``frames`` to a worker (it is gone)."""
+    def on_unroutable(self, frames: list[bytes],
+                      batch: list[list[bytes]] | None = None) -> None:
+        """The shell could not deliver ``frames`` to a worker (it is gone);
+        ``batch``: the messages (tag first) of the BATCH ``frames`` was."""
         w = self.workers.get(frames[0])
         if w is None:
             return
-        try:
-            h = decode_header(frames[2])
-        except ProtocolError:
-            h = None
-        if h is not None and h.type == _JOB:
+        # Every JOB never delivered goes back to the head of its queue, in order.
+        for m in reversed(batch) if batch is not None else [frames[1:]]:
+            try:
+                h = decode_header(m[1])
+            except (ProtocolError, IndexError):
+                continue
+            if h.type != _JOB:
+                continue
             job = self._jobs.get(h.id)
             if job is not None and job.worker == w.rid:
-                # Never delivered: put it back at the head of its queue.
                 w.running.discard(job.id)
                 job.state, job.worker = QUEUED, None
                 self._queues.setdefault((job.tool, job.caps), deque()).appendleft(job.id)
