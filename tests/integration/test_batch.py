@@ -97,7 +97,7 @@ def test_batching_client_gets_batches_under_load(node: LocalNode) -> None:
             msgs = [_job("echo", f"b{b}-{i}", {"i": i}) for i in range(MAX_BATCH_SEND)]
             ids |= {decode(m).header.id for m in msgs}
             s.send_multipart(encode_batch(msgs, 2))
-        singles, batches, got = _collect(s, ids)
+        _singles, batches, got = _collect(s, ids)
         assert set(got.values()) == {MsgType.RESULT}
         assert batches > 0
         assert batches < len(ids) / 2  # most answers came several to a message
@@ -188,7 +188,7 @@ def test_worker_without_batch_in_ready_gets_only_singles(node: LocalNode) -> Non
                 w.send_multipart([b"OZ\x01", msgpack.packb(
                     [int(MsgType.RESULT), h.id, "n1.rawworker", "", 1, 0, h.cls, None]),
                     ResultBody(value="done", node="n1").pack()])
-        singles, batches, got = _collect(s, {f"w-{i}" for i in range(MAX_BATCH_SEND)})
+        _, _, got = _collect(s, {f"w-{i}" for i in range(MAX_BATCH_SEND)})
         assert set(got.values()) == {MsgType.RESULT}
     finally:
         s.close(0)

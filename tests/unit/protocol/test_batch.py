@@ -49,7 +49,7 @@ def test_a_single_message_is_not_a_batch() -> None:
     assert not is_batch([TAG])
 
 
-@pytest.mark.parametrize("body, why", [
+@pytest.mark.parametrize(("body", "why"), [
     (b"\xc1", "BATCH"),
     (msgpack.packb({"a": 1}), "BATCH"),
     (msgpack.packb([]), "non-empty array"),
