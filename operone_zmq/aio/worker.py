@@ -187,7 +187,10 @@ class Worker:
             self._on_one(frames, now)
 
     def _on_one(self, frames: list[bytes], now: float) -> None:
+        was = self.core.connected
         action = self.core.on_broker(frames, now)
+        if was and not self.core.connected:
+            self._batch_ok = False  # DISCONNECT: the broker we register with next may be older
         if action is None:
             return
         if isinstance(action, str):

@@ -107,9 +107,17 @@ def decode_batch(frames: list[bytes], start: int = 0) -> list[list[bytes]]:
     the inner messages themselves are checked by whoever handles them."""
     if len(frames) - start != 3:
         raise ProtocolError(f"a BATCH has 3 frames, got {len(frames) - start}")
+    body = frames[start + 2]
     try:
-        items = msgpack.unpackb(frames[start + 2], raw=False, use_list=True,
-                                max_array_len=MAX_BATCH, max_map_len=0, max_ext_len=0)
+        # Every container in it is bounded (the messages by MAX_BATCH, each
+        # message by 3), so nothing big is built before it is refused.
+        items = msgpack.unpackb(body, raw=False, use_list=True, max_array_len=MAX_BATCH,
+                                max_map_len=0, max_ext_len=0)
+    except ValueError as exc:
+        if "exceeds max_" not in str(exc):
+            raise ProtocolError(decode_failure("BATCH", exc)) from exc
+        raise ProtocolError(f"BATCH body must be an array of at most {MAX_BATCH} messages,"
+                            " each an array of 2 or 3 bin") from exc
     except Exception as exc:  # msgpack raises several unrelated types
         raise ProtocolError(decode_failure("BATCH", exc)) from exc
     if type(items) is not list or not items:

@@ -1,7 +1,7 @@
 """docs/protocol.md's tables of decoder errors are what the codec really says.
 
-The two tables between the ``<!-- codec-errors:... -->`` and
-``<!-- body-errors:... -->`` markers are generated here from the real codec;
+The tables between the ``<!-- codec-errors:... -->``, ``<!-- body-errors:... -->``
+and ``<!-- batch-errors:... -->`` markers are generated here from the real codec;
 the test fails when the document and the codec disagree.  Print the current
 tables with ``python tests/unit/protocol/test_spec_texts.py``.
 """
@@ -17,6 +17,7 @@ import msgpack
 
 from operone_zmq.errors import ProtocolError
 from operone_zmq.protocol import JobRequest, Query, ResultBody, decode
+from operone_zmq.protocol.batch import MAX_BATCH, batch_header, decode_batch
 from operone_zmq.protocol.bodies import (
     WHY_DEPTH,
     WHY_EXTRA,
@@ -73,6 +74,20 @@ BODY_CASES: list[tuple[str, Callable[[bytes], Any], bytes]] = [
     ("RESULT", ResultBody.unpack, b"\xdd\xff\xff\xff\xff"),
 ]
 
+#: Bodies of a BATCH (section 5.20) that are refused whole.
+BATCH_CASES: list[bytes] = [
+    b"\xc1",
+    msgpack.packb([]),
+    msgpack.packb({"a": 1}),
+    msgpack.packb([[b"h"]]),
+    msgpack.packb([["h", b""]]),
+    msgpack.packb([[b"h", b"", b"s", b"x"]]),
+    msgpack.packb([[b"x" * 1025, b""]]),
+    msgpack.packb([[b"h", b"", b"s" * 257]]),
+    msgpack.packb([[b"h", b""]] * (MAX_BATCH + 1)),
+    msgpack.packb([[batch_header(2), b"\x90"]]),
+]
+
 
 def _hex(b: bytes, limit: int) -> str:
     if not b:
@@ -107,6 +122,18 @@ def body_table() -> str:
     return "\n".join(rows)
 
 
+def batch_table() -> str:
+    rows = ["| BATCH body (hex) | message (ERROR `protocol`) |", "|---|---|"]
+    for raw in BATCH_CASES:
+        try:
+            decode_batch([T, batch_header(2), raw])
+        except ProtocolError as exc:
+            rows.append(f"| `{_hex(raw, 24)}` | `{exc}` |")
+        else:  # pragma: no cover
+            raise AssertionError(f"{raw!r} decoded")
+    return "\n".join(rows)
+
+
 def _between(text: str, marker: str) -> str:
     m = re.search(rf"<!-- {marker}:begin -->\n(.*?)\n<!-- {marker}:end -->", text, re.S)
     assert m is not None, f"docs/protocol.md has no {marker} markers"
@@ -121,6 +148,10 @@ def test_body_error_table_matches_the_codec() -> None:
     assert _between(DOC.read_text(), "body-errors") == body_table()
 
 
+def test_batch_error_table_matches_the_codec() -> None:
+    assert _between(DOC.read_text(), "batch-errors") == batch_table()
+
+
 def test_every_reason_is_listed_and_shown() -> None:
     text = DOC.read_text()
     tables = frame_table() + body_table()
@@ -130,7 +161,10 @@ def test_every_reason_is_listed_and_shown() -> None:
 
 
 def test_no_python_repr_and_nothing_empty_on_the_wire() -> None:
-    for line in (frame_table() + "\n" + body_table()).splitlines()[2:]:
+    for line in (frame_table() + "\n" + body_table() + "\n" + batch_table()).splitlines():
+        if line.startswith("|---") or line.startswith("| frames") or line.startswith("| bo") \
+                or line.startswith("| BATCH body"):
+            continue
         assert "b'" not in line and 'b"' not in line and ": `" not in line
 
 
@@ -140,4 +174,7 @@ if __name__ == "__main__":
     print("<!-- codec-errors:end -->\n")
     print("<!-- body-errors:begin -->")
     print(body_table())
-    print("<!-- body-errors:end -->")
+    print("<!-- body-errors:end -->\n")
+    print("<!-- batch-errors:begin -->")
+    print(batch_table())
+    print("<!-- batch-errors:end -->")
