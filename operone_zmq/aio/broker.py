@@ -27,6 +27,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from ..core.access import Grant
 from ..core.broker import CLASS_NAMES, WORKERS, BrokerCore, BrokerLimits
 from ..errors import AuthenticationError, ConfigError, NoRoute, OperoneError, Refused
+from ..protocol.batch import MIN_SIZE_TO_BATCH
 from ..protocol.signature import Signer
 from ..routing.events import EventEmitter
 from ..security.keys import TrustedKey
@@ -196,6 +197,7 @@ class Broker:
         self._timer_at = float("inf")
         self._stopped: asyncio.Event | None = None
         self.core = self._new_core()
+        self.core.batching = self._socket_limits.max_message_size >= MIN_SIZE_TO_BATCH
         self._log = log.bind(node=node_id)
         self._dialler = Dialler(node_id, keys, trust, self._socket_limits,
                                 changed=self._dialled, emit=self._emit_events, log=self._log)
@@ -214,6 +216,7 @@ class Broker:
         loop = asyncio.get_running_loop()
         ensure_fd_budget(self._limits.max_clients, self._limits.max_peers)
         self.core = self._new_core()
+        self.core.batching = self._socket_limits.max_message_size >= MIN_SIZE_TO_BATCH
         ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._ctx = ctx
         auth = ThreadAuthenticator(ctx, log=structlog.get_logger("operone.zap"))

@@ -42,7 +42,7 @@ from ..errors import (
     Overloaded,
     ProtocolError,
 )
-from ..protocol.batch import decode_batch, is_batch, pack_messages
+from ..protocol.batch import MIN_SIZE_TO_BATCH, decode_batch, is_batch, pack_messages
 from ..protocol.bodies import Progress
 from .pump import MAX_PENDING, Pump
 from .sockets import CurveKeys, SocketLimits, make_socket
@@ -204,6 +204,9 @@ class AsyncClient:
         #: while the broker accepts BATCH; bounded with the send queue by
         #: MAX_PENDING, see _enqueue).
         self._outbox: dict[int, list[list[bytes]]] = {}
+        #: Our own message size limit allows BATCHes (the broker sends us
+        #: some only after we sent one).
+        self._can_batch = self._socket_limits.max_message_size >= MIN_SIZE_TO_BATCH
         self._pending: dict[str, _Pending] = {}
         self._deadlines: list[tuple[float, str]] = []
         self._timer: asyncio.TimerHandle | None = None
@@ -631,7 +634,7 @@ class AsyncClient:
         pump = self._pump
         if pump is None:
             return False
-        if not self.core.broker_batches:
+        if not self.core.broker_batches or not self._can_batch:
             return pump.send(idx, frames, now)
         q = self._outbox.get(cls)
         if q is None:

@@ -28,7 +28,7 @@ import zmq
 
 from ..core.worker import JobStart, WorkerCore
 from ..errors import JobError, ProtocolError, ToolNotFound
-from ..protocol.batch import decode_batch, is_batch, pack_messages
+from ..protocol.batch import MIN_SIZE_TO_BATCH, decode_batch, is_batch, pack_messages
 from ..protocol.bodies import Progress
 from ..tools import ToolContext, ToolRegistry, ToolsConfig
 from .pump import Pump
@@ -110,7 +110,7 @@ class Worker:
         infos = self.registry.infos()
         return WorkerCore(self.name, infos, caps=self._caps, slots=self._slots, pid=os.getpid(),
                           heartbeat_interval=self._interval, liveness=self._liveness, now=now,
-                          batch=True)
+                          batch=self._socket_limits.max_message_size >= MIN_SIZE_TO_BATCH)
 
     def _socket(self) -> zmq.Socket[bytes]:
         if self._ctx is None:  # pragma: no cover - guarded by start()

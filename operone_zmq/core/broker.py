@@ -172,6 +172,10 @@ class BrokerCore:
                          self._legacy)
         self._queries = Queries(ctx, self._local, self._links, self._linkstate, self._origin,
                                 self._legacy, self._relay, now)
+        #: Whether this broker sends BATCH to workers and clients that accept
+        #: it, and says so in PONGs (the shell clears it when its message size
+        #: limit is below protocol.batch.MIN_SIZE_TO_BATCH).
+        self.batching = True
 
     # ------------------------------------------------------------ signing
     def _signing_key_of(self, node: str) -> str | None:
@@ -386,7 +390,7 @@ class BrokerCore:
             # by it); a v1 client ignores it.
             # ``batch``: this broker accepts BATCH from the client (revision 6).
             ctx.out.append((cls, [rid, TAG, ctx.header(_PONG, h.id, h.src, cls, h.id),
-                                  Ping(0, ctx.incarnation, batch=True).pack()]))
+                                  Ping(0, ctx.incarnation, batch=self.batching).pack()]))
         else:
             ctx.send_error(
                 cls, rid, h.id, h.src, cls,
@@ -420,6 +424,8 @@ class BrokerCore:
         return group(out, self._accepts_batch, _class_of)
 
     def _accepts_batch(self, sock: int, rid: bytes) -> bool:
+        if not self.batching:
+            return False
         if sock == WORKERS:
             w = self._local.workers.get(rid)
             return w is not None and w.batch

@@ -42,6 +42,7 @@ __all__ = [
     "MAX_BATCHED_MESSAGE",
     "MAX_BATCH_BYTES",
     "MAX_BATCH_SEND",
+    "MIN_SIZE_TO_BATCH",
     "batch_header",
     "decode_batch",
     "encode_batch",
@@ -70,6 +71,13 @@ MAX_BATCH_BYTES = 64 * 1024
 #: copying it into a BATCH would cost more than the send it saves, and a
 #: large body stays a zero-copy frame.
 MAX_BATCHED_MESSAGE = 8 * 1024
+
+#: The smallest ``limits.max_message_size`` with which a node offers or sends
+#: BATCH: a BATCH's body frame is at most MAX_BATCH_BYTES of inner frames
+#: plus their msgpack framing (at most 16 bytes per message), and libzmq drops
+#: the connection of a peer that sends a frame past ZMQ_MAXMSGSIZE.  A node
+#: configured below it keeps to single messages.
+MIN_SIZE_TO_BATCH = MAX_BATCH_BYTES + 1024
 
 _BATCH = int(MsgType.BATCH)
 #: The first two bytes of every BATCH header: an 8-element fixarray and the

@@ -134,3 +134,20 @@ def test_a_batch_the_worker_never_got_puts_every_job_back() -> None:
              if decode(m).header.type == MsgType.JOB]
     assert len(again) == n
     assert core.counters["jobs_failed"] == 0 and core.counters["unroutable"] == n
+
+
+def test_a_broker_that_does_not_batch_sends_singles_and_says_so() -> None:
+    """The shell clears ``batching`` when its message size limit is below
+    MIN_SIZE_TO_BATCH: its PONG then says nothing of batch, and a client's
+    BATCH is still taken but answered with singles."""
+    clock = FakeClock()
+    core, _ = _core(clock, batch=True)
+    core.batching = False
+    c = ClientCore("c1")
+    core.on_frontend(2, [RID, *c.ping(2)[1]], clock())
+    (_, frames), = core.out
+    core.out.clear()
+    assert not Ping.unpack(decode(frames[1:]).body).batch
+    core.on_frontend(2, [RID, *encode_batch(_jobs(c, 4), 2)], clock())
+    out = _sent(core)
+    assert len(out) == 4 and not any(is_batch(f, 1) for _, f in out)
