@@ -388,7 +388,7 @@ class BrokerCore:
         elif t == _PING:
             # The body says which broker run answers (a client tells a restart
             # by it); a v1 client ignores it.
-            # ``batch``: this broker accepts BATCH from the client (revision 6).
+            # ``batch``: this broker accepts BATCH from the client (revision 7).
             ctx.out.append((cls, [rid, TAG, ctx.header(_PONG, h.id, h.src, cls, h.id),
                                   Ping(0, ctx.incarnation, batch=self.batching).pack()]))
         else:

@@ -72,7 +72,7 @@ class ClientCore:
         self._seq = 0
         self._wall = wall
         self.malformed = 0
-        #: The broker's last PONG said it accepts BATCH from us (revision 6).
+        #: The broker's last PONG said it accepts BATCH from us (revision 7).
         self.broker_batches = False
 
     def next_id(self) -> str:

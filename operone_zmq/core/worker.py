@@ -99,7 +99,7 @@ class WorkerCore:
         batch: bool = False,
     ) -> None:
         """``batch``: say in READY that this worker accepts BATCH (its shell
-        unpacks them; revision 6)."""
+        unpacks them; revision 7)."""
         self.name = name
         self.node = ""
         self._registration = Ready(name, tuple(tools), caps, slots, pid, batch=batch)

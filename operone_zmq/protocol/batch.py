@@ -1,4 +1,4 @@
-"""BATCH (v1 revision 6): several messages to one destination in one ZeroMQ message.
+"""BATCH (v1 revision 7): several messages to one destination in one ZeroMQ message.
 
 A BATCH is a normal 3-frame message (``[tag][header][body]``) whose header
 has type :data:`~operone_zmq.protocol.codec.MsgType.BATCH` and whose body is

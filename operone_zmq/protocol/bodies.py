@@ -575,7 +575,7 @@ class Ready:
     #: Ids of jobs the worker is still running (it registers again after its
     #: broker restarted; additive, v1 revision 4).
     running: tuple[str, ...] = ()
-    #: The worker accepts BATCH messages (additive, v1 revision 6).
+    #: The worker accepts BATCH messages (additive, v1 revision 7).
     batch: bool = False
 
     def pack(self) -> bytes:
@@ -872,7 +872,7 @@ class Ping:
     Additive (v1 revision 4): a broker's PONG says its ``incarnation``; a
     PONG also says ``held``, the microseconds between the PING's receipt and
     the PONG's sending at the answering broker (subtracted from the RTT).
-    Additive (v1 revision 6): a broker's PONG to a client says ``batch``
+    Additive (v1 revision 7): a broker's PONG to a client says ``batch``
     (true: the broker accepts BATCH messages from that client)."""
 
     seq: int

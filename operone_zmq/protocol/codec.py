@@ -68,7 +68,7 @@ class MsgType(enum.IntEnum):
     PONG = 4
     LSA = 5
     BYE = 6
-    # several messages to one destination in one (revision 6; protocol/batch.py)
+    # several messages to one destination in one (revision 7; protocol/batch.py)
     BATCH = 7
     # jobs (client <-> broker <-> worker, and between brokers)
     JOB = 10

@@ -1,4 +1,4 @@
-"""BATCH (protocol v1 revision 6) between real processes: only to who asked.
+"""BATCH (protocol v1 revision 7) between real processes: only to who asked.
 
 A v1 client (a raw DEALER that never sends BATCH) and a v1 worker (READY
 without ``batch``) only ever receive single messages; a client that sends

@@ -1,4 +1,4 @@
-"""BATCH (v1 revision 6): the codec, its limits, and the grouping rule."""
+"""BATCH (v1 revision 7): the codec, its limits, and the grouping rule."""
 
 from __future__ import annotations
 
