@@ -12,7 +12,7 @@ import time
 import msgpack
 import pytest
 import zmq
-from helpers import LocalNode, wait_for
+from helpers import LocalNode
 
 from operone_zmq.config import load_config, resolve_worker_endpoint
 from operone_zmq.protocol import MsgType, decode
@@ -162,23 +162,35 @@ def test_worker_without_batch_in_ready_gets_only_singles(node: LocalNode) -> Non
         w.send_multipart([b"OZ\x01", msgpack.packb([int(t), mid, "n1.rawworker", "", 1, 0, 0,
                                                     None]), body])
 
+    beats = [0.0]
+
+    def beat(running: int = 0) -> None:
+        """HEARTBEAT often enough for the tests' short liveness (FAST_ENV)."""
+        now = time.monotonic()
+        if now - beats[0] > 0.1:
+            to_broker(MsgType.HEARTBEAT, f"hb{now}", Heartbeat(running).pack())
+            beats[0] = now
+
     try:
         to_broker(MsgType.READY, "r1", Ready("n1.rawworker", (ToolInfo("rawtool"),),
                                              slots=64).pack())
         with node.client() as c:
-            wait_for(lambda: "rawtool" in str(c.query("tools")), WAIT, "the raw worker")
+            deadline = time.monotonic() + WAIT
+            while "rawtool" not in str(c.query("tools")):
+                assert time.monotonic() < deadline, "the raw worker did not register"
+                beat()
+                while w.poll(0):
+                    w.recv_multipart()  # the broker's HEARTBEATs
+                time.sleep(0.05)
+                beat()
         msgs = [_job("rawtool", f"w-{i}") for i in range(MAX_BATCH_SEND)]
         s.send_multipart(encode_batch(msgs, 2))
         jobs = 0
         deadline = time.monotonic() + WAIT
-        beat = 0.0
         while jobs < len(msgs):
-            now = time.monotonic()
-            assert now < deadline, f"{jobs} of {len(msgs)} jobs reached the raw worker"
-            if now - beat > 0.3:
-                to_broker(MsgType.HEARTBEAT, f"hb{now}", Heartbeat(jobs).pack())
-                beat = now
-            if not w.poll(100):
+            assert time.monotonic() < deadline, f"{jobs} of {len(msgs)} jobs reached the worker"
+            beat(jobs)
+            if not w.poll(50):
                 continue
             frames = w.recv_multipart()
             assert not is_batch(frames), "a worker that did not offer batch got a BATCH"
