@@ -27,7 +27,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from ..core.access import Grant
 from ..core.broker import CLASS_NAMES, WORKERS, BrokerCore, BrokerLimits
 from ..errors import AuthenticationError, ConfigError, NoRoute, OperoneError, Refused
-from ..protocol.batch import MIN_SIZE_TO_BATCH
+from ..protocol.batch import MIN_SIZE_TO_BATCH, is_batch
 from ..protocol.signature import Signer
 from ..routing.events import EventEmitter
 from ..security.keys import TrustedKey
@@ -343,7 +343,16 @@ class Broker:
     # -------------------------------------------------------------- pumping
     def _on_message(self, idx: int, frames: list[bytes], now: float,
                     uid: str | None = None) -> None:
-        if idx < WORKERS:
+        if idx <= WORKERS and is_batch(frames, 1):
+            # A BATCH's answers and onward messages leave now, batched, not
+            # after the whole run: the next hop starts on them while this
+            # loop reads on (all in one go, the hops would take turns).
+            if idx < WORKERS:
+                self.core.on_frontend(idx, frames, now, uid)
+            else:
+                self.core.on_worker(frames, now)
+            self._flush(now)
+        elif idx < WORKERS:
             self.core.on_frontend(idx, frames, now, uid)
         elif idx == WORKERS:
             self.core.on_worker(frames, now)

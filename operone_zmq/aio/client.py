@@ -42,7 +42,13 @@ from ..errors import (
     Overloaded,
     ProtocolError,
 )
-from ..protocol.batch import MIN_SIZE_TO_BATCH, decode_batch, is_batch, pack_messages
+from ..protocol.batch import (
+    MAX_BATCHED_MESSAGE,
+    MIN_SIZE_TO_BATCH,
+    decode_batch,
+    is_batch,
+    pack_messages,
+)
 from ..protocol.bodies import Progress
 from .pump import MAX_PENDING, Pump
 from .sockets import CurveKeys, SocketLimits, make_socket
@@ -634,9 +640,12 @@ class AsyncClient:
         pump = self._pump
         if pump is None:
             return False
-        if not self.core.broker_batches or not self._can_batch:
-            return pump.send(idx, frames, now)
         q = self._outbox.get(cls)
+        if (not self.core.broker_batches or not self._can_batch
+                or (not q and len(frames[2]) > MAX_BATCHED_MESSAGE)):
+            # (A big one goes at once when nothing waits before it: it
+            # would go alone anyway.)
+            return pump.send(idx, frames, now)
         if q is None:
             q = self._outbox[cls] = []
         if len(q) + pump.pending(idx) >= MAX_PENDING:

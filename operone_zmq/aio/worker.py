@@ -183,6 +183,7 @@ class Worker:
             self._batch_ok = True
             for m in msgs:
                 self._on_one(m, now)
+            self._flush()  # its answers leave now, batched (see aio/broker.py)
         else:
             self._on_one(frames, now)
 
