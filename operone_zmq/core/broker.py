@@ -347,12 +347,7 @@ class BrokerCore:
         try:
             msg = decode(frames, 1)
         except ProtocolError as exc:
-            ctx.counters["malformed"] += 1
-            # The sender passed ZAP, so it hears what was wrong; nothing else changes.
-            ctx.count_error(exc.code)
-            body = ErrorBody(exc.code, str(exc), None, ctx.node_id, {}).pack()
-            mid = best_effort_id(frames, 1)
-            ctx.out.append((cls, [rid, TAG, ctx.header(_ERROR, mid, "", cls), body]))
+            self._refuse_malformed(cls, rid, frames, exc)
             return
         h = msg.header
         t = h.type
@@ -401,21 +396,27 @@ class BrokerCore:
                          uid: str | None, inner: bool) -> None:
         """A client's BATCH: refused whole when not well formed (as any
         malformed message is), else each message handled alone."""
-        ctx = self._ctx
         try:
             if inner:
                 raise ProtocolError("a BATCH may not contain a BATCH")
             msgs = decode_batch(frames, 1)
         except ProtocolError as exc:
-            ctx.counters["malformed"] += 1
-            ctx.count_error(exc.code)
-            body = ErrorBody(exc.code, str(exc), None, ctx.node_id, {}).pack()
-            mid = best_effort_id(frames, 1)
-            ctx.out.append((cls, [rid, TAG, ctx.header(_ERROR, mid, "", cls), body]))
+            self._refuse_malformed(cls, rid, frames, exc)
             return
         self._clients.sent_batch(cls, rid)
         for m in msgs:
             self.on_frontend(cls, [rid, *m], now, uid, True)
+
+    def _refuse_malformed(self, cls: int, rid: bytes, frames: list[bytes],
+                          exc: ProtocolError) -> None:
+        """A client's message (or BATCH) that does not decode: counted, and
+        the client hears what was wrong (it passed ZAP); nothing else changes."""
+        ctx = self._ctx
+        ctx.counters["malformed"] += 1
+        ctx.count_error(exc.code)
+        body = ErrorBody(exc.code, str(exc), None, ctx.node_id, {}).pack()
+        mid = best_effort_id(frames, 1)
+        ctx.out.append((cls, [rid, TAG, ctx.header(_ERROR, mid, "", cls), body]))
 
     def batched(self, out: list[tuple[int, list[bytes]]]) -> list[tuple[int, list[bytes]]]:
         """``out`` as it goes on the wire: several messages of one flush to a
