@@ -15,15 +15,15 @@ import asyncio
 import itertools
 import json
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+from operone_zmq.aio.sockets import free_base_port
 
 #: Seconds any child process may take to say it is ready.
 START_TIMEOUT = 30.0
@@ -96,41 +96,6 @@ class Child:
             return self.log.read_text(errors="replace").splitlines()
         except OSError:
             return []
-
-
-#: Lowest port handed out: above the registered services most machines run.
-_PORT_FLOOR = 20_000
-
-
-def _ephemeral_low() -> int:
-    """The first port of the kernel's ephemeral range (Linux), else 32768."""
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32_768
-    return low if low > _PORT_FLOOR + 1_000 else 32_768
-
-
-def free_base_port(span: int = 4) -> int:
-    """A base port with ``span`` consecutive free TCP ports on 127.0.0.1."""
-    for _ in range(200):
-        # Below the kernel's ephemeral range: a port in it can be taken between
-        # this check and the broker's bind by any outgoing connection (the
-        # suite makes thousands), or by a client connecting to itself.
-        base = random.randrange(_PORT_FLOOR, _ephemeral_low() - span)
-        socks: list[socket.socket] = []
-        try:
-            for i in range(span):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", base + i))
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-        return base
-    raise RuntimeError("no free port range found")
 
 
 # =====================================================================

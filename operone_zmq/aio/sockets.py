@@ -17,14 +17,17 @@ of idle connections are reaped by the kernel's keepalive.
 
 from __future__ import annotations
 
+import random
+import socket
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import zmq
 
 from ..protocol.limits import DEFAULT_MAX_MESSAGE_SIZE
 
-__all__ = ["CurveKeys", "SocketLimits", "make_socket", "selector_loop_policy"]
+__all__ = ["CurveKeys", "SocketLimits", "free_base_port", "make_socket", "selector_loop_policy"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,3 +113,41 @@ def selector_loop_policy() -> None:
         asyncio.set_event_loop_policy(
             asyncio.WindowsSelectorEventLoopPolicy()  # type: ignore[attr-defined]
         )
+
+
+#: Lowest port free_base_port hands out: above the registered services most
+#: machines run.
+_PORT_FLOOR = 20_000
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (Linux), else 32768."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
+    return low if low > _PORT_FLOOR + 1_000 else 32_768
+
+
+def free_base_port(span: int = 4) -> int:
+    """A base port with ``span`` consecutive free TCP ports on 127.0.0.1 (for
+    tests, benchmarks and the demo: a broker's class ports)."""
+    for _ in range(200):
+        # Below the kernel's ephemeral range: a port in it can be taken between
+        # this check and the broker's bind by any outgoing connection (the
+        # suite makes thousands), or by a client connecting to itself.
+        base = random.randrange(_PORT_FLOOR, _ephemeral_low() - span)
+        socks: list[socket.socket] = []
+        try:
+            for i in range(span):
+                s = socket.socket()
+                socks.append(s)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as libzmq binds
+                s.bind(("127.0.0.1", base + i))
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+        return base
+    raise RuntimeError("no free port range found")
