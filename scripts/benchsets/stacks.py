@@ -62,7 +62,7 @@ class RawStack(Stack):
         backend = f"ipc://{self.work}/raw-backend.sock"
         bready, wready = self.work / "raw-broker.ready", self.work / "raw-worker.ready"
         b = Child("raw broker", [*self.python, "_raw-broker", "--backend", backend,
-                                 "--public", pub.decode(), "--secret", sec.decode(),
+                                 f"--public={pub.decode()}", f"--secret={sec.decode()}",
                                  "--ready-file", str(bready)], self.work / "raw-broker.log")
         self.children.append(b)
         info = await asyncio.to_thread(b.wait_ready, bready)
@@ -116,8 +116,8 @@ class RawChain(RawStack):
         for k in range(1, self.hops + 1):
             ready = self.work / f"raw-relay{k}.ready"
             r = Child(f"raw relay {k}", [*self.python, "_raw-relay", "--upstream-port",
-                                         str(port), "--public", pub.decode(), "--secret",
-                                         sec.decode(), "--ready-file", str(ready)],
+                                         str(port), f"--public={pub.decode()}",
+                                         f"--secret={sec.decode()}", "--ready-file", str(ready)],
                       self.work / f"raw-relay{k}.log")
             self.children.append(r)
             port = int((await asyncio.to_thread(r.wait_ready, ready))["port"])
