@@ -672,6 +672,11 @@ class TrustStore:
         key = _z85_key(public_key) if isinstance(public_key, bytes) else None
         return None if key is None else self._current().entries.get(key)
 
+    def snapshot(self) -> object:
+        """The current trust snapshot, as an opaque token: it is another object
+        once ``trusted/`` changed (for caches of what was derived from it)."""
+        return self._current()
+
     def named(self, name: str) -> TrustedKey | None:
         """The trusted entry called ``name``, or None."""
         for e in self._current().entries.values():

@@ -381,3 +381,46 @@ def test_a_submit_key_reads_only_its_own_jobs_and_the_public_events(tmp_path: Pa
             assert running.cancel() is True or running.cancelled()
     finally:
         n.stop()
+
+
+def test_a_key_revoked_or_demoted_while_connected_loses_its_rights_at_once(tmp_path: Path) -> None:
+    """What a client may do is read from the trust store for every message
+    (through a cache per trust snapshot): a connection authenticated before
+    the change does not keep the old rights."""
+    n = LocalNode(tmp_path, "n1")
+    try:
+        n.start_broker()
+        n.start_worker()
+        n.wait_workers(1)
+        carol = _client_key(n, "carol", node=False, role="operator")
+        store = TrustStore(n.home.trust_dir)
+        with Client("127.0.0.1", n.base_port, keys=carol) as c:
+            assert c.run("echo", {"x": 1}) == {"x": 1}
+            assert c.query("connect", {"node": "x", "host": "127.0.0.1",
+                                       "port": 1})["status"] == "dialling"
+            # Demoted to submit, on the same connection: operator queries go.
+            assert store.reject("carol")
+            store.accept("carol", carol.public, node=False, role="submit")
+
+            def refused_connect() -> bool:
+                try:
+                    c.query("connect", {"node": "y", "host": "127.0.0.1", "port": 1})
+                except Refused:
+                    return True
+                return False
+
+            wait_for(refused_connect, 10, "the demotion to take effect")
+            assert c.run("echo", {"x": 2}) == {"x": 2}  # still a submit key
+            # Revoked: not even a job.
+            assert store.reject("carol")
+
+            def refused_job() -> bool:
+                try:
+                    c.run("echo", {}, timeout=5)
+                except Refused:
+                    return True
+                return False
+
+            wait_for(refused_job, 10, "the revocation to take effect")
+    finally:
+        n.stop()
