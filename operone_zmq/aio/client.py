@@ -210,6 +210,8 @@ class AsyncClient:
         #: while the broker accepts BATCH; bounded with the send queue by
         #: MAX_PENDING, see _enqueue).
         self._outbox: dict[int, list[list[bytes]]] = {}
+        #: A request went at once since the last pump run (see _enqueue).
+        self._sent_alone = False
         #: Our own message size limit allows BATCHes (the broker sends us
         #: some only after we sent one).
         self._can_batch = self._socket_limits.max_message_size >= MIN_SIZE_TO_BATCH
@@ -642,9 +644,12 @@ class AsyncClient:
             return False
         q = self._outbox.get(cls)
         if (not self.core.broker_batches or not self._can_batch
-                or (not q and len(frames[2]) > MAX_BATCHED_MESSAGE)):
-            # (A big one goes at once when nothing waits before it: it
-            # would go alone anyway.)
+                or (not q and (len(frames[2]) > MAX_BATCHED_MESSAGE or not self._sent_alone))):
+            # A big one goes at once when nothing waits before it: it would
+            # go alone anyway.  So does the first request since the last
+            # run: one in flight does not wait a loop turn for company; the
+            # ones that follow it before the run are batched.
+            self._sent_alone = True
             return pump.send(idx, frames, now)
         if q is None:
             q = self._outbox[cls] = []
@@ -737,6 +742,7 @@ class AsyncClient:
     def _after_run(self, now: float) -> None:
         # This run's requests per class, batched (the broker accepts BATCH).
         pump = self._pump
+        self._sent_alone = False
         if not self._outbox or pump is None:
             return
         outbox, self._outbox = self._outbox, {}
