@@ -44,11 +44,16 @@ def test_a_clients_batch_runs_every_job_and_the_answers_come_batched() -> None:
     clock = FakeClock()
     core, w = _core(clock, batch=True)
     c = ClientCore("c1")
-    core.on_frontend(2, [RID, *encode_batch(_jobs(c, 20), 2)], clock())
+    n = MAX_BATCH_SEND + 4
+    jobs = _jobs(c, n)
+    core.on_frontend(2, [RID, *encode_batch(jobs[:n // 2], 2)], clock())
+    core.on_frontend(2, [RID, *encode_batch(jobs[n // 2:], 2)], clock())
     assert core.counters["malformed"] == 0
     out = _sent(core)
-    # The worker offered batch in READY: its 20 jobs come as BATCHes of <= 16.
-    assert [(idx, len(decode_batch(f, 1))) for idx, f in out] == [(WORKERS, 16), (WORKERS, 4)]
+    # The worker offered batch in READY: its jobs come as BATCHes of at most
+    # MAX_BATCH_SEND.
+    assert [(idx, len(decode_batch(f, 1))) for idx, f in out] == [
+        (WORKERS, MAX_BATCH_SEND), (WORKERS, 4)]
     for _, frames in out:
         for m in decode_batch(frames, 1):
             _run(w, m, clock())
@@ -58,7 +63,7 @@ def test_a_clients_batch_runs_every_job_and_the_answers_come_batched() -> None:
     out = _sent(core)
     assert all(idx == 2 and f[0] == RID and is_batch(f, 1) for idx, f in out)
     answers = [c.on_message(m) for _, f in out for m in decode_batch(f, 1)]
-    assert sorted(a.value.value["i"] for a in answers if a is not None) == list(range(20))
+    assert sorted(a.value.value["i"] for a in answers if a is not None) == list(range(n))
 
 
 def test_singles_to_a_client_that_never_sent_a_batch_and_to_a_v1_worker() -> None:
@@ -123,7 +128,7 @@ def test_a_batch_the_worker_never_got_puts_every_job_back() -> None:
         core.on_worker([b"w2", *w2.out.pop(0)], clock())
     core.out.clear()
     c = ClientCore("c1")
-    core.on_frontend(2, [RID, *encode_batch(_jobs(c, 2 * MAX_BATCH_SEND), 2)], clock())
+    core.on_frontend(2, [RID, *encode_batch(_jobs(c, MAX_BATCH_SEND), 2)], clock())
     out = _sent(core)
     lost = [f for _, f in out if f[0] == b"w1" and is_batch(f, 1)]
     assert lost
