@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 from operone_zmq.core.access import Grant
-from operone_zmq.core.broker import WORKERS, BrokerCore, BrokerLimits
+from operone_zmq.core.broker import BrokerCore, BrokerLimits
 from operone_zmq.core.client import ClientCore
 from operone_zmq.core.worker import JobStart, WorkerCore
 from operone_zmq.protocol import ToolInfo
