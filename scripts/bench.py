@@ -54,7 +54,11 @@ Further sets (each under two minutes; every process they start is stopped):
   times: SIGKILL of the node running a job with retries (broker and
   worker, or the worker only) to the result from the other node.
 
-Also ``qos`` and ``inproc``, which run ``bench_qos.py`` and ``bench_inproc.py``.
+Also ``qos`` and ``inproc``, which run ``bench_qos.py`` and ``bench_inproc.py``,
+``signing`` (end-to-end signatures on against off), and ``frameworks``:
+operone's no-op jobs/s against Ray's task throughput where Ray is installed
+(``--ray-python`` names an interpreter that has it), skipped with the reason
+where it is not.
 Each set is a module of ``scripts/benchsets/`` (its ``__init__`` lists them)
 over one harness, ``benchsets/harness.py``; a new set plugs into
 :data:`benchsets.BENCHMARKS`.
@@ -131,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--failover-heartbeat", type=float, default=0.2, metavar="SECONDS",
                         help="distributed: broker.heartbeat_interval of the failover"
                              " nodes (default 0.2)")
+    parser.add_argument("--ray-python", metavar="PYTHON", default=None,
+                        help="frameworks: the interpreter that has Ray (default: this one)")
     parser.add_argument("--json", type=Path, help="also save every figure here")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="run operone's broker and worker under cProfile and profile"

@@ -10,6 +10,7 @@
     distributed.py  set "distributed": map over 3 nodes vs 1, failover times
     scripted.py     sets "qos" and "inproc": the stand-alone bench_*.py scripts
     signing.py      set "signing": end-to-end signatures on against off
+    frameworks.py   set "frameworks": no-op jobs/s against Ray (and Celery) tasks
 
 A set is ``async fn(args, work_dir) -> Result``, listed in :data:`BENCHMARKS`;
 child processes and meshes of real nodes come from ``scripts/_benchlib.py``.
@@ -25,6 +26,7 @@ from pathlib import Path
 
 from .distributed import bench_distributed
 from .foundation import bench_foundation
+from .frameworks import bench_frameworks
 from .harness import Result
 from .mesh import bench_mesh
 from .routing import bench_routing
@@ -40,6 +42,7 @@ BENCHMARKS: dict[str, Callable[[argparse.Namespace, Path], Awaitable[Result]]] =
     "qos": bench_qos,
     "inproc": bench_inproc,
     "signing": bench_signing,
+    "frameworks": bench_frameworks,
 }
 
 __all__ = ["BENCHMARKS"]
