@@ -27,7 +27,8 @@ def test_bench_help_lists_every_set() -> None:
     sets = re.search(r"sets: ([\w, ]+) \(default: foundation\)", out)
     assert sets is not None, out
     assert sets.group(1).split(", ") == [
-        "foundation", "routing", "mesh", "distributed", "qos", "inproc", "signing"]
+        "foundation", "routing", "mesh", "distributed", "qos", "inproc", "signing",
+        "frameworks"]
 
 
 def test_the_sets_the_readme_names_exist() -> None:
