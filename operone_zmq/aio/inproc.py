@@ -39,6 +39,8 @@ class InprocTools:
         self._node = node
         self._done = done
         self._config = ToolsConfig()
+        #: Handed to tools that take no ctx (prepare() ignores it for them).
+        self._no_ctx = ToolContext(job_id="", node=node, config=self._config)
         self._tasks: dict[str, asyncio.Future[Any]] = {}
         #: Jobs the core started and that have not been run yet (bounded by the
         #: virtual worker's slots: the core starts no more than that at once).
@@ -88,7 +90,10 @@ class InprocTools:
         except ToolNotFound as exc:
             self._done(jid, None, exc, 0.0)
             return
-        ctx = ToolContext(job_id=jid, node=self._node, config=self._config, deadline=deadline)
+        # A tool that takes no ctx gets the shared one (as the worker does):
+        # a ToolContext, and its threading.Event, per job cost more than echo.
+        ctx = self._no_ctx if not spec.wants_ctx else ToolContext(
+            job_id=jid, node=self._node, config=self._config, deadline=deadline)
         try:
             call = spec.prepare(args, ctx)
         except JobError as exc:

@@ -172,6 +172,10 @@ class OriginTable:
         self.router = ToolRouter()
         self._remote_cache_version = -1
         self._remote_nodes: list[NodeInfo] = []
+        #: Tools other nodes offer (from _remote_nodes): by ordinary nodes,
+        #: and by legacy SSH hosts (only to jobs that require "ssh").
+        self._remote_tools: frozenset[str] = frozenset()
+        self._ssh_tools: frozenset[str] = frozenset()
         self._started = ctx.now
         #: Jobs waiting for this node's workers to register (start-up grace).
         self.waiting: list[str] = []
@@ -247,14 +251,18 @@ class OriginTable:
             use = [0, 0]
         key = None if grant.operator else grant.fingerprint
         key_use = [0, 0] if key is None else self._key_use.get(key, [0, 0])
-        for who, u in (("this connection", use), ("this client key", key_use)):
-            if u[0] >= limits.max_client_jobs or u[1] + size > limits.max_client_bytes:
-                ctx.send_error(cls, rid, jid, h.src, cls, Overloaded(
-                    f"{who} has {u[0]} jobs ({u[1]} body bytes) in flight; the limits"
-                    f" are {limits.max_client_jobs} jobs and {limits.max_client_bytes}"
-                    f" bytes (this job: {size}): read the answers, then retry",
-                    job_id=jid, node=ctx.node_id))
-                return
+        max_jobs, max_bytes = limits.max_client_jobs, limits.max_client_bytes
+        if (use[0] >= max_jobs or use[1] + size > max_bytes
+                or key_use[0] >= max_jobs or key_use[1] + size > max_bytes):
+            who, u = (("this connection", use)
+                      if use[0] >= max_jobs or use[1] + size > max_bytes
+                      else ("this client key", key_use))
+            ctx.send_error(cls, rid, jid, h.src, cls, Overloaded(
+                f"{who} has {u[0]} jobs ({u[1]} body bytes) in flight; the limits"
+                f" are {max_jobs} jobs and {max_bytes}"
+                f" bytes (this job: {size}): read the answers, then retry",
+                job_id=jid, node=ctx.node_id))
+            return
         try:
             req = JobRequest.unpack(body, envelope=True)
         except ProtocolError as exc:
@@ -297,6 +305,12 @@ class OriginTable:
                     del self._key_use[o.grant.fingerprint]
 
     # ------------------------------------------------------------- placement
+    def _offered_elsewhere(self, tool: str, caps: tuple[str, ...]) -> bool:
+        """Whether another node offers ``tool`` to a job needing ``caps``
+        (legacy SSH hosts only to jobs that require "ssh")."""
+        self._remote_infos()
+        return tool in self._remote_tools or ("ssh" in caps and tool in self._ssh_tools)
+
     def _remote_infos(self) -> list[NodeInfo]:
         """What every other reachable node advertises (cached per LSDB version)."""
         lsdb = self._lsdb
@@ -316,6 +330,9 @@ class OriginTable:
                                       health(r.next_hop) if r is not None else 0.0,
                                       reachable=r is not None))
             self._remote_nodes = infos
+            self._remote_tools = frozenset(
+                t for n in infos if "ssh" not in n.caps for t in n.tools)
+            self._ssh_tools = frozenset(t for n in infos if "ssh" in n.caps for t in n.tools)
         return self._remote_nodes
 
     def decide(self, tool: str, caps: tuple[str, ...] = (), *, prefer_local: bool = False,
@@ -353,8 +370,7 @@ class OriginTable:
         if target is None:
             # Fast path: nobody else offers the tool; run here.  (Legacy SSH
             # hosts take only jobs that name them or require "ssh".)
-            if not any(req.tool in n.tools and ("ssh" not in n.caps or "ssh" in req.caps)
-                       for n in self._remote_infos()):
+            if not self._offered_elsewhere(req.tool, req.caps):
                 target = node_id
                 o.placement = "only this node offers it"
             else:

@@ -133,6 +133,7 @@ else:
         tuple[int, _Id, _Name, _Name, Annotated[int, msgspec.Meta(ge=0, le=255)], int,
               Annotated[int, msgspec.Meta(ge=0, le=3)], _Name | None]).decode
 _new_header = tuple.__new__
+_new_message = tuple.__new__
 
 
 def encode_header(h: Header | tuple[Any, ...]) -> bytes:
@@ -202,16 +203,29 @@ def decode(frames: list[bytes], start: int = 0) -> Message:
     n = len(frames) - start
     if n < 3 or n > MAX_FRAMES:
         raise ProtocolError(f"a message has 3 or 4 frames, got {max(n, 0)}")
-    _check_tag(frames[start])
-    header = decode_header(frames[start + 1])
+    if frames[start] != TAG:
+        _check_tag(frames[start])
+    # decode_header, its fast path inlined (once per message on every hop).
+    raw = frames[start + 1]
+    header: Header | None = None
+    if _fast_header is not None and len(raw) <= MAX_HEADER_SIZE:
+        try:
+            fast = _fast_header(raw)
+        except Exception:  # refused: decode_header says why
+            pass
+        else:
+            if fast[0] in _TYPES:
+                header = _new_header(Header, fast)
+    if header is None:
+        header = decode_header(raw)
     if n == 4:
         sig = frames[start + 3]
         if len(sig) > MAX_SIGNATURE_SIZE:
             raise MessageTooLarge(
                 f"signature is {len(sig)} bytes; the limit is {MAX_SIGNATURE_SIZE}"
             )
-        return Message(header, frames[start + 2], sig)
-    return Message(header, frames[start + 2], None)
+        return _new_message(Message, (header, frames[start + 2], sig))
+    return _new_message(Message, (header, frames[start + 2], None))
 
 
 #: The id of an ERROR about a message whose own id could not be read.
