@@ -432,7 +432,7 @@ class BrokerCore:
         worker, client or neighbour that accepts BATCH grouped into BATCHes
         (protocol/batch.py; our dialled DEALERs carry no routing id);
         everything else unchanged.  Counts ``batches_sent``."""
-        sent = group(out, self._accepts_batch, _class_of, FIRST_DIAL_SOCKET)
+        sent = group(out, self._accepts_batch, self._class_of, FIRST_DIAL_SOCKET)
         if sent is not out and len(sent) < len(out):
             n = 0
             for idx, frames in sent:
@@ -440,6 +440,14 @@ class BrokerCore:
                     n += 1
             self._ctx.counters["batches_sent"] += n
         return sent
+
+    def _class_of(self, sock: int) -> int:
+        """The priority class of a socket (a BATCH header's ``cls``): a
+        frontend's, a dialled DEALER's; the workers' socket carries every
+        class: 0."""
+        if sock < WORKERS:
+            return sock
+        return self._links.class_of_dealer(sock) if sock > WORKERS else 0
 
     def _accepts_batch(self, sock: int, rid: bytes) -> bool:
         if not self._links.batching:
@@ -688,12 +696,6 @@ class BrokerCore:
         self._origin.shutdown(reason)
         self._links.bye_all(reason)
         self._local.disconnect_workers(reason)
-
-
-def _class_of(sock: int) -> int:
-    """The priority class of a frontend socket (a BATCH header's ``cls``);
-    the workers' socket carries every class: 0."""
-    return sock if sock < WORKERS else 0
 
 
 #: Signing keys learned from neighbours' HELLOs (the trust store had none):

@@ -329,6 +329,11 @@ class PeerLinks:
         return (link is not None and link.accepted_batch and link.accepted_up
                 and link.rid == rid)
 
+    def class_of_dealer(self, sock: int) -> int:
+        """The priority class of our dialled DEALER ``sock`` (0 if unknown)."""
+        link = self._link_by_sock.get(sock)
+        return link.dial.index(sock) if link is not None and link.dial is not None else 0
+
     def send(self, link: PeerLink, cls: int, frames: list[bytes], *,
              urgent: bool = False) -> bool:
         """Send on the link's preferred transport, shaped by QoS; False when it

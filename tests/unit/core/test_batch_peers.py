@@ -91,6 +91,11 @@ def test_neighbours_that_offer_batch_get_batches_both_ways_on_both_transports() 
     kinds = {(node, sock >= FIRST_DIAL_SOCKET) for node, sock, _ in batches}
     assert kinds == {("a", True), ("b", True), ("c", False), ("b", False)}
     inner = [decode(msg).header.type for _, _, msgs in batches for msg in msgs]
+    # A BATCH's header names the class of the DEALER it goes on (each node
+    # dialled once: DEALER FIRST_DIAL_SOCKET + class); the jobs are normal.
+    for _, sock, frames in seen:
+        if sock >= FIRST_DIAL_SOCKET and is_batch(frames):
+            assert decode(frames).header.cls == sock - FIRST_DIAL_SOCKET == 2
     assert inner.count(MsgType.JOB) >= 120 and inner.count(MsgType.RESULT) >= 120
     for node in "abc":
         assert m.nodes[node].counters["malformed"] == 0
