@@ -9,6 +9,7 @@ from typing import Any
 from .core.broker import FIRST_DIAL_SOCKET, WORKERS, BrokerCore, BrokerLimits
 from .core.client import ClientCore, Reply
 from .core.worker import JobStart, WorkerCore
+from .protocol.batch import decode_batch, is_batch
 from .protocol.bodies import ToolInfo
 
 __all__ = ["CoreMesh", "FakeClock", "key_of"]
@@ -56,8 +57,13 @@ class CoreMesh:
     automatically with ``auto_echo``).  Time is a :class:`FakeClock`.
     """
 
-    def __init__(self, limits: BrokerLimits | None = None, *, auto_echo: bool = True) -> None:
+    def __init__(self, limits: BrokerLimits | None = None, *, auto_echo: bool = True,
+                 batched: bool = False) -> None:
         self.clock = FakeClock()
+        #: As the shell does: every message waiting when a pass starts is
+        #: handled before each broker's outbox goes out, through
+        #: ``BrokerCore.batched`` (BATCHes to whoever accepts them).
+        self.batched = batched
         self.limits = limits or BrokerLimits(peer_interval=1.0, peer_liveness=3)
         self.nodes: dict[str, BrokerCore] = {}
         self.dead: set[str] = set()
@@ -186,10 +192,12 @@ class CoreMesh:
     def _collect(self, node: str) -> None:
         core = self.nodes[node]
         while core.out or core.urgent:  # an unroutable send may add messages
-            out = core.urgent + core.out  # heartbeats first, as the shell sends them
+            urgent, out = core.urgent, core.out
             core.urgent, core.out = [], []
             core.stamp_pings(self.clock())
-            for sock, frames in out:
+            if self.batched:
+                out = core.batched(out)
+            for sock, frames in urgent + out:  # heartbeats first, as the shell sends them
                 self._route_out(node, sock, frames)
         self._collect_worker(node)
 
@@ -217,9 +225,12 @@ class CoreMesh:
             if rid[:1] == b"\x00":
                 c = self.clients.get(node)
                 if c is not None:
-                    r = c.on_message(frames[1:])
-                    if r is not None:
-                        self.client_inbox[node].append(r)
+                    # A client that sent a BATCH is answered with BATCHes.
+                    msgs = decode_batch(frames, 1) if is_batch(frames, 1) else [frames[1:]]
+                    for m in msgs:
+                        r = c.on_message(m)
+                        if r is not None:
+                            self.client_inbox[node].append(r)
                 return
             peer = rid.decode()
             socks = self._dial_socks.get((peer, node))
@@ -247,20 +258,27 @@ class CoreMesh:
                 self._collect(node)
         n = 0
         while self.queue and n < max_messages:
-            node, sock, frames, extra = self.queue.popleft()
-            if node in self.dead:
-                continue
-            core = self.nodes[node]
-            now = self.clock()
-            if extra == "dealer":
-                core.on_dealer(sock, frames, now)
-            elif sock == WORKERS:
-                core.on_worker(frames, now)
-            else:
-                core.on_frontend(sock, frames, now, uid=extra)
-            core.poll(now)
-            self._collect(node)
-            n += 1
+            # One message at a time, or (batched) a pass over all that wait.
+            todo = len(self.queue) if self.batched else 1
+            touched: dict[str, None] = {}
+            for _ in range(todo):
+                node, sock, frames, extra = self.queue.popleft()
+                if node in self.dead:
+                    continue
+                core = self.nodes[node]
+                now = self.clock()
+                if extra == "dealer":
+                    core.on_dealer(sock, frames, now)
+                elif sock == WORKERS:
+                    core.on_worker(frames, now)
+                else:
+                    core.on_frontend(sock, frames, now, uid=extra)
+                touched[node] = None
+                n += 1
+            for node in touched:
+                if node not in self.dead:
+                    self.nodes[node].poll(self.clock())
+                    self._collect(node)
         self.messages += n
         return n
 

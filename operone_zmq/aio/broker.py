@@ -370,6 +370,8 @@ class Broker:
             self._dialler.on_monitor(idx, frames, now)
         else:
             self.core.on_dealer(idx, frames, now)
+            if is_batch(frames):  # a neighbour's BATCH: as one from the frontend
+                self._flush(now)
         if self.core.urgent:
             # A PONG: out now, not after the rest of the batch (and SPF),
             # so this loop's work is not in the neighbour's RTT.

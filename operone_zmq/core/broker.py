@@ -172,10 +172,18 @@ class BrokerCore:
                          self._legacy)
         self._queries = Queries(ctx, self._local, self._links, self._linkstate, self._origin,
                                 self._legacy, self._relay, now)
-        #: Whether this broker sends BATCH to workers and clients that accept
-        #: it, and says so in PONGs (the shell clears it when its message size
-        #: limit is below protocol.batch.MIN_SIZE_TO_BATCH).
-        self.batching = True
+
+    @property
+    def batching(self) -> bool:
+        """Whether this broker sends BATCH to workers, clients and neighbours
+        that accept it, and says so in PONGs to clients and in HELLO and
+        WELCOME (the shell clears it when its message size limit is below
+        protocol.batch.MIN_SIZE_TO_BATCH)."""
+        return self._links.batching
+
+    @batching.setter
+    def batching(self, value: bool) -> None:
+        self._links.batching = value
 
     # ------------------------------------------------------------ signing
     def _signing_key_of(self, node: str) -> str | None:
@@ -404,6 +412,7 @@ class BrokerCore:
             self._refuse_malformed(cls, rid, frames, exc)
             return
         self._clients.sent_batch(cls, rid)
+        self._ctx.counters["batches_received"] += 1
         for m in msgs:
             self.on_frontend(cls, [rid, *m], now, uid, True)
 
@@ -420,17 +429,35 @@ class BrokerCore:
 
     def batched(self, out: list[tuple[int, list[bytes]]]) -> list[tuple[int, list[bytes]]]:
         """``out`` as it goes on the wire: several messages of one flush to a
-        worker or client that accepts BATCH grouped into BATCHes
-        (protocol/batch.py); everything else unchanged."""
-        return group(out, self._accepts_batch, _class_of)
+        worker, client or neighbour that accepts BATCH grouped into BATCHes
+        (protocol/batch.py; our dialled DEALERs carry no routing id);
+        everything else unchanged.  Counts ``batches_sent``."""
+        sent = group(out, self._accepts_batch, self._class_of, FIRST_DIAL_SOCKET)
+        if sent is not out and len(sent) < len(out):
+            n = 0
+            for idx, frames in sent:
+                if is_batch(frames, 0 if idx >= FIRST_DIAL_SOCKET else 1):
+                    n += 1
+            self._ctx.counters["batches_sent"] += n
+        return sent
+
+    def _class_of(self, sock: int) -> int:
+        """The priority class of a socket (a BATCH header's ``cls``): a
+        frontend's, a dialled DEALER's; the workers' socket carries every
+        class: 0."""
+        if sock < WORKERS:
+            return sock
+        return self._links.class_of_dealer(sock) if sock > WORKERS else 0
 
     def _accepts_batch(self, sock: int, rid: bytes) -> bool:
-        if not self.batching:
+        if not self._links.batching:
             return False
         if sock == WORKERS:
             w = self._local.workers.get(rid)
             return w is not None and w.batch
-        return sock < WORKERS and rid[:1] == b"\x00" and self._clients.accepts_batch(sock, rid)
+        if sock > WORKERS or rid[:1] != b"\x00":  # a neighbour: dialled, accepted
+            return self._links.accepts_batch(sock, rid)
+        return self._clients.accepts_batch(sock, rid)
 
     def on_oversize(self, sock: int, head: list[bytes], nframes: int, nbytes: int,
                     now: float) -> None:
@@ -512,6 +539,7 @@ class BrokerCore:
             except ProtocolError:
                 self._ctx.counters["malformed"] += 1
                 return
+            self._ctx.counters["batches_received"] += 1
             rid = frames[0]
             for m in msgs:
                 self._local.on_worker([rid, *m], now)
@@ -668,12 +696,6 @@ class BrokerCore:
         self._origin.shutdown(reason)
         self._links.bye_all(reason)
         self._local.disconnect_workers(reason)
-
-
-def _class_of(sock: int) -> int:
-    """The priority class of a frontend socket (a BATCH header's ``cls``);
-    the workers' socket carries every class: 0."""
-    return sock if sock < WORKERS else 0
 
 
 #: Signing keys learned from neighbours' HELLOs (the trust store had none):

@@ -172,6 +172,8 @@ def _new_counters() -> dict[str, int]:
         "attempts_restarted": 0,
         "orphans_joined": 0,
         "orphans_answered": 0,
+        "batches_sent": 0,
+        "batches_received": 0,
     }
 
 

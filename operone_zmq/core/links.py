@@ -12,6 +12,13 @@ session protocol over it:
 * Every message from an established neighbour is counted, refreshes the
   link's liveness, and goes to the face's ``deliver`` callback, except the
   session messages (PING, PONG, BYE, WELCOME) handled here.
+* BATCH (revision 7): we say ``batch`` in HELLO and WELCOME when
+  :attr:`PeerLinks.batching`; a transport whose neighbour said it in the
+  handshake that brought it up may be sent BATCHes (:meth:`accepts_batch`).
+  A BATCH received on either transport is unpacked here and each message in
+  it handled exactly as if it had come alone on that connection (the same
+  session and key checks, then the same part); one not well formed is
+  counted ``malformed`` and dropped whole, as a malformed message is.
 * Sends are shaped by the QoS manager per (link, class): over the allocation
   or policy rate they wait in the link's class queue (at most
   :data:`MAX_LINK_QUEUE`, then refused), released critical class first when
@@ -37,11 +44,13 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import ProtocolError
+from ..protocol.batch import decode_batch
 from ..protocol.bodies import Bye, Hello, Ping, Welcome
 from ..protocol.codec import TAG, Header, decode
 from ..qos.manager import QoSManager, metrics_report
 from ..routing.damping import PeerLiveness
 from .context import (
+    _BATCH,
     _BYE,
     _HELLO,
     _PING,
@@ -132,6 +141,9 @@ class PeerLinks:
         self._unstamped: list[tuple[str, int]] = []
         #: node -> the loss our LSA advertises for the link (one per link).
         self._advertised_loss: dict[str, float] = {}
+        #: Whether we offer BATCH in HELLO and WELCOME (the face's
+        #: ``BrokerCore.batching``: off below MIN_SIZE_TO_BATCH).
+        self.batching = True
 
     def wire(self, linkstate: LinkEvents) -> None:
         self._linkstate = linkstate
@@ -269,7 +281,7 @@ class PeerLinks:
             token = self._token_factory()
         body = Hello(ctx.node_id, ctx.name, ctx.cluster, token, self._signing_key,
                      incarnation=ctx.incarnation,
-                     direct=bool(self._signing_key)).pack()
+                     direct=bool(self._signing_key), batch=self.batching).pack()
         ctx.out.append((link.dial[0], [TAG, ctx.header(_HELLO, ctx.next_id(), link.node, 0),
                                        body]))
         if link.dial_state == DOWN:
@@ -293,6 +305,7 @@ class PeerLinks:
 
     def _on_link_down(self, link: PeerLink, now: float, reason: str) -> None:
         link.last_error = reason
+        link.dial_batch = link.accepted_batch = False
         link.pings.clear()
         link.reset_band()
         self.liveness.forget(link.node)
@@ -301,6 +314,26 @@ class PeerLinks:
         self._ctx.events.append(("peer:disconnected", {"node": link.node, "reason": reason}))
 
     # ------------------------------------------------------------- sending
+    def accepts_batch(self, sock: int, rid: bytes) -> bool:
+        """Whether the neighbour reached by socket ``sock`` (with routing id
+        ``rid`` on a frontend ROUTER; b"" on one of our DEALERs) said
+        ``batch`` in the handshake of that transport, which is up."""
+        if not rid:
+            link = self._link_by_sock.get(sock)
+            return link is not None and link.dial_batch and link.dial_state == UP
+        try:
+            node = node_of_rid(rid).decode()
+        except UnicodeDecodeError:
+            return False
+        link = self.links.get(node)
+        return (link is not None and link.accepted_batch and link.accepted_up
+                and link.rid == rid)
+
+    def class_of_dealer(self, sock: int) -> int:
+        """The priority class of our dialled DEALER ``sock`` (0 if unknown)."""
+        link = self._link_by_sock.get(sock)
+        return link.dial.index(sock) if link is not None and link.dial is not None else 0
+
     def send(self, link: PeerLink, cls: int, frames: list[bytes], *,
              urgent: bool = False) -> bool:
         """Send on the link's preferred transport, shaped by QoS; False when it
@@ -401,8 +434,9 @@ class PeerLinks:
 
     # --------------------------------------------------- incoming from peers
     def on_router(self, cls: int, rid: bytes, uid: str | None, frames: list[bytes],
-                  now: float) -> None:
-        """A message on a frontend ROUTER from a routing id that is a node id."""
+                  now: float, inner: bool = False) -> None:
+        """A message on a frontend ROUTER from a routing id that is a node id
+        (``inner``: it came in a BATCH)."""
         ctx = self._ctx
         try:
             msg = decode(frames, 1)
@@ -431,10 +465,30 @@ class PeerLinks:
             ctx.counters["peer_key_mismatch"] += 1
             ctx.events.append(("security:peer_key_mismatch", {"node": node}))
             return
+        if h.type == _BATCH:
+            for m in self._unbatch(frames, 1, inner):
+                self.on_router(cls, rid, uid, [rid, *m], now, True)
+            return
         self._on_peer_msg(link, cls, msg, frames[1:], now)
 
-    def on_dealer(self, sock: int, frames: list[bytes], now: float) -> None:
-        """Handle a message from a neighbour on a DEALER we dialled."""
+    def _unbatch(self, frames: list[bytes], start: int, inner: bool) -> list[list[bytes]]:
+        """The messages of a neighbour's BATCH (operone frames from
+        ``start``); none when it is not well formed (counted ``malformed``)."""
+        ctx = self._ctx
+        try:
+            if inner:
+                raise ProtocolError("a BATCH may not contain a BATCH")
+            msgs = decode_batch(frames, start)
+        except ProtocolError:
+            ctx.counters["malformed"] += 1
+            return []
+        ctx.counters["batches_received"] += 1
+        return msgs
+
+    def on_dealer(self, sock: int, frames: list[bytes], now: float,
+                  inner: bool = False) -> None:
+        """Handle a message from a neighbour on a DEALER we dialled
+        (``inner``: it came in a BATCH)."""
         ctx = self._ctx
         link = self._link_by_sock.get(sock)
         if link is None:
@@ -446,6 +500,13 @@ class PeerLinks:
             return
         h = msg.header
         t = h.type
+        if t == _BATCH:
+            # Unpacked whatever the handshake's state: each message is then
+            # taken or dropped by it as if alone (the WELCOME that brings the
+            # transport up may share a BATCH with the first LSAs).
+            for m in self._unbatch(frames, 0, inner):
+                self.on_dealer(sock, m, now, True)
+            return
         if t == _WELCOME:
             try:
                 w = Welcome.unpack(msg.body)
@@ -469,6 +530,7 @@ class PeerLinks:
             link.name = w.name
             self._linkstate.incarnation_seen(link.node, w.incarnation, now)
             link.direct = w.direct
+            link.dial_batch = w.batch
             if not was_up:
                 self._on_link_up(link, now)
             self._heard(link, now)
@@ -554,11 +616,13 @@ class PeerLinks:
         link.accepted_up = True
         link.name = hello.name
         link.direct = hello.direct
+        link.accepted_batch = hello.batch
         ctx.out.append((cls, [rid, TAG, ctx.header(_WELCOME, h.id, node, cls, h.id),
                               Welcome(ctx.node_id, ctx.name, ctx.cluster,
                                       self._signing_key,
                                       incarnation=ctx.incarnation,
-                                      direct=bool(self._signing_key)).pack()]))
+                                      direct=bool(self._signing_key),
+                                      batch=self.batching).pack()]))
         self._linkstate.incarnation_seen(node, hello.incarnation, now)
         if not was_up:
             self._on_link_up(link, now)

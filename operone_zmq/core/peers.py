@@ -144,6 +144,11 @@ class PeerLink:
     token: str | None = None
     #: It takes our messages for it unsigned (HELLO/WELCOME ``direct``, rev. 5).
     direct: bool = False
+    #: It accepts BATCH (revision 7): on the dialled transport its WELCOME of
+    #: the current handshake said so, on the accepted one its accepted HELLO
+    #: (each set afresh by every handshake of its transport).
+    dial_batch: bool = False
+    accepted_batch: bool = False
     up_since: float = 0.0
     heard: float = 0.0
     next_hello: float = 0.0

@@ -10,7 +10,8 @@ Rules (docs/protocol.md section 5.20):
 
 * A node sends BATCH only to a connection that said it accepts one (a
   worker's READY ``batch: true``, a broker's PONG ``batch: true`` to a
-  client, a client by sending a BATCH itself); everyone else gets singles.
+  client, a client by sending a BATCH itself, a neighbour broker's HELLO or
+  WELCOME ``batch: true`` on that link); everyone else gets singles.
 * A receiver unpacks a BATCH and handles each inner message exactly as if it
   had arrived alone on the same connection; a BATCH that is not well formed
   (not an array of 2..3-bin arrays, more than :data:`MAX_BATCH` messages, a
@@ -183,19 +184,25 @@ def pack_messages(msgs: list[list[bytes]], cls: int = 0) -> list[list[bytes]]:
 
 def group(out: list[tuple[int, list[bytes]]],
           accepts: Callable[[int, bytes], bool],
-          cls_of: Callable[[int], int]) -> list[tuple[int, list[bytes]]]:
-    """Turn one flush's outbox of ``(socket, [routing id, tag, header, body(,
-    sig)])`` into what to send: the messages of a destination (socket and
-    routing id) for which ``accepts(socket, routing id)`` holds, when there
+          cls_of: Callable[[int], int],
+          dealers_from: int | None = None) -> list[tuple[int, list[bytes]]]:
+    """Turn one flush's outbox into what to send: the messages of a
+    destination for which ``accepts(socket, routing id)`` holds, when there
     are several, go as :func:`pack_messages` says; anything else goes as it
     was.  Order is kept per destination.  ``cls_of(socket)``: the priority
-    class of a socket, for the BATCH header.  Entries must carry a routing
-    id (ROUTER sockets) whenever ``accepts`` may hold for their socket."""
+    class of a socket, for the BATCH header.
+
+    An entry is ``(socket, [routing id, tag, header, body(, sig)])`` on a
+    ROUTER socket (its destination: socket and routing id), or ``(socket,
+    [tag, header, body(, sig)])`` on a socket of index ``dealers_from`` or
+    more (a DEALER: one destination per socket, asked as ``accepts(socket,
+    b"")``; None: every socket is a ROUTER)."""
     if len(out) < 2:
         return out
     dests: dict[tuple[int, bytes], list[list[bytes]]] = {}
+    no_rid = float("inf") if dealers_from is None else dealers_from
     for idx, frames in out:
-        key = (idx, frames[0])
+        key = (idx, b"") if idx >= no_rid else (idx, frames[0])
         lst = dests.get(key)
         if lst is None:
             dests[key] = [frames]
@@ -207,6 +214,8 @@ def group(out: list[tuple[int, list[bytes]]],
     for (idx, rid), msgs in dests.items():
         if len(msgs) == 1 or not accepts(idx, rid):
             result.extend([(idx, m) for m in msgs])
+        elif idx >= no_rid:
+            result.extend([(idx, m) for m in _split(msgs, 0, b"", cls_of(idx))])
         else:
             result.extend([(idx, m) for m in _split(msgs, 1, rid, cls_of(idx))])
     return result

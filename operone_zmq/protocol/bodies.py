@@ -772,6 +772,9 @@ class Hello:
     #: It takes messages originated by the receiver and addressed to it over
     #: this link without a signature (revision 5, docs/protocol.md §2.2).
     direct: bool = False
+    #: It accepts BATCH messages on this connection (revision 7, §5.20);
+    #: absent, or any other value than true: it does not.
+    batch: bool = False
 
     def pack(self) -> bytes:
         m: dict[str, Any] = {"node": self.node, "name": self.name, "cluster": self.cluster}
@@ -783,6 +786,8 @@ class Hello:
             m["incarnation"] = self.incarnation
         if self.direct:
             m["direct"] = True
+        if self.batch:
+            m["batch"] = True
         return pack_value(m)
 
     @classmethod
@@ -799,6 +804,7 @@ class Hello:
             signing_key=_signing_key(m, "HELLO"),
             incarnation=_int(m, "incarnation", "HELLO", 0, 2**63 - 1, 0),
             direct=_direct(m, "HELLO"),
+            batch=m.get("batch") is True,
         )
 
 
@@ -830,6 +836,8 @@ class Welcome:
     incarnation: int = 0
     #: As in HELLO.
     direct: bool = False
+    #: As in HELLO: the answering broker accepts BATCH on this connection.
+    batch: bool = False
 
     def pack(self) -> bytes:
         m: dict[str, Any] = {"node": self.node, "name": self.name, "cluster": self.cluster}
@@ -839,6 +847,8 @@ class Welcome:
             m["incarnation"] = self.incarnation
         if self.direct:
             m["direct"] = True
+        if self.batch:
+            m["batch"] = True
         return pack_value(m)
 
     @classmethod
@@ -851,6 +861,7 @@ class Welcome:
             signing_key=_signing_key(m, "WELCOME"),
             incarnation=_int(m, "incarnation", "WELCOME", 0, 2**63 - 1, 0),
             direct=_direct(m, "WELCOME"),
+            batch=m.get("batch") is True,
         )
 
 

@@ -126,3 +126,37 @@ def test_group_batches_only_for_destinations_that_accept() -> None:
     assert sent == {(2, a): [_msg("a1"), _msg("a2")], (2, b): [_msg("b1"), _msg("b2")],
                     (4, w): [_msg("w1"), _msg("w2")], (0, a): [_msg("a-critical")]}
     assert group(out[:1], lambda i, r: True, lambda i: 0) == out[:1]
+
+
+def test_group_batches_dealer_entries_without_a_routing_id() -> None:
+    """Entries on sockets from ``dealers_from`` on carry no routing id (a
+    broker's dialled DEALERs): one destination per socket, asked as
+    ``accepts(socket, b"")``, grouped as ``[tag, header, body]`` BATCHes; a
+    big message goes alone and the order per socket is kept."""
+    r = b"n2#0123456789abcdef.1"
+    big = _msg("big", b"x" * (MAX_BATCHED_MESSAGE + 1))
+    out = [(5, _msg("d1")), (1, [r, *_msg("r1")]), (6, _msg("e1")), (5, _msg("d2")),
+           (5, big), (1, [r, *_msg("r2")]), (6, _msg("e2")), (5, _msg("d3")),
+           (5, _msg("d4"))]
+    asked: list[tuple[int, bytes]] = []
+
+    def accepts(i: int, rid: bytes) -> bool:
+        asked.append((i, rid))
+        return i in (1, 5)
+
+    res = group(out, accepts, lambda i: 2 if i == 5 else 1, dealers_from=5)
+    assert sorted(asked) == [(1, r), (5, b""), (6, b"")]
+    by_sock: dict[int, list[list[bytes]]] = {}
+    for idx, frames in res:
+        by_sock.setdefault(idx, []).append(frames)
+    assert [is_batch(f) for f in by_sock[5]] == [True, False, True]
+    assert decode_header(by_sock[5][0][1]).cls == 2
+    assert [m for f in by_sock[5] for m in _inner(f)] == [
+        _msg("d1"), _msg("d2"), big, _msg("d3"), _msg("d4")]
+    assert by_sock[5][1] is big
+    assert by_sock[6] == [_msg("e1"), _msg("e2")]  # does not accept: singles
+    (router,) = by_sock[1]  # ROUTER entries as before: routing id first
+    assert router[0] == r and decode_batch(router, 1) == [_msg("r1"), _msg("r2")]
+    # Without dealers_from, nothing is taken for a DEALER entry.
+    assert all(not is_batch(f, 1) for _, f in group(out[:4], lambda i, r: i != 1,
+                                                     lambda i: 0))
