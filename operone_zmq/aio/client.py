@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import functools
 import heapq
 import os
 import socket
@@ -69,8 +68,15 @@ DEFAULT_TIMEOUT = 60.0
 MAX_IN_FLIGHT = 100_000
 
 
+_CLASS_OF_NAME = {name: i for i, name in enumerate(CLASS_NAMES)}
+
+
 def parse_priority(priority: str | int) -> int:
     """Priority class index from a name ("critical".."low") or 0..3."""
+    if type(priority) is str:
+        c = _CLASS_OF_NAME.get(priority)
+        if c is not None:
+            return c
     if isinstance(priority, int) and not isinstance(priority, bool) and 0 <= priority <= 3:
         return priority
     if isinstance(priority, str) and priority.lower() in CLASS_NAMES:
@@ -119,6 +125,20 @@ class JobFuture(asyncio.Future[JobResult]):
     :class:`~operone_zmq.errors.JobCancelled`."""
 
     job_id: str
+    #: Called with (job id, class) when the future is cancelled: the client
+    #: sends CANCEL (set by AsyncClient once the job is sent).
+    _on_cancel: Callable[[str, int], None] | None = None
+    _cls: int = 2
+
+    def cancel(self, msg: Any | None = None) -> bool:
+        """Cancel the job (CANCEL to the broker) and this future."""
+        if not super().cancel(msg):
+            return False
+        hook = self._on_cancel
+        if hook is not None:
+            self._on_cancel = None
+            hook(self.job_id, self._cls)
+        return True
 
 
 class ClientJobFuture(concurrent.futures.Future[JobResult]):
@@ -512,7 +532,7 @@ class AsyncClient:
         if refused is not None:
             fut.set_exception(AuthenticationError(refused))
             return fut
-        size = sum(len(f) for f in frames)
+        size = sum(map(len, frames))
         if size > self._socket_limits.max_message_size:
             fut.set_exception(MessageTooLarge(
                 f"the request is {size} bytes; the limit is"
@@ -533,7 +553,11 @@ class AsyncClient:
         if deadline < self._timer_at:
             self._arm(deadline, now)
         if is_job:
-            fut.add_done_callback(functools.partial(self._on_future_done, rid, cls))
+            # Not a done-callback: one per job costs a loop callback per job,
+            # and only a cancel needs anything done.
+            assert isinstance(fut, JobFuture)
+            fut._on_cancel = self._job_cancelled
+            fut._cls = cls
             if self._watch is None:
                 # The first PING goes at once: a restart is a change from
                 # the incarnation seen before it.
@@ -543,9 +567,10 @@ class AsyncClient:
         pump.kick()
         return fut
 
-    def _on_future_done(self, rid: str, cls: int, fut: asyncio.Future[Any]) -> None:
+    def _job_cancelled(self, rid: str, cls: int) -> None:
+        """A job's future was cancelled (by its caller, or a task awaiting it)."""
         p = self._pending.pop(rid, None)
-        if fut.cancelled() and p is not None and self._pump is not None:
+        if p is not None and self._pump is not None:
             # After the JOB, which may still wait in the outbox.
             self._enqueue(cls, self._sock_index(cls), self.core.cancel(rid, cls=cls),
                           time.monotonic())

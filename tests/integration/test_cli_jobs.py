@@ -179,3 +179,40 @@ def test_cp_to_an_unreachable_node_fails_like_run(line: MeshOfNodes, tmp_path: P
     r = cli(line["a"], "cp", str(src), "nowhere:f.bin", timeout=20)  # it took 52 s
     assert r.returncode == 2 and "no_route" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_async_futures_cancelled_directly_or_by_a_timeout_cancel_the_job(
+        tmp_path: Path) -> None:
+    """An AsyncClient job's future cancelled by its caller, or by the task
+    awaiting it (asyncio.wait_for's timeout), sends CANCEL: the broker shows
+    the job cancelled and its worker slot comes back."""
+    import asyncio
+
+    from operone_zmq import AsyncClient
+
+    async def go(node: LocalNode) -> list[str]:
+        async with AsyncClient("127.0.0.1", node.base_port, keys=node.keys()) as c:
+            direct = c.submit("sleep", {"seconds": 60}, timeout=90)
+            awaited = c.submit("sleep", {"seconds": 60}, timeout=90)
+            deadline = time.monotonic() + 20
+            while (await c.query("stats"))["running"] < 2:
+                assert time.monotonic() < deadline, "the jobs did not start"
+                await asyncio.sleep(0.05)
+            assert direct.cancel() is True
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(awaited, 0.2)
+            assert awaited.cancelled()
+            states: list[str] = []
+            for jid in (direct.job_id, awaited.job_id):
+                while (state := (await c.query("job", {"id": jid}))["state"]) != "cancelled":
+                    assert time.monotonic() < deadline + 20, (jid, state)
+                    await asyncio.sleep(0.05)
+                states.append(state)
+            assert (await c.run("echo", {"x": 1})) == {"x": 1}
+            return states
+
+    with local_node(tmp_path, "pya") as node:
+        node.start_broker()
+        node.start_worker()
+        node.wait_workers(1)
+        assert asyncio.run(go(node)) == ["cancelled", "cancelled"]
