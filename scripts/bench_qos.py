@@ -8,7 +8,10 @@ Two brokers (a dials b, CurveZMQ) with a worker on b, on 127.0.0.1.  In one run:
    *critical* class, idle (the baseline) and while a file transfer saturates
    the *low* class of the same link (target: p99 within 2x of idle);
 2. the achieved rate of that transfer against its 5 MB/s file-transfer
-   policy (target: within 5%).
+   policy (target: within 5%).  The bucket starts full, so the whole
+   transfer's rate includes one burst (``qos.bucket.default_burst``: a
+   quarter second at the rate) on top of the policy; the sustained rate,
+   that burst left out, is what the target is judged on.  Both are printed.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from helpers import MeshOfNodes, wait_for
+
+from operone_zmq.qos.bucket import default_burst
 
 MB = 1_000_000
 
@@ -94,9 +99,11 @@ def main() -> int:
     ok = "ok" if l99 <= 2 * i99 else "MISS"
     print(f"{'critical echo RTT p99, low class saturated':<52}{l99:>11.0f} us{l99 / i99:>9.2f}x"
           f"  <= 2x idle  {ok}")
-    ok = "ok" if abs(rate - 5.0) / 5.0 <= 0.05 else "MISS"
-    print(f"{'file transfer at the 5 MB/s policy':<52}{rate:>9.2f} MB/s{rate / 5.0:>9.3f}x"
-          f"  within 5%  {ok}")
+    print(f"{'file transfer at the 5 MB/s policy, whole':<52}{rate:>9.2f} MB/s{rate / 5.0:>9.3f}x")
+    sustained = (r.size - default_burst(5.0 * MB)) / r.seconds / MB  # type: ignore[attr-defined]
+    ok = "ok" if abs(sustained - 5.0) / 5.0 <= 0.05 else "MISS"
+    print(f"{'  sustained (its first burst left out)':<52}{sustained:>9.2f} MB/s"
+          f"{sustained / 5.0:>9.3f}x  within 5%  {ok}")
     print(f"({len(idle)} idle and {len(loaded)} loaded samples; {size / MB:.0f} MB transfer)")
     return 0
 

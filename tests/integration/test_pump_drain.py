@@ -50,3 +50,52 @@ def test_drain_reads_what_waits_before_the_loop_dispatches_it() -> None:
             ctx.term()
 
     asyncio.run(asyncio.wait_for(main(), 10))
+
+
+def test_a_socket_full_of_bulk_yields_to_the_others_after_run_bytes() -> None:
+    """One run takes at most RUN_BYTES from a socket: a message waiting on
+    another socket (the critical class behind a file transfer on low) is
+    handled after a few bulk messages, not after the whole backlog."""
+    from operone_zmq.aio.pump import RUN_BYTES
+
+    async def main() -> None:
+        ctx = zmq.Context()
+        socks = [ctx.socket(zmq.PAIR) for _ in range(4)]
+        for s in socks:
+            s.setsockopt(zmq.LINGER, 0)
+            s.setsockopt(zmq.RCVHWM, 0)
+            s.setsockopt(zmq.SNDHWM, 0)
+        bulk_in, bulk_out, crit_in, crit_out = socks
+        bulk_in.bind("inproc://pump-bulk")
+        bulk_out.connect("inproc://pump-bulk")
+        crit_in.bind("inproc://pump-crit")
+        crit_out.connect("inproc://pump-crit")
+        chunk = b"x" * 65536
+        n = 200  # 12.5 MiB waiting, far past RUN_BYTES
+        got: list[int] = []
+        pump = Pump(asyncio.get_running_loop(), lambda i, f, now, uid: got.append(i),
+                    lambda now: None)
+        try:
+            bulk = pump.add(bulk_in)  # index 0: read first in a run
+            crit = pump.add(crit_in)
+            await asyncio.sleep(0.01)
+            for _ in range(n):
+                bulk_out.send(chunk)
+            crit_out.send(b"critical")  # inproc: in its pipe when send returns
+            # (No ZMQ_EVENTS read here: it would take the edge of a socket the
+            # pump serves, and the pump would never hear of the message.)
+            deadline = time.monotonic() + 5
+            while len(got) < n + 1:
+                assert time.monotonic() < deadline, (len(got), got.count(bulk), got.count(crit))
+                await asyncio.sleep(0.001)
+            before = got.index(crit)
+            assert got.count(bulk) == n
+            assert before < n // 2, before  # not after the whole backlog
+            assert before <= 2 * RUN_BYTES // len(chunk), before
+        finally:
+            pump.close()
+            for s in (bulk_out, crit_out):
+                s.close(0)
+            ctx.term()
+
+    asyncio.run(asyncio.wait_for(main(), 10))
