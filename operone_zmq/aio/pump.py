@@ -3,16 +3,23 @@
 Why not ``zmq.asyncio``: awaiting once per message costs about 4x in CPU
 (DESIGN.md section 11).  The pump registers each socket's ZMQ_FD with
 ``loop.add_reader`` and, when woken, takes everything already queued with
-non-blocking calls, in batches, then lets the owner flush its output.
+non-blocking calls, in batches (at most :data:`BATCH` messages and
+:data:`RUN_BYTES` bytes per socket per run), then lets the owner flush its
+output.  A signalled FD is served from its own callback when nothing else
+waits in that loop turn (one turn per wake-up, not two); the owner's
+after-run is called only when the run handled a message or the owner asked
+for it (:meth:`Pump.kick`): libzmq also signals the FD for its own commands.
 
 Rules:
 
 * The ZMQ_FD is edge-triggered: reading ``ZMQ_EVENTS`` or sending can consume
-  the wake-up while messages wait.  So a socket is drained until EAGAIN (one
-  exception per drain is cheaper than a ``ZMQ_EVENTS`` call per message),
-  and every socket sent on during a run (or between runs) has its
+  the wake-up while messages wait.  So a socket is read while ``ZMQ_EVENTS``
+  shows input (that read processes the socket's commands and re-arms the
+  edge; cheaper than reading until EAGAIN, whose zmq.Again pyzmq builds in
+  Python), and every socket sent on during a run (or between runs) has its
   ``ZMQ_EVENTS`` checked again before the run ends; any socket still
-  readable schedules another run.  A send made outside a run (from a timer,
+  readable schedules another run.  Nothing else may read ``ZMQ_EVENTS`` of
+  a socket the pump serves.  A send made outside a run (from a timer,
   a coroutine, a redial) schedules a run for that check: without it, a
   message that arrived while a timer sent on the same socket waits unread
   until some other socket wakes the loop, for ever on a quiet node.
