@@ -524,8 +524,14 @@ class AsyncClient:
             raise RuntimeError("the client is not connected: use 'async with' or connect()")
         fut: asyncio.Future[Any]
         if is_job:
-            fut = JobFuture(loop=loop)
-            fut.job_id = rid
+            job = JobFuture(loop=loop)
+            job.job_id = rid
+            # Not a done-callback: one per job costs a loop callback per job,
+            # and only a cancel needs anything done (a future that failed
+            # before it was sent is done: cancel() then calls nothing).
+            job._on_cancel = self._job_cancelled
+            job._cls = cls
+            fut = job
         else:
             fut = loop.create_future()
         refused = self._auth_failed.get(cls)
@@ -552,18 +558,11 @@ class AsyncClient:
         heapq.heappush(self._deadlines, (deadline, rid))
         if deadline < self._timer_at:
             self._arm(deadline, now)
-        if is_job:
-            # Not a done-callback: one per job costs a loop callback per job,
-            # and only a cancel needs anything done.
-            assert isinstance(fut, JobFuture)
-            fut._on_cancel = self._job_cancelled
-            fut._cls = cls
-            if self._watch is None:
-                # The first PING goes at once: a restart is a change from
-                # the incarnation seen before it.
-                first = self.broker_incarnation is None
-                self._watch = loop.call_later(0.0 if first else WATCH_INTERVAL,
-                                              self._watchdog)
+        if is_job and self._watch is None:
+            # The first PING goes at once: a restart is a change from the
+            # incarnation seen before it.
+            first = self.broker_incarnation is None
+            self._watch = loop.call_later(0.0 if first else WATCH_INTERVAL, self._watchdog)
         pump.kick()
         return fut
 
