@@ -36,6 +36,11 @@ def _echo(**args: Any) -> Any:
     return args
 
 
+def _inner(frames: list[bytes]) -> list[list[bytes]]:
+    """The messages of what a ROUTER sent (a BATCH or one), routing id dropped."""
+    return decode_batch(frames[1:]) if is_batch(frames, 1) else [frames[1:]]
+
+
 def one_rep(jobs: int, batch: int) -> dict[str, float]:
     now = time.monotonic()
     broker = BrokerCore("bench", limits=BrokerLimits(), now=now, grants=lambda uid: GRANT)
@@ -69,8 +74,7 @@ def one_rep(jobs: int, batch: int) -> dict[str, float]:
         broker.out.clear()
         t2 = clock()
         for _, frames in to_worker:
-            inner = decode_batch(frames[1:]) if is_batch(frames, 1) else [frames[1:]]
-            for m in inner:
+            for m in _inner(frames):
                 action = worker.on_broker(m, now)
                 if isinstance(action, JobStart):
                     worker.done(action.id, _echo(**action.args), now)
@@ -83,8 +87,7 @@ def one_rep(jobs: int, batch: int) -> dict[str, float]:
         broker.out.clear()
         t4 = clock()
         for _, frames in to_client:
-            inner = decode_batch(frames[1:]) if is_batch(frames, 1) else [frames[1:]]
-            for m in inner:
+            for m in _inner(frames):
                 reply = client.on_message(m)
                 assert reply is not None and reply.kind == "result", reply
                 done += 1
