@@ -20,6 +20,7 @@ from __future__ import annotations
 import random
 import socket
 import sys
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,6 +120,11 @@ def selector_loop_policy() -> None:
 #: machines run.
 _PORT_FLOOR = 20_000
 
+#: Port ranges this process handed out lately, (base, span): a free range is
+#: free only until its broker binds, so two picks made before either binds
+#: (the nodes of a test mesh) must not overlap.  Bounded: the oldest go.
+_HANDED_OUT: deque[tuple[int, int]] = deque(maxlen=1024)
+
 
 def _ephemeral_low() -> int:
     """The first port of the kernel's ephemeral range (Linux), else 32768."""
@@ -137,6 +143,8 @@ def free_base_port(span: int = 4) -> int:
         # this check and the broker's bind by any outgoing connection (the
         # suite makes thousands), or by a client connecting to itself.
         base = random.randrange(_PORT_FLOOR, _ephemeral_low() - span)
+        if any(base < b + n and b < base + span for b, n in _HANDED_OUT):
+            continue
         socks: list[socket.socket] = []
         try:
             for i in range(span):
@@ -149,5 +157,6 @@ def free_base_port(span: int = 4) -> int:
         finally:
             for s in socks:
                 s.close()
+        _HANDED_OUT.append((base, span))
         return base
     raise RuntimeError("no free port range found")
