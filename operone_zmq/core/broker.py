@@ -68,7 +68,7 @@ from ..protocol.batch import decode_batch, group, is_batch
 from ..protocol.bodies import Cancel, ErrorBody, Ping, Query, pack_value
 from ..protocol.codec import TAG, Header, MsgType, best_effort_id, decode
 from ..protocol.limits import MAX_MESSAGE_FRAMES
-from ..protocol.signature import KeyRing, Signer
+from ..protocol.signature import FEATURE_MAC, KeyRing, Signer
 from ..qos.manager import QoSManager
 from ..routing.dijkstra import RoutingTable
 from ..routing.lsdb import LinkStateDB
@@ -135,6 +135,7 @@ class BrokerCore:
         signing_keys: Callable[[str], str | None] | None = None,
         grants_by_fingerprint: Callable[[str], Grant | None] | None = None,
         incarnation: int = 0,
+        pairwise_macs: bool = True,
     ) -> None:
         ctx = self._ctx = BrokerContext(node_id, limits or BrokerLimits(), now, wall, name,
                                         cluster, public_key, incarnation)
@@ -147,7 +148,7 @@ class BrokerCore:
         self._signer = signer
         self._signing_keys = signing_keys
         self._learned_keys: dict[str, str] = {}
-        keyring = KeyRing(self._signing_key_of) if signer is not None else None
+        keyring = KeyRing(self._signing_key_of, signer) if signer is not None else None
         self._local = LocalJobs(ctx)
         self._origin = OriginTable(ctx)
         self._remote = RemoteJobs(ctx, self._local)
@@ -156,9 +157,11 @@ class BrokerCore:
                                 token_factory=token_factory,
                                 signing_key=signer.public_hex if signer else "",
                                 learn_key=self._learn_key if signer else None)
-        self._linkstate = LinkState(ctx, wall, signer=signer, keyring=keyring)
+        self._linkstate = LinkState(ctx, wall, signer=signer, keyring=keyring,
+                                    pairwise_macs=pairwise_macs)
         self._relay = Relay(ctx, signer=signer, keyring=keyring, serving=self._serving,
-                            grant_of=grants_by_fingerprint)
+                            grant_of=grants_by_fingerprint,
+                            mac_verifier=self._mac_verifier if pairwise_macs else None)
         self._clients = ClientTable(ctx)
         self._local.wire(self._origin, self._remote, self._legacy, self._linkstate)
         self._origin.wire(self._local, self._legacy, self._relay, self._linkstate.lsdb,
@@ -198,6 +201,19 @@ class BrokerCore:
         if lsa is None or lsa.kind != "ssh" or len(lsa.links) != 1:
             return None
         return lsa.links[0].neighbor
+
+    def _mac_verifier(self, dst: str) -> str | None:
+        """The node that verifies a routed message for ``dst`` (``dst``, or
+        the broker serving SSH host ``dst``) if its verified LSA says it
+        takes pairwise MACs; else None (the message is signed)."""
+        get = self._linkstate.lsdb.get
+        lsa = get(dst)
+        if lsa is not None and lsa.kind == "ssh":
+            dst = lsa.links[0].neighbor if len(lsa.links) == 1 else ""
+            lsa = get(dst) if dst else None
+        if lsa is None or FEATURE_MAC not in lsa.features:
+            return None
+        return dst
 
     def _learn_key(self, node: str, key: str) -> str | None:
         """A neighbour authenticated as ``node`` signs with ``key``: None when

@@ -157,6 +157,7 @@ def _new_counters() -> dict[str, int]:
         "signatures_refused": 0,
         "replays_refused": 0,
         "unsigned_direct": 0,
+        "pairwise_macs": 0,
         "broadcasts_received": 0,
         "retries": 0,
         "results_from_cache": 0,

@@ -51,7 +51,13 @@ from typing import Any
 from ..errors import ProtocolError
 from ..protocol.bodies import MAX_LSAS_PER_MESSAGE, pack_lsas, unpack_lsas
 from ..protocol.codec import TAG
-from ..protocol.signature import KeyRing, Signer, lsa_signed_bytes
+from ..protocol.signature import (
+    FEATURE_MAC,
+    KeyRing,
+    Signer,
+    lsa_ext_signed_bytes,
+    lsa_signed_bytes,
+)
 from ..routing.damping import SPF_START, URGENT_LS_INTERVAL, LsaPacer, SpfThrottle
 from ..routing.dijkstra import RoutingTable
 from ..routing.events import Event
@@ -96,14 +102,23 @@ class LinkState:
     """Origination, flooding and the reaction to topology changes."""
 
     def __init__(self, ctx: BrokerContext, wall: Callable[[], float], *,
-                 signer: Signer | None = None, keyring: KeyRing | None = None) -> None:
+                 signer: Signer | None = None, keyring: KeyRing | None = None,
+                 pairwise_macs: bool = True) -> None:
         self._ctx = ctx
         self._wall = wall
         self.lsdb = LinkStateDB(ctx.node_id, initial_seq(wall()),
                                 retention=ctx.limits.down_retention)
         self._keyring = keyring
         if signer is not None:
+            me = ctx.node_id
+            features = (FEATURE_MAC,) if pairwise_macs else ()
+
             def seal(lsa: LSA) -> LSA:
+                if lsa.origin == me and features:
+                    lsa = replace(lsa, features=features)
+                    wire = lsa.to_wire()
+                    return replace(lsa, sig=signer.sign(lsa_signed_bytes(wire)),
+                                   xsig=signer.sign(lsa_ext_signed_bytes(wire)))
                 return replace(lsa, sig=signer.sign(lsa_signed_bytes(lsa.to_wire())))
             self.lsdb.seal = seal
         self.routes = RoutingTable(self.lsdb, auto=False)
@@ -179,26 +194,37 @@ class LinkState:
         ctx.counters["lsa_origination_failed"] += 1
         ctx.events.append(("lsa:origination_failed", {"origin": origin, "error": str(exc)}))
 
-    def _verified(self, lsa: LSA) -> bool:
-        """Is ``lsa`` signed by whoever may author it (see the rules above)?"""
+    def _verified(self, lsa: LSA) -> LSA | None:
+        """``lsa`` if signed by whoever may author it (see the rules above),
+        without its features unless its ``xsig`` covers them; else None."""
         ring = self._keyring
         if ring is None:
-            return True
+            return lsa
         if lsa.kind == "ssh":
             if len(lsa.links) != 1 or (ring.knows(lsa.origin)
                                        and lsa.origin not in self.lsdb.owned):
-                return False
+                return None
             signer = lsa.links[0].neighbor
             cur = self.lsdb.get(lsa.origin)
             if cur is None and sum(
                     1 for x in self.lsdb.lsas() if x.kind == "ssh" and x.links
                     and x.links[0].neighbor == signer) >= MAX_SSH_HOSTS_PER_BROKER:
-                return False
+                return None
         else:
             signer = lsa.origin
         # A copy of one of ours (from our previous run: the database then
         # raises our seq past it) is verified with our own key like any other.
-        return bool(lsa.sig) and ring.verify(signer, lsa.sig, lsa_signed_bytes(lsa.to_wire()))
+        wire = lsa.to_wire()
+        if lsa.features:
+            # One verify either way: the xsig covers every field the sig does.
+            if lsa.xsig and ring.verify(signer, lsa.xsig, lsa_ext_signed_bytes(wire)):
+                return lsa
+            # Features no signature covers (added or altered on the way, or
+            # a copy that lost its xsig): the LSA counts, the features do not.
+            lsa = replace(lsa, features=(), xsig=b"")
+        if lsa.sig and ring.verify(signer, lsa.sig, lsa_signed_bytes(wire)):
+            return lsa
+        return None
 
     # -------------------------------------------------------------- flooding
     def _flood(self, wire: list[dict[str, Any]], except_node: str | None) -> None:
@@ -250,8 +276,9 @@ class LinkState:
             except ProtocolError:
                 ctx.counters["malformed"] += 1
                 continue
-            if self._verified(lsa):
-                lsas.append(lsa)
+            checked = self._verified(lsa)
+            if checked is not None:
+                lsas.append(checked)
             else:
                 ctx.counters["lsas_unverified"] += 1
                 ctx.events.append(("security:lsa_unverified",

@@ -12,7 +12,18 @@ What is signed:
   :func:`message_signed_bytes`, the domain tag ``OZ-MSG-1`` and the msgpack
   array ``[type, id, src, dst, ts, cls, corr, client, sha256(body)]`` --
   every header field but ``ttl`` (relays lower it) -- carried in the fourth
-  frame as :class:`SigFrame`.
+  frame as :class:`SigFrame`;
+* or, instead of the Ed25519 signature of a routed message, a **pairwise
+  MAC** (revision 8): keyed BLAKE2b-256 over the same bytes, with a key that
+  only the signing and the verifying broker can derive (X25519 between their
+  Ed25519 keys, converted: :meth:`KeyRing.mac_for`).  A routed message is
+  verified by one node only, so a MAC proves to it what a signature would,
+  at about 2 us instead of 140 (sign + verify) on this project's machines;
+  a BROADCAST, verified by every node, and an LSA stay signed.
+* an LSA's **features** (``["mac"]``: "I verify pairwise MACs") are signed
+  by :func:`lsa_ext_signed_bytes` in the LSA's ``xsig``, beside the ``sig``
+  older brokers verify; a relay can strip them (the pair then falls back to
+  Ed25519) but not add them.
 
 A relay can therefore neither forge nor alter either; it can only drop.
 
@@ -24,24 +35,36 @@ here, and strict about non-canonical encodings.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import msgpack
-from nacl.bindings import crypto_sign, crypto_sign_open, crypto_sign_seed_keypair
+from nacl.bindings import (
+    crypto_scalarmult,
+    crypto_sign,
+    crypto_sign_ed25519_pk_to_curve25519,
+    crypto_sign_ed25519_sk_to_curve25519,
+    crypto_sign_open,
+    crypto_sign_seed_keypair,
+)
 from nacl.exceptions import CryptoError
 
 from ..errors import ProtocolError
 from .limits import MAX_SIGNATURE_SIZE
 
 __all__ = [
+    "FEATURE_MAC",
+    "MAC_LEN",
+    "MAC_VERSION",
     "SIGNATURE_LEN",
     "SIG_VERSION",
     "KeyRing",
     "SigFrame",
     "Signer",
+    "lsa_ext_signed_bytes",
     "lsa_signed_bytes",
     "message_signed_bytes",
 ]
@@ -53,9 +76,18 @@ PUBLIC_KEY_LEN = 32
 SEED_LEN = 32
 #: First element of a signature frame.
 SIG_VERSION = 1
+#: First element of a frame carrying a pairwise MAC instead (revision 8).
+MAC_VERSION = 2
+#: A pairwise MAC: BLAKE2b's full 256 bits, so forging one is as hard as
+#: finding the key.
+MAC_LEN = 32
+#: The LSA feature of a broker that verifies pairwise MACs.
+FEATURE_MAC = "mac"
 
 _LSA_TAG = b"OZ-LSA-1\x00"
+_LSA_EXT_TAG = b"OZ-LSA-2\x00"
 _MSG_TAG = b"OZ-MSG-1\x00"
+_PAIR_TAG = b"OZ-PAIR-1\x00"
 
 #: Node ids whose public keys a :class:`KeyRing` keeps parsed (bounded:
 #: a node id not in the trust store is never cached).
@@ -73,6 +105,18 @@ def lsa_signed_bytes(wire: dict[str, Any]) -> bytes:
     return _LSA_TAG + packed
 
 
+def lsa_ext_signed_bytes(wire: dict[str, Any]) -> bytes:
+    """The bytes of an LSA's ``xsig``: the eleven fields, its incarnation
+    (0 included) and its features, so a relay can neither add a feature nor
+    change anything else."""
+    fields = [wire.get(k) for k in ("origin", "seq", "links", "tools", "capabilities", "load",
+                                    "workers", "public_key", "kind", "name", "max_age")]
+    fields.append(wire.get("incarnation", 0))
+    fields.append(list(wire.get("features", ())))
+    packed: bytes = msgpack.packb(fields, use_bin_type=True)
+    return _LSA_EXT_TAG + packed
+
+
 def message_signed_bytes(t: int, mid: str, src: str, dst: str, ts: int, cls: int,
                          corr: str | None, client: tuple[str, str] | None,
                          body: bytes) -> bytes:
@@ -87,7 +131,8 @@ def message_signed_bytes(t: int, mid: str, src: str, dst: str, ts: int, cls: int
 
 @dataclass(frozen=True, slots=True)
 class SigFrame:
-    """The fourth frame of a signed message: ``[1, signature, client, signer]``.
+    """The fourth frame of a signed message: ``[1, signature, client, signer]``,
+    or ``[2, mac, client, signer]`` with a pairwise MAC (``version`` 2).
 
     ``client`` is ``[fingerprint, role]`` of the client key a JOB was
     submitted with (nil otherwise); ``signer`` is the node whose key signed,
@@ -100,9 +145,10 @@ class SigFrame:
     sig: bytes | None
     client: tuple[str, str] | None = None
     signer: str | None = None
+    version: int = SIG_VERSION
 
     def pack(self) -> bytes:
-        packed: bytes = msgpack.packb([SIG_VERSION, self.sig,
+        packed: bytes = msgpack.packb([self.version, self.sig,
                                        None if self.client is None else list(self.client),
                                        self.signer], use_bin_type=True)
         return packed
@@ -115,10 +161,15 @@ class SigFrame:
             v = msgpack.unpackb(frame, raw=False, use_list=False)
         except Exception as exc:  # msgpack raises several unrelated types
             raise ProtocolError("signature frame is not valid msgpack") from exc
-        if type(v) is not tuple or len(v) != 4 or v[0] != SIG_VERSION:
-            raise ProtocolError("signature frame must be [1, signature, client, signer]")
-        _, sig, client, signer = v
-        if sig is None:
+        if (type(v) is not tuple or len(v) != 4 or type(v[0]) is not int
+                or v[0] not in (SIG_VERSION, MAC_VERSION)):
+            raise ProtocolError("signature frame must be [1, signature, client, signer]"
+                                " or [2, mac, client, signer]")
+        version, sig, client, signer = v
+        if version == MAC_VERSION:
+            if type(sig) is not bytes or len(sig) != MAC_LEN:
+                raise ProtocolError("a MAC must be 32 bytes")
+        elif sig is None:
             if signer is not None:
                 raise ProtocolError("an unsigned frame names no signer")
         elif type(sig) is not bytes or len(sig) != SIGNATURE_LEN:
@@ -129,19 +180,21 @@ class SigFrame:
             raise ProtocolError("signature client must be nil or [fingerprint, role]")
         if signer is not None and (type(signer) is not str or not 0 < len(signer) <= 64):
             raise ProtocolError("signature signer must be nil or a node id")
-        return cls(sig, client, signer)
+        return cls(sig, client, signer, version)
 
 
 class Signer:
     """A node's Ed25519 signing key."""
 
-    __slots__ = ("_sk", "public_hex")
+    __slots__ = ("_sk", "_x_sk", "public", "public_hex")
 
     def __init__(self, seed: bytes) -> None:
         if len(seed) != SEED_LEN:
             raise ValueError("an Ed25519 seed is 32 bytes")
-        pk, self._sk = crypto_sign_seed_keypair(seed)
-        self.public_hex = pk.hex()
+        self.public, self._sk = crypto_sign_seed_keypair(seed)
+        self.public_hex = self.public.hex()
+        #: The same key as an X25519 secret, for pairwise MAC keys.
+        self._x_sk = crypto_sign_ed25519_sk_to_curve25519(self._sk)
 
     @classmethod
     def generate(cls) -> Signer:
@@ -155,38 +208,105 @@ class Signer:
         signed: bytes = crypto_sign(data, self._sk)
         return signed[:SIGNATURE_LEN]
 
+    def pair_keys(self, their_public: bytes) -> tuple[bytes, bytes]:
+        """The MAC keys (from us to them, from them to us) shared with the
+        holder of Ed25519 key ``their_public``: X25519 between the two keys
+        converted to Curve25519, hashed with both public keys in the
+        direction's order.  ValueError for a key that is no valid point or
+        of small order (libsodium refuses an all-zero shared secret)."""
+        try:
+            shared = crypto_scalarmult(self._x_sk, crypto_sign_ed25519_pk_to_curve25519(
+                their_public))
+        except (CryptoError, RuntimeError, TypeError) as exc:
+            raise ValueError("not a usable Ed25519 public key") from exc
+        mine = self.public
+        out = hashlib.blake2b(_PAIR_TAG + mine + their_public, key=shared,
+                             digest_size=32).digest()
+        back = hashlib.blake2b(_PAIR_TAG + their_public + mine, key=shared,
+                              digest_size=32).digest()
+        return out, back
+
 
 class KeyRing:
     """Who may sign as which node: node id -> Ed25519 public key (hex), from
-    a lookup (the trust store), decoded once per key."""
+    a lookup (the trust store), decoded once per key; with our own
+    ``signer``, also the pairwise MAC keys shared with each such node
+    (derived once per key: an X25519 costs about as much as a verify)."""
 
-    def __init__(self, lookup: Callable[[str], str | None]) -> None:
+    def __init__(self, lookup: Callable[[str], str | None],
+                 signer: Signer | None = None) -> None:
         self._lookup = lookup
+        self._signer = signer
         self._parsed: dict[str, tuple[str, bytes]] = {}
+        #: node -> (its key's hex, MAC key to it, MAC key from it).
+        self._pairs: dict[str, tuple[str, bytes, bytes]] = {}
 
     def knows(self, node: str) -> bool:
         return bool(self._lookup(node))
 
-    def verify(self, node: str, sig: bytes, data: bytes) -> bool:
-        """Did ``node``'s key sign ``data``?  False also when its key is unknown."""
+    def _public(self, node: str) -> bytes | None:
         hex_key = self._lookup(node)
         if not hex_key:
-            return False
+            return None
         cached = self._parsed.get(node)
         if cached is None or cached[0] != hex_key:
             try:
                 pub = bytes.fromhex(hex_key)
             except ValueError:
-                return False
+                return None
             if len(pub) != PUBLIC_KEY_LEN:
-                return False
+                return None
             if len(self._parsed) >= MAX_CACHED_KEYS:
                 self._parsed.clear()
             self._parsed[node] = cached = (hex_key, pub)
-        if len(sig) != SIGNATURE_LEN:
+        return cached[1]
+
+    def verify(self, node: str, sig: bytes, data: bytes) -> bool:
+        """Did ``node``'s key sign ``data``?  False also when its key is unknown."""
+        pub = self._public(node)
+        if pub is None or len(sig) != SIGNATURE_LEN:
             return False
         try:
-            crypto_sign_open(sig + data, cached[1])
+            crypto_sign_open(sig + data, pub)
         except (CryptoError, ValueError):
             return False
         return True
+
+    def _pair(self, node: str) -> tuple[str, bytes, bytes] | None:
+        """The MAC keys shared with ``node`` under its current trusted key
+        (None: no signer, key unknown or unusable)."""
+        signer = self._signer
+        if signer is None:
+            return None
+        hex_key = self._lookup(node)
+        if not hex_key:
+            return None
+        pair = self._pairs.get(node)
+        if pair is not None and pair[0] == hex_key:
+            return pair
+        pub = self._public(node)
+        if pub is None:
+            return None
+        try:
+            out, back = signer.pair_keys(pub)
+        except ValueError:
+            return None
+        if len(self._pairs) >= MAX_CACHED_KEYS:
+            self._pairs.clear()
+        self._pairs[node] = pair = (hex_key, out, back)
+        return pair
+
+    def mac_for(self, node: str, data: bytes) -> bytes | None:
+        """Our pairwise MAC of ``data`` for ``node`` to verify (None: no key)."""
+        pair = self._pair(node)
+        if pair is None:
+            return None
+        return hashlib.blake2b(data, key=pair[1], digest_size=MAC_LEN).digest()
+
+    def mac_ok(self, node: str, mac: bytes, data: bytes) -> bool:
+        """Is ``mac`` the pairwise MAC of ``data`` from ``node`` to us?"""
+        pair = self._pair(node)
+        if pair is None or len(mac) != MAC_LEN:
+            return False
+        return hmac.compare_digest(hashlib.blake2b(data, key=pair[2], digest_size=MAC_LEN).digest(),
+                                   mac)

@@ -24,6 +24,11 @@ incarnation
            the origin broker's run (random 63-bit, new at each start; 0 =
            not said, an older broker): a different one in a newer LSA means
            the node restarted, and what it ran before is gone
+features   protocol features the origin broker has (revision 8: ``"mac"``,
+           it verifies pairwise MACs), believed only under ``xsig``
+xsig       the origin's Ed25519 signature over the fields, incarnation and
+           features (64 bytes; empty without features); an LSA whose ``xsig``
+           does not verify is taken without its features
 ========== ===================================================================
 
 Wire form (:meth:`LSA.to_wire` / :meth:`LSA.from_wire`) is a plain dict of
@@ -35,7 +40,8 @@ link is a 4-element list ``[neighbor, cost, bandwidth, loss]`` to keep a
 * ``origin``, ``seq``, ``links``, ``tools``, ``capabilities``, ``load`` and
   ``workers`` are required; ``public_key``, ``kind``, ``name``, ``max_age``
   and ``incarnation`` are optional and take their defaults (``incarnation``
-  is written only when not 0); so is ``sig`` (bytes, empty or exactly 64);
+  is written only when not 0); so is ``sig`` (bytes, empty or exactly 64),
+  and so are ``features`` and ``xsig`` (written only with features);
 * unknown keys are ignored, so a later version may add an optional field
   without breaking older brokers (a mesh is never upgraded all at once);
 * every value is type-checked (``bool`` is not an ``int``; ints are accepted
@@ -126,8 +132,12 @@ DEFAULT_MAX_AGE = 60.0
 #: ones); bounds the work spent on a hostile dict.
 MAX_WIRE_KEYS = 32
 
-#: Length of an Ed25519 signature (the ``sig`` field).
+#: Length of an Ed25519 signature (the ``sig`` and ``xsig`` fields).
 _SIG_LEN = 64
+
+#: Protocol features one LSA may name (revision 8 names one): room for
+#: later revisions, small enough that a hostile list costs nothing.
+MAX_FEATURES = 16
 
 #: The kinds of node an LSA may describe.
 KINDS = frozenset({"broker", "ssh"})
@@ -246,6 +256,11 @@ class LSA:
     #: twice is the same LSA).
     sig: bytes = field(default=b"", compare=False, repr=False)
     incarnation: int = 0
+    #: Protocol features (revision 8), and the signature that covers them
+    #: (neither part of equality: they say what the origin can, not where
+    #: it is).
+    features: tuple[str, ...] = field(default=(), compare=False)
+    xsig: bytes = field(default=b"", compare=False, repr=False)
     # Derived, not part of equality or hashing: neighbour -> link, for the
     # both-ends rule (looked up once per link when a graph is built).
     _by_neighbor: dict[str, LinkInfo] = field(
@@ -288,6 +303,8 @@ class LSA:
             self, "max_age", _check_number(self.max_age, "max_age", MIN_MAX_AGE, MAX_MAX_AGE)
         )
         _check_int(self.incarnation, "incarnation", 0, MAX_SEQ)
+        object.__setattr__(
+            self, "features", _check_names(self.features, "features", MAX_FEATURES))
 
     @property
     def neighbors(self) -> frozenset[str]:
@@ -332,6 +349,10 @@ class LSA:
         }
         if self.incarnation:
             wire["incarnation"] = self.incarnation
+        if self.features:
+            wire["features"] = list(self.features)
+            if self.xsig:
+                wire["xsig"] = self.xsig
         return wire
 
     @classmethod
@@ -357,6 +378,9 @@ class LSA:
         sig = value.get("sig", b"")
         if type(sig) is not bytes or len(sig) not in (0, _SIG_LEN):
             raise _bad(f"sig must be {_SIG_LEN} bytes")
+        xsig = value.get("xsig", b"")
+        if type(xsig) is not bytes or len(xsig) not in (0, _SIG_LEN):
+            raise _bad(f"xsig must be {_SIG_LEN} bytes")
         return cls(
             origin=_check_id(value["origin"], "origin"),
             seq=_check_int(value["seq"], "seq", 0, MAX_SEQ),
@@ -375,4 +399,6 @@ class LSA:
             ),
             sig=sig,
             incarnation=_check_int(value.get("incarnation", 0), "incarnation", 0, MAX_SEQ),
+            features=_check_names(value.get("features", ()), "features", MAX_FEATURES),
+            xsig=xsig,
         )

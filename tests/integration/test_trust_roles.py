@@ -20,7 +20,10 @@ from operone_zmq.core.peers import incarnation_id
 from operone_zmq.errors import Refused
 from operone_zmq.protocol.bodies import Hello, JobRequest, pack_lsas
 from operone_zmq.protocol.codec import Header, MsgType, encode
+from operone_zmq.config import node_signing_key
 from operone_zmq.protocol.signature import (
+    MAC_VERSION,
+    KeyRing,
     SigFrame,
     Signer,
     lsa_signed_bytes,
@@ -252,6 +255,70 @@ def test_routed_messages_are_verified_and_never_replayed(tmp_path: Path) -> None
         m.stop()
 
 
+def test_a_relay_cannot_make_or_alter_a_pairwise_mac(tmp_path: Path) -> None:
+    """Mallory, a trusted neighbour of a with its own signing key, sends a
+    routed JOBs with pairwise MACs (revision 8): in b's name with the key
+    mallory shares with a, in b's name as 'signer' mallory, and its own
+    with the body altered after the MAC; and a BROADCAST with a MAC.  All
+    four are refused; its own proper one runs once, its replay is refused."""
+    m = MeshOfNodes(tmp_path, ["a", "b"])
+    try:
+        mallory_keys = zmq.curve_keypair()
+        TrustStore(m["a"].home.trust_dir).accept("mallory", mallory_keys[0], node=True,
+                                                 role=None)
+        m.start([("a", "b")])
+        m["a"].start_worker()
+        m.wait_converged()
+        signer = Signer.generate()
+        keys = CurveKeys(mallory_keys[0], mallory_keys[1],
+                         load_keypair(m["a"].home.node_public).public)
+        ring = KeyRing({"a": node_signing_key(m["a"].home)}.get, signer)
+        s = _hello_as(m["a"], "mallory", keys, signer)
+        now = int(time.time() * 1000)
+        client = ("f" * 16, "submit")
+
+        def mac_msg(t: MsgType, src: str, jid: str, *, name: str | None = None,
+                    alter: bool = False) -> list[bytes]:
+            body = JobRequest("echo", {"id": jid}).pack()
+            h = Header(int(t), jid, src, "" if t == MsgType.BROADCAST else "a", 8, now, 2,
+                       None)
+            mac = ring.mac_for("a", message_signed_bytes(h.type, h.id, h.src, h.dst, h.ts,
+                                                         h.cls, h.corr, client, body))
+            assert mac is not None
+            if alter:
+                body = JobRequest("echo", {"id": jid, "rm": "-rf"}).pack()
+            return [*encode(h, body), SigFrame(mac, client, name, MAC_VERSION).pack()]
+
+        try:
+            with m["a"].client() as c:
+                before = c.stats()
+                s.send_multipart(mac_msg(MsgType.JOB, "b", "x1"))
+                s.send_multipart(mac_msg(MsgType.JOB, "b", "x2", name="mallory"))
+                s.send_multipart(mac_msg(MsgType.JOB, "mallory", "x3", alter=True))
+                s.send_multipart(mac_msg(MsgType.BROADCAST, "mallory", "x4"))
+                wait_for(lambda: c.stats()["signatures_refused"]
+                         >= before["signatures_refused"] + 4, 15, "the forgeries")
+                good = mac_msg(MsgType.JOB, "mallory", "ok1")
+                s.send_multipart(good)
+                wait_for(lambda: c.stats()["jobs_received"] >= before["jobs_received"] + 1,
+                         15, "the proper JOB")
+                s.send_multipart(good)
+                wait_for(lambda: c.stats()["replays_refused"]
+                         >= before["replays_refused"] + 1, 15, "the replay")
+                time.sleep(0.3)
+                st = c.stats()
+                assert st["jobs_received"] == before["jobs_received"] + 1
+                assert st["signatures_refused"] == before["signatures_refused"] + 4
+                assert st["pairwise_macs"] == before["pairwise_macs"] + 1
+                assert st["broadcasts_received"] == before["broadcasts_received"]
+                # The proper one ran: its RESULT (MAC'd for mallory) came back.
+                assert s.poll(10_000)
+        finally:
+            s.close(0)
+    finally:
+        m.stop()
+
+
 def test_a_routing_id_cannot_be_taken_over(tmp_path: Path) -> None:
     """Outbound takeover: b dialled a; a connection with a trusted key that
     presents b's plain node id (what a used to send to) or a guessed
@@ -336,6 +403,9 @@ def test_only_messages_that_cross_a_relay_are_signed(tmp_path: Path) -> None:
             assert ca.stats()["unsigned_direct"] >= 1
             assert ca.run("echo", {"x": 2}, on="c", timeout=20) == {"x": 2}
             assert cc.stats()["unsigned_direct"] == 0
+            # Revision 8: the JOB and its RESULT carried pairwise MACs.
+            assert cc.stats()["pairwise_macs"] >= 1 and ca.stats()["pairwise_macs"] >= 1
+            assert cb.stats()["pairwise_macs"] == 0
             for c in (ca, cb, cc):
                 st = c.stats()
                 assert st["signatures_refused"] == 0 and st["replays_refused"] == 0
