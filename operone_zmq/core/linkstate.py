@@ -24,7 +24,9 @@ Rules:
   before it is stored or flooded: a broker's LSA must carry its origin's
   signature, an SSH host's that of the one broker it links to (and the
   host's name must not be a node of the trust store); anything else is
-  dropped and counted (``lsas_unverified``).  Each broker may advertise at
+  dropped and counted (``lsas_unverified``).  An LSA's ``features`` (our
+  own: ``mac``, we verify pairwise MACs) count only under its ``xsig``;
+  without a valid one the LSA is taken without them.  Each broker may advertise at
   most :data:`MAX_SSH_HOSTS_PER_BROKER` SSH hosts.  Our own LSAs are signed
   as they are originated; an origination that fails (the sequence space ran
   out, the database is full) is logged and counted, never raised.
