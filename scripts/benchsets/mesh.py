@@ -132,9 +132,23 @@ async def bench_mesh(args: argparse.Namespace, work: Path) -> Result:
     for s in stacks:
         first, last = med(s, 0, "latency", "p50_us"), med(s, hops[-1], "latency", "p50_us")
         per_hop[s] = None if first is None or last is None else (last - first) / hops[-1]
+    # The per-hop targets are the raw relay's own (issue 12): a hop may cost
+    # what a process that forwards without decoding costs, no more.
     row = Row(f"added p50 per extra hop (mean over {hops[-1]})", "us", per_hop["baseline"],
-              per_hop["operone"], "<= 150 us per hop", higher_is_better=False)
-    row.ok = None if row.operone is None else row.operone <= 150
+              per_hop["operone"], "<= 1.0x baseline", higher_is_better=False)
+    row.ok = (None if row.operone is None or row.baseline is None
+              else row.operone <= row.baseline)
+    res.rows.append(row)
+    cpu_hop: dict[str, float | None] = {}
+    for s in stacks:
+        first = med(s, 0, "throughput", "cpu_us_per_job")
+        last = med(s, hops[-1], "throughput", "cpu_us_per_job")
+        cpu_hop[s] = None if first is None or last is None else (last - first) / hops[-1]
+    row = Row(f"added CPU/job per extra hop, {window} in flight (mean over {hops[-1]})", "us",
+              cpu_hop["baseline"], cpu_hop["operone"], "<= 1.0x baseline",
+              higher_is_better=False)
+    row.ok = (None if row.operone is None or row.baseline is None
+              else row.operone <= row.baseline)
     res.rows.append(row)
     steps = []
     for k in hops[1:]:
