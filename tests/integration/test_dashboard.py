@@ -332,7 +332,7 @@ def test_the_page_in_a_real_browser(tmp_path: Path) -> None:
         until("document.querySelectorAll('#links-table tr[data-peer=\"b\"] polyline').length"
               " >= 2", "link b with its history charts")
         # One script again: the table is redrawn on every refresh (a found
-        # row went stale before its text was read once in CI).
+        # row went stale before its text was read, in a full run on a busy machine).
         row = drv.execute_script(
             "return document.querySelector('#links-table tr[data-peer=\"b\"]').innerText")
         assert "up" in row and "100" in row, row
