@@ -376,20 +376,23 @@ class JobRequest:
             raise
         except Exception as exc:
             raise ProtocolError(decode_failure("JOB body", exc)) from exc
-        if not skipped and type(m) is dict and len(m) <= 3:
-            # The common bodies, {"tool", "args"} and a "timeout" (what the
-            # clients send by default): the checks below, inlined.
+        if not skipped and type(m) is dict and len(m) <= 4:
+            # The common bodies, {"tool", "args"} with a "timeout" (what the
+            # clients send by default) and an "on" (a job for a named node,
+            # decoded at its origin, its destination and its worker): the
+            # checks below, inlined.
             tool = m.get("tool")
             args = m.get("args")
             timeout = m.get("timeout")
-            if (len(m) == (2 if timeout is None else 3)
+            on = m.get("on")
+            if (len(m) == 2 + (timeout is not None) + (on is not None)
                     and type(tool) is str and 0 < len(tool) <= MAX_ID_LEN and type(args) is dict
                     and len(args) <= MAX_JOB_ARGS
-                    and (not args or all(type(k) is str for k in args))):
-                if timeout is None:
-                    return cls(tool, args)
-                if type(timeout) is float and 0.0 < timeout <= MAX_JOB_TIMEOUT:
-                    return cls(tool, args, timeout)
+                    and (not args or all(type(k) is str for k in args))
+                    and (timeout is None
+                         or (type(timeout) is float and 0.0 < timeout <= MAX_JOB_TIMEOUT))
+                    and (on is None or (type(on) is str and 0 < len(on) <= MAX_ID_LEN))):
+                return cls(tool, args, timeout, on)
         if type(m) is not dict or any(type(k) is not str for k in m):
             raise ProtocolError("JOB body must be a msgpack map with string keys")
         tool = _req(m, "tool", "JOB")

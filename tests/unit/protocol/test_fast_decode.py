@@ -71,6 +71,15 @@ BODIES: list[Any] = [
     {"tool": "echo", "args": {1: 2}},
     {"tool": "echo", "timeout": 5},
     {"args": {}, "retries": 1},
+    {"tool": "echo", "args": {}, "on": "b"},
+    {"tool": "echo", "args": {"x": 1}, "on": "b", "timeout": 5.0},
+    {"tool": "echo", "args": {}, "on": ""},
+    {"tool": "echo", "args": {}, "on": "x" * 65},
+    {"tool": "echo", "args": {}, "on": 7},
+    {"tool": "echo", "args": {}, "on": None, "timeout": 2.0},
+    {"tool": "echo", "args": {}, "on": "b", "timeout": 0.0},
+    {"tool": "echo", "args": {}, "timeout": -1.0},
+    {"tool": "echo", "args": {}, "timeout": 1e9},
 ]
 
 
