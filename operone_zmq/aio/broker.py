@@ -7,7 +7,8 @@ and :class:`~operone_zmq.core.broker.BrokerCore`.  All decisions are the
 core's; this module only reads, writes and keeps time.  The sockets of the
 links this broker dials (incarnations, monitors, re-dials) are
 :class:`~operone_zmq.aio.dialler.Dialler`'s; reading and writing all
-sockets is :class:`~operone_zmq.aio.pump.Pump`'s.
+sockets is :class:`~operone_zmq.aio.pump.Pump`'s; who may link to it and what a
+client key may do, :class:`~operone_zmq.aio.authority.Authority`'s.
 """
 
 from __future__ import annotations
@@ -18,20 +19,19 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
-from ..core.access import Grant
 from ..core.broker import CLASS_NAMES, WORKERS, BrokerCore, BrokerLimits
-from ..errors import AuthenticationError, ConfigError, NoRoute, OperoneError, Refused
+from ..errors import ConfigError, NoRoute, OperoneError, Refused
 from ..protocol.batch import MIN_SIZE_TO_BATCH, is_batch
 from ..protocol.signature import Signer
 from ..routing.events import EventEmitter
-from ..security.keys import TrustedKey
 from ..tools import ToolRegistry
+from .authority import Authority, KeyChecker
 from .dialler import Dialler
 from .fdlimit import ensure_fd_budget
 from .inproc import InprocTools
@@ -39,52 +39,12 @@ from .legacy import LegacyHost, LegacyRunner
 from .pump import Pump
 from .sockets import CurveKeys, SocketLimits, make_socket
 
-__all__ = ["ZAP_DOMAIN", "Broker", "KeyChecker", "PeerAddress"]
+__all__ = ["ZAP_DOMAIN", "Broker", "KeyChecker", "PeerAddress"]  # KeyChecker: .authority's
 
 log = structlog.get_logger("operone.broker")
 
-#: Client keys whose Grant is kept per trust snapshot (past this, a key's
-#: Grant is built per message, as it would be without the cache).
-MAX_CACHED_GRANTS = 4096
-
 #: The ZAP domain our CurveZMQ servers announce and our authenticator serves.
 ZAP_DOMAIN = "operone"
-
-
-class KeyChecker(Protocol):
-    """The trust store as the broker uses it."""
-
-    def callback(self, domain: str, key: bytes) -> bool:
-        """ZAP: is this client key trusted?"""
-        ...
-
-    def name_of(self, public_key: bytes) -> str | None:
-        """The name a key is trusted under (a peer's must be its node id)."""
-        ...
-
-    def key_of(self, name: str) -> bytes | None:
-        """The trusted key named ``name`` (to dial that node)."""
-        ...
-
-    def entry_of(self, public_key: bytes) -> TrustedKey | None:
-        """What a trusted key may do (node, client role, allow-lists), or None."""
-        ...
-
-    def named(self, name: str) -> TrustedKey | None:
-        """The trusted entry called ``name`` (a node's signing key), or None."""
-        ...
-
-    def by_fingerprint(self, fp: str) -> TrustedKey | None:
-        """The trusted entry whose key has fingerprint ``fp``, or None."""
-        ...
-
-    def snapshot(self) -> object:
-        """A token that is another object once what is trusted changed."""
-        ...
-
-    def add_pending(self, name: str, public_key: bytes, source: str = "") -> Any:
-        """Remember an untrusted key for ``operone keys accept``."""
-        ...
 
 
 #: Seconds between checks whether a discovered broker's key was accepted
@@ -169,9 +129,6 @@ class Broker:
         self.name = name or node_id
         self.cluster = cluster
         self._peers = list(peers or [])
-        self._jwt_secret = jwt_secret
-        self._require_token = require_token
-        self._token_ttl = token_ttl
         self.events = EventEmitter()
         self._connect_waiters: dict[str, list[asyncio.Future[None]]] = {}
         # wait_routable(): node -> futures resolved once a route to it exists.
@@ -192,8 +149,9 @@ class Broker:
         self.worker_endpoint = worker_endpoint
         self._keys = keys
         self._trust = trust
-        #: (trust snapshot, client key -> Grant): see _grant.
-        self._grants: tuple[object, dict[str, Grant | None]] = (None, {})
+        #: Who may link to us and what client keys may do (the trust store, tokens).
+        self._authority = Authority(node_id, cluster, keys.public, trust, jwt_secret=jwt_secret,
+                                    require_token=require_token, token_ttl=token_ttl)
         #: Our Ed25519 signing key (brokers made without one get a key of
         #: their own for this run: their neighbours learn it from HELLO).
         #: (``signatures=False``: none, and nothing is verified; benchmarks only.)
@@ -462,96 +420,19 @@ class Broker:
 
     # ----------------------------------------------------------------- mesh
     def _new_core(self) -> BrokerCore:
+        a = self._authority
         return BrokerCore(self.node_id, limits=self._limits, now=time.monotonic(),
                           name=self.name, cluster=self.cluster,
-                          public_key=self._keys.public.decode(), authorize=self._authorize,
-                          token_factory=self._own_token if self._jwt_secret else None,
-                          grants=self._grant, signer=self._signer,
-                          signing_keys=self._signing_key_of,
-                          grants_by_fingerprint=self._grant_by_fingerprint)
-
-    def _grant_by_fingerprint(self, fp: str) -> Grant | None:
-        """What our trust store grants the client key with fingerprint ``fp``."""
-        entry = self._trust.by_fingerprint(fp)
-        if entry is None or entry.role is None:
-            return None
-        return Grant(entry.role, frozenset(entry.tools), frozenset(entry.nodes),
-                     entry.fingerprint)
-
-    def _signing_key_of(self, node: str) -> str | None:
-        """The signing key the trust store binds to node ``node``, if any."""
-        entry = self._trust.named(node)
-        return entry.signing_key or None if entry is not None and entry.node else None
-
-    def _grant(self, key: str | None) -> Grant | None:
-        """What the client with Curve ``key`` may do (None: not trusted as a client).
-
-        Asked for every client message: answered from a cache of the current
-        trust snapshot (a key decoded and looked up, and a Grant built, per
-        job was ~7 % of the broker's CPU); a changed ``trusted/`` is a new
-        snapshot, and a new cache."""
-        if key is None:
-            return None  # not over CurveZMQ: frontends always are, so never reached
-        snap = self._trust.snapshot()
-        cached = self._grants
-        if cached[0] is not snap:
-            cached = self._grants = (snap, {})
-        try:
-            return cached[1][key]
-        except KeyError:
-            pass
-        entry = self._trust.entry_of(key.encode())
-        grant = None if entry is None or entry.role is None else Grant(
-            entry.role, frozenset(entry.tools), frozenset(entry.nodes), entry.fingerprint)
-        if len(cached[1]) < MAX_CACHED_GRANTS:
-            cached[1][key] = grant
-        return grant
-
-    def _own_token(self) -> str | None:
-        """A fresh token of ours for a HELLO."""
-        try:
-            return self.generate_jwt()
-        except OperoneError:
-            return None
-
-    def _authorize(self, node: str, key: str | None, token: str | None) -> str | None:
-        """May ``node``, authenticated by Curve ``key``, be our peer?  None or why not."""
-        if key is None:
-            return "no CurveZMQ key on this connection"
-        entry = self._trust.entry_of(key.encode())
-        if entry is None:
-            return f"the key of '{node}' is not trusted here"
-        if entry.name != node:
-            return (f"the key this connection authenticated with is trusted as '{entry.name}',"
-                    f" not as node '{node}'")
-        if not entry.node:
-            return (f"the key this connection authenticated with is trusted as a client"
-                    f" ('{node}'), not as a node (operone keys accept --node)")
-        if token is not None or self._require_token:
-            if token is None:
-                return "this broker requires a token (JWT) in HELLO"
-            if self._jwt_secret is None:
-                return "a token was sent but this broker has no jwt_secret to check it"
-            from ..security.tokens import verify_jwt
-
-            try:
-                verify_jwt(token, self._jwt_secret, self.cluster, expected_subject=node,
-                           expected_curve_key=key.encode())
-            except AuthenticationError as exc:
-                return f"token refused: {exc}"
-        return None
+                          public_key=self._keys.public.decode(), authorize=a.authorize,
+                          token_factory=a.own_token if a.issues_tokens else None,
+                          grants=a.grant, signer=self._signer,
+                          signing_keys=a.signing_key_of,
+                          grants_by_fingerprint=a.grant_by_fingerprint)
 
     def generate_jwt(self, subject: str | None = None, ttl: float | None = None) -> str:
         """A token for ``subject`` (default: this node), signed with the cluster's
         jwt_secret and bound to this node's Curve key (the original's generateJWT)."""
-        if self._jwt_secret is None:
-            raise ConfigError("no security.jwt_secret configured: cannot issue tokens")
-        from ..security.tokens import generate_jwt
-
-        return generate_jwt(self._jwt_secret, subject or self.node_id, self.cluster,
-                            ttl=ttl or self._token_ttl,
-                            curve_key=self._keys.public if subject in (None, self.node_id)
-                            else None)
+        return self._authority.generate_jwt(subject, ttl)
 
     def on(self, event: str, callback: Callable[..., object]) -> Callable[..., object]:
         """Listen to ``peer:connected``, ``peer:disconnected``, ``message``,

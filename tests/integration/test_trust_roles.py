@@ -15,12 +15,12 @@ from helpers import LocalNode, MeshOfNodes, wait_for
 
 from operone_zmq.aio.client import Client
 from operone_zmq.aio.sockets import CurveKeys
+from operone_zmq.config import node_signing_key
 from operone_zmq.core.client import ClientCore
 from operone_zmq.core.peers import incarnation_id
 from operone_zmq.errors import Refused
 from operone_zmq.protocol.bodies import Hello, JobRequest, pack_lsas
 from operone_zmq.protocol.codec import Header, MsgType, encode
-from operone_zmq.config import node_signing_key
 from operone_zmq.protocol.signature import (
     MAC_VERSION,
     KeyRing,
