@@ -98,7 +98,7 @@ _HEAD_BYTES = 1024
 
 # The Cython methods, typed for what we call them with.
 _get: Callable[[Any, int], int] = cast(Any, zmq.backend.Socket.get)
-_send: Callable[[Any, bytes, int, bool], None] = cast(Any, zmq.backend.Socket.send)
+_send: Callable[[Any, bytes | zmq.Frame, int, bool], None] = cast(Any, zmq.backend.Socket.send)
 _recv: Callable[..., Any] = cast(Any, zmq.backend.Socket.recv)
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
@@ -534,7 +534,8 @@ def _send_frames(s: zmq.Socket[bytes], frames: list[bytes]) -> None:
     memoryview of a whole zmq.Frame, see ZERO_COPY_RECV) goes as that Frame:
     a reference, no copy at all."""
     last = len(frames) - 1
-    for i, f in enumerate(frames):
+    # (Typed Any: the list holds bytes and, for big frames, memoryviews.)
+    for i, f in enumerate(cast(list[Any], frames)):
         if type(f) is memoryview:
             fr = f.obj
             if isinstance(fr, _Frame) and f.nbytes == len(fr):
