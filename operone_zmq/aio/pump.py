@@ -76,10 +76,12 @@ RUN_BYTES = 256 * 1024
 #: Frames after the first at least this large are received without copying:
 #: handed on as a memoryview of the zmq.Frame (which it keeps alive), and
 #: sent on as that Frame, by reference (libzmq counts the references; no
-#: memcpy, no Python object to free from libzmq's I/O thread).  Below it a
-#: memcpy into ``bytes`` is cheaper than a memoryview for everything that
-#: reads the frame.  Above MAX_BATCHED_MESSAGE (protocol/batch.py, 8 KiB), so
-#: no BATCH ever packs a view.
+#: memcpy, no Python object to free from libzmq's I/O thread).  Smaller
+#: frames (tags, headers, ids, small bodies) stay ``bytes``: code keys dicts
+#: with them and decodes them, a copy of a few KiB costs less than a
+#: microsecond, and libzmq's decoder may place small messages in one shared
+#: 8 KiB receive buffer that a view would keep alive whole.  Above
+#: MAX_BATCHED_MESSAGE (protocol/batch.py, 8 KiB), so no BATCH packs a view.
 ZERO_COPY_RECV = 32 * 1024
 
 #: on_message(socket index, frames, now, uid): ``uid`` is the ZAP User-Id
