@@ -180,3 +180,19 @@ def test_fast_body_encoding_writes_what_msgpack_writes(v: Any) -> None:
     req = {"tool": "echo", "args": {"v": v}, "timeout": 2.0}
     assert (outcome(lambda: JobRequest("echo", {"v": v}, 2.0).pack())
             == outcome(lambda: pack_value(req)))
+
+
+@pytest.mark.parametrize("h", [*HEADERS[:16], (10, "j", "", "", 16, 1 << 70, 2, None),
+                               (10, "j\u00e9\U0001f600", "s", "d", 255, -(1 << 63), 3, "c"),
+                               (10, "j", "", "", 16, 1.5, 2, b"bin")],
+                         ids=range(19))
+def test_header_encoding_writes_what_msgpack_writes(h: Any) -> None:
+    def outcome(fn: Any) -> Any:
+        try:
+            return ("ok", fn())
+        except Exception as exc:
+            return (type(exc).__name__,)
+
+    for shape in (tuple(h), codec.Header(*h) if len(h) == 8 else tuple(h)):
+        assert outcome(lambda s=shape: codec.encode_header(s)) == outcome(
+            lambda s=shape: msgpack.packb(list(s)))
