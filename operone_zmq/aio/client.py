@@ -563,7 +563,6 @@ class AsyncClient:
             # incarnation seen before it.
             first = self.broker_incarnation is None
             self._watch = loop.call_later(0.0 if first else WATCH_INTERVAL, self._watchdog)
-        pump.kick()
         return fut
 
     def _job_cancelled(self, rid: str, cls: int) -> None:
@@ -680,6 +679,7 @@ class AsyncClient:
         if len(q) + pump.pending(idx) >= MAX_PENDING:
             return False
         q.append(frames)
+        pump.kick()  # the after-run sends the outbox
         return True
 
     def _on_message(self, idx: int, frames: list[bytes], now: float,
