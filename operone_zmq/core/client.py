@@ -50,7 +50,7 @@ class JobResult:
     attempts: int = 1
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per answer (see protocol.bodies.JobRequest)
 class Reply:
     """A decoded reply: ``kind`` is "result", "error", "progress", "reply" or
     "pong" (value: the broker's incarnation, 0 when it does not say)."""

@@ -435,7 +435,11 @@ def _bool(m: dict[str, Any], key: str, what: str, default: bool) -> bool:
     return v
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: JobRequest and ResultBody are built once per job in every
+# process (client, broker, worker), and a frozen dataclass's __init__ sets
+# each field through object.__setattr__: 2.8 us against 0.6 us for the ten
+# fields here.  Treat them as values all the same; nothing assigns to them.
+@dataclass(slots=True)
 class JobRequest:
     """Body of JOB: which tool to run with which arguments, and how."""
 
@@ -533,7 +537,7 @@ class JobRequest:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see JobRequest
 class ResultBody:
     """Body of RESULT: the tool's return value and where it ran."""
 
