@@ -335,16 +335,21 @@ def _plain(value: Any) -> bool:
             left -= len(v)
             if left < 0:
                 return False
-            stack.extend(x for x in v if type(x) not in leaf)
+            for x in v:
+                if type(x) not in leaf:
+                    stack.append(x)
         else:
             return False
     return True
 
 
-def pack_body(m: dict[str, Any]) -> bytes:
+def pack_body(m: dict[str, Any], loose: Any = None) -> bytes:
     """:func:`pack_value` of a body map, by msgspec when it writes the same
-    bytes (see above)."""
-    if _fast_encode is not None and _plain(m):
+    bytes (see above).  ``loose``: the part of ``m`` that may hold any value
+    (the caller's arguments or result), when the rest is of the body's own
+    field types; only it is looked at (the whole map when not given: a
+    look at a small map costs what msgpack's whole encoding does)."""
+    if _fast_encode is not None and _plain(m if loose is None else loose):
         try:
             return _fast_encode(m)
         except (TypeError, ValueError, OverflowError):  # an int past 64 bits
@@ -472,7 +477,9 @@ class JobRequest:
             m["retries"] = self.retries
         if not self.idempotent:
             m["idem"] = False
-        return pack_body(m)
+        # (caps: a tuple of names, by its type; what a caller put in it is
+        # looked at too when there are any.)
+        return pack_body(m, (self.args, self.caps) if self.caps else self.args)
 
     @classmethod
     def unpack(cls, raw: bytes, *, envelope: bool = False) -> JobRequest:
@@ -549,7 +556,7 @@ class ResultBody:
     def pack(self) -> bytes:
         return pack_body(
             {"value": self.value, "node": self.node, "duration": self.duration,
-             "attempts": self.attempts}
+             "attempts": self.attempts}, self.value
         )
 
     @classmethod

@@ -48,6 +48,12 @@ def test_job_from_another_broker_runs_on_the_legacy_host(
             futs = [c.submit("shell", {"argv": ["sleep", "0.2"]}, on="legacy-1")
                     for _ in range(8)]
             assert all(f.result(30).value["exit_code"] == 0 for f in futs)
+            # The JOBs crossed b for a host b serves, and b answered in
+            # legacy-1's name: both ways with pairwise MACs (b signs for it).
+            assert c.stats()["pairwise_macs"] >= 8
+        with b.client() as cb:
+            assert cb.stats()["pairwise_macs"] >= 8
+            assert cb.stats()["signatures_refused"] == 0
     finally:
         m.stop()
 
