@@ -341,17 +341,17 @@ class AsyncClient:
         reports and, for tools that stream (``shell``), their output."""
         cls = parse_priority(priority)
         t = self.default_timeout if timeout is None else float(timeout)
-        jid, frames = self.core.job(tool, dict(args or {}), cls=cls, timeout=t, on=on,
-                                    caps=tuple(capabilities), retries=retries,
-                                    idempotent=idempotent, prefer_local=prefer_local,
-                                    stream=on_progress is not None)
+        # (args is packed here and not kept: a dict needs no copy.)
+        jid, frames = self.core.job(tool, args if type(args) is dict else dict(args or {}),
+                                    cls=cls, timeout=t, on=on,
+                                    caps=tuple(capabilities) if capabilities else (),
+                                    retries=retries, idempotent=idempotent,
+                                    prefer_local=prefer_local, stream=on_progress is not None)
         # The broker holds the job to one deadline across its attempts; the
         # local deadline is that one (plus the grace for its answer).
-        fut = self._send(jid, cls, frames, t, is_job=True, on_progress=on_progress)
+        fut = self._send(jid, cls, frames, t, is_job=True, on_progress=on_progress,
+                         keep=idempotent)
         assert isinstance(fut, JobFuture)
-        p = self._pending.get(jid)
-        if p is not None and idempotent:
-            p.frames = frames
         return fut
 
     async def run(self, tool: str, args: Mapping[str, Any] | None = None, **kw: Any) -> Any:
@@ -518,6 +518,7 @@ class AsyncClient:
     def _send(
         self, rid: str, cls: int, frames: list[bytes], timeout: float, *, is_job: bool,
         on_progress: Callable[[Progress], None] | None = None, grace: float = GRACE,
+        keep: bool = False,
     ) -> asyncio.Future[Any]:
         pump, loop = self._pump, self._loop
         if pump is None or loop is None:
@@ -554,7 +555,8 @@ class AsyncClient:
         if not self._enqueue(cls, idx, frames, now):
             fut.set_exception(Overloaded("the send queue to the broker is full"))
             return fut
-        self._pending[rid] = _Pending(fut, deadline, cls, is_job, on_progress, now)
+        self._pending[rid] = _Pending(fut, deadline, cls, is_job, on_progress, now,
+                                      frames if keep else None)
         heapq.heappush(self._deadlines, (deadline, rid))
         if deadline < self._timer_at:
             self._arm(deadline, now)
