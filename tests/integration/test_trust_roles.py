@@ -143,6 +143,22 @@ def _hello_as(node: LocalNode, me: str, keys: CurveKeys, signer: Signer) -> zmq.
     return s
 
 
+def _mallory_at_a(m: MeshOfNodes, worker_on: str) -> tuple[Signer, zmq.Socket[bytes]]:
+    """Start ``m`` as a - b with a worker on ``worker_on``, with a key trusted
+    on a as node 'mallory'; return mallory's signing key and a DEALER that
+    said HELLO to a as mallory."""
+    mallory_keys = zmq.curve_keypair()
+    TrustStore(m["a"].home.trust_dir).accept("mallory", mallory_keys[0], node=True,
+                                             role=None)
+    m.start([("a", "b")])
+    m[worker_on].start_worker()
+    m.wait_converged()
+    signer = Signer.generate()
+    keys = CurveKeys(mallory_keys[0], mallory_keys[1],
+                     load_keypair(m["a"].home.node_public).public)
+    return signer, _hello_as(m["a"], "mallory", keys, signer)
+
+
 def test_a_peer_cannot_forge_another_nodes_lsa(tmp_path: Path) -> None:
     """Mallory, trusted as node 'mallory', floods an LSA for 'b' with the
     highest sequence number and a link to itself, and 100 LSAs of made-up
@@ -150,16 +166,7 @@ def test_a_peer_cannot_forge_another_nodes_lsa(tmp_path: Path) -> None:
     routing to b, and b keeps advertising."""
     m = MeshOfNodes(tmp_path, ["a", "b"])
     try:
-        mallory_keys = zmq.curve_keypair()
-        TrustStore(m["a"].home.trust_dir).accept("mallory", mallory_keys[0], node=True,
-                                                 role=None)
-        m.start([("a", "b")])
-        m["b"].start_worker()
-        m.wait_converged()
-        signer = Signer.generate()
-        keys = CurveKeys(mallory_keys[0], mallory_keys[1],
-                         load_keypair(m["a"].home.node_public).public)
-        s = _hello_as(m["a"], "mallory", keys, signer)
+        signer, s = _mallory_at_a(m, worker_on="b")
         try:
             forged = LSA("b", MAX_SEQ, (LinkInfo("mallory", 0.0), LinkInfo("a", 0.0)),
                          tools=("echo",))
@@ -207,16 +214,7 @@ def test_routed_messages_are_verified_and_never_replayed(tmp_path: Path) -> None
     old.  Only the proper one is received; the others are counted refused."""
     m = MeshOfNodes(tmp_path, ["a", "b"])
     try:
-        mallory_keys = zmq.curve_keypair()
-        TrustStore(m["a"].home.trust_dir).accept("mallory", mallory_keys[0], node=True,
-                                                 role=None)
-        m.start([("a", "b")])
-        m["a"].start_worker()
-        m.wait_converged()
-        signer = Signer.generate()
-        keys = CurveKeys(mallory_keys[0], mallory_keys[1],
-                         load_keypair(m["a"].home.node_public).public)
-        s = _hello_as(m["a"], "mallory", keys, signer)
+        signer, s = _mallory_at_a(m, worker_on="a")
 
         def job(src: str, jid: str, ts_ms: int, body_args: dict[str, int],
                 signed_args: dict[str, int] | None = None, sign: bool = True) -> list[bytes]:
@@ -263,17 +261,8 @@ def test_a_relay_cannot_make_or_alter_a_pairwise_mac(tmp_path: Path) -> None:
     four are refused; its own proper one runs once, its replay is refused."""
     m = MeshOfNodes(tmp_path, ["a", "b"])
     try:
-        mallory_keys = zmq.curve_keypair()
-        TrustStore(m["a"].home.trust_dir).accept("mallory", mallory_keys[0], node=True,
-                                                 role=None)
-        m.start([("a", "b")])
-        m["a"].start_worker()
-        m.wait_converged()
-        signer = Signer.generate()
-        keys = CurveKeys(mallory_keys[0], mallory_keys[1],
-                         load_keypair(m["a"].home.node_public).public)
+        signer, s = _mallory_at_a(m, worker_on="a")
         ring = KeyRing({"a": node_signing_key(m["a"].home)}.get, signer)
-        s = _hello_as(m["a"], "mallory", keys, signer)
         now = int(time.time() * 1000)
         client = ("f" * 16, "submit")
 
