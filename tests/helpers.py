@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import zmq
+
 from operone_zmq.aio.client import Client
 from operone_zmq.aio.sockets import CurveKeys, free_base_port
 from operone_zmq.config import Home, init_home, node_signing_key
@@ -29,6 +31,21 @@ FAST_ENV = {
     "OPERONE_WORKERS_HEARTBEAT_LIVENESS": "5",
     "OPERONE_LOG_LEVEL": "warning",
 }
+
+
+def inproc_pair(ctx: zmq.Context[zmq.Socket[bytes]], name: str,
+                **opts: int) -> tuple[zmq.Socket[bytes], zmq.Socket[bytes]]:
+    """Two PAIR sockets over ``inproc://name`` (bound, connected), LINGER 0
+    and each ``opts`` socket option (``RCVHWM=0``...) set on both; the caller
+    closes them."""
+    bound, connected = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
+    for s in (bound, connected):
+        s.setsockopt(zmq.LINGER, 0)
+        for opt, value in opts.items():
+            s.setsockopt(getattr(zmq, opt), value)
+    bound.bind(f"inproc://{name}")
+    connected.connect(f"inproc://{name}")
+    return bound, connected
 
 
 def wait_for(pred: Callable[[], Any], timeout: float, what: str, step: float = 0.02) -> Any:

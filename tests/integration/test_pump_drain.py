@@ -13,6 +13,7 @@ import time
 
 import pytest
 import zmq
+from helpers import inproc_pair
 
 from operone_zmq.aio.pump import Pump
 
@@ -22,12 +23,7 @@ pytestmark = pytest.mark.integration
 def test_drain_reads_what_waits_before_the_loop_dispatches_it() -> None:
     async def main() -> None:
         ctx = zmq.Context()
-        a = ctx.socket(zmq.PAIR)
-        b = ctx.socket(zmq.PAIR)
-        for s in (a, b):
-            s.setsockopt(zmq.LINGER, 0)
-        a.bind("inproc://pump-drain")
-        b.connect("inproc://pump-drain")
+        a, b = inproc_pair(ctx, "pump-drain")
         got: list[tuple[list[bytes], float]] = []
         pump = Pump(asyncio.get_running_loop(), lambda i, f, now, uid: got.append((f, now)),
                     lambda now: None)
@@ -60,16 +56,8 @@ def test_a_socket_full_of_bulk_yields_to_the_others_after_run_bytes() -> None:
 
     async def main() -> None:
         ctx = zmq.Context()
-        socks = [ctx.socket(zmq.PAIR) for _ in range(4)]
-        for s in socks:
-            s.setsockopt(zmq.LINGER, 0)
-            s.setsockopt(zmq.RCVHWM, 0)
-            s.setsockopt(zmq.SNDHWM, 0)
-        bulk_in, bulk_out, crit_in, crit_out = socks
-        bulk_in.bind("inproc://pump-bulk")
-        bulk_out.connect("inproc://pump-bulk")
-        crit_in.bind("inproc://pump-crit")
-        crit_out.connect("inproc://pump-crit")
+        bulk_in, bulk_out = inproc_pair(ctx, "pump-bulk", RCVHWM=0, SNDHWM=0)
+        crit_in, crit_out = inproc_pair(ctx, "pump-crit", RCVHWM=0, SNDHWM=0)
         chunk = b"x" * 65536
         n = 200  # 12.5 MiB waiting, far past RUN_BYTES
         got: list[int] = []

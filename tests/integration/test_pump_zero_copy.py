@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import zmq
 import zmq.utils.garbage
+from helpers import inproc_pair
 
 from operone_zmq.aio.pump import ZERO_COPY_RECV, Pump
 
@@ -36,14 +37,9 @@ def test_big_frames_come_as_views_and_nothing_goes_through_pyzmq_gc(
 
     async def main() -> None:
         ctx = zmq.Context()
-        socks = [ctx.socket(zmq.PAIR) for _ in range(4)]
-        for s in socks:
-            s.setsockopt(zmq.LINGER, 0)
-        a_in, a_out, b_in, b_out = socks
-        a_in.bind("inproc://zc-a")
-        a_out.connect("inproc://zc-a")
-        b_in.bind("inproc://zc-b")
-        b_out.connect("inproc://zc-b")
+        a_in, a_out = inproc_pair(ctx, "zc-a")
+        b_in, b_out = inproc_pair(ctx, "zc-b")
+        socks = [a_in, a_out, b_in, b_out]
         got: list[list[bytes]] = []
         arrived = asyncio.Event()
 
