@@ -178,13 +178,16 @@ def _unpack_envelope(raw: bytes) -> dict[str, Any]:
 # else, or anything refused, goes the way below, which says why.
 _raw_map: Callable[[Any], dict[str, Any]] | None
 _small: Callable[[Any], Any] | None
+#: msgspec's encoder, for the bodies of plain values (see pack_body).
+_fast_encode: Callable[[Any], bytes] | None
 try:
-    import msgspec as _msgspec
+    import msgspec
 except ImportError:  # pragma: no cover - msgspec is a dependency; this is a fallback
-    _raw_map = _small = None
+    _raw_map = _small = _fast_encode = None
 else:
-    _raw_map = _msgspec.msgpack.Decoder(dict[str, _msgspec.Raw]).decode
-    _small = _msgspec.msgpack.Decoder().decode
+    _raw_map = msgspec.msgpack.Decoder(dict[str, msgspec.Raw]).decode
+    _small = msgspec.msgpack.Decoder().decode
+    _fast_encode = msgspec.msgpack.Encoder().encode
 _ENVELOPE_KEYS = (frozenset({"tool", "args"}), frozenset({"tool", "args", "timeout"}))
 
 
@@ -295,15 +298,7 @@ def pack_value(value: Any) -> bytes:
 # RESULT: 11.5 us against 3 us).  Anything else (a set, a datetime, an
 # ExtType, a big integer, a long or deep value) goes through msgpack, so the
 # types that may be sent and the errors stay what they were: msgspec would
-# also take sets, dates, dataclasses and more.
-_fast_encode: Callable[[Any], bytes] | None
-try:
-    import msgspec
-except ImportError:  # pragma: no cover - msgspec is a dependency; this is a fallback
-    _fast_encode = None
-else:
-    _fast_encode = msgspec.msgpack.Encoder().encode
-
+# also take sets, dates, dataclasses and more.  (_fast_encode: above.)
 _LEAF_TYPES = frozenset({str, bytes, int, float, bool, type(None)})
 #: Elements (of every map and array together) :func:`_plain` looks at
 #: before it leaves a value to msgpack: bounds the Python-level scan that
