@@ -39,7 +39,7 @@ from .legacy import LegacyHost, LegacyRunner
 from .pump import Pump
 from .sockets import CurveKeys, SocketLimits, make_socket
 
-__all__ = ["ZAP_DOMAIN", "Broker", "KeyChecker", "PeerAddress"]  # KeyChecker: .authority's
+__all__ = ["ZAP_DOMAIN", "Broker", "PeerAddress"]
 
 log = structlog.get_logger("operone.broker")
 
