@@ -87,3 +87,45 @@ def test_a_socket_full_of_bulk_yields_to_the_others_after_run_bytes() -> None:
             ctx.term()
 
     asyncio.run(asyncio.wait_for(main(), 10))
+
+
+def test_a_wake_up_with_nothing_to_read_leaves_the_socket_served() -> None:
+    """The first read after the FD signalled skips the ZMQ_EVENTS check.  A
+    wake-up for libzmq's own commands (here: connections and their CurveZMQ-
+    less handshakes, over TCP) then ends in a failed recv; that must re-arm
+    the edge as the check would, or the message that follows is never read."""
+
+    async def main() -> None:
+        ctx = zmq.Context()
+        router = ctx.socket(zmq.ROUTER)
+        router.setsockopt(zmq.LINGER, 0)
+        port = router.bind_to_random_port("tcp://127.0.0.1")
+        got: list[list[bytes]] = []
+        pump = Pump(asyncio.get_running_loop(), lambda i, f, now, uid: got.append(f),
+                    lambda now: None)
+        dealers: list[zmq.Socket[bytes]] = []
+        try:
+            pump.add(router)
+            deadline = time.monotonic() + 5
+            # Peers that connect and say nothing: each attach is a command.
+            while pump.empty_wakeups == 0:
+                assert time.monotonic() < deadline, "no wake-up without a message"
+                d = ctx.socket(zmq.DEALER)
+                d.setsockopt(zmq.LINGER, 0)
+                d.connect(f"tcp://127.0.0.1:{port}")
+                dealers.append(d)
+                await asyncio.sleep(0.02)
+            assert got == []
+            for i, d in enumerate(dealers):
+                d.send(b"m%d" % i)
+            while len(got) < len(dealers):
+                assert time.monotonic() < deadline, (len(got), len(dealers))
+                await asyncio.sleep(0.005)
+            assert sorted(f[1] for f in got) == sorted(b"m%d" % i for i in range(len(dealers)))
+        finally:
+            pump.close()
+            for d in dealers:
+                d.close(0)
+            ctx.term()
+
+    asyncio.run(asyncio.wait_for(main(), 10))
