@@ -64,6 +64,10 @@ class CoreMesh:
         #: handled before each broker's outbox goes out, through
         #: ``BrokerCore.batched`` (BATCHes to whoever accepts them).
         self.batched = batched
+        #: When a list: every ``(node, socket, frames)`` a broker's outbox puts
+        #: on the wire through ``batched`` (urgent heartbeats apart), for a
+        #: test to look at.
+        self.wire: list[tuple[str, int, list[bytes]]] | None = None
         self.limits = limits or BrokerLimits(peer_interval=1.0, peer_liveness=3)
         self.nodes: dict[str, BrokerCore] = {}
         self.dead: set[str] = set()
@@ -197,6 +201,8 @@ class CoreMesh:
             core.stamp_pings(self.clock())
             if self.batched:
                 out = core.batched(out)
+                if self.wire is not None:
+                    self.wire.extend((node, i, f) for i, f in out)
             for sock, frames in urgent + out:  # heartbeats first, as the shell sends them
                 self._route_out(node, sock, frames)
         self._collect_worker(node)

@@ -512,8 +512,11 @@ class BrokerCore:
         try:
             answer = self._queries.answer(q, now,
                                           owner=None if grant.operator else grant.fingerprint)
-        except BadRequest as exc:  # args the query cannot take
-            ctx.send_error(cls, rid, h.id, h.src, cls, exc, corr=h.id)
+        except BadRequest as bad:  # args the query cannot take
+            # (Not ``exc``: compiled by mypyc, a name keeps the type of its
+            # first binding, ProtocolError above, and a BadRequest bound to
+            # it would raise TypeError.)
+            ctx.send_error(cls, rid, h.id, h.src, cls, bad, corr=h.id)
             return
         if answer is None:
             ctx.send_error(cls, rid, h.id, h.src, cls,
