@@ -4,13 +4,14 @@ mesh of broker cores (no I/O: frames are moved between cores by hand)."""
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from typing import Any, cast
 
 from .core.broker import FIRST_DIAL_SOCKET, WORKERS, BrokerCore, BrokerLimits
 from .core.client import ClientCore, Reply
 from .core.worker import JobStart, WorkerCore
 from .protocol.batch import decode_batch, is_batch
 from .protocol.bodies import ToolInfo
+from .protocol.frame import Frame
 
 __all__ = ["CoreMesh", "FakeClock", "key_of"]
 
@@ -67,7 +68,7 @@ class CoreMesh:
         #: When a list: every ``(node, socket, frames)`` a broker's outbox puts
         #: on the wire through ``batched`` (urgent heartbeats apart), for a
         #: test to look at.
-        self.wire: list[tuple[str, int, list[bytes]]] | None = None
+        self.wire: list[tuple[str, int, list[Frame]]] | None = None
         self.limits = limits or BrokerLimits(peer_interval=1.0, peer_liveness=3)
         self.nodes: dict[str, BrokerCore] = {}
         self.dead: set[str] = set()
@@ -84,7 +85,7 @@ class CoreMesh:
         self.clients: dict[str, ClientCore] = {}
         self.client_inbox: dict[str, list[Reply]] = {}
         self.auto_echo = auto_echo
-        self.queue: deque[tuple[str, int, list[bytes], str | None]] = deque()
+        self.queue: deque[tuple[str, int, list[Frame], str | None]] = deque()
         self.messages = 0
         self._impostors: dict[str, str] = {}
 
@@ -142,7 +143,7 @@ class CoreMesh:
         self.queue.append((node, int(kw.get("cls", 2)), [b"\x00cli", *frames], None))
         return jid
 
-    def send_client(self, node: str, frames: list[bytes]) -> None:
+    def send_client(self, node: str, frames: list[Frame]) -> None:
         """A client of ``node`` sends raw frames to its normal frontend."""
         self.client(node)
         self.queue.append((node, 2, [b"\x00cli", *frames], None))
@@ -212,11 +213,11 @@ class CoreMesh:
             while w.out:
                 self.queue.append((node, WORKERS, [rid, *w.out.pop(0)], None))
 
-    def _route_out(self, node: str, sock: int, frames: list[bytes]) -> None:
+    def _route_out(self, node: str, sock: int, frames: list[Frame]) -> None:
         if node in self.dead:
             return
         if sock == WORKERS:
-            w = self.workers[node].get(frames[0])
+            w = self.workers[node].get(cast(bytes, frames[0]))
             if w is None:
                 return
             action = w.on_broker(frames[1:], self.clock())
@@ -227,7 +228,7 @@ class CoreMesh:
             self._collect_worker(node)
             return
         if sock < WORKERS:  # our ROUTER: to a client or an accepting-side peer
-            rid = frames[0]
+            rid = cast(bytes, frames[0])  # (the first frame: always bytes)
             if rid[:1] == b"\x00":
                 c = self.clients.get(node)
                 if c is not None:
