@@ -66,7 +66,7 @@ from ..errors import (
 from ..jobs.router import RouteDecision, ToolRouter
 from ..protocol.batch import decode_batch, group, is_batch
 from ..protocol.bodies import Cancel, ErrorBody, Ping, Query, pack_value
-from ..protocol.codec import TAG, Header, MsgType, best_effort_id, decode
+from ..protocol.codec import TAG, Header, Message, MsgType, best_effort_id, decode
 from ..protocol.frame import Frame
 from ..protocol.limits import MAX_MESSAGE_FRAMES
 from ..protocol.signature import FEATURE_MAC, KeyRing, Signer
@@ -634,7 +634,7 @@ class BrokerCore:
         self._ctx.now = now
         self._links.on_dealer(sock, frames, now)
 
-    def _on_peer_msg(self, link: PeerLink, cls: int, msg: Any, frames: list[Frame],
+    def _on_peer_msg(self, link: PeerLink, cls: int, msg: Message, frames: list[Frame],
                      now: float) -> None:
         """A message from an established neighbour that is not part of the
         session protocol (frames: tag, header, body...)."""

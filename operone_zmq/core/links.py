@@ -46,7 +46,7 @@ from typing import Any, cast
 from ..errors import ProtocolError
 from ..protocol.batch import decode_batch
 from ..protocol.bodies import Bye, Hello, Ping, Welcome
-from ..protocol.codec import TAG, Header, decode
+from ..protocol.codec import TAG, Header, Message, decode
 from ..protocol.frame import Frame
 from ..qos.manager import QoSManager, metrics_report
 from ..routing.damping import PeerLiveness
@@ -99,7 +99,7 @@ _MAX_PINGS = 64
 
 #: (link, class, decoded message, frames from the tag on, now): a message from
 #: an established neighbour that is not part of the session protocol.
-Deliver = Callable[[PeerLink, int, Any, list[Frame], float], None]
+Deliver = Callable[[PeerLink, int, Message, list[Frame], float], None]
 
 
 def _refuse_all(node: str, key: str | None, token: str | None) -> str | None:
@@ -632,7 +632,7 @@ class PeerLinks:
             self._linkstate.send_database(link)
         self._heard(link, now)
 
-    def _on_peer_msg(self, link: PeerLink, cls: int, msg: Any, frames: list[Frame],
+    def _on_peer_msg(self, link: PeerLink, cls: int, msg: Message, frames: list[Frame],
                      now: float) -> None:
         """A message from an established neighbour (frames: tag, header, body...)."""
         self._heard(link, now)
@@ -652,7 +652,7 @@ class PeerLinks:
             self._on_bye(link, msg.body, now)
         # a WELCOME on an established link says nothing new
 
-    def _on_pong(self, link: PeerLink, body: bytes, now: float) -> None:
+    def _on_pong(self, link: PeerLink, body: Frame, now: float) -> None:
         try:
             seq = Ping.unpack(body).seq
         except ProtocolError:
@@ -665,7 +665,7 @@ class PeerLinks:
             if link.record_rtt((now - sent) * 1000.0):
                 self._linkstate.mark_dirty(urgent=False)  # a cost band moved
 
-    def _on_bye(self, link: PeerLink, body: bytes, now: float) -> None:
+    def _on_bye(self, link: PeerLink, body: Frame, now: float) -> None:
         try:
             bye = Bye.unpack(body)
         except ProtocolError:
