@@ -4,7 +4,10 @@
 #   ./scripts/test.sh                 # everything
 #   ./scripts/test.sh tests/unit -x   # extra arguments go to pytest
 #   ./scripts/test.sh --matrix        # only the unit tests, on Python 3.11, 3.12
-#                                     # and 3.13 (tox; extra arguments go to pytest)
+#                                     # and 3.13 (tox; extra arguments go to pytest),
+#                                     # then on the compiled build (tox env compiled:
+#                                     # a mypyc wheel, needs a C compiler; with the
+#                                     # integration tests of the compiled paths)
 #
 # Creates .venv (or uses $OPERONE_VENV) and installs the project with its test
 # and dev dependencies.  As root on Debian/Ubuntu it also installs what the
@@ -87,8 +90,14 @@ if [ "$MATRIX" = 1 ]; then
         envs+=("py${v//./}")
     done
     echo "== tox: the unit tests on ${MATRIX_VERSIONS[*]}"
-    exec "$VENV/bin/tox" run --skip-missing-interpreters false --discover "${found[@]}" \
+    "$VENV/bin/tox" run --skip-missing-interpreters false --discover "${found[@]}" \
         -e "$(IFS=,; echo "${envs[*]}")" -- tests/unit "$@"
+    # The compiled build (an OPERONE_ZMQ_COMPILE=1 wheel) on the first
+    # Python: the test paths tox.ini's env compiled names, then the extra
+    # arguments.
+    echo "== tox: the compiled build (mypyc) on ${MATRIX_VERSIONS[0]}"
+    exec "$VENV/bin/tox" run --skip-missing-interpreters false --discover "${found[0]}" \
+        -e compiled -- "$@"
 fi
 
 echo "== ruff"
