@@ -30,9 +30,18 @@ def _compile() -> bool:
     return value in ("1", "yes", "true", "on") and bool(_BUILDING & set(sys.argv[1:]))
 
 
+#: mypy options of the build (besides pyproject.toml's [tool.mypy]): the
+#: modules it is not compiling (the rest of the package, which
+#: operone_zmq/__init__.py names for type checkers) are read for their types
+#: but not checked, so building needs only the dependencies the compiled
+#: modules import (build_backend/operone_build.py COMPILE_REQUIRES), not
+#: pyzmq, structlog, zeroconf ...  (``mypy operone_zmq`` checks them all.)
+MYPY_OPTIONS = ["--follow-imports=silent"]
+
 if _compile():
     from mypyc.build import mypycify
 
-    setup(ext_modules=mypycify(COMPILED, opt_level="3", group_name="operone_zmq"))
+    setup(ext_modules=mypycify([*MYPY_OPTIONS, *COMPILED], opt_level="3",
+                               group_name="operone_zmq"))
 else:
     setup()
