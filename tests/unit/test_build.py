@@ -3,7 +3,7 @@ what was asked for, an editable install never compiles, and ``--version``
 says which build runs.
 
 The tox env ``compiled`` builds the wheel with ``OPERONE_ZMQ_COMPILE=1`` and
-runs the tests against it with ``OPERONE_ZMQ_EXPECT_COMPILED=1``: there the
+runs the tests against it with ``OPERONE_TEST_EXPECT_COMPILED=1``: there the
 modules must be compiled, or the run tests pure Python by mistake.
 """
 
@@ -21,6 +21,7 @@ from click.testing import CliRunner
 
 import operone_zmq
 from operone_zmq.cli import cli
+from operone_zmq.config import unknown_env_vars
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = Path(operone_zmq.__file__).parent
@@ -50,7 +51,7 @@ def _compiled_set() -> list[str]:
     return sorted(names)
 
 
-@pytest.mark.skipif(os.environ.get("OPERONE_ZMQ_EXPECT_COMPILED") != "1",
+@pytest.mark.skipif(os.environ.get("OPERONE_TEST_EXPECT_COMPILED") != "1",
                     reason="runs where the compiled build is tested (tox env compiled)")
 def test_the_compiled_build_compiles_what_setup_py_names() -> None:
     compiled = operone_zmq.compiled_modules()
@@ -66,7 +67,7 @@ def test_a_source_tree_has_no_compiled_module() -> None:
     """Imported from the source tree (an editable install, a checkout), the
     package is pure Python: a stale extension module beside a .py would be
     imported instead of every later edit of it."""
-    if os.environ.get("OPERONE_ZMQ_EXPECT_COMPILED") == "1" or PACKAGE.parent != ROOT:
+    if os.environ.get("OPERONE_TEST_EXPECT_COMPILED") == "1" or PACKAGE.parent != ROOT:
         pytest.skip("the package is an installed build, not the source tree")
     assert operone_zmq.compiled_modules() == []
 
@@ -88,6 +89,10 @@ def test_an_editable_build_with_the_flag_is_refused(monkeypatch: pytest.MonkeyPa
         with pytest.raises(SystemExit):
             hook("/nonexistent")
         assert "an editable install is always pure Python" in capsys.readouterr().err
+
+
+def test_the_build_variable_is_not_an_unknown_one_to_the_cli() -> None:
+    assert unknown_env_vars({"OPERONE_ZMQ_COMPILE": "1"}) == []
 
 
 def test_the_flag_is_read_strictly(monkeypatch: pytest.MonkeyPatch) -> None:
