@@ -76,6 +76,7 @@ _EXPORTS: dict[str, str] = {
 # Literal, so that tools can read it; a test checks it matches _EXPORTS.
 __all__ = [  # noqa: RUF022 - grouped as _EXPORTS, not sorted
     "__version__",
+    "compiled_modules",
     "Broker",
     "PeerNetwork",
     "Worker",
@@ -129,6 +130,29 @@ __all__ = [  # noqa: RUF022 - grouped as _EXPORTS, not sorted
     "JobCancelled",
     "MessageTooLarge",
 ]
+
+
+def compiled_modules() -> list[str]:
+    """The modules of this package that are compiled (the optional mypyc
+    build, README "Install"), sorted; empty when it is pure Python.
+
+    A module is compiled when its file is an extension module: the import
+    system takes one before a ``.py`` of the same name, so this is what runs.
+    Nothing is imported to find out."""
+    from importlib.machinery import EXTENSION_SUFFIXES
+    from pathlib import Path
+
+    root = Path(__file__).parent
+    suffixes = sorted(EXTENSION_SUFFIXES, key=len, reverse=True)  # ".abi3.so" before ".so"
+    found: set[str] = set()
+    for path in root.rglob("*"):
+        suffix = next((x for x in suffixes if path.name.endswith(x)), None)
+        if suffix is None:
+            continue
+        parts = [__name__, *path.relative_to(root).parent.parts]
+        stem = path.name[: -len(suffix)]
+        found.add(".".join(parts if stem == "__init__" else [*parts, stem]))
+    return sorted(found)
 
 
 def __getattr__(name: str) -> Any:

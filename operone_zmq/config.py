@@ -43,6 +43,7 @@ from operone_zmq.security.keys import (
 from operone_zmq.security.tokens import MIN_SECRET_BYTES
 
 __all__ = [
+    "BUILD_ENV_VARS",
     "CLI_ENV_VARS",
     "DEFAULT_BASE_PORT",
     "MAX_BASE_PORT",
@@ -514,6 +515,9 @@ def _option_types(section: str) -> dict[str, Any]:
 
 #: The CLI's own variables (its global options), not config options.
 CLI_ENV_VARS = frozenset({"OPERONE_HOME", "OPERONE_LOG_FORMAT", "OPERONE_LOG_LEVEL"})
+#: Variables the package's build reads (README, "Install"), not the CLI: set
+#: in a shell to build the compiled package, they are not a typo.
+BUILD_ENV_VARS = frozenset({"OPERONE_ZMQ_COMPILE"})
 
 
 def unknown_env_vars(environ: Mapping[str, str]) -> list[str]:
@@ -521,7 +525,7 @@ def unknown_env_vars(environ: Mapping[str, str]) -> list[str]:
     option that does not exist), each with what is known, sorted."""
     found = []
     for name in sorted(environ):
-        if (not name.startswith("OPERONE_") or name in CLI_ENV_VARS
+        if (not name.startswith("OPERONE_") or name in CLI_ENV_VARS or name in BUILD_ENV_VARS
                 or name.startswith("OPERONE_TEST_")):  # the test suite's own knobs
             continue
         for section in _SECTIONS:

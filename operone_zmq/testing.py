@@ -4,13 +4,14 @@ mesh of broker cores (no I/O: frames are moved between cores by hand)."""
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from typing import Any, cast
 
 from .core.broker import FIRST_DIAL_SOCKET, WORKERS, BrokerCore, BrokerLimits
 from .core.client import ClientCore, Reply
 from .core.worker import JobStart, WorkerCore
 from .protocol.batch import decode_batch, is_batch
 from .protocol.bodies import ToolInfo
+from .protocol.frame import Frame
 
 __all__ = ["CoreMesh", "FakeClock", "key_of"]
 
@@ -64,6 +65,10 @@ class CoreMesh:
         #: handled before each broker's outbox goes out, through
         #: ``BrokerCore.batched`` (BATCHes to whoever accepts them).
         self.batched = batched
+        #: When a list: every ``(node, socket, frames)`` a broker's outbox puts
+        #: on the wire through ``batched`` (urgent heartbeats apart), for a
+        #: test to look at.
+        self.wire: list[tuple[str, int, list[Frame]]] | None = None
         self.limits = limits or BrokerLimits(peer_interval=1.0, peer_liveness=3)
         self.nodes: dict[str, BrokerCore] = {}
         self.dead: set[str] = set()
@@ -80,7 +85,7 @@ class CoreMesh:
         self.clients: dict[str, ClientCore] = {}
         self.client_inbox: dict[str, list[Reply]] = {}
         self.auto_echo = auto_echo
-        self.queue: deque[tuple[str, int, list[bytes], str | None]] = deque()
+        self.queue: deque[tuple[str, int, list[Frame], str | None]] = deque()
         self.messages = 0
         self._impostors: dict[str, str] = {}
 
@@ -138,7 +143,7 @@ class CoreMesh:
         self.queue.append((node, int(kw.get("cls", 2)), [b"\x00cli", *frames], None))
         return jid
 
-    def send_client(self, node: str, frames: list[bytes]) -> None:
+    def send_client(self, node: str, frames: list[Frame]) -> None:
         """A client of ``node`` sends raw frames to its normal frontend."""
         self.client(node)
         self.queue.append((node, 2, [b"\x00cli", *frames], None))
@@ -197,6 +202,8 @@ class CoreMesh:
             core.stamp_pings(self.clock())
             if self.batched:
                 out = core.batched(out)
+                if self.wire is not None:
+                    self.wire.extend((node, i, f) for i, f in out)
             for sock, frames in urgent + out:  # heartbeats first, as the shell sends them
                 self._route_out(node, sock, frames)
         self._collect_worker(node)
@@ -206,11 +213,11 @@ class CoreMesh:
             while w.out:
                 self.queue.append((node, WORKERS, [rid, *w.out.pop(0)], None))
 
-    def _route_out(self, node: str, sock: int, frames: list[bytes]) -> None:
+    def _route_out(self, node: str, sock: int, frames: list[Frame]) -> None:
         if node in self.dead:
             return
         if sock == WORKERS:
-            w = self.workers[node].get(frames[0])
+            w = self.workers[node].get(cast(bytes, frames[0]))
             if w is None:
                 return
             action = w.on_broker(frames[1:], self.clock())
@@ -221,7 +228,7 @@ class CoreMesh:
             self._collect_worker(node)
             return
         if sock < WORKERS:  # our ROUTER: to a client or an accepting-side peer
-            rid = frames[0]
+            rid = cast(bytes, frames[0])  # (the first frame: always bytes)
             if rid[:1] == b"\x00":
                 c = self.clients.get(node)
                 if c is not None:

@@ -171,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.monotonic() - t0
     import operone_zmq
 
-    source = str(Path(operone_zmq.__file__).parent)
+    n_compiled = len(operone_zmq.compiled_modules())
+    source = (f"{Path(operone_zmq.__file__).parent} (compiled: {n_compiled} modules)"
+              if n_compiled else f"{Path(operone_zmq.__file__).parent} (pure Python)")
     print(f"operone-zmq benchmarks: {platform.node()}, {os.cpu_count()} CPUs,"
           f" Python {platform.python_version()}, pyzmq {zmq.__version__},"
           f" libzmq {zmq.zmq_version()}, {elapsed:.0f} s; operone_zmq from {source}")

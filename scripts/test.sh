@@ -4,13 +4,17 @@
 #   ./scripts/test.sh                 # everything
 #   ./scripts/test.sh tests/unit -x   # extra arguments go to pytest
 #   ./scripts/test.sh --matrix        # only the unit tests, on Python 3.11, 3.12
-#                                     # and 3.13 (tox; extra arguments go to pytest)
+#                                     # and 3.13 (tox; extra arguments go to pytest),
+#                                     # then on the compiled build (tox env compiled:
+#                                     # a mypyc wheel, needs a C compiler; with the
+#                                     # integration tests of the compiled paths)
 #
 # Creates .venv (or uses $OPERONE_VENV) and installs the project with its test
 # and dev dependencies.  As root on Debian/Ubuntu it also installs what the
 # real-component tests use: openssh-server (SSH tests), iproute2 (network
-# namespaces), iptables (cuts in the partition tests) and chromium (the
-# dashboard in a browser); without them those tests are skipped with a reason.
+# namespaces), iptables (cuts in the partition tests), chromium (the
+# dashboard in a browser) and gcc (the compiled build of --matrix); without
+# them those tests are skipped with a reason (the compiled build fails).
 #
 # --matrix finds each interpreter as python3.X on PATH (when it runs: a pyenv
 # shim of a version that is not selected does not), else under pyenv
@@ -37,6 +41,7 @@ if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
     command -v ip >/dev/null 2>&1 || need+=(iproute2)
     command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || need+=(iptables)
     [ -x /usr/bin/chromium ] || need+=(chromium chromium-driver)  # the dashboard's browser test
+    command -v cc >/dev/null 2>&1 || need+=(gcc)  # the compiled build (--matrix, tox env compiled)
     if [ ${#need[@]} -gt 0 ]; then
         echo "== installing ${need[*]}"
         (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}") \
@@ -87,8 +92,14 @@ if [ "$MATRIX" = 1 ]; then
         envs+=("py${v//./}")
     done
     echo "== tox: the unit tests on ${MATRIX_VERSIONS[*]}"
-    exec "$VENV/bin/tox" run --skip-missing-interpreters false --discover "${found[@]}" \
+    "$VENV/bin/tox" run --skip-missing-interpreters false --discover "${found[@]}" \
         -e "$(IFS=,; echo "${envs[*]}")" -- tests/unit "$@"
+    # The compiled build (an OPERONE_ZMQ_COMPILE=1 wheel) on the first
+    # Python: the test paths tox.ini's env compiled names, then the extra
+    # arguments.
+    echo "== tox: the compiled build (mypyc) on ${MATRIX_VERSIONS[0]}"
+    exec "$VENV/bin/tox" run --skip-missing-interpreters false --discover "${found[0]}" \
+        -e compiled -- "$@"
 fi
 
 echo "== ruff"

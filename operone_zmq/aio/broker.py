@@ -28,6 +28,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from ..core.broker import CLASS_NAMES, WORKERS, BrokerCore, BrokerLimits
 from ..errors import ConfigError, NoRoute, OperoneError, Refused
 from ..protocol.batch import MIN_SIZE_TO_BATCH, is_batch
+from ..protocol.frame import Frame
 from ..protocol.signature import Signer
 from ..routing.events import EventEmitter
 from ..tools import ToolRegistry
@@ -309,7 +310,7 @@ class Broker:
             await self._stopped.wait()
 
     # -------------------------------------------------------------- pumping
-    def _on_message(self, idx: int, frames: list[bytes], now: float,
+    def _on_message(self, idx: int, frames: list[Frame], now: float,
                     uid: str | None = None) -> None:
         if idx <= WORKERS and is_batch(frames, 1):
             # A BATCH's answers and onward messages leave now, batched, not
@@ -346,12 +347,12 @@ class Broker:
             pump.send(idx, frames)
         self.core.stamp_pings(time.monotonic())
 
-    def core_oversize(self, idx: int, head: list[bytes], nframes: int, nbytes: int,
+    def core_oversize(self, idx: int, head: list[Frame], nframes: int, nbytes: int,
                       now: float) -> None:
         """A message past the whole-message limits was read and dropped."""
         self.core.on_oversize(idx, head, nframes, nbytes, now)
 
-    def core_unroutable(self, idx: int, frames: list[bytes], now: float) -> None:
+    def core_unroutable(self, idx: int, frames: list[Frame], now: float) -> None:
         """A send found no such peer: let the core decide what that means."""
         self.core.on_unroutable(idx, frames, now)
 

@@ -24,7 +24,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
@@ -49,6 +49,7 @@ from ..protocol.batch import (
     pack_messages,
 )
 from ..protocol.bodies import Progress
+from ..protocol.frame import Frame
 from .pump import MAX_PENDING, Pump
 from .sockets import CurveKeys, SocketLimits, make_socket
 from .transfer import TransferResult, copy_file
@@ -174,7 +175,7 @@ class _Pending:
     sent: float
     #: The JOB's frames, kept to submit it again when the broker restarts
     #: (idempotent jobs only; None otherwise).
-    frames: list[bytes] | None = None
+    frames: list[Frame] | None = None
     resubmitted: int = 0
 
 
@@ -229,7 +230,7 @@ class AsyncClient:
         #: class -> requests of this pump run, sent batched at its end (only
         #: while the broker accepts BATCH; bounded with the send queue by
         #: MAX_PENDING, see _enqueue).
-        self._outbox: dict[int, list[list[bytes]]] = {}
+        self._outbox: dict[int, list[list[Frame]]] = {}
         #: A request went at once since the last pump run (see _enqueue).
         self._sent_alone = False
         #: Our own message size limit allows BATCHes (the broker sends us
@@ -516,7 +517,7 @@ class AsyncClient:
 
     # ------------------------------------------------------------- plumbing
     def _send(
-        self, rid: str, cls: int, frames: list[bytes], timeout: float, *, is_job: bool,
+        self, rid: str, cls: int, frames: list[Frame], timeout: float, *, is_job: bool,
         on_progress: Callable[[Progress], None] | None = None, grace: float = GRACE,
         keep: bool = False,
     ) -> asyncio.Future[Any]:
@@ -659,7 +660,7 @@ class AsyncClient:
         if self._deadlines:
             self._arm(self._deadlines[0][0], now)
 
-    def _enqueue(self, cls: int, idx: int, frames: list[bytes], now: float) -> bool:
+    def _enqueue(self, cls: int, idx: int, frames: list[Frame], now: float) -> bool:
         """Send ``frames`` on class ``cls`` (socket ``idx``): at once, or, while
         the broker accepts BATCH, at the end of this pump run with the other
         messages of the run (:meth:`_after_run`).  False when the send queue
@@ -684,7 +685,7 @@ class AsyncClient:
         pump.kick()  # the after-run sends the outbox
         return True
 
-    def _on_message(self, idx: int, frames: list[bytes], now: float,
+    def _on_message(self, idx: int, frames: list[Frame], now: float,
                     uid: str | None = None) -> None:
         cls = self._monitor_of.get(idx)
         if cls is not None:
@@ -701,7 +702,7 @@ class AsyncClient:
         else:
             self._on_reply(frames)
 
-    def _on_reply(self, frames: list[bytes]) -> None:
+    def _on_reply(self, frames: list[Frame]) -> None:
         reply = self.core.on_message(frames)
         if reply is None:
             return
@@ -740,9 +741,9 @@ class AsyncClient:
         else:
             p.fut.set_result(reply.value)
 
-    def _on_monitor(self, cls: int, frames: list[bytes]) -> None:
+    def _on_monitor(self, cls: int, frames: list[Frame]) -> None:
         try:
-            ev = parse_monitor_message(frames)
+            ev = parse_monitor_message(cast(list[bytes], frames))  # (small frames: bytes)
         except Exception:
             return
         event = ev["event"]

@@ -28,7 +28,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
@@ -36,6 +36,7 @@ from zmq.utils.monitor import parse_monitor_message
 from ..core.broker import BrokerCore
 from ..core.peers import UP, incarnation_id
 from ..errors import ConfigError, OperoneError
+from ..protocol.frame import Frame
 from .pump import Pump
 from .sockets import CurveKeys, SocketLimits, make_socket
 
@@ -229,14 +230,14 @@ class Dialler:
     def is_monitor(self, idx: int) -> bool:
         return idx in self._monitors
 
-    def on_monitor(self, idx: int, frames: list[bytes], now: float) -> None:
+    def on_monitor(self, idx: int, frames: list[Frame], now: float) -> None:
         """A monitor event of one of a neighbour's dialled sockets."""
         node = self._monitors.get(idx)
         core = self._core
         if node is None or core is None:
             return
         try:
-            ev = parse_monitor_message(frames)["event"]
+            ev = parse_monitor_message(cast(list[bytes], frames))["event"]  # (small: bytes)
         except Exception:
             return
         link = core.links.get(node)

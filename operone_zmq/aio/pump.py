@@ -60,6 +60,7 @@ import structlog
 import zmq
 import zmq.backend
 
+from ..protocol.frame import Frame
 from ..protocol.limits import DEFAULT_MAX_MESSAGE_SIZE, MAX_MESSAGE_FRAMES
 
 __all__ = ["MAX_PENDING", "Pump"]
@@ -94,11 +95,11 @@ ZERO_COPY_RECV = 32 * 1024
 #: on_message(socket index, frames, now, uid): ``uid`` is the ZAP User-Id
 #: (the peer's or client's Curve key, z85) for messages on sockets added with
 #: ``with_user_id=True``, else None.
-OnMessage = Callable[[int, list[bytes], float, "str | None"], None]
-OnUnroutable = Callable[[int, list[bytes], float], None]
+OnMessage = Callable[[int, list[Frame], float, "str | None"], None]
+OnUnroutable = Callable[[int, list[Frame], float], None]
 #: on_oversize(socket index, first frames (each clipped to 1 KiB), frames,
 #: bytes, now): a message past the frame or byte limit, read and dropped.
-OnOversize = Callable[[int, list[bytes], int, int, float], None]
+OnOversize = Callable[[int, list[Frame], int, int, float], None]
 
 #: The first frames of an oversize message kept for its ERROR (routing id,
 #: tag, header), each clipped: enough for best_effort_id.
@@ -107,7 +108,7 @@ _HEAD_BYTES = 1024
 
 # The Cython methods, typed for what we call them with.
 _get: Callable[[Any, int], int] = cast(Any, zmq.backend.Socket.get)
-_send: Callable[[Any, bytes | zmq.Frame, int, bool], None] = cast(Any, zmq.backend.Socket.send)
+_send: Callable[[Any, Frame | zmq.Frame, int, bool], None] = cast(Any, zmq.backend.Socket.send)
 _recv: Callable[..., Any] = cast(Any, zmq.backend.Socket.recv)
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
@@ -154,7 +155,7 @@ class Pump:
         self._clock = clock
         self.sockets: list[zmq.Socket[bytes] | None] = []
         self._fds: list[int] = []
-        self._pending: list[deque[list[bytes]]] = []
+        self._pending: list[deque[list[Frame]]] = []
         self._with_uid: list[bool] = []
         self._drop_full: list[bool] = []
         #: monitor reader index -> the index of the socket it watches.
@@ -396,9 +397,9 @@ class Pump:
                 while f.more:
                     f = _recv(s, _NOBLOCK, False)
                     n_f = len(f)
-                    # (A memoryview passes for bytes: it has what the
-                    # readers of a big frame use, and the send path below
-                    # knows it.)
+                    # (protocol.frame.Frame: the readers of a frame use
+                    # only what bytes and a view both have, and the send
+                    # path below knows a view.)
                     frames.append(f.bytes if n_f < ZERO_COPY_RECV else f.buffer)
                     size += n_f
                     if size > max_bytes or len(frames) > max_frames:
@@ -446,7 +447,7 @@ class Pump:
                 self._ready.add(idx)  # the rest in the next run
                 self.kick()
         return read
-    def _drop_rest(self, idx: int, s: zmq.Socket[bytes], frames: list[bytes], size: int,
+    def _drop_rest(self, idx: int, s: zmq.Socket[bytes], frames: list[Frame], size: int,
                    now: float) -> None:
         """Read the rest of an oversize message without keeping it (zero-copy
         frames, each freed at once) and report it."""
@@ -467,7 +468,7 @@ class Pump:
             log.exception("handler_failed", socket=idx)
 
     # -------------------------------------------------------------- sending
-    def send(self, idx: int, frames: list[bytes], now: float | None = None) -> bool:
+    def send(self, idx: int, frames: list[Frame], now: float | None = None) -> bool:
         """Send without blocking; False when the socket's backlog is full."""
         q = self._pending[idx]
         if q:
@@ -510,7 +511,7 @@ class Pump:
             self._wake()
         return True
 
-    def _full(self, idx: int, frames: list[bytes], now: float | None) -> None:
+    def _full(self, idx: int, frames: list[Frame], now: float | None) -> None:
         """A message to a client whose pipe is full: dropped, and reported
         as unroutable (the owner counts it; the client is not reading)."""
         self.dropped_full += 1
@@ -562,7 +563,7 @@ def _close(s: zmq.Socket[bytes]) -> None:
     s.close(0)
 
 
-def _send_frames(s: zmq.Socket[bytes], frames: list[bytes]) -> None:
+def _send_frames(s: zmq.Socket[bytes], frames: list[Frame]) -> None:
     """Send a multipart message.  EAGAIN / EHOSTUNREACH can only happen on the
     first frame: once it is accepted, libzmq accepts the rest.
 
@@ -574,8 +575,7 @@ def _send_frames(s: zmq.Socket[bytes], frames: list[bytes]) -> None:
     memoryview of a whole zmq.Frame, see ZERO_COPY_RECV) goes as that Frame:
     a reference, no copy at all."""
     last = len(frames) - 1
-    # (Typed Any: the list holds bytes and, for big frames, memoryviews.)
-    for i, f in enumerate(cast(list[Any], frames)):
+    for i, f in enumerate(frames):
         if type(f) is memoryview:
             fr = f.obj
             if isinstance(fr, _Frame) and f.nbytes == len(fr):

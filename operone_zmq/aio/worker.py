@@ -30,6 +30,7 @@ from ..core.worker import JobStart, WorkerCore
 from ..errors import JobError, ProtocolError, ToolNotFound
 from ..protocol.batch import MIN_SIZE_TO_BATCH, decode_batch, is_batch, pack_messages
 from ..protocol.bodies import Progress
+from ..protocol.frame import Frame
 from ..tools import ToolContext, ToolRegistry, ToolsConfig
 from .pump import Pump
 from .sockets import CurveKeys, SocketLimits, make_socket
@@ -172,7 +173,7 @@ class Worker:
             await self._stopped.wait()
 
     # -------------------------------------------------------------- pumping
-    def _on_message(self, idx: int, frames: list[bytes], now: float,
+    def _on_message(self, idx: int, frames: list[Frame], now: float,
                     uid: str | None = None) -> None:
         if is_batch(frames):
             try:
@@ -187,7 +188,7 @@ class Worker:
         else:
             self._on_one(frames, now)
 
-    def _on_one(self, frames: list[bytes], now: float) -> None:
+    def _on_one(self, frames: list[Frame], now: float) -> None:
         was = self.core.connected
         action = self.core.on_broker(frames, now)
         if was and not self.core.connected:

@@ -29,6 +29,19 @@ from .status import status, tools
 __all__ = ["main"]
 
 
+def _show_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """``--version``: the version, and whether this package is the compiled
+    build (how many modules) or pure Python."""
+    if not value or ctx.resilient_parsing:
+        return
+    from .. import __version__, compiled_modules
+
+    n = len(compiled_modules())
+    build = f"compiled: {n} module{'s' if n != 1 else ''}" if n else "pure Python"
+    click.echo(f"operone, version {__version__} ({build})")
+    ctx.exit()
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--home", type=click.Path(file_okay=False, path_type=Path), envvar="OPERONE_HOME",
               help="Node home directory (config, keys, trust store).")
@@ -36,7 +49,8 @@ __all__ = ["main"]
               default=None, help="Log format (default from config).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               envvar="OPERONE_LOG_LEVEL", default=None, help="Log level (default from config).")
-@click.version_option(package_name="operone-zmq")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=_show_version, help="Show the version (and the build) and exit.")
 @click.pass_context
 def cli(ctx: click.Context, home: Path | None, log_format: str | None,
         log_level: str | None) -> None:

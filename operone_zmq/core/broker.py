@@ -53,7 +53,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from ..errors import (
     BadRequest,
@@ -66,7 +66,8 @@ from ..errors import (
 from ..jobs.router import RouteDecision, ToolRouter
 from ..protocol.batch import decode_batch, group, is_batch
 from ..protocol.bodies import Cancel, ErrorBody, Ping, Query, pack_value
-from ..protocol.codec import TAG, Header, MsgType, best_effort_id, decode
+from ..protocol.codec import TAG, Header, Message, MsgType, best_effort_id, decode
+from ..protocol.frame import Frame
 from ..protocol.limits import MAX_MESSAGE_FRAMES
 from ..protocol.signature import FEATURE_MAC, KeyRing, Signer
 from ..qos.manager import QoSManager
@@ -259,22 +260,22 @@ class BrokerCore:
         return self._ctx.limits
 
     @property
-    def out(self) -> list[tuple[int, list[bytes]]]:
+    def out(self) -> list[tuple[int, list[Frame]]]:
         """Frames to send: (socket index, frames including the routing id)."""
         return self._ctx.out
 
     @out.setter
-    def out(self, value: list[tuple[int, list[bytes]]]) -> None:
+    def out(self, value: list[tuple[int, list[Frame]]]) -> None:
         self._ctx.out = value
 
     @property
-    def urgent(self) -> list[tuple[int, list[bytes]]]:
+    def urgent(self) -> list[tuple[int, list[Frame]]]:
         """Heartbeat frames to send before ``out``, at once (the shell then
         calls :meth:`stamp_pings`); ``(socket index, frames)`` as in ``out``."""
         return self._ctx.urgent
 
     @urgent.setter
-    def urgent(self, value: list[tuple[int, list[bytes]]]) -> None:
+    def urgent(self, value: list[tuple[int, list[Frame]]]) -> None:
         self._ctx.urgent = value
 
     def stamp_pings(self, sent_at: float) -> None:
@@ -345,7 +346,7 @@ class BrokerCore:
         return self._relay.broadcasts
 
     # ------------------------------------------------------------ frontend
-    def on_frontend(self, cls: int, frames: list[bytes], now: float,
+    def on_frontend(self, cls: int, frames: list[Frame], now: float,
                     uid: str | None = None, inner: bool = False) -> None:
         """Handle one message arriving on the frontend ROUTER of class ``cls``.
 
@@ -357,7 +358,7 @@ class BrokerCore:
         """
         ctx = self._ctx
         ctx.now = now
-        rid = frames[0]
+        rid = cast(bytes, frames[0])  # (the first frame: always bytes)
         if rid[:1] != b"\x00":
             self._links.on_router(cls, rid, uid, frames, now)
             return
@@ -416,7 +417,7 @@ class BrokerCore:
                 BadRequest(f"message type {MsgType(t).name} is not accepted from a client"),
             )
 
-    def _on_client_batch(self, cls: int, rid: bytes, frames: list[bytes], now: float,
+    def _on_client_batch(self, cls: int, rid: bytes, frames: list[Frame], now: float,
                          uid: str | None, inner: bool) -> None:
         """A client's BATCH: refused whole when not well formed (as any
         malformed message is), else each message handled alone."""
@@ -432,7 +433,7 @@ class BrokerCore:
         for m in msgs:
             self.on_frontend(cls, [rid, *m], now, uid, True)
 
-    def _refuse_malformed(self, cls: int, rid: bytes, frames: list[bytes],
+    def _refuse_malformed(self, cls: int, rid: bytes, frames: list[Frame],
                           exc: ProtocolError) -> None:
         """A client's message (or BATCH) that does not decode: counted, and
         the client hears what was wrong (it passed ZAP); nothing else changes."""
@@ -443,7 +444,7 @@ class BrokerCore:
         mid = best_effort_id(frames, 1)
         ctx.out.append((cls, [rid, TAG, ctx.header(_ERROR, mid, "", cls), body]))
 
-    def batched(self, out: list[tuple[int, list[bytes]]]) -> list[tuple[int, list[bytes]]]:
+    def batched(self, out: list[tuple[int, list[Frame]]]) -> list[tuple[int, list[Frame]]]:
         """``out`` as it goes on the wire: several messages of one flush to a
         worker, client or neighbour that accepts BATCH grouped into BATCHes
         (protocol/batch.py; our dialled DEALERs carry no routing id);
@@ -475,7 +476,7 @@ class BrokerCore:
             return self._links.accepts_batch(sock, rid)
         return self._clients.accepts_batch(sock, rid)
 
-    def on_oversize(self, sock: int, head: list[bytes], nframes: int, nbytes: int,
+    def on_oversize(self, sock: int, head: list[Frame], nframes: int, nbytes: int,
                     now: float) -> None:
         """The shell read and dropped a message past the whole-message limits
         (``head``: its first frames, clipped).  A client hears ``too_large``;
@@ -495,7 +496,7 @@ class BrokerCore:
         ctx.out.append((sock, [rid, TAG, ctx.header(_ERROR, best_effort_id(head, 1), "",
                                                     sock), body]))
 
-    def _on_query(self, cls: int, rid: bytes, h: Header, body: bytes, now: float,
+    def _on_query(self, cls: int, rid: bytes, h: Header, body: Frame, now: float,
                   grant: Grant = OPERATOR) -> None:
         ctx = self._ctx
         ctx.counters["queries"] += 1
@@ -512,8 +513,11 @@ class BrokerCore:
         try:
             answer = self._queries.answer(q, now,
                                           owner=None if grant.operator else grant.fingerprint)
-        except BadRequest as exc:  # args the query cannot take
-            ctx.send_error(cls, rid, h.id, h.src, cls, exc, corr=h.id)
+        except BadRequest as bad:  # args the query cannot take
+            # (Not ``exc``: compiled by mypyc, a name keeps the type of its
+            # first binding, ProtocolError above, and a BadRequest bound to
+            # it would raise TypeError.)
+            ctx.send_error(cls, rid, h.id, h.src, cls, bad, corr=h.id)
             return
         if answer is None:
             ctx.send_error(cls, rid, h.id, h.src, cls,
@@ -544,7 +548,7 @@ class BrokerCore:
         return self._origin.decide(tool, caps, prefer_local=prefer_local, exclude=exclude)
 
     # ------------------------------------------------------------- workers
-    def on_worker(self, frames: list[bytes], now: float) -> None:
+    def on_worker(self, frames: list[Frame], now: float) -> None:
         """Handle one message from a local worker (each message of a BATCH
         as if it came alone; a BATCH not well formed is counted and dropped,
         as any malformed message from a worker is)."""
@@ -556,7 +560,7 @@ class BrokerCore:
                 self._ctx.counters["malformed"] += 1
                 return
             self._ctx.counters["batches_received"] += 1
-            rid = frames[0]
+            rid = cast(bytes, frames[0])  # (the first frame: always bytes)
             for m in msgs:
                 self._local.on_worker([rid, *m], now)
         else:
@@ -578,7 +582,7 @@ class BrokerCore:
         self._ctx.now = now
         self._local.virtual_done(jid, value, error, duration)
 
-    def on_unroutable(self, sock: int, frames: list[bytes], now: float) -> None:
+    def on_unroutable(self, sock: int, frames: list[Frame], now: float) -> None:
         """The shell could not deliver ``frames`` (the peer is gone)."""
         if sock < WORKERS and is_batch(frames, 1):
             # One of our BATCHes (batched()): each message it held was not delivered.
@@ -600,7 +604,7 @@ class BrokerCore:
             # now, and a routed message goes again once the routes changed.
             self._relay.hold(sock, frames[1:], now)
         elif sock < WORKERS and frames:
-            self._clients.gone(sock, frames[0])  # a client went away
+            self._clients.gone(sock, cast(bytes, frames[0]))  # a client went away
 
     # =========================================================== peer mesh
     def add_dialled_link(self, node: str, socks: list[int], now: float, *, address: str = "",
@@ -625,12 +629,12 @@ class BrokerCore:
         """The QoS metrics of the link to ``peer`` (the original's getQoSMetrics)."""
         return self._links.qos_metrics(peer)
 
-    def on_dealer(self, sock: int, frames: list[bytes], now: float) -> None:
+    def on_dealer(self, sock: int, frames: list[Frame], now: float) -> None:
         """Handle a message from a neighbour on a DEALER we dialled."""
         self._ctx.now = now
         self._links.on_dealer(sock, frames, now)
 
-    def _on_peer_msg(self, link: PeerLink, cls: int, msg: Any, frames: list[bytes],
+    def _on_peer_msg(self, link: PeerLink, cls: int, msg: Message, frames: list[Frame],
                      now: float) -> None:
         """A message from an established neighbour that is not part of the
         session protocol (frames: tag, header, body...)."""

@@ -28,6 +28,7 @@ from ..protocol.bodies import (
     unpack_value,
 )
 from ..protocol.codec import TAG, Header, MsgType, decode, encode_header
+from ..protocol.frame import Frame
 from ..protocol.limits import DEFAULT_TTL
 
 __all__ = ["ClientCore", "JobResult", "Reply"]
@@ -98,7 +99,7 @@ class ClientCore:
         prefer_local: bool = False,
         stream: bool = False,
         job_id: str | None = None,
-    ) -> tuple[str, list[bytes]]:
+    ) -> tuple[str, list[Frame]]:
         """Frames of a JOB and its id."""
         jid = job_id or self.next_id()
         body = JobRequest(tool, args or {}, timeout, on, caps, retries, idempotent,
@@ -106,27 +107,27 @@ class ClientCore:
         return jid, [TAG, self._header(int(MsgType.JOB), jid, on or "", cls), body]
 
     def query(self, what: str, args: dict[str, Any] | None = None,
-              cls: int = 0) -> tuple[str, list[bytes]]:
+              cls: int = 0) -> tuple[str, list[Frame]]:
         """Frames of a QUERY and its id."""
         qid = self.next_id()
         return qid, [TAG, self._header(int(MsgType.QUERY), qid, "", cls),
                      Query(what, args or {}).pack()]
 
-    def broadcast(self, data: Any, cls: int = 0) -> tuple[str, list[bytes]]:
+    def broadcast(self, data: Any, cls: int = 0) -> tuple[str, list[Frame]]:
         """Frames of a BROADCAST of ``data`` and its id."""
         bid = self.next_id()
         return bid, [TAG, self._header(int(MsgType.BROADCAST), bid, "", cls), pack_value(data)]
 
-    def ping(self, cls: int = 0) -> tuple[str, list[bytes]]:
+    def ping(self, cls: int = 0) -> tuple[str, list[Frame]]:
         """Frames of a PING and its id (the PONG says the broker's incarnation)."""
         pid = self.next_id()
         return pid, [TAG, self._header(int(MsgType.PING), pid, "", cls), b""]
 
-    def cancel(self, jid: str, reason: str = "", cls: int = 2) -> list[bytes]:
+    def cancel(self, jid: str, reason: str = "", cls: int = 2) -> list[Frame]:
         """Frames of a CANCEL for job ``jid``."""
         return [TAG, self._header(int(MsgType.CANCEL), jid, "", cls), Cancel(reason).pack()]
 
-    def on_message(self, frames: list[bytes]) -> Reply | None:
+    def on_message(self, frames: list[Frame]) -> Reply | None:
         """Decode an answer from the broker; None for malformed or unknown ones."""
         try:
             msg = decode(frames)

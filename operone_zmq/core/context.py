@@ -23,6 +23,7 @@ from typing import Any
 from ..errors import JobError
 from ..protocol.bodies import ErrorBody
 from ..protocol.codec import TAG, Header, MsgType, encode_header
+from ..protocol.frame import Frame
 from ..protocol.limits import DEFAULT_TTL
 from ..routing.lsdb import DEFAULT_DOWN_RETENTION
 
@@ -214,11 +215,11 @@ class BrokerContext:
         self.wall = wall
         self.now = now
         #: Frames to send: (socket index, frames including the routing id).
-        self.out: list[tuple[int, list[bytes]]] = []
+        self.out: list[tuple[int, list[Frame]]] = []
         #: Heartbeats (PING, PONG between brokers): the shell sends these
         #: before ``out`` and as soon as the input that made them is handled,
         #: then calls ``BrokerCore.stamp_pings`` with the time.
-        self.urgent: list[tuple[int, list[bytes]]] = []
+        self.urgent: list[tuple[int, list[Frame]]] = []
         #: Events for the shell to emit: (name, payload).
         self.events: list[tuple[str, Any]] = []
         #: Things only the shell can do (open sockets): ("dial", node, host, port).

@@ -26,6 +26,7 @@ from typing import Any
 
 from ..errors import JobError, ProtocolError
 from ..protocol.bodies import ErrorBody, ResultBody
+from ..protocol.frame import Frame
 
 __all__ = [
     "MAX_FINISHED_JOBS",
@@ -96,7 +97,7 @@ class JobRecord:
             self.history[-1]["error"] = error
 
     def finish(self, state: str, wall: float, *, error: dict[str, str] | None = None,
-               result: bytes | None = None, node: str | None = None) -> None:
+               result: Frame | None = None, node: str | None = None) -> None:
         """The job's one answer was sent: ``state`` is done, failed or cancelled."""
         self.state = state
         self.finished = wall
@@ -104,7 +105,7 @@ class JobRecord:
         if node:
             self.node = node
         if result is not None and len(result) <= MAX_KEPT_RESULT:
-            self.result = result
+            self.result = bytes(result)  # (bytes: at most 16 KiB, never a view)
         self.attempt_ended(wall, error)
 
     def as_map(self, state: str | None = None, *, detail: bool = False) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from typing import Any
 from ..errors import BadRequest, JobCancelled, JobError, Overloaded, ProtocolError, ToolNotFound
 from ..protocol.bodies import ErrorBody, JobRequest, ResultBody
 from ..protocol.codec import TAG, Header, encode_header
+from ..protocol.frame import Frame
 from ..protocol.limits import DEFAULT_TTL
 from .context import _CANCEL, _ERROR, _JOB, _RESULT, BrokerContext
 from .ports import QUEUED, RUNNING, Advertised, Job, JobTable, Router
@@ -127,7 +128,7 @@ class LegacyHosts:
             if nxt is not None and nxt.state == QUEUED:
                 self._start(lg, nxt)
 
-    def deliver(self, h: Header, frames: list[bytes], now: float) -> None:
+    def deliver(self, h: Header, frames: list[Frame], now: float) -> None:
         """A routed JOB or CANCEL for one of our legacy hosts."""
         if h.type == _CANCEL:
             victim = self._jobs.get(h.id)

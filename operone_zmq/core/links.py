@@ -41,12 +41,13 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from ..errors import ProtocolError
 from ..protocol.batch import decode_batch
 from ..protocol.bodies import Bye, Hello, Ping, Welcome
-from ..protocol.codec import TAG, Header, decode
+from ..protocol.codec import TAG, Header, Message, decode
+from ..protocol.frame import Frame
 from ..qos.manager import QoSManager, metrics_report
 from ..routing.damping import PeerLiveness
 from .context import (
@@ -98,7 +99,7 @@ _MAX_PINGS = 64
 
 #: (link, class, decoded message, frames from the tag on, now): a message from
 #: an established neighbour that is not part of the session protocol.
-Deliver = Callable[[PeerLink, int, Any, list[bytes], float], None]
+Deliver = Callable[[PeerLink, int, Message, list[Frame], float], None]
 
 
 def _refuse_all(node: str, key: str | None, token: str | None) -> str | None:
@@ -245,7 +246,7 @@ class PeerLinks:
             if was_up and not link.up:
                 self._on_link_down(link, now, "connection lost")
 
-    def on_unroutable(self, cls: int, frames: list[bytes], now: float) -> bool:
+    def on_unroutable(self, cls: int, frames: list[Frame], now: float) -> bool:
         """Our ROUTER of class ``cls`` had no connection for routing id
         ``frames[0]`` (a neighbour's node id): its accepted transport is gone.
         The message goes out on the dialled transport when that is up;
@@ -254,7 +255,7 @@ class PeerLinks:
         when the message went out on the dialled transport, True when it is
         lost (the caller may re-route it)."""
         try:
-            node = frames[0].decode()
+            node = cast(bytes, frames[0]).decode()
         except UnicodeDecodeError:
             return True
         link = self.links.get(node)
@@ -334,7 +335,7 @@ class PeerLinks:
         link = self._link_by_sock.get(sock)
         return link.dial.index(sock) if link is not None and link.dial is not None else 0
 
-    def send(self, link: PeerLink, cls: int, frames: list[bytes], *,
+    def send(self, link: PeerLink, cls: int, frames: list[Frame], *,
              urgent: bool = False) -> bool:
         """Send on the link's preferred transport, shaped by QoS; False when it
         has no transport up or its queue for the class is full.  ``urgent``
@@ -363,7 +364,7 @@ class PeerLinks:
         self._put_on_wire(link, cls, frames, urgent)
         return True
 
-    def _put_on_wire(self, link: PeerLink, cls: int, frames: list[bytes],
+    def _put_on_wire(self, link: PeerLink, cls: int, frames: list[Frame],
                      urgent: bool = False) -> None:
         out = self._ctx.urgent if urgent else self._ctx.out
         if link.dial is not None and link.dial_state == UP:
@@ -433,7 +434,7 @@ class PeerLinks:
                                     Bye(reason, "shutdown").pack()])
 
     # --------------------------------------------------- incoming from peers
-    def on_router(self, cls: int, rid: bytes, uid: str | None, frames: list[bytes],
+    def on_router(self, cls: int, rid: bytes, uid: str | None, frames: list[Frame],
                   now: float, inner: bool = False) -> None:
         """A message on a frontend ROUTER from a routing id that is a node id
         (``inner``: it came in a BATCH)."""
@@ -471,7 +472,7 @@ class PeerLinks:
             return
         self._on_peer_msg(link, cls, msg, frames[1:], now)
 
-    def _unbatch(self, frames: list[bytes], start: int, inner: bool) -> list[list[bytes]]:
+    def _unbatch(self, frames: list[Frame], start: int, inner: bool) -> list[list[Frame]]:
         """The messages of a neighbour's BATCH (operone frames from
         ``start``); none when it is not well formed (counted ``malformed``)."""
         ctx = self._ctx
@@ -485,7 +486,7 @@ class PeerLinks:
         ctx.counters["batches_received"] += 1
         return msgs
 
-    def on_dealer(self, sock: int, frames: list[bytes], now: float,
+    def on_dealer(self, sock: int, frames: list[Frame], now: float,
                   inner: bool = False) -> None:
         """Handle a message from a neighbour on a DEALER we dialled
         (``inner``: it came in a BATCH)."""
@@ -560,7 +561,7 @@ class PeerLinks:
         self._on_peer_msg(link, link.dial.index(sock) if link.dial else 0, msg, frames, now)
 
     def _on_hello(self, cls: int, rid: bytes, node: str, uid: str | None, h: Header,
-                  body: bytes, now: float) -> None:
+                  body: Frame, now: float) -> None:
         ctx = self._ctx
         limits = ctx.limits
 
@@ -631,7 +632,7 @@ class PeerLinks:
             self._linkstate.send_database(link)
         self._heard(link, now)
 
-    def _on_peer_msg(self, link: PeerLink, cls: int, msg: Any, frames: list[bytes],
+    def _on_peer_msg(self, link: PeerLink, cls: int, msg: Message, frames: list[Frame],
                      now: float) -> None:
         """A message from an established neighbour (frames: tag, header, body...)."""
         self._heard(link, now)
@@ -651,7 +652,7 @@ class PeerLinks:
             self._on_bye(link, msg.body, now)
         # a WELCOME on an established link says nothing new
 
-    def _on_pong(self, link: PeerLink, body: bytes, now: float) -> None:
+    def _on_pong(self, link: PeerLink, body: Frame, now: float) -> None:
         try:
             seq = Ping.unpack(body).seq
         except ProtocolError:
@@ -664,7 +665,7 @@ class PeerLinks:
             if link.record_rtt((now - sent) * 1000.0):
                 self._linkstate.mark_dirty(urgent=False)  # a cost band moved
 
-    def _on_bye(self, link: PeerLink, body: bytes, now: float) -> None:
+    def _on_bye(self, link: PeerLink, body: Frame, now: float) -> None:
         try:
             bye = Bye.unpack(body)
         except ProtocolError:

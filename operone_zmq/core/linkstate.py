@@ -53,6 +53,7 @@ from typing import Any
 from ..errors import ProtocolError
 from ..protocol.bodies import MAX_LSAS_PER_MESSAGE, pack_lsas, unpack_lsas
 from ..protocol.codec import TAG
+from ..protocol.frame import Frame
 from ..protocol.signature import (
     FEATURE_MAC,
     KeyRing,
@@ -251,7 +252,7 @@ class LinkState:
         self.mark_dirty()
         self.send_database(link)
 
-    def on_lsa(self, link: PeerLink, body: bytes, now: float) -> None:
+    def on_lsa(self, link: PeerLink, body: Frame, now: float) -> None:
         """LSAs from neighbour ``link``: the one place an LSA is accepted."""
         ctx = self._ctx
         try:

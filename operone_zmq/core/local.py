@@ -61,7 +61,7 @@ import heapq
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from ..errors import (
     JobCancelled,
@@ -86,6 +86,7 @@ from ..protocol.bodies import (
     ToolInfo,
 )
 from ..protocol.codec import TAG, Header, decode, decode_header, encode_header
+from ..protocol.frame import Frame
 from .context import (
     _CANCEL,
     _DISCONNECT,
@@ -174,7 +175,7 @@ class LocalJobs:
         #: job id -> the worker still running it for our previous incarnation.
         self._orphans: dict[str, bytes] = {}
         #: job id -> (expiry, RESULT frames) of orphans that finished.
-        self._orphan_results: OrderedDict[str, tuple[float, list[bytes]]] = OrderedDict()
+        self._orphan_results: OrderedDict[str, tuple[float, list[Frame]]] = OrderedDict()
         self._run_local: RunLocal | None = None
         self._stop_local: StopLocal | None = None
         #: Records of jobs run here for other brokers, once answered (QUERY jobs).
@@ -261,7 +262,7 @@ class LocalJobs:
         return [self._record(j) for j in self._jobs.values() if j.remote and not j.origin]
 
     def _finished_for_other(self, job: Job, state: str, error: dict[str, str] | None,
-                            result: bytes | None = None) -> None:
+                            result: Frame | None = None) -> None:
         r = self._record(job)
         r.finish(state, self._ctx.wall(), error=error, result=result)
         self.finished.add(r)
@@ -283,7 +284,7 @@ class LocalJobs:
     # ------------------------------------------------------------- accepting
     def accept(
         self, client: bytes, cls: int, src: str, jid: str, req: JobRequest,
-        job_frames: list[bytes], now: float, *, remote: bool, origin: bool = False,
+        job_frames: list[Frame], now: float, *, remote: bool, origin: bool = False,
     ) -> JobError | None:
         """Take a job to run on this node; the error to answer when refused."""
         node_id = self._ctx.node_id
@@ -335,7 +336,7 @@ class LocalJobs:
         return None
 
     def _join_orphan(self, client: bytes, cls: int, src: str, jid: str, req: JobRequest,
-                     job_frames: list[bytes], now: float, remote: bool,
+                     job_frames: list[Frame], now: float, remote: bool,
                      origin: bool) -> bool:
         """A job this node's previous incarnation ran: join the worker still
         running it, or answer it from the orphan's result.  True when done."""
@@ -399,7 +400,7 @@ class LocalJobs:
         else:
             self._ctx.send_error(job.cls, job.client, job.id, job.src, job.cls, err)
 
-    def reply(self, job: Job, frames: list[bytes], h: Header) -> None:
+    def reply(self, job: Job, frames: list[Frame], h: Header) -> None:
         """Send a RESULT/ERROR/PROGRESS (frames: routing id, tag, header, body)
         for ``job`` to its submitter."""
         if job.origin:
@@ -460,10 +461,10 @@ class LocalJobs:
             self.abort(job, JobCancelled("superseded", job_id=jid), silent=True)
 
     # ------------------------------------------------------------- workers
-    def on_worker(self, frames: list[bytes], now: float) -> None:
+    def on_worker(self, frames: list[Frame], now: float) -> None:
         """Handle one message from a local worker."""
         ctx = self._ctx
-        rid = frames[0]
+        rid = cast(bytes, frames[0])  # (the first frame: always bytes)
         try:
             msg = decode(frames, 1)
         except ProtocolError:
@@ -509,8 +510,8 @@ class LocalJobs:
             return
         ctx.counters["malformed"] += 1
 
-    def _answered(self, w: WorkerSession | None, rid: bytes, h: Header, frames: list[bytes],
-                  body: bytes) -> None:
+    def _answered(self, w: WorkerSession | None, rid: bytes, h: Header, frames: list[Frame],
+                  body: Frame) -> None:
         """RESULT/ERROR ``h`` (frames: routing id, tag, header, body) from worker
         ``rid`` (its session ``w``, when registered)."""
         ctx = self._ctx
@@ -576,7 +577,7 @@ class LocalJobs:
         h = Header(t, jid, w.name, ctx.node_id, 1, int(ctx.wall() * 1000), job.cls, None)
         self._answered(w, VIRTUAL_RID, h, [VIRTUAL_RID, TAG, encode_header(h), body], body)
 
-    def _count_error(self, body: bytes) -> None:
+    def _count_error(self, body: Frame) -> None:
         try:
             code = ErrorBody.unpack(body).code
         except ProtocolError:
@@ -683,11 +684,11 @@ class LocalJobs:
                 del self._queues[best_key]
             self._dispatch(self._jobs[jid], w)
 
-    def on_unroutable(self, frames: list[bytes],
-                      batch: list[list[bytes]] | None = None) -> None:
+    def on_unroutable(self, frames: list[Frame],
+                      batch: list[list[Frame]] | None = None) -> None:
         """The shell could not deliver ``frames`` to a worker (it is gone);
         ``batch``: the messages (tag first) of the BATCH ``frames`` was."""
-        w = self.workers.get(frames[0])
+        w = self.workers.get(cast(bytes, frames[0]))
         if w is None:
             return
         # Every JOB never delivered goes back to the head of its queue, in order.

@@ -94,6 +94,7 @@ from ..errors import (
 from ..jobs.router import NodeInfo, RouteDecision, ToolRouter
 from ..protocol.bodies import Cancel, ErrorBody, JobRequest, ResultBody
 from ..protocol.codec import TAG, Header, encode_header
+from ..protocol.frame import Frame
 from ..protocol.limits import DEFAULT_TTL
 from ..routing.dijkstra import RoutingTable
 from ..routing.lsdb import LinkStateDB
@@ -136,7 +137,7 @@ class Origin:
     cls: int
     src: str
     req: JobRequest
-    body: bytes
+    body: Frame
     ts: int
     submitted: float
     retries_left: int
@@ -223,7 +224,7 @@ class OriginTable:
         return None if r is None else (r, None)
 
     def _finish(self, o: Origin, state: str, *, err: JobError | None = None,
-                result: bytes | None = None, node: str | None = None) -> None:
+                result: Frame | None = None, node: str | None = None) -> None:
         """``o`` was answered: its record joins the finished ones."""
         r = o.record
         if r is not None:
@@ -232,7 +233,7 @@ class OriginTable:
             self.finished.add(r)
 
     # ------------------------------------------------------------ submission
-    def submit(self, cls: int, rid: bytes, h: Header, frames: list[bytes], body: bytes,
+    def submit(self, cls: int, rid: bytes, h: Header, frames: list[Frame], body: Frame,
                now: float, grant: Grant = OPERATOR) -> None:
         """A client's JOB (frames: routing id, tag, header, body), from a key
         that may do what ``grant`` says (core/access.py)."""
@@ -344,7 +345,7 @@ class OriginTable:
         return self.router.route(tool, caps, [local, *remote], prefer_local=prefer_local,
                                  exclude=exclude, in_flight=self._in_flight)
 
-    def _place(self, o: Origin, now: float, frames: list[bytes] | None = None) -> None:
+    def _place(self, o: Origin, now: float, frames: list[Frame] | None = None) -> None:
         """Start the next attempt of ``o``: here, or on the node it names, or on
         the best node that offers its tool and capabilities."""
         ctx = self._ctx
@@ -420,7 +421,7 @@ class OriginTable:
                 self._failed(o, err3, now, maybe_started=False)
             return
         if target == node_id:
-            job_frames = frames if frames is not None else [
+            job_frames: list[Frame] = frames if frames is not None else [
                 TAG, encode_header(Header(_JOB, o.id, o.src, node_id, DEFAULT_TTL, o.ts,
                                           o.cls, None)), body]
             err2 = self._local.accept(o.client, o.cls, o.src, o.id, req, job_frames, now,
@@ -580,7 +581,7 @@ class OriginTable:
         if o is not None:
             self._failed(o, err, self._ctx.now, maybe_started=err.code in MAYBE_STARTED)
 
-    def reply(self, jid: str, t: int, frames: list[bytes], now: float,
+    def reply(self, jid: str, t: int, frames: list[Frame], now: float,
               from_node: str) -> None:
         """RESULT / ERROR / PROGRESS (frames: tag, header, body) for an origin job."""
         ctx = self._ctx
@@ -758,7 +759,7 @@ class OriginTable:
                          maybe_started=False, final=True)
 
 
-def _with_attempts(body: bytes, attempts: int) -> bytes:
+def _with_attempts(body: Frame, attempts: int) -> Frame:
     """A RESULT body saying how many attempts the job took (re-encoded only
     when a job was retried)."""
     try:

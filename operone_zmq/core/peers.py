@@ -48,6 +48,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+from ..protocol.frame import Frame
 from ..routing.damping import CostBand
 
 __all__ = [
@@ -165,7 +166,7 @@ class PeerLink:
     sent: int = 0
     received: int = 0
     #: Messages waiting for QoS tokens, per class (bounded by the broker).
-    queues: dict[int, deque[list[bytes]]] = field(default_factory=dict)
+    queues: dict[int, deque[list[Frame]]] = field(default_factory=dict)
 
     @property
     def up(self) -> bool:

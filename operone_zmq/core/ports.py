@@ -21,6 +21,7 @@ from ..errors import JobError
 from ..jobs.router import NodeInfo
 from ..protocol.bodies import JobRequest
 from ..protocol.codec import Header
+from ..protocol.frame import Frame
 from .peers import PeerLink
 
 __all__ = [
@@ -55,7 +56,7 @@ class Job:
     cls: int
     tool: str
     caps: frozenset[str]
-    frames: list[bytes]  # tag, header, body: forwarded to the worker untouched
+    frames: list[Frame]  # tag, header, body: forwarded to the worker untouched
     deadline: float
     submitted: float
     src: str
@@ -89,7 +90,7 @@ class OriginAnswers(Protocol):
 
     def attempt_failed(self, jid: str, err: JobError) -> None: ...
 
-    def reply(self, jid: str, t: int, frames: list[bytes], now: float,
+    def reply(self, jid: str, t: int, frames: list[Frame], now: float,
               from_node: str) -> None: ...
 
 
@@ -105,7 +106,7 @@ class TopologyWatcher(Protocol):
 class RemoteAnswers(Protocol):
     """Jobs of other origins, as the job table sees them."""
 
-    def reply(self, job: Job, frames: list[bytes], h: Header) -> None: ...
+    def reply(self, job: Job, frames: list[Frame], h: Header) -> None: ...
 
     def failed(self, job: Job, err: JobError) -> None: ...
 
@@ -119,7 +120,7 @@ class LegacyRuns(Protocol):
 class Router(Protocol):
     """Routed sending, as the parts that answer other nodes see it."""
 
-    def send_to_node(self, dst: str, cls: int, frames: list[bytes], t: int, *,
+    def send_to_node(self, dst: str, cls: int, frames: list[Frame], t: int, *,
                      client: tuple[str, str] | None = None, sign: bool = True) -> bool: ...
 
     def route_error(self, dst: str, mid: str, cls: int, err: JobError,
@@ -131,7 +132,7 @@ class LinkSender(Protocol):
 
     def get(self, node: str) -> PeerLink | None: ...
 
-    def send(self, link: PeerLink, cls: int, frames: list[bytes]) -> bool: ...
+    def send(self, link: PeerLink, cls: int, frames: list[Frame]) -> bool: ...
 
     def up_links(self) -> list[PeerLink]: ...
 
@@ -149,12 +150,12 @@ class JobTable(Protocol):
 
     def accept(
         self, client: bytes, cls: int, src: str, jid: str, req: JobRequest,
-        job_frames: list[bytes], now: float, *, remote: bool, origin: bool = False,
+        job_frames: list[Frame], now: float, *, remote: bool, origin: bool = False,
     ) -> JobError | None: ...
 
     def abort(self, job: Job, err: JobError, silent: bool = False) -> None: ...
 
-    def reply(self, job: Job, frames: list[bytes], h: Header) -> None: ...
+    def reply(self, job: Job, frames: list[Frame], h: Header) -> None: ...
 
     def info(self) -> NodeInfo: ...
 
@@ -188,13 +189,13 @@ class LegacyHostsView(Protocol):
                req: JobRequest, now: float, *, remote: bool,
                origin: bool = False) -> JobError | None: ...
 
-    def deliver(self, h: Header, frames: list[bytes], now: float) -> None: ...
+    def deliver(self, h: Header, frames: list[Frame], now: float) -> None: ...
 
 
 class RoutedHere(Protocol):
     """Jobs of other origins, as the relay sees them (routed JOB/CANCEL for us)."""
 
-    def deliver(self, h: Header, frames: list[bytes], now: float) -> None: ...
+    def deliver(self, h: Header, frames: list[Frame], now: float) -> None: ...
 
 
 class LinkAdverts(LinkSender, Protocol):

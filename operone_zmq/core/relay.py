@@ -55,6 +55,7 @@ from typing import Any
 from ..errors import JobError, NoRoute, ProtocolError, Refused
 from ..protocol.bodies import ErrorBody, JobRequest, pack_value, unpack_value
 from ..protocol.codec import TAG, Header, decode_header, encode_header
+from ..protocol.frame import Frame
 from ..protocol.limits import DEFAULT_TTL
 from ..protocol.signature import MAC_VERSION, KeyRing, SigFrame, Signer, message_signed_bytes
 from ..routing.dijkstra import RoutingTable
@@ -118,7 +119,7 @@ class Relay:
         self._kept_bytes = 0
         self._kept_sizes: deque[int] = deque()  # parallel to broadcasts
         # (held at, routes.computations then, dst, cls, type, frames from the tag on)
-        self._held: deque[tuple[float, int, str, int, int, list[bytes]]] = deque()
+        self._held: deque[tuple[float, int, str, int, int, list[Frame]]] = deque()
 
     def wire(self, links: LinkSender, routes: RoutingTable, remote: RoutedHere,
              origin: OriginAnswers, legacy: LegacyHostsView) -> None:
@@ -133,8 +134,8 @@ class Relay:
         return list(self.broadcasts)
 
     # ------------------------------------------------------------- routing
-    def sign(self, frames: list[bytes], client: tuple[str, str] | None = None, *,
-             direct: bool = False) -> list[bytes]:
+    def sign(self, frames: list[Frame], client: tuple[str, str] | None = None, *,
+             direct: bool = False) -> list[Frame]:
         """``[tag, header, body]`` with our signature frame added (unchanged
         without a signer).  ``direct``: the next hop is the destination and
         takes our own messages unsigned, so one we originate is not signed."""
@@ -159,7 +160,7 @@ class Relay:
                         SigFrame(mac, client, name, MAC_VERSION).pack()]
         return [frames[0], frames[1], frames[2], SigFrame(signer.sign(data), client, name).pack()]
 
-    def verified(self, h: Header, frames: list[bytes],
+    def verified(self, h: Header, frames: list[Frame],
                  via: str | None = None) -> tuple[str, str] | bool | None:
         """Check the signature and freshness of a message for us: False when
         refused (counted), else the client it was signed for (None if none).
@@ -235,7 +236,7 @@ class Relay:
         ctx.events.append(("security:replay_refused", {
             "src": h.src, "id": h.id, "skew_s": round((wall_ms - h.ts) / 1000, 3)}))
 
-    def _client_may_run(self, h: Header, frames: list[bytes],
+    def _client_may_run(self, h: Header, frames: list[Frame],
                         client: tuple[str, str] | bool | None) -> bool:
         """The executing node's own check of a signed JOB's client: a JOB must
         name one, and a client key this node's trust store knows must be
@@ -258,7 +259,7 @@ class Relay:
             return False
         return True
 
-    def send_to_node(self, dst: str, cls: int, frames: list[bytes], t: int, *,
+    def send_to_node(self, dst: str, cls: int, frames: list[Frame], t: int, *,
                      client: tuple[str, str] | None = None, sign: bool = True) -> bool:
         """Send routed frames toward ``dst`` by its next hop; False if unreachable.
         Frames we originate (``sign``) are signed, for ``client`` when given
@@ -281,7 +282,7 @@ class Relay:
             return False
         return True
 
-    def hold(self, cls: int, frames: list[bytes], now: float) -> None:
+    def hold(self, cls: int, frames: list[Frame], now: float) -> None:
         """``frames`` (tag, header, body...) were lost to a neighbour whose
         connection is gone: send them again once the routes are recomputed."""
         if len(frames) < 2:
@@ -303,7 +304,7 @@ class Relay:
         if not held:
             return
         computed = self._routes.computations
-        keep: deque[tuple[float, int, str, int, int, list[bytes]]] = deque()
+        keep: deque[tuple[float, int, str, int, int, list[Frame]]] = deque()
         counters = self._ctx.counters
         while held:
             item = held.popleft()
@@ -335,7 +336,7 @@ class Relay:
                                       int(ctx.wall() * 1000), cls, None))
         self.send_to_node(dst, cls, [TAG, header, body], _ERROR)
 
-    def on_routed(self, link: PeerLink, h: Header, frames: list[bytes], now: float) -> None:
+    def on_routed(self, link: PeerLink, h: Header, frames: list[Frame], now: float) -> None:
         """A JOB/RESULT/ERROR/PROGRESS/CANCEL from a neighbour: ours, or relay it."""
         ctx = self._ctx
         if (h.dst == ctx.node_id or h.dst in self._legacy) and self._keyring is not None:
@@ -375,7 +376,7 @@ class Relay:
                 node=ctx.node_id))
 
     # ------------------------------------------------------------ broadcast
-    def on_client_broadcast(self, cls: int, rid: bytes, h: Header, body: bytes,
+    def on_client_broadcast(self, cls: int, rid: bytes, h: Header, body: Frame,
                             now: float) -> None:
         """A client's BROADCAST: flood it, answer how many neighbours it reached."""
         ctx = self._ctx
@@ -385,7 +386,7 @@ class Relay:
         ctx.out.append((cls, [rid, TAG, ctx.header(_REPLY, h.id, h.src, cls, h.id),
                               pack_value({"id": h.id, "neighbours": reached})]))
 
-    def on_broadcast(self, from_node: str | None, h: Header, frames: list[bytes],
+    def on_broadcast(self, from_node: str | None, h: Header, frames: list[Frame],
                      now: float) -> int:
         """Deliver a broadcast here once and flood it on; returns links sent to."""
         ctx = self._ctx

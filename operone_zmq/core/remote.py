@@ -23,6 +23,7 @@ from collections import OrderedDict
 from ..errors import BadRequest, JobCancelled, JobError, Overloaded, ProtocolError
 from ..protocol.bodies import JobRequest
 from ..protocol.codec import TAG, Header, decode_header, encode_header
+from ..protocol.frame import Frame
 from ..protocol.limits import DEFAULT_TTL
 from .context import _CANCEL, _ERROR, _JOB, _RESULT, BrokerContext
 from .ports import Job, JobTable, Router
@@ -44,7 +45,7 @@ class RemoteJobs:
     def __init__(self, ctx: BrokerContext, jobs: JobTable) -> None:
         self._ctx = ctx
         self._jobs = jobs
-        self._results: OrderedDict[tuple[str, str], tuple[float, list[bytes]]] = OrderedDict()
+        self._results: OrderedDict[tuple[str, str], tuple[float, list[Frame]]] = OrderedDict()
         self._cached_bytes = 0
         #: Body bytes of the jobs running here, per origin node, and per job.
         self._use: dict[str, int] = {}
@@ -56,7 +57,7 @@ class RemoteJobs:
     def __len__(self) -> int:
         return len(self._results)
 
-    def deliver(self, h: Header, frames: list[bytes], now: float) -> None:
+    def deliver(self, h: Header, frames: list[Frame], now: float) -> None:
         """A routed JOB or CANCEL whose dst is this node."""
         ctx = self._ctx
         if h.type == _JOB:
@@ -106,7 +107,7 @@ class RemoteJobs:
                 self._jobs.abort(victim, JobCancelled(
                     f"job '{victim.id}' was cancelled by its origin", job_id=victim.id))
 
-    def reply(self, job: Job, frames: list[bytes], h: Header) -> None:
+    def reply(self, job: Job, frames: list[Frame], h: Header) -> None:
         """Route a RESULT/ERROR/PROGRESS of ``job`` (frames: routing id, tag,
         header, body) back to its origin; results are cached."""
         if h.type == _RESULT or h.type == _ERROR:
@@ -128,7 +129,7 @@ class RemoteJobs:
             else:
                 self._use.pop(job.src, None)
 
-    def _cache(self, job: Job, frames: list[bytes]) -> None:
+    def _cache(self, job: Job, frames: list[Frame]) -> None:
         size = _size(frames)
         if size > MAX_CACHED_RESULT_BYTES // 16:
             return
@@ -159,5 +160,5 @@ class RemoteJobs:
             self._cached_bytes -= _size(cache.pop(key)[1])
 
 
-def _size(frames: list[bytes]) -> int:
+def _size(frames: list[Frame]) -> int:
     return sum(len(f) for f in frames)

@@ -45,6 +45,7 @@ from ..protocol.bodies import (
     ToolInfo,
 )
 from ..protocol.codec import TAG, Header, MsgType, decode, encode_header
+from ..protocol.frame import Frame
 
 __all__ = ["MAX_RECENT_RESULTS", "JobStart", "WorkerCore"]
 
@@ -112,7 +113,7 @@ class WorkerCore:
         self.liveness = liveness
         self.default_timeout = default_timeout
         self._wall = wall
-        self.out: list[list[bytes]] = []
+        self.out: list[list[Frame]] = []
         self.running: dict[str, _Running] = {}
         self._deadlines: list[tuple[float, str]] = []
         self._broker_expires = now + liveness * heartbeat_interval
@@ -122,7 +123,7 @@ class WorkerCore:
         self._ready_at: float | None = None
         self._registered_once = False
         #: job id -> (sent at, frames) of RESULTs of the last liveness period x 2.
-        self._recent: dict[str, tuple[float, list[bytes]]] = {}
+        self._recent: dict[str, tuple[float, list[Frame]]] = {}
         self._recent_bytes = 0
         self.counters = {"jobs": 0, "results": 0, "errors": 0, "timeouts": 0, "cancelled": 0,
                          "malformed": 0, "reconnects": 0, "joined": 0}
@@ -158,7 +159,7 @@ class WorkerCore:
         self._next_heartbeat = now + self.interval
 
     # ------------------------------------------------------------ incoming
-    def on_broker(self, frames: list[bytes], now: float) -> JobStart | str | None:
+    def on_broker(self, frames: list[Frame], now: float) -> JobStart | str | None:
         """Handle a broker message: a :class:`JobStart` to run, a job id to
         stop (cancelled), or None."""
         try:
@@ -201,7 +202,7 @@ class WorkerCore:
         self.counters["malformed"] += 1
         return None
 
-    def _on_job(self, h: Header, body: bytes, now: float) -> JobStart | None:
+    def _on_job(self, h: Header, body: Frame, now: float) -> JobStart | None:
         self.counters["jobs"] += 1
         try:
             req = JobRequest.unpack(body)
@@ -234,7 +235,7 @@ class WorkerCore:
                 remote_type="TypeError", node=self.node))
             return
         self.counters["results"] += 1
-        frames = [TAG, self._header(int(MsgType.RESULT), jid, job.cls), body]
+        frames: list[Frame] = [TAG, self._header(int(MsgType.RESULT), jid, job.cls), body]
         self.out.append(frames)
         recent = self._recent
         old = recent.pop(jid, None)  # (a joined retry answered twice: counted once)

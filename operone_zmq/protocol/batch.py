@@ -28,13 +28,14 @@ Pure: no sockets, no clock.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import msgpack
 
 from ..errors import ProtocolError
 from .bodies import decode_failure
 from .codec import MsgType, encode_header
+from .frame import Frame
 from .limits import MAX_HEADER_SIZE, MAX_SIGNATURE_SIZE, TAG
 
 __all__ = [
@@ -87,15 +88,16 @@ BATCH_PREFIX = b"\x98\x07"
 
 _packb: Callable[[Any], bytes] = msgpack.packb
 
-_fast_batch: Callable[[bytes], list[list[bytes]]] | None
+_fast_batch: Callable[[Frame], list[list[Frame]]] | None
 try:
     import msgspec
 except ImportError:  # pragma: no cover - msgspec is a dependency; this is a fallback
     _fast_batch = None
 else:
-    _fast_batch = msgspec.msgpack.Decoder(
+    # (Lists of bytes; typed as frames, which they are handed on as.)
+    _fast_batch = cast(Callable[[Frame], list[list[Frame]]], msgspec.msgpack.Decoder(
         Annotated[list[Annotated[list[bytes], msgspec.Meta(min_length=2, max_length=3)]],
-                  msgspec.Meta(min_length=1, max_length=MAX_BATCH)]).decode
+                  msgspec.Meta(min_length=1, max_length=MAX_BATCH)]).decode)
 
 
 def batch_header(cls: int) -> bytes:
@@ -107,19 +109,19 @@ def batch_header(cls: int) -> bytes:
 _HEADERS = tuple(batch_header(c) for c in range(4))
 
 
-def is_batch(frames: list[bytes], start: int = 0) -> bool:
+def is_batch(frames: list[Frame], start: int = 0) -> bool:
     """Whether ``frames`` (operone frames from ``start``) look like a BATCH;
     :func:`decode_batch` then checks it."""
     return len(frames) > start + 1 and frames[start + 1][:2] == BATCH_PREFIX
 
 
-def encode_batch(messages: list[list[bytes]], cls: int = 0) -> list[bytes]:
+def encode_batch(messages: list[list[Frame]], cls: int = 0) -> list[Frame]:
     """A BATCH of ``messages`` (each ``[tag, header, body(, sig)]``); its frames
     without a routing id."""
     return [TAG, _HEADERS[cls], _packb([m[1:] for m in messages])]
 
 
-def decode_batch(frames: list[bytes], start: int = 0) -> list[list[bytes]]:
+def decode_batch(frames: list[Frame], start: int = 0) -> list[list[Frame]]:
     """The inner messages of the BATCH ``frames`` (from ``start``), each as the
     frames ``[tag, header, body(, sig)]`` it would have had alone.  Raises
     ProtocolError when the BATCH is not well formed (see the rules above);
@@ -135,7 +137,7 @@ def decode_batch(frames: list[bytes], start: int = 0) -> list[list[bytes]]:
         except Exception:
             pass
         else:
-            out: list[list[bytes]] = []
+            out: list[list[Frame]] = []
             for m in fast:
                 h = m[0]
                 if len(h) > MAX_HEADER_SIZE or (len(m) == 3 and len(m[2]) > MAX_SIGNATURE_SIZE):
@@ -156,25 +158,31 @@ def decode_batch(frames: list[bytes], start: int = 0) -> list[list[bytes]]:
             raise ProtocolError(decode_failure("BATCH", exc)) from exc
         raise ProtocolError(f"BATCH body must be an array of at most {MAX_BATCH} messages,"
                             " each an array of 2 or 3 bin") from exc
-    except Exception as exc:  # msgpack raises several unrelated types
-        raise ProtocolError(decode_failure("BATCH", exc)) from exc
+    except Exception as other:  # msgpack raises several unrelated types
+        # (Its own name: see the loop below.)
+        raise ProtocolError(decode_failure("BATCH", other)) from other
     if type(items) is not list or not items:
         raise ProtocolError("BATCH body must be a non-empty array of messages")
+    # (Names of their own, typed Any until checked: compiled by mypyc, a
+    # value bound to the fast path's ``list[Frame]`` names would be checked
+    # against that type and a bad BATCH raise TypeError, not ProtocolError.)
     out = []
-    for m in items:
-        if type(m) is not list or not 2 <= len(m) <= 3 or any(type(f) is not bytes for f in m):
+    item: Any
+    for item in items:
+        if (type(item) is not list or not 2 <= len(item) <= 3
+                or any(type(f) is not bytes for f in item)):
             raise ProtocolError("each message of a BATCH must be an array of 2 or 3 bin"
                                 " (header, body, optional signature)")
-        h = m[0]
-        if len(h) > MAX_HEADER_SIZE or (len(m) == 3 and len(m[2]) > MAX_SIGNATURE_SIZE):
+        head: bytes = item[0]
+        if len(head) > MAX_HEADER_SIZE or (len(item) == 3 and len(item[2]) > MAX_SIGNATURE_SIZE):
             raise ProtocolError("a message of a BATCH has a header or signature past its limit")
-        if h[:2] == BATCH_PREFIX:
+        if head[:2] == BATCH_PREFIX:
             raise ProtocolError("a BATCH may not contain a BATCH")
-        out.append([TAG, *m])
+        out.append([TAG, *item])
     return out
 
 
-def pack_messages(msgs: list[list[bytes]], cls: int = 0) -> list[list[bytes]]:
+def pack_messages(msgs: list[list[Frame]], cls: int = 0) -> list[list[Frame]]:
     """What to send for ``msgs`` (each ``[tag, header, body(, sig)]``), all for
     one destination that accepts BATCH, in order: BATCHes of at most
     MAX_BATCH_SEND messages and MAX_BATCH_BYTES bytes, and alone any message
@@ -182,10 +190,10 @@ def pack_messages(msgs: list[list[bytes]], cls: int = 0) -> list[list[bytes]]:
     return _split(msgs, 0, b"", cls)
 
 
-def group(out: list[tuple[int, list[bytes]]],
+def group(out: list[tuple[int, list[Frame]]],
           accepts: Callable[[int, bytes], bool],
           cls_of: Callable[[int], int],
-          dealers_from: int | None = None) -> list[tuple[int, list[bytes]]]:
+          dealers_from: int | None = None) -> list[tuple[int, list[Frame]]]:
     """Turn one flush's outbox into what to send: the messages of a
     destination for which ``accepts(socket, routing id)`` holds, when there
     are several, go as :func:`pack_messages` says; anything else goes as it
@@ -199,10 +207,11 @@ def group(out: list[tuple[int, list[bytes]]],
     b"")``; None: every socket is a ROUTER)."""
     if len(out) < 2:
         return out
-    dests: dict[tuple[int, bytes], list[list[bytes]]] = {}
+    dests: dict[tuple[int, bytes], list[list[Frame]]] = {}
     no_rid = float("inf") if dealers_from is None else dealers_from
     for idx, frames in out:
-        key = (idx, b"") if idx >= no_rid else (idx, frames[0])
+        # (A routing id, the first frame, is always bytes.)
+        key = (idx, b"") if idx >= no_rid else (idx, cast(bytes, frames[0]))
         lst = dests.get(key)
         if lst is None:
             dests[key] = [frames]
@@ -210,7 +219,7 @@ def group(out: list[tuple[int, list[bytes]]],
             lst.append(frames)
     if len(dests) == len(out):
         return out
-    result: list[tuple[int, list[bytes]]] = []
+    result: list[tuple[int, list[Frame]]] = []
     for (idx, rid), msgs in dests.items():
         if len(msgs) == 1 or not accepts(idx, rid):
             result.extend([(idx, m) for m in msgs])
@@ -221,11 +230,11 @@ def group(out: list[tuple[int, list[bytes]]],
     return result
 
 
-def _split(msgs: list[list[bytes]], off: int, rid: bytes, cls: int) -> list[list[bytes]]:
+def _split(msgs: list[list[Frame]], off: int, rid: bytes, cls: int) -> list[list[Frame]]:
     """``msgs`` (operone frames from ``off``, after routing id ``rid`` when
     ``off`` is 1) as singles and BATCHes, in order."""
-    result: list[list[bytes]] = []
-    chunk: list[list[bytes]] = []
+    result: list[list[Frame]] = []
+    chunk: list[list[Frame]] = []
     size = 0
     for m in msgs:
         k = len(m) - off
@@ -249,7 +258,7 @@ def _split(msgs: list[list[bytes]], off: int, rid: bytes, cls: int) -> list[list
     return result
 
 
-def _emit(result: list[list[bytes]], off: int, rid: bytes, chunk: list[list[bytes]],
+def _emit(result: list[list[Frame]], off: int, rid: bytes, chunk: list[list[Frame]],
           cls: int) -> None:
     if len(chunk) == 1:
         result.append(chunk[0])

@@ -16,6 +16,7 @@ from typing import Any
 import msgpack
 
 from ..errors import ProtocolError
+from .frame import Frame
 from .limits import ENVELOPE_THRESHOLD as _ENVELOPE_THRESHOLD
 from .limits import (
     EXT_BIGINT,
@@ -133,7 +134,7 @@ def _too_long(exc: ValueError, size: int) -> ValueError:
     return exc
 
 
-def _unpackb(raw: bytes, strict_map_key: bool) -> Any:
+def _unpackb(raw: Frame, strict_map_key: bool) -> Any:
     # Container lengths are checked at each container's header, before any
     # allocation (limits.MAX_CONTAINER_LEN); strings and bins are bounded by
     # the frame itself.
@@ -155,7 +156,7 @@ def _unpackb(raw: bytes, strict_map_key: bool) -> Any:
         raise _too_long(exc, len(raw)) from None
 
 
-def _unpack_envelope(raw: bytes) -> dict[str, Any]:
+def _unpack_envelope(raw: Frame) -> dict[str, Any]:
     """A JOB body's top-level map with each ``args`` value stepped over in C
     (never built; its names are checked): ``args`` is returned as ``{}``."""
     u = msgpack.Unpacker(None, raw=False, strict_map_key=False, ext_hook=_ext_hook,
@@ -191,7 +192,7 @@ else:
 _ENVELOPE_KEYS = (frozenset({"tool", "args"}), frozenset({"tool", "args", "timeout"}))
 
 
-def _fast_envelope(raw: bytes) -> JobRequest | None:
+def _fast_envelope(raw: Frame) -> JobRequest | None:
     """The JobRequest of a common JOB body read as an envelope, or None when
     the body is anything else (then the Unpacker way decides)."""
     if _raw_map is None or _small is None or len(raw) > MAX_CONTAINER_LEN:
@@ -352,7 +353,7 @@ def pack_body(m: dict[str, Any], loose: Any = None) -> bytes:
     return pack_value(m)
 
 
-def unpack_value(raw: bytes) -> Any:
+def unpack_value(raw: Frame) -> Any:
     """Decode a msgpack value (maps keep str or int keys; big integers become ints)."""
     try:
         return _unpackb(raw, False)
@@ -360,7 +361,7 @@ def unpack_value(raw: bytes) -> Any:
         raise ProtocolError(decode_failure("body", exc)) from exc
 
 
-def unpack_map(raw: bytes, what: str) -> dict[str, Any]:
+def unpack_map(raw: Frame, what: str) -> dict[str, Any]:
     """Decode a body that must be a msgpack map with string keys."""
     try:
         m = _unpackb(raw, True)
@@ -477,7 +478,7 @@ class JobRequest:
         return pack_body(m, (self.args, self.caps) if self.caps else self.args)
 
     @classmethod
-    def unpack(cls, raw: bytes, *, envelope: bool = False) -> JobRequest:
+    def unpack(cls, raw: Frame, *, envelope: bool = False) -> JobRequest:
         """Decode a JOB body.  ``envelope`` (a broker): a body larger than
         ENVELOPE_THRESHOLD has its argument values stepped over, not built
         (``args`` is then empty and ``args_skipped`` true)."""
@@ -555,7 +556,7 @@ class ResultBody:
         )
 
     @classmethod
-    def unpack(cls, raw: bytes) -> ResultBody:
+    def unpack(cls, raw: Frame) -> ResultBody:
         try:
             m = _unpackb(raw, False)
         except Exception as exc:
@@ -599,7 +600,7 @@ class ErrorBody:
         return pack_value(m)
 
     @classmethod
-    def unpack(cls, raw: bytes) -> ErrorBody:
+    def unpack(cls, raw: Frame) -> ErrorBody:
         m = unpack_map(raw, "ERROR")
         code = _req(m, "code", "ERROR")
         details = m.get("details", {})
@@ -728,7 +729,7 @@ class Ready:
         return pack_value(m)
 
     @classmethod
-    def unpack(cls, raw: bytes) -> Ready:
+    def unpack(cls, raw: Frame) -> Ready:
         m = unpack_map(raw, "READY")
         worker = _req(m, "worker", "READY")
         tools_raw = m.get("tools", [])
@@ -776,7 +777,7 @@ class Heartbeat:
         return pack_value({"running": self.running})
 
     @classmethod
-    def unpack(cls, raw: bytes) -> Heartbeat:
+    def unpack(cls, raw: Frame) -> Heartbeat:
         if not raw:
             return cls()
         m = unpack_map(raw, "HEARTBEAT")
@@ -793,7 +794,7 @@ class Disconnect:
         return pack_value({"reason": self.reason})
 
     @classmethod
-    def unpack(cls, raw: bytes) -> Disconnect:
+    def unpack(cls, raw: Frame) -> Disconnect:
         if not raw:
             return cls()
         return cls(_text(unpack_map(raw, "DISCONNECT"), "reason", "DISCONNECT", limit=1024))
@@ -809,7 +810,7 @@ class Cancel:
         return pack_value({"reason": self.reason})
 
     @classmethod
-    def unpack(cls, raw: bytes) -> Cancel:
+    def unpack(cls, raw: Frame) -> Cancel:
         if not raw:
             return cls()
         return cls(_text(unpack_map(raw, "CANCEL"), "reason", "CANCEL", limit=1024))
@@ -837,7 +838,7 @@ class Progress:
         return pack_value(m)
 
     @classmethod
-    def unpack(cls, raw: bytes) -> Progress:
+    def unpack(cls, raw: Frame) -> Progress:
         m = unpack_map(raw, "PROGRESS")
         stream = m.get("stream")
         if stream not in (None, "stdout", "stderr"):
@@ -868,7 +869,7 @@ class Query:
         return pack_value({"what": self.what, "args": self.args})
 
     @classmethod
-    def unpack(cls, raw: bytes) -> Query:
+    def unpack(cls, raw: Frame) -> Query:
         m = unpack_map(raw, "QUERY")
         what = _req(m, "what", "QUERY")
         args = m.get("args", {})
@@ -912,7 +913,7 @@ class Hello:
         return pack_value(m)
 
     @classmethod
-    def unpack(cls, raw: bytes) -> Hello:
+    def unpack(cls, raw: Frame) -> Hello:
         m = unpack_map(raw, "HELLO")
         token = m.get("token")
         if token is not None and (type(token) is not str or len(token) > 8192):
@@ -973,7 +974,7 @@ class Welcome:
         return pack_value(m)
 
     @classmethod
-    def unpack(cls, raw: bytes) -> Welcome:
+    def unpack(cls, raw: Frame) -> Welcome:
         m = unpack_map(raw, "WELCOME")
         return cls(
             node=_req(m, "node", "WELCOME"),
@@ -997,7 +998,7 @@ class Bye:
         return pack_value({"reason": self.reason, "code": self.code})
 
     @classmethod
-    def unpack(cls, raw: bytes) -> Bye:
+    def unpack(cls, raw: Frame) -> Bye:
         if not raw:
             return cls()
         m = unpack_map(raw, "BYE")
@@ -1030,7 +1031,7 @@ class Ping:
         return pack_value(m)
 
     @classmethod
-    def unpack(cls, raw: bytes) -> Ping:
+    def unpack(cls, raw: Frame) -> Ping:
         m = unpack_map(raw, "PING")
         return cls(_int(m, "seq", "PING", 0, 2**63 - 1, 0),
                    _int(m, "incarnation", "PING", 0, 2**63 - 1, 0),
@@ -1048,7 +1049,7 @@ def pack_lsas(lsas: list[dict[str, Any]]) -> bytes:
     return pack_value(lsas)
 
 
-def unpack_lsas(raw: bytes) -> list[Any]:
+def unpack_lsas(raw: Frame) -> list[Any]:
     """Decode the list of an LSA body (each entry is validated by the routing layer)."""
     v = unpack_value(raw)
     if type(v) is not list or len(v) > MAX_LSAS_PER_MESSAGE:

@@ -53,6 +53,7 @@ from nacl.bindings import (
 from nacl.exceptions import CryptoError
 
 from ..errors import ProtocolError
+from .frame import Frame
 from .limits import MAX_SIGNATURE_SIZE
 
 __all__ = [
@@ -119,7 +120,7 @@ def lsa_ext_signed_bytes(wire: dict[str, Any]) -> bytes:
 
 def message_signed_bytes(t: int, mid: str, src: str, dst: str, ts: int, cls: int,
                          corr: str | None, client: tuple[str, str] | None,
-                         body: bytes) -> bytes:
+                         body: Frame) -> bytes:
     """The bytes the origin of a routed message signs (every header field
     but the ttl, the client it acts for, and the body's SHA-256)."""
     digest = hashlib.sha256(body).digest()
@@ -154,7 +155,7 @@ class SigFrame:
         return packed
 
     @classmethod
-    def unpack(cls, frame: bytes) -> SigFrame:
+    def unpack(cls, frame: Frame) -> SigFrame:
         if len(frame) > MAX_SIGNATURE_SIZE:
             raise ProtocolError("signature frame is too large")
         try:

@@ -4,9 +4,6 @@ arrival into messages handled exactly as if each had come alone."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import pytest
 
 from operone_zmq.core.broker import FIRST_DIAL_SOCKET, WORKERS, BrokerCore
@@ -26,13 +23,7 @@ def _record(m: CoreMesh) -> Sent:
     """What every broker of ``m`` puts on the wire, in ``(node, socket,
     frames)`` (heartbeats are sent apart, as the shell sends them)."""
     seen: Sent = []
-    for name, core in m.nodes.items():
-        def batched(out: list[tuple[int, list[bytes]]], name: str = name,
-                    orig: Callable[..., Any] = core.batched) -> list[tuple[int, list[bytes]]]:
-            res: list[tuple[int, list[bytes]]] = orig(out)
-            seen.extend((name, i, f) for i, f in res)
-            return res
-        core.batched = batched  # type: ignore[method-assign]
+    m.wire = seen
     return seen
 
 

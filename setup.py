@@ -1,0 +1,47 @@
+"""setuptools' side of the optional compiled build (build_backend/operone_build.py).
+
+Everything about the package is in pyproject.toml; this only adds the mypyc
+extension modules when ``OPERONE_ZMQ_COMPILE=1`` and a wheel is built.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from setuptools import setup
+
+#: The modules compiled by mypyc: the no-I/O job logic every job and every
+#: hop goes through (broker, worker and client cores, the codec, the errors).
+#: Measured with scripts/bench_cores.py (CPU per job of the job logic alone).
+COMPILED = [
+    "operone_zmq/core/",
+    "operone_zmq/protocol/",
+    "operone_zmq/errors.py",
+]
+
+#: The commands of a wheel build (not of ``egg_info`` / ``dist_info``,
+#: which only read the metadata, before mypy is installed).
+_BUILDING = {"bdist_wheel", "build", "build_ext"}
+
+
+def _compile() -> bool:
+    value = os.environ.get("OPERONE_ZMQ_COMPILE", "").strip().lower()
+    return value in ("1", "yes", "true", "on") and bool(_BUILDING & set(sys.argv[1:]))
+
+
+#: mypy options of the build (besides pyproject.toml's [tool.mypy]): the
+#: modules it is not compiling (the rest of the package, which
+#: operone_zmq/__init__.py names for type checkers) are read for their types
+#: but not checked, so building needs only the dependencies the compiled
+#: modules import (build_backend/operone_build.py COMPILE_REQUIRES), not
+#: pyzmq, structlog, zeroconf ...  (``mypy operone_zmq`` checks them all.)
+MYPY_OPTIONS = ["--follow-imports=silent"]
+
+if _compile():
+    from mypyc.build import mypycify
+
+    setup(ext_modules=mypycify([*MYPY_OPTIONS, *COMPILED], opt_level="3",
+                               group_name="operone_zmq"))
+else:
+    setup()
