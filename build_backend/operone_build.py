@@ -1,7 +1,7 @@
 """The PEP 517 backend of operone-zmq: setuptools', plus the optional compiled build.
 
-``OPERONE_ZMQ_COMPILE=1 pip install .`` builds a wheel whose no-I/O job
-logic (the modules :data:`COMPILED` names) is compiled to C extensions by
+``OPERONE_ZMQ_COMPILE=1 pip install .`` builds a wheel whose job logic and
+message pump (the modules setup.py's ``COMPILED`` names) are compiled to C extensions by
 mypyc; it needs a C compiler, and mypy (a build requirement only then).
 Without the variable the package is pure Python, as it always is from an
 editable install: a compiled module next to its source would be imported
@@ -41,8 +41,10 @@ COMPILE_ENV = "OPERONE_ZMQ_COMPILE"
 #: 2.x for its strict bytes (a memoryview is not taken for bytes, so the
 #: ``bytes | memoryview`` frames of protocol/frame.py stay a union the
 #: compiled code lets a zero-copy view through), tested with 2.4; and the
-#: dependencies whose types the compiled modules use (mypy reads them).
-COMPILE_REQUIRES = ["mypy>=2.4,<3", "msgspec>=0.19", "pynacl>=1.5"]
+#: dependencies whose types the compiled modules use (mypy reads them; pyzmq
+#: and structlog for the pump).
+COMPILE_REQUIRES = ["mypy>=2.4,<3", "msgspec>=0.19", "pynacl>=1.5", "pyzmq>=25.1",
+                    "structlog>=23.2"]
 
 get_requires_for_build_sdist = _orig.get_requires_for_build_sdist
 build_sdist = _orig.build_sdist
