@@ -13,7 +13,7 @@ from .protocol.batch import decode_batch, is_batch
 from .protocol.bodies import ToolInfo
 from .protocol.frame import Frame
 
-__all__ = ["CoreMesh", "FakeClock", "key_of"]
+__all__ = ["CoreMesh", "FakeClock", "broker_with_worker", "flushed", "key_of"]
 
 
 class FakeClock:
@@ -37,6 +37,28 @@ class FakeClock:
             raise ValueError("a monotonic clock cannot go backwards")
         self._now += seconds
         return self._now
+
+
+def broker_with_worker(clock: FakeClock, *, batch: bool = True,
+                       slots: int = 1000) -> tuple[BrokerCore, WorkerCore]:
+    """A broker core "n1" with one registered worker core "n1.w1" (routing id
+    ``w1``, tool ``echo``; ``batch``: it offers BATCH), the broker's outbox
+    emptied of the registration's answers."""
+    core = BrokerCore("n1", now=clock())
+    w = WorkerCore("n1.w1", [ToolInfo("echo")], slots=slots, now=clock(), batch=batch)
+    w.start(clock())
+    while w.out:
+        core.on_worker([b"w1", *w.out.pop(0)], clock())
+    core.out.clear()
+    return core, w
+
+
+def flushed(core: BrokerCore) -> list[tuple[int, list[Frame]]]:
+    """What the shell would send of ``core``'s outbox now (BATCHes to whoever
+    accepts them: ``BrokerCore.batched``); the outbox is emptied."""
+    out = core.batched(core.out[:])
+    core.out.clear()
+    return out
 
 
 # ---------------------------------------------------------------------------

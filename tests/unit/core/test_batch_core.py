@@ -2,31 +2,15 @@
 
 from __future__ import annotations
 
-from operone_zmq.core.broker import WORKERS, BrokerCore
+from operone_zmq.core.broker import WORKERS
 from operone_zmq.core.client import ClientCore
 from operone_zmq.core.worker import JobStart, WorkerCore
 from operone_zmq.protocol import MsgType, ToolInfo, decode
 from operone_zmq.protocol.batch import MAX_BATCH_SEND, decode_batch, encode_batch, is_batch
 from operone_zmq.protocol.bodies import ErrorBody, Ping
-from operone_zmq.testing import FakeClock
+from operone_zmq.testing import FakeClock, broker_with_worker, flushed
 
 RID = b"\x00c1"
-
-
-def _core(clock: FakeClock, *, batch: bool) -> tuple[BrokerCore, WorkerCore]:
-    core = BrokerCore("n1", now=clock())
-    w = WorkerCore("n1.w1", [ToolInfo("echo")], slots=1000, now=clock(), batch=batch)
-    w.start(clock())
-    while w.out:
-        core.on_worker([b"w1", *w.out.pop(0)], clock())
-    core.out.clear()
-    return core, w
-
-
-def _sent(core: BrokerCore) -> list[tuple[int, list[bytes]]]:
-    out = core.batched(core.out[:])
-    core.out.clear()
-    return out
 
 
 def _run(w: WorkerCore, frames: list[bytes], now: float) -> None:
@@ -42,14 +26,14 @@ def _jobs(client: ClientCore, n: int) -> list[list[bytes]]:
 
 def test_a_clients_batch_runs_every_job_and_the_answers_come_batched() -> None:
     clock = FakeClock()
-    core, w = _core(clock, batch=True)
+    core, w = broker_with_worker(clock, batch=True)
     c = ClientCore("c1")
     n = MAX_BATCH_SEND + 4
     jobs = _jobs(c, n)
     core.on_frontend(2, [RID, *encode_batch(jobs[:n // 2], 2)], clock())
     core.on_frontend(2, [RID, *encode_batch(jobs[n // 2:], 2)], clock())
     assert core.counters["malformed"] == 0
-    out = _sent(core)
+    out = flushed(core)
     # The worker offered batch in READY: its jobs come as BATCHes of at most
     # MAX_BATCH_SEND.
     assert [(idx, len(decode_batch(f, 1))) for idx, f in out] == [
@@ -60,7 +44,7 @@ def test_a_clients_batch_runs_every_job_and_the_answers_come_batched() -> None:
     for m in w.out:
         core.on_worker([b"w1", *m], clock())
     w.out.clear()
-    out = _sent(core)
+    out = flushed(core)
     assert all(idx == 2 and f[0] == RID and is_batch(f, 1) for idx, f in out)
     answers = [c.on_message(m) for _, f in out for m in decode_batch(f, 1)]
     assert sorted(a.value.value["i"] for a in answers if a is not None) == list(range(n))
@@ -68,18 +52,18 @@ def test_a_clients_batch_runs_every_job_and_the_answers_come_batched() -> None:
 
 def test_singles_to_a_client_that_never_sent_a_batch_and_to_a_v1_worker() -> None:
     clock = FakeClock()
-    core, w = _core(clock, batch=False)
+    core, w = broker_with_worker(clock, batch=False)
     c, v1 = ClientCore("c1"), ClientCore("v1")
     core.on_frontend(2, [RID, *encode_batch(_jobs(c, 5), 2)], clock())
     for m in _jobs(v1, 5):
         core.on_frontend(2, [b"\x00v1", *m], clock())
-    out = _sent(core)
+    out = flushed(core)
     assert len(out) == 10 and not any(is_batch(f, 1) for _, f in out)  # v1 worker
     for _, f in out:
         _run(w, f[1:], clock())
     for m in w.out:
         core.on_worker([b"w1", *m], clock())
-    out = _sent(core)
+    out = flushed(core)
     to_v1 = [f for _, f in out if f[0] == b"\x00v1"]
     to_c1 = [f for _, f in out if f[0] == RID]
     assert len(to_v1) == 5 and not any(is_batch(f, 1) for f in to_v1)
@@ -88,7 +72,7 @@ def test_singles_to_a_client_that_never_sent_a_batch_and_to_a_v1_worker() -> Non
 
 def test_a_bad_batch_is_answered_with_an_error_and_counted() -> None:
     clock = FakeClock()
-    core, _ = _core(clock, batch=True)
+    core, _ = broker_with_worker(clock, batch=True)
     c = ClientCore("c1")
     nested = encode_batch(_jobs(c, 2), 2)
     for frames in ([nested[0], nested[1], b"\xc1"], encode_batch([*_jobs(c, 1), nested], 2)):
@@ -103,13 +87,13 @@ def test_a_bad_batch_is_answered_with_an_error_and_counted() -> None:
     # Nor does a bad batch mark the client as accepting batches.
     core.on_frontend(2, [RID, *c.query("stats", cls=2)[1]], clock())
     core.on_frontend(2, [RID, *c.query("stats", cls=2)[1]], clock())
-    out = _sent(core)
+    out = flushed(core)
     assert len(out) == 2 and not any(is_batch(f, 1) for _, f in out)
 
 
 def test_pong_to_a_client_says_batch() -> None:
     clock = FakeClock()
-    core, _ = _core(clock, batch=True)
+    core, _ = broker_with_worker(clock, batch=True)
     c = ClientCore("c1")
     core.on_frontend(2, [RID, *c.ping(2)[1]], clock())
     (_, frames), = core.out
@@ -121,7 +105,7 @@ def test_a_batch_the_worker_never_got_puts_every_job_back() -> None:
     """A BATCH of JOBs that could not be delivered (the worker is gone): every
     job in it is queued again and goes to another worker, none fails."""
     clock = FakeClock()
-    core, _ = _core(clock, batch=True)
+    core, _ = broker_with_worker(clock, batch=True)
     w2 = WorkerCore("n1.w2", [ToolInfo("echo")], slots=1000, now=clock(), batch=True)
     w2.start(clock())
     while w2.out:
@@ -129,12 +113,12 @@ def test_a_batch_the_worker_never_got_puts_every_job_back() -> None:
     core.out.clear()
     c = ClientCore("c1")
     core.on_frontend(2, [RID, *encode_batch(_jobs(c, MAX_BATCH_SEND), 2)], clock())
-    out = _sent(core)
+    out = flushed(core)
     lost = [f for _, f in out if f[0] == b"w1" and is_batch(f, 1)]
     assert lost
     n = len(decode_batch(lost[0], 1))
     core.on_unroutable(WORKERS, lost[0], clock())
-    again = [m for _, f in _sent(core) if f[0] == b"w2"
+    again = [m for _, f in flushed(core) if f[0] == b"w2"
              for m in (decode_batch(f, 1) if is_batch(f, 1) else [f[1:]])
              if decode(m).header.type == MsgType.JOB]
     assert len(again) == n
@@ -146,7 +130,7 @@ def test_a_broker_that_does_not_batch_sends_singles_and_says_so() -> None:
     MIN_SIZE_TO_BATCH: its PONG then says nothing of batch, and a client's
     BATCH is still taken but answered with singles."""
     clock = FakeClock()
-    core, _ = _core(clock, batch=True)
+    core, _ = broker_with_worker(clock, batch=True)
     core.batching = False
     c = ClientCore("c1")
     core.on_frontend(2, [RID, *c.ping(2)[1]], clock())
@@ -154,5 +138,5 @@ def test_a_broker_that_does_not_batch_sends_singles_and_says_so() -> None:
     core.out.clear()
     assert not Ping.unpack(decode(frames[1:]).body).batch
     core.on_frontend(2, [RID, *encode_batch(_jobs(c, 4), 2)], clock())
-    out = _sent(core)
+    out = flushed(core)
     assert len(out) == 4 and not any(is_batch(f, 1) for _, f in out)

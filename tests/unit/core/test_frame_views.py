@@ -6,14 +6,14 @@ would raise TypeError here: protocol/frame.py.)"""
 
 from __future__ import annotations
 
-from operone_zmq.core.broker import WORKERS, BrokerCore
+from operone_zmq.core.broker import WORKERS
 from operone_zmq.core.client import ClientCore
-from operone_zmq.core.worker import JobStart, WorkerCore
-from operone_zmq.protocol import TAG, Header, MsgType, ToolInfo, decode, encode_header
+from operone_zmq.core.worker import JobStart
+from operone_zmq.protocol import TAG, Header, MsgType, decode, encode_header
 from operone_zmq.protocol.batch import MAX_BATCH, encode_batch
 from operone_zmq.protocol.bodies import ErrorBody, JobRequest, ResultBody
 from operone_zmq.protocol.frame import Frame
-from operone_zmq.testing import FakeClock
+from operone_zmq.testing import FakeClock, broker_with_worker, flushed
 
 RID = b"\x00c1"
 BIG = 40 * 1024  # past ZERO_COPY_RECV (32 KiB): what the pump hands on as a view
@@ -21,22 +21,6 @@ BIG = 40 * 1024  # past ZERO_COPY_RECV (32 KiB): what the pump hands on as a vie
 
 def _view(data: bytes) -> memoryview:
     return memoryview(data).toreadonly()
-
-
-def _core(clock: FakeClock) -> tuple[BrokerCore, WorkerCore]:
-    core = BrokerCore("n1", now=clock())
-    w = WorkerCore("n1.w1", [ToolInfo("echo")], slots=10, now=clock(), batch=True)
-    w.start(clock())
-    while w.out:
-        core.on_worker([b"w1", *w.out.pop(0)], clock())
-    core.out.clear()
-    return core, w
-
-
-def _sent(core: BrokerCore) -> list[tuple[int, list[Frame]]]:
-    out = core.batched(core.out[:])
-    core.out.clear()
-    return out
 
 
 def _error(frames: list[Frame]) -> ErrorBody:
@@ -47,7 +31,7 @@ def _error(frames: list[Frame]) -> ErrorBody:
 
 def test_a_big_job_and_its_big_result_travel_as_views() -> None:
     clock = FakeClock()
-    core, w = _core(clock)
+    core, w = broker_with_worker(clock)
     c = ClientCore("c1")
     payload = b"x" * BIG
     frames = c.job("echo", {"data": payload}, cls=2)[1]
@@ -55,7 +39,7 @@ def test_a_big_job_and_its_big_result_travel_as_views() -> None:
     # A small job in the same flush: the big one goes alone, beside a BATCH.
     core.on_frontend(2, [RID, frames[0], frames[1], body], clock())
     core.on_frontend(2, [RID, *c.job("echo", {}, cls=2)[1]], clock())
-    out = _sent(core)
+    out = flushed(core)
     assert core.counters["malformed"] == 0
     to_worker = [f for idx, f in out if idx == WORKERS]
     assert any(f[3] is body for f in to_worker)  # forwarded, not copied
@@ -68,7 +52,7 @@ def test_a_big_job_and_its_big_result_travel_as_views() -> None:
     for m in results:
         # The worker's RESULT as the broker's pump hands it on: a view when big.
         core.on_worker([b"w1", *[_view(x) if len(x) >= BIG else x for x in m]], clock())
-    out = _sent(core)
+    out = flushed(core)
     answers = [c.on_message(f[1:]) for idx, f in out if idx == 2 and len(f) == 4]
     values = [a.value.value for a in answers if a is not None]
     assert {"data": payload} in values
@@ -88,10 +72,10 @@ def test_a_big_tag_header_or_signature_gets_the_error_bytes_get() -> None:
     for frames in cases:
         replies = []
         for wrap in (False, True):
-            core, _ = _core(clock)
+            core, _ = broker_with_worker(clock)
             core.on_frontend(2, [RID, *[_view(x) if wrap and len(x) >= BIG else x
                                         for x in frames]], clock())
-            [(_, f)] = _sent(core)
+            [(_, f)] = flushed(core)
             e = _error(f)
             replies.append((e.code, e.message))
         assert replies[0] == replies[1], replies
@@ -106,9 +90,9 @@ def test_a_bad_batch_body_as_a_view_is_refused_as_bytes_are() -> None:
     for frames in (too_many, [good[0], good[1], b"\x91\x91\xa1h" + b"\x00" * BIG]):
         replies = []
         for body in (frames[2], _view(frames[2])):
-            core, _ = _core(clock)
+            core, _ = broker_with_worker(clock)
             core.on_frontend(2, [RID, frames[0], frames[1], body], clock())
-            [(_, f)] = _sent(core)
+            [(_, f)] = flushed(core)
             replies.append((_error(f).code, _error(f).message))
         assert replies[0] == replies[1] and replies[0][0] == "protocol", replies
 
