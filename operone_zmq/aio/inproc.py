@@ -87,8 +87,8 @@ class InprocTools:
         started = time.monotonic()
         try:
             spec = self.registry.get(tool)
-        except ToolNotFound as exc:
-            self._done(jid, None, exc, 0.0)
+        except ToolNotFound as missing:
+            self._done(jid, None, missing, 0.0)
             return
         # A tool that takes no ctx gets the shared one (as the worker does):
         # a ToolContext, and its threading.Event, per job cost more than echo.
@@ -96,8 +96,8 @@ class InprocTools:
             job_id=jid, node=self._node, config=self._config, deadline=deadline)
         try:
             call = spec.prepare(args, ctx)
-        except JobError as exc:
-            self._done(jid, None, exc, 0.0)
+        except JobError as refused:
+            self._done(jid, None, refused, 0.0)
             return
         if spec.is_async:
             fut: asyncio.Future[Any] = asyncio.get_running_loop().create_task(call())
