@@ -183,6 +183,11 @@ class ClassScheduler(Generic[T]):
         self._max_bytes = _per_class(MAX_QUEUE_BYTES, max_queue_bytes, "max_queue_bytes")
         given = STARVATION_LIMIT if starvation_limit is None else starvation_limit
         self._limits: dict[Priority, int] = {}
+        # (Keys and values ``object`` until parsed and checked: compiled by
+        # mypyc, a ``Priority`` name would refuse a class given by its name
+        # with TypeError, an ``int`` one take a boolean as 1.)
+        cls: object
+        limit: object
         for cls, limit in given.items():
             if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
                 raise ValueError(
@@ -203,9 +208,14 @@ class ClassScheduler(Generic[T]):
 
     # ------------------------------------------------------------------ input
     def push(
-        self, cls: Priority | str | int, item: T, size: int, now: float, *, link: str = ""
+        self, cls: Priority | str | int, item: T, size: object, now: float, *, link: str = ""
     ) -> bool:
-        """Queue *item* of *size* bytes for *link* in class *cls*; False when the class is full."""
+        """Queue *item* of *size* bytes for *link* in class *cls*; False when the class is full.
+
+        *size* must be a non-negative integer (``object``, checked here:
+        compiled by mypyc, an ``int`` parameter would take a boolean as 1 and
+        refuse a float with TypeError instead of ValueError).
+        """
         cls = Priority.parse(cls)
         if isinstance(size, bool) or not isinstance(size, int) or size < 0:
             raise ValueError(f"size must be a non-negative integer of bytes, not {size!r}")
@@ -231,7 +241,7 @@ class ClassScheduler(Generic[T]):
         return True
 
     def put(
-        self, cls: Priority | str | int, item: T, size: int, now: float, *, link: str = ""
+        self, cls: Priority | str | int, item: T, size: object, now: float, *, link: str = ""
     ) -> None:
         """Queue like :meth:`push`, raising :class:`Overloaded` when the class is full."""
         cls = Priority.parse(cls)
@@ -434,6 +444,8 @@ def _per_class(
     defaults: Mapping[Priority, int], given: Mapping[Priority, int] | None, name: str
 ) -> dict[Priority, int]:
     values = dict(defaults)
+    cls: object  # (until parsed and checked: see ClassScheduler.__init__)
+    value: object
     for cls, value in (given or {}).items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} of {cls!s} must be a positive integer, not {value!r}")
