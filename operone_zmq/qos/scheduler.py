@@ -113,15 +113,59 @@ RECEIVE_BATCH: Mapping[Priority, int] = MappingProxyType(
 )
 
 
-@dataclass(frozen=True, slots=True)
 class Entry(Generic[T]):
-    """A queued message: the caller's item, its class, size, link and enqueue time."""
+    """A queued message: the caller's item, its class, size, link and enqueue time.
 
-    item: T
-    cls: Priority
-    size: int
-    link: str
-    enqueued_at: float
+    Read-only, compared and hashed by its fields.  (Not a frozen dataclass:
+    compiled by mypyc, a generic dataclass fails at import.)
+    """
+
+    __slots__ = ("_cls", "_enqueued_at", "_item", "_link", "_size")
+
+    def __init__(self, item: T, cls: Priority, size: int, link: str, enqueued_at: float) -> None:
+        self._item = item
+        self._cls = cls
+        self._size = size
+        self._link = link
+        self._enqueued_at = enqueued_at
+
+    @property
+    def item(self) -> T:
+        """What the caller queued."""
+        return self._item
+
+    @property
+    def cls(self) -> Priority:
+        """Its priority class."""
+        return self._cls
+
+    @property
+    def size(self) -> int:
+        """Its size in bytes."""
+        return self._size
+
+    @property
+    def link(self) -> str:
+        """The link it waits for."""
+        return self._link
+
+    @property
+    def enqueued_at(self) -> float:
+        """When it was queued (monotonic seconds)."""
+        return self._enqueued_at
+
+    def _fields(self) -> tuple[object, ...]:
+        return (self._item, self._cls, self._size, self._link, self._enqueued_at)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Entry) and self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return (f"Entry(item={self._item!r}, cls={self._cls!r}, size={self._size!r},"
+                f" link={self._link!r}, enqueued_at={self._enqueued_at!r})")
 
 
 @dataclass(frozen=True, slots=True)
