@@ -227,12 +227,7 @@ class ClassScheduler(Generic[T]):
         self._max_bytes = _per_class(MAX_QUEUE_BYTES, max_queue_bytes, "max_queue_bytes")
         given = STARVATION_LIMIT if starvation_limit is None else starvation_limit
         self._limits: dict[Priority, int] = {}
-        # (Keys and values ``object`` until parsed and checked: compiled by
-        # mypyc, a ``Priority`` name would refuse a class given by its name
-        # with TypeError, an ``int`` one take a boolean as 1.)
-        cls: object
-        limit: object
-        for cls, limit in given.items():
+        for cls, limit in _items(given):
             if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
                 raise ValueError(
                     f"starvation limit of {cls!s} must be an integer >= 1, not {limit!r}"
@@ -240,7 +235,7 @@ class ClassScheduler(Generic[T]):
             self._limits[Priority.parse(cls)] = limit
         # Default rate per class (bytes/s per link; None = unlimited).
         self._rates: dict[Priority, float | None] = dict.fromkeys(PRIORITIES)
-        for cls, rate in (rates or {}).items():
+        for cls, rate in _items(rates):
             self._rates[Priority.parse(cls)] = _check_rate(rate)
         # Default burst per class (bytes; None = the bucket's default for its rate).
         self._bursts: dict[Priority, float | None] = dict.fromkeys(PRIORITIES)
@@ -488,18 +483,30 @@ def _per_class(
     defaults: Mapping[Priority, int], given: Mapping[Priority, int] | None, name: str
 ) -> dict[Priority, int]:
     values = dict(defaults)
-    cls: object  # (until parsed and checked: see ClassScheduler.__init__)
-    value: object
-    for cls, value in (given or {}).items():
+    for cls, value in _items(given):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} of {cls!s} must be a positive integer, not {value!r}")
         values[Priority.parse(cls)] = value
     return values
 
 
-def _check_rate(rate: float | None) -> float | None:
-    if rate is None or rate == 0:
+def _items(given: Mapping[Priority, object] | None) -> list[tuple[object, object]]:
+    """The (class, value) pairs of a per-class mapping, as objects until the
+    caller parses the class and checks the value.
+
+    (Compiled by mypyc, a pair unpacked from ``Mapping[Priority, int]`` is
+    checked against that type: a class given by its name, or a float bound,
+    would raise TypeError instead of the ValueError of the check, and a
+    boolean bound pass as 1.)
+    """
+    return list((given or {}).items())
+
+
+def _check_rate(rate: object) -> float | None:
+    """Return a rate in bytes/s as a float, or None (unlimited) for None or 0."""
+    if rate is None or (type(rate) is not bool and rate == 0):
         return None
-    if not (rate > 0 and math.isfinite(rate)):
+    if (isinstance(rate, bool) or not isinstance(rate, int | float)
+            or not (rate > 0 and math.isfinite(rate))):
         raise ValueError(f"rate must be a positive number of bytes/s or None, not {rate!r}")
     return float(rate)

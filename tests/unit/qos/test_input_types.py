@@ -80,7 +80,8 @@ def test_a_boolean_rtt_loss_depth_or_allocation_is_refused() -> None:
 @pytest.mark.parametrize(
     "kwargs",
     [{"starvation_limit": {Priority.LOW: True}}, {"starvation_limit": {Priority.LOW: 2.0}},
-     {"max_queue": {Priority.LOW: True}}, {"max_queue_bytes": {Priority.HIGH: 1.5}}],
+     {"max_queue": {Priority.LOW: True}}, {"max_queue_bytes": {Priority.HIGH: 1.5}},
+     {"rates": {Priority.LOW: True}}, {"rates": {Priority.LOW: "5"}}],
 )
 def test_scheduler_bounds_of_the_wrong_type_are_refused(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
@@ -95,3 +96,6 @@ def test_scheduler_bounds_may_name_their_class() -> None:
     assert s.push("low", "a", 1, 0.0)
     assert not s.push("low", "b", 1, 0.0)
     assert s.rate("high") == 1000.0
+    for bad in (True, "5", -1.0):
+        with pytest.raises(ValueError):
+            s.set_rate("low", bad, 0.0)  # type: ignore[arg-type]
