@@ -17,12 +17,17 @@ from setuptools import setup
 #: 0.72x); and the pump, which reads and writes every message of every
 #: process (measured with scripts/bench.py --quick foundation, five runs
 #: alternated: broker CPU per job 0.95x -> 0.81x raw's, worker 1.00x -> 0.86x,
-#: against the cores alone).
+#: against the cores alone); and the mesh's routing (routing/: link-state
+#: database, Dijkstra, damping, which every relayed hop and every LSA goes
+#: through) and QoS (qos/: the token buckets, link metrics and policies every
+#: message sent to a peer is charged to).
 COMPILED = [
     "operone_zmq/core/",
     "operone_zmq/protocol/",
     "operone_zmq/errors.py",
     "operone_zmq/aio/pump.py",
+    "operone_zmq/routing/",
+    "operone_zmq/qos/",
 ]
 
 #: The commands of a wheel build (not of ``egg_info`` / ``dist_info``,
