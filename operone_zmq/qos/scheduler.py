@@ -348,7 +348,7 @@ class ClassScheduler(Generic[T]):
     def set_rate(
         self,
         cls: Priority | str | int,
-        rate: float | None,
+        rate: object,
         now: float,
         *,
         link: str | None = None,
@@ -358,25 +358,27 @@ class ClassScheduler(Generic[T]):
 
         Without *link* this is the class default, applied to every link that
         has no rate of its own.  Without *burst* the bucket's default burst
-        for the rate is used.
+        for the rate is used.  A rate that is not a positive number, None or
+        0 raises ValueError (*rate* is an ``object`` checked here: see
+        :func:`_items`).
         """
         cls = Priority.parse(cls)
-        rate = _check_rate(rate)
+        checked = _check_rate(rate)
         if link is None:
-            self._rates[cls] = rate
+            self._rates[cls] = checked
             self._bursts[cls] = burst
             keys = [k for k in self._buckets if k[1] == cls and k not in self._link_rates]
         else:
-            self._link_rates[(link, cls)] = (rate, burst)
+            self._link_rates[(link, cls)] = (checked, burst)
             keys = [(link, cls)] if (link, cls) in self._buckets else []
         for key in keys:
             bucket = self._buckets[key]
-            if rate is None:
+            if checked is None:
                 self._buckets[key] = None
             elif bucket is None:
-                self._buckets[key] = TokenBucket(rate, burst, now)
+                self._buckets[key] = TokenBucket(checked, burst, now)
             else:
-                bucket.set_rate(rate, now, burst)
+                bucket.set_rate(checked, now, burst)
 
     def rate(self, cls: Priority | str | int, *, link: str | None = None) -> float | None:
         """Return the rate in bytes/s of *cls* for *link* (or the class default)."""

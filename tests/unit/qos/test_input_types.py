@@ -98,4 +98,4 @@ def test_scheduler_bounds_may_name_their_class() -> None:
     assert s.rate("high") == 1000.0
     for bad in (True, "5", -1.0):
         with pytest.raises(ValueError):
-            s.set_rate("low", bad, 0.0)  # type: ignore[arg-type]
+            s.set_rate("low", bad, 0.0)
