@@ -17,8 +17,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 import zmq
 
+import operone_zmq
 from operone_zmq.aio.client import Client
 from operone_zmq.aio.sockets import CurveKeys, free_base_port
 from operone_zmq.config import Home, init_home, node_signing_key
@@ -31,6 +33,14 @@ FAST_ENV = {
     "OPERONE_WORKERS_HEARTBEAT_LIVENESS": "5",
     "OPERONE_LOG_LEVEL": "warning",
 }
+
+
+#: For a test that replaces a method of one of the package's classes: in the
+#: compiled build (README "Install") those classes are native and their
+#: methods cannot be replaced, so such a test runs on the pure build only.
+pure_build_only = pytest.mark.skipif(
+    bool(operone_zmq.compiled_modules()),
+    reason="replaces a method of a class that the compiled build compiles")
 
 
 def inproc_pair(ctx: zmq.Context[zmq.Socket[bytes]], name: str,

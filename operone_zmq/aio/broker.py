@@ -110,9 +110,9 @@ class Broker:
         *,
         keys: CurveKeys,
         trust: KeyChecker,
+        worker_endpoint: str,
         host: str = "127.0.0.1",
         base_port: int = 7700,
-        worker_endpoint: str,
         limits: BrokerLimits | None = None,
         socket_limits: SocketLimits | None = None,
         name: str | None = None,
@@ -231,8 +231,8 @@ class Broker:
         for peer in self._peers:
             try:
                 self._dialler.dial(peer.node, peer.host, peer.port, None, None)
-            except OperoneError as exc:
-                self._log.error("peer_config_invalid", peer=peer.node, error=str(exc))
+            except OperoneError as err:
+                self._log.error("peer_config_invalid", peer=peer.node, error=str(err))
         self._start_inproc()
         if self._legacy_hosts:
             self._legacy = LegacyRunner(self._legacy_hosts)
@@ -649,8 +649,8 @@ class Broker:
                 self._discovered.add(peer.node)
                 try:
                     self._dialler.dial(peer.node, peer.host, peer.port, None, key)
-                except (OperoneError, RuntimeError) as exc:
-                    self._log.warning("discovered_dial_failed", peer=peer.node, error=str(exc))
+                except (OperoneError, RuntimeError) as err:
+                    self._log.warning("discovered_dial_failed", peer=peer.node, error=str(err))
         else:
             try:
                 self._trust.add_pending(peer.node, key,

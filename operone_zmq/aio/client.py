@@ -50,6 +50,7 @@ from ..protocol.batch import (
 )
 from ..protocol.bodies import Progress
 from ..protocol.frame import Frame
+from .futures import ClientJobFuture, JobFuture, windowed
 from .pump import MAX_PENDING, Pump
 from .sockets import CurveKeys, SocketLimits, make_socket
 from .transfer import TransferResult, copy_file
@@ -115,54 +116,6 @@ def _home_settings(path: str | os.PathLike[str] | None, broker: str | None,
     return {"host": host, "base_port": base_port,
             "keys": CurveKeys(kp.public, kp.secret, server),
             "client_id": f"{config.node.id}.{socket.gethostname()[:16]}"}
-
-
-class JobFuture(asyncio.Future[JobResult]):
-    """The future of a submitted job (:meth:`AsyncClient.submit`): its id is
-    known at once (``job_id``, the id ``operone cancel`` and QUERY ``job``
-    take).  Cancelling it cancels the job: awaiting it then raises
-    :class:`asyncio.CancelledError`, as asyncio requires; a job cancelled by
-    anyone else (``operone cancel``, QUERY ``cancel``) raises
-    :class:`~operone_zmq.errors.JobCancelled`."""
-
-    job_id: str
-    #: Called with (job id, class) when the future is cancelled: the client
-    #: sends CANCEL (set by AsyncClient once the job is sent).
-    _on_cancel: Callable[[str, int], None] | None = None
-    _cls: int = 2
-
-    def cancel(self, msg: Any | None = None) -> bool:
-        """Cancel the job (CANCEL to the broker) and this future."""
-        if not super().cancel(msg):
-            return False
-        hook = self._on_cancel
-        if hook is not None:
-            self._on_cancel = None
-            hook(self.job_id, self._cls)
-        return True
-
-
-class ClientJobFuture(concurrent.futures.Future[JobResult]):
-    """The future of a job submitted through the blocking :class:`Client`:
-    ``job_id`` at once; :meth:`cancel` cancels the job, and ``result()``
-    then raises :class:`~operone_zmq.errors.JobCancelled`."""
-
-    def __init__(self, job_id: str, cancel_job: Callable[[], None]) -> None:
-        super().__init__()
-        self.job_id = job_id
-        self._cancel_job = cancel_job
-
-    def cancel(self) -> bool:
-        """Cancel the job; False when it has finished already."""
-        if self.done():
-            return False
-        try:
-            self.set_exception(JobCancelled(f"job '{self.job_id}' was cancelled by the"
-                                            " client", job_id=self.job_id))
-        except concurrent.futures.InvalidStateError:
-            return False  # its answer arrived meanwhile
-        self._cancel_job()
-        return True
 
 
 @dataclass(slots=True)
@@ -367,7 +320,7 @@ class AsyncClient:
         """Run ``tool`` once per argument map, at most ``concurrency`` at a time;
         values in input order.  The first error is raised (the rest still run
         to completion or their timeout)."""
-        results = [r async for r in self._windowed(tool, args_list, concurrency, kw)]
+        results = [r async for r in windowed(self.submit, tool, args_list, concurrency, kw)]
         results.sort(key=lambda r: r[0])
         out: list[Any] = []
         for _, r in results:
@@ -376,50 +329,12 @@ class AsyncClient:
             out.append(r.value)
         return out
 
-    async def as_completed(
+    def as_completed(
         self, tool: str, args_list: Iterable[Mapping[str, Any]], *, concurrency: int = 100,
         **kw: Any,
     ) -> AsyncIterator[tuple[int, JobResult | BaseException]]:
-        """Yield ``(index, result or error)`` as jobs finish."""
-        async for item in self._windowed(tool, args_list, concurrency, kw):
-            yield item
-
-    async def _windowed(
-        self, tool: str, args_list: Iterable[Mapping[str, Any]], concurrency: int,
-        kw: dict[str, Any],
-    ) -> AsyncIterator[tuple[int, JobResult | BaseException]]:
-        if concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
-        it = iter(enumerate(args_list))
-        running: dict[asyncio.Future[JobResult], int] = {}
-        done_q: asyncio.Queue[tuple[int, JobResult | BaseException]] = asyncio.Queue()
-
-        def on_done(f: asyncio.Future[JobResult]) -> None:
-            i = running.pop(f)
-            if f.cancelled():
-                done_q.put_nowait((i, JobCancelled("cancelled")))
-            else:
-                e = f.exception()
-                done_q.put_nowait((i, e if e is not None else f.result()))
-
-        exhausted = False
-        try:
-            while True:
-                while not exhausted and len(running) < concurrency:
-                    try:
-                        i, a = next(it)
-                    except StopIteration:
-                        exhausted = True
-                        break
-                    f = self.submit(tool, a, **kw)
-                    running[f] = i
-                    f.add_done_callback(on_done)
-                if exhausted and not running and done_q.empty():
-                    return
-                yield await done_q.get()
-        finally:
-            for rf in list(running):
-                rf.cancel()
+        """Yield ``(index, result or error)`` as jobs finish (``async for``)."""
+        return windowed(self.submit, tool, args_list, concurrency, kw)
 
     async def query(self, what: str, args: Mapping[str, Any] | None = None,
                     timeout: float = 10.0) -> Any:
@@ -790,9 +705,9 @@ class Client:
 
     def __init__(self, host: str = "127.0.0.1", base_port: int = 7700, **kw: Any) -> None:
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="operone-client",
+        self._loop_thread = threading.Thread(target=self._loop.run_forever, name="operone-client",
                                         daemon=True)
-        self._thread.start()
+        self._loop_thread.start()
         self._aclient = AsyncClient(host, base_port, **kw)
         self._call(self._aclient.connect())
         self._closed = False
@@ -936,7 +851,7 @@ class Client:
             self._call(self._aclient.close(), timeout=5)
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=5)
+            self._loop_thread.join(timeout=5)
             self._loop.close()
 
     def __enter__(self) -> Client:

@@ -261,10 +261,9 @@ class Worker:
         core = self.core
         try:
             spec = self.registry.get(job.tool)
-        except ToolNotFound as exc:
+        except ToolNotFound:
             core.fail(job.id, ToolNotFound(f"no tool named '{job.tool}' on worker '{self.name}'",
                                            job_id=job.id, node=core.node), now)
-            del exc
             return
         if spec.inline and not spec.wants_ctx:
             # The fast path (echo and friends): no context, no thread, no task.
@@ -282,8 +281,8 @@ class Worker:
             ctx.stream = self._stream_hook(job.id)
         try:
             call = spec.prepare(job.args, ctx)
-        except JobError as exc:
-            core.fail(job.id, exc, now)
+        except JobError as err:
+            core.fail(job.id, err, now)
             return
         loop = self._loop
         if loop is None:  # pragma: no cover

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import FAST_ENV, LocalNode, MeshOfNodes, Proc, wait_for
+from helpers import FAST_ENV, LocalNode, MeshOfNodes, Proc, pure_build_only, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from operone_zmq.errors import JobCancelled
@@ -405,6 +405,7 @@ def test_the_page_in_a_real_browser(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pure_build_only  # (it feeds the page job records by replacing Queries.answer)
 def test_the_jobs_page_against_the_contract(tmp_path: Path) -> None:
     """A real broker whose QUERY jobs/job answer as docs/dashboard.md says (until
     issue 13 builds them, this test answers them on the broker's loop): the table,

@@ -9,6 +9,7 @@ modules must be compiled, or the run tests pure Python by mistake.
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import os
 import re
@@ -107,3 +108,40 @@ def test_the_flag_is_read_strictly(monkeypatch: pytest.MonkeyPatch) -> None:
         backend.compile_requested()
     monkeypatch.delenv("OPERONE_ZMQ_COMPILE")
     assert backend.compile_requested() is False
+
+
+def _rebound_except_names(source: str) -> list[str]:
+    """``except A as e`` and ``except B as e`` in one function: mypy allows
+    it, but mypyc gives ``e`` the type of the first and raises TypeError
+    when the second is caught (the error reply is lost)."""
+    found = []
+    for fn in ast.walk(ast.parse(source)):
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        seen: dict[str, str] = {}
+        for node in ast.walk(fn):
+            if isinstance(node, ast.ExceptHandler) and node.name:
+                typ = ast.unparse(node.type) if node.type is not None else "BaseException"
+                first = seen.setdefault(node.name, typ)
+                if first != typ:
+                    found.append(f"line {node.lineno}: {fn.name}() binds '{node.name}' to"
+                                 f" {first} and to {typ}")
+    return found
+
+
+def test_the_rebound_except_name_check_finds_one() -> None:
+    source = ("def f():\n    try:\n        g()\n    except KeyError as e:\n        pass\n"
+              "    try:\n        g()\n    except ValueError as e:\n        pass\n")
+    assert _rebound_except_names(source) == [
+        "line 8: f() binds 'e' to KeyError and to ValueError"]
+
+
+def test_no_compiled_module_rebinds_an_except_name_to_another_type() -> None:
+    problems = []
+    for name in _compiled_set():
+        parts = name.split(".")[1:]
+        path = PACKAGE.joinpath(*parts).with_suffix(".py")
+        if not path.exists():
+            path = PACKAGE.joinpath(*parts, "__init__.py")
+        problems += [f"{name}: {p}" for p in _rebound_except_names(path.read_text())]
+    assert problems == []
