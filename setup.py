@@ -22,7 +22,11 @@ from setuptools import setup
 #: worker.py; their futures and async generators, which mypyc cannot
 #: compile, are in aio/futures.py): CPU per job at 100 in flight 1.31x ->
 #: 1.18x raw's in the client, 0.84x -> 0.76x in the broker, 0.61x -> 0.57x
-#: in the worker (four runs alternated against the set above).
+#: in the worker (four runs alternated against the set above).  And the
+#: mesh's routing (routing/: link-state database, Dijkstra, damping, which
+#: every relayed hop and every LSA goes through) and QoS (qos/: the token
+#: buckets, link metrics and policies every message sent to a peer is
+#: charged to).
 COMPILED = [
     "operone_zmq/core/",
     "operone_zmq/protocol/",
@@ -31,6 +35,8 @@ COMPILED = [
     "operone_zmq/aio/client.py",
     "operone_zmq/aio/broker.py",
     "operone_zmq/aio/worker.py",
+    "operone_zmq/routing/",
+    "operone_zmq/qos/",
 ]
 
 #: The commands of a wheel build (not of ``egg_info`` / ``dist_info``,

@@ -268,59 +268,64 @@ class QoSManager(EventEmitter):
         return dict(self._policies)
 
     # ---------------------------------------------------------------- metrics
+    # (The metrics are ``object`` parameters, checked before they are bound
+    # to floats: compiled by mypyc, a ``float`` parameter is checked on the
+    # call, so a text latency would raise TypeError instead of ValueError and
+    # a boolean pass as 1.0.)
     def update_metrics(
         self,
         peer_id: str,
         *,
-        latency: float | None = None,
-        jitter: float | None = None,
-        packet_loss: float | None = None,
-        bandwidth: float | None = None,
-        queue_depth: int | None = None,
+        latency: object = None,
+        jitter: object = None,
+        packet_loss: object = None,
+        bandwidth: object = None,
+        queue_depth: object = None,
     ) -> None:
-        """Set the given metrics of *peer_id* and emit violations for the changed ones."""
-        if latency is not None:
-            _check_metric("latency", latency)
-        if jitter is not None:
-            _check_metric("jitter", jitter)
-        if packet_loss is not None:
-            _check_fraction(packet_loss)
-        if bandwidth is not None:
-            _check_metric("bandwidth", bandwidth)
-        if queue_depth is not None and (isinstance(queue_depth, bool) or queue_depth < 0):
-            raise ValueError(f"queue_depth must be a non-negative integer, not {queue_depth!r}")
+        """Set the given metrics of *peer_id* and emit violations for the changed ones.
+
+        Latency and jitter in ms, packet loss a fraction 0..1, bandwidth in
+        MB/s (non-negative finite numbers), queue depth a non-negative
+        integer; anything else raises :class:`ValueError` and sets nothing.
+        """
+        lat = None if latency is None else _check_metric("latency", latency)
+        jit = None if jitter is None else _check_metric("jitter", jitter)
+        loss = None if packet_loss is None else _check_fraction(packet_loss)
+        bw = None if bandwidth is None else _check_metric("bandwidth", bandwidth)
+        depth = None if queue_depth is None else _check_depth(queue_depth)
         now = self._clock()
         state = self._peer(peer_id, now)
-        if latency is not None:
-            state.latency = float(latency)
-        if jitter is not None:
-            state.jitter = float(jitter)
-        if packet_loss is not None:
-            state.packet_loss = float(packet_loss)
-        if bandwidth is not None:
-            state.bandwidth_manual = float(bandwidth)
+        if lat is not None:
+            state.latency = lat
+        if jit is not None:
+            state.jitter = jit
+        if loss is not None:
+            state.packet_loss = loss
+        if bw is not None:
+            state.bandwidth_manual = bw
             state.bandwidth_measured = False
-        if queue_depth is not None:
-            state.link.queue_depth = int(queue_depth)
+        if depth is not None:
+            state.link.queue_depth = depth
         state.last_update = now
-        if latency is not None:
-            self._check_latency(peer_id, float(latency))
-        if packet_loss is not None:
-            self._check_loss(peer_id, float(packet_loss))
+        if lat is not None:
+            self._check_latency(peer_id, lat)
+        if loss is not None:
+            self._check_loss(peer_id, loss)
 
-    def record_latency(self, peer_id: str, rtt_ms: float) -> None:
-        """Add an RTT sample for *peer_id*: updates latency and jitter, checks the RTT."""
-        _check_metric("rtt", rtt_ms)
+    def record_latency(self, peer_id: str, rtt_ms: object) -> None:
+        """Add an RTT sample (ms, a non-negative finite number) for *peer_id*:
+        updates latency and jitter, checks the RTT."""
+        rtt = _check_metric("rtt", rtt_ms)
         now = self._clock()
         state = self._peer(peer_id, now)
-        state.link.record_rtt(rtt_ms)
-        self._after_rtt(peer_id, state, float(rtt_ms), now)
+        state.link.record_rtt(rtt)
+        self._after_rtt(peer_id, state, rtt, now)
 
-    def record_packet_loss(self, peer_id: str, fraction: float) -> None:
+    def record_packet_loss(self, peer_id: str, fraction: object) -> None:
         """Set the packet loss of *peer_id* (a fraction 0..1) and check it."""
         self.update_metrics(peer_id, packet_loss=fraction)
 
-    def set_queue_depth(self, peer_id: str, depth: int) -> None:
+    def set_queue_depth(self, peer_id: str, depth: object) -> None:
         """Set how many messages wait to be sent to *peer_id*."""
         self.update_metrics(peer_id, queue_depth=depth)
 
@@ -378,18 +383,20 @@ class QoSManager(EventEmitter):
         state.link.received.record(nbytes, now)
         state.last_update = now
 
-    def allocate_bandwidth(self, peer_id: str, mb_per_s: float | None) -> None:
-        """Limit what is sent to *peer_id* to *mb_per_s* MB/s (``None`` or 0: no limit)."""
-        if mb_per_s is not None:
-            _check_metric("bandwidth allocation", mb_per_s)
+    def allocate_bandwidth(self, peer_id: str, mb_per_s: object) -> None:
+        """Limit what is sent to *peer_id* to *mb_per_s* MB/s (``None`` or 0: no limit).
+
+        (*mb_per_s* is an ``object`` checked here: see :meth:`update_metrics`.)
+        """
+        allocation = None if mb_per_s is None else _check_metric("bandwidth allocation", mb_per_s)
         now = self._clock()
         state = self._peer(peer_id, now)
-        if mb_per_s is None or mb_per_s == 0:
+        if allocation is None or allocation == 0:
             state.allocation = None
             state.allocation_bucket = None
             return
-        state.allocation = float(mb_per_s)
-        rate = mb_per_s * BYTES_PER_MB
+        state.allocation = allocation
+        rate = allocation * BYTES_PER_MB
         if state.allocation_bucket is None:
             state.allocation_bucket = TokenBucket(rate, None, now)
         else:
@@ -560,16 +567,26 @@ class QoSManager(EventEmitter):
                       {"peer_id": peer_id, "packet_loss": packet_loss})
 
 
-def _check_metric(name: str, value: float) -> None:
+def _check_metric(name: str, value: object) -> float:
+    """Return *value* as a float if it is a non-negative finite number (not a
+    bool), else raise ValueError."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{name} must be a number, not {value!r}")
     if not (value >= 0 and math.isfinite(value)):
         raise ValueError(f"{name} must be a non-negative finite number, not {value!r}")
+    return float(value)
 
 
-def _check_fraction(value: float) -> None:
-    _check_metric("packet_loss", value)
-    if value > 1:
+def _check_fraction(value: object) -> float:
+    fraction = _check_metric("packet_loss", value)
+    if fraction > 1:
         raise ValueError(
             f"packet_loss is a fraction 0..1, not {value!r} (percentages are not accepted)"
         )
+    return fraction
+
+
+def _check_depth(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"queue_depth must be a non-negative integer, not {value!r}")
+    return value

@@ -55,24 +55,42 @@ Backoff = Literal["linear", "exponential"]
 _BACKOFFS: frozenset[str] = frozenset({"linear", "exponential"})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class RetryPolicy:
-    """How many times, and how long apart, a failed message is retried."""
+    """How many times, and how long apart, a failed message is retried.
+
+    Built as ``RetryPolicy(max_retries, backoff, initial_delay, max_delay=...)``:
+    a non-negative integer, ``"linear"`` or ``"exponential"``, and delays in
+    ms (non-negative numbers); anything else raises :class:`ValueError`.
+    """
 
     max_retries: int
     backoff: Backoff
     initial_delay: float  # ms
     max_delay: float = DEFAULT_MAX_RETRY_DELAY_MS  # ms
 
-    def __post_init__(self) -> None:
-        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int):
-            raise ValueError(f"max_retries must be an integer, not {self.max_retries!r}")
-        if self.max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, not {self.max_retries!r}")
-        if self.backoff not in _BACKOFFS:
-            raise ValueError(f"backoff must be 'linear' or 'exponential', not {self.backoff!r}")
-        _check_non_negative("initial_delay", self.initial_delay)
-        _check_non_negative("max_delay", self.max_delay)
+    # (Checked before they are bound, so the parameters are ``object``:
+    # compiled by mypyc, a field's type is checked when it is set, and a
+    # float count or a text delay would raise TypeError instead of the
+    # ValueError above, and a boolean count pass as 1.)
+    def __init__(
+        self,
+        max_retries: object,
+        backoff: object,
+        initial_delay: object,
+        max_delay: object = DEFAULT_MAX_RETRY_DELAY_MS,
+    ) -> None:
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int):
+            raise ValueError(f"max_retries must be an integer, not {max_retries!r}")
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, not {max_retries!r}")
+        if not isinstance(backoff, str) or backoff not in _BACKOFFS:
+            raise ValueError(f"backoff must be 'linear' or 'exponential', not {backoff!r}")
+        set_ = object.__setattr__
+        set_(self, "max_retries", max_retries)
+        set_(self, "backoff", backoff)
+        set_(self, "initial_delay", _check_non_negative("initial_delay", initial_delay))
+        set_(self, "max_delay", _check_non_negative("max_delay", max_delay))
 
     def should_retry(self, attempt: int) -> bool:
         """Whether retry number *attempt* (counting from 1) may be made."""
@@ -91,21 +109,40 @@ class RetryPolicy:
         return min(raw, self.max_delay)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class QoSPolicy:
-    """How messages of one type are treated: class, bandwidth cap, latency goal, retries."""
+    """How messages of one type are treated: class, bandwidth cap, latency goal, retries.
+
+    Built as ``QoSPolicy(priority, max_bandwidth=None, max_latency=None,
+    retry_policy=None)``: a :class:`Priority` or its name or number, positive
+    finite numbers (MB/s, ms) or ``None``, a :class:`RetryPolicy` or ``None``;
+    anything else raises :class:`ValueError`.
+    """
 
     priority: Priority
     max_bandwidth: float | None = None  # MB/s
     max_latency: float | None = None  # ms
     retry_policy: RetryPolicy | None = field(default=None)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "priority", Priority.parse(self.priority))
-        if self.max_bandwidth is not None:
-            _check_positive("max_bandwidth", self.max_bandwidth)
-        if self.max_latency is not None:
-            _check_positive("max_latency", self.max_latency)
+    # (``object`` parameters, checked before they are bound: see RetryPolicy.)
+    def __init__(
+        self,
+        priority: object,
+        max_bandwidth: object = None,
+        max_latency: object = None,
+        retry_policy: object = None,
+    ) -> None:
+        if retry_policy is not None and not isinstance(retry_policy, RetryPolicy):
+            raise ValueError(
+                f"retry_policy must be a RetryPolicy or None, not {type(retry_policy).__name__}"
+            )
+        set_ = object.__setattr__
+        set_(self, "priority", Priority.parse(priority))
+        set_(self, "max_bandwidth",
+             None if max_bandwidth is None else _check_positive("max_bandwidth", max_bandwidth))
+        set_(self, "max_latency",
+             None if max_latency is None else _check_positive("max_latency", max_latency))
+        set_(self, "retry_policy", retry_policy)
 
     @property
     def max_bandwidth_bytes(self) -> float | None:
@@ -113,17 +150,23 @@ class QoSPolicy:
         return None if self.max_bandwidth is None else self.max_bandwidth * BYTES_PER_MB
 
 
-def _check_non_negative(name: str, value: float) -> None:
-    if not (isinstance(value, int | float) and not isinstance(value, bool)):
+def _check_non_negative(name: str, value: object) -> float:
+    """Return *value* as a float if it is a number >= 0 (not a bool), else raise ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{name} must be a number, not {value!r}")
     if not value >= 0:  # also refuses NaN
         raise ValueError(f"{name} must be >= 0, not {value!r}")
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond any float
+        raise ValueError(f"{name} is too large: {value!r}") from None
 
 
-def _check_positive(name: str, value: float) -> None:
-    _check_non_negative(name, value)
-    if value == 0 or not math.isfinite(value):
+def _check_positive(name: str, value: object) -> float:
+    number = _check_non_negative(name, value)
+    if number == 0 or not math.isfinite(number):
         raise ValueError(f"{name} must be a positive finite number, not {value!r}")
+    return number
 
 
 #: The policy of every message type that has none of its own.

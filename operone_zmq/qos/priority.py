@@ -36,8 +36,14 @@ class Priority(IntEnum):
         return self.name.lower()
 
     @classmethod
-    def parse(cls, value: str | int | Priority) -> Priority:
-        """Return the class named or numbered by *value*, or raise :class:`ValueError`."""
+    def parse(cls, value: object) -> Priority:
+        """Return the class named or numbered by *value* (a name, a number or a
+        :class:`Priority`), or raise :class:`ValueError`.
+
+        (*value* is typed ``object``: it is user or wire input, and compiled
+        by mypyc a narrower type would be checked on the call, raising
+        TypeError for a float or None instead of the ValueError above.)
+        """
         if isinstance(value, Priority):
             return value
         if isinstance(value, bool):

@@ -113,15 +113,59 @@ RECEIVE_BATCH: Mapping[Priority, int] = MappingProxyType(
 )
 
 
-@dataclass(frozen=True, slots=True)
 class Entry(Generic[T]):
-    """A queued message: the caller's item, its class, size, link and enqueue time."""
+    """A queued message: the caller's item, its class, size, link and enqueue time.
 
-    item: T
-    cls: Priority
-    size: int
-    link: str
-    enqueued_at: float
+    Read-only, compared and hashed by its fields.  (Not a frozen dataclass:
+    compiled by mypyc, a generic dataclass fails at import.)
+    """
+
+    __slots__ = ("_cls", "_enqueued_at", "_item", "_link", "_size")
+
+    def __init__(self, item: T, cls: Priority, size: int, link: str, enqueued_at: float) -> None:
+        self._item = item
+        self._cls = cls
+        self._size = size
+        self._link = link
+        self._enqueued_at = enqueued_at
+
+    @property
+    def item(self) -> T:
+        """What the caller queued."""
+        return self._item
+
+    @property
+    def cls(self) -> Priority:
+        """Its priority class."""
+        return self._cls
+
+    @property
+    def size(self) -> int:
+        """Its size in bytes."""
+        return self._size
+
+    @property
+    def link(self) -> str:
+        """The link it waits for."""
+        return self._link
+
+    @property
+    def enqueued_at(self) -> float:
+        """When it was queued (monotonic seconds)."""
+        return self._enqueued_at
+
+    def _fields(self) -> tuple[object, ...]:
+        return (self._item, self._cls, self._size, self._link, self._enqueued_at)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Entry) and self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return (f"Entry(item={self._item!r}, cls={self._cls!r}, size={self._size!r},"
+                f" link={self._link!r}, enqueued_at={self._enqueued_at!r})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +227,7 @@ class ClassScheduler(Generic[T]):
         self._max_bytes = _per_class(MAX_QUEUE_BYTES, max_queue_bytes, "max_queue_bytes")
         given = STARVATION_LIMIT if starvation_limit is None else starvation_limit
         self._limits: dict[Priority, int] = {}
-        for cls, limit in given.items():
+        for cls, limit in _items(given):
             if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
                 raise ValueError(
                     f"starvation limit of {cls!s} must be an integer >= 1, not {limit!r}"
@@ -191,7 +235,7 @@ class ClassScheduler(Generic[T]):
             self._limits[Priority.parse(cls)] = limit
         # Default rate per class (bytes/s per link; None = unlimited).
         self._rates: dict[Priority, float | None] = dict.fromkeys(PRIORITIES)
-        for cls, rate in (rates or {}).items():
+        for cls, rate in _items(rates):
             self._rates[Priority.parse(cls)] = _check_rate(rate)
         # Default burst per class (bytes; None = the bucket's default for its rate).
         self._bursts: dict[Priority, float | None] = dict.fromkeys(PRIORITIES)
@@ -203,9 +247,14 @@ class ClassScheduler(Generic[T]):
 
     # ------------------------------------------------------------------ input
     def push(
-        self, cls: Priority | str | int, item: T, size: int, now: float, *, link: str = ""
+        self, cls: Priority | str | int, item: T, size: object, now: float, *, link: str = ""
     ) -> bool:
-        """Queue *item* of *size* bytes for *link* in class *cls*; False when the class is full."""
+        """Queue *item* of *size* bytes for *link* in class *cls*; False when the class is full.
+
+        *size* must be a non-negative integer (``object``, checked here:
+        compiled by mypyc, an ``int`` parameter would take a boolean as 1 and
+        refuse a float with TypeError instead of ValueError).
+        """
         cls = Priority.parse(cls)
         if isinstance(size, bool) or not isinstance(size, int) or size < 0:
             raise ValueError(f"size must be a non-negative integer of bytes, not {size!r}")
@@ -231,7 +280,7 @@ class ClassScheduler(Generic[T]):
         return True
 
     def put(
-        self, cls: Priority | str | int, item: T, size: int, now: float, *, link: str = ""
+        self, cls: Priority | str | int, item: T, size: object, now: float, *, link: str = ""
     ) -> None:
         """Queue like :meth:`push`, raising :class:`Overloaded` when the class is full."""
         cls = Priority.parse(cls)
@@ -299,7 +348,7 @@ class ClassScheduler(Generic[T]):
     def set_rate(
         self,
         cls: Priority | str | int,
-        rate: float | None,
+        rate: object,
         now: float,
         *,
         link: str | None = None,
@@ -309,25 +358,27 @@ class ClassScheduler(Generic[T]):
 
         Without *link* this is the class default, applied to every link that
         has no rate of its own.  Without *burst* the bucket's default burst
-        for the rate is used.
+        for the rate is used.  A rate that is not a positive number, None or
+        0 raises ValueError (*rate* is an ``object`` checked here: see
+        :func:`_items`).
         """
         cls = Priority.parse(cls)
-        rate = _check_rate(rate)
+        checked = _check_rate(rate)
         if link is None:
-            self._rates[cls] = rate
+            self._rates[cls] = checked
             self._bursts[cls] = burst
             keys = [k for k in self._buckets if k[1] == cls and k not in self._link_rates]
         else:
-            self._link_rates[(link, cls)] = (rate, burst)
+            self._link_rates[(link, cls)] = (checked, burst)
             keys = [(link, cls)] if (link, cls) in self._buckets else []
         for key in keys:
             bucket = self._buckets[key]
-            if rate is None:
+            if checked is None:
                 self._buckets[key] = None
             elif bucket is None:
-                self._buckets[key] = TokenBucket(rate, burst, now)
+                self._buckets[key] = TokenBucket(checked, burst, now)
             else:
-                bucket.set_rate(rate, now, burst)
+                bucket.set_rate(checked, now, burst)
 
     def rate(self, cls: Priority | str | int, *, link: str | None = None) -> float | None:
         """Return the rate in bytes/s of *cls* for *link* (or the class default)."""
@@ -434,16 +485,30 @@ def _per_class(
     defaults: Mapping[Priority, int], given: Mapping[Priority, int] | None, name: str
 ) -> dict[Priority, int]:
     values = dict(defaults)
-    for cls, value in (given or {}).items():
+    for cls, value in _items(given):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} of {cls!s} must be a positive integer, not {value!r}")
         values[Priority.parse(cls)] = value
     return values
 
 
-def _check_rate(rate: float | None) -> float | None:
-    if rate is None or rate == 0:
+def _items(given: Mapping[Priority, object] | None) -> list[tuple[object, object]]:
+    """The (class, value) pairs of a per-class mapping, as objects until the
+    caller parses the class and checks the value.
+
+    (Compiled by mypyc, a pair unpacked from ``Mapping[Priority, int]`` is
+    checked against that type: a class given by its name, or a float bound,
+    would raise TypeError instead of the ValueError of the check, and a
+    boolean bound pass as 1.)
+    """
+    return list((given or {}).items())
+
+
+def _check_rate(rate: object) -> float | None:
+    """Return a rate in bytes/s as a float, or None (unlimited) for None or 0."""
+    if rate is None or (type(rate) is not bool and rate == 0):
         return None
-    if not (rate > 0 and math.isfinite(rate)):
+    if (isinstance(rate, bool) or not isinstance(rate, int | float)
+            or not (rate > 0 and math.isfinite(rate))):
         raise ValueError(f"rate must be a positive number of bytes/s or None, not {rate!r}")
     return float(rate)

@@ -84,12 +84,24 @@ class Event(NamedTuple):
     data: dict[str, Any]
 
 
-class ListenerError(NamedTuple):
-    """A callback that raised while an event was emitted."""
+class ListenerError:
+    """A callback that raised while an event was emitted: ``event``, ``callback``, ``error``.
 
-    event: str
-    callback: Callback
-    error: BaseException
+    (A plain class, not a NamedTuple or a dataclass: compiled by mypyc, a
+    class whose annotations are kept at run time fails at import with a
+    KeyError when one names a builtin class such as ``BaseException``.)
+    """
+
+    __slots__ = ("callback", "error", "event")
+
+    def __init__(self, event: str, callback: Callback, error: BaseException) -> None:
+        self.event = event
+        self.callback = callback
+        self.error = error
+
+    def __repr__(self) -> str:
+        return (f"ListenerError(event={self.event!r}, callback={self.callback!r},"
+                f" error={self.error!r})")
 
 
 class EventEmitter:

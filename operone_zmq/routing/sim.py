@@ -371,10 +371,26 @@ class Simulator:
             self._link_up(a, b, self.rng.uniform(*delay))
 
     @classmethod
-    def random(cls, n: int, degree: float = 4.0, *, seed: int = 0, **kwargs: Any) -> Simulator:
-        """Build a simulator over :func:`random_topology` ``(n, degree, seed)``."""
+    def random(
+        cls,
+        n: int,
+        degree: float = 4.0,
+        *,
+        seed: int = 0,
+        delay: tuple[float, float] = DEFAULT_DELAY,
+        pacing: float = DEFAULT_PACING,
+        detect_delay: float = 0.0,
+        max_age: float = DEFAULT_MAX_AGE,
+        wall_clock: Callable[[], float] | None = None,
+    ) -> Simulator:
+        """Build a simulator over :func:`random_topology` ``(n, degree, seed)``.
+
+        The keywords are :class:`Simulator`'s, spelled out (mypyc cannot build
+        a classmethod taking ``**kwargs`` after keyword-only arguments).
+        """
         nodes, edges = random_topology(n, degree, seed=seed)
-        return cls(nodes, edges, seed=seed, **kwargs)
+        return cls(nodes, edges, seed=seed, delay=delay, pacing=pacing,
+                   detect_delay=detect_delay, max_age=max_age, wall_clock=wall_clock)
 
     # ------------------------------------------------------------ plumbing
     def _push(self, at: float, kind: int, a: Any, b: Any = None, c: Any = None) -> None:

@@ -60,7 +60,9 @@ def test_the_compiled_build_compiles_what_setup_py_names() -> None:
     # ... and they are what is imported (an extension is taken before a .py).
     from operone_zmq.core import broker
     from operone_zmq.protocol import codec
-    for mod in (broker, codec, sys.modules["operone_zmq.errors"]):
+    from operone_zmq.qos import bucket
+    from operone_zmq.routing import dijkstra
+    for mod in (broker, codec, dijkstra, bucket, sys.modules["operone_zmq.errors"]):
         assert not mod.__file__ or not mod.__file__.endswith(".py"), mod.__file__
 
 

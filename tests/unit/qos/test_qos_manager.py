@@ -181,7 +181,7 @@ def test_policy_count_is_bounded(qm: QoSManager) -> None:
 
 def test_policy_parses_priority_names() -> None:
     """A policy given a priority name stores the class."""
-    assert QoSPolicy(priority="high").priority is Priority.HIGH  # type: ignore[arg-type]
+    assert QoSPolicy(priority="high").priority is Priority.HIGH
 
 
 @pytest.mark.parametrize(

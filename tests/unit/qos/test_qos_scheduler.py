@@ -68,6 +68,11 @@ def test_pop_entry_carries_class_link_size_and_time() -> None:
     s.push("high", b"frames", 6, 12.5, link="node-b")
     e = s.pop_entry(13.0)
     assert e == Entry(item=b"frames", cls=H, size=6, link="node-b", enqueued_at=12.5)
+    assert e is not None and e.size == 6 and hash(e) == hash(Entry(b"frames", H, 6, "node-b", 12.5))
+    assert e != Entry(b"frames", H, 7, "node-b", 12.5)
+    assert repr(e).startswith("Entry(item=b'frames', cls=<Priority.HIGH: 1>, size=6")
+    with pytest.raises(AttributeError):
+        e.size = 7  # type: ignore[misc]
 
 
 def test_class_names_and_numbers_are_accepted() -> None:
