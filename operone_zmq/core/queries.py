@@ -21,6 +21,7 @@ Rules:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ..errors import BadRequest
@@ -46,6 +47,12 @@ MAX_JOBS_LIMIT = 500
 #: it can also query (peers, topology, partitions, QoS).  Broadcast
 #: contents (``message``), other keys' jobs (``job:*``), ``security:*`` and
 #: ``lsa:*`` are an operator's.
+#: The largest sending budget QUERY qos ``allocate`` takes, in MB/s (a
+#: petabyte per second): above it the budget is no limit at all, and its
+#: rate in bytes per second would overflow to infinity; so it is refused as
+#: the mistake it is (to remove a budget, allocate 0).
+MAX_ALLOCATION_MB_S = 1e9
+
 PUBLIC_EVENT_PREFIXES = ("peer:", "topology:", "partition:", "qos:")
 
 
@@ -205,8 +212,8 @@ class Queries:
             if not isinstance(peer, str):
                 return {"error": "qos needs args.peer"}
             alloc = q.args.get("allocate")
-            if isinstance(alloc, int | float) and not isinstance(alloc, bool):
-                self._links.allocate_bandwidth(peer, float(alloc) if alloc > 0 else None)
+            if alloc is not None:
+                self._links.allocate_bandwidth(peer, _allocation(alloc))
             return self._links.qos_metrics(peer) or {"peer": peer, "error": "no such peer link"}
         if what == "cancel":
             jid = q.args.get("job")
@@ -231,3 +238,14 @@ class Queries:
             self._ctx.actions.append(("dial", node, host, port))
             return {"node": node, "status": "dialling"}
         return None
+
+
+def _allocation(value: object) -> float | None:
+    """QUERY qos ``allocate``: a budget in MB/s (> 0), or None to remove it
+    (<= 0); BadRequest for anything else."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadRequest(f"qos allocate must be a number of MB/s, not {value!r}")
+    if not math.isfinite(value) or value > MAX_ALLOCATION_MB_S:
+        raise BadRequest(f"qos allocate must be a finite number of MB/s up to"
+                         f" {MAX_ALLOCATION_MB_S:g}, not {value!r} (0 removes the budget)")
+    return float(value) if value > 0 else None

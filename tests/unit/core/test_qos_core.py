@@ -103,3 +103,26 @@ def test_a_tiny_allocation_reset_releases_what_waits_at_once() -> None:
     m.nodes["a"].allocate_bandwidth("b", None)
     elapsed = drain(m, held, step=0.05, limit=5.0)
     assert elapsed < 1.0
+
+
+def test_a_bad_allocation_in_a_qos_query_is_an_error_reply() -> None:
+    """QUERY qos with ``allocate`` infinite, NaN, so big that its rate
+    overflows, or not a number: an ERROR naming what is wrong, and the link's
+    budget is left as it was (infinity escaped the query handler as a
+    ValueError, so no reply came at all; NaN removed the budget; a text was
+    ignored)."""
+    from operone_zmq.errors import BadRequest
+
+    m = pair()
+    m.nodes["a"].allocate_bandwidth("b", 2.0)
+    client = m.client("a")
+    for bad in (float("inf"), float("nan"), 1e308, "5", True, [1]):
+        qid, frames = client.query("qos", {"peer": "b", "allocate": bad})
+        m.send_client("a", frames)
+        m.run()
+        reply = m.replies("a").get(qid)
+        assert isinstance(reply, BadRequest), (bad, reply)
+        assert "allocat" in str(reply)
+    metrics = m.nodes["a"].qos_metrics("b")
+    assert metrics is not None
+    assert metrics["allocation_mb_s"] == 2.0
