@@ -61,7 +61,7 @@ def log_path(home: Home) -> Path:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (and is not a zombie we could reap)."""
+    """Whether process ``pid`` exists and has not exited (a zombie has)."""
     if pid <= 0:
         return False
     if sys.platform == "win32":  # pragma: no cover - Windows
@@ -84,7 +84,21 @@ def pid_alive(pid: int) -> bool:
         done, _ = os.waitpid(pid, os.WNOHANG)  # our own child that exited: reap it
         if done == pid:
             return False
-    return True
+    # Someone else's child that exited and is not reaped yet (a detached
+    # node is init's, which may take seconds to reap it): it is gone.
+    return _proc_state(pid) not in ("Z", "X")
+
+
+def _proc_state(pid: int) -> str | None:
+    """The state letter of ``pid`` from /proc (Linux), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # "pid (comm) S ...": comm may hold spaces and parentheses.
+    rest = stat.rpartition(b")")[2].split()
+    return rest[0].decode("ascii", "replace") if rest else None
 
 
 def write_pid_file(home: Home, info: dict[str, Any]) -> None:

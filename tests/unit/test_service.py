@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 from operone_zmq.config import Home
 from operone_zmq.service import (
@@ -48,3 +51,38 @@ def test_a_pid_file_of_a_dead_process_is_stale(tmp_path: Path) -> None:
     assert (tmp_path / "run" / "node.pid").exists()
     remove_pid_file(home, p.pid)
     assert not (tmp_path / "run" / "node.pid").exists()
+
+
+def test_an_exited_process_that_its_parent_has_not_reaped_is_not_alive() -> None:
+    """``node stop`` waits for the node's PID to go: a detached node is
+    someone else's child (init's, which may reap it seconds later, more
+    under load), and its zombie is a process that has exited."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("reads /proc")
+    # A parent that never reaps its child, which exits at once.
+    parent = subprocess.Popen(
+        [sys.executable, "-c",
+         "import os, sys, time\n"
+         "pid = os.fork()\n"
+         "if pid == 0:\n    os._exit(0)\n"
+         "print(pid, flush=True)\n"
+         "time.sleep(60)\n"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        state = ""
+        for _ in range(500):  # until it has exited (a zombie)
+            with open(f"/proc/{child}/stat") as f:
+                state = f.read().rpartition(")")[2].split()[0]
+            if state == "Z":
+                break
+            time.sleep(0.01)
+        assert state == "Z"
+        assert not pid_alive(child)
+        assert pid_alive(parent.pid)
+    finally:
+        parent.kill()
+        parent.wait(30)
+        if parent.stdout is not None:
+            parent.stdout.close()
