@@ -17,16 +17,15 @@ from setuptools import setup
 #: 0.72x); and the pump, which reads and writes every message of every
 #: process (measured with scripts/bench.py --quick foundation, five runs
 #: alternated: broker CPU per job 0.95x -> 0.81x raw's, worker 1.00x -> 0.86x,
-#: against the cores alone).  And the asyncio side of the three processes
-#: every job passes, client, broker and worker (aio/client.py, broker.py,
-#: worker.py; their futures and async generators, which mypyc cannot
-#: compile, are in aio/futures.py): CPU per job at 100 in flight 1.31x ->
-#: 1.18x raw's in the client, 0.84x -> 0.76x in the broker, 0.61x -> 0.57x
-#: in the worker (four runs alternated against the set above).  And the
-#: mesh's routing (routing/: link-state database, Dijkstra, damping, which
-#: every relayed hop and every LSA goes through) and QoS (qos/: the token
-#: buckets, link metrics and policies every message sent to a peer is
-#: charged to).
+#: against the cores alone).  And the asyncio side of the client, broker
+#: and worker (aio/client.py, broker.py, worker.py; the futures and async
+#: generators mypyc cannot compile are in aio/futures.py), the mesh's
+#: routing (routing/: link state, Dijkstra, damping) and QoS (qos/: token
+#: buckets, link metrics): measured with scripts/bench.py --quick mesh, four
+#: runs alternated against the set above on an idle machine, the CPU each
+#: relayed hop adds went 71 -> 57 us per job (0.74x -> 0.59x the raw relay's)
+#: and the p50 it adds 655 -> 583 us; on one hop (--quick foundation) the
+#: CPU per job did not change beyond the noise.
 COMPILED = [
     "operone_zmq/core/",
     "operone_zmq/protocol/",
