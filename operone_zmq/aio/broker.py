@@ -8,7 +8,10 @@ core's; this module only reads, writes and keeps time.  The sockets of the
 links this broker dials (incarnations, monitors, re-dials) are
 :class:`~operone_zmq.aio.dialler.Dialler`'s; reading and writing all
 sockets is :class:`~operone_zmq.aio.pump.Pump`'s; who may link to it and what a
-client key may do, :class:`~operone_zmq.aio.authority.Authority`'s.
+client key may do, :class:`~operone_zmq.aio.authority.Authority`'s; telling
+the core's events to listeners, the log and the futures waiting on links and
+routes, :class:`~operone_zmq.aio.mesh_events.MeshEvents`'; linking to the
+brokers zeroconf finds, :class:`~operone_zmq.aio.discovered.DiscoveredPeers`'.
 """
 
 from __future__ import annotations
@@ -26,17 +29,18 @@ import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
 from ..core.broker import CLASS_NAMES, WORKERS, BrokerCore, BrokerLimits
-from ..errors import ConfigError, NoRoute, OperoneError, Refused
+from ..errors import ConfigError, NoRoute, OperoneError
 from ..protocol.batch import MIN_SIZE_TO_BATCH, is_batch
 from ..protocol.frame import Frame
 from ..protocol.signature import Signer
-from ..routing.events import EventEmitter
 from ..tools import ToolRegistry
 from .authority import Authority, KeyChecker
 from .dialler import Dialler
+from .discovered import DiscoveredPeers
 from .fdlimit import ensure_fd_budget
 from .inproc import InprocTools
 from .legacy import LegacyHost, LegacyRunner
+from .mesh_events import MeshEvents
 from .pump import Pump
 from .sockets import CurveKeys, SocketLimits, make_socket
 
@@ -47,10 +51,6 @@ log = structlog.get_logger("operone.broker")
 #: The ZAP domain our CurveZMQ servers announce and our authenticator serves.
 ZAP_DOMAIN = "operone"
 
-
-#: Seconds between checks whether a discovered broker's key was accepted
-#: since (then it is linked without a restart).
-DISCOVERY_RECHECK = 2.0
 
 #: Peer link establishment must finish within this many seconds for
 #: connect_to_peer() to succeed (the link keeps retrying in the background).
@@ -76,16 +76,6 @@ class PeerAddress:
                 f"peer {text!r} must be NODE@HOST:PORT (NODE is the peer's node id; its key"
                 " must be trusted here under that name: operone keys accept NODE KEYFILE)")
         return cls(node, host.strip("[]"), int(port))
-
-
-#: Fields of a partition event worth a log line: who is lost or back, and
-#: since when (the components, which can list every node, are left out).
-_PARTITION_LOG_FIELDS = ("partitions", "new", "unreachable", "rejoined", "forgotten",
-                         "down_since")
-
-
-def _partition_fields(payload: dict[str, Any]) -> dict[str, Any]:
-    return {k: payload[k] for k in _PARTITION_LOG_FIELDS if k in payload}
 
 
 def _bind_private(sock: zmq.Socket[bytes], endpoint: str) -> None:
@@ -130,10 +120,6 @@ class Broker:
         self.name = name or node_id
         self.cluster = cluster
         self._peers = list(peers or [])
-        self.events = EventEmitter()
-        self._connect_waiters: dict[str, list[asyncio.Future[None]]] = {}
-        # wait_routable(): node -> futures resolved once a route to it exists.
-        self._routable_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._self_client: Any = None
         self._discover = discover
         self._inproc: InprocTools | None = None
@@ -141,10 +127,6 @@ class Broker:
         self._inproc_registry: ToolRegistry | None = None
         self._legacy_hosts = list(legacy_hosts or [])
         self._legacy: LegacyRunner | None = None
-        self._discovery: Any = None
-        self._discovery_recheck: asyncio.Task[None] | None = None
-        #: Peers linked because discovery found them (not configured ones).
-        self._discovered: set[str] = set()
         self.host = host
         self.base_port = base_port
         self.worker_endpoint = worker_endpoint
@@ -170,6 +152,14 @@ class Broker:
         self._log = log.bind(node=node_id)
         self._dialler = Dialler(node_id, keys, trust, self._socket_limits,
                                 changed=self._dialled, emit=self._emit_events, log=self._log)
+        self._mesh_events = MeshEvents(self._log, redial_soon=self._dialler.redial_soon,
+                                       stale_refusal=self._dialler.predates_incarnations)
+        #: The listeners of :meth:`on`.
+        self.events = self._mesh_events.emitter
+        self._discovery = DiscoveredPeers(
+            node_id, cluster=cluster, host=host, port=base_port,
+            public_key=keys.public.decode("ascii"), name=self.name, trust=trust,
+            dialler=self._dialler, report=self._report, log=self._log)
 
     # ------------------------------------------------------------ lifecycle
     @property
@@ -240,7 +230,7 @@ class Broker:
                 self.core.add_legacy_host(lh.name, lh.max_concurrency)
             self._after_run(time.monotonic())
         if self._discover:
-            await self._start_discovery()
+            await self._discovery.start(self.core)
 
     async def stop(self) -> None:
         """Answer every job in progress, tell workers, close everything.
@@ -252,15 +242,7 @@ class Broker:
             with contextlib.suppress(Exception):
                 await self._self_client.close()
             self._self_client = None
-        if self._discovery_recheck is not None:
-            self._discovery_recheck.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._discovery_recheck
-            self._discovery_recheck = None
-        if self._discovery is not None:
-            with contextlib.suppress(Exception):
-                await self._discovery.stop()
-            self._discovery = None
+        await self._discovery.stop()
         if self._legacy is not None:
             with contextlib.suppress(Exception):
                 await self._legacy.close()
@@ -271,12 +253,7 @@ class Broker:
         self.core.shutdown()
         self._flush(time.monotonic())
         self._pump = None
-        for waiters in [*self._connect_waiters.values(), *self._routable_waiters.values()]:
-            for f in waiters:
-                if not f.done():
-                    f.set_exception(NoRoute("the broker stopped"))
-        self._connect_waiters.clear()
-        self._routable_waiters.clear()
+        self._mesh_events.fail_waiters("the broker stopped")
         self._dialler.stop()
         if self._timer is not None:
             self._timer.cancel()
@@ -440,71 +417,38 @@ class Broker:
         ``topology:updated``, ``partition:detected``, ``partition:rejoined``,
         ``partition:healed``, ``partition:forgotten``, ``job:rerouted``,
         ``peer:refused``."""
-        return self.events.on(event, callback)
+        return self._mesh_events.on(event, callback)
 
     def _emit_events(self) -> None:
-        if self._routable_waiters:
-            self._wake_routable()
-        if self.core.actions:
-            actions, self.core.actions = self.core.actions, []
+        """Carry out the core's actions, then deliver its events."""
+        core = self.core
+        self._mesh_events.wake_routable(self.is_routable)
+        if core.actions:
+            actions, core.actions = core.actions, []
             for act in actions:
                 if act[0] == "dial":
                     try:
                         self._dialler.dial(act[1], act[2], act[3], None, None)
                     except (OperoneError, RuntimeError) as exc:
                         self._log.error("dial_failed", peer=act[1], error=str(exc))
-                        self.core.events.append(("peer:refused",
-                                                 {"node": act[1], "reason": str(exc)}))
+                        core.events.append(("peer:refused",
+                                            {"node": act[1], "reason": str(exc)}))
                 elif act[0] == "ssh" and self._legacy is not None:
                     self._legacy.start(act[1], act[2], act[3], act[4], act[5],
                                        self._legacy_done)
                 elif act[0] == "ssh-cancel" and self._legacy is not None:
                     self._legacy.cancel(act[2])
-        evs = self.core.events
+        evs = core.events
         if not evs:
             return
-        self.core.events = []
-        self.core.log_events(evs)
-        for name, payload in evs:
-            if name == "message":
-                self._log.info("broadcast_received", src=payload.get("src"),
-                               via=payload.get("via"))
-            if name == "peer:connected":
-                self._log.info("peer_connected", peer=payload["node"])
-                for f in self._connect_waiters.pop(payload["node"], []):
-                    if not f.done():
-                        f.set_result(None)
-            elif name == "peer:disconnected":
-                self._log.info("peer_disconnected", peer=payload["node"],
-                               reason=payload.get("reason"))
-                # Its connections may be stalled (a partition) with TCP's
-                # retransmission waits grown long: dial afresh.
-                self._dialler.redial_soon(payload["node"])
-                self.events.emit(name, payload["node"])
-                continue
-            elif name == "peer:refused":
-                if self._dialler.predates_incarnations(payload["node"], payload["reason"]):
-                    continue
-                self._log.warning("peer_refused", peer=payload["node"],
-                                  reason=payload["reason"])
-                for f in self._connect_waiters.pop(payload["node"], []):
-                    if not f.done():
-                        f.set_exception(Refused(f"peer '{payload['node']}' refused the link:"
-                                                f" {payload['reason']}"))
-            elif name == "qos:violation":
-                log = (self._log.warning if payload.get("state") == "violated"
-                       else self._log.info)
-                log("qos_violation" if payload.get("state") == "violated"
-                    else "qos_recovered", **payload)
-            elif name == "peer:restarted":
-                self._log.info("peer_restarted", peer=payload["node"])
-            elif name.startswith("partition:"):
-                # Names the nodes (unreachable, new, rejoined, forgotten) and
-                # since when: an operator must see a lost part of the mesh.
-                self._log.warning(name.replace(":", "_"), **_partition_fields(payload))
-            elif name == "job:rerouted":
-                self._log.info("job_rerouted", **payload)
-            self.events.emit(name, payload)
+        core.events = []
+        core.log_events(evs)
+        self._mesh_events.deliver(evs)
+
+    def _report(self, name: str, payload: dict[str, Any]) -> None:
+        """An event of the shell's own (discovery): logged and delivered as the core's."""
+        self.core.events.append((name, payload))
+        self._emit_events()
 
     def _dialled(self) -> None:
         """A dial was made: its HELLO out now, and the timer for its wait."""
@@ -522,18 +466,19 @@ class Broker:
         with backoff) until :meth:`disconnect_peer`."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        fut: asyncio.Future[None] = loop.create_future()
-        self._connect_waiters.setdefault(node_id, []).append(fut)
+        fut = self._mesh_events.expect_link(node_id)
         self._dialler.dial(node_id, host, port, token, public_key)
         link = self.core.links.get(node_id)
-        if link is None or not link.up:
-            try:
+        try:
+            if link is None or not link.up:
                 await asyncio.wait_for(fut, timeout)
-            except TimeoutError:
-                link = self.core.links.get(node_id)
-                why = link.last_error if link is not None and link.last_error else "no answer"
-                raise NoRoute(f"could not link to '{node_id}' at {host}:{port} within"
-                              f" {timeout:g} s: {why}") from None
+        except TimeoutError:
+            link = self.core.links.get(node_id)
+            why = link.last_error if link is not None and link.last_error else "no answer"
+            raise NoRoute(f"could not link to '{node_id}' at {host}:{port} within"
+                          f" {timeout:g} s: {why}") from None
+        finally:
+            self._mesh_events.forget_link_waiter(node_id, fut)
         await self.wait_routable(node_id, max(0.0, deadline - loop.time()))
 
     def is_routable(self, node_id: str) -> bool:
@@ -549,31 +494,14 @@ class Broker:
         broker stops."""
         if self._pump is None:
             raise NoRoute("the broker is not started")
-        if self.is_routable(node_id):
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        waiters = self._routable_waiters.setdefault(node_id, [])
-        waiters.append(fut)
-        try:
-            await asyncio.wait_for(fut, timeout)
-        except TimeoutError:
-            known = self.core.lsdb.knows(node_id)
-            raise NoRoute(f"node '{node_id}' is not routable from '{self.node_id}' within"
-                          f" {timeout:g} s" + (" (it is known but unreachable)" if known
-                                               else " (no LSA of it has arrived)")) from None
-        finally:
-            if fut in waiters:
-                waiters.remove(fut)
-            if not waiters and self._routable_waiters.get(node_id) is waiters:
-                del self._routable_waiters[node_id]
+        await self._mesh_events.until_routable(node_id, timeout, self.is_routable,
+                                               self._why_unroutable)
 
-    def _wake_routable(self) -> None:
-        """Resolve wait_routable() futures whose node has become routable
-        (called after every batch of work, so at most one check per waiting node)."""
-        for node in [n for n in self._routable_waiters if self.is_routable(n)]:
-            for f in self._routable_waiters.pop(node):
-                if not f.done():
-                    f.set_result(None)
+    def _why_unroutable(self, node_id: str, timeout: float) -> str:
+        known = self.core.lsdb.knows(node_id)
+        return (f"node '{node_id}' is not routable from '{self.node_id}' within {timeout:g} s"
+                + (" (it is known but unreachable)" if known
+                   else " (no LSA of it has arrived)"))
 
     async def disconnect_peer(self, node_id: str) -> bool:
         """Close and forget the link to ``node_id``."""
@@ -618,80 +546,9 @@ class Broker:
         self._after_run(now)
 
     # ------------------------------------------------------------ discovery
-    async def _start_discovery(self) -> None:
-        from .discovery import Discovery
-
-        if self.host in ("127.0.0.1", "::1", "localhost"):
-            self._log.warning("discovery_on_loopback",
-                              hint="the broker binds loopback only; set node.host to an"
-                                   " interface address or 0.0.0.0 for other PCs to link")
-        d = Discovery(self.node_id, cluster=self.cluster, port=self.base_port,
-                      public_key=self._keys.public.decode("ascii"), name=self.name,
-                      bind_host=self.host, on_found=self._on_discovered,
-                      on_lost=self._on_discovery_lost)
-        await d.start()
-        self._discovery = d
-        self._discovery_recheck = asyncio.get_running_loop().create_task(
-            self._recheck_discovered())
-        self._log.info("discovery_started", addresses=list(d.advertised_addresses))
-
-    def _on_discovered(self, peer: Any) -> None:
-        """zeroconf found a broker of our cluster: link to it when its key is
-        trusted under its node id; otherwise list it as pending."""
-        key = peer.public_key.encode("ascii")
-        if self._trust.name_of(key) == peer.node:
-            link = self.core.links.get(peer.node)
-            if link is not None and link.up:
-                return
-            # Both sides see each other: the smaller id dials (one link, not two).
-            if self.node_id < peer.node or peer.node not in self.core.links:
-                self._log.info("discovered_peer", peer=peer.node, address=peer.address)
-                self._discovered.add(peer.node)
-                try:
-                    self._dialler.dial(peer.node, peer.host, peer.port, None, key)
-                except (OperoneError, RuntimeError) as err:
-                    self._log.warning("discovered_dial_failed", peer=peer.node, error=str(err))
-        else:
-            try:
-                self._trust.add_pending(peer.node, key,
-                                        source=f"discovered at {peer.host}:{peer.port}")
-                self._log.info("discovered_untrusted", peer=peer.node, address=peer.address,
-                               hint=f"operone keys accept {peer.node}")
-            except OperoneError as exc:
-                self._log.warning("discovery_pending_refused", peer=peer.node, error=str(exc))
-            self.core.events.append(("discovery:pending", {"node": peer.node,
-                                                           "address": peer.address}))
-            self._emit_events()
-
-    async def _recheck_discovered(self) -> None:
-        """Link to discovered brokers whose key an operator accepted since
-        (``operone keys accept NODE``): no restart needed."""
-        while True:
-            await asyncio.sleep(DISCOVERY_RECHECK)
-            d = self._discovery
-            if d is None:
-                return
-            for peer in d.peers():
-                try:
-                    trusted = self._trust.name_of(peer.public_key.encode("ascii")) == peer.node
-                    if trusted and peer.node not in self.core.links:
-                        self._on_discovered(peer)
-                except Exception as exc:  # one odd record must not end the rechecks
-                    self._log.warning("discovery_recheck_failed", peer=peer.node,
-                                      error=str(exc))
-
-    def _on_discovery_lost(self, node: str) -> None:
-        self._log.info("discovery_lost", peer=node)
-        self.core.events.append(("discovery:lost", {"node": node}))
-        self._emit_events()
-
     def discovered_peers(self) -> list[dict[str, Any]]:
         """What zeroconf currently sees (empty when discovery is off)."""
-        if self._discovery is None:
-            return []
-        return [{"node": p.node, "address": p.address, "fingerprint": p.fingerprint,
-                 "trusted": self._trust.name_of(p.public_key.encode("ascii")) == p.node}
-                for p in self._discovery.peers()]
+        return self._discovery.peers()
 
     def get_connected_peers(self) -> list[dict[str, Any]]:
         """Neighbours whose link is up (the original's getConnectedPeers)."""
