@@ -51,6 +51,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import heapq
 import time
 from collections import deque
 from collections.abc import Callable
@@ -158,8 +159,15 @@ class Pump:
         self._pending: list[deque[list[Frame]]] = []
         self._with_uid: list[bool] = []
         self._drop_full: list[bool] = []
-        #: monitor reader index -> the index of the socket it watches.
+        #: monitor reader index -> the index of the socket it watches, and back.
         self._monitor_of: dict[int, int] = {}
+        self._watched_by: dict[int, int] = {}
+        #: Indexes of removed sockets, smallest first: the next add takes one
+        #: (a neighbour re-dialled every second for a week must not leave a
+        #: million dead slots behind, each looked at by :meth:`drain`).
+        self._free: list[int] = []
+        #: Sockets with messages waiting in their backlog (retried each run).
+        self._backlogged: set[int] = set()
         #: Sockets to look at in the next run (signalled, or sent on).
         self._ready: set[int] = set()
         #: Of those, the ones whose FD was signalled: their first read goes
@@ -191,12 +199,19 @@ class Pump:
         counted, never queued: queued, it would hold back every message behind
         it on this socket, to every other client."""
         fd = int(sock.getsockopt(zmq.FD))
-        idx = len(self.sockets)
-        self.sockets.append(sock)
-        self._fds.append(fd)
-        self._pending.append(deque())
-        self._with_uid.append(with_user_id)
-        self._drop_full.append(drop_full)
+        if self._free:
+            idx = heapq.heappop(self._free)
+            self.sockets[idx] = sock
+            self._fds[idx] = fd
+            self._with_uid[idx] = with_user_id
+            self._drop_full[idx] = drop_full
+        else:
+            idx = len(self.sockets)
+            self.sockets.append(sock)
+            self._fds.append(fd)
+            self._pending.append(deque())
+            self._with_uid.append(with_user_id)
+            self._drop_full.append(drop_full)
         self._loop.add_reader(fd, self._on_fd, idx)
         self._signal(idx)
         return idx
@@ -212,6 +227,7 @@ class Pump:
         mon = s.get_monitor_socket(events)
         midx = self.add(mon)
         self._monitor_of[midx] = idx
+        self._watched_by[idx] = midx
         return midx
 
     def replace(self, idx: int, sock: zmq.Socket[bytes]) -> None:
@@ -224,19 +240,25 @@ class Pump:
         self.sockets[idx] = sock
         self._fds[idx] = fd
         self._pending[idx].clear()
+        self._backlogged.discard(idx)
         self._signalled.discard(idx)
         self._loop.add_reader(fd, self._on_fd, idx)
         self._signal(idx)
 
     def remove(self, idx: int) -> None:
-        """Stop serving the socket at ``idx`` and close it (its index stays
-        taken, so other indices do not move)."""
+        """Stop serving the socket at ``idx`` and close it.  Other indexes
+        do not move; a later :meth:`add` may be given ``idx`` again."""
         s = self.sockets[idx]
         if s is None:
             return
-        watched = self._monitor_of.pop(idx, None)
-        if watched is not None and (w := self.sockets[watched]) is not None:
-            _stop_monitor(w)  # before its reader goes
+        watched = self._monitor_of.pop(idx, None)  # idx is a monitor's reader
+        if watched is not None:
+            del self._watched_by[watched]
+            if (w := self.sockets[watched]) is not None:
+                _stop_monitor(w)  # before its reader goes
+        monitor = self._watched_by.pop(idx, None)  # idx is watched: _close stops it
+        if monitor is not None:
+            del self._monitor_of[monitor]
         try:
             self._loop.remove_reader(self._fds[idx])
         except Exception:
@@ -244,8 +266,10 @@ class Pump:
         _close(s)
         self.sockets[idx] = None
         self._pending[idx].clear()
+        self._backlogged.discard(idx)
         self._ready.discard(idx)
         self._signalled.discard(idx)
+        heapq.heappush(self._free, idx)
 
     def close(self) -> None:
         """Stop serving and close every socket (LINGER as set, normally 0)."""
@@ -331,8 +355,8 @@ class Pump:
                 log.exception("after_run_failed")
             if self.closed:  # the owner may have closed us in after_run
                 return
-        for idx, q in enumerate(self._pending):
-            if q:
+        if self._backlogged:
+            for idx in sorted(self._backlogged):
                 self._retry(idx, now)
         # Sends may have eaten the edge of a socket's FD: look again.
         touched, self._ready = self._ready, set()
@@ -493,6 +517,7 @@ class Pump:
                 self._full(idx, frames, now)
             else:
                 q.append(frames)
+                self._backlogged.add(idx)
             if alone:  # the run retries the backlog and checks EVENTS
                 self._ready.add(idx)
                 self._wake()
@@ -523,6 +548,7 @@ class Pump:
         q = self._pending[idx]
         if s is None:
             q.clear()
+            self._backlogged.discard(idx)
             return
         self._ready.add(idx)
         while q:
@@ -543,6 +569,7 @@ class Pump:
                     self.dropped += 1
                 continue
             q.popleft()
+        self._backlogged.discard(idx)
 
     def pending(self, idx: int) -> int:
         """Messages waiting to be sent on socket ``idx``."""

@@ -15,10 +15,12 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from typing import Any
 
 import pytest
 import zmq
 from helpers import free_base_port
+from zmq.utils.monitor import parse_monitor_message
 
 from operone_zmq.aio.pump import Pump
 
@@ -128,3 +130,58 @@ def test_closing_the_pump_stops_every_monitor_first() -> None:
     finally:
         peer_ctx.term()
         _term_or_fail(ctx)
+
+
+def test_removed_indexes_are_reused_and_a_late_monitor_removal_spares_the_new_socket() -> None:
+    """A broker re-dials a flapping neighbour with fresh sockets: the pump
+    gives their indexes out again instead of growing for ever, and removing
+    an old monitor's reader after its socket's index was given to a new
+    socket leaves the new socket's monitor alone."""
+    base = free_base_port()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    peer_ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    events: dict[int, list[int]] = {}
+
+    def on_message(idx: int, frames: list[Any], now: float, uid: str | None) -> None:
+        if len(frames) == 2:  # a monitor event
+            events.setdefault(idx, []).append(parse_monitor_message(frames)["event"])
+
+    def dealer() -> zmq.Socket[bytes]:
+        d = ctx.socket(zmq.DEALER)
+        d.setsockopt(zmq.LINGER, 0)
+        return d
+
+    async def main() -> None:
+        pump = Pump(asyncio.get_running_loop(), on_message, lambda now: None)
+        peer = peer_ctx.socket(zmq.ROUTER)
+        peer.setsockopt(zmq.LINGER, 0)
+        peer.bind(f"tcp://127.0.0.1:{base}")
+        try:
+            for _ in range(200):  # 200 re-dials of one socket and its monitor
+                idx = pump.add(dealer())
+                pump.remove(pump.add_monitor(idx, zmq.EVENT_CONNECTED))
+                pump.remove(idx)
+            assert len(pump.sockets) == 2
+            old = pump.add(dealer())
+            old_mon = pump.add_monitor(old, zmq.EVENT_CONNECTED)
+            pump.remove(old)  # the socket first; its monitor's reader later
+            new = pump.add(dealer())
+            assert new == old  # the index is given out again
+            new_mon = pump.add_monitor(new, zmq.EVENT_CONNECTED)
+            pump.remove(old_mon)  # must not stop the monitor of the new socket
+            s = pump.sockets[new]
+            assert s is not None
+            s.connect(f"tcp://127.0.0.1:{base}")
+            deadline = time.monotonic() + 5.0
+            while zmq.EVENT_CONNECTED not in events.get(new_mon, []):
+                assert time.monotonic() < deadline, "the new socket's monitor was stopped"
+                await asyncio.sleep(0.01)
+            pump.close()
+        finally:
+            peer.close(0)
+
+    try:
+        asyncio.run(asyncio.wait_for(main(), 20.0))
+    finally:
+        _term_or_fail(ctx)
+        _term_or_fail(peer_ctx)
