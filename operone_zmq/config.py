@@ -218,7 +218,8 @@ def parse_peer_address(value: str) -> tuple[str, int]:
     host, sep, port = value.strip().rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    if not sep or not host or any(c.isspace() for c in host) or not port.isdigit():
+    if (not sep or not host or any(c.isspace() for c in host) or not port.isascii()
+            or not port.isdigit() or len(port) > 5):
         raise ConfigError(f"peer address {value!r} is not HOST:PORT")
     number = int(port)
     if not 1 <= number <= 65535:

@@ -32,6 +32,7 @@ from ..core.broker import CLASS_NAMES, WORKERS, BrokerCore, BrokerLimits
 from ..errors import ConfigError, NoRoute, OperoneError
 from ..protocol.batch import MIN_SIZE_TO_BATCH, is_batch
 from ..protocol.frame import Frame
+from ..protocol.limits import peer_address_problem
 from ..protocol.signature import Signer
 from ..tools import ToolRegistry
 from .authority import Authority, KeyChecker
@@ -71,10 +72,14 @@ class PeerAddress:
         """``NODE@HOST:PORT`` (the port is the neighbour's base port)."""
         node, at, rest = text.partition("@")
         host, colon, port = rest.rpartition(":")
-        if not at or not node or not colon or not host or not port.isdigit():
+        if (not at or not node or not colon or not host or not port.isascii()
+                or not port.isdigit() or len(port) > 5):
             raise ConfigError(
                 f"peer {text!r} must be NODE@HOST:PORT (NODE is the peer's node id; its key"
                 " must be trusted here under that name: operone keys accept NODE KEYFILE)")
+        problem = peer_address_problem(host.strip("[]"), int(port))
+        if problem is not None:
+            raise ConfigError(f"peer {text!r}: {problem}")
         return cls(node, host.strip("[]"), int(port))
 
 

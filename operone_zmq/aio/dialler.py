@@ -37,6 +37,7 @@ from ..core.broker import BrokerCore
 from ..core.peers import UP, incarnation_id
 from ..errors import ConfigError, OperoneError
 from ..protocol.frame import Frame
+from ..protocol.limits import peer_address_problem
 from .pump import Pump
 from .sockets import CurveKeys, SocketLimits, make_socket
 
@@ -115,18 +116,29 @@ class Dialler:
     def dial(self, node: str, host: str, port: int, token: str | None,
              public_key: bytes | None) -> None:
         """Link to ``node`` at ``host``:``port`` (its base port) with fresh
-        sockets; raises ConfigError (our own id, no trusted key for it) or
+        sockets; raises ConfigError (our own id, no trusted key for it, an
+        address that cannot be dialled: then the link as it was stays) or
         RuntimeError (not started)."""
         pump, ctx, core = self._pump, self._ctx, self._core
         if pump is None or ctx is None or core is None:
             raise RuntimeError("the broker is not started")
         if node == self.node_id:
             raise ConfigError(f"'{node}' is this broker's own node id")
+        problem = peer_address_problem(host, port)
+        if problem is not None:
+            raise ConfigError(f"cannot dial '{node}': {problem}")
         key = public_key or self._trust.key_of(node)
         if key is None:
             raise ConfigError(
                 f"no trusted key for node '{node}': accept it first (operone keys accept"
                 f" {node} KEYFILE)")
+        curve = CurveKeys(self._keys.public, self._keys.secret, key)
+        # A new incarnation: no connection of ours can collide with one the
+        # neighbour still holds from before (see core/peers.py).
+        self._seq += 1
+        rid = (self.node_id.encode() if node in self._plain_rid
+               else incarnation_id(self.node_id, self._epoch, self._seq))
+        idxs, mons = self._open(node, host, port, curve, rid)
         old = self._dialled.pop(node, None)
         if old is not None:
             self._close(old)
@@ -136,32 +148,40 @@ class Dialler:
         self._args[node] = (host, port, token, public_key)
         self._last_dial[node] = time.monotonic()
         self._key_refused.discard(node)
-        curve = CurveKeys(self._keys.public, self._keys.secret, key)
-        h = f"[{host}]" if ":" in host else host
-        # A new incarnation: no connection of ours can collide with one the
-        # neighbour still holds from before (see core/peers.py).
-        self._seq += 1
-        rid = (self.node_id.encode() if node in self._plain_rid
-               else incarnation_id(self.node_id, self._epoch, self._seq))
-        idxs, mons = [], []
-        for cls in range(4):
-            s = make_socket(ctx, zmq.DEALER, limits=self._socket_limits, curve=curve,
-                            identity=rid)
-            s.setsockopt(zmq.CONNECT_TIMEOUT, DIAL_CONNECT_TIMEOUT_MS)
-            if ":" in host:
-                s.setsockopt(zmq.IPV6, 1)
-            idx = pump.add(s)
-            # Every class's connection is watched: one lost while the others
-            # (and the heartbeats on critical) carry on would be a black hole.
-            mon = pump.add_monitor(idx, _MONITORED)
-            self._monitors[mon] = node
-            idxs.append(idx)
-            mons.append(mon)
-            s.connect(f"tcp://{h}:{port + cls}")
         self._dialled[node] = [*idxs, *mons]
         core.add_dialled_link(node, idxs, time.monotonic(), address=f"{host}:{port}",
                               token=token)
         self._changed()
+
+    def _open(self, node: str, host: str, port: int, curve: CurveKeys,
+              rid: bytes) -> tuple[list[int], list[int]]:
+        """The four class sockets to ``node`` and their monitors, connected
+        (pump indexes); ConfigError, with nothing left open, when libzmq
+        refuses the address."""
+        pump, ctx = self._pump, self._ctx
+        assert pump is not None and ctx is not None
+        h = f"[{host}]" if ":" in host else host
+        idxs: list[int] = []
+        mons: list[int] = []
+        try:
+            for cls in range(4):
+                s = make_socket(ctx, zmq.DEALER, limits=self._socket_limits, curve=curve,
+                                identity=rid)
+                s.setsockopt(zmq.CONNECT_TIMEOUT, DIAL_CONNECT_TIMEOUT_MS)
+                if ":" in host:
+                    s.setsockopt(zmq.IPV6, 1)
+                idx = pump.add(s)
+                idxs.append(idx)
+                # Every class's connection is watched: one lost while the others
+                # (and the heartbeats on critical) carry on would be a black hole.
+                mon = pump.add_monitor(idx, _MONITORED)
+                self._monitors[mon] = node
+                mons.append(mon)
+                s.connect(f"tcp://{h}:{port + cls}")
+        except zmq.ZMQError as exc:
+            self._close([*idxs, *mons])
+            raise ConfigError(f"cannot dial '{node}' at {host}:{port}: {exc}") from exc
+        return idxs, mons
 
     def forget(self, node: str) -> bool:
         """Close ``node``'s sockets and never dial it again; False when it

@@ -50,6 +50,7 @@ from zeroconf import (
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from ..errors import ConfigError
+from ..protocol.limits import MAX_PEER_BASE_PORT
 from ..security.keys import NAME_PATTERN, fingerprint, parse_public_key
 
 __all__ = [
@@ -104,8 +105,6 @@ _PORT_RE = re.compile(r"[1-9][0-9]{0,4}")
 _VERSION_RE = re.compile(r"[1-9][0-9]{0,2}")
 _FP_RE = re.compile(r"[0-9a-f]{16}")
 _KEY_LEN = 40
-#: The broker binds base_port .. base_port + 3.
-_MAX_BASE_PORT = 65535 - 3
 #: Local networks (for choosing a peer's address) are re-read at most this often.
 _LOCAL_NETS_TTL = 5.0
 
@@ -178,8 +177,8 @@ class DiscoveredPeer:
         if version != PROTOCOL_VERSION:
             raise InvalidRecord("v", f"unsupported record version {version}")
         port_text = _ascii_field(properties, "port")
-        if not _PORT_RE.fullmatch(port_text) or int(port_text) > _MAX_BASE_PORT:
-            raise InvalidRecord("port", f"not a base port (1-{_MAX_BASE_PORT})")
+        if not _PORT_RE.fullmatch(port_text) or int(port_text) > MAX_PEER_BASE_PORT:
+            raise InvalidRecord("port", f"not a base port (1-{MAX_PEER_BASE_PORT})")
         port = int(port_text)
         if srv_port is not None and srv_port != port:
             raise InvalidRecord("port", "the SRV port differs from the TXT port")
@@ -570,7 +569,8 @@ class Discovery:
             raise ConfigError(f"node id {node_id!r} is too long for mDNS (at most 63 bytes)")
         if not isinstance(cluster, str) or not _NAME_RE.fullmatch(cluster):
             raise ConfigError(f"invalid cluster name {cluster!r} for discovery")
-        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= _MAX_BASE_PORT:
+        if (isinstance(port, bool) or not isinstance(port, int)
+                or not 1 <= port <= MAX_PEER_BASE_PORT):
             raise ConfigError(f"invalid base port {port!r} for discovery")
         key = public_key.strip() if isinstance(public_key, str) else ""
         if len(key) != _KEY_LEN or not key.isascii():

@@ -26,6 +26,7 @@ from typing import Any
 
 from ..errors import BadRequest
 from ..protocol.bodies import Query
+from ..protocol.limits import MAX_ID_LEN, peer_address_problem
 from .context import BrokerContext
 from .eventlog import MAX_EVENTS_ANSWER, EventLog
 from .jobrecords import STATES, JobRecord
@@ -236,6 +237,12 @@ class Queries:
             node, host, port = q.args.get("node"), q.args.get("host"), q.args.get("port")
             if not (isinstance(node, str) and isinstance(host, str) and isinstance(port, int)):
                 return {"error": "connect needs args node (str), host (str), port (int)"}
+            if not node or len(node) > MAX_ID_LEN:
+                return {"error": f"connect: node must be a node id of 1 to {MAX_ID_LEN}"
+                                 " characters"}
+            problem = peer_address_problem(host, port)
+            if problem is not None:
+                return {"error": f"connect: {problem}"}
             self._ctx.actions.append(("dial", node, host, port))
             return {"node": node, "status": "dialling"}
         return None

@@ -43,6 +43,42 @@ MAX_SIGNATURE_SIZE = 256
 MAX_CAPABILITIES = 64
 MAX_TOOLS_PER_WORKER = 4096
 
+#: A broker listens on its base port and the three after it (one ROUTER per
+#: priority class), so this is the highest base port a neighbour can have.
+MAX_PEER_BASE_PORT = 65535 - 3
+
+#: The longest host name written out (RFC 1035: 253 characters).
+MAX_HOST_LEN = 253
+
+#: What a host to dial may hold: a name's letters, digits, '-', '.' and
+#: '_', an IPv6 address's ':' and a zone's '%' (no brackets: the dialler adds
+#: them).  Anything else (spaces, '/', '[', a non-ASCII name) cannot be an
+#: address libzmq connects to.
+_HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._:%")
+
+
+def peer_address_problem(host: object, port: object) -> str | None:
+    """Why ``host``:``port`` (a broker's base port) cannot be dialled, or
+    None when it can be tried (QUERY ``connect``, ``connect_to_peer``)."""
+    if (not isinstance(host, str) or not host or len(host) > MAX_HOST_LEN
+            or not _HOST_CHARS.issuperset(host) or host[0] in "-."):
+        return (f"host must be a host name or an IP address of at most {MAX_HOST_LEN}"
+                f" characters (letters, digits, '-', '.', '_', ':', '%'), not {_shown(host)}")
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= MAX_PEER_BASE_PORT:
+        return (f"port must be a broker's base port, an integer between 1 and"
+                f" {MAX_PEER_BASE_PORT} (it listens on port .. port + 3), not {_shown(port)}")
+    return None
+
+
+def _shown(value: object) -> str:
+    """``repr(value)``, clipped: an error message never grows with the input."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int past sys.get_int_max_str_digits()
+        return f"a {type(value).__name__} too long to show"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 #: The longest a job may ask to run (a week), so deadlines stay finite.
 MAX_JOB_TIMEOUT = 7 * 24 * 3600.0
 

@@ -14,6 +14,7 @@ import pytest
 from helpers import free_base_port
 
 from operone_zmq import AsyncClient, Broker, CurveKeys, NoRoute, tool
+from operone_zmq.errors import ConfigError
 from operone_zmq.security import TrustStore, generate_keypair
 
 pytestmark = pytest.mark.integration
@@ -74,3 +75,53 @@ def test_wait_routable_times_out_with_no_route(tmp_path: Path) -> None:
                 await a.wait_routable("nobody", timeout=0.3)
 
     asyncio.run(go())
+
+
+def test_an_address_that_cannot_be_dialled_is_refused_and_leaves_the_link(
+        tmp_path: Path) -> None:
+    """QUERY connect and connect_to_peer with a host or port no broker can
+    have: an error reply (a ConfigError), no socket left behind, and the link
+    that was up stays up.  (Before: libzmq's EINVAL escaped the dial after
+    the old link's sockets were closed and half the new ones opened; QUERY
+    connect answered "dialling" and the broker logged a traceback.)"""
+    keys = {n: generate_keypair(tmp_path / "keys", n) for n in ("a", "b", "client")}
+    trust = TrustStore(tmp_path / "trust")
+    for name, kp in keys.items():
+        trust.accept(name, kp.public)
+
+    def curve(name: str, server: str | None = None) -> CurveKeys:
+        kp = keys[name]
+        assert kp.secret is not None
+        return CurveKeys(kp.public, kp.secret, keys[server].public if server else None)
+
+    bad = [("a b", 7000), ("-x-", 7000), ("é.example", 7000), ("h" * 300, 7000),
+           ("127.0.0.1", -5), ("127.0.0.1", 0), ("127.0.0.1", 65533), ("127.0.0.1", 10**30),
+           ("", 7000)]
+
+    async def go() -> None:
+        pa, pb = free_base_port(), free_base_port()
+        a = Broker("a", keys=curve("a"), trust=trust, base_port=pa,
+                   worker_endpoint=f"ipc://{tmp_path}/a.ipc")
+        b = Broker("b", keys=curve("b"), trust=trust, base_port=pb,
+                   worker_endpoint=f"ipc://{tmp_path}/b.ipc")
+        b.register_tool(where)
+        async with a, b, AsyncClient("127.0.0.1", pa, keys=curve("client", "a")) as c:
+            await a.connect_to_peer("127.0.0.1", pb, node_id="b", timeout=10.0)
+            pump = a._pump
+            assert pump is not None
+            open_before = sum(s is not None for s in pump.sockets)
+            for host, port in bad:
+                answer = await c.connect_peer("b", host, port)
+                assert set(answer) == {"error"}, (host, port, answer)
+                assert "connect: " in answer["error"]
+                with pytest.raises(ConfigError, match="cannot dial 'b'"):
+                    await a.connect_to_peer(host, port, node_id="b", timeout=1.0)
+            too_long = await c.connect_peer("n" * 65, "127.0.0.1", pb)
+            assert "node must be a node id" in too_long["error"]
+            await asyncio.sleep(0.2)
+            assert sum(s is not None for s in pump.sockets) == open_before
+            assert a.get_connected_peers()[0]["node"] == "b"
+            res = await c.submit("where", {"x": 7}, on="b", timeout=10.0)
+            assert res.value == 7
+
+    asyncio.run(asyncio.wait_for(go(), 60.0))

@@ -279,7 +279,10 @@ def test_parse_peer_address() -> None:
     assert parse_peer_address("10.0.0.2:7700") == ("10.0.0.2", 7700)
     assert parse_peer_address("pc-b.local:7800") == ("pc-b.local", 7800)
     assert parse_peer_address("[fe80::1]:7700") == ("fe80::1", 7700)
-    for bad in ("host", ":7700", "host:", "host:x", "host:0", "host:65536", "a b:1"):
+    # ("host:²" is digits to str.isdigit, and int() of it, or of 5,000
+    # digits, raised ValueError instead of ConfigError.)
+    for bad in ("host", ":7700", "host:", "host:x", "host:0", "host:65536", "a b:1",
+                "host:\u00b2", "host:" + "1" * 5000):
         with pytest.raises(ConfigError):
             parse_peer_address(bad)
 

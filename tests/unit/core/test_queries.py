@@ -23,6 +23,22 @@ def test_stats_keep_their_keys_in_order() -> None:
     assert set(p.ctx.counters) <= set(s)
 
 
+def test_a_connect_to_an_address_no_broker_can_have_is_an_error_and_dials_nothing() -> None:
+    p = Parts()
+    for args in ({"node": "n2", "host": "a b", "port": 7700},
+                 {"node": "n2", "host": "h", "port": 65533},
+                 {"node": "n2", "host": "h", "port": 0},
+                 {"node": "n2", "host": "h", "port": 10**30},
+                 {"node": "n2", "host": "-h", "port": 7700},
+                 {"node": "n2", "host": "[::1]", "port": 7700},
+                 {"node": "", "host": "h", "port": 7700},
+                 {"node": "n" * 65, "host": "h", "port": 7700}):
+        answer = p.queries.answer(Query("connect", args), p.clock())
+        assert set(answer) == {"error"} and answer["error"].startswith("connect: "), args
+        assert len(answer["error"]) < 300  # never grows with the input
+    assert p.core.actions == []
+
+
 def test_unknown_and_acting_queries() -> None:
     p = Parts()
     assert p.queries.answer(Query("nonsense"), p.clock()) is None
