@@ -66,14 +66,15 @@ def _client_messages(m: CoreMesh) -> list[list[Any]]:
            c.job("echo", {"x": [1, "y"]}, timeout=5.0, retries=2, caps=("gpu",), on="c")[1],
            c.job("echo", {}, prefer_local=True, stream=True)[1],
            c.broadcast({"hello": 1})[1], c.ping()[1], c.cancel("some-job", "why")]
-    for what, args in [
+    queries: list[tuple[str, dict[str, Any]]] = [
             ("stats", {}), ("workers", {}), ("tools", {"detail": True}),
             ("events", {"since": 0, "limit": 5}), ("jobs", {"state": "running", "limit": 9}),
             ("job", {"id": "x"}), ("peers", {}), ("topology", {}), ("route", {"dest": "c"}),
             ("network", {}), ("broadcasts", {}), ("qos", {"peer": "b", "allocate": 5}),
             ("cancel", {"job": "x", "reason": "r"}),
             ("placement", {"tool": "echo", "caps": ["gpu"], "prefer_local": True}),
-            ("connect", {"node": "d", "host": "h", "port": 7700})]:
+            ("connect", {"node": "d", "host": "h", "port": 7700})]
+    for what, args in queries:
         out.append(c.query(what, args)[1])
     return out
 
