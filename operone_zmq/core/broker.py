@@ -19,7 +19,9 @@ The parts (each a class with its own state; its rules at the top of its module):
     local.py      LocalJobs       worker pool, local dispatch, the job table here
     origin.py     OriginTable     our clients' jobs: placement, attempts, retries, cancel
     remote.py     RemoteJobs      jobs run here for other origins, result cache (dedup)
-    links.py      PeerLinks       peer links: HELLO/WELCOME/BYE, heartbeats, QoS queues
+    links.py      PeerLinks       peer links: their table, sessions, heartbeats
+    handshake.py  Handshake       (of PeerLinks) HELLO/WELCOME: whom we accept, what we say
+    outbound.py   Outbound        (of PeerLinks) sends to neighbours, QoS class queues
     peers.py      PeerLink        the state of one link and its measurements
     linkstate.py  LinkState       our LSAs, flooding, SPF scheduling, partitions
     relay.py      Relay           routed messages (ours, a legacy host's, relayed), broadcast
@@ -32,7 +34,7 @@ The parts (each a class with its own state; its rules at the top of its module):
 This face dispatches each input by its source and message type to a part,
 and runs the parts' timers in a fixed order.  Parts call each other only
 through the narrow interfaces of ports.py (wired once here); none reads
-another's tables (origin.py reads one constant of links.py, for a message).
+another's tables (origin.py reads one constant of outbound.py, for a message).
 
 Where later work goes (one place each):
 

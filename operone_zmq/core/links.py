@@ -1,8 +1,18 @@
-"""Peer links of a broker: handshakes, heartbeats and per-class QoS queues (no I/O).
+"""Peer links of a broker: the table, sessions and heartbeats (no I/O).
 
 The state of one link and its transitions are in :mod:`.peers`
 (:class:`~.peers.PeerLink`); this part owns the table of links and runs the
-session protocol over it:
+session protocol over it, with two parts of its own:
+
+* :mod:`.handshake` (:class:`~.handshake.Handshake`): whom a HELLO or
+  WELCOME may bring up, and the HELLO, WELCOME and refusals we send; here
+  an accepted handshake brings its transport up;
+* :mod:`.outbound` (:class:`~.outbound.Outbound`): what we send neighbours,
+  shaped by QoS per (link, class) (class queues of at most
+  :data:`~.outbound.MAX_LINK_QUEUE`, released critical class first when the
+  token buckets allow; a link that goes down drops its queues).
+
+Its rules:
 
 * HELLO/WELCOME/BYE on both transports (dialled DEALERs, accepted ROUTER
   routing ids), PING/PONG heartbeats and liveness.
@@ -19,10 +29,6 @@ session protocol over it:
   it handled exactly as if it had come alone on that connection (the same
   session and key checks, then the same part); one not well formed is
   counted ``malformed`` and dropped whole, as a malformed message is.
-* Sends are shaped by the QoS manager per (link, class): over the allocation
-  or policy rate they wait in the link's class queue (at most
-  :data:`MAX_LINK_QUEUE`, then refused), released critical class first when
-  the token buckets allow; a link that goes down drops its queues.
 * A link coming up or going down marks our LSA dirty (urgent); its cost
   *band* moving (:class:`~operone_zmq.routing.damping.CostBand`, never a
   raw RTT wobble) marks it dirty at the paced rate.  A link coming up (or a
@@ -39,16 +45,15 @@ session protocol over it:
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
 
 from ..errors import ProtocolError
 from ..protocol.batch import decode_batch
-from ..protocol.bodies import Bye, Hello, Ping, Welcome
+from ..protocol.bodies import Bye, Ping
 from ..protocol.codec import TAG, Header, Message, decode
 from ..protocol.frame import Frame
-from ..qos.manager import QoSManager, metrics_report
+from ..qos.manager import QoSManager
 from ..routing.damping import PeerLiveness
 from .context import (
     _BATCH,
@@ -57,10 +62,11 @@ from .context import (
     _PING,
     _PONG,
     _WELCOME,
-    CLASS_NAMES,
     Authorizer,
     BrokerContext,
 )
+from .handshake import Handshake
+from .outbound import Outbound
 from .peers import (
     DOWN,
     HELLO_SENT,
@@ -70,22 +76,10 @@ from .peers import (
     UP,
     PeerLink,
     node_of_rid,
-    superseded,
-    unguessable_rid,
 )
 from .ports import LinkEvents
 
-__all__ = ["LOSS_CHANGE", "MAX_LINK_QUEUE", "QOS_CLASS_TYPES", "Deliver", "PeerLinks"]
-
-#: QoS message type whose policy shapes each class on peer links: heartbeats
-#: and handshakes are critical (never throttled), jobs and results high, other
-#: traffic normal, and the low class is bulk data ("file-transfer", 5 MB/s
-#: by default).
-QOS_CLASS_TYPES = ("heartbeat", "tool-call", "message", "file-transfer")
-
-#: Messages waiting per (link, class) for tokens; past it, sends are refused
-#: (the origin hears Overloaded) instead of buffering without end.
-MAX_LINK_QUEUE = 10_000
+__all__ = ["LOSS_CHANGE", "Deliver", "PeerLinks"]
 
 #: Messages of the session protocol, handled here; all others are delivered.
 _SESSION = frozenset({_PING, _PONG, _BYE, _WELCOME})
@@ -102,12 +96,8 @@ _MAX_PINGS = 64
 Deliver = Callable[[PeerLink, int, Message, list[Frame], float], None]
 
 
-def _refuse_all(node: str, key: str | None, token: str | None) -> str | None:
-    return "this broker accepts no peer links (no authorizer configured)"
-
-
 class PeerLinks:
-    """The links to neighbour brokers and the QoS shaping of what we send them."""
+    """The links to neighbour brokers: their table, sessions and heartbeats."""
 
     def __init__(self, ctx: BrokerContext, deliver: Deliver, *,
                  authorize: Authorizer | None = None,
@@ -115,16 +105,14 @@ class PeerLinks:
                  signing_key: str = "",
                  learn_key: Callable[[str, str], str | None] | None = None) -> None:
         self._ctx = ctx
-        #: Our Ed25519 public key, sent in HELLO and WELCOME; and the check of a
-        #: neighbour's (None: signatures are off in this core).
-        self._signing_key = signing_key
-        self._learn_key = learn_key
         self._deliver = deliver
-        self._authorize = authorize or _refuse_all
-        #: Mints a fresh token for each HELLO (tokens expire; links outlive them).
-        self._token_factory = token_factory
         self.links: dict[str, PeerLink] = {}
         self._link_by_sock: dict[int, PeerLink] = {}
+        #: The checks and messages of HELLO/WELCOME (handshake.py).
+        self._handshake = Handshake(ctx, self.links, authorize=authorize,
+                                    token_factory=token_factory, signing_key=signing_key,
+                                    learn_key=learn_key)
+        #: Measurements (heartbeats, here) and shaping (outbound.py) of each link.
         self.qos = QoSManager(clock=lambda: ctx.now)
         # Edges only (qos/manager.py): once when a link crosses a threshold,
         # once when it recovers.
@@ -132,7 +120,8 @@ class PeerLinks:
             for state, prefix in (("violated", "violation"), ("recovered", "recovered")):
                 self.qos.on(f"{prefix}:{kind}", lambda d, k=kind, st=state: ctx.events.append(
                     ("qos:violation", {"kind": k, "state": st, **d})))
-        self._release_at = float("inf")
+        #: What we send neighbours, shaped by QoS, and its class queues (outbound.py).
+        self._out = Outbound(ctx, self.links, self.qos)
         self.next_ping = ctx.now + ctx.limits.peer_interval
         limits = ctx.limits
         #: Which neighbours are silent, counting only time we were listening.
@@ -187,8 +176,7 @@ class PeerLinks:
         return [link.describe(now) for link in self.links.values()]
 
     def queue_lengths(self) -> dict[str, dict[str, int]]:
-        return {n: {CLASS_NAMES[c]: len(q) for c, q in lk.queues.items()}
-                for n, lk in self.links.items() if lk.queues}
+        return self._out.queue_lengths()
 
     def health(self, neighbour: str) -> float:
         """0-100: the QoS health score of the first hop (latency, loss, jitter)."""
@@ -215,7 +203,7 @@ class PeerLinks:
         link.backoff = MIN_HELLO_BACKOFF
         for i in socks:
             self._link_by_sock[i] = link
-        self._send_hello(link, now)
+        self._handshake.send_hello(link, now, self.batching)
         return link
 
     def remove_link(self, node: str, now: float) -> list[int]:
@@ -225,8 +213,8 @@ class PeerLinks:
         if link is None:
             return []
         if link.up:
-            self.send(link, 0, [TAG, ctx.header(_BYE, ctx.next_id(), node, 0),
-                                Bye("link removed", "closed").pack()])
+            self._out.send(link, 0, [TAG, ctx.header(_BYE, ctx.next_id(), node, 0),
+                                     Bye("link removed", "closed").pack()])
         socks = link.dial or []
         for i in socks:
             self._link_by_sock.pop(i, None)
@@ -272,23 +260,6 @@ class PeerLinks:
         if link.dial is None:
             del self.links[node]
         return True
-
-    def _send_hello(self, link: PeerLink, now: float) -> None:
-        if link.dial is None:
-            return
-        ctx = self._ctx
-        token = link.token
-        if token is None and self._token_factory is not None:
-            token = self._token_factory()
-        body = Hello(ctx.node_id, ctx.name, ctx.cluster, token, self._signing_key,
-                     incarnation=ctx.incarnation,
-                     direct=bool(self._signing_key), batch=self.batching).pack()
-        ctx.out.append((link.dial[0], [TAG, ctx.header(_HELLO, ctx.next_id(), link.node, 0),
-                                       body]))
-        if link.dial_state == DOWN:
-            link.dial_state = HELLO_SENT
-        link.next_hello = now + link.backoff
-        link.backoff = min(MAX_HELLO_BACKOFF, link.backoff * 2)
 
     def _heard(self, link: PeerLink, now: float) -> None:
         link.heard = now
@@ -337,101 +308,31 @@ class PeerLinks:
 
     def send(self, link: PeerLink, cls: int, frames: list[Frame], *,
              urgent: bool = False) -> bool:
-        """Send on the link's preferred transport, shaped by QoS; False when it
-        has no transport up or its queue for the class is full.  ``urgent``
-        (heartbeats): when nothing of the class waits, it goes to
-        ``ctx.urgent``, which the shell sends before anything else, at once."""
-        if not link.up:
-            return False
-        q = link.queues.get(cls)
-        size = 0
-        for f in frames:
-            size += len(f)
-        if q:  # others of this class wait already: keep the order
-            if len(q) >= MAX_LINK_QUEUE:  # read at each send: tests lower it
-                self._ctx.counters["qos_refused"] += 1
-                return False
-            q.append(frames)
-            return True
-        now = self._ctx.now
-        if not self.qos.consume(link.node, QOS_CLASS_TYPES[cls], size, now):
-            # Over the link's allocation or the class's policy rate: wait.
-            link.queues.setdefault(cls, deque()).append(frames)
-            self.qos.set_queue_depth(link.node, sum(len(x) for x in link.queues.values()))
-            self._release_at = min(self._release_at, now + self.qos.time_until(
-                link.node, QOS_CLASS_TYPES[cls], size, now))
-            return True
-        self._put_on_wire(link, cls, frames, urgent)
-        return True
-
-    def _put_on_wire(self, link: PeerLink, cls: int, frames: list[Frame],
-                     urgent: bool = False) -> None:
-        out = self._ctx.urgent if urgent else self._ctx.out
-        if link.dial is not None and link.dial_state == UP:
-            out.append((link.dial[cls], frames))
-        elif link.rid is not None:
-            out.append((cls, [link.rid, *frames]))
-        link.sent += 1
+        """Send on the link's preferred transport, shaped by QoS
+        (:meth:`.outbound.Outbound.send`); False when it has no transport up
+        or its queue for the class is full."""
+        return self._out.send(link, cls, frames, urgent=urgent)
 
     def release_due(self, now: float) -> None:
         """Send what the token buckets allow, when a queued message is due."""
-        if self._release_at <= now:
-            self._release_queued(now)
-
-    def _release_queued(self, now: float) -> None:
-        """Send what the token buckets allow now from the links' class queues."""
-        self._release_at = float("inf")
-        for link in self.links.values():
-            if not link.queues:
-                continue
-            if not link.up:
-                dropped = sum(len(q) for q in link.queues.values())
-                self._ctx.counters["qos_dropped_link_down"] += dropped
-                link.queues.clear()
-                continue
-            for cls in sorted(link.queues):  # critical first
-                q = link.queues[cls]
-                mtype = QOS_CLASS_TYPES[cls]
-                while q:
-                    size = sum(len(f) for f in q[0])
-                    if not self.qos.consume(link.node, mtype, size, now):
-                        self._release_at = min(self._release_at, now + max(
-                            0.001, self.qos.time_until(link.node, mtype, size, now)))
-                        break
-                    self._put_on_wire(link, cls, q.popleft())
-                if not q:
-                    del link.queues[cls]
-            self.qos.set_queue_depth(link.node, sum(len(x) for x in link.queues.values()))
+        self._out.release_due(now)
 
     def allocate_bandwidth(self, peer: str, mb_per_s: float | None) -> None:
         """Limit what this broker sends to neighbour ``peer`` (MB/s; None: no limit)."""
-        self.qos.allocate_bandwidth(peer, mb_per_s)
-        # What waits was timed by the old allocation (a tiny one: minutes):
-        # look again now, or it stays stuck after a reset.
-        link = self.links.get(peer)
-        if link is not None and link.queues:
-            self._release_at = min(self._release_at, self._ctx.now)
+        self._out.allocate_bandwidth(peer, mb_per_s)
 
     def qos_metrics(self, peer: str) -> dict[str, Any] | None:
         """The QoS metrics of the link to ``peer`` (the original's getQoSMetrics)."""
-        m = self.qos.get_metrics(peer)
-        if m is None:
-            return None
-        link = self.links.get(peer)
-        return {
-            "peer": peer, **metrics_report(m),
-            "allocation_mb_s": self.qos.get_allocation(peer),
-            "queued_by_class": {CLASS_NAMES[c]: len(q) for c, q in link.queues.items()}
-            if link is not None else {},
-        }
+        return self._out.qos_metrics(peer)
 
     def bye_all(self, reason: str) -> None:
         """Say BYE on every up link (shutdown)."""
         ctx = self._ctx
+        send = self._out.send
         for link in list(self.links.values()):
             if link.up:
-                self.send(link, 0, [TAG, ctx.header(_BYE, ctx.next_id(), link.node, 0),
-                                    Bye(reason, "shutdown").pack()])
+                send(link, 0, [TAG, ctx.header(_BYE, ctx.next_id(), link.node, 0),
+                               Bye(reason, "shutdown").pack()])
 
     # --------------------------------------------------- incoming from peers
     def on_router(self, cls: int, rid: bytes, uid: str | None, frames: list[Frame],
@@ -509,23 +410,9 @@ class PeerLinks:
                 self.on_dealer(sock, m, now, True)
             return
         if t == _WELCOME:
-            try:
-                w = Welcome.unpack(msg.body)
-            except ProtocolError as exc:
-                link.last_error = f"bad WELCOME: {exc}"
+            w = self._handshake.check_welcome(link, msg.body)
+            if w is None:
                 return
-            if w.node != link.node or w.cluster != ctx.cluster:
-                link.last_error = (f"dialled '{link.node}' of cluster '{ctx.cluster}' but"
-                                   f" '{w.node}' of cluster '{w.cluster}' answered")
-                link.dial_state = DOWN
-                return
-            if self._learn_key is not None:
-                refusal = self._learn_key(link.node, w.signing_key)
-                if refusal is not None:
-                    link.last_error = refusal
-                    link.dial_state = DOWN
-                    ctx.events.append(("peer:refused", {"node": link.node, "reason": refusal}))
-                    return
             was_up = link.up
             link.dial_state = UP
             link.name = w.name
@@ -544,7 +431,7 @@ class PeerLinks:
             if bye.code == "no_session" and link.dial_state == UP:
                 # The neighbour restarted and forgot us: handshake again.
                 link.dial_state = DOWN
-                self._send_hello(link, now)
+                self._handshake.send_hello(link, now, self.batching)
                 return
             was_up = link.up
             link.dial_state = DOWN
@@ -562,53 +449,12 @@ class PeerLinks:
 
     def _on_hello(self, cls: int, rid: bytes, node: str, uid: str | None, h: Header,
                   body: Frame, now: float) -> None:
-        ctx = self._ctx
-        limits = ctx.limits
-
-        def refuse(reason: str) -> None:
-            ctx.counters["peers_refused"] += 1
-            ctx.events.append(("peer:refused", {"node": node, "reason": reason}))
-            ctx.out.append((cls, [rid, TAG, ctx.header(_BYE, ctx.next_id(), node, cls),
-                                  Bye(reason, "refused").pack()]))
-
-        try:
-            hello = Hello.unpack(body)
-        except ProtocolError as exc:
-            refuse(f"bad HELLO: {exc}")
-            return
-        if hello.node != node:
-            refuse(f"HELLO claims to be '{hello.node}' on a connection whose routing id"
-                   f" names '{node}'")
-            return
-        if node == ctx.node_id:
-            refuse(f"'{node}' is this broker's own node id")
-            return
-        if self._learn_key is not None and not unguessable_rid(rid):
-            # What we send to this neighbour goes to whoever holds its routing
-            # id: it must be one nobody else can present (peers.py).
-            refuse(f"the routing id of '{node}' must be a dial incarnation NODE#EPOCH.SEQ"
-                   " with a random 64-bit EPOCH (a signing broker always dials so)")
-            return
-        if hello.cluster != ctx.cluster:
-            refuse(f"cluster '{hello.cluster}' is not this broker's cluster '{ctx.cluster}'")
-            return
-        reason = self._authorize(node, uid, hello.token)
-        if reason is None and self._learn_key is not None:
-            reason = self._learn_key(node, hello.signing_key)
-        if reason is not None:
-            refuse(reason)
+        """A HELLO on a frontend ROUTER: accepted (handshake.py), it brings the
+        accepted transport up (or, from a live neighbour, gets our database)."""
+        hello = self._handshake.check_hello(cls, rid, node, uid, body)
+        if hello is None:
             return
         link = self.links.get(node)
-        up_now = sum(1 for lk in self.links.values() if lk.up)
-        if (link is None or not link.up) and up_now >= limits.max_peers:
-            refuse(f"this broker already has {up_now} peers (max_peers"
-                   f" {limits.max_peers})")
-            return
-        if (link is not None and link.accepted_up and link.rid is not None
-                and superseded(rid, link.rid)):
-            # A late HELLO of a connection the dialler has replaced since.
-            ctx.counters["superseded_hellos"] += 1
-            return
         if link is None:
             link = self.links[node] = PeerLink(node)
         was_up = link.up
@@ -618,12 +464,7 @@ class PeerLinks:
         link.name = hello.name
         link.direct = hello.direct
         link.accepted_batch = hello.batch
-        ctx.out.append((cls, [rid, TAG, ctx.header(_WELCOME, h.id, node, cls, h.id),
-                              Welcome(ctx.node_id, ctx.name, ctx.cluster,
-                                      self._signing_key,
-                                      incarnation=ctx.incarnation,
-                                      direct=bool(self._signing_key),
-                                      batch=self.batching).pack()]))
+        self._handshake.send_welcome(cls, rid, node, h, self.batching)
         self._linkstate.incarnation_seen(node, hello.incarnation, now)
         if not was_up:
             self._on_link_up(link, now)
@@ -644,8 +485,8 @@ class PeerLinks:
             h = msg.header
             # Urgent: the shell sends it before the rest of this batch is
             # handled, so our own loop's work is not in the neighbour's RTT.
-            self.send(link, 0, [TAG, self._ctx.header(_PONG, h.id, link.node, 0, h.id),
-                                msg.body], urgent=True)
+            self._out.send(link, 0, [TAG, self._ctx.header(_PONG, h.id, link.node, 0, h.id),
+                                     msg.body], urgent=True)
         elif t == _PONG:
             self._on_pong(link, msg.body, now)
         elif t == _BYE:
@@ -707,15 +548,15 @@ class PeerLinks:
                 self.qos.ping_sent(link.node, link.ping_seq, now)
                 if len(link.pings) > _MAX_PINGS:
                     del link.pings[min(link.pings)]
-                self.send(link, 0, [TAG, ctx.header(_PING, ctx.next_id(), link.node, 0),
-                                    Ping(link.ping_seq).pack()], urgent=True)
+                self._out.send(link, 0, [TAG, ctx.header(_PING, ctx.next_id(), link.node, 0),
+                                         Ping(link.ping_seq).pack()], urgent=True)
                 self._unstamped.append((link.node, link.ping_seq))
         for link in self.links.values():
             if link.dial is not None and link.dial_state != UP and now >= link.next_hello:
                 if link.dial_state == HELLO_SENT and link.accepted_up:
                     link.next_hello = now + MAX_HELLO_BACKOFF
                     continue
-                self._send_hello(link, now)
+                self._handshake.send_hello(link, now, self.batching)
 
     def stamp_pings(self, sent_at: float) -> None:
         """The shell sent ``ctx.urgent`` at ``sent_at``: that, not the tick
@@ -750,6 +591,7 @@ class PeerLinks:
                 dead_at = now + max(0.0, silence - silent_for(link.node, now))
                 if dead_at < t:
                     t = dead_at
-        if self._release_at < t:
-            t = self._release_at
+        release_at = self._out.release_at
+        if release_at < t:
+            t = release_at
         return t

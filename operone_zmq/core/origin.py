@@ -98,7 +98,7 @@ from ..protocol.frame import Frame
 from ..protocol.limits import DEFAULT_TTL
 from ..routing.dijkstra import RoutingTable
 from ..routing.lsdb import LinkStateDB
-from . import links as links_module
+from . import outbound as outbound_module
 from .access import OPERATOR, Grant
 from .context import _CANCEL, _JOB, _PROGRESS, _RESULT, CLASS_NAMES, BrokerContext
 from .jobrecords import FinishedJobs, JobRecord, error_map
@@ -468,7 +468,7 @@ class OriginTable:
             if counters["qos_refused"] != refused:
                 failure = Overloaded(
                     f"the {CLASS_NAMES[o.cls]} queue toward '{target}' is full"
-                    f" ({links_module.MAX_LINK_QUEUE} messages waiting for bandwidth)",
+                    f" ({outbound_module.MAX_LINK_QUEUE} messages waiting for bandwidth)",
                     job_id=o.id, node=node_id)
             else:
                 failure = NoRoute(f"no route from '{node_id}' to node '{target}'",

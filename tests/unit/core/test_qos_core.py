@@ -72,12 +72,12 @@ def test_allocation_shapes_a_peer() -> None:
 
 def test_full_class_queue_refuses_with_overloaded() -> None:
     """Past MAX_LINK_QUEUE messages waiting, the origin answers Overloaded."""
-    from operone_zmq.core import links as core_links
+    from operone_zmq.core import outbound as core_outbound
     from operone_zmq.errors import Overloaded
 
     m = pair()
-    old = core_links.MAX_LINK_QUEUE
-    core_links.MAX_LINK_QUEUE = 5
+    old = core_outbound.MAX_LINK_QUEUE
+    core_outbound.MAX_LINK_QUEUE = 5
     try:
         ids = [m.submit("a", "echo", {"blob": b"x" * CHUNK}, on="b", cls=3)
                for _ in range(20)]
@@ -86,7 +86,7 @@ def test_full_class_queue_refuses_with_overloaded() -> None:
         assert any(isinstance(r.get(i), Overloaded) for i in ids)
         assert m.nodes["a"].stats(m.clock())["qos_refused"] > 0
     finally:
-        core_links.MAX_LINK_QUEUE = old
+        core_outbound.MAX_LINK_QUEUE = old
 
 
 def test_a_tiny_allocation_reset_releases_what_waits_at_once() -> None:
