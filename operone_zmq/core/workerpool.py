@@ -16,8 +16,10 @@ top of :mod:`.local`.
 Rules:
 
 * A change of workers marks our LSA dirty (tools, caps and load are in it).
-* A worker is heard at least every liveness x heartbeat interval, or it is
-  gone; every heartbeat interval we send each live worker a HEARTBEAT.
+* A worker is heard at least every liveness x heartbeat interval (each of
+  its messages moves its ``expires`` on: :meth:`.LocalJobs.on_worker`), or
+  :meth:`WorkerPool.expire` gives it up; every heartbeat interval we send
+  each live worker a HEARTBEAT.
 * The virtual worker (:data:`VIRTUAL_RID`) is a session like any other
   (slots, placement, queue, deadlines, cancel), but it sends and gets no
   frames and never expires: its jobs start through ``run`` and are stopped
