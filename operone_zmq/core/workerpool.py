@@ -17,7 +17,7 @@ Rules:
 
 * A change of workers marks our LSA dirty (tools, caps and load are in it).
 * A worker is heard at least every liveness x heartbeat interval (each of
-  its messages moves its ``expires`` on: :meth:`.LocalJobs.on_worker`), or
+  its messages moves its ``expires`` on: :meth:`~.local.LocalJobs.on_worker`), or
   :meth:`WorkerPool.expire` gives it up; every heartbeat interval we send
   each live worker a HEARTBEAT.
 * The virtual worker (:data:`VIRTUAL_RID`) is a session like any other
