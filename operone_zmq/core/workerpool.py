@@ -26,8 +26,9 @@ Rules:
   through ``stop``.  Neither may call back into the core: the shell runs the
   tool after the core call returns.
 * A session's ``running`` set holds the ids of the jobs that take its slots:
-  the pool fills it when it starts a job, the job table empties it as the
-  jobs end.
+  :meth:`WorkerPool.start` adds a job it starts (the job table adds the
+  orphans a READY lists), and the job table takes each out as it ends (the
+  pool, a virtual job it cancels).
 """
 
 from __future__ import annotations
