@@ -16,7 +16,8 @@ The parts (each a class with its own state; its rules at the top of its module):
 
     context.py    BrokerContext   identity, injected clocks, outbox, counters
     ports.py      (Protocols)     what each part may ask of another; the Job record
-    local.py      LocalJobs       worker pool, local dispatch, the job table here
+    local.py      LocalJobs       the job table here: local dispatch, queues, deadlines
+    workerpool.py WorkerPool      the workers registered here (owned by LocalJobs)
     origin.py     OriginTable     our clients' jobs: placement, attempts, retries, cancel
     remote.py     RemoteJobs      jobs run here for other origins, result cache (dedup)
     links.py      PeerLinks       peer links: their table, sessions, heartbeats
@@ -100,12 +101,13 @@ from .context import (
 from .legacy import LegacyHost, LegacyHosts
 from .links import PeerLinks
 from .linkstate import LinkState
-from .local import LocalJobs, RunLocal, StopLocal, WorkerSession
+from .local import LocalJobs
 from .origin import OriginTable
 from .peers import PeerLink
 from .queries import Queries
 from .relay import Relay
 from .remote import RemoteJobs
+from .workerpool import RunLocal, StopLocal, WorkerSession
 
 __all__ = [
     "CLASS_NAMES",
@@ -173,7 +175,7 @@ class BrokerCore:
         self._remote.wire(self._relay)
         self._legacy.wire(self._relay, self._linkstate)
         self._links.wire(self._linkstate)
-        self._linkstate.wire(self._links, self._local, self._legacy, self._origin)
+        self._linkstate.wire(self._links, self._local.pool, self._legacy, self._origin)
         self._relay.wire(self._links, self._linkstate.routes, self._remote, self._origin,
                          self._legacy)
         self._queries = Queries(ctx, self._local, self._links, self._linkstate, self._origin,
@@ -312,7 +314,7 @@ class BrokerCore:
 
     @property
     def workers(self) -> dict[bytes, WorkerSession]:
-        return self._local.workers
+        return self._local.pool.workers
 
     @property
     def links(self) -> dict[str, PeerLink]:
@@ -472,7 +474,7 @@ class BrokerCore:
         if not self._links.batching:
             return False
         if sock == WORKERS:
-            w = self._local.workers.get(rid)
+            w = self._local.pool.workers.get(rid)
             return w is not None and w.batch
         if sock > WORKERS or rid[:1] != b"\x00":  # a neighbour: dialled, accepted
             return self._links.accepts_batch(sock, rid)
@@ -717,7 +719,7 @@ class BrokerCore:
         self._local.stop_jobs(reason)
         self._origin.shutdown(reason)
         self._links.bye_all(reason)
-        self._local.disconnect_workers(reason)
+        self._local.pool.disconnect_all(reason)
 
 
 #: Signing keys learned from neighbours' HELLOs (the trust store had none):

@@ -138,10 +138,10 @@ class LinkState:
         #: node -> the incarnation last seen in its HELLO/WELCOME or LSA.
         self._incarnations: dict[str, int] = {}
 
-    def wire(self, links: LinkAdverts, local: Advertiser, legacy: LegacyHostsView,
+    def wire(self, links: LinkAdverts, workers: Advertiser, legacy: LegacyHostsView,
              origin: TopologyWatcher) -> None:
         self._links = links
-        self._local = local
+        self._workers = workers
         self._legacy = legacy
         self._origin = origin
 
@@ -164,15 +164,15 @@ class LinkState:
 
     def _originate(self, now: float) -> None:
         ctx = self._ctx
-        local = self._local
+        workers = self._workers
         self.pacer.sent(now)
-        running, slots = local.load()
+        running, slots = workers.load()
         load = round(running / slots, 3) if slots else 0.0
         self._advertised_load = load
         wire = []
         try:
             lsa = self.lsdb.originate(
-                self._our_links(), local.tools(), local.caps(), load, local.worker_count(),
+                self._our_links(), workers.tools(), workers.caps(), load, workers.worker_count(),
                 now, public_key=ctx.public_key, name=ctx.name,
                 incarnation=ctx.incarnation)
             wire.append(lsa.to_wire())
@@ -381,9 +381,9 @@ class LinkState:
     def check_load(self, now: float, next_ping: float) -> None:
         """Advertise our load when it moved noticeably, at most once a heartbeat
         interval (placement elsewhere weighs it; a stale burst must not stick)."""
-        local = self._local
-        if now >= next_ping - self._ctx.limits.peer_interval / 2 and local.worker_count():
-            running, slots = local.load()
+        workers = self._workers
+        if now >= next_ping - self._ctx.limits.peer_interval / 2 and workers.worker_count():
+            running, slots = workers.load()
             load = running / slots if slots else 0.0
             if abs(load - self._advertised_load) > LOAD_CHANGE:
                 self.mark_dirty(urgent=False)

@@ -1,11 +1,17 @@
-"""The local worker pool and the job table of this node (no I/O).
+"""The job table of this node, and the messages of its workers (no I/O).
 
 Every job that runs *here* has one :class:`Job` in this table: jobs of local
 clients, attempts of our own origin table, jobs of other origins, and jobs run
 on one of our legacy (SSH) hosts.  The table owns their deadlines; the kind of
 the job (``origin``, ``remote``, ``legacy``) says who hears its one answer.
 
-Worker session lifecycle (one table, all transitions here)::
+The workers' sessions are in :class:`~.workerpool.WorkerPool` (``pool``),
+which this table owns: the pool keeps the registry (what this node offers,
+for our LSA, placement and QUERY), liveness and delivery to a worker; every
+worker message comes in here (most are answers of jobs), and each session
+transition below is made here, since each one changes jobs too.
+
+Worker session lifecycle::
 
     (unknown) --READY--> READY --(no message for liveness x interval)--> gone
     READY --READY--> READY (re-registration: jobs it was running are lost)
@@ -37,7 +43,6 @@ Rules:
 * Queued jobs wait per (tool, caps); a freed slot takes the oldest job it can
   run.  A job whose tool nobody offers any more fails at once (NoRoute: it
   never started, so its origin may place it elsewhere).
-* A change of workers marks our LSA dirty (tools, caps and load are in it).
 * For :data:`WORKER_GRACE_INTERVALS` heartbeat liveness periods after this
   broker started, a remote job for a tool no worker offers is answered
   NoRoute (transient: workers register again after our restart), not
@@ -45,11 +50,9 @@ Rules:
 * Tools served in the broker's own process (``Broker.register_tool``) are one
   *virtual worker* (:meth:`LocalJobs.add_virtual_worker`): a session like any
   other (slots, placement, queue, deadlines, cancel), but its jobs start
-  through the shell's ``run`` callback with the request already decoded, and
-  its outcome comes back through :meth:`LocalJobs.virtual_done`, which packs
-  the RESULT/ERROR once.  It sends and gets no frames and never expires.
-  ``run`` and ``stop`` must not call back into the core: the shell runs the
-  tool after the core call returns.
+  through the shell's ``run`` callback with the request already decoded (see
+  :mod:`.workerpool`), and its outcome comes back through
+  :meth:`LocalJobs.virtual_done`, which packs the RESULT/ERROR once.
 * A job run here for another broker leaves a record in :attr:`LocalJobs.
   finished` when it is answered (QUERY jobs; our own origin jobs are
   recorded by the origin table, once).
@@ -59,8 +62,6 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict, deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, cast
 
 from ..errors import (
@@ -75,20 +76,10 @@ from ..errors import (
     WorkerLost,
 )
 from ..jobs.router import NodeInfo
-from ..protocol.bodies import (
-    Cancel,
-    Disconnect,
-    ErrorBody,
-    Heartbeat,
-    JobRequest,
-    Ready,
-    ResultBody,
-    ToolInfo,
-)
+from ..protocol.bodies import ErrorBody, JobRequest, Ready, ResultBody
 from ..protocol.codec import TAG, Header, decode, decode_header, encode_header
 from ..protocol.frame import Frame
 from .context import (
-    _CANCEL,
     _DISCONNECT,
     _ERROR,
     _HEARTBEAT,
@@ -97,23 +88,19 @@ from .context import (
     _READY,
     _RESULT,
     CLASS_NAMES,
-    WORKERS,
     BrokerContext,
 )
 from .jobrecords import FinishedJobs, JobRecord, error_map
 from .ports import QUEUED, RUNNING, Advertised, Job, LegacyRuns, OriginAnswers, RemoteAnswers
+from .workerpool import VIRTUAL_RID, RunLocal, StopLocal, WorkerPool, WorkerSession
 
 __all__ = [
     "MAX_ORPHAN_RESULTS",
     "QUEUED",
     "RUNNING",
-    "VIRTUAL_RID",
     "WORKER_GRACE_INTERVALS",
     "Job",
     "LocalJobs",
-    "RunLocal",
-    "StopLocal",
-    "WorkerSession",
 ]
 
 #: Worker liveness periods (liveness x heartbeat interval) after our start in
@@ -125,69 +112,34 @@ WORKER_GRACE_INTERVALS = 2
 #: for the retry that asks for them; oldest out first.
 MAX_ORPHAN_RESULTS = 10_000
 
-#: Routing id of the virtual worker (a zero first byte: no socket peer can
-#: ever have it, since ZeroMQ-chosen ids start with one and workers get those).
-VIRTUAL_RID = b"\x00inproc"
-
-#: run(job id, tool, args, deadline, cls): start a job of the virtual worker.
-RunLocal = Callable[[str, str, dict[str, Any], float, int], None]
-#: stop(job id): the job of the virtual worker is cancelled or timed out.
-StopLocal = Callable[[str], None]
-
-
-@dataclass(slots=True)
-class WorkerSession:
-    """A registered worker and the jobs it is running."""
-
-    rid: bytes
-    name: str
-    tools: frozenset[str]
-    caps: frozenset[str]
-    slots: int
-    pid: int
-    expires: float
-    running: set[str] = field(default_factory=set)
-    done: int = 0
-    infos: tuple[ToolInfo, ...] = ()  # the tools of its READY (QUERY tools detail)
-    #: Its READY said ``batch: true``: it may be sent BATCH messages.
-    batch: bool = False
-
-    @property
-    def free(self) -> int:
-        return self.slots - len(self.running)
-
 
 class LocalJobs:
-    """Workers registered here, and every job that runs on this node."""
+    """Every job that runs on this node, on the workers of its pool."""
 
     def __init__(self, ctx: BrokerContext) -> None:
         self._ctx = ctx
-        self.workers: dict[bytes, WorkerSession] = {}
-        self._by_tool: dict[str, list[WorkerSession]] = {}
+        #: The workers registered here (their sessions, liveness, delivery).
+        self.pool = WorkerPool(ctx)
         self._jobs: dict[str, Job] = {}
         self._queues: dict[tuple[str, frozenset[str]], deque[str]] = {}
         self._queued = 0
         self._deadlines: list[tuple[float, str]] = []
-        self._next_heartbeat = ctx.now + ctx.limits.heartbeat_interval
-        self._local_tools: frozenset[str] = frozenset()
-        self._local_caps: frozenset[str] = frozenset()
         self._started = ctx.now
         #: job id -> the worker still running it for our previous incarnation.
         self._orphans: dict[str, bytes] = {}
         #: job id -> (expiry, RESULT frames) of orphans that finished.
         self._orphan_results: OrderedDict[str, tuple[float, list[Frame]]] = OrderedDict()
-        self._run_local: RunLocal | None = None
-        self._stop_local: StopLocal | None = None
         #: Records of jobs run here for other brokers, once answered (QUERY jobs).
         self.finished = FinishedJobs()
 
     def wire(self, origin: OriginAnswers, remote: RemoteAnswers, legacy: LegacyRuns,
              linkstate: Advertised) -> None:
-        """Who hears the answers of jobs that are not a local client's."""
+        """Who hears the answers of jobs that are not a local client's (and
+        ``linkstate``, that the pool's workers changed)."""
         self._origin = origin
         self._remote = remote
         self._legacy = legacy
-        self._linkstate = linkstate
+        self.pool.wire(linkstate)
 
     # ------------------------------------------------------------ the table
     def __contains__(self, jid: str) -> bool:
@@ -211,35 +163,6 @@ class LocalJobs:
     @property
     def queued(self) -> int:
         return self._queued
-
-    def tools(self) -> list[str]:
-        return sorted(self._by_tool)
-
-    def tool_counts(self) -> dict[str, int]:
-        return {t: len(ws) for t, ws in sorted(self._by_tool.items())}
-
-    def offers(self, tool: str) -> bool:
-        return tool in self._by_tool
-
-    def load(self) -> tuple[int, int]:
-        """(running, slots) over all workers."""
-        running = 0
-        slots = 0
-        for w in self.workers.values():
-            running += len(w.running)
-            slots += w.slots
-        return running, slots
-
-    def worker_count(self) -> int:
-        return len(self.workers)
-
-    def describe_workers(self) -> list[dict[str, Any]]:
-        """The workers as QUERY "workers" shows them."""
-        return [
-            {"name": w.name, "pid": w.pid, "tools": sorted(w.tools), "caps": sorted(w.caps),
-             "slots": w.slots, "running": len(w.running), "done": w.done}
-            for w in self.workers.values()
-        ]
 
     def state_of(self, jid: str) -> str | None:
         """"queued" or "running" for a job in the table here, else None."""
@@ -267,19 +190,9 @@ class LocalJobs:
         r.finish(state, self._ctx.wall(), error=error, result=result)
         self.finished.add(r)
 
-    def catalog_workers(self) -> list[tuple[str, frozenset[str], tuple[ToolInfo, ...]]]:
-        """(name, caps, READY tools) of each worker, for the tool catalog."""
-        return [(w.name, w.caps, w.infos) for w in self.workers.values()]
-
-    def caps(self) -> list[str]:
-        return sorted(self._local_caps)
-
     def info(self) -> NodeInfo:
         """What this node offers, for placement."""
-        running, slots = self.load()
-        return NodeInfo(self._ctx.node_id, self._local_tools, self._local_caps,
-                        running / slots if slots else 0.0, len(self.workers), 0.0, 100.0,
-                        local=True)
+        return self.pool.info()
 
     # ------------------------------------------------------------- accepting
     def accept(
@@ -294,7 +207,8 @@ class LocalJobs:
                                    origin)
         if orphan:
             return None
-        candidates = self._by_tool.get(req.tool)
+        pool = self.pool
+        candidates = pool.by_tool.get(req.tool)
         if not candidates:
             grace = (WORKER_GRACE_INTERVALS * limits.liveness * limits.heartbeat_interval)
             if remote and now - self._started < grace:
@@ -316,7 +230,7 @@ class LocalJobs:
         timeout = req.timeout if req.timeout is not None else limits.default_timeout
         job = Job(jid, client, cls, req.tool, caps, job_frames, now + timeout, now, src,
                   remote=remote, origin=origin, request=req)
-        worker = self._pick(candidates, caps)
+        worker = pool.pick(candidates, caps)
         if worker is None:
             if self._queued >= limits.max_queued_jobs:
                 return Overloaded(
@@ -330,7 +244,7 @@ class LocalJobs:
             q.append(jid)
             self._queued += 1
         else:
-            self._dispatch(job, worker)
+            pool.start(job, worker)
         self._jobs[jid] = job
         heapq.heappush(self._deadlines, (job.deadline, jid))
         return None
@@ -350,7 +264,7 @@ class LocalJobs:
             self.reply(job, cached[1], decode_header(cached[1][2]))
             return True
         rid = self._orphans.pop(jid, None)
-        w = self.workers.get(rid) if rid is not None else None
+        w = self.pool.workers.get(rid) if rid is not None else None
         if w is None or jid not in w.running:
             return False
         job = Job(jid, client, cls, req.tool, frozenset(req.caps), job_frames, now + timeout,
@@ -359,27 +273,6 @@ class LocalJobs:
         heapq.heappush(self._deadlines, (job.deadline, jid))
         self._ctx.counters["orphans_joined"] += 1
         return True
-
-    @staticmethod
-    def _pick(candidates: list[WorkerSession], caps: frozenset[str]) -> WorkerSession | None:
-        best: WorkerSession | None = None
-        best_free = 0
-        for w in candidates:
-            free = w.slots - len(w.running)
-            if free > best_free and (not caps or caps <= w.caps):
-                best, best_free = w, free
-        return best
-
-    def _dispatch(self, job: Job, worker: WorkerSession) -> None:
-        job.state = RUNNING
-        job.worker = worker.rid
-        worker.running.add(job.id)
-        if worker.rid == VIRTUAL_RID and self._run_local is not None:
-            req = job.request
-            if req is not None:
-                self._run_local(job.id, req.tool, req.args, job.deadline, job.cls)
-                return
-        self._ctx.out.append((WORKERS, [worker.rid, *job.frames]))
 
     # ------------------------------------------------------------- answering
     def fail(self, job: Job, err: JobError, silent: bool = False) -> None:
@@ -437,17 +330,8 @@ class LocalJobs:
                     pass
         elif job.legacy is not None:
             self._ctx.actions.append(("ssh-cancel", job.legacy, job.id))
-        elif job.worker == VIRTUAL_RID and self._stop_local is not None:
-            # Its slot frees now: whatever it returns later is dropped.
-            refill = self.workers.get(VIRTUAL_RID)
-            if refill is not None:
-                refill.running.discard(job.id)
-            self._stop_local(job.id)
-        elif job.worker is not None and job.worker in self.workers:
-            # The slot stays taken until the worker answers the CANCEL.
-            self._ctx.out.append((WORKERS, [job.worker, TAG,
-                                            self._ctx.header(_CANCEL, job.id, "", job.cls),
-                                            Cancel(err.code).pack()]))
+        elif job.worker is not None:
+            refill = self.pool.cancel(job, err.code)
         self.fail(job, err, silent)
         if refill is not None and self._queued:
             self._fill(refill)
@@ -472,14 +356,14 @@ class LocalJobs:
             return  # a broken worker: it is heard from no further than this
         h = msg.header
         t = h.type
-        w = self.workers.get(rid)
+        w = self.pool.workers.get(rid)
         limits = ctx.limits
         if t in (_RESULT, _ERROR):
             if w is not None:
                 w.expires = now + limits.liveness * limits.heartbeat_interval
             self._answered(w, rid, h, frames, msg.body)
             if w is None:
-                self._unknown_worker(rid, h)
+                self.pool.disconnect(rid, h.id, "unknown worker; send READY")
             return
         if t == _PROGRESS:
             job = self._jobs.get(h.id)
@@ -490,7 +374,7 @@ class LocalJobs:
             return
         if t == _HEARTBEAT:
             if w is None:
-                self._unknown_worker(rid, h)
+                self.pool.disconnect(rid, h.id, "unknown worker; send READY")
             else:
                 w.expires = now + limits.liveness * limits.heartbeat_interval
             return
@@ -499,8 +383,7 @@ class LocalJobs:
                 ready = Ready.unpack(msg.body)
             except ProtocolError as exc:
                 ctx.counters["malformed"] += 1
-                ctx.out.append((WORKERS, [rid, TAG, ctx.header(_DISCONNECT, h.id, "", 0),
-                                          Disconnect(f"bad READY: {exc}").pack()]))
+                self.pool.disconnect(rid, h.id, f"bad READY: {exc}")
                 return
             self._register(rid, ready, now)
             return
@@ -546,7 +429,7 @@ class LocalJobs:
                            run: RunLocal, stop: StopLocal) -> None:
         """Serve ``tools`` in the broker's own process: jobs start through
         ``run`` and end with :meth:`virtual_done` (see the rules above)."""
-        self._run_local, self._stop_local = run, stop
+        self.pool.set_virtual(run, stop)
         ready = Ready(name, (), (), slots, pid)
         self._register(VIRTUAL_RID, ready, self._ctx.now, tools=tools)
 
@@ -556,7 +439,7 @@ class LocalJobs:
         ``error``; a job answered meanwhile (timed out, cancelled) is ignored
         as a late reply."""
         ctx = self._ctx
-        w = self.workers.get(VIRTUAL_RID)
+        w = self.pool.workers.get(VIRTUAL_RID)
         job = self._jobs.get(jid)
         if w is None or job is None or job.worker != VIRTUAL_RID or jid not in w.running:
             ctx.counters["late_replies"] += 1
@@ -584,67 +467,29 @@ class LocalJobs:
             code = "protocol"
         self._ctx.count_error(code)
 
-    def _unknown_worker(self, rid: bytes, h: Header) -> None:
-        self._ctx.out.append((WORKERS, [rid, TAG, self._ctx.header(_DISCONNECT, h.id, "", 0),
-                                        Disconnect("unknown worker; send READY").pack()]))
-
     def _register(self, rid: bytes, ready: Ready, now: float,
                   tools: frozenset[str] | None = None) -> None:
-        ctx = self._ctx
-        old = self.workers.get(rid)
+        """A worker's READY (or the virtual worker's): it replaces the session
+        of the same ``rid``, takes the orphans it lists, and the queue."""
+        pool = self.pool
+        old = pool.workers.get(rid)
         if old is not None:
             self._remove_worker(old, "the worker registered again (it restarted)")
-        virtual = rid == VIRTUAL_RID
-        w = WorkerSession(
-            rid=rid,
-            name=ready.worker,
-            tools=tools if tools is not None else frozenset(t.name for t in ready.tools),
-            caps=frozenset(ready.caps),
-            slots=ready.slots,
-            pid=ready.pid,
-            expires=(float("inf") if virtual
-                     else now + ctx.limits.liveness * ctx.limits.heartbeat_interval),
-            infos=tuple(ready.tools),
-            batch=ready.batch,
-        )
+        w = pool.add(rid, ready, now, tools)
         for jid in ready.running[:w.slots]:
             if jid not in self._jobs:
                 # Running for our previous incarnation (we restarted, it did not).
                 w.running.add(jid)
                 self._orphans[jid] = rid
-        self.workers[rid] = w
-        for tool in w.tools:
-            self._by_tool.setdefault(tool, []).append(w)
-        self._linkstate.mark_dirty()
-        self._local_changed()
-        if not virtual:
-            # Tell the worker who we are (src) and that it is registered.
-            ctx.out.append((WORKERS, [rid, TAG, ctx.header(_HEARTBEAT, ctx.next_id(), "", 0),
-                                      Heartbeat(0).pack()]))
         if self._queued:
             self._fill(w)
 
-    def _local_changed(self) -> None:
-        self._local_tools = frozenset(self._by_tool)
-        caps: set[str] = set()
-        for w in self.workers.values():
-            caps |= w.caps
-        self._local_caps = frozenset(caps)
-
     def _remove_worker(self, w: WorkerSession, reason: str) -> None:
+        """Forget ``w``: the jobs it ran are lost, and queued jobs whose tool
+        nobody offers any more fail."""
         node_id = self._ctx.node_id
-        self.workers.pop(w.rid, None)
-        self._linkstate.mark_dirty()
-        for tool in w.tools:
-            lst = self._by_tool.get(tool)
-            if lst is not None:
-                try:
-                    lst.remove(w)
-                except ValueError:
-                    pass
-                if not lst:
-                    del self._by_tool[tool]
-        self._local_changed()
+        pool = self.pool
+        pool.remove(w)
         for jid in sorted(w.running):
             if self._orphans.get(jid) == w.rid:
                 del self._orphans[jid]
@@ -655,7 +500,7 @@ class LocalJobs:
                     f" running job '{jid}': {reason}", job_id=jid, node=node_id))
         w.running.clear()
         # Queued jobs whose tool nobody offers any more fail now, not at their deadline.
-        for key in [k for k in self._queues if k[0] not in self._by_tool]:
+        for key in [k for k in self._queues if k[0] not in pool.by_tool]:
             for jid in self._queues.pop(key):
                 self._queued -= 1
                 job = self._jobs.get(jid)
@@ -682,13 +527,13 @@ class LocalJobs:
             self._queued -= 1
             if not q:
                 del self._queues[best_key]
-            self._dispatch(self._jobs[jid], w)
+            self.pool.start(self._jobs[jid], w)
 
     def on_unroutable(self, frames: list[Frame],
                       batch: list[list[Frame]] | None = None) -> None:
         """The shell could not deliver ``frames`` to a worker (it is gone);
         ``batch``: the messages (tag first) of the BATCH ``frames`` was."""
-        w = self.workers.get(cast(bytes, frames[0]))
+        w = self.pool.workers.get(cast(bytes, frames[0]))
         if w is None:
             return
         # Every JOB never delivered goes back to the head of its queue, in order.
@@ -707,7 +552,7 @@ class LocalJobs:
                 self._queued += 1
         self._remove_worker(w, "its connection is gone")
         self._ctx.counters["workers_lost"] += 1
-        for other in list(self.workers.values()):
+        for other in list(self.pool.workers.values()):
             if self._queued:
                 self._fill(other)
 
@@ -716,19 +561,10 @@ class LocalJobs:
         """Heartbeats, worker liveness and job deadlines."""
         ctx = self._ctx
         limits = ctx.limits
-        if now >= self._next_heartbeat:
-            self._next_heartbeat = now + limits.heartbeat_interval
-            for w in list(self.workers.values()):
-                if w.expires <= now:
-                    ctx.counters["workers_lost"] += 1
-                    silence = limits.liveness * limits.heartbeat_interval
-                    self._remove_worker(w, f"no heartbeat within {silence:g} s")
-                    continue
-                if w.rid == VIRTUAL_RID:
-                    continue
-                ctx.out.append((WORKERS, [w.rid, TAG,
-                                          ctx.header(_HEARTBEAT, ctx.next_id(), "", 0),
-                                          b""]))
+        for w in self.pool.expire(now):
+            ctx.counters["workers_lost"] += 1
+            silence = limits.liveness * limits.heartbeat_interval
+            self._remove_worker(w, f"no heartbeat within {silence:g} s")
         cache = self._orphan_results
         while cache and next(iter(cache.values()))[0] <= now:
             cache.popitem(last=False)
@@ -749,7 +585,7 @@ class LocalJobs:
             heapq.heapify(self._deadlines)
 
     def next_deadline(self) -> float:
-        t = self._next_heartbeat
+        t = self.pool.next_heartbeat
         if self._deadlines and self._deadlines[0][0] < t:
             t = self._deadlines[0][0]
         return t
@@ -766,13 +602,3 @@ class LocalJobs:
             else:
                 self.abort(job, NoRoute(f"job '{job.id}' was stopped before it started:"
                                         f" {reason}", job_id=job.id, node=node_id))
-
-    def disconnect_workers(self, reason: str) -> None:
-        """Tell every worker to go."""
-        ctx = self._ctx
-        for w in self.workers.values():
-            if w.rid == VIRTUAL_RID:
-                continue
-            ctx.out.append((WORKERS, [w.rid, TAG,
-                                      ctx.header(_DISCONNECT, ctx.next_id(), "", 0),
-                                      Disconnect(reason).pack()]))

@@ -163,7 +163,7 @@ class JobTable(Protocol):
 
 
 class Advertiser(Protocol):
-    """The job table, as link state sees it (what our LSA says of us)."""
+    """The worker pool, as link state sees it (what our LSA says of us)."""
 
     def load(self) -> tuple[int, int]: ...
 

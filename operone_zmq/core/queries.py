@@ -66,6 +66,7 @@ class Queries:
                  relay: Relay, started: float) -> None:
         self._ctx = ctx
         self._local = local
+        self._workers = local.pool
         self._links = links
         self._linkstate = linkstate
         self._origin = origin
@@ -79,16 +80,17 @@ class Queries:
         """Counters and gauges, as answered to QUERY "stats"."""
         ctx = self._ctx
         local = self._local
-        running, slots = local.load()
+        workers = self._workers
+        running, slots = workers.load()
         return {
             "node": ctx.node_id,
             "uptime": round(now - self.started, 3),
-            "workers": local.worker_count(),
+            "workers": workers.worker_count(),
             "slots": slots,
             "running": running,
             "queued": local.queued,
             "jobs_in_progress": len(local),
-            "tools": local.tools(),
+            "tools": workers.tools(),
             "peers": self._links.up_nodes(),
             "known_nodes": len(self._linkstate.lsdb),
             "origin_jobs_in_progress": len(self._origin),
@@ -172,13 +174,13 @@ class Queries:
         if what == "stats":
             return self.stats(now)
         if what == "workers":
-            return self._local.describe_workers()
+            return self._workers.describe_workers()
         if what == "tools":
             if q.args.get("detail") is True:
                 remote = {n["id"]: n["tools"] for n in self._linkstate.topology_graph()["nodes"]
                           if n.get("reachable") and not n.get("local")}
-                return tool_catalog(self._ctx.node_id, self._local.catalog_workers(), remote)
-            return self._local.tool_counts()
+                return tool_catalog(self._ctx.node_id, self._workers.catalog_workers(), remote)
+            return self._workers.tool_counts()
         if what == "events":
             since, limit = q.args.get("since", 0), q.args.get("limit", MAX_EVENTS_ANSWER)
             for name, v in (("since", since), ("limit", limit)):

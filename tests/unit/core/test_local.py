@@ -1,4 +1,4 @@
-"""LocalJobs: the worker pool, local dispatch and the job table."""
+"""LocalJobs: the job table and local dispatch, on the workers of its pool."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ def test_ready_registers_and_is_answered_with_a_heartbeat() -> None:
     parts = Parts()
     parts.ready(b"w1", ["echo"], slots=2, caps=("gpu",))
     assert parts.types(parts.take()) == [MsgType.HEARTBEAT]
-    assert parts.local.offers("echo")
-    assert parts.local.caps() == ["gpu"]
-    assert parts.local.load() == (0, 2)
+    assert parts.local.pool.offers("echo")
+    assert parts.local.pool.caps() == ["gpu"]
+    assert parts.local.pool.load() == (0, 2)
     assert parts.linkstate.dirty
 
 
@@ -54,7 +54,7 @@ def test_losing_the_only_worker_fails_queued_jobs_with_no_route() -> None:
     _accept(parts, "j2")
     parts.take()
     parts.local.on_unroutable([b"w1", b"", b""])
-    assert not parts.local.offers("echo")
+    assert not parts.local.pool.offers("echo")
     assert len(parts.local) == 0
     codes = parts.ctx.errors
     assert codes == {"worker_lost": 1, "no_route": 1}

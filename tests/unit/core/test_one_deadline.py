@@ -30,7 +30,7 @@ def _answers(p: Parts) -> list[str]:
 
 def _worker_dies(p: Parts) -> None:
     """The worker running the job disconnects (its job is lost)."""
-    (rid,) = [w.rid for w in p.local.workers.values() if w.running]
+    (rid,) = [w.rid for w in p.local.pool.workers.values() if w.running]
     h = Header(int(MsgType.DISCONNECT), "d1", rid.decode(), "", 8, 0, 0, None)
     p.core.on_worker([rid, TAG, encode_header(h), Disconnect("bye").pack()], p.clock())
 
