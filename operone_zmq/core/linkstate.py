@@ -267,8 +267,10 @@ class LinkState:
         for x in raw:
             # Most flooded LSAs are copies we already hold: compare the seq
             # before paying for full validation.
-            if type(x) is dict:
-                cur = get(x.get("origin"))  # type: ignore[arg-type]
+            if type(x) is dict and type(origin := x.get("origin")) is str:
+                # (Anything else as origin is refused by from_wire below; a
+                # list here raised TypeError, and the whole message was lost.)
+                cur = get(origin)
                 seq = x.get("seq")
                 if cur is not None and type(seq) is int and seq <= cur.seq:
                     if seq < cur.seq:

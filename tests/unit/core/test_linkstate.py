@@ -6,6 +6,7 @@ from coreparts import Parts
 
 from operone_zmq.core.linkstate import LSA_MIN_INTERVAL, SPF_DELAY
 from operone_zmq.core.peers import PeerLink
+from operone_zmq.protocol.bodies import pack_lsas
 
 
 def test_dirty_state_is_originated_at_most_once_per_interval() -> None:
@@ -55,3 +56,19 @@ def test_route_to_self_and_unknown() -> None:
     assert p.linkstate.route_info("n1")["hops"] == 0
     assert p.linkstate.route_info("n9") == {"destination": "n9", "reachable": False,
                                             "known": False}
+
+
+def test_an_lsa_whose_origin_is_not_a_name_is_counted_and_the_rest_installed() -> None:
+    """A neighbour's LSA with a list, map, None or number as origin: counted
+    as malformed, and the other LSAs of the same message still installed.
+    (A list raised TypeError out of on_lsa, losing the whole message; in the
+    compiled build None did too.)"""
+    p = Parts()
+    p.linkstate.poll(p.clock())
+    own = p.linkstate.lsdb.get("n1")
+    assert own is not None
+    good = {**own.to_wire(), "origin": "n9", "seq": 1, "links": [], "public_key": ""}
+    bad = [{**good, "origin": origin} for origin in ([1], {"a": 1}, None, 7)]
+    p.linkstate.on_lsa(PeerLink("n2"), pack_lsas([*bad, good]), p.clock())
+    assert p.ctx.counters["malformed"] == len(bad)
+    assert p.linkstate.lsdb.get("n9") is not None
