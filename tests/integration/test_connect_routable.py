@@ -8,6 +8,7 @@ once failed with "NoRoute ... known but unreachable" in about 5 of 6 runs.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,8 +30,9 @@ def where(x: int) -> int:
     return x
 
 
-def test_job_right_after_connect_to_peer_succeeds(tmp_path: Path) -> None:
-    """20 of 20 fresh pairs: connect_to_peer, then a job on the peer at once."""
+def _keys(tmp_path: Path) -> tuple[TrustStore, Callable[..., CurveKeys]]:
+    """Keys of brokers a and b and of a client, all trusted; ``curve(name,
+    server)``: the Curve keys of ``name`` (dialling ``server``, if given)."""
     keys = {n: generate_keypair(tmp_path / "keys", n) for n in ("a", "b", "client")}
     trust = TrustStore(tmp_path / "trust")
     for name, kp in keys.items():
@@ -40,6 +42,12 @@ def test_job_right_after_connect_to_peer_succeeds(tmp_path: Path) -> None:
         kp = keys[name]
         assert kp.secret is not None
         return CurveKeys(kp.public, kp.secret, keys[server].public if server else None)
+    return trust, curve
+
+
+def test_job_right_after_connect_to_peer_succeeds(tmp_path: Path) -> None:
+    """20 of 20 fresh pairs: connect_to_peer, then a job on the peer at once."""
+    trust, curve = _keys(tmp_path)
 
     async def one_round(i: int) -> str:
         pa, pb = free_base_port(), free_base_port()
@@ -84,15 +92,7 @@ def test_an_address_that_cannot_be_dialled_is_refused_and_leaves_the_link(
     that was up stays up.  (Before: libzmq's EINVAL escaped the dial after
     the old link's sockets were closed and half the new ones opened; QUERY
     connect answered "dialling" and the broker logged a traceback.)"""
-    keys = {n: generate_keypair(tmp_path / "keys", n) for n in ("a", "b", "client")}
-    trust = TrustStore(tmp_path / "trust")
-    for name, kp in keys.items():
-        trust.accept(name, kp.public)
-
-    def curve(name: str, server: str | None = None) -> CurveKeys:
-        kp = keys[name]
-        assert kp.secret is not None
-        return CurveKeys(kp.public, kp.secret, keys[server].public if server else None)
+    trust, curve = _keys(tmp_path)
 
     bad = [("a b", 7000), ("-x-", 7000), ("é.example", 7000), ("h" * 300, 7000),
            ("127.0.0.1", -5), ("127.0.0.1", 0), ("127.0.0.1", 65533), ("127.0.0.1", 10**30),
