@@ -31,7 +31,13 @@ Rules:
   a loop turn per send (measured: a client's CPU per job at one in flight
   is several times its cost under load, the code running cold each time).
 * Only sockets that were signalled or touched are looked at: a broker with
-  many peer sockets does not pay for the idle ones.
+  many peer sockets does not pay for the idle ones.  Of the backlogs, only
+  the non-empty ones are retried.
+* A removed socket's index is given out again by a later :meth:`Pump.add`
+  (smallest first), so the tables stay as large as the sockets open at
+  once, however often a neighbour is re-dialled.  An owner forgets an index
+  when it removes the socket (the broker core drops a link's sockets when
+  it re-dials or removes the link, before new ones are added).
 * The hot path calls pyzmq's Cython socket methods with plain ``int`` flags
   (the ``zmq.Socket`` sugar layer builds enum objects per call, measured at
   half the cost of a 3-frame send/recv).
