@@ -35,9 +35,10 @@ Rules:
   the non-empty ones are retried.
 * A removed socket's index is given out again by a later :meth:`Pump.add`
   (smallest first), so the tables stay as large as the sockets open at
-  once, however often a neighbour is re-dialled.  An owner forgets an index
-  when it removes the socket (the broker core drops a link's sockets when
-  it re-dials or removes the link, before new ones are added).
+  once, however often a neighbour is re-dialled.  So an owner forgets an
+  index in the same step as it removes the socket, before it adds any other
+  (a re-dial: the dialler opens the new sockets, removes the old ones, and
+  the broker core swaps the link's indexes, with no message handled between).
 * The hot path calls pyzmq's Cython socket methods with plain ``int`` flags
   (the ``zmq.Socket`` sugar layer builds enum objects per call, measured at
   half the cost of a 3-frame send/recv).
