@@ -114,12 +114,16 @@ def test_non_idempotent_job_on_a_dead_node_is_an_explicit_error(
         fut = c.submit("chaos.record", {"key": "once", "seconds": 3.0, "once": False},
                        retries=2, idempotent=False, timeout=30)
         first = wait_for(lambda: _running_on(trio), 10, "the job to start")
+        # Its worker has the job once the broker counts it running, but the
+        # tool may not have written its side effect yet (CI: killed before).
+        effects = tmp_path / "side-effects.txt"
+        wait_for(lambda: effects.exists() and "once" in effects.read_text().split(), 10,
+                 "the tool to record its side effect")
         worker = next(p for p in trio[first].procs[1:] if p.alive())
         os.kill(worker.pid, signal.SIGKILL)
         with pytest.raises(NotIdempotent, match="not idempotent"):
             fut.result(30)
-    lines = (tmp_path / "side-effects.txt").read_text().split()
-    assert lines.count("once") == 1
+    assert effects.read_text().split().count("once") == 1
 
 
 def test_distributed_executor(trio: MeshOfNodes) -> None:
