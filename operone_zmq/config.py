@@ -914,7 +914,11 @@ _OPTION_DOCS: dict[str, tuple[str, str | None]] = {
         "be trusted here under that name) and PORT its base port.",
         None,
     ),
-    "mesh.max_peers": ("Most neighbour links this broker keeps.", None),
+    "mesh.max_peers": (
+        "Most neighbour links this broker keeps: it dials at most this many, and refuses a "
+        "HELLO that would take it past this many links up.",
+        None,
+    ),
     "routing.down_retention_s": (
         "Seconds a node that went away (its link-state advertisement aged out) stays "
         "known as 'down since T': routes and errors say 'known but unreachable' and "

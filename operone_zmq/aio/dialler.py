@@ -117,8 +117,9 @@ class Dialler:
              public_key: bytes | None) -> None:
         """Link to ``node`` at ``host``:``port`` (its base port) with fresh
         sockets; raises ConfigError (our own id, no trusted key for it, an
-        address that cannot be dialled: then the link as it was stays) or
-        RuntimeError (not started)."""
+        address that cannot be dialled, max_peers other neighbours dialled
+        already: then the link as it was stays) or RuntimeError (not
+        started)."""
         pump, ctx, core = self._pump, self._ctx, self._core
         if pump is None or ctx is None or core is None:
             raise RuntimeError("the broker is not started")
@@ -127,6 +128,13 @@ class Dialler:
         problem = peer_address_problem(host, port)
         if problem is not None:
             raise ConfigError(f"cannot dial '{node}': {problem}")
+        most = core.limits.max_peers
+        if node not in self._dialled and len(self._dialled) >= most:
+            # Each dialled link holds 8 sockets and 4 connections: the
+            # descriptor budget (fdlimit.py) is sized by max_peers.
+            raise ConfigError(
+                f"cannot dial '{node}': this broker already dials {len(self._dialled)}"
+                f" neighbours (mesh.max_peers = {most}); disconnect one first")
         key = public_key or self._trust.key_of(node)
         if key is None:
             raise ConfigError(

@@ -12,9 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import zmq
 from helpers import free_base_port
 
 from operone_zmq import AsyncClient, Broker, CurveKeys, NoRoute, tool
+from operone_zmq.core.broker import BrokerLimits
 from operone_zmq.errors import ConfigError
 from operone_zmq.security import TrustStore, generate_keypair
 
@@ -125,3 +127,36 @@ def test_an_address_that_cannot_be_dialled_is_refused_and_leaves_the_link(
             assert res.value == 7
 
     asyncio.run(asyncio.wait_for(go(), 60.0))
+
+
+def test_a_broker_dials_at_most_max_peers_neighbours(tmp_path: Path) -> None:
+    """mesh.max_peers bounds the links a broker dials, as it bounds those it
+    accepts: past it a dial is a ConfigError and opens nothing (each dialled
+    link holds 8 sockets; the descriptor budget is sized by max_peers).
+    Re-dialling a neighbour already dialled is not a new one."""
+    trust, curve = _keys(tmp_path)
+    fakes = {f"n{i}": zmq.curve_keypair()[0] for i in range(3)}
+    for node, pub in fakes.items():
+        trust.accept(node, pub)
+
+    async def go() -> None:
+        a = Broker("a", keys=curve("a"), trust=trust, base_port=free_base_port(),
+                   limits=BrokerLimits(max_peers=2), worker_endpoint=f"ipc://{tmp_path}/a.ipc")
+        async with a:
+            pump = a._pump
+            assert pump is not None
+            for node in ("n0", "n1", "n1"):  # nothing listens: each times out
+                with pytest.raises(NoRoute):
+                    await a.connect_to_peer("127.0.0.1", free_base_port(), node_id=node,
+                                            public_key=fakes[node], timeout=0.05)
+            open_before = sum(s is not None for s in pump.sockets)
+            with pytest.raises(ConfigError, match=r"already dials 2 neighbours \(mesh.max_peers"):
+                await a.connect_to_peer("127.0.0.1", free_base_port(), node_id="n2",
+                                        public_key=fakes["n2"], timeout=0.05)
+            assert sum(s is not None for s in pump.sockets) == open_before
+            assert await a.disconnect_peer("n0")
+            with pytest.raises(NoRoute):  # room again
+                await a.connect_to_peer("127.0.0.1", free_base_port(), node_id="n2",
+                                        public_key=fakes["n2"], timeout=0.05)
+
+    asyncio.run(asyncio.wait_for(go(), 30.0))
