@@ -77,10 +77,11 @@ class PeerAddress:
             raise ConfigError(
                 f"peer {text!r} must be NODE@HOST:PORT (NODE is the peer's node id; its key"
                 " must be trusted here under that name: operone keys accept NODE KEYFILE)")
-        problem = peer_address_problem(host.strip("[]"), int(port))
+        host = host.strip("[]")
+        problem = peer_address_problem(host, int(port))
         if problem is not None:
             raise ConfigError(f"peer {text!r}: {problem}")
-        return cls(node, host.strip("[]"), int(port))
+        return cls(node, host, int(port))
 
 
 def _bind_private(sock: zmq.Socket[bytes], endpoint: str) -> None:
@@ -427,7 +428,8 @@ class Broker:
     def _emit_events(self) -> None:
         """Carry out the core's actions, then deliver its events."""
         core = self.core
-        self._mesh_events.wake_routable(self.is_routable)
+        if self._mesh_events.awaited_routes:  # (after every run: no call when none waits)
+            self._mesh_events.wake_routable(self.is_routable)
         if core.actions:
             actions, core.actions = core.actions, []
             for act in actions:

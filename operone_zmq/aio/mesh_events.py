@@ -50,8 +50,9 @@ class MeshEvents:
         self.emitter = EventEmitter()
         #: connect_to_peer(): node -> futures resolved once its link is up.
         self._linked: dict[str, list[asyncio.Future[None]]] = {}
-        #: wait_routable(): node -> futures resolved once a route to it exists.
-        self._routable: dict[str, list[asyncio.Future[None]]] = {}
+        #: wait_routable(): node -> futures resolved once a route to it exists
+        #: (read by the broker after every run: empty, it skips wake_routable).
+        self.awaited_routes: dict[str, list[asyncio.Future[None]]] = {}
 
     def on(self, event: str, callback: Callable[..., object]) -> Callable[..., object]:
         """Register ``callback`` for ``event`` (see Broker.on for the names)."""
@@ -82,7 +83,7 @@ class MeshEvents:
         if routable(node):
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        waiters = self._routable.setdefault(node, [])
+        waiters = self.awaited_routes.setdefault(node, [])
         waiters.append(fut)
         try:
             await asyncio.wait_for(fut, timeout)
@@ -91,27 +92,27 @@ class MeshEvents:
         finally:
             if fut in waiters:
                 waiters.remove(fut)
-            if not waiters and self._routable.get(node) is waiters:
-                del self._routable[node]
+            if not waiters and self.awaited_routes.get(node) is waiters:
+                del self.awaited_routes[node]
 
     def wake_routable(self, routable: Callable[[str], bool]) -> None:
         """Resolve the routable-waiters whose node has become routable (at
         most one check per waiting node)."""
-        if not self._routable:
+        if not self.awaited_routes:
             return
-        for node in [n for n in self._routable if routable(n)]:
-            for f in self._routable.pop(node):
+        for node in [n for n in self.awaited_routes if routable(n)]:
+            for f in self.awaited_routes.pop(node):
                 if not f.done():
                     f.set_result(None)
 
     def fail_waiters(self, why: str) -> None:
         """The broker stopped: every waiter ends with NoRoute(``why``)."""
-        for waiters in [*self._linked.values(), *self._routable.values()]:
+        for waiters in [*self._linked.values(), *self.awaited_routes.values()]:
             for f in waiters:
                 if not f.done():
                     f.set_exception(NoRoute(why))
         self._linked.clear()
-        self._routable.clear()
+        self.awaited_routes.clear()
 
     def _resolve_link(self, node: str, exc: BaseException | None = None) -> None:
         for f in self._linked.pop(node, []):
