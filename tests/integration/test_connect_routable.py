@@ -47,17 +47,24 @@ def _keys(tmp_path: Path) -> tuple[TrustStore, Callable[..., CurveKeys]]:
     return trust, curve
 
 
+def _pair(tmp_path: Path, trust: TrustStore, curve: Callable[..., CurveKeys],
+          tag: str = "") -> tuple[Broker, Broker, int, int]:
+    """Brokers a and b (not started) on free ports; b serves ``where``."""
+    pa, pb = free_base_port(), free_base_port()
+    a = Broker("a", keys=curve("a"), trust=trust, base_port=pa,
+               worker_endpoint=f"ipc://{tmp_path}/a{tag}.ipc")
+    b = Broker("b", keys=curve("b"), trust=trust, base_port=pb,
+               worker_endpoint=f"ipc://{tmp_path}/b{tag}.ipc")
+    b.register_tool(where)
+    return a, b, pa, pb
+
+
 def test_job_right_after_connect_to_peer_succeeds(tmp_path: Path) -> None:
     """20 of 20 fresh pairs: connect_to_peer, then a job on the peer at once."""
     trust, curve = _keys(tmp_path)
 
     async def one_round(i: int) -> str:
-        pa, pb = free_base_port(), free_base_port()
-        a = Broker("a", keys=curve("a"), trust=trust, base_port=pa,
-                   worker_endpoint=f"ipc://{tmp_path}/a{i}.ipc")
-        b = Broker("b", keys=curve("b"), trust=trust, base_port=pb,
-                   worker_endpoint=f"ipc://{tmp_path}/b{i}.ipc")
-        b.register_tool(where)
+        a, b, pa, pb = _pair(tmp_path, trust, curve, str(i))
         async with a, b, AsyncClient("127.0.0.1", pa, keys=curve("client", "a")) as c:
             await a.connect_to_peer("127.0.0.1", pb, node_id="b", timeout=10.0)
             res = await c.submit("where", {"x": i}, on="b", timeout=10.0)
@@ -101,12 +108,7 @@ def test_an_address_that_cannot_be_dialled_is_refused_and_leaves_the_link(
            ("", 7000)]
 
     async def go() -> None:
-        pa, pb = free_base_port(), free_base_port()
-        a = Broker("a", keys=curve("a"), trust=trust, base_port=pa,
-                   worker_endpoint=f"ipc://{tmp_path}/a.ipc")
-        b = Broker("b", keys=curve("b"), trust=trust, base_port=pb,
-                   worker_endpoint=f"ipc://{tmp_path}/b.ipc")
-        b.register_tool(where)
+        a, b, pa, pb = _pair(tmp_path, trust, curve)
         async with a, b, AsyncClient("127.0.0.1", pa, keys=curve("client", "a")) as c:
             await a.connect_to_peer("127.0.0.1", pb, node_id="b", timeout=10.0)
             pump = a._pump
