@@ -351,14 +351,13 @@ class BrokerCore:
 
     # ------------------------------------------------------------ frontend
     def on_frontend(self, cls: int, frames: list[Frame], now: float,
-                    uid: str | None = None, inner: bool = False) -> None:
+                    uid: str | None = None) -> None:
         """Handle one message arriving on the frontend ROUTER of class ``cls``.
 
         Routing ids chosen by ZeroMQ (clients) start with a zero byte; any
         other routing id is a claimed node id (a peer), verified against the
         Curve key ``uid`` that ZAP authenticated.  A client's BATCH is
-        unpacked and each message in it handled as if it came alone
-        (``inner``: it came in a BATCH).
+        unpacked and each message in it handled as if it came alone.
         """
         ctx = self._ctx
         ctx.now = now
@@ -378,12 +377,20 @@ class BrokerCore:
         except ProtocolError as exc:
             self._refuse_malformed(cls, rid, frames, exc)
             return
+        if msg.header.type == _BATCH:
+            self._on_client_batch(cls, rid, frames, now, uid)
+            return
+        self._on_client(cls, rid, frames, msg, now,
+                        OPERATOR if self._grants is None else self._grants(uid))
+
+    def _on_client(self, cls: int, rid: bytes, frames: list[Frame], msg: Message,
+                   now: float, grant: Grant | None) -> None:
+        """A client's message ``msg`` (not a BATCH; frames: routing id, tag,
+        header, body), from a key that may do what ``grant`` says (None: not
+        trusted as a client)."""
+        ctx = self._ctx
         h = msg.header
         t = h.type
-        if t == _BATCH:
-            self._on_client_batch(cls, rid, frames, now, uid, inner)
-            return
-        grant = OPERATOR if self._grants is None else self._grants(uid)
         if grant is None:
             # Trusted by ZAP (as a node only, say), but not as a client.
             if t == _PING:
@@ -422,20 +429,29 @@ class BrokerCore:
             )
 
     def _on_client_batch(self, cls: int, rid: bytes, frames: list[Frame], now: float,
-                         uid: str | None, inner: bool) -> None:
+                         uid: str | None) -> None:
         """A client's BATCH: refused whole when not well formed (as any
         malformed message is), else each message handled alone."""
         try:
-            if inner:
-                raise ProtocolError("a BATCH may not contain a BATCH")
             msgs = decode_batch(frames, 1)
         except ProtocolError as exc:
             self._refuse_malformed(cls, rid, frames, exc)
             return
         self._clients.sent_batch(cls, rid)
         self._ctx.counters["batches_received"] += 1
+        # Each message as if it came alone, from the connection admitted and
+        # the key looked up once for the BATCH.
+        grant = OPERATOR if self._grants is None else self._grants(uid)
         for m in msgs:
-            self.on_frontend(cls, [rid, *m], now, uid, True)
+            inner_frames = [rid, *m]
+            try:
+                msg = decode(inner_frames, 1)
+                if msg.header.type == _BATCH:
+                    raise ProtocolError("a BATCH may not contain a BATCH")
+            except ProtocolError as exc:
+                self._refuse_malformed(cls, rid, inner_frames, exc)
+                continue
+            self._on_client(cls, rid, inner_frames, msg, now, grant)
 
     def _refuse_malformed(self, cls: int, rid: bytes, frames: list[Frame],
                           exc: ProtocolError) -> None:

@@ -38,6 +38,7 @@ _ERROR = int(MsgType.ERROR)
 _PROGRESS = int(MsgType.PROGRESS)
 _REPLY = int(MsgType.REPLY)
 _PONG = int(MsgType.PONG)
+_JOB = int(MsgType.JOB)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +105,7 @@ class ClientCore:
         jid = job_id or self.next_id()
         body = JobRequest(tool, args or {}, timeout, on, caps, retries, idempotent,
                           prefer_local, stream).pack()
-        return jid, [TAG, self._header(int(MsgType.JOB), jid, on or "", cls), body]
+        return jid, [TAG, self._header(_JOB, jid, on or "", cls), body]
 
     def query(self, what: str, args: dict[str, Any] | None = None,
               cls: int = 0) -> tuple[str, list[Frame]]:

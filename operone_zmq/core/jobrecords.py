@@ -19,7 +19,7 @@ Rules:
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -142,14 +142,23 @@ class FinishedJobs:
 
     def __init__(self, capacity: int = MAX_FINISHED_JOBS) -> None:
         self._capacity = capacity
-        self._records: OrderedDict[str, JobRecord] = OrderedDict()
+        #: By id, oldest first (a record added again moves to the end).
+        self._records: dict[str, JobRecord] = {}
+        #: The same records in the order they were added: the oldest leaves
+        #: first.  (An OrderedDict's pop and popitem cost three times this.)
+        self._order: deque[JobRecord] = deque()
 
     def add(self, record: JobRecord) -> None:
         records = self._records
-        records.pop(record.id, None)
-        records[record.id] = record
-        while len(records) > self._capacity:
-            records.popitem(last=False)
+        order = self._order
+        rid = record.id
+        old = records.pop(rid, None)
+        if old is not None:  # an id finished again (rare): out of its old place
+            self._order = order = deque(r for r in order if r is not old)
+        records[rid] = record
+        order.append(record)
+        if len(order) > self._capacity:
+            del records[order.popleft().id]
 
     def get(self, jid: str) -> JobRecord | None:
         return self._records.get(jid)

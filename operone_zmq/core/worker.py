@@ -62,6 +62,9 @@ _JOB = int(MsgType.JOB)
 _CANCEL = int(MsgType.CANCEL)
 _HEARTBEAT = int(MsgType.HEARTBEAT)
 _DISCONNECT = int(MsgType.DISCONNECT)
+_RESULT = int(MsgType.RESULT)
+_PROGRESS = int(MsgType.PROGRESS)
+_ERROR = int(MsgType.ERROR)
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +238,7 @@ class WorkerCore:
                 remote_type="TypeError", node=self.node))
             return
         self.counters["results"] += 1
-        frames: list[Frame] = [TAG, self._header(int(MsgType.RESULT), jid, job.cls), body]
+        frames: list[Frame] = [TAG, self._header(_RESULT, jid, job.cls), body]
         self.out.append(frames)
         recent = self._recent
         old = recent.pop(jid, None)  # (a joined retry answered twice: counted once)
@@ -263,13 +266,13 @@ class WorkerCore:
         """Send progress (or streamed output) of a running job."""
         job = self.running.get(jid)
         if job is not None:
-            self.out.append([TAG, self._header(int(MsgType.PROGRESS), jid, job.cls), p.pack()])
+            self.out.append([TAG, self._header(_PROGRESS, jid, job.cls), p.pack()])
 
     def _error(self, jid: str, cls: int, err: JobError) -> None:
         self.counters["errors"] += 1
         body = ErrorBody(err.code, err.message, err.remote_type, err.node or self.node or None,
                          err.details).pack()
-        self.out.append([TAG, self._header(int(MsgType.ERROR), jid, cls), body])
+        self.out.append([TAG, self._header(_ERROR, jid, cls), body])
 
     # --------------------------------------------------------------- timers
     def tick(self, now: float) -> tuple[list[str], bool]:

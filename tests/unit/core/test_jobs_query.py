@@ -121,3 +121,20 @@ def test_the_finished_ring_and_kept_results_are_bounded() -> None:
     assert [r.id for r in ring] == ["j4", "j3", "j2"]
     assert ring.get("j0") is None
     assert ring.get("j2") is not None and ring.get("j2").result is None  # type: ignore[union-attr]
+
+
+def test_an_id_finished_again_moves_to_the_newest_end_of_the_ring() -> None:
+    ring = FinishedJobs(capacity=3)
+    recs = {i: JobRecord(f"j{i}", "echo", None, float(i)) for i in range(3)}
+    for r in recs.values():
+        ring.add(r)
+    again = JobRecord("j0", "echo", None, 9.0)
+    ring.add(again)  # j0 again: now the newest, so j1 is the oldest
+    assert [r.id for r in ring] == ["j0", "j2", "j1"] and len(ring) == 3
+    ring.add(recs[0])  # the same id again, an old object: still one entry
+    ring.add(JobRecord("j3", "echo", None, 3.0))
+    assert [r.id for r in ring] == ["j3", "j0", "j2"]
+    assert ring.get("j0") is recs[0] and ring.get("j1") is None
+    for i in range(4, 40):  # the order stays as long as the ring, never longer
+        ring.add(JobRecord(f"j{i}", "echo", None, float(i)))
+    assert [r.id for r in ring] == ["j39", "j38", "j37"] and len(ring._order) == 3
