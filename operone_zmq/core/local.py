@@ -203,9 +203,8 @@ class LocalJobs:
         node_id = self._ctx.node_id
         limits = self._ctx.limits
         caps = frozenset(req.caps)
-        orphan = self._join_orphan(client, cls, src, jid, req, job_frames, now, remote,
-                                   origin)
-        if orphan:
+        if (self._orphans or self._orphan_results) and self._join_orphan(
+                client, cls, src, jid, req, job_frames, now, remote, origin):
             return None
         pool = self.pool
         candidates = pool.by_tool.get(req.tool)
