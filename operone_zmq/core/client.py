@@ -52,6 +52,35 @@ class JobResult:
     attempts: int = 1
 
 
+def _result_maker() -> Callable[[str, Any, str, float, int], JobResult]:
+    """JobResult's constructor, for one result per job: a frozen dataclass's
+    __init__ sets each field through ``object.__setattr__`` (1.4 us a job
+    against 0.5 us for the slots' own setters, used here).  Compiled by
+    mypyc, JobResult is a native class and its constructor already fast:
+    that one then."""
+    new = object.__new__
+    slots: list[Any] = [vars(JobResult).get(f) for f in
+             ("job_id", "value", "executed_on", "duration", "attempts")]
+    if any(type(d).__name__ != "member_descriptor" for d in slots):
+        return JobResult  # (mypyc's native attributes)
+    s_id, s_value, s_on, s_duration, s_attempts = (d.__set__ for d in slots)
+
+    def make(job_id: str, value: Any, executed_on: str, duration: float,
+             attempts: int) -> JobResult:
+        r: JobResult = new(JobResult)
+        s_id(r, job_id)
+        s_value(r, value)
+        s_on(r, executed_on)
+        s_duration(r, duration)
+        s_attempts(r, attempts)
+        return r
+
+    return make
+
+
+_new_result = _result_maker()
+
+
 @dataclass(slots=True)  # not frozen: one per answer (see protocol.bodies.JobRequest)
 class Reply:
     """A decoded reply: ``kind`` is "result", "error", "progress", "reply" or
@@ -137,7 +166,8 @@ class ClientCore:
             if t == _RESULT:
                 r = ResultBody.unpack(msg.body)
                 return Reply("result", h.id,
-                             JobResult(h.id, r.value, r.node or h.src, r.duration, r.attempts))
+                             _new_result(h.id, r.value, r.node or h.src, r.duration,
+                                         r.attempts))
             if t == _ERROR:
                 e = ErrorBody.unpack(msg.body)
                 err: JobError = error_from_wire(e.code, e.message, job_id=h.id,

@@ -140,3 +140,43 @@ def test_a_broker_that_does_not_batch_sends_singles_and_says_so() -> None:
     core.on_frontend(2, [RID, *encode_batch(_jobs(c, 4), 2)], clock())
     out = flushed(core)
     assert len(out) == 4 and not any(is_batch(f, 1) for _, f in out)
+
+
+def test_a_batch_is_judged_by_its_keys_grant_message_by_message() -> None:
+    """The key's grant is looked up once for a BATCH, and every message in
+    it is held to it: a submit-role key cannot slip a broadcast or a tool it
+    may not run in among allowed jobs."""
+    from operone_zmq.core.access import Grant
+    from operone_zmq.core.broker import BrokerCore
+
+    clock = FakeClock()
+    asked: list[str | None] = []
+
+    def grants(uid: str | None) -> Grant:
+        asked.append(uid)
+        return Grant("submit", tools=frozenset({"echo"}), fingerprint="f" * 16)
+
+    core = BrokerCore("n1", now=clock(), grants=grants)
+    w = WorkerCore("n1.w1", [ToolInfo("echo"), ToolInfo("rm")], now=clock(), batch=True)
+    w.start(clock())
+    while w.out:
+        core.on_worker([b"w1", *w.out.pop(0)], clock())
+    core.out.clear()
+    c = ClientCore("c1")
+    ok = c.job("echo", {"i": 1}, cls=2)
+    no = c.job("rm", {}, cls=2)
+    bid, bc = c.broadcast("hello", cls=2)
+    core.on_frontend(2, [RID, *encode_batch([ok[1], no[1], bc], 2)], clock(), "K" * 40)
+    assert asked == ["K" * 40]
+    out = flushed(core)
+    to_worker = [decode(f, 1).header.id for idx, f in out if idx == WORKERS]
+    assert to_worker == [ok[0]]
+    errors = {}
+    for idx, f in out:
+        if idx != WORKERS:
+            msgs = decode_batch(f, 1) if is_batch(f, 1) else [f[1:]]
+            for m in msgs:
+                h = decode(m).header
+                assert h.type == MsgType.ERROR
+                errors[h.corr or h.id] = ErrorBody.unpack(m[2]).code
+    assert errors == {no[0]: "refused", bid: "refused"}
