@@ -118,7 +118,7 @@ def _home_settings(path: str | os.PathLike[str] | None, broker: str | None,
             "client_id": f"{config.node.id}.{socket.gethostname()[:16]}"}
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class _Pending:
     fut: asyncio.Future[Any]
     deadline: float
@@ -128,8 +128,22 @@ class _Pending:
     sent: float
     #: The JOB's frames, kept to submit it again when the broker restarts
     #: (idempotent jobs only; None otherwise).
-    frames: list[Frame] | None = None
-    resubmitted: int = 0
+    frames: list[Frame] | None
+    resubmitted: int
+
+    # (One per request: compiled by mypyc, a dataclass's generated __init__
+    # stays interpreted, 6x the cost of this one.)
+    def __init__(self, fut: asyncio.Future[Any], deadline: float, cls: int, is_job: bool,
+                 on_progress: Callable[[Progress], None] | None, sent: float,
+                 frames: list[Frame] | None = None, resubmitted: int = 0) -> None:
+        self.fut = fut
+        self.deadline = deadline
+        self.cls = cls
+        self.is_job = is_job
+        self.on_progress = on_progress
+        self.sent = sent
+        self.frames = frames
+        self.resubmitted = resubmitted
 
 
 #: Seconds between the PINGs a client with jobs in flight sends its broker:

@@ -71,7 +71,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import pairwise
 
 from ..errors import (
@@ -127,7 +127,10 @@ RETRY_MAX = 2.0
 MAX_WAITING_FOR_WORKERS = 10_000
 
 
-@dataclass(slots=True)
+# (init=False and an __init__ of its own, here and in the other classes made
+# once per job: compiled by mypyc, a dataclass's generated __init__ stays
+# interpreted, 6x the cost of a compiled one; in pure Python they are alike.)
+@dataclass(slots=True, init=False)
 class Origin:
     """A local client's job, from submission to its one answer: where it was
     placed, how many attempts it had, and what is left of its retries."""
@@ -141,20 +144,49 @@ class Origin:
     ts: int
     submitted: float
     retries_left: int
-    attempts: int = 0
-    target: str | None = None
-    tried: list[str] = field(default_factory=list)
-    deadline: float = 0.0  # of the current remote attempt
-    retry_at: float | None = None
-    placement: str = ""
+    attempts: int
+    target: str | None
+    tried: list[str]
+    deadline: float  # of the current remote attempt
+    retry_at: float | None
+    placement: str
     #: What the submitting client key may do (its role travels with the job).
-    grant: Grant = OPERATOR
+    grant: Grant
     #: The path the current remote attempt was sent on (this node first).
-    path: tuple[str, ...] = ()
+    path: tuple[str, ...]
     #: The incarnation of ``target`` when the attempt was sent (0: unknown).
-    incarnation: int = 0
-    record: JobRecord | None = None  # what QUERY jobs shows of it
-    attempt_body: bytes | None = None  # a retry's JOB body (its timeout: what is left)
+    incarnation: int
+    record: JobRecord | None  # what QUERY jobs shows of it
+    attempt_body: bytes | None  # a retry's JOB body (its timeout: what is left)
+
+    def __init__(self, id: str, client: bytes, cls: int, src: str, req: JobRequest,
+                 body: Frame, ts: int, submitted: float, retries_left: int,
+                 attempts: int = 0, target: str | None = None,
+                 tried: list[str] | None = None, deadline: float = 0.0,
+                 retry_at: float | None = None, placement: str = "",
+                 grant: Grant = OPERATOR, path: tuple[str, ...] = (),
+                 incarnation: int = 0, record: JobRecord | None = None,
+                 attempt_body: bytes | None = None) -> None:
+        self.id = id
+        self.client = client
+        self.cls = cls
+        self.src = src
+        self.req = req
+        self.body = body
+        self.ts = ts
+        self.submitted = submitted
+        self.retries_left = retries_left
+        self.attempts = attempts
+        self.target = target
+        self.tried = [] if tried is None else tried
+        self.deadline = deadline
+        self.retry_at = retry_at
+        self.placement = placement
+        self.grant = grant
+        self.path = path
+        self.incarnation = incarnation
+        self.record = record
+        self.attempt_body = attempt_body
 
 
 class OriginTable:

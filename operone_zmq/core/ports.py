@@ -47,7 +47,9 @@ QUEUED = 0
 RUNNING = 1
 
 
-@dataclass(slots=True)
+# (init=False and an __init__ of its own: one is made per job, and compiled
+# by mypyc a dataclass's generated __init__ stays interpreted, 6x the cost.)
+@dataclass(slots=True, init=False)
 class Job:
     """A job running (or queued) on this node or on one of its legacy hosts."""
 
@@ -60,13 +62,34 @@ class Job:
     deadline: float
     submitted: float
     src: str
-    state: int = QUEUED
-    worker: bytes | None = None
-    remote: bool = False  # submitted by another node (src), not a local client
-    origin: bool = False  # submitted through this broker's origin table
-    legacy: str | None = None  # runs on this legacy (SSH) host, not on a worker
-    request: JobRequest | None = None  # its request (decoded once; legacy and in-process
+    state: int
+    worker: bytes | None
+    remote: bool  # submitted by another node (src), not a local client
+    origin: bool  # submitted through this broker's origin table
+    legacy: str | None  # runs on this legacy (SSH) host, not on a worker
+    request: JobRequest | None  # its request (decoded once; legacy and in-process
     # tools run from it, workers from ``frames``)
+
+    def __init__(self, id: str, client: bytes, cls: int, tool: str, caps: frozenset[str],
+                 frames: list[Frame], deadline: float, submitted: float, src: str,
+                 state: int = QUEUED, worker: bytes | None = None, remote: bool = False,
+                 origin: bool = False, legacy: str | None = None,
+                 request: JobRequest | None = None) -> None:
+        self.id = id
+        self.client = client
+        self.cls = cls
+        self.tool = tool
+        self.caps = caps
+        self.frames = frames
+        self.deadline = deadline
+        self.submitted = submitted
+        self.src = src
+        self.state = state
+        self.worker = worker
+        self.remote = remote
+        self.origin = origin
+        self.legacy = legacy
+        self.request = request
 
 
 class Advertised(Protocol):
