@@ -25,7 +25,13 @@ from setuptools import setup
 #: runs alternated against the set above on an idle machine, the CPU each
 #: relayed hop adds went 71 -> 57 us per job (0.74x -> 0.59x the raw relay's)
 #: and the p50 it adds 655 -> 583 us; on one hop (--quick foundation) the
-#: CPU per job did not change beyond the noise.
+#: CPU per job did not change beyond the noise.  And the in-process tools'
+#: runner (aio/inproc.py), the like-for-like shape against the original
+#: (scripts/bench_inproc.py).
+#:
+#: The classes made once per job have an ``__init__`` of their own: mypyc
+#: compiles a dataclass, but its generated ``__init__`` stays interpreted
+#: (counted with callgrind: 8,100 instructions to make an Origin).
 COMPILED = [
     "operone_zmq/core/",
     "operone_zmq/protocol/",
@@ -34,6 +40,7 @@ COMPILED = [
     "operone_zmq/aio/client.py",
     "operone_zmq/aio/broker.py",
     "operone_zmq/aio/worker.py",
+    "operone_zmq/aio/inproc.py",
     "operone_zmq/routing/",
     "operone_zmq/qos/",
 ]
