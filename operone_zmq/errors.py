@@ -12,7 +12,7 @@ This module does no I/O and imports nothing outside the standard library.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 __all__ = [
     "MAYBE_STARTED_CODES",
@@ -231,7 +231,7 @@ class SSHError(OperoneError):
     code = "ssh"
 
 
-_BY_CODE: dict[str, type[JobError]] = {
+_BY_CODE: Final[dict[str, type[JobError]]] = {
     cls.code: cls
     for cls in (
         ToolNotFound,
@@ -253,10 +253,11 @@ _BY_CODE: dict[str, type[JobError]] = {
 #: Codes of failures that another attempt (later, or on another node) may not
 #: meet: the node, its worker or the path to it failed, not the job.  An
 #: origin broker retries these while the job has retries left.
-TRANSIENT_CODES = frozenset({"worker_lost", "no_route", "overloaded", "timeout", "unreachable"})
+TRANSIENT_CODES: Final = frozenset(
+    {"worker_lost", "no_route", "overloaded", "timeout", "unreachable"})
 #: Transient codes after which the job may have started (it is then not run
 #: again unless it is idempotent).
-MAYBE_STARTED_CODES = frozenset({"worker_lost", "timeout", "unreachable"})
+MAYBE_STARTED_CODES: Final = frozenset({"worker_lost", "timeout", "unreachable"})
 
 
 def is_transient(err: JobError) -> bool:

@@ -22,7 +22,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import structlog
 import zmq
@@ -47,15 +47,15 @@ from .sockets import CurveKeys, SocketLimits, make_socket
 
 __all__ = ["ZAP_DOMAIN", "Broker", "PeerAddress"]
 
-log = structlog.get_logger("operone.broker")
+log: Final = structlog.get_logger("operone.broker")
 
 #: The ZAP domain our CurveZMQ servers announce and our authenticator serves.
-ZAP_DOMAIN = "operone"
+ZAP_DOMAIN: Final = "operone"
 
 
 #: Peer link establishment must finish within this many seconds for
 #: connect_to_peer() to succeed (the link keeps retrying in the background).
-CONNECT_TIMEOUT = 10.0
+CONNECT_TIMEOUT: Final = 10.0
 
 
 

@@ -24,7 +24,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
@@ -60,17 +60,17 @@ __all__ = ["AsyncClient", "Client", "ClientJobFuture", "JobFuture", "JobResult",
 
 #: Seconds the client waits past a job's timeout for the broker's answer
 #: before it gives up on its own (the broker normally answers first).
-GRACE = 2.0
+GRACE: Final = 2.0
 
 #: Default job timeout when the caller names none.
-DEFAULT_TIMEOUT = 60.0
+DEFAULT_TIMEOUT: Final = 60.0
 
 #: Requests in flight per client; past it submit() raises Overloaded.  Bounds
 #: the pending table, the way each broker queue is bounded.
-MAX_IN_FLIGHT = 100_000
+MAX_IN_FLIGHT: Final = 100_000
 
 
-_CLASS_OF_NAME = {name: i for i, name in enumerate(CLASS_NAMES)}
+_CLASS_OF_NAME: Final = {name: i for i, name in enumerate(CLASS_NAMES)}
 
 
 def parse_priority(priority: str | int) -> int:
@@ -148,15 +148,15 @@ class _Pending:
 
 #: Seconds between the PINGs a client with jobs in flight sends its broker:
 #: the PONG says the broker's incarnation, so a restart is seen within this.
-WATCH_INTERVAL = 1.0
+WATCH_INTERVAL: Final = 1.0
 
 #: Times one job is submitted again after restarts of the broker.
-MAX_RESUBMITS = 3
+MAX_RESUBMITS: Final = 3
 
 #: Times a resubmitted job is sent again, a watch interval apart, while the
 #: restarted broker says no worker offers its tool (they register again
 #: within liveness x heartbeat interval: 3 s by default).
-MAX_STARTING_RESENDS = 10
+MAX_STARTING_RESENDS: Final = 10
 
 
 class AsyncClient:

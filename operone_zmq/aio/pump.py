@@ -62,7 +62,7 @@ import heapq
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import structlog
 import zmq
@@ -73,21 +73,21 @@ from ..protocol.limits import DEFAULT_MAX_MESSAGE_SIZE, MAX_MESSAGE_FRAMES
 
 __all__ = ["MAX_PENDING", "Pump"]
 
-log = structlog.get_logger("operone.pump")
+log: Final = structlog.get_logger("operone.pump")
 
 #: Messages waiting per socket while its peer is slow (after the ZMQ HWM is
 #: full).  Past this, send() refuses: the caller answers with Overloaded.
-MAX_PENDING = 100_000
+MAX_PENDING: Final = 100_000
 
 #: Messages taken from one socket per run before the next socket gets a turn
 #: and the loop gets to run other callbacks; bounds latency under load.
-BATCH = 256
+BATCH: Final = 256
 
 #: Bytes taken from one socket per run, as BATCH counts messages: a class
 #: moving 64 KiB chunks (a file transfer on "low") yields to the other
 #: sockets, and to the loop, every 4 chunks instead of every 256 (16 MiB):
 #: the critical class's messages wait behind at most this much bulk.
-RUN_BYTES = 256 * 1024
+RUN_BYTES: Final = 256 * 1024
 
 #: Frames after the first at least this large are received without copying:
 #: handed on as a memoryview of the zmq.Frame (which it keeps alive), and
@@ -98,7 +98,7 @@ RUN_BYTES = 256 * 1024
 #: microsecond, and libzmq's decoder may place small messages in one shared
 #: 8 KiB receive buffer that a view would keep alive whole.  Above
 #: MAX_BATCHED_MESSAGE (protocol/batch.py, 8 KiB), so no BATCH packs a view.
-ZERO_COPY_RECV = 32 * 1024
+ZERO_COPY_RECV: Final = 32 * 1024
 
 #: on_message(socket index, frames, now, uid): ``uid`` is the ZAP User-Id
 #: (the peer's or client's Curve key, z85) for messages on sockets added with
@@ -111,20 +111,21 @@ OnOversize = Callable[[int, list[Frame], int, int, float], None]
 
 #: The first frames of an oversize message kept for its ERROR (routing id,
 #: tag, header), each clipped: enough for best_effort_id.
-_HEAD_FRAMES = 3
-_HEAD_BYTES = 1024
+_HEAD_FRAMES: Final = 3
+_HEAD_BYTES: Final = 1024
 
 # The Cython methods, typed for what we call them with.
-_get: Callable[[Any, int], int] = cast(Any, zmq.backend.Socket.get)
-_send: Callable[[Any, Frame | zmq.Frame, int, bool], None] = cast(Any, zmq.backend.Socket.send)
-_recv: Callable[..., Any] = cast(Any, zmq.backend.Socket.recv)
-_EVENTS = int(zmq.EVENTS)
-_POLLIN = int(zmq.POLLIN)
-_RCVMORE = int(zmq.RCVMORE)  # only on the oversize path (_drop_rest)
-_NOBLOCK = int(zmq.NOBLOCK)
-_MORE = int(zmq.NOBLOCK) | int(zmq.SNDMORE)
-_EHOSTUNREACH = zmq.EHOSTUNREACH
-_Frame = zmq.Frame
+_get: Final[Callable[[Any, int], int]] = cast(Any, zmq.backend.Socket.get)
+_send: Final[Callable[[Any, Frame | zmq.Frame, int, bool], None]] = cast(
+    Any, zmq.backend.Socket.send)
+_recv: Final[Callable[..., Any]] = cast(Any, zmq.backend.Socket.recv)
+_EVENTS: Final = int(zmq.EVENTS)
+_POLLIN: Final = int(zmq.POLLIN)
+_RCVMORE: Final = int(zmq.RCVMORE)  # only on the oversize path (_drop_rest)
+_NOBLOCK: Final = int(zmq.NOBLOCK)
+_MORE: Final = int(zmq.NOBLOCK) | int(zmq.SNDMORE)
+_EHOSTUNREACH: Final = zmq.EHOSTUNREACH
+_Frame: Final = zmq.Frame
 
 
 class Pump:

@@ -21,7 +21,7 @@ import functools
 import os
 import threading
 import time
-from typing import Any
+from typing import Any, Final
 
 import structlog
 import zmq
@@ -38,25 +38,25 @@ from .supervisor import parent_alive
 
 __all__ = ["Worker"]
 
-log = structlog.get_logger("operone.worker")
+log: Final = structlog.get_logger("operone.worker")
 
 #: Seconds between ``broker_still_lost`` warnings while the broker stays away:
 #: a worker without a broker for a day logs about 1,440 lines, not 86,400.
-LOST_LOG_INTERVAL = 60.0
+LOST_LOG_INTERVAL: Final = 60.0
 
 #: Bytes of streamed output (PROGRESS ``data``) one job may send: the 4 MiB a
 #: shell job keeps of each stream (``tools.max_output``' default), so asking
 #: for streaming never moves more than asking for the result (a streamed
 #: ``cat /dev/zero`` pushed 574-768 MB in 1.5 s).  Past it, one PROGRESS says
 #: so and the rest is not streamed.
-MAX_STREAM_BYTES = 4 * 1024 * 1024
+MAX_STREAM_BYTES: Final = 4 * 1024 * 1024
 #: Streamed bytes per second per job, and the burst allowed above it.  1 MiB/s
 #: is far more than anyone reads as it scrolls, and bounds what a job streams
 #: into the broker's and the client's queues.  A tool thread that streams
 #: faster waits (its child blocks on a full pipe: nothing is lost); a stream
 #: from the event loop's own thread past the rate is dropped instead.
-STREAM_RATE = 1024 * 1024
-STREAM_BURST = 256 * 1024
+STREAM_RATE: Final = 1024 * 1024
+STREAM_BURST: Final = 256 * 1024
 
 
 class Worker:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 __all__ = [
     "OPERATOR",
@@ -31,10 +32,10 @@ __all__ = [
 ]
 
 #: The roles of a client key, most powerful first.
-ROLES = ("operator", "submit")
+ROLES: Final = ("operator", "submit")
 
 #: Queries that change the broker's state (besides ``qos`` with ``allocate``).
-WRITE_QUERIES = frozenset({"connect"})
+WRITE_QUERIES: Final = frozenset({"connect"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +73,7 @@ class Grant:
 
 
 #: Every client of a core without a lookup.
-OPERATOR = Grant()
+OPERATOR: Final = Grant()
 
 #: (Curve key Z85 from ZAP User-Id, or None) -> its grant, or None when the
 #: key is not trusted as a client.

@@ -56,7 +56,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from ..errors import (
     BadRequest,
@@ -740,5 +740,5 @@ class BrokerCore:
 
 #: Signing keys learned from neighbours' HELLOs (the trust store had none):
 #: one per neighbour, and far above max_peers.
-MAX_LEARNED_KEYS = 4096
+MAX_LEARNED_KEYS: Final = 4096
 

@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from ..errors import JobError, ProtocolError, error_from_wire
 from ..protocol.bodies import (
@@ -33,12 +33,12 @@ from ..protocol.limits import DEFAULT_TTL
 
 __all__ = ["ClientCore", "JobResult", "Reply"]
 
-_RESULT = int(MsgType.RESULT)
-_ERROR = int(MsgType.ERROR)
-_PROGRESS = int(MsgType.PROGRESS)
-_REPLY = int(MsgType.REPLY)
-_PONG = int(MsgType.PONG)
-_JOB = int(MsgType.JOB)
+_RESULT: Final = int(MsgType.RESULT)
+_ERROR: Final = int(MsgType.ERROR)
+_PROGRESS: Final = int(MsgType.PROGRESS)
+_REPLY: Final = int(MsgType.REPLY)
+_PONG: Final = int(MsgType.PONG)
+_JOB: Final = int(MsgType.JOB)
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -88,7 +88,7 @@ def _result_maker() -> Callable[[str, Any, str, float, int], JobResult]:
     return make
 
 
-_new_result = _result_maker()
+_new_result: Final = _result_maker()
 
 
 @dataclass(slots=True, init=False)  # not frozen, and an __init__: one per answer

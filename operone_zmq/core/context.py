@@ -18,7 +18,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from ..errors import JobError
 from ..protocol.bodies import ErrorBody
@@ -37,32 +37,32 @@ __all__ = [
 ]
 
 #: Frontend socket of each priority class, and the workers' socket.
-CLASS_NAMES = ("critical", "high", "normal", "low")
-WORKERS = 4
+CLASS_NAMES: Final = ("critical", "high", "normal", "low")
+WORKERS: Final = 4
 
 #: Dialled DEALER sockets get indices from here on (the shell allocates them).
-FIRST_DIAL_SOCKET = 5
+FIRST_DIAL_SOCKET: Final = 5
 
-_JOB = int(MsgType.JOB)
-_RESULT = int(MsgType.RESULT)
-_ERROR = int(MsgType.ERROR)
-_PROGRESS = int(MsgType.PROGRESS)
-_HEARTBEAT = int(MsgType.HEARTBEAT)
-_READY = int(MsgType.READY)
-_DISCONNECT = int(MsgType.DISCONNECT)
-_QUERY = int(MsgType.QUERY)
-_CANCEL = int(MsgType.CANCEL)
-_PING = int(MsgType.PING)
-_HELLO = int(MsgType.HELLO)
-_WELCOME = int(MsgType.WELCOME)
-_PONG = int(MsgType.PONG)
-_LSA = int(MsgType.LSA)
-_BYE = int(MsgType.BYE)
-_BROADCAST = int(MsgType.BROADCAST)
-_REPLY = int(MsgType.REPLY)
-_BATCH = int(MsgType.BATCH)
+_JOB: Final = int(MsgType.JOB)
+_RESULT: Final = int(MsgType.RESULT)
+_ERROR: Final = int(MsgType.ERROR)
+_PROGRESS: Final = int(MsgType.PROGRESS)
+_HEARTBEAT: Final = int(MsgType.HEARTBEAT)
+_READY: Final = int(MsgType.READY)
+_DISCONNECT: Final = int(MsgType.DISCONNECT)
+_QUERY: Final = int(MsgType.QUERY)
+_CANCEL: Final = int(MsgType.CANCEL)
+_PING: Final = int(MsgType.PING)
+_HELLO: Final = int(MsgType.HELLO)
+_WELCOME: Final = int(MsgType.WELCOME)
+_PONG: Final = int(MsgType.PONG)
+_LSA: Final = int(MsgType.LSA)
+_BYE: Final = int(MsgType.BYE)
+_BROADCAST: Final = int(MsgType.BROADCAST)
+_REPLY: Final = int(MsgType.REPLY)
+_BATCH: Final = int(MsgType.BATCH)
 #: Message types routed hop by hop by their header's dst.
-_ROUTED = frozenset({_JOB, _RESULT, _ERROR, _PROGRESS, _CANCEL})
+_ROUTED: Final = frozenset({_JOB, _RESULT, _ERROR, _PROGRESS, _CANCEL})
 
 #: (claimed node id, Curve key z85 from ZAP User-Id, token) -> refusal reason or None.
 Authorizer = Callable[[str, "str | None", "str | None"], "str | None"]

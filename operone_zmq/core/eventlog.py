@@ -18,15 +18,15 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Final
 
 __all__ = ["MAX_EVENTS", "MAX_EVENTS_ANSWER", "EventLog"]
 
 #: Events kept: minutes of a busy mesh's link and topology churn, so a
 #: follower polling every second never misses one; about 200 bytes each.
-MAX_EVENTS = 1000
+MAX_EVENTS: Final = 1000
 #: Events in one answer (keeps a REPLY small; a follower asks again).
-MAX_EVENTS_ANSWER = 500
+MAX_EVENTS_ANSWER: Final = 500
 
 
 def _plain(v: Any, depth: int = 0) -> Any:

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from ..errors import JobError, ProtocolError
 from ..protocol.bodies import ErrorBody, ResultBody
@@ -40,15 +40,15 @@ __all__ = [
 
 #: Finished jobs remembered for QUERY jobs / job: a screenful of recent work
 #: and `operone job ID` shortly after the fact (about 1 KB each without results).
-MAX_FINISHED_JOBS = 1000
+MAX_FINISHED_JOBS: Final = 1000
 #: Largest RESULT body (bytes) kept with a finished record for QUERY job: a
 #: small value is shown; a big one would make the ring hold megabytes.
-MAX_KEPT_RESULT = 16 * 1024
+MAX_KEPT_RESULT: Final = 16 * 1024
 #: Attempts kept in a record's history (a job's retries are the client's to
 #: choose; the first and the latest matter).
-MAX_HISTORY = 16
+MAX_HISTORY: Final = 16
 #: The states of the contract, in their order of life.
-STATES = ("queued", "running", "done", "failed", "cancelled")
+STATES: Final = ("queued", "running", "done", "failed", "cancelled")
 
 
 def error_map(err: JobError | ErrorBody) -> dict[str, str]:

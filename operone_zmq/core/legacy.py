@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from ..errors import BadRequest, JobCancelled, JobError, Overloaded, ProtocolError, ToolNotFound
 from ..protocol.bodies import ErrorBody, JobRequest, ResultBody
@@ -34,7 +34,7 @@ from .ports import QUEUED, RUNNING, Advertised, Job, JobTable, Router
 __all__ = ["LEGACY_TOOLS", "LegacyHost", "LegacyHosts"]
 
 #: What a legacy (SSH-only) host offers the mesh.
-LEGACY_TOOLS = ("shell", "fs.read", "fs.write")
+LEGACY_TOOLS: Final = ("shell", "fs.read", "fs.write")
 
 
 @dataclass(slots=True)

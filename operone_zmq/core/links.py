@@ -46,7 +46,7 @@ Its rules:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from ..errors import ProtocolError
 from ..protocol.batch import decode_batch
@@ -82,14 +82,14 @@ from .ports import LinkEvents
 __all__ = ["LOSS_CHANGE", "Deliver", "PeerLinks"]
 
 #: Messages of the session protocol, handled here; all others are delivered.
-_SESSION = frozenset({_PING, _PONG, _BYE, _WELCOME})
+_SESSION: Final = frozenset({_PING, _PONG, _BYE, _WELCOME})
 
 #: Change of a link's measured loss (fraction) that is worth a new LSA: 2 %
 #: is two heartbeats of a 100-ping window, well above a quiet link's noise.
-LOSS_CHANGE = 0.02
+LOSS_CHANGE: Final = 0.02
 
 #: Pings remembered per link awaiting their PONG.
-_MAX_PINGS = 64
+_MAX_PINGS: Final = 64
 
 #: (link, class, decoded message, frames from the tag on, now): a message from
 #: an established neighbour that is not part of the session protocol.

@@ -48,7 +48,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, Final
 
 from ..errors import ProtocolError
 from ..protocol.bodies import MAX_LSAS_PER_MESSAGE, pack_lsas, unpack_lsas
@@ -77,28 +77,28 @@ __all__ = ["LOAD_CHANGE", "LSA_MIN_INTERVAL", "MAX_INCARNATIONS", "MAX_SSH_HOSTS
 #: Nodes whose incarnation (broker run) we remember: as many as a link-state
 #: database holds origins by default, so every node we route to is covered;
 #: the oldest entry goes first past it.
-MAX_INCARNATIONS = 100_000
+MAX_INCARNATIONS: Final = 100_000
 
 #: Seconds between a topology change and our reaction to it (events, failing
 #: jobs to nodes that became unreachable) after a quiet period: batches a
 #: burst of LSAs (SpfThrottle's start delay).
-SPF_DELAY = SPF_START
+SPF_DELAY: Final = SPF_START
 
 #: A split of the link-state graph must last this long (s) to be reported as a
 #: partition: links coming up are briefly one-sided.
-PARTITION_HOLD = 1.0
+PARTITION_HOLD: Final = 1.0
 
 #: Change of our load (busy fraction of worker slots) that is worth a new LSA.
-LOAD_CHANGE = 0.2
+LOAD_CHANGE: Final = 0.2
 
 #: SSH hosts one broker may advertise (each is an LSA signed by it): far above
 #: a real site's legacy hosts, and it bounds the database share one trusted
 #: but hostile broker can take.
-MAX_SSH_HOSTS_PER_BROKER = 256
+MAX_SSH_HOSTS_PER_BROKER: Final = 256
 
 #: At most one LSA of ours per this many seconds for urgent changes: a burst
 #: of link changes is advertised once (non-urgent ones: MIN_LS_INTERVAL).
-LSA_MIN_INTERVAL = URGENT_LS_INTERVAL
+LSA_MIN_INTERVAL: Final = URGENT_LS_INTERVAL
 
 
 class LinkState:

@@ -62,7 +62,7 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict, deque
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from ..errors import (
     JobCancelled,
@@ -106,11 +106,11 @@ __all__ = [
 #: Worker liveness periods (liveness x heartbeat interval) after our start in
 #: which a missing tool is transient: a worker that survived our restart needs
 #: about one to notice and register again.
-WORKER_GRACE_INTERVALS = 2
+WORKER_GRACE_INTERVALS: Final = 2
 
 #: Results of orphan jobs (run by a worker for our previous incarnation) kept
 #: for the retry that asks for them; oldest out first.
-MAX_ORPHAN_RESULTS = 10_000
+MAX_ORPHAN_RESULTS: Final = 10_000
 
 
 class LocalJobs:

@@ -73,6 +73,7 @@ import heapq
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import pairwise
+from typing import Final
 
 from ..errors import (
     MAYBE_STARTED_CODES,
@@ -114,17 +115,17 @@ __all__ = [
 ]
 
 #: Error codes after which another attempt may succeed elsewhere.
-RETRYABLE = TRANSIENT_CODES
+RETRYABLE: Final = TRANSIENT_CODES
 #: Error codes after which the job may have started (matters when it is not
 #: idempotent: it is then not run again).
-MAYBE_STARTED = MAYBE_STARTED_CODES
+MAYBE_STARTED: Final = MAYBE_STARTED_CODES
 #: Backoff before attempt n+1: RETRY_BASE * 2**(n-1), at most RETRY_MAX (s);
 #: at least the failure detection time when it goes back to a node tried.
-RETRY_BASE = 0.05
-RETRY_MAX = 2.0
+RETRY_BASE: Final = 0.05
+RETRY_MAX: Final = 2.0
 #: Jobs that may wait for this node's workers during the start-up grace:
 #: a burst of clients reconnecting to a restarted node, not a backlog.
-MAX_WAITING_FOR_WORKERS = 10_000
+MAX_WAITING_FOR_WORKERS: Final = 10_000
 
 
 # (init=False and an __init__ of its own, here and in the other classes made

@@ -20,7 +20,7 @@ on a link's transport and holds back what QoS does not let go yet:
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from typing import Any, Final
 
 from ..protocol.frame import Frame
 from ..qos.manager import QoSManager, metrics_report
@@ -33,7 +33,7 @@ __all__ = ["MAX_LINK_QUEUE", "QOS_CLASS_TYPES", "Outbound"]
 #: and handshakes are critical (never throttled), jobs and results high, other
 #: traffic normal, and the low class is bulk data ("file-transfer", 5 MB/s
 #: by default).
-QOS_CLASS_TYPES = ("heartbeat", "tool-call", "message", "file-transfer")
+QOS_CLASS_TYPES: Final = ("heartbeat", "tool-call", "message", "file-transfer")
 
 #: Messages waiting per (link, class) for tokens; past it, sends are refused
 #: (the origin hears Overloaded) instead of buffering without end.

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Final
 
 from ..protocol.frame import Frame
 from ..routing.damping import CostBand
@@ -66,20 +67,20 @@ __all__ = [
     "unguessable_rid",
 ]
 
-DOWN = "down"
-HELLO_SENT = "hello_sent"
-UP = "up"
+DOWN: Final = "down"
+HELLO_SENT: Final = "hello_sent"
+UP: Final = "up"
 
 #: HELLO retries on a dialled link start this fast (s) and double up to the
 #: maximum, so a peer that is down costs one small message per 10 s.
-MIN_HELLO_BACKOFF = 0.25
-MAX_HELLO_BACKOFF = 10.0
+MIN_HELLO_BACKOFF: Final = 0.25
+MAX_HELLO_BACKOFF: Final = 10.0
 #: After a refusal (BYE) the next try waits at least this long (s).
-REFUSED_BACKOFF = 5.0
+REFUSED_BACKOFF: Final = 5.0
 
 #: Separates the node id from the dial incarnation in a peer's routing id;
 #: never part of a node id (security.keys.NAME_PATTERN).
-INCARNATION_SEP = b"#"
+INCARNATION_SEP: Final = b"#"
 
 
 def incarnation_id(node: str, epoch: int, seq: int) -> bytes:
@@ -119,11 +120,11 @@ def superseded(rid: bytes, current: bytes) -> bool:
 
 
 #: EWMA weight of a new RTT sample in the link cost.
-RTT_ALPHA = 0.3
+RTT_ALPHA: Final = 0.3
 #: Link cost before any RTT is measured (ms): small, so new links are usable.
-DEFAULT_COST_MS = 1.0
+DEFAULT_COST_MS: Final = 1.0
 #: Unanswered PINGs remembered per link (older ones count as lost).
-MAX_OUTSTANDING_PINGS = 64
+MAX_OUTSTANDING_PINGS: Final = 64
 
 
 @dataclass(slots=True)

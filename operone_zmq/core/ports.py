@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 from ..errors import JobError
 from ..jobs.router import NodeInfo
@@ -43,8 +43,8 @@ __all__ = [
     "TopologyWatcher",
 ]
 
-QUEUED = 0
-RUNNING = 1
+QUEUED: Final = 0
+RUNNING: Final = 1
 
 
 # (init=False and an __init__ of its own: one is made per job, and compiled

@@ -22,7 +22,7 @@ Rules:
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Final
 
 from ..errors import BadRequest
 from ..protocol.bodies import Query
@@ -42,20 +42,20 @@ __all__ = ["DEFAULT_JOBS_LIMIT", "MAX_JOBS_LIMIT", "PUBLIC_EVENT_PREFIXES", "Que
 
 #: Jobs QUERY jobs answers when the query names no limit, and the most it may
 #: ask for (an answer stays well under the message size limit).
-DEFAULT_JOBS_LIMIT = 100
-MAX_JOBS_LIMIT = 500
+DEFAULT_JOBS_LIMIT: Final = 100
+MAX_JOBS_LIMIT: Final = 500
 
 #: The largest sending budget QUERY qos ``allocate`` takes, in MB/s (a
 #: petabyte per second): above it the budget is no limit at all, and its
 #: rate in bytes per second would overflow to infinity; so it is refused as
 #: the mistake it is (to remove a budget, allocate 0).
-MAX_ALLOCATION_MB_S = 1e9
+MAX_ALLOCATION_MB_S: Final = 1e9
 
 #: The events a key that is not an operator may read: the state of the mesh
 #: it can also query (peers, topology, partitions, QoS).  Broadcast
 #: contents (``message``), other keys' jobs (``job:*``), ``security:*`` and
 #: ``lsa:*`` are an operator's.
-PUBLIC_EVENT_PREFIXES = ("peer:", "topology:", "partition:", "qos:")
+PUBLIC_EVENT_PREFIXES: Final = ("peer:", "topology:", "partition:", "qos:")
 
 
 class Queries:

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from ..errors import JobError, NoRoute, ProtocolError, Refused
 from ..protocol.bodies import ErrorBody, JobRequest, pack_value, unpack_value
@@ -77,19 +77,19 @@ __all__ = ["HOLD_SECONDS", "MAX_HELD", "MAX_REPLAY_ENTRIES", "REPLAY_WINDOW", "R
 
 #: A signed message is accepted this many seconds (of wall clock) either side
 #: of our clock: the clock-skew tolerance between brokers (docs/security.md).
-REPLAY_WINDOW = 300.0
+REPLAY_WINDOW: Final = 300.0
 
 #: Signed messages remembered to refuse a second copy within the window; at
 #: 100,000 jobs a minute this covers the window.  When it is full the oldest
 #: is forgotten and nothing at or before its timestamp is accepted any more.
-MAX_REPLAY_ENTRIES = 500_000
+MAX_REPLAY_ENTRIES: Final = 500_000
 
 #: Routed messages kept for re-routing after their next hop vanished: one
 #: burst of a busy link (its QoS queue is bounded by MAX_LINK_QUEUE too).
-MAX_HELD = 10_000
+MAX_HELD: Final = 10_000
 #: A held message older than this (s) is dropped: the routes recompute within
 #: about 0.1 s of a link going down; later, the origin's own re-send wins.
-HOLD_SECONDS = 2.0
+HOLD_SECONDS: Final = 2.0
 
 
 class Relay:

@@ -19,6 +19,7 @@ Rules:
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Final
 
 from ..errors import BadRequest, JobCancelled, JobError, Overloaded, ProtocolError
 from ..protocol.bodies import JobRequest
@@ -32,11 +33,11 @@ __all__ = ["MAX_CACHED_RESULTS", "RemoteJobs"]
 
 #: Finished results kept per origin job id, so a repeated attempt is answered
 #: from here instead of running the tool twice.
-MAX_CACHED_RESULTS = 10_000
+MAX_CACHED_RESULTS: Final = 10_000
 #: Bytes of all cached results together (oldest out first); a result larger
 #: than a sixteenth of it is not cached (a retry of that job runs again).
 #: 64 MiB: the cache answers retries after a lost answer, which are rare.
-MAX_CACHED_RESULT_BYTES = 64 * 1024 * 1024
+MAX_CACHED_RESULT_BYTES: Final = 64 * 1024 * 1024
 
 
 class RemoteJobs:

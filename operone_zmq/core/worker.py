@@ -31,7 +31,7 @@ import heapq
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from ..errors import BadRequest, JobCancelled, JobError, JobTimeout, ProtocolError, ToolFailed
 from ..protocol.bodies import (
@@ -52,19 +52,19 @@ __all__ = ["MAX_RECENT_RESULTS", "JobStart", "WorkerCore"]
 #: RESULTs remembered to send again when we register again (our broker may
 #: have died with them unread); a broker restart takes a few heartbeats, and
 #: a worker finishes at most a few hundred jobs meanwhile.
-MAX_RECENT_RESULTS = 1024
+MAX_RECENT_RESULTS: Final = 1024
 #: Bytes of those RESULTs' bodies kept, as MAX_RECENT_RESULTS counts them:
 #: 1,024 results of 1 MiB would hold a GiB.  16 MiB keeps every result of
 #: a few seconds of 64 KiB jobs at full speed (about 100 MB/s).
-MAX_RECENT_BYTES = 16 * 1024 * 1024
+MAX_RECENT_BYTES: Final = 16 * 1024 * 1024
 
-_JOB = int(MsgType.JOB)
-_CANCEL = int(MsgType.CANCEL)
-_HEARTBEAT = int(MsgType.HEARTBEAT)
-_DISCONNECT = int(MsgType.DISCONNECT)
-_RESULT = int(MsgType.RESULT)
-_PROGRESS = int(MsgType.PROGRESS)
-_ERROR = int(MsgType.ERROR)
+_JOB: Final = int(MsgType.JOB)
+_CANCEL: Final = int(MsgType.CANCEL)
+_HEARTBEAT: Final = int(MsgType.HEARTBEAT)
+_DISCONNECT: Final = int(MsgType.DISCONNECT)
+_RESULT: Final = int(MsgType.RESULT)
+_PROGRESS: Final = int(MsgType.PROGRESS)
+_ERROR: Final = int(MsgType.ERROR)
 
 
 # (init=False and an __init__ of their own: one of each is made per job, and

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from ..jobs.router import NodeInfo
 from ..protocol.bodies import Cancel, Disconnect, Heartbeat, Ready, ToolInfo
@@ -53,7 +53,7 @@ __all__ = [
 
 #: Routing id of the virtual worker (a zero first byte: no socket peer can
 #: ever have it, since ZeroMQ-chosen ids start with one and workers get those).
-VIRTUAL_RID = b"\x00inproc"
+VIRTUAL_RID: Final = b"\x00inproc"
 
 #: run(job id, tool, args, deadline, cls): start a job of the virtual worker.
 RunLocal = Callable[[str, str, dict[str, Any], float, int], None]

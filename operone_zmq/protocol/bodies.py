@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import msgpack
 
@@ -56,14 +56,14 @@ __all__ = [
 
 # msgpack.packb, not a shared Packer: a Packer keeps a buffer and is not
 # safe to share between the threads of a worker pool.
-_packb: Callable[..., bytes] = msgpack.packb
+_packb: Final[Callable[..., bytes]] = msgpack.packb
 
 # ------------------------------------------------------------ big integers
 # msgpack integers stop at uint64 / int64.  A Python int beyond that travels
 # as the extension type EXT_BIGINT whose data is the integer in signed
 # big-endian two's complement, shortest form (docs/protocol.md, section 5.2).
-_INT_MIN = -(1 << 63)
-_INT_MAX = (1 << 64) - 1
+_INT_MIN: Final = -(1 << 63)
+_INT_MAX: Final = (1 << 64) - 1
 
 
 def bigint_to_bytes(value: int) -> bytes:
@@ -189,7 +189,7 @@ else:
     _raw_map = msgspec.msgpack.Decoder(dict[str, msgspec.Raw]).decode
     _small = msgspec.msgpack.Decoder().decode
     _fast_encode = msgspec.msgpack.Encoder().encode
-_ENVELOPE_KEYS = (frozenset({"tool", "args"}), frozenset({"tool", "args", "timeout"}))
+_ENVELOPE_KEYS: Final = (frozenset({"tool", "args"}), frozenset({"tool", "args", "timeout"}))
 
 
 def _fast_envelope(raw: Frame) -> JobRequest | None:
@@ -243,15 +243,15 @@ def _read_envelope(u: msgpack.Unpacker, m: dict[str, Any]) -> None:
 
 #: The reasons a ``... is not valid msgpack: <reason>`` error gives, the same
 #: whichever msgpack library a peer uses (docs/protocol.md, section 5.2).
-WHY_TRUNCATED = "the data ends too early"
-WHY_EXTRA = "extra bytes after the value"
-WHY_UTF8 = "a string is not valid UTF-8"
-WHY_MAP_KEY = "a map key is not a string"
-WHY_DEPTH = "nested too deeply"
-WHY_MALFORMED = "malformed data"
-WHY_TOO_LONG = f"an array or map has more than {MAX_CONTAINER_LEN} elements"
-WHY_TOO_MANY = f"the value holds more than {MAX_BODY_CONTAINERS} arrays and maps"
-_BIGINT_TEXT = "big integer extension must hold"
+WHY_TRUNCATED: Final = "the data ends too early"
+WHY_EXTRA: Final = "extra bytes after the value"
+WHY_UTF8: Final = "a string is not valid UTF-8"
+WHY_MAP_KEY: Final = "a map key is not a string"
+WHY_DEPTH: Final = "nested too deeply"
+WHY_MALFORMED: Final = "malformed data"
+WHY_TOO_LONG: Final = f"an array or map has more than {MAX_CONTAINER_LEN} elements"
+WHY_TOO_MANY: Final = f"the value holds more than {MAX_BODY_CONTAINERS} arrays and maps"
+_BIGINT_TEXT: Final = "big integer extension must hold"
 
 
 def _why(exc: BaseException) -> str:
@@ -300,11 +300,11 @@ def pack_value(value: Any) -> bytes:
 # ExtType, a big integer, a long or deep value) goes through msgpack, so the
 # types that may be sent and the errors stay what they were: msgspec would
 # also take sets, dates, dataclasses and more.  (_fast_encode: above.)
-_LEAF_TYPES = frozenset({str, bytes, int, float, bool, type(None)})
+_LEAF_TYPES: Final = frozenset({str, bytes, int, float, bool, type(None)})
 #: Elements (of every map and array together) :func:`_plain` looks at
 #: before it leaves a value to msgpack: bounds the Python-level scan that
 #: decides (a big payload is one ``bin``, one element).
-_PLAIN_ELEMENTS = 64
+_PLAIN_ELEMENTS: Final = 64
 
 
 def _plain(value: Any) -> bool:
@@ -643,11 +643,11 @@ class ErrorBody:
 
 #: Parameters one tool may advertise in READY (a tool's signature is short;
 #: this bounds what one READY entry can hold).
-MAX_TOOL_PARAMS = 256
+MAX_TOOL_PARAMS: Final = 256
 #: Longest parameter type text in READY (an annotation like ``dict[str, int] | None``).
-MAX_PARAM_TYPE_LEN = 256
+MAX_PARAM_TYPE_LEN: Final = 256
 #: Longest tool description kept from READY; longer ones are clipped.
-MAX_DESCRIPTION_LEN = 1024
+MAX_DESCRIPTION_LEN: Final = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -703,7 +703,7 @@ def _signature(v: Any, tool: str) -> tuple[tuple[ParamInfo, ...], bool]:
 
 #: Running job ids one READY may list: a worker runs at most its slots
 #: (<= 100,000) jobs at once.
-MAX_RUNNING_IDS = 100_000
+MAX_RUNNING_IDS: Final = 100_000
 
 
 def _ids(m: dict[str, Any], key: str, what: str, limit: int) -> tuple[str, ...]:
@@ -878,7 +878,7 @@ class Progress:
 
 
 #: What a client may ask a broker with QUERY.
-QUERY_KINDS = frozenset({
+QUERY_KINDS: Final = frozenset({
     "stats", "workers", "tools", "ping", "peers", "topology", "route", "network", "broadcasts",
     "connect", "cancel", "placement", "qos",
 })
@@ -1067,7 +1067,7 @@ class Ping:
 
 #: LSAs per LSA message: a database exchange with a new neighbour is split in
 #: messages of at most this many, so no message is huge.
-MAX_LSAS_PER_MESSAGE = 256
+MAX_LSAS_PER_MESSAGE: Final = 256
 
 
 def pack_lsas(lsas: list[dict[str, Any]]) -> bytes:

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, Any, Final, NamedTuple
 
 import msgpack
 
@@ -88,7 +88,7 @@ class MsgType(enum.IntEnum):
     REPLY = 41
 
 
-_TYPES = frozenset(int(t) for t in MsgType)
+_TYPES: Final = frozenset(int(t) for t in MsgType)
 
 
 class Header(NamedTuple):
@@ -114,8 +114,8 @@ class Message(NamedTuple):
 
 # msgpack.packb, not a shared Packer: a Packer keeps a buffer and is not
 # safe to share between the threads of a worker pool.
-_packb: Callable[[Any], bytes] = msgpack.packb
-_unpackb = msgpack.unpackb
+_packb: Final[Callable[[Any], bytes]] = msgpack.packb
+_unpackb: Final = msgpack.unpackb
 
 # The header of a well-formed message is decoded and validated in one C call
 # by msgspec (another implementation of msgpack), typed as the table above
@@ -133,8 +133,8 @@ else:
     _fast_header = msgspec.msgpack.Decoder(
         tuple[int, _Id, _Name, _Name, Annotated[int, msgspec.Meta(ge=0, le=255)], int,
               Annotated[int, msgspec.Meta(ge=0, le=3)], _Name | None]).decode
-_new_header = tuple.__new__
-_new_message = tuple.__new__
+_new_header: Final = tuple.__new__
+_new_message: Final = tuple.__new__
 
 # Encoded by msgspec too: a tuple of ints, strs and nil is the same msgpack
 # array either way (the smallest forms), 0.2 us against 2 us for
@@ -245,13 +245,13 @@ def decode(frames: list[Frame], start: int = 0) -> Message:
 
 
 #: The id of an ERROR about a message whose own id could not be read.
-NO_ID = "-"
+NO_ID: Final = "-"
 
 #: Bytes of the header frame that best_effort_id reads: an 8-array header
 #: (<= 5 bytes), a type (an int, <= 9 bytes) and an id of 64 characters of
 #: at most 4 UTF-8 bytes each (<= 258 bytes) always fit, and a huge frame
 #: costs nothing more.
-_ID_WINDOW = 512
+_ID_WINDOW: Final = 512
 
 
 def best_effort_id(frames: list[Frame], start: int = 0) -> str:

@@ -39,7 +39,7 @@ import hmac
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import msgpack
 from nacl.bindings import (
@@ -71,28 +71,28 @@ __all__ = [
 ]
 
 #: An Ed25519 signature.
-SIGNATURE_LEN = 64
+SIGNATURE_LEN: Final = 64
 #: An Ed25519 public key and seed (secret key).
-PUBLIC_KEY_LEN = 32
-SEED_LEN = 32
+PUBLIC_KEY_LEN: Final = 32
+SEED_LEN: Final = 32
 #: First element of a signature frame.
-SIG_VERSION = 1
+SIG_VERSION: Final = 1
 #: First element of a frame carrying a pairwise MAC instead (revision 8).
-MAC_VERSION = 2
+MAC_VERSION: Final = 2
 #: A pairwise MAC: BLAKE2b's full 256 bits, so forging one is as hard as
 #: finding the key.
-MAC_LEN = 32
+MAC_LEN: Final = 32
 #: The LSA feature of a broker that verifies pairwise MACs.
-FEATURE_MAC = "mac"
+FEATURE_MAC: Final = "mac"
 
-_LSA_TAG = b"OZ-LSA-1\x00"
-_LSA_EXT_TAG = b"OZ-LSA-2\x00"
-_MSG_TAG = b"OZ-MSG-1\x00"
-_PAIR_TAG = b"OZ-PAIR-1\x00"
+_LSA_TAG: Final = b"OZ-LSA-1\x00"
+_LSA_EXT_TAG: Final = b"OZ-LSA-2\x00"
+_MSG_TAG: Final = b"OZ-MSG-1\x00"
+_PAIR_TAG: Final = b"OZ-PAIR-1\x00"
 
 #: Node ids whose public keys a :class:`KeyRing` keeps parsed (bounded:
 #: a node id not in the trust store is never cached).
-MAX_CACHED_KEYS = 10_000
+MAX_CACHED_KEYS: Final = 10_000
 
 
 def lsa_signed_bytes(wire: dict[str, Any]) -> bytes:

@@ -25,24 +25,25 @@ No I/O, no clock of its own.
 from __future__ import annotations
 
 import math
+from typing import Final
 
 __all__ = ["BURST_SECONDS", "MIN_BURST_BYTES", "TokenBucket", "default_burst"]
 
 #: Default burst as seconds of traffic at the bucket's rate: a quarter second
 #: absorbs event-loop and scheduling jitter without letting the short-term rate
 #: stray far from the configured one.
-BURST_SECONDS = 0.25
+BURST_SECONDS: Final = 0.25
 
 #: Smallest default burst: one 64 KiB file chunk (the largest message we send
 #: routinely) passes without going into debt even on a slow link.
-MIN_BURST_BYTES = 64 * 1024
+MIN_BURST_BYTES: Final = 64 * 1024
 
 #: Time tolerance of comparisons, in seconds: far below any timer granularity,
 #: yet above the rounding error of monotonic timestamps (ulp(1e9 s) ~ 1.2e-7 s).
-_TIME_EPSILON = 1e-6
+_TIME_EPSILON: Final = 1e-6
 
 #: Smallest token tolerance, in bytes, for very slow buckets.
-_MIN_TOKEN_EPSILON = 1e-9
+_MIN_TOKEN_EPSILON: Final = 1e-9
 
 
 def default_burst(rate: float) -> float:

@@ -58,7 +58,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from operone_zmq.errors import Overloaded
 from operone_zmq.qos._clock import monotonic
@@ -95,15 +95,15 @@ __all__ = [
 
 #: A latency above this many ms is a violation: the original's threshold, and
 #: the heartbeat's latency goal.
-LATENCY_VIOLATION_MS = 1000.0
+LATENCY_VIOLATION_MS: Final = 1000.0
 
 #: Packet loss above this fraction is a violation: the original's 5 %.
-PACKET_LOSS_VIOLATION = 0.05
+PACKET_LOSS_VIOLATION: Final = 0.05
 
 #: Queue depth (messages waiting for a peer) above which ``normal`` and ``low``
 #: messages are throttled so ``critical`` and ``high`` get through: the
 #: original's threshold.
-DEEP_QUEUE_DEPTH = 50
+DEEP_QUEUE_DEPTH: Final = 50
 
 #: Peers tracked at once.  QoS state is per direct link, and the mesh is
 #: designed for 10,000 nodes; more than that is a leak (peers never removed).
@@ -111,33 +111,33 @@ MAX_PEERS = 10_000
 
 #: Message types with a policy of their own.  Types are named by code, not by
 #: the network; thousands means something builds type names from input.
-MAX_POLICIES = 1024
+MAX_POLICIES: Final = 1024
 
 #: Name of the event emitted when latency is over :data:`LATENCY_VIOLATION_MS`.
-EVENT_LATENCY_VIOLATION = "violation:latency"
+EVENT_LATENCY_VIOLATION: Final = "violation:latency"
 
 #: Emitted once when a latency violation ends.
-EVENT_LATENCY_RECOVERED = "recovered:latency"
+EVENT_LATENCY_RECOVERED: Final = "recovered:latency"
 
 #: Emitted once when a packet-loss violation ends.
-EVENT_PACKET_LOSS_RECOVERED = "recovered:packet-loss"
+EVENT_PACKET_LOSS_RECOVERED: Final = "recovered:packet-loss"
 
 #: A violated metric has recovered when it is at or below this fraction of its
 #: threshold (hysteresis: a value wandering around the threshold is one
 #: violation, not one per heartbeat).
-RECOVERY_FRACTION = 0.8
+RECOVERY_FRACTION: Final = 0.8
 
 #: Name of the event emitted when packet loss is over :data:`PACKET_LOSS_VIOLATION`.
-EVENT_PACKET_LOSS_VIOLATION = "violation:packet-loss"
+EVENT_PACKET_LOSS_VIOLATION: Final = "violation:packet-loss"
 
 # Health score parameters, the original's.
-_HEALTH_MAX = 100
-_LATENCY_FREE_MS = 200.0  # latency up to this costs nothing
-_LATENCY_MS_PER_POINT = 10.0
-_LATENCY_MAX_PENALTY = 40.0
-_JITTER_FREE_MS = 50.0  # jitter up to this costs nothing
-_JITTER_MS_PER_POINT = 2.0
-_JITTER_MAX_PENALTY = 20.0
+_HEALTH_MAX: Final = 100
+_LATENCY_FREE_MS: Final = 200.0  # latency up to this costs nothing
+_LATENCY_MS_PER_POINT: Final = 10.0
+_LATENCY_MAX_PENALTY: Final = 40.0
+_JITTER_FREE_MS: Final = 50.0  # jitter up to this costs nothing
+_JITTER_MS_PER_POINT: Final = 2.0
+_JITTER_MAX_PENALTY: Final = 20.0
 
 
 def health_score(latency: float, jitter: float, packet_loss: float) -> int:
@@ -167,7 +167,7 @@ class QoSMetrics:
 
 #: Decimals of ``bandwidth_mb_s`` in a report: 6 is one byte per second, so a
 #: link carrying only heartbeats (a few hundred B/s) does not read 0.
-BANDWIDTH_DECIMALS = 6
+BANDWIDTH_DECIMALS: Final = 6
 
 
 def metrics_report(m: QoSMetrics) -> dict[str, Any]:

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from typing import Final
 
 __all__ = [
     "BANDWIDTH_RESOLUTION",
@@ -65,36 +66,36 @@ __all__ = [
 #: RTT samples kept per link: the original kept the last 20; at one heartbeat a
 #: second that is the last 20 s, long enough to smooth noise, short enough to
 #: follow a change of route.
-JITTER_WINDOW = 20
+JITTER_WINDOW: Final = 20
 
 #: Resolved pings over which packet loss is computed: 100 gives a resolution of
 #: 1 %, fine enough to see the 5 % violation threshold, and at one heartbeat a
 #: second it forgets a burst of loss within two minutes.
-LOSS_WINDOW = 100
+LOSS_WINDOW: Final = 100
 
 #: Pings that may wait for a pong at once; more than a loss window of pings in
 #: flight means the link is dead anyway, and the bound keeps memory fixed.
-MAX_OUTSTANDING_PINGS = LOSS_WINDOW
+MAX_OUTSTANDING_PINGS: Final = LOSS_WINDOW
 
 #: A pong later than the window's fastest RTT by more than this (ms) needed a
 #: TCP retransmission: Linux retransmits after at least 200 ms, and a queueing
 #: or event-loop spike of 150 ms on a LAN heartbeat is rare.
-LATE_MARGIN_MS = 150.0
+LATE_MARGIN_MS: Final = 150.0
 
 #: Late pongs in a row after which they are the link's new delay, not loss.
-LATE_RUN = 3
+LATE_RUN: Final = 3
 
 #: Seconds after which an unanswered ping counts as lost, when the caller does
 #: not say: the original's "handshake" class tolerated 5 s of latency.
-DEFAULT_PING_TIMEOUT = 5.0
+DEFAULT_PING_TIMEOUT: Final = 5.0
 
 #: Length of the bandwidth window in seconds: long enough to average bursts of
 #: 64 KiB chunks, short enough to follow a transfer starting or stopping.
-BANDWIDTH_WINDOW = 5.0
+BANDWIDTH_WINDOW: Final = 5.0
 
 #: Width of one bandwidth bucket in seconds: 50 buckets per window keep memory
 #: fixed and the window edge accurate to 2 %.
-BANDWIDTH_RESOLUTION = 0.1
+BANDWIDTH_RESOLUTION: Final = 0.1
 
 
 class BandwidthMeter:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Literal
+from typing import Final, Literal
 
 from operone_zmq.qos.priority import Priority
 
@@ -41,18 +41,18 @@ __all__ = [
 #: Bytes in the "MB" of every MB/s in this package: SI megabytes, the unit that
 #: network tools and our benchmarks report, so a 5 MB/s allocation means
 #: 5,000,000 bytes per second.
-BYTES_PER_MB = 1_000_000
+BYTES_PER_MB: Final = 1_000_000
 
 #: Cap on one retry delay in ms: past 30 s a peer is better declared lost by
 #: the heartbeat than waited for.
-DEFAULT_MAX_RETRY_DELAY_MS = 30_000.0
+DEFAULT_MAX_RETRY_DELAY_MS: Final = 30_000.0
 
 #: Doublings after which an exponential delay is certainly past any sane cap;
 #: keeps ``2 ** n`` from overflowing a float for absurd attempt numbers.
-_MAX_DOUBLINGS = 64
+_MAX_DOUBLINGS: Final = 64
 
 Backoff = Literal["linear", "exponential"]
-_BACKOFFS: frozenset[str] = frozenset({"linear", "exponential"})
+_BACKOFFS: Final[frozenset[str]] = frozenset({"linear", "exponential"})
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -170,13 +170,13 @@ def _check_positive(name: str, value: object) -> float:
 
 
 #: The policy of every message type that has none of its own.
-DEFAULT_POLICY = QoSPolicy(
+DEFAULT_POLICY: Final = QoSPolicy(
     priority=Priority.NORMAL,
     retry_policy=RetryPolicy(max_retries=3, backoff="exponential", initial_delay=1000.0),
 )
 
 #: The original package's policies for its standard message types.
-DEFAULT_POLICIES: MappingProxyType[str, QoSPolicy] = MappingProxyType(
+DEFAULT_POLICIES: Final[MappingProxyType[str, QoSPolicy]] = MappingProxyType(
     {
         "heartbeat": QoSPolicy(
             priority=Priority.CRITICAL,

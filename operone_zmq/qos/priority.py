@@ -18,6 +18,7 @@ No I/O, no clock.
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Final
 
 __all__ = ["PRIORITIES", "Priority"]
 
@@ -70,7 +71,7 @@ class Priority(IntEnum):
 
 
 #: Every class, most urgent first (the strict service order).
-PRIORITIES: tuple[Priority, ...] = tuple(sorted(Priority))
+PRIORITIES: Final[tuple[Priority, ...]] = tuple(sorted(Priority))
 
-_BY_LABEL: dict[str, Priority] = {p.label: p for p in Priority}
-_ACCEPTED_NAMES = ", ".join(repr(p.label) for p in PRIORITIES)
+_BY_LABEL: Final[dict[str, Priority]] = {p.label: p for p in Priority}
+_ACCEPTED_NAMES: Final = ", ".join(repr(p.label) for p in PRIORITIES)

@@ -43,7 +43,7 @@ from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 from operone_zmq.errors import Overloaded
 from operone_zmq.qos.bucket import TokenBucket
@@ -64,10 +64,10 @@ __all__ = [
 
 T = TypeVar("T")
 
-_MIB = 1024 * 1024
+_MIB: Final = 1024 * 1024
 
 #: Messages queued per class over all links.
-MAX_QUEUE: Mapping[Priority, int] = MappingProxyType(
+MAX_QUEUE: Final[Mapping[Priority, int]] = MappingProxyType(
     {
         # Heartbeats and handshakes: a few per link per second; a thousand
         # waiting means the links are dead, and stale heartbeats are useless.
@@ -83,7 +83,7 @@ MAX_QUEUE: Mapping[Priority, int] = MappingProxyType(
 #: Bytes queued per class over all links: 64 MiB per bulk class bounds a
 #: broker's send buffers to a few hundred MiB even when every class is full;
 #: critical messages are tiny, so 1 MiB is already thousands of them.
-MAX_QUEUE_BYTES: Mapping[Priority, int] = MappingProxyType(
+MAX_QUEUE_BYTES: Final[Mapping[Priority, int]] = MappingProxyType(
     {
         Priority.CRITICAL: 1 * _MIB,
         Priority.HIGH: 64 * _MIB,
@@ -97,7 +97,7 @@ MAX_QUEUE_BYTES: Mapping[Priority, int] = MappingProxyType(
 #: 64 / 20 / 10 / 6 % of picks to critical / high / normal / low: urgent traffic
 #: dominates, yet a bulk transfer still moves.  Critical has no limit: it is
 #: served first whenever no other class is overdue.
-STARVATION_LIMIT: Mapping[Priority, int] = MappingProxyType(
+STARVATION_LIMIT: Final[Mapping[Priority, int]] = MappingProxyType(
     {Priority.HIGH: 4, Priority.NORMAL: 8, Priority.LOW: 16}
 )
 
@@ -108,7 +108,7 @@ MAX_LINKS = 10_000
 #: Messages to drain from a ready receive socket per round, weighted 8:4:2:1 so
 #: critical gets most of each round; even the smallest batch of 32 amortises
 #: the cost of waking up (DESIGN.md section 11: drain in batches).
-RECEIVE_BATCH: Mapping[Priority, int] = MappingProxyType(
+RECEIVE_BATCH: Final[Mapping[Priority, int]] = MappingProxyType(
     {Priority.CRITICAL: 256, Priority.HIGH: 128, Priority.NORMAL: 64, Priority.LOW: 32}
 )
 

@@ -99,6 +99,7 @@ import math
 from collections import deque
 from collections.abc import Iterable, Sequence
 from itertools import pairwise
+from typing import Final
 
 __all__ = [
     "BAND_EDGES_MS",
@@ -122,52 +123,52 @@ __all__ = [
 
 #: Upper edges of the cost bands, ms (band 0 is below the first edge; the
 #: last band is open).  A 1-2-5 series from 10 ms: see the module docstring.
-BAND_EDGES_MS: tuple[float, ...] = (
+BAND_EDGES_MS: Final[tuple[float, ...]] = (
     20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0, 20000.0,
 )
 
 #: Advertised cost of band 0 (ms): equal to the link cost before any RTT is
 #: measured, so a LAN link's first measurement does not cause an LSA.
-LAN_COST_MS = 1.0
+LAN_COST_MS: Final = 1.0
 
 #: Fraction by which the filtered RTT must pass a band edge to change band.
 #: 25 % is above the ~10-20 % spread of the minimum of a few samples on a
 #: steady link, and small enough that a real change of one band is followed.
-HYSTERESIS = 0.25
+HYSTERESIS: Final = 0.25
 
 #: RTT samples in the minimum filter.  At one heartbeat a second a spike
 #: must last 5 s to move a cost, and an added delay is followed after 5 s
 #: (a removed one after 1).  A link that stops answering is liveness's
 #: business (3 s), not the cost's, so following slowdowns more slowly than
 #: that is the right trade against flapping under load.
-RTT_WINDOW = 5
+RTT_WINDOW: Final = 5
 
 #: Seconds between two non-urgent LSAs of one node (cost bands, load):
 #: OSPF's MinLSInterval is 5 s.  At 50 brokers this bounds metric-driven
 #: origination to 0.2 LSA/s per broker whatever the measurements do.
-MIN_LS_INTERVAL = 5.0
+MIN_LS_INTERVAL: Final = 5.0
 
 #: Seconds between two LSAs when the change is urgent (adjacency up/down,
 #: tools or workers, a stale copy of ours): the broker's previous
 #: LSA_MIN_INTERVAL, short against the 3 s detection time.
-URGENT_LS_INTERVAL = 0.05
+URGENT_LS_INTERVAL: Final = 0.05
 
 #: SPF initial delay after a quiet period, s (the broker's previous SPF_DELAY).
-SPF_START = 0.05
+SPF_START: Final = 0.05
 #: First hold between two SPF runs under repeated changes, s; doubles per run.
-SPF_HOLD = 0.2
+SPF_HOLD: Final = 0.2
 #: Longest hold, s: under sustained churn SPF runs at most every 2 s, still
 #: below the 3 s liveness timeout, so routing lags detection by at most that.
-SPF_MAX_WAIT = 2.0
+SPF_MAX_WAIT: Final = 2.0
 
 #: A timer tick this much later than its period (s) counts as a stall of the
 #: broker itself.  Below it is ordinary scheduling noise.
-STALL_GRACE = 0.25
+STALL_GRACE: Final = 0.25
 
 #: Most stall credit one neighbour can accumulate, as a multiple of
 #: ``silence``: a broker that keeps stalling must still, eventually, notice
 #: that a neighbour is gone.
-MAX_STALL_CREDIT = 3.0
+MAX_STALL_CREDIT: Final = 3.0
 
 
 def _check_time(value: float, what: str) -> float:

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from heapq import heappop, heappush
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 from operone_zmq.routing.lsa import LSA
 
@@ -63,7 +63,7 @@ __all__ = [
 #: Resolution of path costs, in ms: one microsecond.  Far below the jitter
 #: of any RTT measurement, and small enough that a 10,000-hop path of
 #: one-hour links still fits comfortably in a machine-sized integer.
-COST_QUANTUM_MS = 0.001
+COST_QUANTUM_MS: Final = 0.001
 
 
 def _weight(cost_ms: float) -> int:

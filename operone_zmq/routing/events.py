@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 __all__ = [
     "MAX_LISTENERS_PER_EVENT",
@@ -53,28 +53,28 @@ __all__ = [
 
 #: Callbacks allowed per event name.  A broker registers a handful per event;
 #: hundreds means something registers per message and never unregisters.
-MAX_LISTENERS_PER_EVENT = 256
+MAX_LISTENERS_PER_EVENT: Final = 256
 
 #: Callback failures kept in :attr:`EventEmitter.errors`; enough to inspect
 #: a burst in a test or a debug dump without keeping every failure forever.
-MAX_RECORDED_ERRORS = 64
+MAX_RECORDED_ERRORS: Final = 64
 
 Callback = Callable[..., object]
 
 #: Known nodes became unreachable: ``partitions``, ``unreachable`` (all
 #: such nodes), ``new`` (those just lost), ``down_since`` (node -> time),
 #: ``components``, ``local_component``, ``separated`` (= ``unreachable``).
-PARTITION_DETECTED = "partition:detected"
+PARTITION_DETECTED: Final = "partition:detected"
 #: Some unreachable nodes are reachable again, others not: ``rejoined``,
 #: ``unreachable``, ``partitions``.
-PARTITION_REJOINED = "partition:rejoined"
+PARTITION_REJOINED: Final = "partition:rejoined"
 #: Every known node is reachable again: ``partitions`` (1), ``rejoined``
 #: (the nodes that came back last), ``lost`` (always empty: nodes that were
 #: never seen again are reported by PARTITION_FORGOTTEN instead).
-PARTITION_HEALED = "partition:healed"
+PARTITION_HEALED: Final = "partition:healed"
 #: Unreachable nodes dropped after the retention time (not a heal):
 #: ``forgotten``, ``down_since``, ``unreachable`` (those still tracked).
-PARTITION_FORGOTTEN = "partition:forgotten"
+PARTITION_FORGOTTEN: Final = "partition:forgotten"
 
 
 class Event(NamedTuple):

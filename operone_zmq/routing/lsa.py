@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from operone_zmq.errors import ProtocolError
 
@@ -82,67 +82,67 @@ __all__ = [
 
 #: Longest node id, in characters.  Node ids become ZeroMQ routing ids,
 #: which are limited to 255 bytes.
-MAX_ID_LEN = 255
+MAX_ID_LEN: Final = 255
 
 #: Longest node name, tool name or capability label.  Names are for humans
 #: and lookup keys; anything longer is a bug or an attack.
-MAX_NAME_LEN = 255
+MAX_NAME_LEN: Final = 255
 
 #: Longest ``public_key`` text.  A Z85 Curve key is 40 characters and a
 #: base64 Ed25519 key 44; this leaves room for a few keys and a label.
-MAX_KEY_LEN = 1024
+MAX_KEY_LEN: Final = 1024
 
 #: Links one LSA may carry.  A PC links to a handful of brokers; 4096 is
 #: far beyond a full mesh of a large cluster, and it caps one LSA's size at
 #: about 200 KB on the wire.
-MAX_LINKS_PER_LSA = 4096
+MAX_LINKS_PER_LSA: Final = 4096
 
 #: Tools one node may advertise; a generous tool pack has dozens.
-MAX_TOOLS_PER_LSA = 1024
+MAX_TOOLS_PER_LSA: Final = 1024
 
 #: Capability labels one node may advertise; real nodes have a handful.
-MAX_CAPABILITIES_PER_LSA = 256
+MAX_CAPABILITIES_PER_LSA: Final = 256
 
 #: Workers one node may report; far more processes than any PC runs.
-MAX_WORKERS = 65_536
+MAX_WORKERS: Final = 65_536
 
 #: Largest sequence number: msgpack's signed 64-bit integer range.  Seeded
 #: from wall-clock milliseconds (about 1.7e12 today) and bumped once per
 #: origination, it lasts for millions of years.
-MAX_SEQ = 2**63 - 1
+MAX_SEQ: Final = 2**63 - 1
 
 #: Highest link cost accepted, in ms.  An RTT of an hour is a broken
 #: measurement, not a link; refusing it keeps path sums far from overflow.
-MAX_LINK_COST_MS = 3_600_000.0
+MAX_LINK_COST_MS: Final = 3_600_000.0
 
 #: Shortest allowed LSA lifetime, seconds.  An LSA must outlive its own
 #: flooding across a large mesh (under a second in the simulator at 10,000
 #: nodes) with a wide margin.
-MIN_MAX_AGE = 5.0
+MIN_MAX_AGE: Final = 5.0
 
 #: Longest allowed LSA lifetime, seconds.  A dead node's LSA lingers until
 #: it expires; an hour bounds how long a stale entry can occupy a database.
-MAX_MAX_AGE = 3600.0
+MAX_MAX_AGE: Final = 3600.0
 
 #: Default LSA lifetime, seconds.  Owners refresh at a third of it (see
 #: ``lsdb.REFRESH_FRACTION``), so two refreshes can be lost before expiry.
-DEFAULT_MAX_AGE = 60.0
+DEFAULT_MAX_AGE: Final = 60.0
 
 #: Top-level keys accepted in a wire LSA (known ones plus future optional
 #: ones); bounds the work spent on a hostile dict.
-MAX_WIRE_KEYS = 32
+MAX_WIRE_KEYS: Final = 32
 
 #: Length of an Ed25519 signature (the ``sig`` and ``xsig`` fields).
-_SIG_LEN = 64
+_SIG_LEN: Final = 64
 
 #: Protocol features one LSA may name (revision 8 names one): room for
 #: later revisions, small enough that a hostile list costs nothing.
-MAX_FEATURES = 16
+MAX_FEATURES: Final = 16
 
 #: The kinds of node an LSA may describe.
-KINDS = frozenset({"broker", "ssh"})
+KINDS: Final = frozenset({"broker", "ssh"})
 
-_REQUIRED = ("origin", "seq", "links", "tools", "capabilities", "load", "workers")
+_REQUIRED: Final = ("origin", "seq", "links", "tools", "capabilities", "load", "workers")
 
 
 def _bad(message: str) -> ProtocolError:

@@ -86,7 +86,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import compress, repeat
 from operator import attrgetter, is_, is_not, ne, not_
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from operone_zmq.errors import ProtocolError
 from operone_zmq.routing.lsa import (
@@ -114,48 +114,48 @@ __all__ = [
 #: Origins one database may hold.  Each entry costs a few hundred bytes
 #: (mostly its LSA); 100,000 nodes is ten times the largest mesh we simulate,
 #: and a flood of invented origins must stop somewhere.
-MAX_LSDB_ENTRIES = 100_000
+MAX_LSDB_ENTRIES: Final = 100_000
 
 #: Width of an expiry bucket, seconds.  Far below any LSA lifetime
 #: (``MIN_MAX_AGE`` is 5 s) and any heartbeat period, so expiring up to
 #: 0.1 s late changes nothing, while entries installed together share one
 #: bucket instead of a timer each.
-EXPIRY_RESOLUTION = 0.1
+EXPIRY_RESOLUTION: Final = 0.1
 
 #: Seconds an expired origin stays known as "down" (see the module rules):
 #: four hours, long enough that an operator who comes back to a dead node
 #: after a meeting or a lunch still reads "down since T", short enough that
 #: a decommissioned node stops being listed the same day.
-DEFAULT_DOWN_RETENTION = 4 * 3600.0
+DEFAULT_DOWN_RETENTION: Final = 4 * 3600.0
 
 #: Retired origins kept at most: as many as live ones, so a mesh that lost
 #: every node still names them all, and a flood of invented origins that
 #: expire cannot grow the set beyond what the database itself allowed.
-MAX_RETIRED = MAX_LSDB_ENTRIES
+MAX_RETIRED: Final = MAX_LSDB_ENTRIES
 
 #: Fraction of ``max_age`` after which the owner re-originates its LSA.
 #: A third means two consecutive refreshes can be lost before it expires.
-REFRESH_FRACTION = 1 / 3
+REFRESH_FRACTION: Final = 1 / 3
 
 #: The bucket lists may hold references to replaced LSAs until their bucket
 #: fires; they are compacted when they exceed this many per stored entry
 #: (plus :data:`_COMPACT_SLACK`), so a node that re-originates very often
 #: cannot make the expiry index grow without bound.
-_COMPACT_FACTOR = 4
+_COMPACT_FACTOR: Final = 4
 
 #: Slack before compaction kicks in, so small databases never compact.
-_COMPACT_SLACK = 4096
+_COMPACT_SLACK: Final = 4096
 
 
-_origin_of = attrgetter("origin")
-_max_age_of = attrgetter("max_age")
+_origin_of: Final = attrgetter("origin")
+_max_age_of: Final = attrgetter("max_age")
 
 # Outcomes of LinkStateDB._install_one (a refusal is its reason string).
-_ACCEPTED = "accepted"
-_ACCEPTED_NEW_LINKS = "accepted, links changed"
-_DUPLICATE = "duplicate"
-_OLDER = "older"
-_IGNORED = "ignored"
+_ACCEPTED: Final = "accepted"
+_ACCEPTED_NEW_LINKS: Final = "accepted, links changed"
+_DUPLICATE: Final = "duplicate"
+_OLDER: Final = "older"
+_IGNORED: Final = "ignored"
 
 
 def initial_seq(wall_time: float) -> int:

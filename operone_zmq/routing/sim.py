@@ -58,7 +58,7 @@ import heapq
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from operone_zmq.routing.damping import CostBand, LsaPacer, SpfThrottle
 from operone_zmq.routing.dijkstra import Graph, RoutingTable
@@ -84,37 +84,37 @@ __all__ = [
 #: Nodes one simulation may have: one database entry per node per node,
 #: so memory grows with the square (4.4 GB measured at 10,000 nodes, so
 #: about 18 GB at this bound).
-MAX_SIM_NODES = 20_000
+MAX_SIM_NODES: Final = 20_000
 
 #: Events processed by one ``run`` before it gives up: a safety net against
 #: a flooding bug that never dies out (10,000 nodes converge from a cold
 #: start in about 1.2 million events).
-MAX_SIM_EVENTS = 50_000_000
+MAX_SIM_EVENTS: Final = 50_000_000
 
 #: One-way link delay range, seconds: 1 ms (same room) to 20 ms (across a
 #: country), i.e. advertised RTT costs of 2 to 40 ms.
-DEFAULT_DELAY = (0.001, 0.020)
+DEFAULT_DELAY: Final = (0.001, 0.020)
 
 #: Flood pacing, seconds: how long a node gathers accepted LSAs before
 #: sending them on in one message per neighbour.  5 ms is below any link
 #: delay that matters and merges the bursts of a network-wide flood.
-DEFAULT_PACING = 0.005
+DEFAULT_PACING: Final = 0.005
 
-_DELIVER = 0
-_FLUSH = 1
-_DETECT_DOWN = 2
-_TIMER = 3
-_PING = 4
-_PACE = 5
-_SPF = 6
+_DELIVER: Final = 0
+_FLUSH: Final = 1
+_DETECT_DOWN: Final = 2
+_TIMER: Final = 3
+_PING: Final = 4
+_PACE: Final = 5
+_SPF: Final = 6
 
 #: Policies :meth:`Simulator.measure_churn` knows (module docstring).
-POLICIES = ("legacy", "damped")
+POLICIES: Final = ("legacy", "damped")
 
 # The broker before damping (core/peers.py and core/broker.py at the time).
-_LEGACY_ALPHA = 0.3
-_LEGACY_MIN_INTERVAL = 0.05
-_LEGACY_SPF_DELAY = 0.05
+_LEGACY_ALPHA: Final = 0.3
+_LEGACY_MIN_INTERVAL: Final = 0.05
+_LEGACY_SPF_DELAY: Final = 0.05
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,7 @@ class RttNoise:
 #: Noise profiles for :meth:`Simulator.measure_churn`: ``quiet`` is a
 #: 4-broker mesh on one machine (issue 15: median 3 ms, spikes to 28 ms);
 #: ``loaded`` is 50 brokers on 2 cores (issue 15: 8-214 ms under load).
-NOISE_PROFILES = {
+NOISE_PROFILES: Final = {
     "quiet": RttNoise(),
     "loaded": RttNoise(1.0, 20.0, 0.2, 10.0, 200.0),
 }

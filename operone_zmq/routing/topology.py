@@ -59,7 +59,7 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from itertools import pairwise
-from typing import Any
+from typing import Any, Final
 
 from operone_zmq.routing.dijkstra import Graph, PathInfo, _dijkstra, shortest_paths
 from operone_zmq.routing.events import (
@@ -90,15 +90,15 @@ __all__ = [
 #: with the square).  The original's stress test used 50 brokers; bigger
 #: meshes get the sweep estimate, so a stats call never stalls a broker's
 #: event loop for long.
-DIAMETER_EXACT_MAX_NODES = 100
+DIAMETER_EXACT_MAX_NODES: Final = 100
 
 #: Farthest-node sweeps per component when the diameter is estimated.  Each
 #: is one Dijkstra; four gives the exact value on almost all meshes tried.
-DIAMETER_SWEEPS = 4
+DIAMETER_SWEEPS: Final = 4
 
 #: Direct peers one topology accepts; a broker links to a handful, and this
 #: matches the bound on links in one LSA.
-MAX_DIRECT_PEERS = 4096
+MAX_DIRECT_PEERS: Final = 4096
 
 
 def _monotonic() -> float:
