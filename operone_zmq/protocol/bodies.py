@@ -57,6 +57,7 @@ __all__ = [
 # msgpack.packb, not a shared Packer: a Packer keeps a buffer and is not
 # safe to share between the threads of a worker pool.
 _packb: Final[Callable[..., bytes]] = msgpack.packb
+_unpackb_msgpack: Final[Callable[..., Any]] = msgpack.unpackb
 
 # ------------------------------------------------------------ big integers
 # msgpack integers stop at uint64 / int64.  A Python int beyond that travels
@@ -142,16 +143,16 @@ def _unpackb(raw: Frame, strict_map_key: bool) -> Any:
     # container can pass it, and the call stays as cheap as it was.
     try:
         if len(raw) <= MAX_CONTAINER_LEN:
-            return msgpack.unpackb(raw, raw=False, strict_map_key=strict_map_key,
-                                   ext_hook=_ext_hook)
+            return _unpackb_msgpack(raw, raw=False, strict_map_key=strict_map_key,
+                                    ext_hook=_ext_hook)
         # Bigger bodies could hold more containers than MAX_BODY_CONTAINERS:
         # count them as they are built (one call per container; bins and
         # strings cost nothing).
         count = _container_budget()
-        return msgpack.unpackb(raw, raw=False, strict_map_key=strict_map_key,
-                               ext_hook=_ext_hook, max_array_len=MAX_CONTAINER_LEN,
-                               max_map_len=MAX_CONTAINER_LEN, list_hook=count,
-                               object_hook=count)
+        return _unpackb_msgpack(raw, raw=False, strict_map_key=strict_map_key,
+                                ext_hook=_ext_hook, max_array_len=MAX_CONTAINER_LEN,
+                                max_map_len=MAX_CONTAINER_LEN, list_hook=count,
+                                object_hook=count)
     except ValueError as exc:
         raise _too_long(exc, len(raw)) from None
 
