@@ -55,7 +55,9 @@ ZAP_DOMAIN: Final = "operone"
 
 #: Peer link establishment must finish within this many seconds for
 #: connect_to_peer() to succeed (the link keeps retrying in the background).
-CONNECT_TIMEOUT: Final = 10.0
+# (Not Final: a Final default of a coroutine's parameter crashes mypyc (2.4) while it
+# writes the coroutine's text signature.)
+CONNECT_TIMEOUT = 10.0
 
 
 
