@@ -55,8 +55,8 @@ ZAP_DOMAIN: Final = "operone"
 
 #: Peer link establishment must finish within this many seconds for
 #: connect_to_peer() to succeed (the link keeps retrying in the background).
-# (Not Final: a Final default of a coroutine's parameter crashes mypyc (2.4) while it
-# writes the coroutine's text signature.)
+# (Not Final: as the default of a parameter after keyword-only ones without a
+# default, mypyc (2.4) fails writing the method's text signature.)
 CONNECT_TIMEOUT = 10.0
 
 

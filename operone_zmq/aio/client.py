@@ -63,7 +63,9 @@ __all__ = ["AsyncClient", "Client", "ClientJobFuture", "JobFuture", "JobResult",
 GRACE: Final = 2.0
 
 #: Default job timeout when the caller names none.
-DEFAULT_TIMEOUT: Final = 60.0
+# (Not Final: as the default of AsyncClient's parameter after keyword-only ones
+# without a default, mypyc (2.4) fails writing its text signature.)
+DEFAULT_TIMEOUT = 60.0
 
 #: Requests in flight per client; past it submit() raises Overloaded.  Bounds
 #: the pending table, the way each broker queue is bounded.
