@@ -45,3 +45,11 @@ def test_an_unknown_set_is_refused() -> None:
                           text=True, cwd=REPO, timeout=60, check=False)
     assert proc.returncode == 2
     assert "unknown set(s) nosuch" in proc.stderr
+
+
+def test_the_instruction_count_script_starts() -> None:
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_instructions.py"),
+                           "--help"], capture_output=True, text=True, cwd=REPO / "scripts",
+                          timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "callgrind" in proc.stdout and "--tree" in proc.stdout
