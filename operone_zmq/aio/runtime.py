@@ -30,7 +30,7 @@ from ..security.keys import (
     parse_public_key,
 )
 from ..tools import ToolRegistry, ToolsConfig, builtin_registry
-from ..tools.spec import unsafe_shell_entries
+from ..tools.config import unsafe_shell_entries
 from .broker import Broker, PeerAddress
 from .client import AsyncClient, Client
 from .legacy import LegacyHost

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from operone_zmq.errors import BadRequest, PathOutsideRoot, Refused
-from operone_zmq.tools.spec import ToolsConfig
+from operone_zmq.tools.config import ToolsConfig
 
 __all__ = ["FS_READ_MAX", "fs_list", "fs_read", "fs_write", "resolve_in_root"]
 
