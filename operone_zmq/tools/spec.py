@@ -4,7 +4,9 @@ A *tool* is a plain Python function (sync or ``async``) that a worker runs on
 behalf of a remote caller.  Its keyword arguments come from the job's argument
 map; a parameter named ``ctx`` receives the :class:`ToolContext` of the job.
 
-The node policy, :class:`~operone_zmq.tools.config.ToolsConfig`, is in
+Compiled in the compiled build (setup.py COMPILED): a job's tool is
+checked and called here (:meth:`ToolSpec.prepare`).  The node policy,
+:class:`~operone_zmq.tools.config.ToolsConfig`, is in the interpreted
 :mod:`operone_zmq.tools.config` and re-exported here.
 
 This module does no I/O and imports neither ZeroMQ nor asyncio.
@@ -19,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, TypeVar, overload
+from typing import Any, Final, TypeVar, overload
 
 from operone_zmq.errors import BadRequest
 from operone_zmq.protocol.bodies import ParamInfo
@@ -37,10 +39,10 @@ __all__ = [
 ]
 
 #: Attribute under which :func:`tool` stores the :class:`ToolSpec` of a function.
-TOOL_ATTR = "__operone_tool__"
+TOOL_ATTR: Final = "__operone_tool__"
 
-_NAME_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
-_CTX = "ctx"
+_NAME_RE: Final = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+_CTX: Final = "ctx"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -63,7 +65,10 @@ def _no_stream(stream: str, data: str) -> None:
     """Ignore streamed output."""
 
 
-@dataclass
+# (init=False and an __init__ of its own: a worker makes one per job, and
+# compiled by mypyc a dataclass's generated __init__ stays interpreted, 6x
+# the cost; in pure Python they are alike.)
+@dataclass(init=False)
 class ToolContext:
     """What a running tool may know about its job: ids, node policy, deadline, progress, cancel."""
 
@@ -71,14 +76,28 @@ class ToolContext:
     node: str
     config: ToolsConfig
     #: ``time.monotonic()`` value by which the job must finish, or ``None``.
-    deadline: float | None = None
+    deadline: float | None
     #: Report progress: ``progress(fraction 0..1 or None, message or None)``.
-    progress: Callable[[float | None, str | None], None] = _no_progress
+    progress: Callable[[float | None, str | None], None]
     #: Set when the job is cancelled or timed out; long sync tools should check it.
-    cancelled: threading.Event = field(default_factory=threading.Event)
+    cancelled: threading.Event
     #: Send output while running: ``stream("stdout" or "stderr", text)``; a
     #: no-op unless the submitter asked for streaming.
-    stream: Callable[[str, str], None] = _no_stream
+    stream: Callable[[str, str], None]
+
+    def __init__(self, job_id: str, node: str, config: ToolsConfig,
+                 deadline: float | None = None,
+                 progress: Callable[[float | None, str | None], None] = _no_progress,
+                 cancelled: threading.Event | None = None,
+                 stream: Callable[[str, str], None] = _no_stream) -> None:
+        """``cancelled``: a new :class:`threading.Event` when not given."""
+        self.job_id = job_id
+        self.node = node
+        self.config = config
+        self.deadline = deadline
+        self.progress = progress
+        self.cancelled = threading.Event() if cancelled is None else cancelled
+        self.stream = stream
 
     def remaining(self, default: float) -> float:
         """Return the seconds left before the deadline, at most ``default`` and never below 0."""
@@ -103,7 +122,7 @@ def _plural(word: str, names: list[str]) -> str:
     return f"{word} {quoted}" if len(names) == 1 else f"{word}s {quoted}"
 
 
-_SCALARS = (type(None), bool, int, float, str)
+_SCALARS: Final = (type(None), bool, int, float, str)
 
 
 def _plain_default(value: Any) -> Any:

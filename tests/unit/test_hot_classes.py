@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 import types
 
 import pytest
@@ -19,9 +20,10 @@ from operone_zmq.core.origin import Origin
 from operone_zmq.core.ports import Job
 from operone_zmq.core.worker import JobStart, _Running
 from operone_zmq.protocol.bodies import JobRequest, ResultBody
+from operone_zmq.tools import ToolContext, ToolsConfig
 
 PER_JOB = [Origin, JobRecord, Job, JobRequest, ResultBody, JobStart, _Running, JobResult,
-           Reply, _Pending]
+           Reply, _Pending, ToolContext]
 
 
 @pytest.mark.parametrize("cls", PER_JOB, ids=lambda c: c.__name__)
@@ -53,3 +55,13 @@ def test_the_written_inits_keep_the_defaults_and_replace() -> None:
     assert JobStart("j", "echo", {}, 1.0, 2) == JobStart("j", "echo", {}, 1.0, 2, False)
     with pytest.raises(dataclasses.FrozenInstanceError):
         JobStart("j", "echo", {}, 1.0, 2).cls = 3  # type: ignore[misc]
+    cfg = ToolsConfig()
+    ctx = ToolContext("j", "n", cfg)
+    assert (ctx.job_id, ctx.node, ctx.config, ctx.deadline) == ("j", "n", cfg, None)
+    assert isinstance(ctx.cancelled, threading.Event) and not ctx.cancelled.is_set()
+    assert ToolContext("j", "n", cfg).cancelled is not ctx.cancelled
+    assert ctx.progress(0.5, "half") is None and ctx.stream("stdout", "x") is None
+    later = dataclasses.replace(ctx, deadline=2.0)
+    assert later.deadline == 2.0 and later.cancelled is ctx.cancelled
+    event = threading.Event()
+    assert ToolContext("j", "n", cfg, cancelled=event).cancelled is event
