@@ -27,7 +27,10 @@ from setuptools import setup
 #: and the p50 it adds 655 -> 583 us; on one hop (--quick foundation) the
 #: CPU per job did not change beyond the noise.  And the in-process tools'
 #: runner (aio/inproc.py), the like-for-like shape against the original
-#: (scripts/bench_inproc.py).
+#: (scripts/bench_inproc.py).  And the tool specs and registry
+#: (tools/spec.py, tools/registry.py: ToolRegistry.get and ToolSpec.prepare
+#: run for every job; ToolsConfig, which checks config-file values in its
+#: __post_init__, is in the interpreted tools/config.py).
 #:
 #: The classes made once per job have an ``__init__`` of their own: mypyc
 #: compiles a dataclass, but its generated ``__init__`` stays interpreted
@@ -41,6 +44,8 @@ COMPILED = [
     "operone_zmq/aio/broker.py",
     "operone_zmq/aio/worker.py",
     "operone_zmq/aio/inproc.py",
+    "operone_zmq/tools/spec.py",
+    "operone_zmq/tools/registry.py",
     "operone_zmq/routing/",
     "operone_zmq/qos/",
 ]

@@ -18,7 +18,7 @@ import inspect
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Final, TypeVar, overload
@@ -273,7 +273,10 @@ class ToolSpec:
                 f"not {type(args).__name__}",
                 details={"tool": self.name},
             )
-        for key in args:
+        # (Keys as objects: compiled, iterating a Mapping[str, Any] checks
+        # each key is a str, a TypeError before the check below.)
+        keys: Iterable[object] = args
+        for key in keys:
             if not isinstance(key, str):
                 raise BadRequest(
                     f"argument names of tool {self.name!r} must be strings, not {key!r}",
