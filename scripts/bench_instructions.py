@@ -111,11 +111,13 @@ def measure(tree: str | None, who: str, jobs: int, port: int) -> float:
         broker = [sys.executable, "-c", bench_inproc.BROKER, str(d), str(port), "asyncio"]
         client = [sys.executable, "-c", CLIENT, str(d), str(port), str(jobs)]
         null = subprocess.DEVNULL
+        # (cwd: ``python -c`` puts the working directory first on sys.path, so
+        # run from a checkout it would import that tree instead of ``tree``.)
         procs.append(subprocess.Popen(grind + broker if who == "broker" else broker, env=env,
-                                      stdout=null, stderr=null))
+                                      stdout=null, stderr=null, cwd=d))
         _wait(d / "ready", procs, 300)
         procs.append(subprocess.Popen(grind + client if who == "client" else client, env=env,
-                                      stdout=null, stderr=null))
+                                      stdout=null, stderr=null, cwd=d))
         counted = procs[0] if who == "broker" else procs[1]
         _wait(d / "warm", procs, 600)
         _ctl(counted.pid, "-i", "on")

@@ -93,12 +93,14 @@ class ToolRegistry:
         self._tools[spec.name] = spec
         return spec
 
-    def get(self, name: str) -> ToolSpec:
-        """Return the spec of tool ``name`` or raise :class:`ToolNotFound`."""
-        try:
-            return self._tools[name]
-        except (KeyError, TypeError):
-            raise ToolNotFound(f"no tool named {name!r} on this node") from None
+    def get(self, name: object) -> ToolSpec:
+        """Return the spec of tool ``name`` or raise :class:`ToolNotFound`
+        (a name that is not a str included: compiled, a ``str`` parameter
+        would raise TypeError at the call instead)."""
+        spec = self._tools.get(name) if type(name) is str else None
+        if spec is None:
+            raise ToolNotFound(f"no tool named {name!r} on this node")
+        return spec
 
     def names(self) -> list[str]:
         """Return the registered tool names, sorted."""

@@ -63,6 +63,13 @@ def test_get_unknown_tool() -> None:
         ToolRegistry().get("missing")
 
 
+@pytest.mark.parametrize("name", [None, 5, b"t.one", ["t.one"]])
+def test_get_by_a_name_that_is_not_a_str_is_tool_not_found(name: object) -> None:
+    # Compiled, a parameter typed str would raise TypeError at the call.
+    with pytest.raises(ToolNotFound, match="no tool named"):
+        ToolRegistry([one]).get(name)
+
+
 def _write(path: Path, source: str) -> Path:
     path.write_text(textwrap.dedent(source), encoding="utf-8")
     return path
