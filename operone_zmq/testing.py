@@ -13,7 +13,7 @@ from .protocol.batch import decode_batch, is_batch
 from .protocol.bodies import ToolInfo
 from .protocol.frame import Frame
 
-__all__ = ["CoreMesh", "FakeClock", "broker_with_worker", "flushed", "key_of", "messages_in"]
+__all__ = ["CoreMesh", "FakeClock", "broker_with_worker", "flushed", "key_of"]
 
 
 class FakeClock:
@@ -59,15 +59,6 @@ def flushed(core: BrokerCore) -> list[tuple[int, list[Frame]]]:
     out = core.batched(core.out[:])
     core.out.clear()
     return out
-
-
-def messages_in(frames: list[Frame], start: int = 0) -> list[list[Frame]]:
-    """The messages ``frames`` (operone frames from ``start``) carry, each as
-    ``[tag, header, body(, sig)]``: those of a BATCH (in three frames or
-    packed in one), else the message itself."""
-    if is_batch(frames, start):
-        return decode_batch(frames, start)
-    return [frames[start:]]
 
 
 # ---------------------------------------------------------------------------

@@ -605,11 +605,8 @@ class AsyncClient:
             # A big one goes at once when nothing waits before it: it would
             # go alone anyway.  So does the first request since the last
             # run: one in flight does not wait a loop turn for company; the
-            # ones that follow it before the run are batched.  (Packed, a
-            # lone one goes in one frame, revision 9.)
+            # ones that follow it before the run are batched.
             self._sent_alone = True
-            if self.core.broker_packed and self._can_batch:
-                frames = pack_messages([frames], cls, packed=True)[0]
             return pump.send(idx, frames, now)
         if q is None:
             q = self._outbox[cls] = []
@@ -707,10 +704,9 @@ class AsyncClient:
         if not self._outbox or pump is None:
             return
         outbox, self._outbox = self._outbox, {}
-        packed = self.core.broker_packed
         for cls, q in outbox.items():
             idx = self._sock_index(cls)
-            for frames in pack_messages(q, cls, packed=packed) if len(q) > 1 or packed else q:
+            for frames in pack_messages(q, cls) if len(q) > 1 else q:
                 pump.send(idx, frames, now)
 
     @property

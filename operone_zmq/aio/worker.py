@@ -93,8 +93,6 @@ class Worker:
         #: The broker on this connection sent a BATCH, so it accepts them:
         #: our messages of one run go batched too (reset on a new connection).
         self._batch_ok = False
-        #: ... and it sent a packed one (revision 9): ours go packed, even alone.
-        self._packed_ok = False
         self._lost_since: float | None = None
         self._lost_logged = 0.0
         self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
@@ -184,7 +182,6 @@ class Worker:
                 self.core.counters["malformed"] += 1
                 return
             self._batch_ok = True
-            self._packed_ok = len(frames) == 1
             for m in msgs:
                 self._on_one(m, now)
             self._flush()  # its answers leave now, batched (see aio/broker.py)
@@ -195,8 +192,7 @@ class Worker:
         was = self.core.connected
         action = self.core.on_broker(frames, now)
         if was and not self.core.connected:
-            # DISCONNECT: the broker we register with next may be older.
-            self._batch_ok = self._packed_ok = False
+            self._batch_ok = False  # DISCONNECT: the broker we register with next may be older
         if action is None:
             return
         if isinstance(action, str):
@@ -210,12 +206,7 @@ class Worker:
         if pump is None or not out:
             out.clear()
             return
-        sent = out
-        if self._packed_ok:
-            sent = pack_messages(out, packed=True)
-        elif self._batch_ok and len(out) > 1:
-            sent = pack_messages(out)
-        for frames in sent:
+        for frames in pack_messages(out) if self._batch_ok and len(out) > 1 else out:
             pump.send(0, frames)
         out.clear()
 
@@ -249,7 +240,7 @@ class Worker:
             self._lost_since = None
         if lost:
             self._log_lost(now)
-            self._batch_ok = self._packed_ok = False  # the broker we reach next may be another
+            self._batch_ok = False  # the broker we reach next may be another
             pump.replace(0, self._socket())
             self.core.start(now)
         self._flush()

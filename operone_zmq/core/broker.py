@@ -67,7 +67,7 @@ from ..errors import (
     TooManyClients,
 )
 from ..jobs.router import RouteDecision, ToolRouter
-from ..protocol.batch import decode_batch, group, is_batch, is_packed
+from ..protocol.batch import decode_batch, group, is_batch
 from ..protocol.bodies import Cancel, ErrorBody, Ping, Query, pack_value
 from ..protocol.codec import TAG, Header, Message, MsgType, best_effort_id, decode
 from ..protocol.frame import Frame
@@ -192,17 +192,6 @@ class BrokerCore:
     @batching.setter
     def batching(self, value: bool) -> None:
         self._links.batching = value
-
-    @property
-    def packing(self) -> bool:
-        """Whether this broker also offers and sends packed BATCHes, one
-        frame each (revision 9), with ``batching``: on in every broker; off,
-        it behaves as a revision-8 broker does (tests of older peers)."""
-        return self._links.packing
-
-    @packing.setter
-    def packing(self, value: bool) -> None:
-        self._links.packing = value
 
     # ------------------------------------------------------------ signing
     def _signing_key_of(self, node: str) -> str | None:
@@ -383,9 +372,6 @@ class BrokerCore:
                 f"{'s' if n != 1 else ''} at once (limits.max_clients); try again later"),
                 corr=best_effort_id(frames, 1))
             return
-        if is_packed(frames, 1):  # a packed BATCH (revision 9)
-            self._on_client_batch(cls, rid, frames, now, uid)
-            return
         try:
             msg = decode(frames, 1)
         except ProtocolError as exc:
@@ -434,10 +420,8 @@ class BrokerCore:
             # The body says which broker run answers (a client tells a restart
             # by it); a v1 client ignores it.
             # ``batch``: this broker accepts BATCH from the client (revision 7).
-            # ``packed``: packed BATCHes too (revision 9).
             ctx.out.append((cls, [rid, TAG, ctx.header(_PONG, h.id, h.src, cls, h.id),
-                                  Ping(0, ctx.incarnation, batch=self.batching,
-                                       packed=self._links.offers_packed).pack()]))
+                                  Ping(0, ctx.incarnation, batch=self.batching).pack()]))
         else:
             ctx.send_error(
                 cls, rid, h.id, h.src, cls,
@@ -453,11 +437,8 @@ class BrokerCore:
         except ProtocolError as exc:
             self._refuse_malformed(cls, rid, frames, exc)
             return
-        packed = len(frames) == 2
-        self._clients.sent_batch(cls, rid, packed)
+        self._clients.sent_batch(cls, rid)
         self._ctx.counters["batches_received"] += 1
-        if packed:
-            self._ctx.counters["packed_received"] += 1
         # Each message as if it came alone, from the connection admitted and
         # the key looked up once for the BATCH.
         grant = OPERATOR if self._grants is None else self._grants(uid)
@@ -488,19 +469,13 @@ class BrokerCore:
         worker, client or neighbour that accepts BATCH grouped into BATCHes
         (protocol/batch.py; our dialled DEALERs carry no routing id);
         everything else unchanged.  Counts ``batches_sent``."""
-        packs = self._accepts_packed if self._links.offers_packed else None
-        sent = group(out, self._accepts_batch, self._class_of, FIRST_DIAL_SOCKET, packs)
-        if sent is not out:
-            n = p = 0
+        sent = group(out, self._accepts_batch, self._class_of, FIRST_DIAL_SOCKET)
+        if sent is not out and len(sent) < len(out):
+            n = 0
             for idx, frames in sent:
-                start = 0 if idx >= FIRST_DIAL_SOCKET else 1
-                if len(frames) == start + 1:  # packed (ours: always well formed)
-                    p += 1
-                elif is_batch(frames, start):
+                if is_batch(frames, 0 if idx >= FIRST_DIAL_SOCKET else 1):
                     n += 1
-            counters = self._ctx.counters
-            counters["batches_sent"] += n + p
-            counters["packed_sent"] += p
+            self._ctx.counters["batches_sent"] += n
         return sent
 
     def _class_of(self, sock: int) -> int:
@@ -510,17 +485,6 @@ class BrokerCore:
         if sock < WORKERS:
             return sock
         return self._links.class_of_dealer(sock) if sock > WORKERS else 0
-
-    def _accepts_packed(self, sock: int, rid: bytes) -> bool:
-        """Whether ``(sock, rid)`` said it takes packed BATCHes (revision 9):
-        a worker's READY, a client by sending one, a neighbour's HELLO or
-        WELCOME of that transport."""
-        if sock == WORKERS:
-            w = self._local.pool.workers.get(rid)
-            return w is not None and w.packed
-        if sock > WORKERS or rid[:1] != b"\x00":
-            return self._links.accepts_packed(sock, rid)
-        return self._clients.accepts_packed(sock, rid)
 
     def _accepts_batch(self, sock: int, rid: bytes) -> bool:
         if not self._links.batching:
@@ -616,8 +580,6 @@ class BrokerCore:
                 self._ctx.counters["malformed"] += 1
                 return
             self._ctx.counters["batches_received"] += 1
-            if len(frames) == 2:
-                self._ctx.counters["packed_received"] += 1
             rid = cast(bytes, frames[0])  # (the first frame: always bytes)
             for m in msgs:
                 self._local.on_worker([rid, *m], now)

@@ -121,8 +121,6 @@ class ClientCore:
         self.malformed = 0
         #: The broker's last PONG said it accepts BATCH from us (revision 7).
         self.broker_batches = False
-        #: ... and packed BATCHes (revision 9).
-        self.broker_packed = False
 
     def next_id(self) -> str:
         """A job or query id unique to this client."""
@@ -201,7 +199,6 @@ class ClientCore:
                 # not say it, or an empty first-revision body).
                 pong = Ping.unpack(msg.body) if msg.body else None
                 self.broker_batches = pong is not None and pong.batch
-                self.broker_packed = self.broker_batches and pong is not None and pong.packed
                 return Reply("pong", h.corr or h.id, pong.incarnation if pong else 0)
         except ProtocolError:
             pass

@@ -38,8 +38,6 @@ class ClientTable:
         self._seen: OrderedDict[tuple[int, bytes], float] = OrderedDict()
         #: Connections (in ``_seen``) that sent a BATCH: a subset, so bounded too.
         self._batches: set[tuple[int, bytes]] = set()
-        #: Those of them that sent a packed one (revision 9): a subset again.
-        self._packed: set[tuple[int, bytes]] = set()
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -66,23 +64,15 @@ class ClientTable:
         """A send to ``(cls, rid)`` found no such connection."""
         self._seen.pop((cls, rid), None)
         self._batches.discard((cls, rid))
-        self._packed.discard((cls, rid))
 
-    def sent_batch(self, cls: int, rid: bytes, packed: bool = False) -> None:
-        """Connection ``(cls, rid)`` (admitted) sent a BATCH (``packed``: a
-        packed one): it accepts them."""
+    def sent_batch(self, cls: int, rid: bytes) -> None:
+        """Connection ``(cls, rid)`` (admitted) sent a BATCH: it accepts them."""
         if (cls, rid) in self._seen:
             self._batches.add((cls, rid))
-            if packed:
-                self._packed.add((cls, rid))
 
     def accepts_batch(self, cls: int, rid: bytes) -> bool:
         """Whether connection ``(cls, rid)`` may be sent BATCH messages."""
         return (cls, rid) in self._batches
-
-    def accepts_packed(self, cls: int, rid: bytes) -> bool:
-        """Whether connection ``(cls, rid)`` may be sent packed BATCHes."""
-        return (cls, rid) in self._packed
 
     def expire(self, now: float, busy: Callable[[], set[bytes]]) -> None:
         """Forget connections idle for ``client_idle`` s with no job in flight."""
@@ -101,7 +91,6 @@ class ClientTable:
             else:
                 del seen[key]
                 self._batches.discard(key)
-                self._packed.discard(key)
 
     def next_deadline(self, t: float) -> float:
         """When the least recently heard connection may expire."""

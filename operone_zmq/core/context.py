@@ -176,8 +176,6 @@ def _new_counters() -> dict[str, int]:
         "orphans_answered": 0,
         "batches_sent": 0,
         "batches_received": 0,
-        "packed_sent": 0,
-        "packed_received": 0,
     }
 
 

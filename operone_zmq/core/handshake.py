@@ -75,9 +75,9 @@ class Handshake:
         #: Mints a fresh token for each HELLO (tokens expire; links outlive them).
         self._token_factory = token_factory
 
-    def send_hello(self, link: PeerLink, now: float, batch: bool, packed: bool = False) -> None:
-        """Say HELLO on the dialled link (``batch``: we offer BATCH;
-        ``packed``: packed BATCHes too) and schedule the next try."""
+    def send_hello(self, link: PeerLink, now: float, batch: bool) -> None:
+        """Say HELLO on the dialled link (``batch``: we offer BATCH) and
+        schedule the next try."""
         if link.dial is None:
             return
         ctx = self._ctx
@@ -86,7 +86,7 @@ class Handshake:
             token = self._token_factory()
         body = Hello(ctx.node_id, ctx.name, ctx.cluster, token, self._signing_key,
                      incarnation=ctx.incarnation,
-                     direct=bool(self._signing_key), batch=batch, packed=packed).pack()
+                     direct=bool(self._signing_key), batch=batch).pack()
         ctx.out.append((link.dial[0], [TAG, ctx.header(_HELLO, ctx.next_id(), link.node, 0),
                                        body]))
         if link.dial_state == DOWN:
@@ -150,17 +150,15 @@ class Handshake:
             return None
         return hello
 
-    def send_welcome(self, cls: int, rid: bytes, node: str, h: Header, batch: bool,
-                     packed: bool = False) -> None:
-        """Answer the accepted HELLO ``h`` from ``rid`` (``batch``: we offer
-        BATCH; ``packed``: packed BATCHes too)."""
+    def send_welcome(self, cls: int, rid: bytes, node: str, h: Header, batch: bool) -> None:
+        """Answer the accepted HELLO ``h`` from ``rid`` (``batch``: we offer BATCH)."""
         ctx = self._ctx
         ctx.out.append((cls, [rid, TAG, ctx.header(_WELCOME, h.id, node, cls, h.id),
                               Welcome(ctx.node_id, ctx.name, ctx.cluster,
                                       self._signing_key,
                                       incarnation=ctx.incarnation,
                                       direct=bool(self._signing_key),
-                                      batch=batch, packed=packed).pack()]))
+                                      batch=batch).pack()]))
 
     def check_welcome(self, link: PeerLink, body: Frame) -> Welcome | None:
         """The WELCOME on the dialled link, when it may bring that transport

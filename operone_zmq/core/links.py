@@ -29,11 +29,6 @@ Its rules:
   it handled exactly as if it had come alone on that connection (the same
   session and key checks, then the same part); one not well formed is
   counted ``malformed`` and dropped whole, as a malformed message is.
-* Packed BATCHes (revision 9): we say ``packed`` too when
-  :attr:`PeerLinks.packing` (and batching); a transport whose neighbour said
-  it is sent everything packed, a lone message included
-  (:meth:`accepts_packed`).  A packed BATCH is one frame, so it is taken
-  for one before it is decoded; then it is a BATCH like any other.
 * A link coming up or going down marks our LSA dirty (urgent); its cost
   *band* moving (:class:`~operone_zmq.routing.damping.CostBand`, never a
   raw RTT wobble) marks it dirty at the paced rate.  A link coming up (or a
@@ -54,7 +49,7 @@ from collections.abc import Callable
 from typing import Any, Final, cast
 
 from ..errors import ProtocolError
-from ..protocol.batch import decode_batch, is_packed
+from ..protocol.batch import decode_batch
 from ..protocol.bodies import Bye, Ping
 from ..protocol.codec import TAG, Header, Message, decode
 from ..protocol.frame import Frame
@@ -139,9 +134,6 @@ class PeerLinks:
         #: Whether we offer BATCH in HELLO and WELCOME (the face's
         #: ``BrokerCore.batching``: off below MIN_SIZE_TO_BATCH).
         self.batching = True
-        #: Whether we offer packed BATCHes too (revision 9; only with
-        #: ``batching``): off, neighbours see a revision-8 broker.
-        self.packing = True
 
     def wire(self, linkstate: LinkEvents) -> None:
         self._linkstate = linkstate
@@ -211,7 +203,7 @@ class PeerLinks:
         link.backoff = MIN_HELLO_BACKOFF
         for i in socks:
             self._link_by_sock[i] = link
-        self._handshake.send_hello(link, now, self.batching, self.offers_packed)
+        self._handshake.send_hello(link, now, self.batching)
         return link
 
     def remove_link(self, node: str, now: float) -> list[int]:
@@ -286,7 +278,6 @@ class PeerLinks:
     def _on_link_down(self, link: PeerLink, now: float, reason: str) -> None:
         link.last_error = reason
         link.dial_batch = link.accepted_batch = False
-        link.dial_packed = link.accepted_packed = False
         link.pings.clear()
         link.reset_band()
         self.liveness.forget(link.node)
@@ -308,25 +299,6 @@ class PeerLinks:
             return False
         link = self.links.get(node)
         return (link is not None and link.accepted_batch and link.accepted_up
-                and link.rid == rid)
-
-    @property
-    def offers_packed(self) -> bool:
-        """Whether our HELLO and WELCOME say ``packed``."""
-        return self.batching and self.packing
-
-    def accepts_packed(self, sock: int, rid: bytes) -> bool:
-        """As :meth:`accepts_batch`, for packed BATCHes (HELLO/WELCOME
-        ``packed``, revision 9)."""
-        if not rid:
-            link = self._link_by_sock.get(sock)
-            return link is not None and link.dial_packed and link.dial_state == UP
-        try:
-            node = node_of_rid(rid).decode()
-        except UnicodeDecodeError:
-            return False
-        link = self.links.get(node)
-        return (link is not None and link.accepted_packed and link.accepted_up
                 and link.rid == rid)
 
     def class_of_dealer(self, sock: int) -> int:
@@ -368,23 +340,19 @@ class PeerLinks:
         """A message on a frontend ROUTER from a routing id that is a node id
         (``inner``: it came in a BATCH)."""
         ctx = self._ctx
-        # A packed BATCH (one frame, revision 9) is checked as one message
-        # and then unpacked, as a BATCH is.
-        packed = is_packed(frames, 1)
-        msg: Message | None = None
-        if not packed:
-            try:
-                msg = decode(frames, 1)
-            except ProtocolError:
-                ctx.counters["malformed"] += 1
-                return  # unverified or broken peer: counted, not answered
+        try:
+            msg = decode(frames, 1)
+        except ProtocolError:
+            ctx.counters["malformed"] += 1
+            return  # unverified or broken peer: counted, not answered
         try:
             node = node_of_rid(rid).decode()
         except UnicodeDecodeError:
             ctx.counters["malformed"] += 1
             return
-        if msg is not None and msg.header.type == _HELLO:
-            self._on_hello(cls, rid, node, uid, msg.header, msg.body, now)
+        h = msg.header
+        if h.type == _HELLO:
+            self._on_hello(cls, rid, node, uid, h, msg.body, now)
             return
         link = self.links.get(node)
         if link is None or link.rid != rid or not link.accepted_up:
@@ -399,7 +367,7 @@ class PeerLinks:
             ctx.counters["peer_key_mismatch"] += 1
             ctx.events.append(("security:peer_key_mismatch", {"node": node}))
             return
-        if msg is None or msg.header.type == _BATCH:
+        if h.type == _BATCH:
             for m in self._unbatch(frames, 1, inner):
                 self.on_router(cls, rid, uid, [rid, *m], now, True)
             return
@@ -417,8 +385,6 @@ class PeerLinks:
             ctx.counters["malformed"] += 1
             return []
         ctx.counters["batches_received"] += 1
-        if len(frames) == start + 1:
-            ctx.counters["packed_received"] += 1
         return msgs
 
     def on_dealer(self, sock: int, frames: list[Frame], now: float,
@@ -428,10 +394,6 @@ class PeerLinks:
         ctx = self._ctx
         link = self._link_by_sock.get(sock)
         if link is None:
-            return
-        if is_packed(frames):  # a packed BATCH (revision 9): as a BATCH
-            for m in self._unbatch(frames, 0, inner):
-                self.on_dealer(sock, m, now, True)
             return
         try:
             msg = decode(frames)
@@ -457,7 +419,6 @@ class PeerLinks:
             self._linkstate.incarnation_seen(link.node, w.incarnation, now)
             link.direct = w.direct
             link.dial_batch = w.batch
-            link.dial_packed = w.packed
             if not was_up:
                 self._on_link_up(link, now)
             self._heard(link, now)
@@ -470,7 +431,7 @@ class PeerLinks:
             if bye.code == "no_session" and link.dial_state == UP:
                 # The neighbour restarted and forgot us: handshake again.
                 link.dial_state = DOWN
-                self._handshake.send_hello(link, now, self.batching, self.offers_packed)
+                self._handshake.send_hello(link, now, self.batching)
                 return
             was_up = link.up
             link.dial_state = DOWN
@@ -503,8 +464,7 @@ class PeerLinks:
         link.name = hello.name
         link.direct = hello.direct
         link.accepted_batch = hello.batch
-        link.accepted_packed = hello.packed
-        self._handshake.send_welcome(cls, rid, node, h, self.batching, self.offers_packed)
+        self._handshake.send_welcome(cls, rid, node, h, self.batching)
         self._linkstate.incarnation_seen(node, hello.incarnation, now)
         if not was_up:
             self._on_link_up(link, now)
@@ -596,7 +556,7 @@ class PeerLinks:
                 if link.dial_state == HELLO_SENT and link.accepted_up:
                     link.next_hello = now + MAX_HELLO_BACKOFF
                     continue
-                self._handshake.send_hello(link, now, self.batching, self.offers_packed)
+                self._handshake.send_hello(link, now, self.batching)
 
     def stamp_pings(self, sent_at: float) -> None:
         """The shell sent ``ctx.urgent`` at ``sent_at``: that, not the tick

@@ -151,9 +151,6 @@ class PeerLink:
     #: (each set afresh by every handshake of its transport).
     dial_batch: bool = False
     accepted_batch: bool = False
-    #: It accepts packed BATCHes (revision 9), per transport as above.
-    dial_packed: bool = False
-    accepted_packed: bool = False
     up_since: float = 0.0
     heard: float = 0.0
     next_hello: float = 0.0

@@ -126,12 +126,11 @@ class WorkerCore:
         wall: Callable[[], float] = time.time,
         batch: bool = False,
     ) -> None:
-        """``batch``: say in READY that this worker accepts BATCH, in three
-        frames and packed in one (its shell unpacks both; revisions 7, 9)."""
+        """``batch``: say in READY that this worker accepts BATCH (its shell
+        unpacks them; revision 7)."""
         self.name = name
         self.node = ""
-        self._registration = Ready(name, tuple(tools), caps, slots, pid, batch=batch,
-                                   packed=batch)
+        self._registration = Ready(name, tuple(tools), caps, slots, pid, batch=batch)
         self.tool_names = frozenset(t.name for t in tools)
         self.interval = heartbeat_interval
         self.liveness = liveness

@@ -77,8 +77,6 @@ class WorkerSession:
     infos: tuple[ToolInfo, ...] = ()  # the tools of its READY (QUERY tools detail)
     #: Its READY said ``batch: true``: it may be sent BATCH messages.
     batch: bool = False
-    #: Its READY said ``packed: true`` too: packed BATCHes (revision 9).
-    packed: bool = False
 
     @property
     def free(self) -> int:
@@ -166,7 +164,6 @@ class WorkerPool:
                      else now + ctx.limits.liveness * ctx.limits.heartbeat_interval),
             infos=tuple(ready.tools),
             batch=ready.batch,
-            packed=ready.batch and ready.packed,
         )
         self.workers[rid] = w
         for tool in w.tools:

@@ -22,14 +22,6 @@ Rules (docs/protocol.md section 5.20):
   messages and :data:`MAX_BATCH_BYTES` bytes per BATCH; a message larger than
   :data:`MAX_BATCHED_MESSAGE` goes alone (its body stays a zero-copy frame).
 
-Packed (v1 revision 9, docs/protocol.md section 5.21): a BATCH may also go
-as **one frame**, the tag followed at once by the body (``TAG + body``), to
-a connection that said it accepts that (``pack: true``); then a lone message
-goes packed too, in one frame instead of 3 or 4 (fewer frames for libzmq to
-move and for CurveZMQ to seal, per message and per hop).  :func:`is_batch`
-and :func:`decode_batch` take either form, so every receiver handles a
-packed BATCH as the BATCH it is.
-
 Pure: no sockets, no clock.
 """
 
@@ -58,7 +50,6 @@ __all__ = [
     "encode_batch",
     "group",
     "is_batch",
-    "is_packed",
     "pack_messages",
 ]
 
@@ -116,23 +107,12 @@ def batch_header(cls: int) -> bytes:
 
 
 _HEADERS: Final = tuple(batch_header(c) for c in range(4))
-_TAG_LEN: Final = len(TAG)
 
 
 def is_batch(frames: list[Frame], start: int = 0) -> bool:
-    """Whether ``frames`` (operone frames from ``start``) look like a BATCH,
-    in three frames or packed in one; :func:`decode_batch` then checks it."""
-    n = len(frames) - start
-    if n == 1:
-        return len(frames[start]) > _TAG_LEN and frames[start][:_TAG_LEN] == TAG
-    return n > 1 and frames[start + 1][:2] == BATCH_PREFIX
-
-
-def is_packed(frames: list[Frame], start: int = 0) -> bool:
-    """Whether ``frames`` (from ``start``) are one frame that starts with the
-    tag and goes on: a packed BATCH (revision 9), or nothing of ours."""
-    return (len(frames) == start + 1 and len(frames[start]) > _TAG_LEN
-            and frames[start][:_TAG_LEN] == TAG)
+    """Whether ``frames`` (operone frames from ``start``) look like a BATCH;
+    :func:`decode_batch` then checks it."""
+    return len(frames) > start + 1 and frames[start + 1][:2] == BATCH_PREFIX
 
 
 def encode_batch(messages: list[list[Frame]], cls: int = 0) -> list[Frame]:
@@ -146,15 +126,9 @@ def decode_batch(frames: list[Frame], start: int = 0) -> list[list[Frame]]:
     frames ``[tag, header, body(, sig)]`` it would have had alone.  Raises
     ProtocolError when the BATCH is not well formed (see the rules above);
     the inner messages themselves are checked by whoever handles them."""
-    n = len(frames) - start
-    body: Frame
-    if n == 1 and is_packed(frames, start):
-        # (A view: the body is not copied out of the frame to be decoded.)
-        body = memoryview(frames[start])[_TAG_LEN:]
-    elif n != 3:
-        raise ProtocolError(f"a BATCH has 3 frames, got {n}")
-    else:
-        body = frames[start + 2]
+    if len(frames) - start != 3:
+        raise ProtocolError(f"a BATCH has 3 frames, got {len(frames) - start}")
+    body = frames[start + 2]
     if _fast_batch is not None:
         # The shape checked in C (1..MAX_BATCH arrays of 2..3 bin); what
         # fails it is decoded again below, to say why as the spec says.
@@ -208,34 +182,30 @@ def decode_batch(frames: list[Frame], start: int = 0) -> list[list[Frame]]:
     return out
 
 
-def pack_messages(msgs: list[list[Frame]], cls: int = 0, *,
-                  packed: bool = False) -> list[list[Frame]]:
+def pack_messages(msgs: list[list[Frame]], cls: int = 0) -> list[list[Frame]]:
     """What to send for ``msgs`` (each ``[tag, header, body(, sig)]``), all for
     one destination that accepts BATCH, in order: BATCHes of at most
     MAX_BATCH_SEND messages and MAX_BATCH_BYTES bytes, and alone any message
-    past MAX_BATCHED_MESSAGE (or a lone one).  ``packed``: the destination
-    accepts packed BATCHes; every BATCH goes packed, a lone message too."""
-    return _split(msgs, 0, b"", cls, packed)
+    past MAX_BATCHED_MESSAGE (or a lone one)."""
+    return _split(msgs, 0, b"", cls)
 
 
 def group(out: list[tuple[int, list[Frame]]],
           accepts: Callable[[int, bytes], bool],
           cls_of: Callable[[int], int],
-          dealers_from: int | None = None,
-          packs: Callable[[int, bytes], bool] | None = None) -> list[tuple[int, list[Frame]]]:
+          dealers_from: int | None = None) -> list[tuple[int, list[Frame]]]:
     """Turn one flush's outbox into what to send: the messages of a
     destination for which ``accepts(socket, routing id)`` holds, when there
-    are several, go as :func:`pack_messages` says; those of a destination
-    for which ``packs(socket, routing id)`` holds go packed, even alone;
-    anything else goes as it was.  Order is kept per destination.
-    ``cls_of(socket)``: the priority class of a socket, for the BATCH header.
+    are several, go as :func:`pack_messages` says; anything else goes as it
+    was.  Order is kept per destination.  ``cls_of(socket)``: the priority
+    class of a socket, for the BATCH header.
 
     An entry is ``(socket, [routing id, tag, header, body(, sig)])`` on a
     ROUTER socket (its destination: socket and routing id), or ``(socket,
     [tag, header, body(, sig)])`` on a socket of index ``dealers_from`` or
     more (a DEALER: one destination per socket, asked as ``accepts(socket,
     b"")``; None: every socket is a ROUTER)."""
-    if not out or (len(out) == 1 and packs is None):
+    if len(out) < 2:
         return out
     dests: dict[tuple[int, bytes], list[list[Frame]]] = {}
     no_rid = float("inf") if dealers_from is None else dealers_from
@@ -247,24 +217,22 @@ def group(out: list[tuple[int, list[Frame]]],
             dests[key] = [frames]
         else:
             lst.append(frames)
-    if len(dests) == len(out) and packs is None:
+    if len(dests) == len(out):
         return out
     result: list[tuple[int, list[Frame]]] = []
     for (idx, rid), msgs in dests.items():
-        packed = packs is not None and packs(idx, rid)
-        if not packed and (len(msgs) == 1 or not accepts(idx, rid)):
+        if len(msgs) == 1 or not accepts(idx, rid):
             result.extend([(idx, m) for m in msgs])
         elif idx >= no_rid:
-            result.extend([(idx, m) for m in _split(msgs, 0, b"", cls_of(idx), packed)])
+            result.extend([(idx, m) for m in _split(msgs, 0, b"", cls_of(idx))])
         else:
-            result.extend([(idx, m) for m in _split(msgs, 1, rid, cls_of(idx), packed)])
+            result.extend([(idx, m) for m in _split(msgs, 1, rid, cls_of(idx))])
     return result
 
 
-def _split(msgs: list[list[Frame]], off: int, rid: bytes, cls: int,
-           packed: bool = False) -> list[list[Frame]]:
+def _split(msgs: list[list[Frame]], off: int, rid: bytes, cls: int) -> list[list[Frame]]:
     """``msgs`` (operone frames from ``off``, after routing id ``rid`` when
-    ``off`` is 1) as singles and BATCHes (packed ones: ``packed``), in order."""
+    ``off`` is 1) as singles and BATCHes, in order."""
     result: list[list[Frame]] = []
     chunk: list[list[Frame]] = []
     size = 0
@@ -275,30 +243,25 @@ def _split(msgs: list[list[Frame]], off: int, rid: bytes, cls: int,
         else:
             n = MAX_BATCHED_MESSAGE + 1  # not ours to wrap: as it is
         if n > MAX_BATCHED_MESSAGE:
-            _emit(result, off, rid, chunk, cls, packed)
+            _emit(result, off, rid, chunk, cls)
             chunk = []
             size = 0
             result.append(m)
             continue
         if len(chunk) == MAX_BATCH_SEND or size + n > MAX_BATCH_BYTES:
-            _emit(result, off, rid, chunk, cls, packed)
+            _emit(result, off, rid, chunk, cls)
             chunk = []
             size = 0
         chunk.append(m)
         size += n
-    _emit(result, off, rid, chunk, cls, packed)
+    _emit(result, off, rid, chunk, cls)
     return result
 
 
 def _emit(result: list[list[Frame]], off: int, rid: bytes, chunk: list[list[Frame]],
-          cls: int, packed: bool) -> None:
-    if not chunk:
-        return
-    if packed:
-        frame = TAG + _packb([m[off + 1:] for m in chunk])
-        result.append([rid, frame] if off else [frame])
-    elif len(chunk) == 1:
+          cls: int) -> None:
+    if len(chunk) == 1:
         result.append(chunk[0])
-    else:
+    elif chunk:
         body = _packb([m[off + 1:] for m in chunk])
         result.append([rid, TAG, _HEADERS[cls], body] if off else [TAG, _HEADERS[cls], body])

@@ -733,8 +733,6 @@ class Ready:
     running: tuple[str, ...] = ()
     #: The worker accepts BATCH messages (additive, v1 revision 7).
     batch: bool = False
-    #: ... and packed ones, one frame each (additive, v1 revision 9).
-    packed: bool = False
 
     def pack(self) -> bytes:
         m: dict[str, Any] = {
@@ -755,8 +753,6 @@ class Ready:
             m["running"] = list(self.running)
         if self.batch:
             m["batch"] = True
-        if self.packed:
-            m["packed"] = True
         return pack_value(m)
 
     @classmethod
@@ -795,7 +791,6 @@ class Ready:
             pid=_int(m, "pid", "READY", 0, 2**31, 0),
             running=_ids(m, "running", "READY", MAX_RUNNING_IDS),
             batch=m.get("batch") is True,
-            packed=m.get("packed") is True,
         )
 
 
@@ -929,9 +924,6 @@ class Hello:
     #: It accepts BATCH messages on this connection (revision 7, §5.20);
     #: absent, or any other value than true: it does not.
     batch: bool = False
-    #: It accepts packed BATCHes, one frame each, on this connection
-    #: (revision 9, §5.21); as ``batch``, only true counts.
-    packed: bool = False
 
     def pack(self) -> bytes:
         m: dict[str, Any] = {"node": self.node, "name": self.name, "cluster": self.cluster}
@@ -945,8 +937,6 @@ class Hello:
             m["direct"] = True
         if self.batch:
             m["batch"] = True
-        if self.packed:
-            m["packed"] = True
         return pack_value(m)
 
     @classmethod
@@ -964,7 +954,6 @@ class Hello:
             incarnation=_int(m, "incarnation", "HELLO", 0, 2**63 - 1, 0),
             direct=_direct(m, "HELLO"),
             batch=m.get("batch") is True,
-            packed=m.get("packed") is True,
         )
 
 
@@ -998,8 +987,6 @@ class Welcome:
     direct: bool = False
     #: As in HELLO: the answering broker accepts BATCH on this connection.
     batch: bool = False
-    #: As in HELLO: it accepts packed BATCHes on this connection (revision 9).
-    packed: bool = False
 
     def pack(self) -> bytes:
         m: dict[str, Any] = {"node": self.node, "name": self.name, "cluster": self.cluster}
@@ -1011,8 +998,6 @@ class Welcome:
             m["direct"] = True
         if self.batch:
             m["batch"] = True
-        if self.packed:
-            m["packed"] = True
         return pack_value(m)
 
     @classmethod
@@ -1026,7 +1011,6 @@ class Welcome:
             incarnation=_int(m, "incarnation", "WELCOME", 0, 2**63 - 1, 0),
             direct=_direct(m, "WELCOME"),
             batch=m.get("batch") is True,
-            packed=m.get("packed") is True,
         )
 
 
@@ -1056,14 +1040,12 @@ class Ping:
     PONG also says ``held``, the microseconds between the PING's receipt and
     the PONG's sending at the answering broker (subtracted from the RTT).
     Additive (v1 revision 7): a broker's PONG to a client says ``batch``
-    (true: the broker accepts BATCH messages from that client); revision 9
-    adds ``packed`` (packed BATCHes too)."""
+    (true: the broker accepts BATCH messages from that client)."""
 
     seq: int
     incarnation: int = 0
     held: int = 0
     batch: bool = False
-    packed: bool = False
 
     def pack(self) -> bytes:
         m: dict[str, Any] = {"seq": self.seq}
@@ -1073,8 +1055,6 @@ class Ping:
             m["held"] = self.held
         if self.batch:
             m["batch"] = True
-        if self.packed:
-            m["packed"] = True
         return pack_value(m)
 
     @classmethod
@@ -1083,7 +1063,7 @@ class Ping:
         return cls(_int(m, "seq", "PING", 0, 2**63 - 1, 0),
                    _int(m, "incarnation", "PING", 0, 2**63 - 1, 0),
                    _int(m, "held", "PING", 0, 2**63 - 1, 0),
-                   m.get("batch") is True, m.get("packed") is True)
+                   m.get("batch") is True)
 
 
 #: LSAs per LSA message: a database exchange with a new neighbour is split in

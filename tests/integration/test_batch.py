@@ -16,13 +16,7 @@ from helpers import LocalNode
 
 from operone_zmq.config import load_config, resolve_worker_endpoint
 from operone_zmq.protocol import MsgType, decode
-from operone_zmq.protocol.batch import (
-    MAX_BATCH_SEND,
-    decode_batch,
-    encode_batch,
-    is_batch,
-    pack_messages,
-)
+from operone_zmq.protocol.batch import MAX_BATCH_SEND, decode_batch, encode_batch, is_batch
 from operone_zmq.protocol.bodies import Heartbeat, Ping, Ready, ResultBody, ToolInfo
 
 pytestmark = pytest.mark.integration
@@ -149,12 +143,9 @@ def test_bad_batch_is_refused_and_the_broker_keeps_serving(node: LocalNode) -> N
         assert c.stats()["jobs_received"] >= 1
 
 
-@pytest.mark.parametrize("batch", [False, True])
-def test_worker_without_batch_in_ready_gets_only_singles(node: LocalNode, batch: bool) -> None:
+def test_worker_without_batch_in_ready_gets_only_singles(node: LocalNode) -> None:
     """A v1 worker (READY without ``batch``) is sent one JOB per message even
-    when a client's BATCH brings many for it at once; a revision-7 worker
-    (``batch`` without ``packed``) gets BATCHes in three frames, never a
-    packed one (revision 9)."""
+    when a client's BATCH brings many for it at once."""
     cfg = load_config(node.home)
     endpoint = resolve_worker_endpoint(node.home, cfg.node, cfg.broker.worker_endpoint)
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
@@ -182,7 +173,7 @@ def test_worker_without_batch_in_ready_gets_only_singles(node: LocalNode, batch:
 
     try:
         to_broker(MsgType.READY, "r1", Ready("n1.rawworker", (ToolInfo("rawtool"),),
-                                             slots=64, batch=batch).pack())
+                                             slots=64).pack())
         with node.client() as c:
             deadline = time.monotonic() + WAIT
             while "rawtool" not in str(c.query("tools")):
@@ -202,15 +193,13 @@ def test_worker_without_batch_in_ready_gets_only_singles(node: LocalNode, batch:
             if not w.poll(50):
                 continue
             frames = w.recv_multipart()
-            assert len(frames) >= 3, "a worker that did not offer packed got a packed BATCH"
-            assert batch or not is_batch(frames), "a worker that did not offer batch got a BATCH"
-            for m in decode_batch(frames) if is_batch(frames) else [frames]:
-                h = decode(m).header
-                if h.type == MsgType.JOB:
-                    jobs += 1
-                    w.send_multipart([b"OZ\x01", msgpack.packb(
-                        [int(MsgType.RESULT), h.id, "n1.rawworker", "", 1, 0, h.cls, None]),
-                        ResultBody(value="done", node="n1").pack()])
+            assert not is_batch(frames), "a worker that did not offer batch got a BATCH"
+            h = decode(frames).header
+            if h.type == MsgType.JOB:
+                jobs += 1
+                w.send_multipart([b"OZ\x01", msgpack.packb(
+                    [int(MsgType.RESULT), h.id, "n1.rawworker", "", 1, 0, h.cls, None]),
+                    ResultBody(value="done", node="n1").pack()])
         _, _, got = _collect(s, {f"w-{i}" for i in range(MAX_BATCH_SEND)})
         assert set(got.values()) == {MsgType.RESULT}
     finally:
@@ -218,48 +207,3 @@ def test_worker_without_batch_in_ready_gets_only_singles(node: LocalNode, batch:
         w.close(0)
         ctx.term()
 
-
-
-def test_a_packing_client_gets_every_answer_packed(node: LocalNode) -> None:
-    """The PONG offers packed BATCHes (revision 9); a client that sends one
-    (a lone JOB, then 64 in one frame) gets each answer in one frame, the
-    reference worker's answers packed too."""
-    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    s = _client(node, ctx)
-    try:
-        s.send_multipart([b"OZ\x01", msgpack.packb([int(MsgType.PING), "p1", "raw", "", 8, 0,
-                                                    2, None]), b""])
-        assert s.poll(int(WAIT * 1000))
-        pong = Ping.unpack(decode(s.recv_multipart()).body)
-        assert pong.batch and pong.packed
-        s.send(pack_messages([_job("echo", "lone", {"i": -1})], packed=True)[0][0])
-        msgs = [_job("echo", f"p{i}", {"i": i}) for i in range(MAX_BATCH_SEND)]
-        s.send(pack_messages(msgs, 2, packed=True)[0][0])
-        ids = {"lone"} | {f"p{i}" for i in range(MAX_BATCH_SEND)}
-        got: dict[str, int] = {}
-        deadline = time.monotonic() + WAIT
-        while not ids <= got.keys():
-            left = deadline - time.monotonic()
-            assert left > 0 and s.poll(int(left * 1000)), f"{len(ids - got.keys())} unanswered"
-            frames = s.recv_multipart()
-            assert len(frames) == 1 and is_batch(frames)  # packed
-            for m in decode_batch(frames):
-                h = decode(m).header
-                got[h.corr or h.id] = h.type
-        assert set(got.values()) == {MsgType.RESULT}
-        # A packed BATCH that is not well formed: ERROR protocol, id "-".
-        s.send(b"OZ\x01\xc1")
-        assert s.poll(int(WAIT * 1000))
-        frames = s.recv_multipart()
-        (err,) = decode_batch(frames) if is_batch(frames) else [frames]
-        e = decode(err)
-        assert e.header.type == MsgType.ERROR and e.header.id == "-"
-        assert msgpack.unpackb(e.body)["code"] == "protocol"
-    finally:
-        s.close(0)
-        ctx.term()
-    with node.client() as c:  # the reference client packs, and is answered
-        assert c.run("echo", {"after": "packed"}) == {"after": "packed"}
-        stats = c.stats()
-    assert stats["packed_received"] >= 3  # the client's two, the worker's
-    assert stats["packed_sent"] >= 3 and stats["malformed"] >= 1

@@ -8,7 +8,7 @@ from operone_zmq.core.worker import JobStart, WorkerCore
 from operone_zmq.protocol import MsgType, ToolInfo, decode
 from operone_zmq.protocol.batch import MAX_BATCH_SEND, decode_batch, encode_batch, is_batch
 from operone_zmq.protocol.bodies import ErrorBody, Ping
-from operone_zmq.testing import FakeClock, broker_with_worker, flushed, messages_in
+from operone_zmq.testing import FakeClock, broker_with_worker, flushed
 
 RID = b"\x00c1"
 
@@ -169,8 +169,7 @@ def test_a_batch_is_judged_by_its_keys_grant_message_by_message() -> None:
     core.on_frontend(2, [RID, *encode_batch([ok[1], no[1], bc], 2)], clock(), "K" * 40)
     assert asked == ["K" * 40]
     out = flushed(core)
-    to_worker = [decode(m).header.id for idx, f in out if idx == WORKERS
-                 for m in messages_in(f, 1)]
+    to_worker = [decode(f, 1).header.id for idx, f in out if idx == WORKERS]
     assert to_worker == [ok[0]]
     errors = {}
     for idx, f in out:

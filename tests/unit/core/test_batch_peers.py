@@ -1,10 +1,6 @@
 """BATCH between brokers (revision 7): offered in HELLO/WELCOME, sent on
 either transport only to a neighbour that offered it, and unpacked on
-arrival into messages handled exactly as if each had come alone.
-
-The brokers here say no ``packed`` (``BrokerCore.packing`` off): they are
-revision-8 brokers, which send BATCHes in three frames.  Packed BATCHes
-(revision 9) between brokers: test_packed_peers.py."""
+arrival into messages handled exactly as if each had come alone."""
 
 from __future__ import annotations
 
@@ -48,8 +44,6 @@ def _chain(*, b_batches: bool = True) -> CoreMesh:
     for x in "abc":
         m.add(x)
     m.nodes["b"].batching = b_batches
-    for x in "abc":
-        m.nodes[x].packing = False
     m.dial("a", "b")
     m.dial("b", "c")
     m.run()
@@ -148,7 +142,7 @@ class _Pair:
     ``batch`` in its HELLO or not; a worker on n1.  What n1 sends to n2 is
     recorded (:meth:`take`), and messages "from n2" are made by the test."""
 
-    def __init__(self, *, n2_batches: bool, packing: bool = False) -> None:
+    def __init__(self, *, n2_batches: bool) -> None:
         self.clock = FakeClock()
         signers = {"n1": Signer.generate(), "n2": Signer.generate()}
         self.n2_signer = signers["n2"]
@@ -161,7 +155,6 @@ class _Pair:
                 signer=signers[node], signing_keys=keys.get)
 
         self.core, self.n2 = core("n1"), core("n2")
-        self.core.packing = self.n2.packing = packing
         self.n2.batching = n2_batches
         self.w = WorkerCore("n1.w1", [ToolInfo("echo")], slots=100, now=self.clock())
         self.w.start(self.clock())

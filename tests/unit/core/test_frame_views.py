@@ -13,7 +13,7 @@ from operone_zmq.protocol import TAG, Header, MsgType, decode, encode_header
 from operone_zmq.protocol.batch import MAX_BATCH, encode_batch
 from operone_zmq.protocol.bodies import ErrorBody, JobRequest, ResultBody
 from operone_zmq.protocol.frame import Frame
-from operone_zmq.testing import FakeClock, broker_with_worker, flushed, messages_in
+from operone_zmq.testing import FakeClock, broker_with_worker, flushed
 
 RID = b"\x00c1"
 BIG = 40 * 1024  # past ZERO_COPY_RECV (32 KiB): what the pump hands on as a view
@@ -41,10 +41,10 @@ def test_a_big_job_and_its_big_result_travel_as_views() -> None:
     core.on_frontend(2, [RID, *c.job("echo", {}, cls=2)[1]], clock())
     out = flushed(core)
     assert core.counters["malformed"] == 0
-    to_worker = [m for idx, f in out if idx == WORKERS for m in messages_in(f, 1)]
-    assert any(m[2] is body for m in to_worker)  # forwarded, not copied
-    for m in to_worker:
-        js = w.on_broker(m, clock())
+    to_worker = [f for idx, f in out if idx == WORKERS]
+    assert any(f[3] is body for f in to_worker)  # forwarded, not copied
+    for f in to_worker:
+        js = w.on_broker([f[1], f[2], f[3]], clock())
         assert isinstance(js, JobStart)
         w.done(js.id, js.args, clock())
     results = list(w.out)
