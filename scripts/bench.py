@@ -68,6 +68,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import platform
@@ -174,9 +175,15 @@ def main(argv: list[str] | None = None) -> int:
     n_compiled = len(operone_zmq.compiled_modules())
     source = (f"{Path(operone_zmq.__file__).parent} (compiled: {n_compiled} modules)"
               if n_compiled else f"{Path(operone_zmq.__file__).parent} (pure Python)")
+    # The loop operone's daemons run on (aio/runtime.run_service); the raw
+    # baselines and the clients in this process run on asyncio's.
+    choice = os.environ.get("OPERONE_EVENT_LOOP", "auto").strip().lower() or "auto"
+    uvloop = importlib.util.find_spec("uvloop") is not None
+    daemons = "uvloop" if choice == "uvloop" or (choice == "auto" and uvloop) else "asyncio"
     print(f"operone-zmq benchmarks: {platform.node()}, {os.cpu_count()} CPUs,"
           f" Python {platform.python_version()}, pyzmq {zmq.__version__},"
-          f" libzmq {zmq.zmq_version()}, {elapsed:.0f} s; operone_zmq from {source}")
+          f" libzmq {zmq.zmq_version()}, {elapsed:.0f} s; operone_zmq from {source};"
+          f" its daemons on {daemons} (OPERONE_EVENT_LOOP), baselines and clients on asyncio")
     for r in results:
         print()
         print(render(r))
@@ -190,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json is not None:
         args.json.write_text(json.dumps({
             "operone_zmq": source,
+            "daemon_event_loop": daemons,
             "machine": {"node": platform.node(), "cpus": os.cpu_count(),
                         "python": platform.python_version(), "pyzmq": zmq.__version__,
                         "libzmq": zmq.zmq_version()},

@@ -37,16 +37,17 @@ def broker() -> None:
 def broker_start(obj: Obj, peers: tuple[str, ...], discover: bool | None, host: str | None,
                  base_port: int | None, ready_file: Path | None) -> None:
     """Start the broker in the foreground (Ctrl-C or SIGTERM stops it)."""
-    from ..aio.runtime import broker_from_config, run_until_signalled
+    from ..aio.runtime import broker_from_config, event_loop_name, run_service, run_until_signalled
 
     _broker_overrides(obj, host, base_port, discover)
     config = obj.config()
     obj.logging(config)
     b = broker_from_config(obj.home, config, peers)
-    asyncio.run(run_until_signalled(
+    run_service(run_until_signalled(
         b.start, b.stop, b.wait_stopped,
         lambda: _write_ready(ready_file, {"node": b.node_id, "endpoints": b.endpoints,
-                                          "workers": b.worker_endpoint, "pid": os.getpid()})))
+                                          "workers": b.worker_endpoint, "pid": os.getpid(),
+                                          "loop": event_loop_name()})))
 
 
 def _broker_overrides(obj: Obj, host: str | None, base_port: int | None,
@@ -82,7 +83,7 @@ def worker_start(obj: Obj, name: str | None, modules: tuple[str, ...], caps: tup
                  concurrency: int | None, threads: int | None, ready_file: Path | None,
                  parent_pid: int | None) -> None:
     """Start one worker in the foreground."""
-    from ..aio.runtime import run_until_signalled, worker_from_config
+    from ..aio.runtime import event_loop_name, run_service, run_until_signalled, worker_from_config
     from ..aio.supervisor import die_with_parent
 
     if parent_pid is not None and not die_with_parent(parent_pid):
@@ -96,9 +97,10 @@ def worker_start(obj: Obj, name: str | None, modules: tuple[str, ...], caps: tup
     obj.logging(config)
     w = worker_from_config(obj.home, config, name=name, modules=modules,
                            caps=caps or None, parent_pid=parent_pid)
-    asyncio.run(run_until_signalled(
+    run_service(run_until_signalled(
         w.start, w.stop, w.wait_stopped,
-        lambda: _write_ready(ready_file, {"worker": w.name, "pid": os.getpid()})))
+        lambda: _write_ready(ready_file, {"worker": w.name, "pid": os.getpid(),
+                                          "loop": event_loop_name()})))
 
 
 # ------------------------------------------------------------------ node
@@ -206,7 +208,7 @@ def node_start(obj: Obj, peers: tuple[str, ...], discover: bool | None, count: i
     In the foreground by default (Ctrl-C or SIGTERM stops it); --detach runs
     it in the background (operone node status|stop, operone logs)."""
     from .. import __version__, service
-    from ..aio.runtime import broker_from_config, run_until_signalled
+    from ..aio.runtime import broker_from_config, event_loop_name, run_service, run_until_signalled
     from ..aio.supervisor import Supervisor
 
     if detach:
@@ -249,7 +251,7 @@ def node_start(obj: Obj, peers: tuple[str, ...], discover: bool | None, count: i
                 "pid": pid, "worker_pids": sup.pids(), "started": started[0],
                 "version": __version__, "host": config.node.host,
                 "base_port": config.node.base_port, "home": str(obj.home.path),
-                "log": str(log_file) if log_file else None}
+                "log": str(log_file) if log_file else None, "loop": event_loop_name()}
 
     started = [time.time()]
 
@@ -273,7 +275,7 @@ def node_start(obj: Obj, peers: tuple[str, ...], discover: bool | None, count: i
         service.remove_pid_file(obj.home, pid)
 
     try:
-        asyncio.run(run_until_signalled(start, stop, b.wait_stopped))
+        run_service(run_until_signalled(start, stop, b.wait_stopped))
     finally:
         service.remove_pid_file(obj.home, pid)
         if stream is not None:
@@ -337,14 +339,15 @@ def node_status(obj: Obj, as_json: bool) -> None:
            "uptime": stats.get("uptime") if stats else round(time.time() - info["started"], 3),
            "workers": stats.get("workers") if stats else None,
            "worker_pids": info.get("worker_pids"), "endpoints": info.get("endpoints"),
-           "version": info.get("version"), "log": info.get("log"), "error": error}
+           "version": info.get("version"), "loop": info.get("loop"), "log": info.get("log"),
+           "error": error}
     if as_json:
         click.echo(json.dumps(out, indent=2))
     else:
         click.echo(f"node '{out['node']}' is {state}: pid {out['pid']}, up"
                    f" {_age(time.time() - float(out['uptime'] or 0))}, workers"
                    f" {out['workers'] if out['workers'] is not None else '?'}, version"
-                   f" {out['version']}")
+                   f" {out['version']}" + (f", on {out['loop']}" if out["loop"] else ""))
         click.echo(f"  ports: {', '.join(out['endpoints'] or [])}")
         if out["log"]:
             click.echo(f"  log:   {out['log']}")

@@ -41,6 +41,7 @@ def test_detach_status_logs_stop(tmp_path: Path) -> None:
         status = json.loads(st.stdout)
         assert (status["state"], status["pid"], status["workers"]) == ("up", pid, 1)
         assert status["version"] and status["endpoints"]
+        assert status["loop"] in ("uvloop", "asyncio")  # the daemon's event loop
         assert cli("run", "echo", "--arg", "x=1").returncode == 0
         logs = cli("logs", "-n", "200")
         assert logs.returncode == 0 and "broker_started" in logs.stdout
