@@ -68,7 +68,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import json
 import os
 import platform
@@ -151,6 +150,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--profile: {args.profile} exists and is not a directory")
     if sys.platform == "win32":
         parser.error("the benchmarks need ipc:// and add_reader (Linux or macOS)")
+    # The loop operone's daemons run on (aio/runtime.run_service); the raw
+    # baselines and the clients in this process run on asyncio's.
+    from operone_zmq.aio.runtime import event_loop_choice
+    from operone_zmq.errors import ConfigError
+
+    try:
+        daemons = event_loop_choice()
+    except ConfigError as exc:
+        parser.error(str(exc))
 
     # SIGTERM unwinds like Ctrl-C, so every child process is stopped.
     signal.signal(signal.SIGTERM, _interrupt)
@@ -175,11 +183,6 @@ def main(argv: list[str] | None = None) -> int:
     n_compiled = len(operone_zmq.compiled_modules())
     source = (f"{Path(operone_zmq.__file__).parent} (compiled: {n_compiled} modules)"
               if n_compiled else f"{Path(operone_zmq.__file__).parent} (pure Python)")
-    # The loop operone's daemons run on (aio/runtime.run_service); the raw
-    # baselines and the clients in this process run on asyncio's.
-    choice = os.environ.get("OPERONE_EVENT_LOOP", "auto").strip().lower() or "auto"
-    uvloop = importlib.util.find_spec("uvloop") is not None
-    daemons = "uvloop" if choice == "uvloop" or (choice == "auto" and uvloop) else "asyncio"
     print(f"operone-zmq benchmarks: {platform.node()}, {os.cpu_count()} CPUs,"
           f" Python {platform.python_version()}, pyzmq {zmq.__version__},"
           f" libzmq {zmq.zmq_version()}, {elapsed:.0f} s; operone_zmq from {source};"

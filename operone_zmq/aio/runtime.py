@@ -40,6 +40,7 @@ from .worker import Worker
 __all__ = [
     "broker_from_config",
     "client_keys",
+    "event_loop_choice",
     "event_loop_name",
     "node_keys",
     "registry_from_config",
@@ -64,23 +65,36 @@ def _uvloop_run() -> Callable[[Coroutine[Any, Any, Any]], Any] | None:
     return uvloop.run
 
 
-def run_service(main: Coroutine[Any, Any, T]) -> T:
-    """Run a daemon's ``main`` (broker, worker, node) on the event loop that
-    ``OPERONE_EVENT_LOOP`` names: ``auto`` (the default: uvloop where it is
-    installed, which it is on Linux and macOS, else asyncio's), ``uvloop`` (an
-    error where it is missing) or ``asyncio``.  Measured (docs/operations.md,
-    "The event loop"): uvloop takes 5-12 % less CPU per job and 5-10 % off
-    p50.  A ConfigError (nothing run) for any other value."""
+def event_loop_choice() -> str:
+    """The event loop the daemons run on, by ``OPERONE_EVENT_LOOP``: ``auto``
+    (the default: "uvloop" where it is installed, which it is on Linux and
+    macOS, else "asyncio"), ``uvloop`` or ``asyncio``.  A ConfigError for any
+    other value, and for ``uvloop`` where it is missing."""
     choice = os.environ.get(EVENT_LOOP_VAR, "auto").strip().lower() or "auto"
     if choice not in EVENT_LOOPS:
-        main.close()
         raise ConfigError(f"{EVENT_LOOP_VAR} must be one of {', '.join(EVENT_LOOPS)},"
                           f" not {choice!r}")
-    run = _uvloop_run() if choice != "asyncio" else None
-    if run is None and choice == "uvloop":
-        main.close()
+    if choice == "asyncio":
+        return "asyncio"
+    if _uvloop_run() is not None:
+        return "uvloop"
+    if choice == "uvloop":
         raise ConfigError(f"{EVENT_LOOP_VAR}=uvloop, but uvloop is not installed here"
                           " (pip install uvloop; it has no Windows build)")
+    return "asyncio"
+
+
+def run_service(main: Coroutine[Any, Any, T]) -> T:
+    """Run a daemon's ``main`` (broker, worker, node) on the loop of
+    :func:`event_loop_choice`.  Measured (docs/operations.md, "The event
+    loop"): uvloop takes 5-12 % less CPU per job and 5-10 % off p50.  On a
+    ConfigError nothing runs (``main`` is closed)."""
+    try:
+        choice = event_loop_choice()
+    except ConfigError:
+        main.close()
+        raise
+    run = _uvloop_run() if choice == "uvloop" else None
     if run is None:
         return asyncio.run(main)
     result: T = run(main)

@@ -11,7 +11,7 @@ import warnings
 import pytest
 
 from operone_zmq.aio import runtime
-from operone_zmq.aio.runtime import event_loop_name, run_service
+from operone_zmq.aio.runtime import event_loop_choice, event_loop_name, run_service
 from operone_zmq.errors import ConfigError
 
 HAS_UVLOOP = importlib.util.find_spec("uvloop") is not None
@@ -24,6 +24,7 @@ async def _which() -> str:
 
 def test_asyncio_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPERONE_EVENT_LOOP", "asyncio")
+    assert event_loop_choice() == "asyncio"
     assert run_service(_which()) == "asyncio"
 
 
@@ -35,6 +36,7 @@ def test_uvloop_by_default_and_when_asked(monkeypatch: pytest.MonkeyPatch,
         monkeypatch.delenv("OPERONE_EVENT_LOOP", raising=False)
     else:
         monkeypatch.setenv("OPERONE_EVENT_LOOP", value)
+    assert event_loop_choice() == "uvloop"
     assert run_service(_which()) == "uvloop"
 
 
@@ -58,6 +60,8 @@ def test_a_bad_choice_is_a_config_error_and_runs_nothing(
     async def main() -> None:
         ran.append(1)
 
+    with pytest.raises(ConfigError, match=why):
+        event_loop_choice()
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no "coroutine was never awaited"
         with pytest.raises(ConfigError, match=why):
