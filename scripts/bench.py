@@ -47,7 +47,10 @@ Further sets (each under two minutes; every process they start is stopped):
   of n0 runs echo on n0..n3 (0-3 broker hops): p50 latency and throughput
   per hop (DESIGN.md: at most +150 us per hop, each hop keeps at least half
   the throughput), against raw pyzmq relays chained in front of the raw
-  broker (hidden sub-command ``_raw-relay``).
+  broker (hidden sub-command ``_raw-relay``); and a raw relay in front of
+  n0 for one client of operone (``_raw-client-relay``): what a hop that
+  decodes nothing adds inside operone's own traffic, so the part of an
+  operone hop that is the broker's own shows.
 * **distributed**: ``AsyncClient.map`` over 3 worker nodes (from an origin
   without workers) versus one node with one worker, with a CPU-bound tool
   and with ``sleep`` (4 slots per worker, so spreading shows); and failover

@@ -1,7 +1,9 @@
 """The mesh set: per-hop cost on a line of brokers n0 - n1 - n2 - n3.
 
 p50 latency and throughput from a client of n0 to a worker 0..3 broker hops
-away, against raw pyzmq relays chained in front of the raw broker.
+away, against raw pyzmq relays chained in front of the raw broker; and the
+same raw relay in front of n0, carrying one operone client, so what an
+operone hop adds beyond a hop that decodes nothing shows.
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _benchlib import BenchMesh, wait_until
+from _benchlib import START_TIMEOUT, BenchMesh, Child, free_base_port, wait_until
+
+from operone_zmq.aio.client import AsyncClient
+from operone_zmq.core.context import CLASS_NAMES
 
 from .harness import (
     SCRIPT,
@@ -36,6 +41,9 @@ from .harness import (
 )
 from .stacks import RawChain
 
+#: The normal class's port offset: the class echo goes on.
+NORMAL = CLASS_NAMES.index("normal")
+
 
 async def bench_mesh(args: argparse.Namespace, work: Path) -> Result:
     """n0 - n1 - n2 - n3 in a line, a worker on each; from a client of n0, echo
@@ -53,6 +61,8 @@ async def bench_mesh(args: argparse.Namespace, work: Path) -> Result:
     raw = RawChain(work / "raw", [sys.executable, str(SCRIPT)], len(names) - 1, args.raw_frames)
     figs: dict[tuple[str, int, str], list[dict[str, float]]] = {}
     client: Any = None
+    relayed: Any = None
+    relay: Child | None = None
     try:
         t0 = time.monotonic()
         await raw.start()
@@ -63,6 +73,20 @@ async def bench_mesh(args: argparse.Namespace, work: Path) -> Result:
         for n in names:  # routes and tools known everywhere
             await wait_until(lambda n=n: _ok(client.submit("echo", on=n, timeout=5)), 30,
                              f"echo on {n} to answer")
+        # A raw relay inside operone's own traffic: one client of n0 reaches
+        # its normal-class port through it (bench.py _raw-client-relay).
+        n0 = mesh["n0"]
+        base = free_base_port()
+        ready = work / "raw-client-relay.ready"
+        relay = Child("raw client relay", [
+            sys.executable, str(SCRIPT), "_raw-client-relay",
+            "--upstream-port", str(n0.base_port + NORMAL), "--port", str(base + NORMAL),
+            f"--public={n0.keys.public.decode()}", f"--secret={n0.keys.secret.decode()}",
+            "--ready-file", str(ready)], work / "raw-client-relay.log")
+        await asyncio.to_thread(relay.wait_ready, ready, START_TIMEOUT)
+        relayed = await AsyncClient("127.0.0.1", base, keys=n0.keys).connect()
+        await wait_until(lambda: _ok(relayed.submit("echo", on="n0", timeout=5)), 30,
+                         "echo through the raw relay to answer")
         say(f"raw chain and a line of 4 brokers up in {time.monotonic() - t0:.1f} s;"
              " warming up")
         pids: dict[str, dict[str, int]] = {"baseline": {"client": os.getpid(), **raw.pids()},
@@ -79,10 +103,15 @@ async def bench_mesh(args: argparse.Namespace, work: Path) -> Result:
         submitters: dict[str, list[Submit]] = {
             "baseline": [raw.submitter(k) for k in hops],
             "operone": [op_submitter(n) for n in names]}
+        def via_relay() -> asyncio.Future[Any]:
+            fut: asyncio.Future[Any] = relayed.submit("echo", on="n0")
+            return fut
+
         for subs in submitters.values():
             for sub in subs:
                 await run_window(sub, jobs // 4, window)
                 await run_latency(sub, 200)
+        await run_latency(via_relay, 200)
         stacks = list(submitters)
         for i in range(reps):
             for what in ("latency", "throughput"):
@@ -103,10 +132,19 @@ async def bench_mesh(args: argparse.Namespace, work: Path) -> Result:
                                 f", {errors} errors" if errors else "")
                         figs.setdefault((s, k, what), []).append(r)
                         say(f"  {what:10s} rep {i + 1}/{reps} {k} hops {s:8s}: {msg}")
+                    if what == "latency" and k == 0:
+                        lat = await run_latency(via_relay, lat_n)
+                        figs.setdefault(("via raw relay", 0, what), []).append(
+                            {"p50_us": statistics.median(lat)})
+                        say(f"  {what:10s} rep {i + 1}/{reps} operone through a raw relay:"
+                            f" p50 {statistics.median(lat):.0f} us")
     finally:
-        if client is not None:
-            with contextlib.suppress(Exception):
-                await client.close()
+        for c in (client, relayed):
+            if c is not None:
+                with contextlib.suppress(Exception):
+                    await c.close()
+        if relay is not None:
+            relay.stop()
         with contextlib.suppress(Exception):
             await raw.close()
         mesh.stop()
@@ -156,6 +194,19 @@ async def bench_mesh(args: argparse.Namespace, work: Path) -> Result:
                                                                "p50_us")
         if a is not None and b is not None:
             steps.append(b - a)
+    # The same raw relay in front of n0, in operone's own traffic: what a hop
+    # costs that decodes nothing, against the relays of the baseline chain;
+    # an operone hop's own part is what it adds beyond it.
+    op0, via = med("operone", 0, "latency", "p50_us"), med("via raw relay", 0, "latency",
+                                                           "p50_us")
+    raw_in_op = None if op0 is None or via is None else via - op0
+    res.rows.append(Row("added p50 of one raw relay: in the chain / before n0", "us",
+                        per_hop["baseline"], raw_in_op, higher_is_better=False))
+    if raw_in_op is not None and per_hop["operone"] is not None:
+        res.notes.append(
+            f"a raw relay in front of n0 (operone's traffic, decoding nothing) adds"
+            f" {raw_in_op:.0f} us of p50; an operone broker hop adds {per_hop['operone']:.0f}"
+            f" us: {per_hop['operone'] - raw_in_op:+.0f} us of it is the broker's own")
     res.rows.append(Row(f"latency p99, 1 in flight, {hop_label(hops[-1])}", "us",
                         med("baseline", hops[-1], "latency", "p99_us"),
                         med("operone", hops[-1], "latency", "p99_us"),

@@ -237,6 +237,55 @@ def raw_relay_main(argv: list[str]) -> int:
     return 0
 
 
+def raw_client_relay_main(argv: list[str]) -> int:
+    """Hidden sub-command: a raw relay between one operone client and its
+    broker (mesh set): a CurveZMQ ROUTER serving as the broker's normal-class
+    port (``--port``, the node's keys), whose messages go out unchanged on a
+    CurveZMQ DEALER to the broker's (the node's keys: a trusted client), and
+    the answers back to the one routing id last heard.  An operone broker
+    takes no envelope, so this carries a single client: what a raw relay
+    costs inside operone's own traffic, decoding nothing."""
+    p = argparse.ArgumentParser(prog="bench.py _raw-client-relay")
+    p.add_argument("--upstream-port", type=int, required=True)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--public", required=True)
+    p.add_argument("--secret", required=True)
+    p.add_argument("--ready-file", type=Path, required=True)
+    a = p.parse_args(argv)
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    pub, sec = a.public.encode(), a.secret.encode()
+
+    def setup(loop: asyncio.AbstractEventLoop) -> Drain:
+        d = Drain(loop)
+        fe = _raw_socket(ctx, zmq.ROUTER)
+        fe.setsockopt(zmq.CURVE_SERVER, 1)
+        fe.setsockopt(zmq.CURVE_PUBLICKEY, pub)
+        fe.setsockopt(zmq.CURVE_SECRETKEY, sec)
+        fe.bind(f"tcp://127.0.0.1:{a.port}")
+        up = _raw_socket(ctx, zmq.DEALER)
+        up.setsockopt(zmq.CURVE_PUBLICKEY, pub)
+        up.setsockopt(zmq.CURVE_SECRETKEY, sec)
+        up.setsockopt(zmq.CURVE_SERVERKEY, pub)
+        up.connect(f"tcp://127.0.0.1:{a.upstream_port}")
+        send = d.send
+        client = [b""]
+
+        def down(frames: list[bytes]) -> None:  # [client, operone frames...]
+            client[0] = frames[0]
+            send(up, frames[1:])
+
+        d.add(fe, down)
+        d.add(up, lambda frames: send(fe, [client[0], *frames]))
+        return d
+
+    try:
+        asyncio.run(_serve_until_signalled(
+            setup, lambda: _write_ready(a.ready_file, {"port": a.port, "pid": os.getpid()})))
+    finally:
+        ctx.destroy(linger=0)  # (a socket a failed setup left open must not hang it)
+    return 0
+
+
 def raw_worker_main(argv: list[str]) -> int:
     """Hidden sub-command: the raw worker (echoes every request)."""
     p = argparse.ArgumentParser(prog="bench.py _raw-worker")
@@ -325,4 +374,5 @@ HIDDEN: dict[str, Callable[[list[str]], int]] = {
     "_raw-broker": raw_broker_main,
     "_raw-worker": raw_worker_main,
     "_raw-relay": raw_relay_main,
+    "_raw-client-relay": raw_client_relay_main,
 }
