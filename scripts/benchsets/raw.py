@@ -194,6 +194,29 @@ def raw_broker_main(argv: list[str]) -> int:
     return 0
 
 
+def _relay_sockets(ctx: zmq.Context[zmq.Socket[bytes]], public: bytes, secret: bytes,
+                   upstream_port: int, dealer_keys: tuple[bytes, bytes],
+                   port: int = 0) -> tuple[zmq.Socket[bytes], zmq.Socket[bytes], int]:
+    """A relay's two sockets: a CurveZMQ ROUTER frontend with the server keys
+    ``public``/``secret`` on 127.0.0.1 (``port``; 0: a random one), and a
+    CurveZMQ DEALER with ``dealer_keys`` to ``upstream_port``, whose server
+    key is ``public``.  Returns them and the frontend's port."""
+    fe = _raw_socket(ctx, zmq.ROUTER)
+    fe.setsockopt(zmq.CURVE_SERVER, 1)
+    fe.setsockopt(zmq.CURVE_PUBLICKEY, public)
+    fe.setsockopt(zmq.CURVE_SECRETKEY, secret)
+    if port:
+        fe.bind(f"tcp://127.0.0.1:{port}")
+    else:
+        port = fe.bind_to_random_port("tcp://127.0.0.1")
+    up = _raw_socket(ctx, zmq.DEALER)
+    up.setsockopt(zmq.CURVE_PUBLICKEY, dealer_keys[0])
+    up.setsockopt(zmq.CURVE_SECRETKEY, dealer_keys[1])
+    up.setsockopt(zmq.CURVE_SERVERKEY, public)
+    up.connect(f"tcp://127.0.0.1:{upstream_port}")
+    return fe, up, port
+
+
 def raw_relay_main(argv: list[str]) -> int:
     """Hidden sub-command: a raw relay, the baseline of one broker hop (mesh set).
 
@@ -213,17 +236,8 @@ def raw_relay_main(argv: list[str]) -> int:
     def setup(loop: asyncio.AbstractEventLoop) -> Drain:
         nonlocal port
         d = Drain(loop)
-        fe = _raw_socket(ctx, zmq.ROUTER)
-        fe.setsockopt(zmq.CURVE_SERVER, 1)
-        fe.setsockopt(zmq.CURVE_PUBLICKEY, a.public.encode())
-        fe.setsockopt(zmq.CURVE_SECRETKEY, a.secret.encode())
-        port = fe.bind_to_random_port("tcp://127.0.0.1")
-        up = _raw_socket(ctx, zmq.DEALER)
-        pub, sec = zmq.curve_keypair()
-        up.setsockopt(zmq.CURVE_PUBLICKEY, pub)
-        up.setsockopt(zmq.CURVE_SECRETKEY, sec)
-        up.setsockopt(zmq.CURVE_SERVERKEY, a.public.encode())
-        up.connect(f"tcp://127.0.0.1:{a.upstream_port}")
+        fe, up, port = _relay_sockets(ctx, a.public.encode(), a.secret.encode(),
+                                      a.upstream_port, zmq.curve_keypair())
         send = d.send
         d.add(fe, lambda frames: send(up, frames))  # [client..., payload] on up
         d.add(up, lambda frames: send(fe, frames))  # [client..., payload] back
@@ -257,16 +271,8 @@ def raw_client_relay_main(argv: list[str]) -> int:
 
     def setup(loop: asyncio.AbstractEventLoop) -> Drain:
         d = Drain(loop)
-        fe = _raw_socket(ctx, zmq.ROUTER)
-        fe.setsockopt(zmq.CURVE_SERVER, 1)
-        fe.setsockopt(zmq.CURVE_PUBLICKEY, pub)
-        fe.setsockopt(zmq.CURVE_SECRETKEY, sec)
-        fe.bind(f"tcp://127.0.0.1:{a.port}")
-        up = _raw_socket(ctx, zmq.DEALER)
-        up.setsockopt(zmq.CURVE_PUBLICKEY, pub)
-        up.setsockopt(zmq.CURVE_SECRETKEY, sec)
-        up.setsockopt(zmq.CURVE_SERVERKEY, pub)
-        up.connect(f"tcp://127.0.0.1:{a.upstream_port}")
+        # (The node's own keys on both sides: a client the broker trusts.)
+        fe, up, _ = _relay_sockets(ctx, pub, sec, a.upstream_port, (pub, sec), a.port)
         send = d.send
         client = [b""]
 
