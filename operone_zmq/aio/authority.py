@@ -10,6 +10,7 @@ here touches a socket.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..core.access import Grant
@@ -65,6 +66,31 @@ def _grant_of(entry: TrustedKey | None) -> Grant | None:
     return Grant(entry.role, frozenset(entry.tools), frozenset(entry.nodes), entry.fingerprint)
 
 
+class _Grants:
+    """Grants derived from one trust snapshot, by what they were asked by
+    (at most MAX_CACHED_GRANTS; past that, built per question)."""
+
+    def __init__(self, trust: KeyChecker, lookup: Callable[[str], TrustedKey | None]) -> None:
+        self._trust = trust
+        self._lookup = lookup
+        self._snap: object = None
+        self._by: dict[str, Grant | None] = {}
+
+    def get(self, key: str) -> Grant | None:
+        snap = self._trust.snapshot()
+        if snap is not self._snap:
+            self._snap, self._by = snap, {}
+        by = self._by
+        try:
+            return by[key]
+        except KeyError:
+            pass
+        grant = _grant_of(self._lookup(key))
+        if len(by) < MAX_CACHED_GRANTS:
+            by[key] = grant
+        return grant
+
+
 class Authority:
     """The trust store and the cluster's token secret, as one broker asks them."""
 
@@ -78,8 +104,8 @@ class Authority:
         self._jwt_secret = jwt_secret
         self._require_token = require_token
         self._token_ttl = token_ttl
-        #: (trust snapshot, client key -> Grant): see grant().
-        self._grants: tuple[object, dict[str, Grant | None]] = (None, {})
+        self._grants = _Grants(trust, lambda key: trust.entry_of(key.encode()))
+        self._fp_grants = _Grants(trust, trust.by_fingerprint)
 
     @property
     def issues_tokens(self) -> bool:
@@ -87,8 +113,11 @@ class Authority:
         return self._jwt_secret is not None
 
     def grant_by_fingerprint(self, fp: str) -> Grant | None:
-        """What our trust store grants the client key with fingerprint ``fp``."""
-        return _grant_of(self._trust.by_fingerprint(fp))
+        """What our trust store grants the client key with fingerprint ``fp``.
+
+        Asked for every routed JOB this node runs; cached per trust snapshot
+        as :meth:`grant` is."""
+        return self._fp_grants.get(fp)
 
     def signing_key_of(self, node: str) -> str | None:
         """The signing key the trust store binds to node ``node``, if any."""
@@ -104,18 +133,7 @@ class Authority:
         snapshot, and a new cache."""
         if key is None:
             return None  # not over CurveZMQ: frontends always are, so never reached
-        snap = self._trust.snapshot()
-        cached = self._grants
-        if cached[0] is not snap:
-            cached = self._grants = (snap, {})
-        try:
-            return cached[1][key]
-        except KeyError:
-            pass
-        grant = _grant_of(self._trust.entry_of(key.encode()))
-        if len(cached[1]) < MAX_CACHED_GRANTS:
-            cached[1][key] = grant
-        return grant
+        return self._grants.get(key)
 
     def own_token(self) -> str | None:
         """A fresh token of ours for a HELLO (None if it cannot be made)."""

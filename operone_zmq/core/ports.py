@@ -218,7 +218,8 @@ class LegacyHostsView(Protocol):
 class RoutedHere(Protocol):
     """Jobs of other origins, as the relay sees them (routed JOB/CANCEL for us)."""
 
-    def deliver(self, h: Header, frames: list[Frame], now: float) -> None: ...
+    def deliver(self, h: Header, frames: list[Frame], now: float,
+                req: JobRequest | None = None) -> None: ...
 
 
 class LinkAdverts(LinkSender, Protocol):

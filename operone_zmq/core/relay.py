@@ -54,7 +54,7 @@ from typing import Any, Final
 
 from ..errors import JobError, NoRoute, ProtocolError, Refused
 from ..protocol.bodies import ErrorBody, JobRequest, pack_value, unpack_value
-from ..protocol.codec import TAG, Header, decode_header, encode_header
+from ..protocol.codec import TAG, Header, decode_header, encode_header, encode_relayed_header
 from ..protocol.frame import Frame
 from ..protocol.limits import DEFAULT_TTL
 from ..protocol.signature import MAC_VERSION, KeyRing, SigFrame, Signer, message_signed_bytes
@@ -237,10 +237,11 @@ class Relay:
             "src": h.src, "id": h.id, "skew_s": round((wall_ms - h.ts) / 1000, 3)}))
 
     def _client_may_run(self, h: Header, frames: list[Frame],
-                        client: tuple[str, str] | bool | None) -> bool:
+                        client: tuple[str, str] | bool | None) -> JobRequest | bool:
         """The executing node's own check of a signed JOB's client: a JOB must
         name one, and a client key this node's trust store knows must be
-        allowed the tool and this node here too (else routed ERROR refused)."""
+        allowed the tool and this node here too (else routed ERROR refused).
+        False: refused; else the body it decoded (as an envelope), or True."""
         if not isinstance(client, tuple):
             self.route_error(h.src, h.id, h.cls, Refused(
                 "a routed JOB must carry its client's key fingerprint and role", job_id=h.id))
@@ -250,14 +251,14 @@ class Relay:
             return True  # a key only its entry broker knows: that broker checked it
         try:
             # An envelope: a big body's arguments are not built in the loop.
-            tool = JobRequest.unpack(frames[2], envelope=True).tool
+            req = JobRequest.unpack(frames[2], envelope=True)
         except ProtocolError:
             return True  # answered bad_request where it is run
-        refusal = grant.tool_refusal(tool) or grant.node_refusal(h.dst)
+        refusal = grant.tool_refusal(req.tool) or grant.node_refusal(h.dst)
         if refusal is not None:
             self.route_error(h.src, h.id, h.cls, Refused(refusal, job_id=h.id))
             return False
-        return True
+        return req
 
     def send_to_node(self, dst: str, cls: int, frames: list[Frame], t: int, *,
                      client: tuple[str, str] | None = None, sign: bool = True) -> bool:
@@ -339,17 +340,22 @@ class Relay:
     def on_routed(self, link: PeerLink, h: Header, frames: list[Frame], now: float) -> None:
         """A JOB/RESULT/ERROR/PROGRESS/CANCEL from a neighbour: ours, or relay it."""
         ctx = self._ctx
+        req: JobRequest | None = None
         if (h.dst == ctx.node_id or h.dst in self._legacy) and self._keyring is not None:
             client = self.verified(h, frames, link.node)
             if client is False:
                 return
             frames = frames[:3]
-            if h.type == _JOB and not self._client_may_run(h, frames, client):
-                return
+            if h.type == _JOB:
+                may = self._client_may_run(h, frames, client)
+                if may is False:
+                    return
+                if may is not True:
+                    req = may
         if h.dst == ctx.node_id:
             t = h.type
             if t in (_JOB, _CANCEL):
-                self._remote.deliver(h, frames, now)
+                self._remote.deliver(h, frames, now, req)
             else:
                 # RESULT / ERROR / PROGRESS of a job we placed for a local client
                 self._origin.reply(h.id, t, frames, now, h.src)
@@ -364,7 +370,7 @@ class Relay:
                     f"message for '{h.dst}' ran out of hops (TTL) at '{ctx.node_id}'",
                     job_id=h.id, node=ctx.node_id))
             return
-        header = encode_header(h._replace(ttl=h.ttl - 1))
+        header = encode_relayed_header(h)
         if self.send_to_node(h.dst, h.cls, [TAG, header, *frames[2:]], h.type, sign=False):
             ctx.counters["relayed"] += 1
             return
@@ -426,7 +432,7 @@ class Relay:
         ctx.events.append(("message", record))
         if h.ttl <= 1:
             return 0
-        header = encode_header(h._replace(ttl=h.ttl - 1))
+        header = encode_relayed_header(h)
         sent = 0
         send = self._links.send
         for link in self._links.up_links():

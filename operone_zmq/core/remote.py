@@ -58,8 +58,10 @@ class RemoteJobs:
     def __len__(self) -> int:
         return len(self._results)
 
-    def deliver(self, h: Header, frames: list[Frame], now: float) -> None:
-        """A routed JOB or CANCEL whose dst is this node."""
+    def deliver(self, h: Header, frames: list[Frame], now: float,
+                req: JobRequest | None = None) -> None:
+        """A routed JOB or CANCEL whose dst is this node (``req``: the JOB's
+        body, when the relay decoded it already, as an envelope)."""
         ctx = self._ctx
         if h.type == _JOB:
             ctx.counters["jobs_received"] += 1
@@ -88,11 +90,13 @@ class RemoteJobs:
                 ctx.count_error(err0.code)
                 self._relay.route_error(h.src, jid, h.cls, err0)
                 return
-            try:
-                req = JobRequest.unpack(frames[2], envelope=True)
-            except ProtocolError as exc:
-                self._relay.route_error(h.src, jid, h.cls, BadRequest(str(exc), job_id=jid))
-                return
+            if req is None:
+                try:
+                    req = JobRequest.unpack(frames[2], envelope=True)
+                except ProtocolError as exc:
+                    self._relay.route_error(h.src, jid, h.cls, BadRequest(str(exc),
+                                                                          job_id=jid))
+                    return
             err = self._jobs.accept(b"", h.cls, h.src, jid, req, frames, now, remote=True)
             if err is not None:
                 ctx.count_error(err.code)

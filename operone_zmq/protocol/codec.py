@@ -56,6 +56,7 @@ __all__ = [
     "decode_header",
     "encode",
     "encode_header",
+    "encode_relayed_header",
 ]
 
 
@@ -155,6 +156,12 @@ def encode_header(h: Header | tuple[Any, ...]) -> bytes:
         except (TypeError, ValueError, OverflowError):  # not ours: msgpack says why
             pass
     return _packb(list(h))
+
+
+def encode_relayed_header(h: Header) -> bytes:
+    """``h`` with its ttl lowered by one, encoded: what a relay sends on
+    (a NamedTuple's ``_replace`` is interpreted Python, 4 us per hop)."""
+    return encode_header((h.type, h.id, h.src, h.dst, h.ttl - 1, h.ts, h.cls, h.corr))
 
 
 def encode(header: Header, body: bytes = b"", sig: bytes | None = None) -> list[Frame]:

@@ -315,9 +315,18 @@ def _entry_of(name: str, key: bytes, status: Literal["trusted", "pending"],
 
 @dataclass(frozen=True)
 class _Snapshot:
+    """What ``trusted/`` held at one scan, with the indexes the broker asks
+    per message (built once per scan: a scan of every entry per routed
+    message was 4k instructions with two keys trusted, and grows with the
+    mesh)."""
+
     keys: frozenset[bytes]
     names: dict[bytes, str]
     entries: dict[bytes, TrustedKey] = field(default_factory=dict)
+    #: name -> entry (the first of a name, in key order, as a scan would find).
+    by_name: dict[str, TrustedKey] = field(default_factory=dict)
+    #: fingerprint -> entry.
+    by_fingerprint: dict[str, TrustedKey] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -589,7 +598,12 @@ def _snapshot_of(entries: dict[str, TrustedKey]) -> _Snapshot:
         if e.public_key not in names:
             names[e.public_key] = name
             by_key[e.public_key] = e
-    return _Snapshot(frozenset(names), names, by_key)
+    by_name: dict[str, TrustedKey] = {}
+    by_fp: dict[str, TrustedKey] = {}
+    for e in by_key.values():
+        by_name.setdefault(e.name, e)
+        by_fp.setdefault(e.fingerprint, e)
+    return _Snapshot(frozenset(names), names, by_key, by_name, by_fp)
 
 
 class TrustStore:
@@ -621,8 +635,6 @@ class TrustStore:
         self._pending = _DirIndex(self.pending_dir, "pending")
         self._last_recheck = float("-inf")
         self._refusals_logged: dict[bytes, float] = {}
-        self._fp_snapshot: _Snapshot | None = None
-        self._fp_index: dict[str, TrustedKey] = {}
         # The first load is synchronous: nobody ever sees an unloaded store.
         self._state = _State(self._load_trusted(_EMPTY), clock() + _REFRESH_INTERVAL)
 
@@ -679,25 +691,16 @@ class TrustStore:
 
     def named(self, name: str) -> TrustedKey | None:
         """The trusted entry called ``name``, or None."""
-        for e in self._current().entries.values():
-            if e.name == name:
-                return e
-        return None
+        return self._current().by_name.get(name)
 
     def by_fingerprint(self, fp: str) -> TrustedKey | None:
         """The trusted entry whose key has fingerprint ``fp``, or None."""
-        snap = self._current()
-        if snap is not self._fp_snapshot:
-            self._fp_index = {e.fingerprint: e for e in snap.entries.values()}
-            self._fp_snapshot = snap
-        return self._fp_index.get(fp)
+        return self._current().by_fingerprint.get(fp)
 
     def key_of(self, name: str) -> bytes | None:
         """Return the trusted key (Z85) named ``name``, or None."""
-        for key, n in self._current().names.items():
-            if n == name:
-                return key
-        return None
+        e = self._current().by_name.get(name)
+        return None if e is None else e.public_key
 
     def _current(self) -> _Snapshot:
         state = self._state  # one read: snapshot and next_check belong together

@@ -1,16 +1,20 @@
-"""The fast decoders (msgspec header, the common JOB body) accept and refuse
-exactly what the checked msgpack path does, with the same errors."""
+"""The fast decoders (msgspec header, the common JOB body, the signature
+frame) accept and refuse exactly what the checked msgpack path does, with
+the same errors; the msgspec-encoded signed bytes are msgpack's."""
 
 from __future__ import annotations
 
+import hashlib
+import random
 from typing import Any
 
 import msgpack
 import pytest
 
 from operone_zmq.errors import ProtocolError
-from operone_zmq.protocol import codec
+from operone_zmq.protocol import codec, signature
 from operone_zmq.protocol.bodies import JobRequest
+from operone_zmq.protocol.signature import SigFrame, message_signed_bytes
 
 _OK = [10, "job-1", "cli", "", 16, 1_700_000_000_000, 2, None]
 
@@ -205,3 +209,84 @@ def test_header_encoding_writes_what_msgpack_writes(h: Any) -> None:
     for shape in (tuple(h), codec.Header(*h) if len(h) == 8 else tuple(h)):
         assert outcome(lambda s=shape: codec.encode_header(s)) == outcome(
             lambda s=shape: msgpack.packb(list(s)))
+
+
+# ------------------------------------------------ signature frames (issue 12)
+_MAC, _SIG = b"m" * 32, b"s" * 64
+
+SIG_FRAMES: list[Any] = [
+    [1, _SIG, None, None],
+    [1, _SIG, ["fp", "operator"], "relay-signer"],
+    [1, None, ["fp", "submit"], None],  # unsigned direct JOB
+    [1, None, None, "someone"],  # unsigned but names a signer
+    [2, _MAC, ["f" * 64, "r" * 64], None],
+    [2, None, None, None],  # a MAC frame without its MAC
+    [2, _SIG, None, None],  # a MAC of 64 bytes
+    [1, _MAC, None, None],  # a signature of 32 bytes
+    [1, "s" * 64, None, None],  # a str is not bytes
+    [3, _SIG, None, None],
+    [True, _SIG, None, None],
+    [1.0, _SIG, None, None],
+    [1, _SIG, ["fp"], None],
+    [1, _SIG, ["fp", "operator", "x"], None],
+    [1, _SIG, ["f" * 65, "operator"], None],
+    [1, _SIG, ["fp", 7], None],
+    [1, _SIG, "fp", None],
+    [1, _SIG, None, ""],
+    [1, _SIG, None, "s" * 65],
+    [1, _SIG, None, b"signer"],
+    [1, _SIG, None],
+    [1, _SIG, None, None, None],
+    {"v": 1},
+    "just a string",
+]
+
+
+@pytest.mark.parametrize("v", SIG_FRAMES, ids=range(len(SIG_FRAMES)))
+def test_signature_frame_fast_path_matches_the_checked_path(
+        v: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    raw = msgpack.packb(v, use_bin_type=True)
+    fast = _outcome(SigFrame.unpack, raw)
+
+    def refuse(_raw: Any) -> Any:
+        raise ValueError("checked path only")
+
+    monkeypatch.setattr(signature, "_fast_sig_frame", refuse)
+    assert _outcome(SigFrame.unpack, raw) == fast
+    assert _outcome(SigFrame.unpack, raw + b"\x00")[0] == "ProtocolError"
+
+
+def test_signed_bytes_are_what_msgpack_packs() -> None:
+    """message_signed_bytes and SigFrame.pack (encoded by msgspec) are byte
+    for byte msgpack.packb's: every broker of a mesh, of any version, must
+    sign and verify the same bytes."""
+    rnd = random.Random(12)
+
+    def text() -> str:
+        n = rnd.choice([0, 1, 31, 32, 64, 255, 256, 70_000])
+        return "".join(rnd.choice("aé€\U0001f600-") for _ in range(n))
+
+    ints = [0, 1, 127, 128, 255, 256, 65_535, 65_536, 2**32 - 1, 2**32, 2**63 - 1, 2**64 - 1,
+            -1, -32, -33, -128, -129, -32_768, -32_769, -2**31, -2**31 - 1, -2**63]
+    for _ in range(300):
+        t, ts, cls = rnd.choice(ints), rnd.choice(ints), rnd.choice(ints)
+        mid, src, dst = text(), text(), text()
+        corr = rnd.choice([None, text()])
+        client = rnd.choice([None, (text(), text())])
+        body = rnd.randbytes(rnd.choice([0, 1, 255, 256, 65_536]))
+        want = b"OZ-MSG-1\x00" + msgpack.packb(
+            [t, mid, src, dst, ts, cls, corr, None if client is None else list(client),
+             hashlib.sha256(body).digest()], use_bin_type=True)
+        assert message_signed_bytes(t, mid, src, dst, ts, cls, corr, client, body) == want
+        sf = SigFrame(rnd.choice([None, rnd.randbytes(32), rnd.randbytes(64)]), client,
+                      rnd.choice([None, text()]), rnd.choice([1, 2]))
+        packed = sf.pack()
+        assert packed == msgpack.packb(
+            [sf.version, sf.sig, None if client is None else list(client), sf.signer],
+            use_bin_type=True)
+
+
+@pytest.mark.parametrize("h", HEADERS[:2], ids=range(2))
+def test_a_relayed_header_is_the_header_with_its_ttl_lowered(h: Any) -> None:
+    hdr = codec.Header(*h)
+    assert codec.encode_relayed_header(hdr) == codec.encode_header(hdr._replace(ttl=hdr.ttl - 1))

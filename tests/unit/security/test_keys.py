@@ -538,6 +538,28 @@ def test_the_index_never_hides_a_changed_file(tmp_path: Path) -> None:
     assert TrustStore(tmp_path).key_of("x") == b
 
 
+def test_lookups_by_name_and_fingerprint_follow_the_store(tmp_path: Path) -> None:
+    """named / key_of / by_fingerprint are answered from per-snapshot indexes:
+    they see an accept, a re-key and a reject at once, in this store and in
+    another one reading the same directory."""
+    clock = FakeClock()
+    store, other = TrustStore(tmp_path), TrustStore(tmp_path, clock)
+    a, b = new_key(), new_key()
+    assert store.named("n1") is None and store.key_of("n1") is None
+    e = store.accept("n1", a)
+    assert store.named("n1") == e and store.key_of("n1") == e.public_key
+    assert store.by_fingerprint(e.fingerprint) == e
+    store.reject("n1")
+    e2 = store.accept("n1", b)  # re-keyed under its name
+    assert store.key_of("n1") == e2.public_key != e.public_key
+    assert store.by_fingerprint(e.fingerprint) is None
+    assert store.by_fingerprint(e2.fingerprint) == e2
+    clock.now += 1.0
+    assert other.named("n1") == e2 and other.by_fingerprint(e2.fingerprint) == e2
+    store.reject("n1")
+    assert store.named("n1") is None and store.by_fingerprint(e2.fingerprint) is None
+
+
 def test_roles_are_stored_read_back_and_changed(tmp_path: Path) -> None:
     """Issue 11: an entry says whether the key is a node, its client role and
     allow-lists and the node's signing key; another process reads the same;
