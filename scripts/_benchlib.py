@@ -123,6 +123,10 @@ class BenchNode:
                     "OPERONE_HOME": str(self.dir)}
         self.env.pop("OPERONE_NODE_ID", None)
         self.broker: Child | None = None
+        #: Put before the broker's command line (e.g. valgrind), with the
+        #: time it may then take to start.
+        self.broker_prefix: list[str] = []
+        self.start_timeout = START_TIMEOUT
         self.workers: list[Child] = []
         #: Every process ever started here (killed ones included), for stop() and logs.
         self.children: list[Child] = []
@@ -150,12 +154,12 @@ class BenchNode:
         n = next(self._n)
         ready = self.dir / f"broker-{n}.ready"
         dial = [a for p in peers for a in ("--peer", p.address)]
-        c = Child(f"{self.node_id} broker", self._argv("broker", "--ready-file", str(ready),
-                                                        *dial),
+        c = Child(f"{self.node_id} broker",
+                  [*self.broker_prefix, *self._argv("broker", "--ready-file", str(ready), *dial)],
                   self.dir / f"broker-{n}.log", self.env)
         self.children.append(c)
         self.broker = c
-        c.wait_ready(ready)
+        c.wait_ready(ready, self.start_timeout)
         return c
 
     def start_worker(self, *args: str) -> Child:

@@ -52,4 +52,4 @@ def test_the_instruction_count_script_starts() -> None:
                            "--help"], capture_output=True, text=True, cwd=REPO / "scripts",
                           timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
-    assert "callgrind" in proc.stdout and "--tree" in proc.stdout
+    assert "callgrind" in proc.stdout and "--tree" in proc.stdout and "--mesh" in proc.stdout
