@@ -151,7 +151,10 @@ def message_signed_bytes(t: int, mid: str, src: str, dst: str, ts: int, cls: int
         [t, mid, src, dst, ts, cls, corr, None if client is None else list(client), digest])
 
 
-@dataclass(frozen=True, slots=True)
+# (init=False and an __init__ of its own: made twice per signed job, and
+# compiled by mypyc a dataclass's generated __init__ stays interpreted, 6k
+# instructions; tests/unit/test_hot_classes.py.)
+@dataclass(frozen=True, slots=True, init=False)
 class SigFrame:
     """The fourth frame of a signed message: ``[1, signature, client, signer]``,
     or ``[2, mac, client, signer]`` with a pairwise MAC (``version`` 2).
@@ -168,6 +171,13 @@ class SigFrame:
     client: tuple[str, str] | None = None
     signer: str | None = None
     version: int = SIG_VERSION
+
+    def __init__(self, sig: bytes | None, client: tuple[str, str] | None = None,
+                 signer: str | None = None, version: int = SIG_VERSION) -> None:
+        object.__setattr__(self, "sig", sig)
+        object.__setattr__(self, "client", client)
+        object.__setattr__(self, "signer", signer)
+        object.__setattr__(self, "version", version)
 
     def pack(self) -> bytes:
         return _packed([self.version, self.sig,
@@ -269,8 +279,10 @@ class KeyRing:
         self._lookup = lookup
         self._signer = signer
         self._parsed: dict[str, tuple[str, bytes]] = {}
-        #: node -> (its key's hex, MAC key to it, MAC key from it).
-        self._pairs: dict[str, tuple[str, bytes, bytes]] = {}
+        #: node -> (its key's hex, MAC to it, MAC from it): each a keyed
+        #: BLAKE2b that has hashed nothing yet, copied per message (half the
+        #: cost of keying one anew).
+        self._pairs: dict[str, tuple[str, Any, Any]] = {}
 
     def knows(self, node: str) -> bool:
         return bool(self._lookup(node))
@@ -303,7 +315,7 @@ class KeyRing:
             return False
         return True
 
-    def _pair(self, node: str) -> tuple[str, bytes, bytes] | None:
+    def _pair(self, node: str) -> tuple[str, Any, Any] | None:
         """The MAC keys shared with ``node`` under its current trusted key
         (None: no signer, key unknown or unusable)."""
         signer = self._signer
@@ -324,7 +336,8 @@ class KeyRing:
             return None
         if len(self._pairs) >= MAX_CACHED_KEYS:
             self._pairs.clear()
-        self._pairs[node] = pair = (hex_key, out, back)
+        self._pairs[node] = pair = (hex_key, hashlib.blake2b(key=out, digest_size=MAC_LEN),
+                                    hashlib.blake2b(key=back, digest_size=MAC_LEN))
         return pair
 
     def mac_for(self, node: str, data: bytes) -> bytes | None:
@@ -332,12 +345,16 @@ class KeyRing:
         pair = self._pair(node)
         if pair is None:
             return None
-        return hashlib.blake2b(data, key=pair[1], digest_size=MAC_LEN).digest()
+        h = pair[1].copy()
+        h.update(data)
+        mac: bytes = h.digest()
+        return mac
 
     def mac_ok(self, node: str, mac: bytes, data: bytes) -> bool:
         """Is ``mac`` the pairwise MAC of ``data`` from ``node`` to us?"""
         pair = self._pair(node)
         if pair is None or len(mac) != MAC_LEN:
             return False
-        return hmac.compare_digest(hashlib.blake2b(data, key=pair[2], digest_size=MAC_LEN).digest(),
-                                   mac)
+        h = pair[2].copy()
+        h.update(data)
+        return hmac.compare_digest(h.digest(), mac)

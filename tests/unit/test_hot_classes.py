@@ -20,10 +20,11 @@ from operone_zmq.core.origin import Origin
 from operone_zmq.core.ports import Job
 from operone_zmq.core.worker import JobStart, _Running
 from operone_zmq.protocol.bodies import JobRequest, ResultBody
+from operone_zmq.protocol.signature import SigFrame
 from operone_zmq.tools import ToolContext, ToolsConfig
 
 PER_JOB = [Origin, JobRecord, Job, JobRequest, ResultBody, JobStart, _Running, JobResult,
-           Reply, _Pending, ToolContext]
+           Reply, _Pending, ToolContext, SigFrame]
 
 
 @pytest.mark.parametrize("cls", PER_JOB, ids=lambda c: c.__name__)
@@ -55,6 +56,9 @@ def test_the_written_inits_keep_the_defaults_and_replace() -> None:
     assert JobStart("j", "echo", {}, 1.0, 2) == JobStart("j", "echo", {}, 1.0, 2, False)
     with pytest.raises(dataclasses.FrozenInstanceError):
         JobStart("j", "echo", {}, 1.0, 2).cls = 3  # type: ignore[misc]
+    assert SigFrame(b"s") == SigFrame(b"s", None, None, 1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        SigFrame(b"s").sig = None  # type: ignore[misc]
     cfg = ToolsConfig()
     ctx = ToolContext("j", "n", cfg)
     assert (ctx.job_id, ctx.node, ctx.config, ctx.deadline) == ("j", "n", cfg, None)

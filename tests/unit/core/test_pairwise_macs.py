@@ -3,6 +3,7 @@ checks them, and how an LSA says a broker takes them."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 
 import pytest
@@ -60,6 +61,11 @@ def test_only_the_two_ends_share_a_key_and_each_direction_has_its_own() -> None:
     assert rc.mac_for("b", DATA) != mac  # c cannot make a's MAC for b
     assert not rb.mac_ok("nobody", mac, DATA)
     assert KeyRing({"b": b.public_hex}.get).mac_for("b", DATA) is None  # no signer
+    # What docs/protocol.md says it is: keyed BLAKE2b-256 of the signed bytes,
+    # each message hashed on its own (the ring copies one keyed state per message).
+    out = a.pair_keys(b.public)[0]
+    for data in (DATA, b"", DATA * 100):
+        assert ra.mac_for("b", data) == hashlib.blake2b(data, key=out, digest_size=32).digest()
 
 
 def test_a_changed_or_unusable_key_is_never_used_from_the_cache() -> None:
