@@ -350,8 +350,7 @@ class Relay:
                 may = self._client_may_run(h, frames, client)
                 if may is False:
                     return
-                if may is not True:
-                    req = may
+                req = may if isinstance(may, JobRequest) else None
         if h.dst == ctx.node_id:
             t = h.type
             if t in (_JOB, _CANCEL):

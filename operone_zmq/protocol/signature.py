@@ -98,11 +98,12 @@ MAX_CACHED_KEYS: Final = 10_000
 
 # The bytes signed and the signature frame are encoded by msgspec: a list
 # of ints, strs, bytes and nil is the same msgpack either way (the smallest
-# forms; tests/unit/test_signature_codec.py checks it against msgpack.packb),
-# without a Packer built per call (msgpack.packb: ~5k instructions of the
-# ~15k each signed message cost).  A frame is decoded, typed, in one C call;
-# what that refuses goes through the checks in SigFrame.unpack, which name
-# the first violation, so both accept and refuse exactly the same frames.
+# forms; tests/unit/protocol/test_fast_decode.py checks it against
+# msgpack.packb), without a Packer built per call (msgpack.packb: ~5k
+# instructions of the ~15k each signed message cost).  A frame is decoded,
+# typed, in one C call; what that refuses goes through the checks in
+# SigFrame.unpack, which name the first violation, so both accept and
+# refuse exactly the same frames.
 _encode: Final = msgspec.msgpack.Encoder().encode
 _Str64 = Annotated[str, msgspec.Meta(max_length=64)]
 _fast_sig_frame: Final = msgspec.msgpack.Decoder(
