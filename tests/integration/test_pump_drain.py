@@ -129,3 +129,28 @@ def test_a_wake_up_with_nothing_to_read_leaves_the_socket_served() -> None:
             ctx.term()
 
     asyncio.run(asyncio.wait_for(main(), 10))
+
+
+def test_the_input_check_sees_input_and_never_polls_a_closed_socket() -> None:
+    """The pump's ZMQ_EVENTS check (by zmq_poll): True only with a message
+    waiting, and a closed socket has none (zmq_poll given a closed socket
+    would poll fd 0, the process's stdin)."""
+    from operone_zmq.aio.pump import _has_input
+
+    ctx = zmq.Context()
+    a, b = inproc_pair(ctx, "pump-has-input")
+    try:
+        assert not _has_input(a)
+        b.send_multipart([b"x", b"y"])
+        deadline = time.monotonic() + 5
+        while not _has_input(a) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert _has_input(a)
+        assert a.recv_multipart() == [b"x", b"y"]
+        assert not _has_input(a)
+        a.close(0)
+        assert not _has_input(a)
+    finally:
+        b.close(0)
+        a.close(0)
+        ctx.term()
