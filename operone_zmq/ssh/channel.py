@@ -100,6 +100,30 @@ class StopCommand(Exception):
         self.cancelled = cancelled
 
 
+def send_eof(chan: paramiko.Channel) -> None:
+    """Tell the command its stdin is done: ``Channel.shutdown_write`` without
+    its race.  paramiko builds the EOF under the channel's lock but sends it
+    after releasing it, while its transport thread, handling the server's
+    CLOSE of a command that already finished, sends CLOSE the same way: the
+    EOF can then follow the CLOSE, and OpenSSH drops the whole connection
+    ("ieof packet referred to nonexistent channel"), failing every other
+    command on it (seen about once in 90 runs of 8 threads sharing one
+    client).  Holding the lock until the EOF is sent puts it before any
+    CLOSE; after a CLOSE none is sent."""
+    lock = getattr(chan, "lock", None)
+    make = getattr(chan, "_send_eof", None)
+    send = getattr(chan.transport, "_send_user_message", None)
+    if lock is None or make is None or send is None:  # another paramiko
+        chan.shutdown_write()
+        return
+    with lock:
+        if chan.closed:
+            return
+        m = make()
+        if m is not None:
+            send(m)
+
+
 def pump(
     chan: paramiko.Channel,
     data: bytes,
@@ -127,7 +151,7 @@ def _pump_loop(
     err = bytearray()
     pending = memoryview(data)
     if not pending:
-        chan.shutdown_write()
+        send_eof(chan)
     while True:
         if pending and not chan.closed and chan.send_ready():
             try:
@@ -137,7 +161,7 @@ def _pump_loop(
             pending = pending[sent:]
             if not pending:
                 with contextlib.suppress(OSError):
-                    chan.shutdown_write()
+                    send_eof(chan)
         while chan.recv_ready():
             out += chan.recv(_CHUNK)
         while chan.recv_stderr_ready():

@@ -172,17 +172,22 @@ def test_client_wide_command_timeout(sshd: SSHServer, known_hosts: Path) -> None
 
 
 def test_threads_share_one_client(ssh_client: SSHClient) -> None:
-    results: list[str] = []
+    """Eight threads at once on one connection, several rounds: a command's
+    EOF must never follow the server's CLOSE of its channel (paramiko's
+    shutdown_write race; OpenSSH then drops the connection, and every
+    command on it fails)."""
+    for _ in range(5):
+        results: list[str] = []
 
-    def work(i: int) -> None:
-        results.append(ssh_client.execute(["echo", str(i)]).stdout.strip())
+        def work(i: int) -> None:
+            results.append(ssh_client.execute(["echo", str(i)]).stdout.strip())
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=10)
-    assert sorted(results, key=int) == [str(i) for i in range(8)]
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=10)
+        assert sorted(results, key=int) == [str(i) for i in range(8)]
 
 
 # --------------------------------------------------------------- host keys
