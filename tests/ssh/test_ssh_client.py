@@ -176,13 +176,12 @@ def test_threads_share_one_client(ssh_client: SSHClient) -> None:
     EOF must never follow the server's CLOSE of its channel (paramiko's
     shutdown_write race; OpenSSH then drops the connection, and every
     command on it fails)."""
+    def work(i: int, results: list[str]) -> None:
+        results.append(ssh_client.execute(["echo", str(i)]).stdout.strip())
+
     for _ in range(5):
         results: list[str] = []
-
-        def work(i: int) -> None:
-            results.append(ssh_client.execute(["echo", str(i)]).stdout.strip())
-
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+        threads = [threading.Thread(target=work, args=(i, results)) for i in range(8)]
         for thread in threads:
             thread.start()
         for thread in threads:
