@@ -188,17 +188,9 @@ class SigFrame:
     def unpack(cls, frame: Frame) -> SigFrame:
         if len(frame) > MAX_SIGNATURE_SIZE:
             raise ProtocolError("signature frame is too large")
-        try:
-            version, sig, client, signer = _fast_sig_frame(frame)
-        except Exception:  # refused: the checks below say why
-            pass
-        else:
-            if sig is None:
-                ok = version != MAC_VERSION and signer is None
-            else:
-                ok = len(sig) == (MAC_LEN if version == MAC_VERSION else SIGNATURE_LEN)
-            if ok:
-                return cls(sig, client, signer, version)
+        fast = _fast_unpack(frame)
+        if fast is not None:
+            return fast
         try:
             v = msgpack.unpackb(frame, raw=False, use_list=False)
         except Exception as exc:  # msgpack raises several unrelated types
@@ -223,6 +215,22 @@ class SigFrame:
         if signer is not None and (type(signer) is not str or not 0 < len(signer) <= 64):
             raise ProtocolError("signature signer must be nil or a node id")
         return cls(sig, client, signer, version)
+
+
+def _fast_unpack(frame: Frame) -> SigFrame | None:
+    """A well-formed signature frame decoded in one typed call; None for
+    anything else (SigFrame.unpack's checks then say what is wrong).  A
+    function of its own: compiled, its typed locals would refuse the other
+    types the checks must see."""
+    try:
+        version, sig, client, signer = _fast_sig_frame(frame)
+    except Exception:  # refused: the checks say why
+        return None
+    if sig is None:
+        ok = version != MAC_VERSION and signer is None
+    else:
+        ok = len(sig) == (MAC_LEN if version == MAC_VERSION else SIGNATURE_LEN)
+    return SigFrame(sig, client, signer, version) if ok else None
 
 
 class Signer:
