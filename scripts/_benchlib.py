@@ -28,6 +28,32 @@ from operone_zmq.aio.sockets import free_base_port
 #: Seconds any child process may take to say it is ready.
 START_TIMEOUT = 30.0
 
+#: What each daemon that wrote a ready file imported: its ``"compiled"``
+#: count (0: pure Python), by child name; ``bench.py`` prints them, so a
+#: figure said to be of the compiled build is one.
+DAEMON_BUILDS: dict[str, int] = {}
+
+
+def operone_argv(*args: str) -> list[str]:
+    """``python -P -m operone_zmq ARGS``.  ``-m`` alone puts the working
+    directory first on ``sys.path``: run from a checkout, a daemon would
+    import its pure-Python ``operone_zmq`` while this process imports a
+    compiled copy on ``PYTHONPATH``.  ``-P`` (3.11+) leaves it off, and
+    :func:`child_env` puts this process's own ``operone_zmq`` first."""
+    return [sys.executable, "-P", "-m", "operone_zmq", *args]
+
+
+def child_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``env`` (default: this process's) with the directory this process
+    imported ``operone_zmq`` from first on ``PYTHONPATH``."""
+    import operone_zmq
+
+    out = dict(os.environ if env is None else env)
+    root = str(Path(operone_zmq.__file__).resolve().parent.parent)
+    rest = [p for p in out.get("PYTHONPATH", "").split(os.pathsep) if p and p != root]
+    out["PYTHONPATH"] = os.pathsep.join([root, *rest])
+    return out
+
 
 class Child:
     """A child process with its output in a log file, always stopped:
@@ -39,7 +65,7 @@ class Child:
         self.log = log
         self._out = open(log, "wb")  # noqa: SIM115 - closed in stop()
         self.p = subprocess.Popen(argv, stdout=self._out, stderr=subprocess.STDOUT,
-                                  env=env, stdin=subprocess.DEVNULL)
+                                  env=child_env(env), stdin=subprocess.DEVNULL)
 
     @property
     def pid(self) -> int:
@@ -55,6 +81,8 @@ class Child:
             if ready.exists():
                 try:
                     info: dict[str, Any] = json.loads(ready.read_text())
+                    if isinstance(info.get("compiled"), int):
+                        DAEMON_BUILDS[self.name] = info["compiled"]
                     return info
                 except ValueError:
                     pass  # written but not complete yet
@@ -146,8 +174,7 @@ class BenchNode:
                                                signing_key=node_signing_key(other.home))
 
     def _argv(self, what: str, *args: str) -> list[str]:
-        return [sys.executable, "-m", "operone_zmq", "--home", str(self.dir), what, "start",
-                *args]
+        return operone_argv("--home", str(self.dir), what, "start", *args)
 
     def start_broker(self, *peers: BenchNode) -> Child:
         """Start the broker, dialling ``peers``; blocks until it serves."""

@@ -181,11 +181,23 @@ def main(argv: list[str] | None = None) -> int:
         say(f"error: {exc}")
         return 1
     elapsed = time.monotonic() - t0
+    from _benchlib import DAEMON_BUILDS
+
     import operone_zmq
 
+    def build(n: int) -> str:
+        return f"compiled: {n} modules" if n else "pure Python"
+
     n_compiled = len(operone_zmq.compiled_modules())
-    source = (f"{Path(operone_zmq.__file__).parent} (compiled: {n_compiled} modules)"
-              if n_compiled else f"{Path(operone_zmq.__file__).parent} (pure Python)")
+    source = f"{Path(operone_zmq.__file__).parent} ({build(n_compiled)})"
+    # What the daemons imported, from their ready files: the same build, or
+    # the figures are not of the build the header names.
+    builds = sorted(set(DAEMON_BUILDS.values()))
+    if builds and builds != [n_compiled]:
+        odd = ", ".join(f"{k}: {build(v)}" for k, v in DAEMON_BUILDS.items() if v != n_compiled)
+        source += f"; DAEMONS DIFFER ({odd})"
+    elif builds:
+        source += "; its daemons the same (their ready files)"
     print(f"operone-zmq benchmarks: {platform.node()}, {os.cpu_count()} CPUs,"
           f" Python {platform.python_version()}, pyzmq {zmq.__version__},"
           f" libzmq {zmq.zmq_version()}, {elapsed:.0f} s; operone_zmq from {source};"

@@ -126,7 +126,7 @@ class LocalNode:
         self._n = 0
 
     def _cli(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "operone_zmq", "--home", str(self.dir), *args]
+        return [sys.executable, "-P", "-m", "operone_zmq", "--home", str(self.dir), *args]
 
     def start_broker(self, *args: str, timeout: float = 20.0) -> Proc:
         ready = self.dir / f"broker-ready-{self._n}.json"

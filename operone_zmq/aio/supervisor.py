@@ -38,7 +38,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import IO
 
 import structlog
@@ -91,8 +91,10 @@ class Supervisor:
     STOP_GRACE = 3.0
 
     def __init__(self, argvs: list[list[str]],
-                 output: Callable[[str], object] | None = None) -> None:
+                 output: Callable[[str], object] | None = None,
+                 env: Mapping[str, str] | None = None) -> None:
         self.argvs = argvs
+        self.env = env  # the workers' environment; None: this process's
         self.procs: list[subprocess.Popen[bytes] | None] = [None] * len(argvs)
         self._task: asyncio.Task[None] | None = None
         self._output = output
@@ -104,10 +106,10 @@ class Supervisor:
     def _spawn(self, i: int) -> None:
         out = self._output
         if out is None:
-            self.procs[i] = subprocess.Popen(self.argvs[i])
+            self.procs[i] = subprocess.Popen(self.argvs[i], env=self.env)
             return
         p = subprocess.Popen(self.argvs[i], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT)
+                             stderr=subprocess.STDOUT, env=self.env)
         self.procs[i] = p
         assert p.stdout is not None
         threading.Thread(target=_copy_lines, args=(p.stdout, out), daemon=True,

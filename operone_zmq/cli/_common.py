@@ -19,7 +19,7 @@ from ..errors import JobError, OperoneError
 from ..logs import configure_logging
 
 __all__ = ["Obj", "_Group", "_age", "_client", "_client_options", "_fail", "_jsonable",
-           "_parse_args", "_query", "_write_ready"]
+           "_parse_args", "_query", "_self_command", "_write_ready"]
 
 #: Seconds the CLI waits for a TCP connection to the broker's first port
 #: before it talks CurveZMQ to it: a refused connection means no broker runs
@@ -65,10 +65,38 @@ class _Group(click.Group):
 
 
 
+def _self_command() -> tuple[list[str], dict[str, str] | None]:
+    """The argv prefix and environment (None: this process's) that run this
+    very ``operone_zmq`` in a child (``node start``'s workers, ``--detach``).
+
+    ``python -m`` puts the child's working directory first on ``sys.path``:
+    a node started in a directory holding another ``operone_zmq`` (a
+    checkout, an older version, a planted one) would run its workers from
+    that.  ``-P`` (3.11+) leaves it off.  When this process found its own
+    package only through that entry (``python -m operone_zmq`` run from a
+    checkout), the child is given the directory on ``PYTHONPATH`` instead."""
+    import os
+
+    from .. import __file__ as package_file
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(package_file)))
+    entries = sys.path if sys.flags.safe_path else sys.path[1:]
+    if any(os.path.abspath(e or ".") == root for e in entries):
+        return [sys.executable, "-P", "-m", "operone_zmq"], None
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [root, *(p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p)])
+    return [sys.executable, "-P", "-m", "operone_zmq"], env
+
+
 def _write_ready(path: Path | None, info: dict[str, Any]) -> None:
     if path is not None:
+        from .. import compiled_modules
+
+        # "compiled": how many of this process's modules are the mypyc build
+        # (0: pure Python), so a benchmark knows what its daemons run.
         tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(info))
+        tmp.write_text(json.dumps({**info, "compiled": len(compiled_modules())}))
         tmp.replace(path)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from ._common import Obj, _fail, _write_ready
+from ._common import Obj, _fail, _self_command, _write_ready
 
 __all__ = ["broker", "logs", "node", "worker"]
 
@@ -110,7 +110,7 @@ def node() -> None:
 
 
 def _worker_argv(obj: Obj, modules: tuple[str, ...], caps: tuple[str, ...]) -> list[str]:
-    argv = [sys.executable, "-m", "operone_zmq", "--home", str(obj.home.path)]
+    argv = [*_self_command()[0], "--home", str(obj.home.path)]
     if obj.log_format:
         argv += ["--log-format", obj.log_format]
     if obj.log_level:
@@ -146,7 +146,8 @@ def _detach(obj: Obj, argv: list[str]) -> None:
     ready.unlink(missing_ok=True)
     log = service.log_path(obj.home)
     out_path = obj.home.log_dir / "node.out"  # what the process prints outside the log
-    cmd = [sys.executable, "-m", "operone_zmq", "--home", str(obj.home.path)]
+    prefix, env = _self_command()
+    cmd = [*prefix, "--home", str(obj.home.path)]
     if obj.log_format:
         cmd += ["--log-format", obj.log_format]
     if obj.log_level:
@@ -159,7 +160,7 @@ def _detach(obj: Obj, argv: list[str]) -> None:
         kw["start_new_session"] = True  # not in our terminal's process group: Ctrl-C spares it
     with open(out_path, "ab") as out:
         p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                             close_fds=True, **kw)
+                             close_fds=True, env=env, **kw)
     deadline = time.monotonic() + DETACH_READY_TIMEOUT
     while not ready.exists():
         if p.poll() is not None:
@@ -242,7 +243,8 @@ def node_start(obj: Obj, peers: tuple[str, ...], discover: bool | None, count: i
     n = config.workers.count if count is None else count
     b = broker_from_config(obj.home, config, peers, expected_workers=n)
     sup = Supervisor([_worker_argv(obj, modules, caps) for _ in range(n)],
-                     output=stream.write if stream is not None else None)
+                     output=stream.write if stream is not None else None,
+                     env=_self_command()[1])
     tasks: list[asyncio.Task[None]] = []
     pid = os.getpid()
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import zmq
-from _benchlib import START_TIMEOUT, Child, free_base_port
+from _benchlib import START_TIMEOUT, Child, free_base_port, operone_argv
 
 from .harness import Submit
 from .raw import RawClient
@@ -159,8 +158,8 @@ class OperoneStack(Stack):
         prof: list[str] = []
         if self.profile is not None:
             prof = ["-m", "cProfile", "-o", str(self.profile / f"{what}.prof")]
-        return [sys.executable, *prof, "-m", "operone_zmq", "--home", str(self.home.path),
-                what, "start", *args]
+        argv = operone_argv("--home", str(self.home.path), what, "start", *args)
+        return [*argv[:2], *prof, *argv[2:]]  # python -P [-m cProfile -o F] -m operone_zmq
 
     async def start(self) -> None:
         from operone_zmq.aio.client import AsyncClient

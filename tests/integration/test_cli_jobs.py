@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 
 def cli(node: LocalNode, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "operone_zmq", *args], env=node.env,
+    return subprocess.run([sys.executable, "-P", "-m", "operone_zmq", *args], env=node.env,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -82,7 +82,7 @@ def test_jobs_job_and_cancel_across_two_hops(line: MeshOfNodes) -> None:
 
 def test_ctrl_c_on_run_cancels_the_job_and_says_where(line: MeshOfNodes) -> None:
     a, c = line["a"], line["c"]
-    p = subprocess.Popen([sys.executable, "-m", "operone_zmq", "run", "sleep", "--arg",
+    p = subprocess.Popen([sys.executable, "-P", "-m", "operone_zmq", "run", "sleep", "--arg",
                           "seconds=60"], env=a.env, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     try:
@@ -133,7 +133,7 @@ def test_validation_before_sending(tmp_path: Path) -> None:
         assert r.returncode == 2, (args, r.stderr)
         assert "Traceback" not in r.stderr
     typo = {**node.env, "OPERONE_WORKERS_CONT": "3"}
-    r = subprocess.run([sys.executable, "-m", "operone_zmq", "keys", "list"], env=typo,
+    r = subprocess.run([sys.executable, "-P", "-m", "operone_zmq", "keys", "list"], env=typo,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0
     assert "warning: unknown variable OPERONE_WORKERS_CONT (no option workers.cont" in r.stderr
@@ -142,8 +142,8 @@ def test_validation_before_sending(tmp_path: Path) -> None:
 def test_a_command_against_a_node_that_is_not_running_fails_at_once(tmp_path: Path) -> None:
     home = make_home(tmp_path / "down", "down", free_base_port())
     start = time.monotonic()
-    r = subprocess.run([sys.executable, "-m", "operone_zmq", "--home", str(home.path), "stats"],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run([sys.executable, "-P", "-m", "operone_zmq", "--home", str(home.path),
+                        "stats"], capture_output=True, text=True, timeout=60)
     took = time.monotonic() - start
     assert r.returncode == 3, r.stderr
     assert "no broker is running at 127.0.0.1:" in r.stderr and "operone node start" in r.stderr

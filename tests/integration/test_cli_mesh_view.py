@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 
 
 def cli(node: LocalNode, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "operone_zmq", *args], env=node.env,
+    return subprocess.run([sys.executable, "-P", "-m", "operone_zmq", *args], env=node.env,
                           capture_output=True, text=True, timeout=60)
 
 
@@ -77,7 +77,7 @@ def test_status_watch_redraws_in_place_on_a_terminal(pair: MeshOfNodes) -> None:
     a = pair["a"]
     master, slave = pty.openpty()
     env = {**a.env, "TERM": "xterm-256color", "COLUMNS": "160", "LINES": "50"}
-    p = subprocess.Popen([sys.executable, "-m", "operone_zmq", "status", "--watch",
+    p = subprocess.Popen([sys.executable, "-P", "-m", "operone_zmq", "status", "--watch",
                           "--interval", "0.3"], env=env, stdin=slave, stdout=slave,
                          stderr=slave, close_fds=True)
     os.close(slave)
@@ -108,7 +108,7 @@ def test_status_watch_redraws_in_place_on_a_terminal(pair: MeshOfNodes) -> None:
 def test_events_show_a_broadcast_with_its_sender(pair: MeshOfNodes) -> None:
     a, b = pair["a"], pair["b"]
     first = json.loads(cli(a, "events", "--json").stdout.splitlines()[-1])
-    follow = subprocess.Popen([sys.executable, "-m", "operone_zmq", "events", "-f", "--json",
+    follow = subprocess.Popen([sys.executable, "-P", "-m", "operone_zmq", "events", "-f", "--json",
                                "--since", str(first["seq"])], env=a.env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -23,7 +23,7 @@ def test_detach_status_logs_stop(tmp_path: Path) -> None:
     env = {**os.environ, **FAST_ENV, "OPERONE_HOME": str(home.path), "OPERONE_LOG_LEVEL": "info"}
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "operone_zmq", *args], env=env,
+        return subprocess.run([sys.executable, "-P", "-m", "operone_zmq", *args], env=env,
                               capture_output=True, text=True, timeout=90)
 
     pid = None
@@ -65,3 +65,63 @@ def test_detach_status_logs_stop(tmp_path: Path) -> None:
     finally:
         if pid is not None and pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
+
+
+def _decoy(tmp: Path) -> Path:
+    """A directory holding a planted ``operone_zmq`` that leaves a mark."""
+    d = tmp / "decoy"
+    (d / "operone_zmq").mkdir(parents=True)
+    mark = d / "decoy-ran"
+    (d / "operone_zmq" / "__init__.py").write_text(
+        f"open({str(mark)!r}, 'w').close()\nraise SystemExit(7)\n")
+    (d / "operone_zmq" / "__main__.py").write_text("")
+    return d
+
+
+def test_a_node_started_beside_another_operone_zmq_runs_its_own(tmp_path: Path) -> None:
+    """``node start`` run in a directory that holds another ``operone_zmq``
+    (a checkout, an older version, a planted one): the node it detaches and
+    the workers it supervises run the package the command itself runs, not
+    that one (``python -m`` would put the working directory first)."""
+    home = make_home(tmp_path / "svc", "beside", free_base_port())
+    env = {**os.environ, **FAST_ENV, "OPERONE_HOME": str(home.path)}
+    decoy = _decoy(tmp_path)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-P", "-m", "operone_zmq", *args], env=env,
+                              cwd=decoy, capture_output=True, text=True, timeout=90)
+
+    try:
+        r = cli("node", "start", "--detach", "--workers", "1")
+        assert r.returncode == 0, r.stdout + r.stderr
+        st = json.loads(cli("node", "status", "--json").stdout)
+        assert (st["state"], st["workers"]) == ("up", 1)
+        ran = cli("run", "echo", "--arg", "x=1")
+        assert ran.returncode == 0, ran.stderr
+    finally:
+        cli("node", "stop", "--timeout", "20")
+    assert not (decoy / "decoy-ran").exists()
+
+
+def test_a_child_of_a_package_found_through_the_working_directory_finds_it(
+        tmp_path: Path) -> None:
+    """Where the command found ``operone_zmq`` only through its working
+    directory (``python -m operone_zmq`` run in a checkout), its children
+    (run with ``-P``) are given that directory on PYTHONPATH."""
+    real = Path(__import__("operone_zmq").__file__).parent
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    (checkout / "operone_zmq").symlink_to(real, target_is_directory=True)
+    code = ("import json, subprocess\n"
+            "from operone_zmq.cli._common import _self_command\n"
+            "argv, env = _self_command()\n"
+            "r = subprocess.run([argv[0], *argv[1:-2], '-c',"
+            " 'import operone_zmq; print(operone_zmq.__file__)'], env=env, cwd='/',"
+            " capture_output=True, text=True, check=True, timeout=60)\n"
+            "print(json.dumps([argv, env is not None, r.stdout.strip()]))\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    r = subprocess.run([sys.executable, "-c", code], cwd=checkout, env=env,
+                       capture_output=True, text=True, timeout=60, check=True)
+    argv, given, child_file = json.loads(r.stdout)
+    assert argv[1:] == ["-P", "-m", "operone_zmq"]
+    assert given and child_file == str(checkout / "operone_zmq" / "__init__.py")

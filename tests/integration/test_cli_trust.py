@@ -21,7 +21,7 @@ def cli(home: Path, *args: str,
         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     full = {**os.environ, **(env or {})}
     full.pop("OPERONE_HOME", None)
-    return subprocess.run([sys.executable, "-m", "operone_zmq", "--home", str(home), *args],
+    return subprocess.run([sys.executable, "-P", "-m", "operone_zmq", "--home", str(home), *args],
                           capture_output=True, text=True, timeout=60, env=full)
 
 
@@ -42,7 +42,7 @@ def test_keys_show_prints_a_ready_accept_command(tmp_path: Path) -> None:
     assert lines[2] == f"signing key {signing}" and len(signing) == 64
     assert command == f"operone keys accept --node --signing-key {signing} -- pc1 '{key}'"
     # The printed line, run by a shell, with `operone` standing for this CLI.
-    prefix = f"{shlex.quote(sys.executable)} -m operone_zmq --home {shlex.quote(str(b.path))}"
+    prefix = f"{shlex.quote(sys.executable)} -P -m operone_zmq --home {shlex.quote(str(b.path))}"
     r = subprocess.run(["sh", "-c", command.replace("operone", prefix, 1)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr

@@ -35,7 +35,7 @@ class Dash:
 
     def __init__(self, node: LocalNode, tmp: Path, *args: str) -> None:
         ready = tmp / f"dash-{node.node_id}-{time.monotonic_ns()}.json"
-        argv = [sys.executable, "-m", "operone_zmq", "--home", str(node.dir), "dashboard",
+        argv = [sys.executable, "-P", "-m", "operone_zmq", "--home", str(node.dir), "dashboard",
                 "--port", "0", "--interval", "0.3", "--ready-file", str(ready), *args]
         self.proc = Proc(argv, node.env, ready.with_suffix(".log"))
         try:
@@ -165,7 +165,7 @@ def test_a_wildcard_bind_requires_the_token_and_loopback_checks_host(
         # The port is taken: a second dashboard says so, no traceback.
         import subprocess
 
-        r = subprocess.run([sys.executable, "-m", "operone_zmq", "--home", str(lone.dir),
+        r = subprocess.run([sys.executable, "-P", "-m", "operone_zmq", "--home", str(lone.dir),
                             "dashboard", "--port", str(d.port)], env=lone.env,
                            capture_output=True, text=True, timeout=30)
         assert r.returncode == 1 and f"cannot serve on 127.0.0.1:{d.port}" in r.stderr
@@ -191,7 +191,7 @@ def test_without_the_extra_it_says_how_to_install(lone: LocalNode, tmp_path: Pat
         "raise ModuleNotFoundError(\"No module named 'aiohttp'\", name='aiohttp')\n")
     import subprocess
 
-    r = subprocess.run([sys.executable, "-m", "operone_zmq", "--home", str(lone.dir),
+    r = subprocess.run([sys.executable, "-P", "-m", "operone_zmq", "--home", str(lone.dir),
                         "dashboard"], env={**lone.env, "PYTHONPATH": str(fake)},
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 1

@@ -14,13 +14,15 @@ from pathlib import Path
 import pytest
 from helpers import FAST_ENV, free_base_port, make_home, wait_for
 
+import operone_zmq
+
 pytestmark = pytest.mark.integration
 
 HAS_UVLOOP = importlib.util.find_spec("uvloop") is not None
 
 
 def _start(home: Path, what: str, ready: Path, env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "operone_zmq", what, "start",
+    return subprocess.Popen([sys.executable, "-P", "-m", "operone_zmq", what, "start",
                              "--ready-file", str(ready)], env=env, text=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -44,8 +46,12 @@ def test_a_broker_and_worker_serve_on_the_loop_chosen(tmp_path: Path, loop: str)
         wait_for(lambda: (tmp_path / "w.ready").exists() or procs[1].poll() is not None, 30,
                  "the worker to start")
         for name in ("b.ready", "w.ready"):
-            assert json.loads((tmp_path / name).read_text())["loop"] == loop, name
-        r = subprocess.run([sys.executable, "-m", "operone_zmq", "run", "echo", "--arg",
+            info = json.loads((tmp_path / name).read_text())
+            assert info["loop"] == loop, name
+            # ... and what build the daemon runs: this process's, compiled or not
+            # (run from the checkout, ``python -m`` alone would import its source).
+            assert info["compiled"] == len(operone_zmq.compiled_modules()), name
+        r = subprocess.run([sys.executable, "-P", "-m", "operone_zmq", "run", "echo", "--arg",
                             "x=1"], env=env, capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["value"] == {"x": 1}
@@ -64,7 +70,7 @@ def test_a_bad_event_loop_is_refused_with_one_line(tmp_path: Path) -> None:
     home = make_home(tmp_path / "n", "n1", free_base_port())
     env = {**os.environ, **FAST_ENV, "OPERONE_HOME": str(home.path),
            "OPERONE_EVENT_LOOP": "trio"}
-    r = subprocess.run([sys.executable, "-m", "operone_zmq", "broker", "start"], env=env,
+    r = subprocess.run([sys.executable, "-P", "-m", "operone_zmq", "broker", "start"], env=env,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1
     assert "OPERONE_EVENT_LOOP must be one of auto, uvloop, asyncio, not 'trio'" in r.stderr

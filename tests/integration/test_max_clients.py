@@ -92,7 +92,7 @@ def test_the_soft_descriptor_limit_is_raised_to_the_hard_one(tmp_path: Path) -> 
             "asyncio.run(b.start());"
             "print('NOFILE', resource.getrlimit(resource.RLIMIT_NOFILE)[0], flush=True);"
             "asyncio.run(b.stop())")
-    p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+    p = subprocess.run([sys.executable, "-P", "-c", code], env=env, capture_output=True, text=True,
                        timeout=60, preexec_fn=lambda: _limit_nofile(64, hard))
     assert p.returncode == 0, p.stderr
     (line,) = [x for x in p.stdout.splitlines() if x.startswith("NOFILE ")]

@@ -119,12 +119,12 @@ def test_connect_command_links_two_running_brokers(tmp_path: Path) -> None:
     try:
         m.start([])
         out = subprocess.run(
-            [sys.executable, "-m", "operone_zmq", "--home", str(m["a"].dir), "connect",
+            [sys.executable, "-P", "-m", "operone_zmq", "--home", str(m["a"].dir), "connect",
              m["b"].address], env=m["a"].env, capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
         assert "b: up" in out.stdout
         topo = subprocess.run(
-            [sys.executable, "-m", "operone_zmq", "--home", str(m["a"].dir), "topology",
+            [sys.executable, "-P", "-m", "operone_zmq", "--home", str(m["a"].dir), "topology",
              "--format", "dot"], env=m["a"].env, capture_output=True, text=True, timeout=60)
         assert topo.returncode == 0, topo.stderr
         assert '"a" -- "b"' in topo.stdout or '"b" -- "a"' in topo.stdout

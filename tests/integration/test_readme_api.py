@@ -87,7 +87,7 @@ def test_the_python_api_example_runs_as_written(tmp_path: Path) -> None:
                   "            break\n"
                   "        time.sleep(0.25)\n"
                   + example)
-        r = subprocess.run([sys.executable, "-c", script],
+        r = subprocess.run([sys.executable, "-P", "-c", script],
                            env={**env, "OPERONE_HOME": str(homes["pc1"])}, cwd=tmp_path,
                            capture_output=True, text=True, timeout=180)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

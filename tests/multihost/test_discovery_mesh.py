@@ -39,7 +39,7 @@ def test_brokers_discover_and_link(lan: Lan, tmp_path: Path) -> None:
     procs: dict[str, Proc] = {}
 
     def cli(n: str, *args: str) -> list[str]:
-        return ["ip", "netns", "exec", lan.ns[hosts[n]], sys.executable, "-m", "operone_zmq",
+        return ["ip", "netns", "exec", lan.ns[hosts[n]], sys.executable, "-P", "-m", "operone_zmq",
                 "--home", str(homes[n].path), *args]
 
     def peers(n: str) -> dict[str, dict[str, object]]:

@@ -48,7 +48,7 @@ def _dropped(net: Diamond, host: str) -> int:
 def test_loss_on_an_edge_drops_about_that_share_of_packets(net: Diamond) -> None:
     """5 % loss on a-b: about 5 % of what reaches b is dropped, and TCP still
     delivers every byte."""
-    server = subprocess.Popen(net.exec_argv("b", [sys.executable, "-c", (
+    server = subprocess.Popen(net.exec_argv("b", [sys.executable, "-P", "-c", (
         "import socket; s = socket.create_server(('0.0.0.0', 9100)); c, _ = s.accept()\n"
         "n = 0\nwhile (d := c.recv(65536)):\n    n += len(d)\nprint(n)")]),
         stdout=subprocess.PIPE, text=True)
@@ -62,7 +62,7 @@ def test_loss_on_an_edge_drops_about_that_share_of_packets(net: Diamond) -> None
         time.sleep(0.5)
         net.set_loss("ab", 0.05)
         before = _rx_packets(net, "b", net.dev("ab", "b"))
-        subprocess.run(net.exec_argv("a", [sys.executable, "-c", (
+        subprocess.run(net.exec_argv("a", [sys.executable, "-P", "-c", (
             "import socket; c = socket.socket()\n"
             # Segments of at most 1400 bytes (the MSS set before connecting),
             # and no Nagle: at least one packet per send however loaded the
@@ -100,7 +100,7 @@ def test_the_relay_delays_a_broker_link(net: Diamond, tmp_path: Path) -> None:
     procs: list[Proc] = []
 
     def rtt() -> float | None:
-        r = subprocess.run(net.exec_argv("a", [sys.executable, "-m", "operone_zmq", "--home",
+        r = subprocess.run(net.exec_argv("a", [sys.executable, "-P", "-m", "operone_zmq", "--home",
                                                str(homes["a"].path), "peers", "--json"]),
                            env=env, capture_output=True, text=True, timeout=30)
         peers = json.loads(r.stdout) if r.returncode == 0 else []
@@ -116,7 +116,7 @@ def test_the_relay_delays_a_broker_link(net: Diamond, tmp_path: Path) -> None:
         wait_for(ready.exists, 20, "the relay")
         for h, peer in (("b", []), ("a", ["--peer", f"b@{net.addr('ab', 'b')}:7800"])):
             r = tmp_path / f"{h}.ready"
-            procs.append(Proc(net.exec_argv(h, [sys.executable, "-m", "operone_zmq", "--home",
+            procs.append(Proc(net.exec_argv(h, [sys.executable, "-P", "-m", "operone_zmq", "--home",
                                                 str(homes[h].path), "broker", "start",
                                                 "--ready-file", str(r), *peer]),
                               env, tmp_path / f"{h}.log"))

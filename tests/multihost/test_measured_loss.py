@@ -35,7 +35,7 @@ def net() -> Iterator[Diamond]:
 
 
 def _cli(net: Diamond, home: Path, env: dict[str, str], *args: str, host: str = "a") -> Any:
-    r = subprocess.run(net.exec_argv(host, [sys.executable, "-m", "operone_zmq", "--home",
+    r = subprocess.run(net.exec_argv(host, [sys.executable, "-P", "-m", "operone_zmq", "--home",
                                            str(home), *args, "--json"]),
                        env=env, capture_output=True, text=True, timeout=30)
     return json.loads(r.stdout) if r.returncode == 0 and r.stdout.strip() else None
@@ -50,7 +50,7 @@ def test_injected_tcp_loss_is_reported_and_advertised(net: Diamond, tmp_path: Pa
     try:
         for h, peer in (("b", []), ("a", ["--peer", f"b@{net.addr('ab', 'b')}:7700"])):
             r = tmp_path / f"{h}.ready"
-            procs.append(Proc(net.exec_argv(h, [sys.executable, "-m", "operone_zmq", "--home",
+            procs.append(Proc(net.exec_argv(h, [sys.executable, "-P", "-m", "operone_zmq", "--home",
                                                 str(homes[h].path), "broker", "start",
                                                 "--ready-file", str(r), *peer]),
                               env, tmp_path / f"{h}.log"))

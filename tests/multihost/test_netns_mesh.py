@@ -32,12 +32,12 @@ def test_job_from_a_runs_on_c_through_b(hosts: Hosts, tmp_path: Path) -> None:
     procs: list[Proc] = []
 
     def cli(host: str, *args: str) -> list[str]:
-        return hosts.exec_argv(host, [sys.executable, "-m", "operone_zmq", "--home",
+        return hosts.exec_argv(host, [sys.executable, "-P", "-m", "operone_zmq", "--home",
                                       str(homes[host].path), *args])
 
     try:
         # A cannot reach C directly: the namespaces have no route between them.
-        ping = subprocess.run(hosts.exec_argv("a", [sys.executable, "-c", (
+        ping = subprocess.run(hosts.exec_argv("a", [sys.executable, "-P", "-c", (
             "import socket,sys; s=socket.socket(); s.settimeout(1)\n"
             f"try: s.connect(('{hosts.addr['c']}', 7700)); sys.exit(0)\n"
             "except OSError: sys.exit(3)")]), capture_output=True, timeout=20)

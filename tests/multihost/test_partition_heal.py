@@ -54,7 +54,7 @@ class Mesh:
         self.load_out = tmp / "load.jsonl"
 
     def cli(self, h: str, *args: str) -> list[str]:
-        return self.net.exec_argv(h, [sys.executable, "-m", "operone_zmq", "--home",
+        return self.net.exec_argv(h, [sys.executable, "-P", "-m", "operone_zmq", "--home",
                                       str(self.homes[h].path), *args])
 
     def start(self) -> None:

@@ -85,7 +85,7 @@ def test_a_quiet_diamond_keeps_its_route(net: Diamond, tmp_path: Path) -> None:
         for h in "dbca":
             ready = tmp_path / f"{h}.ready"
             dial = [a for p in peers[h] for a in ("--peer", p)]
-            p = Proc(net.exec_argv(h, [sys.executable, "-m", "operone_zmq", "--home",
+            p = Proc(net.exec_argv(h, [sys.executable, "-P", "-m", "operone_zmq", "--home",
                                        str(homes[h].path), "broker", "start", "--ready-file",
                                        str(ready), *dial]), env, tmp_path / f"{h}.log")
             procs.append(p)
@@ -100,7 +100,7 @@ def test_a_quiet_diamond_keeps_its_route(net: Diamond, tmp_path: Path) -> None:
 
         # Settle: A routes to D over two hops, and the links' first RTT windows
         # (which start every cost at band 0) are full.
-        warm = Proc(net.exec_argv("a", [sys.executable, "-c", WATCHER, str(homes["a"].path),
+        warm = Proc(net.exec_argv("a", [sys.executable, "-P", "-c", WATCHER, str(homes["a"].path),
                                         "60"]), env, out)
         procs.append(warm)
         wait_for(lambda: any(p and len(p) == 3 for p in changes()), 60,
@@ -109,7 +109,7 @@ def test_a_quiet_diamond_keeps_its_route(net: Diamond, tmp_path: Path) -> None:
         time.sleep(5 * float(FAST_ENV["OPERONE_BROKER_HEARTBEAT_INTERVAL"]) + 1)
 
         out = tmp_path / "watch-rest.log"
-        watch = Proc(net.exec_argv("a", [sys.executable, "-c", WATCHER, str(homes["a"].path),
+        watch = Proc(net.exec_argv("a", [sys.executable, "-P", "-c", WATCHER, str(homes["a"].path),
                                          str(WATCH_S)]), env, out)
         procs.append(watch)
         wait_for(lambda: not watch.alive(), WATCH_S + 30, "the watch at rest")

@@ -69,7 +69,7 @@ def test_operone_ssh_one_off_command(sshd: Any, known_hosts: Path, tmp_path: Pat
 
     home = make_home(tmp_path / "h", "x", free_base_port())
     r = subprocess.run(
-        [sys.executable, "-m", "operone_zmq", "--home", str(home.path), "ssh", "--key",
+        [sys.executable, "-P", "-m", "operone_zmq", "--home", str(home.path), "ssh", "--key",
          str(sshd.key_path), "--known-hosts", str(known_hosts),
          f"{sshd.user}@{sshd.host}:{sshd.port}", "--", "sh", "-c", "echo hi; exit 4"],
         capture_output=True, text=True, timeout=60, env=os.environ)

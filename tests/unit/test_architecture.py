@@ -52,7 +52,7 @@ def probes() -> dict[str, tuple[int, str, str]]:
     (exit status, stdout, stderr)."""
     procs = {
         name: subprocess.Popen(
-            [sys.executable, "-c", _PROBE, name, *FORBIDDEN],
+            [sys.executable, "-P", "-c", _PROBE, name, *FORBIDDEN],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
         )
         for name in NO_IO
@@ -67,7 +67,7 @@ def probes() -> dict[str, tuple[int, str, str]]:
 def test_a_bare_interpreter_loads_neither() -> None:
     # Otherwise every failure below would be the interpreter's, not ours.
     proc = subprocess.run(
-        [sys.executable, "-c",
+        [sys.executable, "-P", "-c",
          "import sys; print(*[m for m in sys.argv[1:] if m in sys.modules])", *FORBIDDEN],
         capture_output=True, text=True, cwd=REPO, timeout=60, check=True,
     )

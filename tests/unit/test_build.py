@@ -13,6 +13,7 @@ import ast
 import importlib.util
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -81,6 +82,16 @@ def test_version_says_which_build_runs() -> None:
     n = len(operone_zmq.compiled_modules())
     build = f"compiled: {n} modules" if n else "pure Python"
     assert out.output == f"operone, version {operone_zmq.__version__} ({build})\n"
+
+
+def test_the_daemons_the_tests_start_run_this_build() -> None:
+    """The tests start daemons as ``python -P -m operone_zmq`` from the
+    checkout: without ``-P`` they would import its source, and the compiled
+    env would test pure-Python daemons."""
+    r = subprocess.run([sys.executable, "-P", "-m", "operone_zmq", "--version"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60, check=True)
+    out = CliRunner().invoke(cli, ["--version"])
+    assert r.stdout == out.output
 
 
 def test_an_editable_build_with_the_flag_is_refused(monkeypatch: pytest.MonkeyPatch,

@@ -42,7 +42,7 @@ def test_a_pid_file_of_a_dead_process_is_stale(tmp_path: Path) -> None:
     home = Home(tmp_path)
     write_pid_file(home, {"pid": os.getpid(), "node": "n1"})
     assert read_pid_file(home) == {"pid": os.getpid(), "node": "n1"}
-    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p = subprocess.Popen([sys.executable, "-P", "-c", "pass"])
     p.wait(30)
     assert not pid_alive(p.pid)
     write_pid_file(home, {"pid": p.pid, "node": "n1"})
@@ -61,7 +61,7 @@ def test_an_exited_process_that_its_parent_has_not_reaped_is_not_alive() -> None
         pytest.skip("reads /proc")
     # A parent that never reaps its child, which exits at once.
     parent = subprocess.Popen(
-        [sys.executable, "-c",
+        [sys.executable, "-P", "-c",
          "import os, sys, time\n"
          "pid = os.fork()\n"
          "if pid == 0:\n    os._exit(0)\n"

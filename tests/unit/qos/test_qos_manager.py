@@ -690,7 +690,7 @@ def test_importing_the_package_pulls_in_no_io() -> None:
         "print(sorted(m for m in ('zmq', 'asyncio', 'socket', 'threading') if m in sys.modules))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+        [sys.executable, "-P", "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "[]"
 

@@ -42,7 +42,7 @@ def test_importing_routing_pulls_in_no_io_modules() -> None:
         "if m in sys.modules)))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+        [sys.executable, "-P", "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == ""
 

@@ -456,7 +456,7 @@ def test_a_failed_scan_keeps_the_last_good_snapshot(tmp_path: Path) -> None:
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
 
-    r = subprocess.run([sys.executable, "-c", _EMFILE_PROBE, str(tmp_path)],
+    r = subprocess.run([sys.executable, "-P", "-c", _EMFILE_PROBE, str(tmp_path)],
                        capture_output=True, text=True, timeout=60, preexec_fn=limit)
     assert r.returncode == 0, r.stderr
     out = r.stdout + r.stderr

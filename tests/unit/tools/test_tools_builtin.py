@@ -33,7 +33,7 @@ def test_package_imports_neither_zmq_nor_asyncio() -> None:
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('zmq', 'asyncio'))\n"
         "assert not bad, bad\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
+    subprocess.run([sys.executable, "-P", "-c", code], check=True, timeout=30)
 
 
 def test_builtin_names_and_descriptions(reg: ToolRegistry) -> None:
