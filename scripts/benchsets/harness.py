@@ -163,6 +163,27 @@ async def run_latency(submit: Submit, n: int) -> list[float]:
     return out
 
 
+async def run_latency_interleaved(subs: list[Submit], n: int) -> list[list[float]]:
+    """``n`` rounds of one round trip on each of ``subs`` in turn (the order
+    rotated every round): each one's latencies in microseconds.  Run one
+    after another in blocks, two stacks meet a shared, busy host at
+    different moments, and a difference of two p50s (a hop's cost) moves by
+    more than it measures; interleaved, every stack sees the same moments."""
+    out: list[list[float]] = [[] for _ in subs]
+    clock = time.perf_counter_ns
+    deadline = time.monotonic() + PHASE_TIMEOUT
+    order = list(range(len(subs)))
+    for r in range(n):
+        k = r % len(order)
+        for i in order[k:] + order[:k]:
+            t0 = clock()
+            await subs[i]()
+            out[i].append((clock() - t0) / 1000)
+        if time.monotonic() > deadline:
+            raise TimeoutError("latency phase took too long")
+    return out
+
+
 def percentile(xs: list[float], q: float) -> float:
     s = sorted(xs)
     return s[min(len(s) - 1, max(0, round(q / 100 * (len(s) - 1))))]

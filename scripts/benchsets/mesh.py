@@ -36,6 +36,7 @@ from .harness import (
     median,
     percentile,
     run_latency,
+    run_latency_interleaved,
     run_window,
     say,
 )
@@ -43,6 +44,9 @@ from .stacks import RawChain
 
 #: The normal class's port offset: the class echo goes on.
 NORMAL = CLASS_NAMES.index("normal")
+#: The phase the latency figures come from (the "latency" blocks give the
+#: CPU per job at one in flight).
+LAT = "interleaved"
 
 
 async def bench_mesh(args: argparse.Namespace, work: Path) -> Result:
@@ -113,16 +117,28 @@ async def bench_mesh(args: argparse.Namespace, work: Path) -> Result:
                 await run_latency(sub, 200)
         await run_latency(via_relay, 200)
         stacks = list(submitters)
+        # p50s from rounds of one job on every stack and hop count in turn
+        # (run_latency_interleaved): a hop's cost is a difference of two of
+        # them, which blocks run one after another on a shared host blur.
+        keys = [(s, k) for k in hops for s in stacks] + [("via raw relay", 0)]
+        subs = [via_relay if s == "via raw relay" else submitters[s][k] for s, k in keys]
         for i in range(reps):
+            lats = await run_latency_interleaved(subs, lat_n)
+            for (s, k), lat in zip(keys, lats, strict=True):
+                figs.setdefault((s, k, "interleaved"), []).append(
+                    {"p50_us": statistics.median(lat), "p99_us": percentile(lat, 99)})
+            say(f"  p50 interleaved rep {i + 1}/{reps}: " + ", ".join(
+                f"{s} {k}: {statistics.median(lat):.0f}"
+                for (s, k), lat in zip(keys, lats, strict=True)))
             for what in ("latency", "throughput"):
                 for k in (hops if i % 2 == 0 else hops[::-1]):
                     for s in (stacks if (i + k) % 2 == 0 else stacks[::-1]):
                         sub = submitters[s][k]
                         meter = LoadMeter(pids[s])
-                        if what == "latency":
-                            lat = await run_latency(sub, lat_n)
+                        if what == "latency":  # for its CPU per job (p50 above)
+                            lat = await run_latency(sub, lat_n // 2)
                             r = {"p50_us": statistics.median(lat),
-                                 "p99_us": percentile(lat, 99), **meter.done(lat_n)}
+                                 "p99_us": percentile(lat, 99), **meter.done(lat_n // 2)}
                             msg = f"p50 {r['p50_us']:.0f} us, p99 {r['p99_us']:.0f} us"
                         else:
                             secs, errors = await run_window(sub, jobs, window)
@@ -132,12 +148,6 @@ async def bench_mesh(args: argparse.Namespace, work: Path) -> Result:
                                 f", {errors} errors" if errors else "")
                         figs.setdefault((s, k, what), []).append(r)
                         say(f"  {what:10s} rep {i + 1}/{reps} {k} hops {s:8s}: {msg}")
-                    if what == "latency" and k == 0:
-                        lat = await run_latency(via_relay, lat_n)
-                        figs.setdefault(("via raw relay", 0, what), []).append(
-                            {"p50_us": statistics.median(lat)})
-                        say(f"  {what:10s} rep {i + 1}/{reps} operone through a raw relay:"
-                            f" p50 {statistics.median(lat):.0f} us")
     finally:
         for c in (client, relayed):
             if c is not None:
@@ -163,12 +173,12 @@ async def bench_mesh(args: argparse.Namespace, work: Path) -> Result:
 
     for k in hops:
         res.rows.append(Row(f"latency p50, 1 in flight, {hop_label(k)} (on={names[k]})", "us",
-                            med("baseline", k, "latency", "p50_us"),
-                            med("operone", k, "latency", "p50_us"), higher_is_better=False,
-                            spread=spread(k, "latency", "p50_us")))
+                            med("baseline", k, LAT, "p50_us"),
+                            med("operone", k, LAT, "p50_us"), higher_is_better=False,
+                            spread=spread(k, LAT, "p50_us")))
     per_hop: dict[str, float | None] = {}
     for s in stacks:
-        first, last = med(s, 0, "latency", "p50_us"), med(s, hops[-1], "latency", "p50_us")
+        first, last = med(s, 0, LAT, "p50_us"), med(s, hops[-1], LAT, "p50_us")
         per_hop[s] = None if first is None or last is None else (last - first) / hops[-1]
     # The per-hop targets are the raw relay's own (issue 12): a hop may cost
     # what a process that forwards without decoding costs, no more.
@@ -190,15 +200,13 @@ async def bench_mesh(args: argparse.Namespace, work: Path) -> Result:
     res.rows.append(row)
     steps = []
     for k in hops[1:]:
-        a, b = med("operone", k - 1, "latency", "p50_us"), med("operone", k, "latency",
-                                                               "p50_us")
+        a, b = med("operone", k - 1, LAT, "p50_us"), med("operone", k, LAT, "p50_us")
         if a is not None and b is not None:
             steps.append(b - a)
     # The same raw relay in front of n0, in operone's own traffic: what a hop
     # costs that decodes nothing, against the relays of the baseline chain;
     # an operone hop's own part is what it adds beyond it.
-    op0, via = med("operone", 0, "latency", "p50_us"), med("via raw relay", 0, "latency",
-                                                           "p50_us")
+    op0, via = med("operone", 0, LAT, "p50_us"), med("via raw relay", 0, LAT, "p50_us")
     raw_in_op = None if op0 is None or via is None else via - op0
     res.rows.append(Row("added p50 of one raw relay: in the chain / before n0", "us",
                         per_hop["baseline"], raw_in_op, higher_is_better=False))
@@ -208,8 +216,8 @@ async def bench_mesh(args: argparse.Namespace, work: Path) -> Result:
             f" {raw_in_op:.0f} us of p50; an operone broker hop adds {per_hop['operone']:.0f}"
             f" us: {per_hop['operone'] - raw_in_op:+.0f} us of it is the broker's own")
     res.rows.append(Row(f"latency p99, 1 in flight, {hop_label(hops[-1])}", "us",
-                        med("baseline", hops[-1], "latency", "p99_us"),
-                        med("operone", hops[-1], "latency", "p99_us"),
+                        med("baseline", hops[-1], LAT, "p99_us"),
+                        med("operone", hops[-1], LAT, "p99_us"),
                         higher_is_better=False))
     zero = med("operone", 0, "throughput", "jobs_per_s")
     raw_keeps: list[str] = []
