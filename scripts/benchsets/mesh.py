@@ -3,7 +3,14 @@
 p50 latency and throughput from a client of n0 to a worker 0..3 broker hops
 away, against raw pyzmq relays chained in front of the raw broker; and the
 same raw relay in front of n0, carrying one operone client, so what an
-operone hop adds beyond a hop that decodes nothing shows.
+operone hop adds beyond a hop that decodes nothing shows.  The latency
+figures come from interleaved rounds (one job on every stack and hop count
+in turn): a hop's cost is the difference of two p50s, and on a shared host
+blocks run one after another drift by more than that.  Interleaved, each job
+meets caches the other stacks have used (cold); the blocks' figure (warm)
+is reported beside it.  On a small VM the scheduler's placement of the
+processes on CPUs moves a hop's cost too: ``taskset -c 0 python
+scripts/bench.py mesh`` holds it fixed (every process on one CPU).
 """
 
 from __future__ import annotations
@@ -187,6 +194,16 @@ async def bench_mesh(args: argparse.Namespace, work: Path) -> Result:
     row.ok = (None if row.operone is None or row.baseline is None
               else row.operone <= row.baseline)
     res.rows.append(row)
+    # The same from the blocks (one stack and hop count at a time, warm:
+    # every job goes the way the one before it went); interleaved rounds
+    # touch every process in turn, so each job meets colder caches, and
+    # that costs a path in proportion to the code it runs.
+    warm: dict[str, float | None] = {}
+    for s in stacks:
+        first, last = med(s, 0, "latency", "p50_us"), med(s, hops[-1], "latency", "p50_us")
+        warm[s] = None if first is None or last is None else (last - first) / hops[-1]
+    res.rows.append(Row(f"added p50 per extra hop, warm (blocks; mean over {hops[-1]})", "us",
+                        warm["baseline"], warm["operone"], higher_is_better=False))
     cpu_hop: dict[str, float | None] = {}
     for s in stacks:
         first = med(s, 0, "throughput", "cpu_us_per_job")
@@ -198,11 +215,22 @@ async def bench_mesh(args: argparse.Namespace, work: Path) -> Result:
     row.ok = (None if row.operone is None or row.baseline is None
               else row.operone <= row.baseline)
     res.rows.append(row)
-    steps = []
-    for k in hops[1:]:
-        a, b = med("operone", k - 1, LAT, "p50_us"), med("operone", k, LAT, "p50_us")
-        if a is not None and b is not None:
-            steps.append(b - a)
+    def step_list(s: str) -> list[float]:
+        out = []
+        for k in hops[1:]:
+            a, b = med(s, k - 1, LAT, "p50_us"), med(s, k, LAT, "p50_us")
+            if a is not None and b is not None:
+                out.append(b - a)
+        return out
+
+    steps, base_steps = step_list("operone"), step_list("baseline")
+    # The last hop adds a broker that only relays (the first takes the job
+    # remote at all, the second starts the signed path at both ends): its
+    # step against the baseline's last relay is a relay's cost alone.
+    if len(steps) == len(hops) - 1 and len(base_steps) == len(steps) and len(steps) >= 2:
+        res.rows.append(Row(f"added p50 of the last hop ({hop_label(hops[-2])} ->"
+                            f" {hops[-1]}: one more relay only)", "us", base_steps[-1],
+                            steps[-1], higher_is_better=False))
     # The same raw relay in front of n0, in operone's own traffic: what a hop
     # costs that decodes nothing, against the relays of the baseline chain;
     # an operone hop's own part is what it adds beyond it.
@@ -253,7 +281,9 @@ async def bench_mesh(args: argparse.Namespace, work: Path) -> Result:
         " decoding")
     if steps:
         res.notes.append("operone p50 added by each hop in turn: "
-                         + ", ".join(f"+{x:.0f} us" for x in steps))
+                         + ", ".join(f"+{x:.0f} us" for x in steps)
+                         + ("; the baseline's: " + ", ".join(f"+{x:.0f} us" for x in base_steps)
+                            if base_steps else ""))
     if raw_keeps:
         res.notes.append("throughput the baseline keeps at each hop, of the hop before: "
                          + ", ".join(raw_keeps))
@@ -267,7 +297,8 @@ async def bench_mesh(args: argparse.Namespace, work: Path) -> Result:
     res.data |= {"params": {"reps": reps, "latency_n": lat_n, "jobs": jobs, "window": window,
                             "raw_frames": args.raw_frames},
                  "repetitions": {f"{s}/{k}/{w}": rs for (s, k, w), rs in figs.items()},
-                 "added_p50_us_per_hop": {"mean": per_hop, "steps": steps}}
+                 "added_p50_us_per_hop": {"mean": per_hop, "steps": steps,
+                                          "baseline_steps": base_steps}}
     return res
 
 
