@@ -29,17 +29,21 @@ class JobFuture(asyncio.Future[JobResult]):
     anyone else (``operone cancel``, QUERY ``cancel``) raises
     :class:`~operone_zmq.errors.JobCancelled`."""
 
+    # Slots for what the client sets on every job: in the instance dict
+    # (which asyncio.Future still gives, for any other attribute) setting
+    # them costs twice as much.
+    __slots__ = ("_cls", "_on_cancel", "job_id")
     job_id: str
     #: Called with (job id, class) when the future is cancelled: the client
     #: sends CANCEL (set by AsyncClient once the job is sent).
-    _on_cancel: Callable[[str, int], None] | None = None
-    _cls: int = 2
+    _on_cancel: Callable[[str, int], None] | None
+    _cls: int
 
     def cancel(self, msg: Any | None = None) -> bool:
         """Cancel the job (CANCEL to the broker) and this future."""
         if not super().cancel(msg):
             return False
-        hook = self._on_cancel
+        hook = getattr(self, "_on_cancel", None)
         if hook is not None:
             self._on_cancel = None
             hook(self.job_id, self._cls)
