@@ -22,7 +22,7 @@ from typing import Any, Final
 
 from ..errors import JobError
 from ..protocol.bodies import ErrorBody
-from ..protocol.codec import TAG, Header, MsgType, encode_header
+from ..protocol.codec import TAG, MsgType, encode_header
 from ..protocol.frame import Frame
 from ..protocol.limits import DEFAULT_TTL
 from ..routing.lsdb import DEFAULT_DOWN_RETENTION
@@ -230,8 +230,9 @@ class BrokerContext:
 
     def header(self, t: int, mid: str, dst: str, cls: int, corr: str | None = None) -> bytes:
         """A header from this node, stamped with the wall clock."""
+        # (A plain tuple: the same array, without Header's interpreted __new__.)
         return encode_header(
-            Header(t, mid, self.node_id, dst, DEFAULT_TTL, int(self.wall() * 1000), cls, corr)
+            (t, mid, self.node_id, dst, DEFAULT_TTL, int(self.wall() * 1000), cls, corr)
         )
 
     def next_id(self) -> str:

@@ -77,7 +77,7 @@ from ..errors import (
 )
 from ..jobs.router import NodeInfo
 from ..protocol.bodies import ErrorBody, JobRequest, Ready, ResultBody
-from ..protocol.codec import TAG, Header, decode, decode_header, encode_header
+from ..protocol.codec import TAG, Header, decode, decode_header, encode_header, make_header
 from ..protocol.frame import Frame
 from .context import (
     _DISCONNECT,
@@ -456,7 +456,7 @@ class LocalJobs:
             body = ErrorBody(error.code, error.message, error.remote_type,
                              error.node or ctx.node_id, error.details).pack()
         # The header a worker would have sent: from the worker, to this broker.
-        h = Header(t, jid, w.name, ctx.node_id, 1, int(ctx.wall() * 1000), job.cls, None)
+        h = make_header(t, jid, w.name, ctx.node_id, 1, int(ctx.wall() * 1000), job.cls, None)
         self._answered(w, VIRTUAL_RID, h, [VIRTUAL_RID, TAG, encode_header(h), body], body)
 
     def _count_error(self, body: Frame) -> None:

@@ -455,8 +455,8 @@ class OriginTable:
             return
         if target == node_id:
             job_frames: list[Frame] = frames if frames is not None else [
-                TAG, encode_header(Header(_JOB, o.id, o.src, node_id, DEFAULT_TTL, o.ts,
-                                          o.cls, None)), body]
+                TAG, encode_header((_JOB, o.id, o.src, node_id, DEFAULT_TTL, o.ts,
+                                    o.cls, None)), body]
             err2 = self._local.accept(o.client, o.cls, o.src, o.id, req, job_frames, now,
                                       remote=False, origin=True)
             if err2 is not None:
@@ -492,8 +492,8 @@ class OriginTable:
         o.deadline = now + timeout + ctx.limits.remote_grace
         heapq.heappush(self._deadlines, (o.deadline, o.id))
         # Stamped now (each attempt is a new signed message; replay window).
-        header = encode_header(Header(_JOB, o.id, node_id, target, DEFAULT_TTL,
-                                      int(ctx.wall() * 1000), o.cls, None))
+        header = encode_header((_JOB, o.id, node_id, target, DEFAULT_TTL,
+                                int(ctx.wall() * 1000), o.cls, None))
         refused = counters["qos_refused"]
         if not self._relay.send_to_node(target, o.cls, [TAG, header, body], _JOB,
                                         client=(o.grant.fingerprint, o.grant.role)):

@@ -120,9 +120,8 @@ class RemoteJobs:
         if h.type == _RESULT:
             self._cache(job, frames)
         # Stamped now: a signed answer is fresh (a cached one is sent again).
-        header = encode_header(Header(h.type, h.id, job.legacy or self._ctx.node_id, job.src,
-                                      DEFAULT_TTL, int(self._ctx.wall() * 1000), job.cls,
-                                      h.corr))
+        header = encode_header((h.type, h.id, job.legacy or self._ctx.node_id, job.src,
+                                DEFAULT_TTL, int(self._ctx.wall() * 1000), job.cls, h.corr))
         self._relay.send_to_node(job.src, job.cls, [TAG, header, *frames[3:]], h.type)
 
     def _release(self, job: Job) -> None:

@@ -152,8 +152,9 @@ class WorkerCore:
                          "malformed": 0, "reconnects": 0, "joined": 0}
 
     def _header(self, t: int, mid: str, cls: int = 0) -> bytes:
-        return encode_header(Header(t, mid, self.name, self.node, 1, int(self._wall() * 1000),
-                                    cls, None))
+        # (A plain tuple: the same array, without Header's interpreted __new__.)
+        return encode_header((t, mid, self.name, self.node, 1, int(self._wall() * 1000),
+                              cls, None))
 
     def _mid(self) -> str:
         self._seq += 1

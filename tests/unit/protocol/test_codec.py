@@ -387,3 +387,13 @@ def test_worked_query_example_bytes() -> None:
     assert encode_header(q).hex() == "9828a27131a163a020cf0000018bcfe5680000c0"
     r = Header(MsgType.REPLY, "q1", "n1", "c", 32, 1_700_000_000_000, 0, "q1")
     assert encode_header(r).hex() == "9829a27131a26e31a16320cf0000018bcfe5680000a27131"
+
+
+def test_make_header_is_a_header_like_the_named_tuples_own() -> None:
+    from operone_zmq.protocol.codec import make_header
+
+    fields = (int(MsgType.RESULT), "j1", "n1.w1", "n1", 1, 1234, 2, None)
+    h = make_header(*fields)
+    assert type(h) is Header and h == Header(*fields)
+    assert (h.type, h.id, h.src, h.dst, h.ttl, h.ts, h.cls, h.corr) == fields
+    assert encode_header(h) == encode_header(Header(*fields)) == encode_header(fields)
