@@ -183,10 +183,15 @@ async def bench_mesh(args: argparse.Namespace, work: Path) -> Result:
                             med("baseline", k, LAT, "p50_us"),
                             med("operone", k, LAT, "p50_us"), higher_is_better=False,
                             spread=spread(k, LAT, "p50_us")))
-    per_hop: dict[str, float | None] = {}
-    for s in stacks:
-        first, last = med(s, 0, LAT, "p50_us"), med(s, hops[-1], LAT, "p50_us")
-        per_hop[s] = None if first is None or last is None else (last - first) / hops[-1]
+    def per_extra_hop(what: str, key: str) -> dict[str, float | None]:
+        """Each stack's ``key`` at the last hop count less at 0, per hop."""
+        out: dict[str, float | None] = {}
+        for s in stacks:
+            first, last = med(s, 0, what, key), med(s, hops[-1], what, key)
+            out[s] = None if first is None or last is None else (last - first) / hops[-1]
+        return out
+
+    per_hop = per_extra_hop(LAT, "p50_us")
     # The per-hop targets are the raw relay's own (issue 12): a hop may cost
     # what a process that forwards without decoding costs, no more.
     row = Row(f"added p50 per extra hop (mean over {hops[-1]})", "us", per_hop["baseline"],
@@ -198,23 +203,17 @@ async def bench_mesh(args: argparse.Namespace, work: Path) -> Result:
     # every job goes the way the one before it went); interleaved rounds
     # touch every process in turn, so each job meets colder caches, and
     # that costs a path in proportion to the code it runs.
-    warm: dict[str, float | None] = {}
-    for s in stacks:
-        first, last = med(s, 0, "latency", "p50_us"), med(s, hops[-1], "latency", "p50_us")
-        warm[s] = None if first is None or last is None else (last - first) / hops[-1]
+    warm = per_extra_hop("latency", "p50_us")
     res.rows.append(Row(f"added p50 per extra hop, warm (blocks; mean over {hops[-1]})", "us",
                         warm["baseline"], warm["operone"], higher_is_better=False))
-    cpu_hop: dict[str, float | None] = {}
-    for s in stacks:
-        first = med(s, 0, "throughput", "cpu_us_per_job")
-        last = med(s, hops[-1], "throughput", "cpu_us_per_job")
-        cpu_hop[s] = None if first is None or last is None else (last - first) / hops[-1]
+    cpu_hop = per_extra_hop("throughput", "cpu_us_per_job")
     row = Row(f"added CPU/job per extra hop, {window} in flight (mean over {hops[-1]})", "us",
               cpu_hop["baseline"], cpu_hop["operone"], "<= 1.0x baseline",
               higher_is_better=False)
     row.ok = (None if row.operone is None or row.baseline is None
               else row.operone <= row.baseline)
     res.rows.append(row)
+
     def step_list(s: str) -> list[float]:
         out = []
         for k in hops[1:]:
@@ -227,7 +226,7 @@ async def bench_mesh(args: argparse.Namespace, work: Path) -> Result:
     # The last hop adds a broker that only relays (the first takes the job
     # remote at all, the second starts the signed path at both ends): its
     # step against the baseline's last relay is a relay's cost alone.
-    if len(steps) == len(hops) - 1 and len(base_steps) == len(steps) and len(steps) >= 2:
+    if len(hops) > 2 and len(steps) == len(base_steps) == len(hops) - 1:
         res.rows.append(Row(f"added p50 of the last hop ({hop_label(hops[-2])} ->"
                             f" {hops[-1]}: one more relay only)", "us", base_steps[-1],
                             steps[-1], higher_is_better=False))
