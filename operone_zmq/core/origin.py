@@ -94,7 +94,7 @@ from ..errors import (
 )
 from ..jobs.router import NodeInfo, RouteDecision, ToolRouter
 from ..protocol.bodies import Cancel, ErrorBody, JobRequest, ResultBody
-from ..protocol.codec import TAG, Header, encode_header
+from ..protocol.codec import TAG, Header, HeaderFields, encode_header
 from ..protocol.frame import Frame
 from ..protocol.limits import DEFAULT_TTL
 from ..routing.dijkstra import RoutingTable
@@ -492,11 +492,12 @@ class OriginTable:
         o.deadline = now + timeout + ctx.limits.remote_grace
         heapq.heappush(self._deadlines, (o.deadline, o.id))
         # Stamped now (each attempt is a new signed message; replay window).
-        header = encode_header((_JOB, o.id, node_id, target, DEFAULT_TTL,
-                                int(ctx.wall() * 1000), o.cls, None))
+        fields: HeaderFields = (_JOB, o.id, node_id, target, DEFAULT_TTL,
+                                int(ctx.wall() * 1000), o.cls, None)
         refused = counters["qos_refused"]
-        if not self._relay.send_to_node(target, o.cls, [TAG, header, body], _JOB,
-                                        client=(o.grant.fingerprint, o.grant.role)):
+        if not self._relay.send_to_node(target, o.cls, [TAG, encode_header(fields), body], _JOB,
+                                        client=(o.grant.fingerprint, o.grant.role),
+                                        fields=fields):
             failure: JobError
             if counters["qos_refused"] != refused:
                 failure = Overloaded(

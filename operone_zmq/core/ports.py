@@ -20,7 +20,7 @@ from typing import Final, Protocol
 from ..errors import JobError
 from ..jobs.router import NodeInfo
 from ..protocol.bodies import JobRequest
-from ..protocol.codec import Header
+from ..protocol.codec import Header, HeaderFields
 from ..protocol.frame import Frame
 from .peers import PeerLink
 
@@ -144,7 +144,8 @@ class Router(Protocol):
     """Routed sending, as the parts that answer other nodes see it."""
 
     def send_to_node(self, dst: str, cls: int, frames: list[Frame], t: int, *,
-                     client: tuple[str, str] | None = None, sign: bool = True) -> bool: ...
+                     client: tuple[str, str] | None = None, sign: bool = True,
+                     fields: HeaderFields | None = None) -> bool: ...
 
     def route_error(self, dst: str, mid: str, cls: int, err: JobError,
                     src: str | None = None) -> None: ...

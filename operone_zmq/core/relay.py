@@ -54,7 +54,14 @@ from typing import Any, Final
 
 from ..errors import JobError, NoRoute, ProtocolError, Refused
 from ..protocol.bodies import ErrorBody, JobRequest, pack_value, unpack_value
-from ..protocol.codec import TAG, Header, decode_header, encode_header, encode_relayed_header
+from ..protocol.codec import (
+    TAG,
+    Header,
+    HeaderFields,
+    decode_header,
+    encode_header,
+    encode_relayed_header,
+)
 from ..protocol.frame import Frame
 from ..protocol.limits import DEFAULT_TTL
 from ..protocol.signature import MAC_VERSION, KeyRing, SigFrame, Signer, message_signed_bytes
@@ -135,25 +142,27 @@ class Relay:
 
     # ------------------------------------------------------------- routing
     def sign(self, frames: list[Frame], client: tuple[str, str] | None = None, *,
-             direct: bool = False) -> list[Frame]:
+             direct: bool = False, fields: HeaderFields | None = None) -> list[Frame]:
         """``[tag, header, body]`` with our signature frame added (unchanged
         without a signer).  ``direct``: the next hop is the destination and
-        takes our own messages unsigned, so one we originate is not signed."""
+        takes our own messages unsigned, so one we originate is not signed.
+        ``fields``: the header's fields, the very tuple ``frames[1]`` was
+        encoded from (saves decoding it again: a job signs twice at each end)."""
         signer = self._signer
         if signer is None:
             return frames
-        h = decode_header(frames[1])
+        t, mid, src, dst, _ttl, ts, cls, corr = (
+            fields if fields is not None else decode_header(frames[1]))
         me = self._ctx.node_id
-        if direct and h.src == me:
+        if direct and src == me:
             if client is None:
                 return frames[:3]
             return [frames[0], frames[1], frames[2], SigFrame(None, client).pack()]
-        data = message_signed_bytes(h.type, h.id, h.src, h.dst, h.ts, h.cls, h.corr, client,
-                                    frames[2])
-        name = None if h.src == me else me
+        data = message_signed_bytes(t, mid, src, dst, ts, cls, corr, client, frames[2])
+        name = None if src == me else me
         verifier = self._mac_verifier
-        if verifier is not None and h.type != _BROADCAST and self._keyring is not None:
-            node = verifier(h.dst)
+        if verifier is not None and t != _BROADCAST and self._keyring is not None:
+            node = verifier(dst)
             mac = None if node is None else self._keyring.mac_for(node, data)
             if mac is not None:
                 return [frames[0], frames[1], frames[2],
@@ -261,11 +270,13 @@ class Relay:
         return req
 
     def send_to_node(self, dst: str, cls: int, frames: list[Frame], t: int, *,
-                     client: tuple[str, str] | None = None, sign: bool = True) -> bool:
+                     client: tuple[str, str] | None = None, sign: bool = True,
+                     fields: HeaderFields | None = None) -> bool:
         """Send routed frames toward ``dst`` by its next hop; False if unreachable.
         Frames we originate (``sign``) are signed, for ``client`` when given
         (unsigned but for the client frame when the next hop is the
-        destination over a link that said ``direct``).
+        destination over a link that said ``direct``); ``fields``: the tuple
+        ``frames[1]`` was encoded from (:meth:`sign`).
 
         A next hop whose link is gone or down (it just went: our LSA and the
         routes will follow within an LSA interval and an SPF run) holds the
@@ -274,7 +285,7 @@ class Relay:
         link = self._links.get(nh) if nh is not None else None
         if sign and self._signer is not None:
             direct = link is not None and link.up and nh == dst and link.direct
-            frames = self.sign(frames[:3], client, direct=direct)
+            frames = self.sign(frames[:3], client, direct=direct, fields=fields)
         if nh is not None and (link is None or not link.up) and t in _ROUTED:
             self.hold(cls, frames, self._ctx.now)
             return True

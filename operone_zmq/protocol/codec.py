@@ -49,6 +49,7 @@ __all__ = [
     "NO_ID",
     "TAG",
     "Header",
+    "HeaderFields",
     "Message",
     "MsgType",
     "best_effort_id",
@@ -104,6 +105,11 @@ class Header(NamedTuple):
     ts: int
     cls: int
     corr: str | None
+
+
+#: A header's eight fields as a plain tuple, in wire order (what the hot
+#: paths encode, and hand on beside the bytes; a Header is one too).
+HeaderFields = tuple[int, str, str, str, int, int, int, str | None]
 
 
 class Message(NamedTuple):

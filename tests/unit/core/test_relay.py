@@ -120,3 +120,18 @@ def test_only_our_own_messages_to_the_next_hop_go_unsigned() -> None:
     assert signed.sig is not None and signed.client == CLIENT
     _, hosts = _job("ssh-host", dst="n2")  # an SSH host we answer for: still signed
     assert SigFrame.unpack(p.relay.sign(hosts, direct=True)[3]).signer == "n1"
+
+
+def test_signing_with_the_header_fields_signs_what_decoding_the_header_would() -> None:
+    """The origin and an answering node hand sign() the tuple they encoded the
+    header from; the frames are byte for byte those of decoding it again
+    (Ed25519 is deterministic); and an SSH host's answer is signed in our name."""
+    p, _ = _signing_parts()
+    for src in ("n1", "ssh-host"):
+        h, mine = _job(src, dst="n2")
+        fields = (h.type, h.id, h.src, h.dst, h.ttl, h.ts, h.cls, h.corr)
+        for client in (CLIENT, None):
+            signed = p.relay.sign(mine, client, fields=fields)
+            assert len(signed) == 4 and signed == p.relay.sign(mine, client)
+        assert p.relay.sign(mine, CLIENT, direct=True, fields=fields) == p.relay.sign(
+            mine, CLIENT, direct=True)
