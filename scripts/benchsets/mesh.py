@@ -3,14 +3,23 @@
 p50 latency and throughput from a client of n0 to a worker 0..3 broker hops
 away, against raw pyzmq relays chained in front of the raw broker; and the
 same raw relay in front of n0, carrying one operone client, so what an
-operone hop adds beyond a hop that decodes nothing shows.  The latency
-figures come from interleaved rounds (one job on every stack and hop count
+operone hop adds beyond a hop that decodes nothing shows.
+
+The latency figures come from interleaved rounds (every stack and hop count
 in turn): a hop's cost is the difference of two p50s, and on a shared host
-blocks run one after another drift by more than that.  Interleaved, each job
-meets caches the other stacks have used (cold); the blocks' figure (warm)
-is reported beside it.  On a small VM the scheduler's placement of the
-processes on CPUs moves a hop's cost too: ``taskset -c 0 python
-scripts/bench.py mesh`` holds it fixed (every process on one CPU).
+blocks run one after another drift by more than that.  Two kinds of round:
+
+* warm (the targets): a turn of 8 jobs on each, the first not counted, so
+  every counted job went the way the one before it went, as on a mesh whose
+  brokers each have a PC of their own and a steady stream of jobs;
+* cold: one job a turn, so each job meets caches nine other stacks have
+  used since.  It costs a path in proportion to the code it runs, and it
+  costs the same code more the fewer jobs pass it per round: the baseline's
+  identical relays add more and more in turn (its steps are in the notes).
+
+On a small VM the scheduler's placement of the processes on CPUs moves a
+hop's cost too: ``taskset -c 0 python scripts/bench.py mesh`` holds it fixed
+(every process on one CPU).
 """
 
 from __future__ import annotations
@@ -51,9 +60,12 @@ from .stacks import RawChain
 
 #: The normal class's port offset: the class echo goes on.
 NORMAL = CLASS_NAMES.index("normal")
-#: The phase the latency figures come from (the "latency" blocks give the
-#: CPU per job at one in flight).
-LAT = "interleaved"
+#: The phases the latency figures come from (the "latency" blocks give the
+#: CPU per job at one in flight): interleaved rounds of a turn of WARM_TURN
+#: jobs (the first not counted) on every stack, and of one job (cold).
+LAT = "interleaved warm"
+COLD = "interleaved cold"
+WARM_TURN = 8
 
 
 async def bench_mesh(args: argparse.Namespace, work: Path) -> Result:
@@ -124,19 +136,20 @@ async def bench_mesh(args: argparse.Namespace, work: Path) -> Result:
                 await run_latency(sub, 200)
         await run_latency(via_relay, 200)
         stacks = list(submitters)
-        # p50s from rounds of one job on every stack and hop count in turn
+        # p50s from rounds on every stack and hop count in turn
         # (run_latency_interleaved): a hop's cost is a difference of two of
         # them, which blocks run one after another on a shared host blur.
         keys = [(s, k) for k in hops for s in stacks] + [("via raw relay", 0)]
         subs = [via_relay if s == "via raw relay" else submitters[s][k] for s, k in keys]
         for i in range(reps):
-            lats = await run_latency_interleaved(subs, lat_n)
-            for (s, k), lat in zip(keys, lats, strict=True):
-                figs.setdefault((s, k, "interleaved"), []).append(
-                    {"p50_us": statistics.median(lat), "p99_us": percentile(lat, 99)})
-            say(f"  p50 interleaved rep {i + 1}/{reps}: " + ", ".join(
-                f"{s} {k}: {statistics.median(lat):.0f}"
-                for (s, k), lat in zip(keys, lats, strict=True)))
+            for phase, turn in ((LAT, WARM_TURN), (COLD, 1)):
+                lats = await run_latency_interleaved(subs, lat_n, turn=turn)
+                for (s, k), lat in zip(keys, lats, strict=True):
+                    figs.setdefault((s, k, phase), []).append(
+                        {"p50_us": statistics.median(lat), "p99_us": percentile(lat, 99)})
+                say(f"  p50 {phase} rep {i + 1}/{reps}: " + ", ".join(
+                    f"{s} {k}: {statistics.median(lat):.0f}"
+                    for (s, k), lat in zip(keys, lats, strict=True)))
             for what in ("latency", "throughput"):
                 for k in (hops if i % 2 == 0 else hops[::-1]):
                     for s in (stacks if (i + k) % 2 == 0 else stacks[::-1]):
@@ -194,18 +207,18 @@ async def bench_mesh(args: argparse.Namespace, work: Path) -> Result:
     per_hop = per_extra_hop(LAT, "p50_us")
     # The per-hop targets are the raw relay's own (issue 12): a hop may cost
     # what a process that forwards without decoding costs, no more.
-    row = Row(f"added p50 per extra hop (mean over {hops[-1]})", "us", per_hop["baseline"],
-              per_hop["operone"], "<= 1.0x baseline", higher_is_better=False)
+    row = Row(f"added p50 per extra hop (warm; mean over {hops[-1]})", "us",
+              per_hop["baseline"], per_hop["operone"], "<= 1.0x baseline",
+              higher_is_better=False, spread=_spread_of_hop(figs, hops[-1], LAT))
     row.ok = (None if row.operone is None or row.baseline is None
               else row.operone <= row.baseline)
     res.rows.append(row)
-    # The same from the blocks (one stack and hop count at a time, warm:
-    # every job goes the way the one before it went); interleaved rounds
-    # touch every process in turn, so each job meets colder caches, and
-    # that costs a path in proportion to the code it runs.
-    warm = per_extra_hop("latency", "p50_us")
-    res.rows.append(Row(f"added p50 per extra hop, warm (blocks; mean over {hops[-1]})", "us",
-                        warm["baseline"], warm["operone"], higher_is_better=False))
+    # The same from rounds of one job a turn: each job meets the caches the
+    # other stacks used, and that costs a path in proportion to its code.
+    cold = per_extra_hop(COLD, "p50_us")
+    res.rows.append(Row(f"added p50 per extra hop, cold (one job a turn; mean over {hops[-1]})",
+                        "us", cold["baseline"], cold["operone"], higher_is_better=False,
+                        spread=_spread_of_hop(figs, hops[-1], COLD)))
     cpu_hop = per_extra_hop("throughput", "cpu_us_per_job")
     row = Row(f"added CPU/job per extra hop, {window} in flight (mean over {hops[-1]})", "us",
               cpu_hop["baseline"], cpu_hop["operone"], "<= 1.0x baseline",
@@ -214,10 +227,10 @@ async def bench_mesh(args: argparse.Namespace, work: Path) -> Result:
               else row.operone <= row.baseline)
     res.rows.append(row)
 
-    def step_list(s: str) -> list[float]:
+    def step_list(s: str, phase: str = LAT) -> list[float]:
         out = []
         for k in hops[1:]:
-            a, b = med(s, k - 1, LAT, "p50_us"), med(s, k, LAT, "p50_us")
+            a, b = med(s, k - 1, phase, "p50_us"), med(s, k, phase, "p50_us")
             if a is not None and b is not None:
                 out.append(b - a)
         return out
@@ -278,11 +291,13 @@ async def bench_mesh(args: argparse.Namespace, work: Path) -> Result:
         " broker and worker) with K relays chained in front, each a drained process"
         " forwarding over CurveZMQ TCP without decoding, as an operone hop does with"
         " decoding")
-    if steps:
-        res.notes.append("operone p50 added by each hop in turn: "
-                         + ", ".join(f"+{x:.0f} us" for x in steps)
-                         + ("; the baseline's: " + ", ".join(f"+{x:.0f} us" for x in base_steps)
-                            if base_steps else ""))
+    for phase, label in ((LAT, "warm"), (COLD, "cold")):
+        op_steps, raw_steps = step_list("operone", phase), step_list("baseline", phase)
+        if op_steps:
+            res.notes.append(f"p50 added by each hop in turn, {label}: operone "
+                             + ", ".join(f"+{x:.0f}" for x in op_steps) + " us"
+                             + ("; baseline " + ", ".join(f"+{x:.0f}" for x in raw_steps)
+                                + " us" if raw_steps else ""))
     if raw_keeps:
         res.notes.append("throughput the baseline keeps at each hop, of the hop before: "
                          + ", ".join(raw_keeps))
@@ -297,7 +312,10 @@ async def bench_mesh(args: argparse.Namespace, work: Path) -> Result:
                             "raw_frames": args.raw_frames},
                  "repetitions": {f"{s}/{k}/{w}": rs for (s, k, w), rs in figs.items()},
                  "added_p50_us_per_hop": {"mean": per_hop, "steps": steps,
-                                          "baseline_steps": base_steps}}
+                                          "baseline_steps": base_steps,
+                                          "cold_mean": cold,
+                                          "cold_steps": step_list("operone", COLD),
+                                          "cold_baseline_steps": step_list("baseline", COLD)}}
     return res
 
 
@@ -308,3 +326,13 @@ async def _ok(fut: asyncio.Future[Any]) -> bool:
     except Exception:
         return False
     return True
+
+
+def _spread_of_hop(figs: dict[tuple[str, int, str], list[dict[str, float]]], last: int,
+                   phase: str) -> float | None:
+    """The noise of the added p50 per hop: half its range over the
+    repetitions, relative to its median (the worse of the two stacks)."""
+    def per_rep(s: str) -> list[float]:
+        first, end = figs.get((s, 0, phase), []), figs.get((s, last, phase), [])
+        return [(b["p50_us"] - a["p50_us"]) / last for a, b in zip(first, end, strict=False)]
+    return half_range(per_rep("baseline"), per_rep("operone"))
