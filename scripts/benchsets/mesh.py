@@ -17,6 +17,10 @@ blocks run one after another drift by more than that.  Two kinds of round:
   costs the same code more the fewer jobs pass it per round: the baseline's
   identical relays add more and more in turn (its steps are in the notes).
 
+What end-to-end signing costs (MACs made and checked at both ends, a
+signature frame over every hop): ``OPERONE_SECURITY_SIGNATURES=false python
+scripts/bench.py mesh`` (the table's notes then say so).
+
 On a small VM the scheduler's placement of the processes on CPUs moves a
 hop's cost too: ``taskset -c 0 python scripts/bench.py mesh`` holds it fixed
 (every process on one CPU).
@@ -38,6 +42,7 @@ from typing import Any
 from _benchlib import START_TIMEOUT, BenchMesh, Child, free_base_port, wait_until
 
 from operone_zmq.aio.client import AsyncClient
+from operone_zmq.config import load_config
 from operone_zmq.core.context import CLASS_NAMES
 
 from .harness import (
@@ -301,6 +306,12 @@ async def bench_mesh(args: argparse.Namespace, work: Path) -> Result:
     if raw_keeps:
         res.notes.append("throughput the baseline keeps at each hop, of the hop before: "
                          + ", ".join(raw_keeps))
+    # What the brokers were configured with (their home and environment):
+    # security.signatures off is for measuring what signing costs.
+    if not load_config(mesh["n0"].home, environ=mesh["n0"].env).security.signatures:
+        res.notes.append("END-TO-END SIGNING OFF (security.signatures, e.g."
+                         " OPERONE_SECURITY_SIGNATURES=false): these figures are what signing"
+                         " costs, not what the product does")
     loads = [r["other_load_cores"] for rs in figs.values() for r in rs
              if "other_load_cores" in r]
     load_note(res, loads)
