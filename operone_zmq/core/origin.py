@@ -94,7 +94,7 @@ from ..errors import (
 )
 from ..jobs.router import NodeInfo, RouteDecision, ToolRouter
 from ..protocol.bodies import Cancel, ErrorBody, JobRequest, ResultBody
-from ..protocol.codec import TAG, Header, HeaderFields, encode_header
+from ..protocol.codec import TAG, Header, encode_header
 from ..protocol.frame import Frame
 from ..protocol.limits import DEFAULT_TTL
 from ..routing.dijkstra import RoutingTable
@@ -492,12 +492,10 @@ class OriginTable:
         o.deadline = now + timeout + ctx.limits.remote_grace
         heapq.heappush(self._deadlines, (o.deadline, o.id))
         # Stamped now (each attempt is a new signed message; replay window).
-        fields: HeaderFields = (_JOB, o.id, node_id, target, DEFAULT_TTL,
-                                int(ctx.wall() * 1000), o.cls, None)
         refused = counters["qos_refused"]
-        if not self._relay.send_to_node(target, o.cls, [TAG, encode_header(fields), body], _JOB,
-                                        client=(o.grant.fingerprint, o.grant.role),
-                                        fields=fields):
+        if not self._relay.originate((_JOB, o.id, node_id, target, DEFAULT_TTL,
+                                      int(ctx.wall() * 1000), o.cls, None), [body],
+                                     client=(o.grant.fingerprint, o.grant.role)):
             failure: JobError
             if counters["qos_refused"] != refused:
                 failure = Overloaded(
@@ -668,10 +666,9 @@ class OriginTable:
         if t == ctx.node_id or t in self._legacy:
             self._local.supersede(o.id)
         else:
-            self._relay.send_to_node(t, o.cls, [
-                TAG, encode_header(Header(_CANCEL, o.id, ctx.node_id, t, DEFAULT_TTL,
-                                          int(ctx.wall() * 1000), o.cls, None)),
-                Cancel("cancelled by its origin").pack()], _CANCEL)
+            self._relay.originate((_CANCEL, o.id, ctx.node_id, t, DEFAULT_TTL,
+                                   int(ctx.wall() * 1000), o.cls, None),
+                                  [Cancel("cancelled by its origin").pack()])
 
     def cancel(self, jid: str, reason: str = "", *, client: bytes | None = None,
                owner: str | None = None) -> bool:

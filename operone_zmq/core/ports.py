@@ -143,9 +143,11 @@ class LegacyRuns(Protocol):
 class Router(Protocol):
     """Routed sending, as the parts that answer other nodes see it."""
 
+    def originate(self, fields: HeaderFields, payload: list[Frame], *,
+                  client: tuple[str, str] | None = None) -> bool: ...
+
     def send_to_node(self, dst: str, cls: int, frames: list[Frame], t: int, *,
-                     client: tuple[str, str] | None = None, sign: bool = True,
-                     fields: HeaderFields | None = None) -> bool: ...
+                     client: tuple[str, str] | None = None, sign: bool = True) -> bool: ...
 
     def route_error(self, dst: str, mid: str, cls: int, err: JobError,
                     src: str | None = None) -> None: ...

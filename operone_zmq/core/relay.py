@@ -7,7 +7,7 @@ Rules:
   :class:`~.remote.RemoteJobs` (JOB, CANCEL) or the origin table (answers);
   for one of our legacy hosts to :class:`~.legacy.LegacyHosts`; otherwise it
   is relayed by its dst with the TTL lowered by one.
-* With a signer, every routed message we originate (:meth:`send_to_node`)
+* With a signer, every routed message we originate (:meth:`originate`)
   and every broadcast of our clients is signed (the fourth frame,
   :class:`~..protocol.signature.SigFrame`; a client's JOB carries its key's
   fingerprint and role); relays pass the frame on untouched.  At the
@@ -269,18 +269,30 @@ class Relay:
             return False
         return req
 
+    def originate(self, fields: HeaderFields, payload: list[Frame], *,
+                  client: tuple[str, str] | None = None) -> bool:
+        """Send a routed message of ours toward its dst (``fields``: its
+        header, encoded here; ``payload``: the body and what follows it),
+        signed from ``fields`` (no header decoded again: a job signs twice at
+        each end); as :meth:`send_to_node` otherwise."""
+        return self._route(fields[3], fields[6], [TAG, encode_header(fields), *payload],
+                           fields[0], client, True, fields)
+
     def send_to_node(self, dst: str, cls: int, frames: list[Frame], t: int, *,
-                     client: tuple[str, str] | None = None, sign: bool = True,
-                     fields: HeaderFields | None = None) -> bool:
+                     client: tuple[str, str] | None = None, sign: bool = True) -> bool:
         """Send routed frames toward ``dst`` by its next hop; False if unreachable.
         Frames we originate (``sign``) are signed, for ``client`` when given
         (unsigned but for the client frame when the next hop is the
-        destination over a link that said ``direct``); ``fields``: the tuple
-        ``frames[1]`` was encoded from (:meth:`sign`).
+        destination over a link that said ``direct``).
 
         A next hop whose link is gone or down (it just went: our LSA and the
         routes will follow within an LSA interval and an SPF run) holds the
         message until the routes were recomputed."""
+        return self._route(dst, cls, frames, t, client, sign, None)
+
+    def _route(self, dst: str, cls: int, frames: list[Frame], t: int,
+               client: tuple[str, str] | None, sign: bool,
+               fields: HeaderFields | None) -> bool:
         nh = self._routes.next_hop(dst)
         link = self._links.get(nh) if nh is not None else None
         if sign and self._signer is not None:
@@ -344,9 +356,8 @@ class Relay:
         ctx = self._ctx
         body = ErrorBody(err.code, err.message, err.remote_type, err.node or ctx.node_id,
                          err.details).pack()
-        header = encode_header(Header(_ERROR, mid, src or ctx.node_id, dst, DEFAULT_TTL,
-                                      int(ctx.wall() * 1000), cls, None))
-        self.send_to_node(dst, cls, [TAG, header, body], _ERROR)
+        self.originate((_ERROR, mid, src or ctx.node_id, dst, DEFAULT_TTL,
+                        int(ctx.wall() * 1000), cls, None), [body])
 
     def on_routed(self, link: PeerLink, h: Header, frames: list[Frame], now: float) -> None:
         """A JOB/RESULT/ERROR/PROGRESS/CANCEL from a neighbour: ours, or relay it."""
@@ -398,7 +409,8 @@ class Relay:
         ctx = self._ctx
         bh = Header(_BROADCAST, h.id, ctx.node_id, "", DEFAULT_TTL, int(ctx.wall() * 1000),
                     cls, None)
-        reached = self.on_broadcast(None, bh, self.sign([TAG, encode_header(bh), body]), now)
+        reached = self.on_broadcast(None, bh, self.sign([TAG, encode_header(bh), body], fields=bh),
+                                    now)
         ctx.out.append((cls, [rid, TAG, ctx.header(_REPLY, h.id, h.src, cls, h.id),
                               pack_value({"id": h.id, "neighbours": reached})]))
 

@@ -23,7 +23,7 @@ from typing import Final
 
 from ..errors import BadRequest, JobCancelled, JobError, Overloaded, ProtocolError
 from ..protocol.bodies import JobRequest
-from ..protocol.codec import TAG, Header, HeaderFields, decode_header, encode_header
+from ..protocol.codec import Header, decode_header
 from ..protocol.frame import Frame
 from ..protocol.limits import DEFAULT_TTL
 from .context import _CANCEL, _ERROR, _JOB, _RESULT, BrokerContext
@@ -120,10 +120,9 @@ class RemoteJobs:
         if h.type == _RESULT:
             self._cache(job, frames)
         # Stamped now: a signed answer is fresh (a cached one is sent again).
-        fields: HeaderFields = (h.type, h.id, job.legacy or self._ctx.node_id, job.src,
-                                DEFAULT_TTL, int(self._ctx.wall() * 1000), job.cls, h.corr)
-        self._relay.send_to_node(job.src, job.cls, [TAG, encode_header(fields), *frames[3:]],
-                                 h.type, fields=fields)
+        self._relay.originate((h.type, h.id, job.legacy or self._ctx.node_id, job.src,
+                               DEFAULT_TTL, int(self._ctx.wall() * 1000), job.cls, h.corr),
+                              frames[3:])
 
     def _release(self, job: Job) -> None:
         size = self._sizes.pop((job.src, job.id), None)

@@ -135,3 +135,13 @@ def test_signing_with_the_header_fields_signs_what_decoding_the_header_would() -
             assert len(signed) == 4 and signed == p.relay.sign(mine, client)
         assert p.relay.sign(mine, CLIENT, direct=True, fields=fields) == p.relay.sign(
             mine, CLIENT, direct=True)
+
+
+def test_originate_sends_what_send_to_node_would_from_the_encoded_header() -> None:
+    """originate() encodes the header from its fields, signs from them, and
+    routes by their dst, as send_to_node() does with the encoded frames."""
+    p, _ = _signing_parts()
+    h, frames = _job("n1", dst="n9")
+    assert not p.relay.originate(h, frames[2:], client=CLIENT)
+    assert not p.relay.send_to_node("n9", h.cls, frames, h.type, client=CLIENT)
+    assert p.ctx.counters["no_route"] == 2
