@@ -18,8 +18,14 @@ blocks run one after another drift by more than that.  Two kinds of round:
   identical relays add more and more in turn (its steps are in the notes).
 
 What end-to-end signing costs (MACs made and checked at both ends, a
-signature frame over every hop): ``OPERONE_SECURITY_SIGNATURES=false python
-scripts/bench.py mesh`` (the table's notes then say so).
+signature frame over every hop) shows in the same run: a second line of four
+brokers with ``security.signatures`` off takes part in the interleaved rounds
+(latency only), so the table has the added p50 per hop of the same line
+without the proofs, and what the proofs add once per routed job.  The
+raw relays prove nothing; the mission requires that a relay can neither
+forge nor alter what it forwards.  With the variable set for the whole run
+(``OPERONE_SECURITY_SIGNATURES=false python scripts/bench.py mesh``) the
+main line is unsigned too, and the table's notes say so.
 
 On a small VM the scheduler's placement of the processes on CPUs moves a
 hop's cost too: ``taskset -c 0 python scripts/bench.py mesh`` holds it fixed
@@ -71,6 +77,8 @@ NORMAL = CLASS_NAMES.index("normal")
 LAT = "interleaved warm"
 COLD = "interleaved cold"
 WARM_TURN = 8
+#: The same line with end-to-end signing off (in the interleaved rounds only).
+UNSIGNED = "signing off"
 
 
 async def bench_mesh(args: argparse.Namespace, work: Path) -> Result:
@@ -86,21 +94,33 @@ async def bench_mesh(args: argparse.Namespace, work: Path) -> Result:
     env = {"OPERONE_BROKER_HEARTBEAT_INTERVAL": "1.0", "OPERONE_LOG_LEVEL": "warning"}
     res = Result("mesh")
     mesh = BenchMesh(work / "mesh", names, env)
+    # What the brokers are configured with (their home and environment):
+    # security.signatures off is for measuring what signing costs.
+    signed = load_config(mesh["n0"].home, environ=mesh["n0"].env).security.signatures
+    bare = (BenchMesh(work / "mesh-unsigned", names,
+                      {**env, "OPERONE_SECURITY_SIGNATURES": "false"}) if signed else None)
+    lines = [mesh] if bare is None else [mesh, bare]
+    links = list(itertools.pairwise(names))
     raw = RawChain(work / "raw", [sys.executable, str(SCRIPT)], len(names) - 1, args.raw_frames)
     figs: dict[tuple[str, int, str], list[dict[str, float]]] = {}
     client: Any = None
     relayed: Any = None
+    bare_client: Any = None
     relay: Child | None = None
     try:
         t0 = time.monotonic()
         await raw.start()
-        await mesh.start(list(itertools.pairwise(names)))
-        await mesh.start_workers({n: [] for n in names})
-        await mesh.wait_converged()
+        await asyncio.gather(*(line.start(links) for line in lines))
+        await asyncio.gather(*(line.start_workers({n: [] for n in names}) for line in lines))
+        await asyncio.gather(*(line.wait_converged() for line in lines))
         client = await mesh["n0"].client().connect()
-        for n in names:  # routes and tools known everywhere
-            await wait_until(lambda n=n: _ok(client.submit("echo", on=n, timeout=5)), 30,
-                             f"echo on {n} to answer")
+        if bare is not None:
+            bare_client = await bare["n0"].client().connect()
+        for c in (client, bare_client):
+            for n in names:  # routes and tools known everywhere
+                if c is not None:
+                    await wait_until(lambda c=c, n=n: _ok(c.submit("echo", on=n, timeout=5)),
+                                     30, f"echo on {n} to answer")
         # A raw relay inside operone's own traffic: one client of n0 reaches
         # its normal-class port through it (bench.py _raw-client-relay).
         n0 = mesh["n0"]
@@ -115,27 +135,31 @@ async def bench_mesh(args: argparse.Namespace, work: Path) -> Result:
         relayed = await AsyncClient("127.0.0.1", base, keys=n0.keys).connect()
         await wait_until(lambda: _ok(relayed.submit("echo", on="n0", timeout=5)), 30,
                          "echo through the raw relay to answer")
-        say(f"raw chain and a line of 4 brokers up in {time.monotonic() - t0:.1f} s;"
-             " warming up")
+        say(f"raw chain and {len(lines)} lines of 4 brokers up in"
+            f" {time.monotonic() - t0:.1f} s; warming up")
         pids: dict[str, dict[str, int]] = {"baseline": {"client": os.getpid(), **raw.pids()},
                                            "operone": {"client": os.getpid()}}
         for node in mesh.nodes.values():
             pids["operone"] |= node.pids()
 
-        def op_submitter(n: str) -> Submit:
+        def op_submitter(c: Any, n: str) -> Submit:
             def submit() -> asyncio.Future[Any]:
-                fut: asyncio.Future[Any] = client.submit("echo", on=n)
+                fut: asyncio.Future[Any] = c.submit("echo", on=n)
                 return fut
             return submit
 
         submitters: dict[str, list[Submit]] = {
             "baseline": [raw.submitter(k) for k in hops],
-            "operone": [op_submitter(n) for n in names]}
+            "operone": [op_submitter(client, n) for n in names]}
+        # The signing-off line: in the interleaved rounds only (its CPU and
+        # throughput are not the product's).
+        bare_subs = ([] if bare_client is None
+                     else [op_submitter(bare_client, n) for n in names])
         def via_relay() -> asyncio.Future[Any]:
             fut: asyncio.Future[Any] = relayed.submit("echo", on="n0")
             return fut
 
-        for subs in submitters.values():
+        for subs in [*submitters.values(), bare_subs]:
             for sub in subs:
                 await run_window(sub, jobs // 4, window)
                 await run_latency(sub, 200)
@@ -144,8 +168,10 @@ async def bench_mesh(args: argparse.Namespace, work: Path) -> Result:
         # p50s from rounds on every stack and hop count in turn
         # (run_latency_interleaved): a hop's cost is a difference of two of
         # them, which blocks run one after another on a shared host blur.
-        keys = [(s, k) for k in hops for s in stacks] + [("via raw relay", 0)]
-        subs = [via_relay if s == "via raw relay" else submitters[s][k] for s, k in keys]
+        every = {**submitters, UNSIGNED: bare_subs}
+        keys = ([(s, k) for k in hops for s in every if every[s]]
+                + [("via raw relay", 0)])
+        subs = [via_relay if s == "via raw relay" else every[s][k] for s, k in keys]
         for i in range(reps):
             for phase, turn in ((LAT, WARM_TURN), (COLD, 1)):
                 lats = await run_latency_interleaved(subs, lat_n, turn=turn)
@@ -174,7 +200,7 @@ async def bench_mesh(args: argparse.Namespace, work: Path) -> Result:
                         figs.setdefault((s, k, what), []).append(r)
                         say(f"  {what:10s} rep {i + 1}/{reps} {k} hops {s:8s}: {msg}")
     finally:
-        for c in (client, relayed):
+        for c in (client, relayed, bare_client):
             if c is not None:
                 with contextlib.suppress(Exception):
                     await c.close()
@@ -182,7 +208,8 @@ async def bench_mesh(args: argparse.Namespace, work: Path) -> Result:
             relay.stop()
         with contextlib.suppress(Exception):
             await raw.close()
-        mesh.stop()
+        for line in lines:
+            line.stop()
 
     def xs(s: str, k: int, what: str, key: str) -> list[float]:
         return [r[key] for r in figs.get((s, k, what), []) if key in r]
@@ -204,7 +231,7 @@ async def bench_mesh(args: argparse.Namespace, work: Path) -> Result:
     def per_extra_hop(what: str, key: str) -> dict[str, float | None]:
         """Each stack's ``key`` at the last hop count less at 0, per hop."""
         out: dict[str, float | None] = {}
-        for s in stacks:
+        for s in [*stacks, UNSIGNED]:
             first, last = med(s, 0, what, key), med(s, hops[-1], what, key)
             out[s] = None if first is None or last is None else (last - first) / hops[-1]
         return out
@@ -218,6 +245,18 @@ async def bench_mesh(args: argparse.Namespace, work: Path) -> Result:
     row.ok = (None if row.operone is None or row.baseline is None
               else row.operone <= row.baseline)
     res.rows.append(row)
+    if bare is not None:
+        # The same line without the end-to-end proofs: what its hops cost
+        # themselves, beside the raw relays (which prove nothing).
+        res.rows.append(Row(f"added p50 per extra hop, end-to-end signing off (warm; mean"
+                            f" over {hops[-1]})", "us", per_hop["baseline"], per_hop[UNSIGNED],
+                            higher_is_better=False,
+                            spread=_spread_of_hop(figs, hops[-1], LAT, UNSIGNED)))
+        on, off = med("operone", hops[-1], LAT, "p50_us"), med(UNSIGNED, hops[-1], LAT, "p50_us")
+        res.rows.append(Row(f"end-to-end signing: p50 it adds at {hop_label(hops[-1])}"
+                            " (once per routed job; the baseline proves nothing)", "us",
+                            None, None if on is None or off is None else on - off,
+                            higher_is_better=False))
     # The same from rounds of one job a turn: each job meets the caches the
     # other stacks used, and that costs a path in proportion to its code.
     cold = per_extra_hop(COLD, "p50_us")
@@ -297,18 +336,22 @@ async def bench_mesh(args: argparse.Namespace, work: Path) -> Result:
         " forwarding over CurveZMQ TCP without decoding, as an operone hop does with"
         " decoding")
     for phase, label in ((LAT, "warm"), (COLD, "cold")):
-        op_steps, raw_steps = step_list("operone", phase), step_list("baseline", phase)
-        if op_steps:
-            res.notes.append(f"p50 added by each hop in turn, {label}: operone "
-                             + ", ".join(f"+{x:.0f}" for x in op_steps) + " us"
-                             + ("; baseline " + ", ".join(f"+{x:.0f}" for x in raw_steps)
-                                + " us" if raw_steps else ""))
+        parts = [f"{s} " + ", ".join(f"{x:+.0f}" for x in st) + " us"
+                 for s in ("operone", UNSIGNED, "baseline")
+                 if (st := step_list(s, phase))]
+        if parts:
+            res.notes.append(f"p50 added by each hop in turn, {label}: " + "; ".join(parts))
+    if bare is not None:
+        res.notes.append(
+            f"{UNSIGNED}: a second line n0 - n1 - n2 - n3 like the first but with"
+            " security.signatures off (no MACs or signatures, no signature frame), in the"
+            " interleaved rounds only: the second hop is where operone's routed messages"
+            " start to be MAC'd end to end (a first hop goes straight to its destination,"
+            " which takes it unsigned over its CurveZMQ link)")
     if raw_keeps:
         res.notes.append("throughput the baseline keeps at each hop, of the hop before: "
                          + ", ".join(raw_keeps))
-    # What the brokers were configured with (their home and environment):
-    # security.signatures off is for measuring what signing costs.
-    if not load_config(mesh["n0"].home, environ=mesh["n0"].env).security.signatures:
+    if not signed:
         res.notes.append("END-TO-END SIGNING OFF (security.signatures, e.g."
                          " OPERONE_SECURITY_SIGNATURES=false): these figures are what signing"
                          " costs, not what the product does")
@@ -319,6 +362,8 @@ async def bench_mesh(args: argparse.Namespace, work: Path) -> Result:
     if errors:
         res.notes.append(f"{errors} requests failed during the measurements")
     log_notes(res, mesh, raw.logs)
+    if bare is not None:
+        log_notes(res, bare, prefix=f"{UNSIGNED} line: ")
     res.data |= {"params": {"reps": reps, "latency_n": lat_n, "jobs": jobs, "window": window,
                             "raw_frames": args.raw_frames},
                  "repetitions": {f"{s}/{k}/{w}": rs for (s, k, w), rs in figs.items()},
@@ -326,7 +371,8 @@ async def bench_mesh(args: argparse.Namespace, work: Path) -> Result:
                                           "baseline_steps": base_steps,
                                           "cold_mean": cold,
                                           "cold_steps": step_list("operone", COLD),
-                                          "cold_baseline_steps": step_list("baseline", COLD)}}
+                                          "cold_baseline_steps": step_list("baseline", COLD),
+                                          "signing_off_steps": step_list(UNSIGNED)}}
     return res
 
 
@@ -340,10 +386,11 @@ async def _ok(fut: asyncio.Future[Any]) -> bool:
 
 
 def _spread_of_hop(figs: dict[tuple[str, int, str], list[dict[str, float]]], last: int,
-                   phase: str) -> float | None:
+                   phase: str, stack: str = "operone") -> float | None:
     """The noise of the added p50 per hop: half its range over the
-    repetitions, relative to its median (the worse of the two stacks)."""
+    repetitions, relative to its median (the worse of the baseline and
+    ``stack``)."""
     def per_rep(s: str) -> list[float]:
         first, end = figs.get((s, 0, phase), []), figs.get((s, last, phase), [])
         return [(b["p50_us"] - a["p50_us"]) / last for a, b in zip(first, end, strict=False)]
-    return half_range(per_rep("baseline"), per_rep("operone"))
+    return half_range(per_rep("baseline"), per_rep(stack))
