@@ -119,6 +119,11 @@ class Authority:
         as :meth:`grant` is."""
         return self._fp_grants.get(fp)
 
+    def trust_snapshot(self) -> object:
+        """The trust store's current snapshot: another object once ``trusted/``
+        changed (what the core keeps per snapshot: core/trustview.py)."""
+        return self._trust.snapshot()
+
     def signing_key_of(self, node: str) -> str | None:
         """The signing key the trust store binds to node ``node``, if any."""
         entry = self._trust.named(node)

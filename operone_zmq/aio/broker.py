@@ -413,7 +413,8 @@ class Broker:
                           token_factory=a.own_token if a.issues_tokens else None,
                           grants=a.grant, signer=self._signer,
                           signing_keys=a.signing_key_of,
-                          grants_by_fingerprint=a.grant_by_fingerprint)
+                          grants_by_fingerprint=a.grant_by_fingerprint,
+                          trust_snapshot=a.trust_snapshot)
 
     def generate_jwt(self, subject: str | None = None, ttl: float | None = None) -> str:
         """A token for ``subject`` (default: this node), signed with the cluster's

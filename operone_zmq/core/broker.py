@@ -107,6 +107,7 @@ from .peers import PeerLink
 from .queries import Queries
 from .relay import Relay
 from .remote import RemoteJobs
+from .trustview import TrustView
 from .workerpool import RunLocal, StopLocal, WorkerSession
 
 __all__ = [
@@ -139,6 +140,7 @@ class BrokerCore:
         signer: Signer | None = None,
         signing_keys: Callable[[str], str | None] | None = None,
         grants_by_fingerprint: Callable[[str], Grant | None] | None = None,
+        trust_snapshot: Callable[[], object] | None = None,
         incarnation: int = 0,
         pairwise_macs: bool = True,
     ) -> None:
@@ -153,6 +155,9 @@ class BrokerCore:
         self._signer = signer
         self._signing_keys = signing_keys
         self._learned_keys: dict[str, str] = {}
+        #: The store's signing keys and grants as the per-message checks ask
+        #: them, kept per trust snapshot (``trust_snapshot``).
+        self._trust = TrustView(ctx, trust_snapshot, signing_keys, grants_by_fingerprint)
         keyring = KeyRing(self._signing_key_of, signer) if signer is not None else None
         self._local = LocalJobs(ctx)
         self._origin = OriginTable(ctx)
@@ -165,7 +170,7 @@ class BrokerCore:
         self._linkstate = LinkState(ctx, wall, signer=signer, keyring=keyring,
                                     pairwise_macs=pairwise_macs)
         self._relay = Relay(ctx, signer=signer, keyring=keyring, serving=self._serving,
-                            grant_of=grants_by_fingerprint,
+                            grant_of=self._trust.grant if grants_by_fingerprint else None,
                             mac_verifier=self._mac_verifier if pairwise_macs else None)
         self._clients = ClientTable(ctx)
         self._local.wire(self._origin, self._remote, self._legacy, self._linkstate)
@@ -197,8 +202,7 @@ class BrokerCore:
     def _signing_key_of(self, node: str) -> str | None:
         if node == self._ctx.node_id and self._signer is not None:
             return self._signer.public_hex
-        stored = self._signing_keys(node) if self._signing_keys is not None else None
-        return stored or self._learned_keys.get(node)
+        return self._trust.signing_key(node) or self._learned_keys.get(node)
 
     def _serving(self, node: str) -> str | None:
         """The broker that advertises SSH host ``node`` (and signs for it)."""

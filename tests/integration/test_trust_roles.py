@@ -18,7 +18,7 @@ from operone_zmq.aio.sockets import CurveKeys
 from operone_zmq.config import node_signing_key
 from operone_zmq.core.client import ClientCore
 from operone_zmq.core.peers import incarnation_id
-from operone_zmq.errors import Refused
+from operone_zmq.errors import JobTimeout, Refused
 from operone_zmq.protocol.bodies import Hello, JobRequest, pack_lsas
 from operone_zmq.protocol.codec import Header, MsgType, encode
 from operone_zmq.protocol.signature import (
@@ -372,6 +372,52 @@ def test_the_executing_node_enforces_its_own_limits_on_a_client(tmp_path: Path) 
             assert c.run("sysinfo", on="b", timeout=20)["pid"] > 0
             with pytest.raises(Refused, match="may not run tool 'echo'"):
                 c.run("echo", {"x": 1}, on="b", timeout=20)
+    finally:
+        m.stop()
+
+
+def test_a_changed_trust_store_reaches_the_checks_of_routed_jobs(tmp_path: Path) -> None:
+    """a - b - c, carol a client of a: once c has run her echo (its answers
+    to 'which key signs as a' and 'what may carol do' now kept per trust
+    snapshot), c's operator narrows her to sysinfo, and her next echo on c
+    is refused by c; then c's store binds another signing key to a, and c
+    refuses a's MAC'd JOBs as forged (counted, never run)."""
+    m = MeshOfNodes(tmp_path, ["a", "b", "c"])
+    try:
+        carol = _client_key(m["a"], "carol", node=False, role="submit")
+        c_store = TrustStore(m["c"].home.trust_dir)
+        c_store.accept("carol", carol.public, node=False, role="submit")
+        m.start([("a", "b"), ("b", "c")])
+        m["c"].start_worker()
+        m.wait_converged()
+        with Client("127.0.0.1", m["a"].base_port, keys=carol) as c, m["c"].client() as cc:
+            assert c.run("echo", {"x": 1}, on="c", timeout=20) == {"x": 1}
+            assert cc.stats()["pairwise_macs"] >= 1
+            assert c_store.reject("carol")
+            c_store.accept("carol", carol.public, node=False, role="submit",
+                           tools=("sysinfo",))
+
+            def echo_refused() -> bool:
+                try:
+                    c.run("echo", {"x": 2}, on="c", timeout=10)
+                except Refused as exc:
+                    return "may not run tool 'echo'" in str(exc)
+                return False
+
+            wait_for(echo_refused, 10, "c to apply carol's narrower grant")
+            assert c.run("sysinfo", on="c", timeout=20)["pid"] > 0
+            refused = cc.stats()["signatures_refused"]
+            assert c_store.reject("a")
+            m["c"].trust(m["a"], signing_key=Signer.generate().public_hex)
+
+            def forged() -> bool:
+                try:
+                    c.run("sysinfo", on="c", timeout=0.5)
+                except JobTimeout:
+                    return bool(cc.stats()["signatures_refused"] > refused)
+                return False
+
+            wait_for(forged, 10, "c to take a's new signing key")
     finally:
         m.stop()
 
