@@ -89,11 +89,17 @@ BATCH_PREFIX: Final = b"\x98\x07"
 _packb: Final[Callable[[Any], bytes]] = msgpack.packb
 
 _fast_batch: Callable[[Frame], list[list[Frame]]] | None
+#: A BATCH body encoded: msgspec writes an array of arrays of bytes (or
+#: views) as the same msgpack as msgpack.packb (the smallest forms; checked
+#: in tests/unit/protocol/test_batch.py), without a Packer built per call.
+_pack_body: Callable[[Any], bytes]
 try:
     import msgspec
 except ImportError:  # pragma: no cover - msgspec is a dependency; this is a fallback
     _fast_batch = None
+    _pack_body = _packb
 else:
+    _pack_body = msgspec.msgpack.Encoder().encode
     # (Lists of bytes; typed as frames, which they are handed on as.)
     _fast_batch = cast(Callable[[Frame], list[list[Frame]]], msgspec.msgpack.Decoder(
         Annotated[list[Annotated[list[bytes], msgspec.Meta(min_length=2, max_length=3)]],
@@ -118,7 +124,7 @@ def is_batch(frames: list[Frame], start: int = 0) -> bool:
 def encode_batch(messages: list[list[Frame]], cls: int = 0) -> list[Frame]:
     """A BATCH of ``messages`` (each ``[tag, header, body(, sig)]``); its frames
     without a routing id."""
-    return [TAG, _HEADERS[cls], _packb([m[1:] for m in messages])]
+    return [TAG, _HEADERS[cls], _pack_body([m[1:] for m in messages])]
 
 
 def decode_batch(frames: list[Frame], start: int = 0) -> list[list[Frame]]:
@@ -263,5 +269,5 @@ def _emit(result: list[list[Frame]], off: int, rid: bytes, chunk: list[list[Fram
     if len(chunk) == 1:
         result.append(chunk[0])
     elif chunk:
-        body = _packb([m[off + 1:] for m in chunk])
+        body = _pack_body([m[off + 1:] for m in chunk])
         result.append([rid, TAG, _HEADERS[cls], body] if off else [TAG, _HEADERS[cls], body])

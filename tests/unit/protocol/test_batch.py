@@ -44,6 +44,14 @@ def test_round_trip_keeps_every_frame_and_signature() -> None:
     assert decode_batch([b"rid", *frames], 1) == msgs
 
 
+def test_a_batch_body_is_what_msgpack_writes() -> None:
+    """The body is encoded by msgspec: the same bytes as msgpack.packb, views included."""
+    msgs = [_msg("a"), _msg("b", b"x" * 300, b"S" * 64), _msg("c", b"y" * 70_000)]
+    assert encode_batch(msgs)[2] == msgpack.packb([m[1:] for m in msgs])
+    views = [[TAG, memoryview(m[1]), memoryview(m[2])] for m in msgs]
+    assert encode_batch(views)[2] == encode_batch([m[:3] for m in msgs])[2]
+
+
 def test_a_single_message_is_not_a_batch() -> None:
     assert not is_batch(_msg("a"))
     assert not is_batch([TAG])
