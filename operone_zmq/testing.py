@@ -8,10 +8,12 @@ from typing import Any, cast
 
 from .core.broker import FIRST_DIAL_SOCKET, WORKERS, BrokerCore, BrokerLimits
 from .core.client import ClientCore, Reply
+from .core.peers import incarnation_id, node_of_rid
 from .core.worker import JobStart, WorkerCore
 from .protocol.batch import decode_batch, is_batch
 from .protocol.bodies import ToolInfo
 from .protocol.frame import Frame
+from .protocol.signature import Signer
 
 __all__ = ["CoreMesh", "FakeClock", "broker_with_worker", "flushed", "key_of"]
 
@@ -81,8 +83,13 @@ class CoreMesh:
     """
 
     def __init__(self, limits: BrokerLimits | None = None, *, auto_echo: bool = True,
-                 batched: bool = False) -> None:
+                 batched: bool = False, signed: bool = False) -> None:
         self.clock = FakeClock()
+        #: Every broker has an Ed25519 key and knows the others' (routed
+        #: messages are then signed or MAC'd end to end, as in a real mesh).
+        self.signed = signed
+        self._signing_keys: dict[str, str] = {}
+        self._epoch = 0x0123456789ABCDEF
         #: As the shell does: every message waiting when a pass starts is
         #: handled before each broker's outbox goes out, through
         #: ``BrokerCore.batched`` (BATCHes to whoever accepts them).
@@ -119,8 +126,12 @@ class CoreMesh:
                 return f"key {key} is not trusted as node '{claimed}'"
             return None
 
+        signer = Signer.generate() if self.signed else None
+        if signer is not None:
+            self._signing_keys[node] = signer.public_hex
         core = BrokerCore(node, limits=self.limits, now=self.clock(), authorize=authorize,
-                          wall=lambda: 1_700_000_000.0 + self.clock())
+                          wall=lambda: 1_700_000_000.0 + self.clock(), signer=signer,
+                          signing_keys=self._signing_keys.get if signer else None)
         self.nodes[node] = core
         self._next_sock[node] = FIRST_DIAL_SOCKET
         self.workers[node] = {}
@@ -261,7 +272,7 @@ class CoreMesh:
                         if r is not None:
                             self.client_inbox[node].append(r)
                 return
-            peer = rid.decode()
+            peer = node_of_rid(rid).decode()
             socks = self._dial_socks.get((peer, node))
             if peer in self.crashed:
                 self.nodes[node].on_unroutable(sock, frames, self.clock())
@@ -274,7 +285,9 @@ class CoreMesh:
         if dest is None or self._blocked(node, dest[0]):
             return
         claimed = self._impostors.get(node, node)
-        self.queue.append((dest[0], dest[1], [claimed.encode(), *frames], key_of(node)))
+        # A signing broker dials with an unguessable incarnation routing id.
+        rid = (incarnation_id(claimed, self._epoch, 1) if self.signed else claimed.encode())
+        self.queue.append((dest[0], dest[1], [rid, *frames], key_of(node)))
 
     def _blocked(self, a: str, b: str) -> bool:
         return a in self.dead or b in self.dead or frozenset((a, b)) in self.cut_pairs

@@ -69,7 +69,16 @@ from ..errors import (
 from ..jobs.router import RouteDecision, ToolRouter
 from ..protocol.batch import decode_batch, group, is_batch
 from ..protocol.bodies import Cancel, ErrorBody, Ping, Query, pack_value
-from ..protocol.codec import TAG, Header, Message, MsgType, best_effort_id, decode
+from ..protocol.codec import (
+    TAG,
+    Header,
+    Message,
+    MsgType,
+    best_effort_id,
+    decode,
+    sig_from_tag,
+    sig_into_tag,
+)
 from ..protocol.frame import Frame
 from ..protocol.limits import MAX_MESSAGE_FRAMES
 from ..protocol.signature import FEATURE_MAC, KeyRing, Signer
@@ -197,6 +206,18 @@ class BrokerCore:
     @batching.setter
     def batching(self, value: bool) -> None:
         self._links.batching = value
+
+    @property
+    def sig_in_tag(self) -> bool:
+        """Whether this broker says ``sig_in_tag`` (revision 9) in HELLO and
+        WELCOME: neighbours may then send it a signed message as three
+        frames.  It takes them either way; cleared, it stands for a broker
+        of an earlier revision (tests)."""
+        return self._links.sig_in_tag
+
+    @sig_in_tag.setter
+    def sig_in_tag(self, value: bool) -> None:
+        self._links.sig_in_tag = value
 
     # ------------------------------------------------------------ signing
     def _signing_key_of(self, node: str) -> str | None:
@@ -471,8 +492,11 @@ class BrokerCore:
     def batched(self, out: list[tuple[int, list[Frame]]]) -> list[tuple[int, list[Frame]]]:
         """``out`` as it goes on the wire: several messages of one flush to a
         worker, client or neighbour that accepts BATCH grouped into BATCHes
-        (protocol/batch.py; our dialled DEALERs carry no routing id);
-        everything else unchanged.  Counts ``batches_sent``."""
+        (protocol/batch.py; our dialled DEALERs carry no routing id); a
+        signed message that goes alone to a neighbour that said
+        ``sig_in_tag``, as three frames (its signature after the tag:
+        codec.sig_into_tag); everything else unchanged.  Counts
+        ``batches_sent``."""
         sent = group(out, self._accepts_batch, self._class_of, FIRST_DIAL_SOCKET)
         if sent is not out and len(sent) < len(out):
             n = 0
@@ -480,7 +504,24 @@ class BrokerCore:
                 if is_batch(frames, 0 if idx >= FIRST_DIAL_SOCKET else 1):
                     n += 1
             self._ctx.counters["batches_sent"] += n
-        return sent
+        folded: list[tuple[int, list[Frame]]] | None = None
+        for i, (idx, frames) in enumerate(sent):
+            # Only a neighbour gets 4 operone frames (workers and clients
+            # never see a signature): on a dialled DEALER, or on a frontend
+            # after a routing id.
+            if idx >= FIRST_DIAL_SOCKET:
+                if len(frames) != 4 or not self._links.takes_sig_in_tag(idx, b""):
+                    continue
+                frames = sig_into_tag(frames)
+            elif (idx < WORKERS and len(frames) == 5
+                  and self._links.takes_sig_in_tag(idx, cast(bytes, frames[0]))):
+                frames = sig_into_tag(frames, 1)
+            else:
+                continue
+            if folded is None:
+                folded = list(sent)
+            folded[i] = (idx, frames)
+        return sent if folded is None else folded
 
     def _class_of(self, sock: int) -> int:
         """The priority class of a socket (a BATCH header's ``cls``): a
@@ -625,7 +666,10 @@ class BrokerCore:
         elif (sock < WORKERS and frames and frames[0][:1] != b"\x00"
               and self._links.on_unroutable(sock, frames, now)):
             # A neighbour's connection to our ROUTER is gone: the link is down
-            # now, and a routed message goes again once the routes changed.
+            # now, and a routed message goes again once the routes changed
+            # (as the 4 frames it was: the next hop may not take 3).
+            if len(frames) == 4 and len(frames[1]) > 3:
+                frames = sig_from_tag(frames, 1)
             self._relay.hold(sock, frames[1:], now)
         elif sock < WORKERS and frames:
             self._clients.gone(sock, cast(bytes, frames[0]))  # a client went away

@@ -75,8 +75,10 @@ class Handshake:
         #: Mints a fresh token for each HELLO (tokens expire; links outlive them).
         self._token_factory = token_factory
 
-    def send_hello(self, link: PeerLink, now: float, batch: bool) -> None:
-        """Say HELLO on the dialled link (``batch``: we offer BATCH) and
+    def send_hello(self, link: PeerLink, now: float, batch: bool,
+                   sig_in_tag: bool = True) -> None:
+        """Say HELLO on the dialled link (``batch``: we offer BATCH;
+        ``sig_in_tag``: we say we take signatures after the tag) and
         schedule the next try."""
         if link.dial is None:
             return
@@ -86,7 +88,8 @@ class Handshake:
             token = self._token_factory()
         body = Hello(ctx.node_id, ctx.name, ctx.cluster, token, self._signing_key,
                      incarnation=ctx.incarnation,
-                     direct=bool(self._signing_key), batch=batch).pack()
+                     direct=bool(self._signing_key), batch=batch,
+                     sig_in_tag=sig_in_tag).pack()
         ctx.out.append((link.dial[0], [TAG, ctx.header(_HELLO, ctx.next_id(), link.node, 0),
                                        body]))
         if link.dial_state == DOWN:
@@ -150,15 +153,17 @@ class Handshake:
             return None
         return hello
 
-    def send_welcome(self, cls: int, rid: bytes, node: str, h: Header, batch: bool) -> None:
-        """Answer the accepted HELLO ``h`` from ``rid`` (``batch``: we offer BATCH)."""
+    def send_welcome(self, cls: int, rid: bytes, node: str, h: Header, batch: bool,
+                     sig_in_tag: bool = True) -> None:
+        """Answer the accepted HELLO ``h`` from ``rid`` (``batch``: we offer
+        BATCH; ``sig_in_tag`` as in :meth:`send_hello`)."""
         ctx = self._ctx
         ctx.out.append((cls, [rid, TAG, ctx.header(_WELCOME, h.id, node, cls, h.id),
                               Welcome(ctx.node_id, ctx.name, ctx.cluster,
                                       self._signing_key,
                                       incarnation=ctx.incarnation,
                                       direct=bool(self._signing_key),
-                                      batch=batch).pack()]))
+                                      batch=batch, sig_in_tag=sig_in_tag).pack()]))
 
     def check_welcome(self, link: PeerLink, body: Frame) -> Welcome | None:
         """The WELCOME on the dialled link, when it may bring that transport

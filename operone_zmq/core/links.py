@@ -51,7 +51,7 @@ from typing import Any, Final, cast
 from ..errors import ProtocolError
 from ..protocol.batch import decode_batch
 from ..protocol.bodies import Bye, Ping
-from ..protocol.codec import TAG, Header, Message, decode
+from ..protocol.codec import TAG, Header, Message, decode, sig_from_tag
 from ..protocol.frame import Frame
 from ..qos.manager import QoSManager
 from ..routing.damping import PeerLiveness
@@ -134,6 +134,9 @@ class PeerLinks:
         #: Whether we offer BATCH in HELLO and WELCOME (the face's
         #: ``BrokerCore.batching``: off below MIN_SIZE_TO_BATCH).
         self.batching = True
+        #: Whether we say ``sig_in_tag`` in HELLO and WELCOME (revision 9;
+        #: ``BrokerCore.sig_in_tag``).  We take such messages either way.
+        self.sig_in_tag = True
 
     def wire(self, linkstate: LinkEvents) -> None:
         self._linkstate = linkstate
@@ -203,7 +206,7 @@ class PeerLinks:
         link.backoff = MIN_HELLO_BACKOFF
         for i in socks:
             self._link_by_sock[i] = link
-        self._handshake.send_hello(link, now, self.batching)
+        self._handshake.send_hello(link, now, self.batching, self.sig_in_tag)
         return link
 
     def remove_link(self, node: str, now: float) -> list[int]:
@@ -278,6 +281,7 @@ class PeerLinks:
     def _on_link_down(self, link: PeerLink, now: float, reason: str) -> None:
         link.last_error = reason
         link.dial_batch = link.accepted_batch = False
+        link.dial_sig_in_tag = link.accepted_sig_in_tag = False
         link.pings.clear()
         link.reset_band()
         self.liveness.forget(link.node)
@@ -286,6 +290,20 @@ class PeerLinks:
         self._ctx.events.append(("peer:disconnected", {"node": link.node, "reason": reason}))
 
     # ------------------------------------------------------------- sending
+    def takes_sig_in_tag(self, sock: int, rid: bytes) -> bool:
+        """As :meth:`accepts_batch`, for ``sig_in_tag`` (revision 9): whether
+        a signed message may go to that neighbour as three frames."""
+        if not rid:
+            link = self._link_by_sock.get(sock)
+            return link is not None and link.dial_sig_in_tag and link.dial_state == UP
+        try:
+            node = node_of_rid(rid).decode()
+        except UnicodeDecodeError:
+            return False
+        link = self.links.get(node)
+        return (link is not None and link.accepted_sig_in_tag and link.accepted_up
+                and link.rid == rid)
+
     def accepts_batch(self, sock: int, rid: bytes) -> bool:
         """Whether the neighbour reached by socket ``sock`` (with routing id
         ``rid`` on a frontend ROUTER; b"" on one of our DEALERs) said
@@ -340,6 +358,8 @@ class PeerLinks:
         """A message on a frontend ROUTER from a routing id that is a node id
         (``inner``: it came in a BATCH)."""
         ctx = self._ctx
+        if len(frames) == 4 and len(frames[1]) > 3:
+            frames = sig_from_tag(frames, 1)
         try:
             msg = decode(frames, 1)
         except ProtocolError:
@@ -395,6 +415,8 @@ class PeerLinks:
         link = self._link_by_sock.get(sock)
         if link is None:
             return
+        if len(frames) == 3 and len(frames[0]) > 3:
+            frames = sig_from_tag(frames, 0)
         try:
             msg = decode(frames)
         except ProtocolError:
@@ -419,6 +441,7 @@ class PeerLinks:
             self._linkstate.incarnation_seen(link.node, w.incarnation, now)
             link.direct = w.direct
             link.dial_batch = w.batch
+            link.dial_sig_in_tag = w.sig_in_tag
             if not was_up:
                 self._on_link_up(link, now)
             self._heard(link, now)
@@ -431,7 +454,7 @@ class PeerLinks:
             if bye.code == "no_session" and link.dial_state == UP:
                 # The neighbour restarted and forgot us: handshake again.
                 link.dial_state = DOWN
-                self._handshake.send_hello(link, now, self.batching)
+                self._handshake.send_hello(link, now, self.batching, self.sig_in_tag)
                 return
             was_up = link.up
             link.dial_state = DOWN
@@ -464,7 +487,8 @@ class PeerLinks:
         link.name = hello.name
         link.direct = hello.direct
         link.accepted_batch = hello.batch
-        self._handshake.send_welcome(cls, rid, node, h, self.batching)
+        link.accepted_sig_in_tag = hello.sig_in_tag
+        self._handshake.send_welcome(cls, rid, node, h, self.batching, self.sig_in_tag)
         self._linkstate.incarnation_seen(node, hello.incarnation, now)
         if not was_up:
             self._on_link_up(link, now)
@@ -556,7 +580,7 @@ class PeerLinks:
                 if link.dial_state == HELLO_SENT and link.accepted_up:
                     link.next_hello = now + MAX_HELLO_BACKOFF
                     continue
-                self._handshake.send_hello(link, now, self.batching)
+                self._handshake.send_hello(link, now, self.batching, self.sig_in_tag)
 
     def stamp_pings(self, sent_at: float) -> None:
         """The shell sent ``ctx.urgent`` at ``sent_at``: that, not the tick

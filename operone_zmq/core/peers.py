@@ -151,6 +151,10 @@ class PeerLink:
     #: (each set afresh by every handshake of its transport).
     dial_batch: bool = False
     accepted_batch: bool = False
+    #: It takes a signature in frame 0 after the tag (revision 9), per
+    #: transport as ``dial_batch`` and ``accepted_batch``.
+    dial_sig_in_tag: bool = False
+    accepted_sig_in_tag: bool = False
     up_since: float = 0.0
     heard: float = 0.0
     next_hello: float = 0.0

@@ -924,6 +924,9 @@ class Hello:
     #: It accepts BATCH messages on this connection (revision 7, §5.20);
     #: absent, or any other value than true: it does not.
     batch: bool = False
+    #: It takes a message's signature in frame 0 after the tag on this
+    #: connection (revision 9, §3); absent or not true: it does not.
+    sig_in_tag: bool = False
 
     def pack(self) -> bytes:
         m: dict[str, Any] = {"node": self.node, "name": self.name, "cluster": self.cluster}
@@ -937,6 +940,8 @@ class Hello:
             m["direct"] = True
         if self.batch:
             m["batch"] = True
+        if self.sig_in_tag:
+            m["sig_in_tag"] = True
         return pack_value(m)
 
     @classmethod
@@ -954,6 +959,7 @@ class Hello:
             incarnation=_int(m, "incarnation", "HELLO", 0, 2**63 - 1, 0),
             direct=_direct(m, "HELLO"),
             batch=m.get("batch") is True,
+            sig_in_tag=m.get("sig_in_tag") is True,
         )
 
 
@@ -987,6 +993,8 @@ class Welcome:
     direct: bool = False
     #: As in HELLO: the answering broker accepts BATCH on this connection.
     batch: bool = False
+    #: As in HELLO (revision 9): it takes signatures after the tag.
+    sig_in_tag: bool = False
 
     def pack(self) -> bytes:
         m: dict[str, Any] = {"node": self.node, "name": self.name, "cluster": self.cluster}
@@ -998,6 +1006,8 @@ class Welcome:
             m["direct"] = True
         if self.batch:
             m["batch"] = True
+        if self.sig_in_tag:
+            m["sig_in_tag"] = True
         return pack_value(m)
 
     @classmethod
@@ -1011,6 +1021,7 @@ class Welcome:
             incarnation=_int(m, "incarnation", "WELCOME", 0, 2**63 - 1, 0),
             direct=_direct(m, "WELCOME"),
             batch=m.get("batch") is True,
+            sig_in_tag=m.get("sig_in_tag") is True,
         )
 
 

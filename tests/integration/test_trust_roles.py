@@ -20,7 +20,7 @@ from operone_zmq.core.client import ClientCore
 from operone_zmq.core.peers import incarnation_id
 from operone_zmq.errors import JobTimeout, Refused
 from operone_zmq.protocol.bodies import Hello, JobRequest, pack_lsas
-from operone_zmq.protocol.codec import Header, MsgType, encode
+from operone_zmq.protocol.codec import Header, MsgType, encode, sig_into_tag
 from operone_zmq.protocol.signature import (
     MAC_VERSION,
     KeyRing,
@@ -253,12 +253,15 @@ def test_routed_messages_are_verified_and_never_replayed(tmp_path: Path) -> None
         m.stop()
 
 
-def test_a_relay_cannot_make_or_alter_a_pairwise_mac(tmp_path: Path) -> None:
+@pytest.mark.parametrize("in_tag", [False, True], ids=["4 frames", "signature after the tag"])
+def test_a_relay_cannot_make_or_alter_a_pairwise_mac(tmp_path: Path, in_tag: bool) -> None:
     """Mallory, a trusted neighbour of a with its own signing key, sends a
     routed JOBs with pairwise MACs (revision 8): in b's name with the key
     mallory shares with a, in b's name as 'signer' mallory, and its own
     with the body altered after the MAC; and a BROADCAST with a MAC.  All
-    four are refused; its own proper one runs once, its replay is refused."""
+    four are refused; its own proper one runs once, its replay is refused.
+    The same when each goes as three frames, its MAC after the tag
+    (revision 9): a takes the form from any neighbour, and checks it alike."""
     m = MeshOfNodes(tmp_path, ["a", "b"])
     try:
         signer, s = _mallory_at_a(m, worker_on="a")
@@ -276,7 +279,8 @@ def test_a_relay_cannot_make_or_alter_a_pairwise_mac(tmp_path: Path) -> None:
             assert mac is not None
             if alter:
                 body = JobRequest("echo", {"id": jid, "rm": "-rf"}).pack()
-            return [*encode(h, body), SigFrame(mac, client, name, MAC_VERSION).pack()]
+            frames = [*encode(h, body), SigFrame(mac, client, name, MAC_VERSION).pack()]
+            return sig_into_tag(frames) if in_tag else frames
 
         try:
             with m["a"].client() as c:

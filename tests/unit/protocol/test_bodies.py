@@ -116,6 +116,8 @@ ROUND_TRIPS: list[tuple[str, Any]] = [
     ("HELLO every field", Hello("node-a", "Node A", "lab", "eyJhbGciOi.token.sig")),
     ("HELLO limits", Hello("n" * 64, "N" * 256, "c" * 64, "t" * 8192)),
     ("WELCOME", Welcome("node-b", "Node B", "lab")),
+    ("HELLO revision 9", Hello("node-a", batch=True, sig_in_tag=True)),
+    ("WELCOME revision 9", Welcome("node-b", batch=True, sig_in_tag=True)),
     ("BYE", Bye()),
     ("BYE reason", Bye("no session: send HELLO", "no_session")),
     ("PING", Ping(0)),
