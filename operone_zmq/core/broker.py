@@ -504,6 +504,12 @@ class BrokerCore:
                 if is_batch(frames, 0 if idx >= FIRST_DIAL_SOCKET else 1):
                     n += 1
             self._ctx.counters["batches_sent"] += n
+        return self._sigs_in_tags(sent)
+
+    def _sigs_in_tags(self, sent: list[tuple[int, list[Frame]]]
+                      ) -> list[tuple[int, list[Frame]]]:
+        """``sent`` with each lone signed message for a neighbour that said
+        ``sig_in_tag`` on that transport as three frames (revision 9)."""
         folded: list[tuple[int, list[Frame]]] | None = None
         for i, (idx, frames) in enumerate(sent):
             # Only a neighbour gets 4 operone frames (workers and clients

@@ -293,31 +293,30 @@ class PeerLinks:
     def takes_sig_in_tag(self, sock: int, rid: bytes) -> bool:
         """As :meth:`accepts_batch`, for ``sig_in_tag`` (revision 9): whether
         a signed message may go to that neighbour as three frames."""
-        if not rid:
-            link = self._link_by_sock.get(sock)
-            return link is not None and link.dial_sig_in_tag and link.dial_state == UP
-        try:
-            node = node_of_rid(rid).decode()
-        except UnicodeDecodeError:
-            return False
-        link = self.links.get(node)
-        return (link is not None and link.accepted_sig_in_tag and link.accepted_up
-                and link.rid == rid)
+        link = self._up_transport(sock, rid)
+        return link is not None and (link.accepted_sig_in_tag if rid
+                                     else link.dial_sig_in_tag)
 
     def accepts_batch(self, sock: int, rid: bytes) -> bool:
         """Whether the neighbour reached by socket ``sock`` (with routing id
         ``rid`` on a frontend ROUTER; b"" on one of our DEALERs) said
         ``batch`` in the handshake of that transport, which is up."""
+        link = self._up_transport(sock, rid)
+        return link is not None and (link.accepted_batch if rid else link.dial_batch)
+
+    def _up_transport(self, sock: int, rid: bytes) -> PeerLink | None:
+        """The link whose transport is socket ``sock`` (our DEALER, ``rid``
+        b"") or routing id ``rid`` on a frontend ROUTER, when that transport
+        is up (the flags of its handshake then hold)."""
         if not rid:
             link = self._link_by_sock.get(sock)
-            return link is not None and link.dial_batch and link.dial_state == UP
+            return link if link is not None and link.dial_state == UP else None
         try:
             node = node_of_rid(rid).decode()
         except UnicodeDecodeError:
-            return False
+            return None
         link = self.links.get(node)
-        return (link is not None and link.accepted_batch and link.accepted_up
-                and link.rid == rid)
+        return link if link is not None and link.accepted_up and link.rid == rid else None
 
     def class_of_dealer(self, sock: int) -> int:
         """The priority class of our dialled DEALER ``sock`` (0 if unknown)."""
