@@ -179,7 +179,7 @@ class BrokerCore:
         self._linkstate = LinkState(ctx, wall, signer=signer, keyring=keyring,
                                     pairwise_macs=pairwise_macs)
         self._relay = Relay(ctx, signer=signer, keyring=keyring, serving=self._serving,
-                            grant_of=self._trust.grant if grants_by_fingerprint else None,
+                            grant_of=self._trust.grant,
                             mac_verifier=self._mac_verifier if pairwise_macs else None)
         self._clients = ClientTable(ctx)
         self._local.wire(self._origin, self._remote, self._legacy, self._linkstate)

@@ -20,12 +20,14 @@ in unit tests) nothing is kept: every question goes to the lookups.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Final
+from typing import Final, TypeVar
 
 from .access import Grant
 from .context import BrokerContext
 
 __all__ = ["MAX_KEPT", "RECHECK", "TrustView"]
+
+_T = TypeVar("_T")
 
 #: Seconds (loop clock) between two looks at the store's snapshot: a tenth of
 #: the store's own re-read interval, so what it notices is seen here within
@@ -71,39 +73,28 @@ class TrustView:
 
     def signing_key(self, node: str) -> str | None:
         """The signing key (hex) the trust store binds to ``node``, if any."""
-        lookup = self._signing_key
-        if lookup is None:
-            return None
-        if not self._current():
-            return lookup(node)
-        keys = self._keys
-        try:
-            return keys[node]
-        except KeyError:
-            pass
-        key = lookup(node)
-        if len(keys) >= MAX_KEPT:
-            keys.clear()
-        keys[node] = key
-        return key
+        return self._ask(self._keys, self._signing_key, node)
 
     def grant(self, fingerprint: str) -> Grant | None:
         """What the trust store grants the client key of ``fingerprint``."""
-        lookup = self._grant
+        return self._ask(self._grants, self._grant, fingerprint)
+
+    def _ask(self, kept: dict[str, _T | None], lookup: Callable[[str], _T | None] | None,
+             key: str) -> _T | None:
+        """``lookup(key)``, from ``kept`` while the snapshot is unchanged."""
         if lookup is None:
             return None
         if not self._current():
-            return lookup(fingerprint)
-        grants = self._grants
+            return lookup(key)
         try:
-            return grants[fingerprint]
+            return kept[key]
         except KeyError:
             pass
-        grant = lookup(fingerprint)
-        if len(grants) >= MAX_KEPT:
-            grants.clear()
-        grants[fingerprint] = grant
-        return grant
+        answer = lookup(key)
+        if len(kept) >= MAX_KEPT:
+            kept.clear()
+        kept[key] = answer
+        return answer
 
     def forget(self) -> None:
         """Ask the store again for everything (its snapshot changed)."""
