@@ -119,8 +119,11 @@ class CoreMesh:
         self._impostors: dict[str, str] = {}
 
     # ----------------------------------------------------------- building
-    def add(self, node: str, impostor_of: str | None = None) -> BrokerCore:
-        """Add a broker; ``impostor_of`` makes it claim another node's key."""
+    def add(self, node: str, impostor_of: str | None = None, *,
+            mac3: bool = True) -> BrokerCore:
+        """Add a broker; ``impostor_of`` makes it claim another node's key;
+        ``mac3=False``: it neither sends nor takes version-3 MACs (as a
+        broker of revisions 8-9)."""
         def authorize(claimed: str, key: str | None, token: str | None) -> str | None:
             if key != key_of(claimed):
                 return f"key {key} is not trusted as node '{claimed}'"
@@ -131,7 +134,8 @@ class CoreMesh:
             self._signing_keys[node] = signer.public_hex
         core = BrokerCore(node, limits=self.limits, now=self.clock(), authorize=authorize,
                           wall=lambda: 1_700_000_000.0 + self.clock(), signer=signer,
-                          signing_keys=self._signing_keys.get if signer else None)
+                          signing_keys=self._signing_keys.get if signer else None,
+                          mac3=mac3)
         self.nodes[node] = core
         self._next_sock[node] = FIRST_DIAL_SOCKET
         self.workers[node] = {}

@@ -81,7 +81,14 @@ from ..protocol.codec import (
 )
 from ..protocol.frame import Frame
 from ..protocol.limits import MAX_MESSAGE_FRAMES
-from ..protocol.signature import FEATURE_MAC, KeyRing, Signer
+from ..protocol.signature import (
+    FEATURE_MAC,
+    FEATURE_MAC3,
+    MAC3_VERSION,
+    MAC_VERSION,
+    KeyRing,
+    Signer,
+)
 from ..qos.manager import QoSManager
 from ..routing.dijkstra import RoutingTable
 from ..routing.lsdb import LinkStateDB
@@ -152,6 +159,7 @@ class BrokerCore:
         trust_snapshot: Callable[[], object] | None = None,
         incarnation: int = 0,
         pairwise_macs: bool = True,
+        mac3: bool = True,
     ) -> None:
         ctx = self._ctx = BrokerContext(node_id, limits or BrokerLimits(), now, wall, name,
                                         cluster, public_key, incarnation)
@@ -176,11 +184,15 @@ class BrokerCore:
                                 token_factory=token_factory,
                                 signing_key=signer.public_hex if signer else "",
                                 learn_key=self._learn_key if signer else None)
+        #: Version-3 MACs (revision 10) sent to the nodes that take them, and
+        #: taken; False: as a broker of revisions 8-9 (tests of mixed meshes).
+        self._mac3 = mac3 = pairwise_macs and mac3
         self._linkstate = LinkState(ctx, wall, signer=signer, keyring=keyring,
-                                    pairwise_macs=pairwise_macs)
+                                    pairwise_macs=pairwise_macs, mac3=mac3)
         self._relay = Relay(ctx, signer=signer, keyring=keyring, serving=self._serving,
                             grant_of=self._trust.grant,
-                            mac_verifier=self._mac_verifier if pairwise_macs else None)
+                            mac_verifier=self._mac_verifier if pairwise_macs else None,
+                            mac3=mac3)
         self._clients = ClientTable(ctx)
         self._local.wire(self._origin, self._remote, self._legacy, self._linkstate)
         self._origin.wire(self._local, self._legacy, self._relay, self._linkstate.lsdb,
@@ -232,18 +244,22 @@ class BrokerCore:
             return None
         return lsa.links[0].neighbor
 
-    def _mac_verifier(self, dst: str) -> str | None:
+    def _mac_verifier(self, dst: str) -> tuple[str, int] | None:
         """The node that verifies a routed message for ``dst`` (``dst``, or
-        the broker serving SSH host ``dst``) if its verified LSA says it
-        takes pairwise MACs; else None (the message is signed)."""
+        the broker serving SSH host ``dst``) and the MAC version to send it
+        (3 when its LSA says ``mac3`` too and we take them) if its verified
+        LSA says it takes pairwise MACs; else None (the message is signed)."""
         get = self._linkstate.lsdb.get
         lsa = get(dst)
         if lsa is not None and lsa.kind == "ssh":
             dst = lsa.links[0].neighbor if len(lsa.links) == 1 else ""
             lsa = get(dst) if dst else None
-        if lsa is None or FEATURE_MAC not in lsa.features:
+        if lsa is None:
             return None
-        return dst
+        features = lsa.features
+        if FEATURE_MAC not in features:
+            return None
+        return dst, MAC3_VERSION if self._mac3 and FEATURE_MAC3 in features else MAC_VERSION
 
     def _learn_key(self, node: str, key: str) -> str | None:
         """A neighbour authenticated as ``node`` signs with ``key``: None when

@@ -25,9 +25,10 @@ Rules:
   signature, an SSH host's that of the one broker it links to (and the
   host's name must not be a node of the trust store); anything else is
   dropped and counted (``lsas_unverified``).  An LSA's ``features`` (our
-  own: ``mac``, we verify pairwise MACs) count only under its ``xsig``;
-  without a valid one the LSA is taken without them.  Each broker may advertise at
-  most :data:`MAX_SSH_HOSTS_PER_BROKER` SSH hosts.  Our own LSAs are signed
+  own: ``mac`` and ``mac3``, we verify pairwise MACs of versions 2 and 3)
+  count only under its ``xsig``; without a valid one the LSA is taken
+  without them.  Each broker may advertise at most
+  :data:`MAX_SSH_HOSTS_PER_BROKER` SSH hosts.  Our own LSAs are signed
   as they are originated; an origination that fails (the sequence space ran
   out, the database is full) is logged and counted, never raised.
 * Routes are recomputed (SPF) as :class:`~operone_zmq.routing.damping.
@@ -56,6 +57,7 @@ from ..protocol.codec import TAG
 from ..protocol.frame import Frame
 from ..protocol.signature import (
     FEATURE_MAC,
+    FEATURE_MAC3,
     KeyRing,
     Signer,
     lsa_ext_signed_bytes,
@@ -106,7 +108,7 @@ class LinkState:
 
     def __init__(self, ctx: BrokerContext, wall: Callable[[], float], *,
                  signer: Signer | None = None, keyring: KeyRing | None = None,
-                 pairwise_macs: bool = True) -> None:
+                 pairwise_macs: bool = True, mac3: bool = True) -> None:
         self._ctx = ctx
         self._wall = wall
         self.lsdb = LinkStateDB(ctx.node_id, initial_seq(wall()),
@@ -114,7 +116,9 @@ class LinkState:
         self._keyring = keyring
         if signer is not None:
             me = ctx.node_id
-            features = (FEATURE_MAC,) if pairwise_macs else ()
+            features: tuple[str, ...] = (
+                ((FEATURE_MAC, FEATURE_MAC3) if mac3 else (FEATURE_MAC,)) if pairwise_macs
+                else ())
 
             def seal(lsa: LSA) -> LSA:
                 if lsa.origin == me and features:

@@ -23,7 +23,11 @@ Rules:
   host) carries a **pairwise MAC** instead (frame version 2, revision 8):
   only that node and we can make or check it, so a relay still cannot forge
   or alter it, and it costs two BLAKE2b passes instead of an Ed25519 sign
-  and verify.  A BROADCAST is always signed (every node checks it).
+  and verify.  A BROADCAST is always signed (every node checks it).  When
+  that node's LSA names ``mac3`` too and we take them ourselves, the MAC is
+  of version 3 (revision 10): over the header fields, the body's size and a
+  small body itself, with no SHA-256 of it
+  (:func:`~..protocol.signature.message_mac3_parts`).
 * Except straight from origin to destination: a message we originate whose
   next hop is its dst, on a link whose neighbour said ``direct`` in its
   HELLO/WELCOME, goes unsigned (a client's JOB with the frame
@@ -64,7 +68,15 @@ from ..protocol.codec import (
 )
 from ..protocol.frame import Frame
 from ..protocol.limits import DEFAULT_TTL
-from ..protocol.signature import MAC_VERSION, KeyRing, SigFrame, Signer, message_signed_bytes
+from ..protocol.signature import (
+    MAC3_VERSION,
+    SIG_VERSION,
+    KeyRing,
+    SigFrame,
+    Signer,
+    message_mac3_parts,
+    message_signed_bytes,
+)
 from ..routing.dijkstra import RoutingTable
 from .access import Grant
 from .context import (
@@ -106,11 +118,15 @@ class Relay:
                  keyring: KeyRing | None = None,
                  serving: Callable[[str], str | None] | None = None,
                  grant_of: Callable[[str], Grant | None] | None = None,
-                 mac_verifier: Callable[[str], str | None] | None = None) -> None:
+                 mac_verifier: Callable[[str], tuple[str, int] | None] | None = None,
+                 mac3: bool = False) -> None:
         self._ctx = ctx
-        #: The node that verifies a message for a dst with a pairwise MAC,
-        #: None when it does not take them (None: this node uses no MACs).
+        #: The node that verifies a message for a dst with a pairwise MAC and
+        #: the frame version to use (2 or 3), None when it takes none (None:
+        #: this node uses no MACs).
         self._mac_verifier = mac_verifier
+        #: Whether we take version-3 MACs (revision 10; with MACs only).
+        self._mac3 = mac3 and mac_verifier is not None
         #: What this node's trust store grants the client key of a fingerprint.
         self._grant_of = grant_of or (lambda fp: None)
         self._signer = signer
@@ -158,15 +174,24 @@ class Relay:
             if client is None:
                 return frames[:3]
             return [frames[0], frames[1], frames[2], SigFrame(None, client).pack()]
-        data = message_signed_bytes(t, mid, src, dst, ts, cls, corr, client, frames[2])
         name = None if src == me else me
         verifier = self._mac_verifier
-        if verifier is not None and t != _BROADCAST and self._keyring is not None:
-            node = verifier(dst)
-            mac = None if node is None else self._keyring.mac_for(node, data)
-            if mac is not None:
-                return [frames[0], frames[1], frames[2],
-                        SigFrame(mac, client, name, MAC_VERSION).pack()]
+        ring = self._keyring
+        if verifier is not None and t != _BROADCAST and ring is not None:
+            to = verifier(dst)
+            if to is not None:
+                node, version = to
+                if version == MAC3_VERSION:
+                    head, tail = message_mac3_parts(t, mid, src, dst, ts, cls, corr, client,
+                                                    frames[2])
+                    mac = ring.mac_for(node, head, tail)
+                else:
+                    mac = ring.mac_for(node, message_signed_bytes(
+                        t, mid, src, dst, ts, cls, corr, client, frames[2]))
+                if mac is not None:
+                    return [frames[0], frames[1], frames[2],
+                            SigFrame(mac, client, name, version).pack()]
+        data = message_signed_bytes(t, mid, src, dst, ts, cls, corr, client, frames[2])
         return [frames[0], frames[1], frames[2], SigFrame(signer.sign(data), client, name).pack()]
 
     def verified(self, h: Header, frames: list[Frame],
@@ -196,14 +221,19 @@ class Relay:
         signer = h.src if sf.signer is None else sf.signer
         if signer != h.src and self._serving(h.src) != signer:
             ok = False  # only the broker serving an SSH host signs in its name
-        elif sf.version == MAC_VERSION:
+        elif sf.version == SIG_VERSION:
+            ok = ring.verify(signer, sf.sig, message_signed_bytes(
+                h.type, h.id, h.src, h.dst, h.ts, h.cls, h.corr, sf.client, frames[2]))
+        elif h.type == _BROADCAST or self._mac_verifier is None:
             # A MAC is for one verifier (us: the message is for this node or
             # a host we serve); never for a broadcast, nor when we use none.
-            ok = (h.type != _BROADCAST and self._mac_verifier is not None
-                  and ring.mac_ok(signer, sf.sig, message_signed_bytes(
-                      h.type, h.id, h.src, h.dst, h.ts, h.cls, h.corr, sf.client, frames[2])))
+            ok = False
+        elif sf.version == MAC3_VERSION:
+            head, tail = message_mac3_parts(h.type, h.id, h.src, h.dst, h.ts, h.cls, h.corr,
+                                            sf.client, frames[2])
+            ok = self._mac3 and ring.mac_ok(signer, sf.sig, head, tail)
         else:
-            ok = ring.verify(signer, sf.sig, message_signed_bytes(
+            ok = ring.mac_ok(signer, sf.sig, message_signed_bytes(
                 h.type, h.id, h.src, h.dst, h.ts, h.cls, h.corr, sf.client, frames[2]))
         if not ok:
             ctx.counters["signatures_refused"] += 1
@@ -215,7 +245,7 @@ class Relay:
                 or key in self._seen_signed):
             self._replay_refused(h, wall_ms)
             return False
-        if sf.version == MAC_VERSION:
+        if sf.version != SIG_VERSION:
             ctx.counters["pairwise_macs"] += 1
         if h.type == _PROGRESS:
             return sf.client  # output chunks share id and ms: the window is their check

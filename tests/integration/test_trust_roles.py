@@ -4,6 +4,7 @@ allow-lists), and LSAs are signed by their origin."""
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import time
 from pathlib import Path
@@ -22,11 +23,13 @@ from operone_zmq.errors import JobTimeout, Refused
 from operone_zmq.protocol.bodies import Hello, JobRequest, pack_lsas
 from operone_zmq.protocol.codec import Header, MsgType, encode, sig_into_tag
 from operone_zmq.protocol.signature import (
+    MAC3_VERSION,
     MAC_VERSION,
     KeyRing,
     SigFrame,
     Signer,
     lsa_signed_bytes,
+    message_mac3_parts,
     message_signed_bytes,
 )
 from operone_zmq.routing.lsa import LSA, MAX_SEQ, LinkInfo
@@ -253,15 +256,21 @@ def test_routed_messages_are_verified_and_never_replayed(tmp_path: Path) -> None
         m.stop()
 
 
-@pytest.mark.parametrize("in_tag", [False, True], ids=["4 frames", "signature after the tag"])
-def test_a_relay_cannot_make_or_alter_a_pairwise_mac(tmp_path: Path, in_tag: bool) -> None:
+@pytest.mark.parametrize(("in_tag", "version"), [(False, MAC_VERSION), (True, MAC_VERSION),
+                                                 (False, MAC3_VERSION), (True, MAC3_VERSION)],
+                         ids=["4 frames", "signature after the tag", "version 3",
+                              "version 3 after the tag"])
+def test_a_relay_cannot_make_or_alter_a_pairwise_mac(tmp_path: Path, in_tag: bool,
+                                                     version: int) -> None:
     """Mallory, a trusted neighbour of a with its own signing key, sends a
     routed JOBs with pairwise MACs (revision 8): in b's name with the key
     mallory shares with a, in b's name as 'signer' mallory, and its own
     with the body altered after the MAC; and a BROADCAST with a MAC.  All
     four are refused; its own proper one runs once, its replay is refused.
     The same when each goes as three frames, its MAC after the tag
-    (revision 9): a takes the form from any neighbour, and checks it alike."""
+    (revision 9): a takes the form from any neighbour, and checks it alike;
+    and with version-3 MACs (revision 10), where a big body swapped for its
+    SHA-256 (what the MAC covers of it) is refused too."""
     m = MeshOfNodes(tmp_path, ["a", "b"])
     try:
         signer, s = _mallory_at_a(m, worker_on="a")
@@ -270,16 +279,19 @@ def test_a_relay_cannot_make_or_alter_a_pairwise_mac(tmp_path: Path, in_tag: boo
         client = ("f" * 16, "submit")
 
         def mac_msg(t: MsgType, src: str, jid: str, *, name: str | None = None,
-                    alter: bool = False) -> list[bytes]:
-            body = JobRequest("echo", {"id": jid}).pack()
+                    alter: bool = False, big: bool = False) -> list[bytes]:
+            body = JobRequest("echo", {"id": jid, "pad": "p" * (5000 if big else 0)}).pack()
             h = Header(int(t), jid, src, "" if t == MsgType.BROADCAST else "a", 8, now, 2,
                        None)
-            mac = ring.mac_for("a", message_signed_bytes(h.type, h.id, h.src, h.dst, h.ts,
-                                                         h.cls, h.corr, client, body))
+            fields = (h.type, h.id, h.src, h.dst, h.ts, h.cls, h.corr, client, body)
+            mac = (ring.mac_for("a", *message_mac3_parts(*fields)) if version == MAC3_VERSION
+                   else ring.mac_for("a", message_signed_bytes(*fields)))
             assert mac is not None
             if alter:
                 body = JobRequest("echo", {"id": jid, "rm": "-rf"}).pack()
-            frames = [*encode(h, body), SigFrame(mac, client, name, MAC_VERSION).pack()]
+            if big:
+                body = hashlib.sha256(body).digest()
+            frames = [*encode(h, body), SigFrame(mac, client, name, version).pack()]
             return sig_into_tag(frames) if in_tag else frames
 
         try:
@@ -289,8 +301,9 @@ def test_a_relay_cannot_make_or_alter_a_pairwise_mac(tmp_path: Path, in_tag: boo
                 s.send_multipart(mac_msg(MsgType.JOB, "b", "x2", name="mallory"))
                 s.send_multipart(mac_msg(MsgType.JOB, "mallory", "x3", alter=True))
                 s.send_multipart(mac_msg(MsgType.BROADCAST, "mallory", "x4"))
+                s.send_multipart(mac_msg(MsgType.JOB, "mallory", "x5", big=True))
                 wait_for(lambda: c.stats()["signatures_refused"]
-                         >= before["signatures_refused"] + 4, 15, "the forgeries")
+                         >= before["signatures_refused"] + 5, 15, "the forgeries")
                 good = mac_msg(MsgType.JOB, "mallory", "ok1")
                 s.send_multipart(good)
                 wait_for(lambda: c.stats()["jobs_received"] >= before["jobs_received"] + 1,
@@ -301,7 +314,7 @@ def test_a_relay_cannot_make_or_alter_a_pairwise_mac(tmp_path: Path, in_tag: boo
                 time.sleep(0.3)
                 st = c.stats()
                 assert st["jobs_received"] == before["jobs_received"] + 1
-                assert st["signatures_refused"] == before["signatures_refused"] + 4
+                assert st["signatures_refused"] == before["signatures_refused"] + 5
                 assert st["pairwise_macs"] == before["pairwise_macs"] + 1
                 assert st["broadcasts_received"] == before["broadcasts_received"]
                 # The proper one ran: its RESULT (MAC'd for mallory) came back.

@@ -81,7 +81,7 @@ def test_a_lone_signed_message_goes_as_three_frames_both_ways_on_both_transports
         ("a", True), ("b", True), ("c", False), ("b", False)}
     for _, _, frames in routed:
         assert len(frames) == 3 and frames[0][:3] == TAG
-        assert SigFrame.unpack(frames[0][3:]).version == 2  # a pairwise MAC
+        assert SigFrame.unpack(frames[0][3:]).version == 3  # a pairwise MAC (revision 10)
     assert c.counters["pairwise_macs"] == 5 and a.counters["pairwise_macs"] == 5
     for node in (a, b, c):
         assert node.counters["malformed"] == 0
