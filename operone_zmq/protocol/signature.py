@@ -170,8 +170,8 @@ def message_signed_bytes(t: int, mid: str, src: str, dst: str, ts: int, cls: int
     """The bytes the origin of a routed message signs (every header field
     but the ttl, the client it acts for, and the body's SHA-256)."""
     digest = hashlib.sha256(body).digest()
-    return _MSG_TAG + _packed(
-        [t, mid, src, dst, ts, cls, corr, None if client is None else list(client), digest])
+    # (A tuple is a msgpack array too: ``client`` goes as it is.)
+    return _MSG_TAG + _packed([t, mid, src, dst, ts, cls, corr, client, digest])
 
 
 def message_mac3_parts(t: int, mid: str, src: str, dst: str, ts: int, cls: int,
@@ -183,8 +183,7 @@ def message_mac3_parts(t: int, mid: str, src: str, dst: str, ts: int, cls: int,
     :data:`MAC3_INLINE_MAX` bytes, else its SHA-256.  The size comes first,
     so a body that *is* some big body's digest is not that big body."""
     size = len(body)
-    head = _MSG3_TAG + _packed(
-        [t, mid, src, dst, ts, cls, corr, None if client is None else list(client), size])
+    head = _MSG3_TAG + _packed([t, mid, src, dst, ts, cls, corr, client, size])
     return head, body if size <= MAC3_INLINE_MAX else hashlib.sha256(body).digest()
 
 
@@ -218,8 +217,7 @@ class SigFrame:
         object.__setattr__(self, "version", version)
 
     def pack(self) -> bytes:
-        return _packed([self.version, self.sig,
-                        None if self.client is None else list(self.client), self.signer])
+        return _packed([self.version, self.sig, self.client, self.signer])
 
     @classmethod
     def unpack(cls, frame: Frame) -> SigFrame:

@@ -14,7 +14,7 @@ import pytest
 from operone_zmq.errors import ProtocolError
 from operone_zmq.protocol import codec, signature
 from operone_zmq.protocol.bodies import JobRequest
-from operone_zmq.protocol.signature import SigFrame, message_signed_bytes
+from operone_zmq.protocol.signature import SigFrame, message_mac3_parts, message_signed_bytes
 
 _OK = [10, "job-1", "cli", "", 16, 1_700_000_000_000, 2, None]
 
@@ -257,9 +257,9 @@ def test_signature_frame_fast_path_matches_the_checked_path(
 
 
 def test_signed_bytes_are_what_msgpack_packs() -> None:
-    """message_signed_bytes and SigFrame.pack (encoded by msgspec) are byte
-    for byte msgpack.packb's: every broker of a mesh, of any version, must
-    sign and verify the same bytes."""
+    """message_signed_bytes, message_mac3_parts and SigFrame.pack (encoded
+    by msgspec) are byte for byte msgpack.packb's: every broker of a mesh,
+    of any version, must sign and verify the same bytes."""
     rnd = random.Random(12)
 
     def text() -> str:
@@ -273,13 +273,18 @@ def test_signed_bytes_are_what_msgpack_packs() -> None:
         mid, src, dst = text(), text(), text()
         corr = rnd.choice([None, text()])
         client = rnd.choice([None, (text(), text())])
-        body = rnd.randbytes(rnd.choice([0, 1, 255, 256, 65_536]))
+        body = rnd.randbytes(rnd.choice([0, 1, 255, 256, 1024, 1025, 65_536]))
         want = b"OZ-MSG-1\x00" + msgpack.packb(
             [t, mid, src, dst, ts, cls, corr, None if client is None else list(client),
              hashlib.sha256(body).digest()], use_bin_type=True)
         assert message_signed_bytes(t, mid, src, dst, ts, cls, corr, client, body) == want
+        head, tail = message_mac3_parts(t, mid, src, dst, ts, cls, corr, client, body)
+        assert head == b"OZ-MSG-3\x00" + msgpack.packb(
+            [t, mid, src, dst, ts, cls, corr, None if client is None else list(client),
+             len(body)], use_bin_type=True)
+        assert tail == (body if len(body) <= 1024 else hashlib.sha256(body).digest())
         sf = SigFrame(rnd.choice([None, rnd.randbytes(32), rnd.randbytes(64)]), client,
-                      rnd.choice([None, text()]), rnd.choice([1, 2]))
+                      rnd.choice([None, text()]), rnd.choice([1, 2, 3]))
         packed = sf.pack()
         assert packed == msgpack.packb(
             [sf.version, sf.sig, None if client is None else list(client), sf.signer],
