@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import replace
+from pathlib import Path
 
 import msgpack
 import pytest
@@ -393,3 +394,35 @@ def test_a_revision_9_end_gets_and_sends_version_2_and_every_job_runs(
     assert a.counters["pairwise_macs"] == 3 and c.counters["pairwise_macs"] == 3
     for node in m.nodes.values():
         assert node.counters["signatures_refused"] == 0 and node.counters["malformed"] == 0
+
+
+# ------------------------------------------- the example in the spec
+DOC = Path(__file__).resolve().parents[3] / "docs" / "protocol.md"
+
+
+def mac3_example() -> str:
+    """The block between docs/protocol.md's ``mac3-example`` markers, from
+    the real code (``python tests/unit/core/test_pairwise_macs.py`` prints it)."""
+    s, v = Signer(bytes([1]) * 32), Signer(bytes([2]) * 32)
+    body = JobRequest("echo", {"x": 1}).pack()
+    head, tail = message_mac3_parts(int(MsgType.JOB), "j1", "a", "c", 1_700_000_000_000, 2,
+                                    None, ("0123456789abcdef", "submit"), body)
+    mac = KeyRing({"c": v.public_hex}.get, s).mac_for("c", head, tail)
+    assert mac is not None and _ring(v, a=s).mac_ok("a", mac, head + bytes(tail))
+    rows = [("S", s.public.hex()), ("V", v.public.hex()), ("key", s.pair_keys(v.public)[0].hex()),
+            ("body", body.hex())]
+    hx = head.hex()
+    rows += [("head", hx[:64])] + [("", hx[i:i + 64]) for i in range(64, len(hx), 64)]
+    rows.append(("mac", mac.hex()))
+    return "\n".join(f"{k:<6}{val}" for k, val in rows)
+
+
+def test_the_specs_version_3_example_is_what_the_code_computes() -> None:
+    text = DOC.read_text(encoding="utf-8")
+    block = text.split("<!-- mac3-example -->\n```\n", 1)[1]
+    block = block.split("\n```\n<!-- /mac3-example", 1)[0]
+    assert block == mac3_example()
+
+
+if __name__ == "__main__":
+    print(mac3_example())
