@@ -2,7 +2,7 @@
 
 Throughput (a window of no-op jobs in flight), latency (one in flight) and
 bulk (64 KiB payloads), with CPU per job of each process; repetitions of the
-two stacks alternate.
+two stacks alternate; the judged p50 is measured with both in the same rounds.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from .harness import (
     machine_busy_seconds,
     percentile,
     run_latency,
+    run_latency_interleaved,
     run_window,
     say,
 )
@@ -124,6 +125,7 @@ async def bench_foundation(args: argparse.Namespace, work: Path) -> Result:
     stacks: list[Stack] = [raw, op]
     res = Result("foundation")
     reps: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    inter: dict[str, list[float]] = {s.name: [] for s in stacks}
     try:
         t0 = time.monotonic()
         await raw.start()
@@ -143,6 +145,17 @@ async def bench_foundation(args: argparse.Namespace, work: Path) -> Result:
                     say(f"  {what:10s} rep {i + 1}/{p.reps} {s.name:8s} "
                          + ", ".join(f"{k}={v:,.1f}" for k, v in r.items()
                                      if not k.startswith("cpu")))
+        # The judged p50: both stacks in the same rounds, taking turns of 8
+        # jobs (run_latency_interleaved, as the mesh set does), so a busy
+        # moment of the host meets both.  The blocks above give the CPU per
+        # job at 1 in flight (each process's own) and the p99.
+        for i in range(p.reps):
+            lats = await run_latency_interleaved([s.submit_noop for s in stacks],
+                                                 p.latency_n, turn=8)
+            for s, lat in zip(stacks, lats, strict=True):
+                inter[s.name].append(statistics.median(lat))
+            say(f"  latency    round {i + 1}/{p.reps} interleaved: " + ", ".join(
+                f"{s.name} p50 {inter[s.name][-1]:,.0f} us" for s in stacks))
     finally:
         for s in stacks:
             with contextlib.suppress(Exception):
@@ -168,11 +181,25 @@ async def bench_foundation(args: argparse.Namespace, work: Path) -> Result:
     row.ok = None if row.ratio is None else row.ratio >= 0.75
     row.spread = spread("throughput", "jobs_per_s")
     res.rows.append(row)
-    p50 = Row("latency p50, 1 in flight", "us", med("baseline", "latency", "p50_us"),
-              med("operone", "latency", "p50_us"), "<= 1.2x baseline", higher_is_better=False)
+    def inter_med(stack: str) -> float | None:
+        return statistics.median(inter[stack]) if inter.get(stack) else None
+
+    p50 = Row("latency p50, 1 in flight (interleaved)", "us", inter_med("baseline"),
+              inter_med("operone"), "<= 1.2x baseline", higher_is_better=False)
     p50.ok = None if p50.ratio is None else p50.ratio <= 1.2
-    p50.spread = spread("latency", "p50_us")
+    worst = None
+    for xs in inter.values():
+        if len(xs) > 1 and statistics.median(xs):
+            sp = (max(xs) - min(xs)) / 2 / statistics.median(xs)
+            worst = sp if worst is None else max(worst, sp)
+    p50.spread = worst
     res.rows.append(p50)
+    blk_b, blk_o = med("baseline", "latency", "p50_us"), med("operone", "latency", "p50_us")
+    if blk_b and blk_o:
+        res.notes.append(
+            f"latency p50 in blocks ({p.latency_n:,} jobs on one stack at a time, the stacks"
+            f" alternating): baseline {blk_b:,.0f} us, operone {blk_o:,.0f} us"
+            f" ({blk_o / blk_b:.2f}x); the judged row takes both in the same rounds")
     p99 = Row("latency p99, 1 in flight", "us", med("baseline", "latency", "p99_us"),
               med("operone", "latency", "p99_us"), higher_is_better=False)
     p99.spread = spread("latency", "p99_us")
@@ -216,6 +243,7 @@ async def bench_foundation(args: argparse.Namespace, work: Path) -> Result:
         "worker_concurrency": args.worker_concurrency or "default (workers.concurrency)",
         "raw_frames": args.raw_frames,
         "repetitions": {f"{s}/{w}": rs for (s, w), rs in reps.items()},
+        "p50_us_interleaved": inter,
     }
     if prof_dir is not None:
         res.notes.append(f"profiles (cProfile, which slows every figure): {prof_dir}/"
