@@ -2,7 +2,8 @@
 
 Throughput (a window of no-op jobs in flight), latency (one in flight) and
 bulk (64 KiB payloads), with CPU per job of each process; repetitions of the
-two stacks alternate; the judged p50 is measured with both in the same rounds.
+two stacks alternate; the judged p50 and 64 KiB figures are measured with
+both in the same rounds (taking turns).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .harness import (
     run_latency,
     run_latency_interleaved,
     run_window,
+    run_window_interleaved,
     say,
 )
 from .stacks import BULK_SIZE, OperoneStack, RawStack, Stack
@@ -126,6 +128,7 @@ async def bench_foundation(args: argparse.Namespace, work: Path) -> Result:
     res = Result("foundation")
     reps: dict[tuple[str, str], list[dict[str, Any]]] = {}
     inter: dict[str, list[float]] = {s.name: [] for s in stacks}
+    bulk_inter: dict[str, list[float]] = {s.name: [] for s in stacks}
     try:
         t0 = time.monotonic()
         await raw.start()
@@ -156,6 +159,16 @@ async def bench_foundation(args: argparse.Namespace, work: Path) -> Result:
                 inter[s.name].append(statistics.median(lat))
             say(f"  latency    round {i + 1}/{p.reps} interleaved: " + ", ".join(
                 f"{s.name} p50 {inter[s.name][-1]:,.0f} us" for s in stacks))
+        # The judged 64 KiB figure likewise: the stacks take turns of ten
+        # windows each (the blocks above give each process's CPU per job).
+        turn = max(100, 10 * p.bulk_window)
+        for i in range(p.reps):
+            got = await run_window_interleaved([s.submit_bulk for s in stacks], p.bulk_jobs,
+                                               p.bulk_window, turn)
+            for s, (secs, _) in zip(stacks, got, strict=True):
+                bulk_inter[s.name].append(p.bulk_jobs * BULK_SIZE / secs / 1e6)
+            say(f"  bulk       round {i + 1}/{p.reps} interleaved: " + ", ".join(
+                f"{s.name} {bulk_inter[s.name][-1]:,.0f} MB/s" for s in stacks))
     finally:
         for s in stacks:
             with contextlib.suppress(Exception):
@@ -181,18 +194,21 @@ async def bench_foundation(args: argparse.Namespace, work: Path) -> Result:
     row.ok = None if row.ratio is None else row.ratio >= 0.75
     row.spread = spread("throughput", "jobs_per_s")
     res.rows.append(row)
-    def inter_med(stack: str) -> float | None:
-        return statistics.median(inter[stack]) if inter.get(stack) else None
+    def inter_med(rounds: dict[str, list[float]], stack: str) -> float | None:
+        return statistics.median(rounds[stack]) if rounds.get(stack) else None
 
-    p50 = Row("latency p50, 1 in flight (interleaved)", "us", inter_med("baseline"),
-              inter_med("operone"), "<= 1.2x baseline", higher_is_better=False)
+    def inter_spread(rounds: dict[str, list[float]]) -> float | None:
+        worst = None
+        for xs in rounds.values():
+            if len(xs) > 1 and statistics.median(xs):
+                sp = (max(xs) - min(xs)) / 2 / statistics.median(xs)
+                worst = sp if worst is None else max(worst, sp)
+        return worst
+
+    p50 = Row("latency p50, 1 in flight (interleaved)", "us", inter_med(inter, "baseline"),
+              inter_med(inter, "operone"), "<= 1.2x baseline", higher_is_better=False)
     p50.ok = None if p50.ratio is None else p50.ratio <= 1.2
-    worst = None
-    for xs in inter.values():
-        if len(xs) > 1 and statistics.median(xs):
-            sp = (max(xs) - min(xs)) / 2 / statistics.median(xs)
-            worst = sp if worst is None else max(worst, sp)
-    p50.spread = worst
+    p50.spread = inter_spread(inter)
     res.rows.append(p50)
     blk_b, blk_o = med("baseline", "latency", "p50_us"), med("operone", "latency", "p50_us")
     if blk_b and blk_o:
@@ -207,12 +223,19 @@ async def bench_foundation(args: argparse.Namespace, work: Path) -> Result:
     # Judged as issue 12 says, against the baseline of the same run (an
     # absolute MB/s moves with the machine's load; DESIGN.md's 150 MB/s is
     # the figure of an idle machine, shown in the MB/s columns, not judged).
-    bulk = Row(f"64 KiB payload, {p.bulk_window} in flight", "MB/s",
-               med("baseline", "bulk", "mb_per_s"), med("operone", "bulk", "mb_per_s"),
+    bulk = Row(f"64 KiB payload, {p.bulk_window} in flight (interleaved)", "MB/s",
+               inter_med(bulk_inter, "baseline"), inter_med(bulk_inter, "operone"),
                ">= 0.9x baseline")
     bulk.ok = None if bulk.ratio is None else bulk.ratio >= 0.9
-    bulk.spread = spread("bulk", "mb_per_s")
+    bulk.spread = inter_spread(bulk_inter)
     res.rows.append(bulk)
+    blk_b, blk_o = med("baseline", "bulk", "mb_per_s"), med("operone", "bulk", "mb_per_s")
+    if blk_b and blk_o:
+        res.notes.append(
+            f"64 KiB in blocks ({p.bulk_jobs:,} jobs on one stack at a time, the stacks"
+            f" alternating): baseline {blk_b:,.0f} MB/s, operone {blk_o:,.0f} MB/s"
+            f" ({blk_o / blk_b:.2f}x); the judged row takes both in turns of"
+            f" {max(100, 10 * p.bulk_window):,} jobs")
     for what, label in (("throughput", f"no-op, {p.window} in flight"),
                         ("latency", "no-op, 1 in flight"),
                         ("bulk", f"64 KiB, {p.bulk_window} in flight")):
@@ -244,6 +267,7 @@ async def bench_foundation(args: argparse.Namespace, work: Path) -> Result:
         "raw_frames": args.raw_frames,
         "repetitions": {f"{s}/{w}": rs for (s, w), rs in reps.items()},
         "p50_us_interleaved": inter,
+        "bulk_mb_per_s_interleaved": bulk_inter,
     }
     if prof_dir is not None:
         res.notes.append(f"profiles (cProfile, which slows every figure): {prof_dir}/"
